@@ -1,1 +1,25 @@
+//! What the three PiCloud services (manager, orchestrator, executor) agree on.
+//!
+//! - `ids`: validated names and ids (`AppName`, `ScriptName`, `InvocationId`, ...).
+//! - `invocation`: what the orchestrator hands the executor and what comes back.
+//! - `store`: one repository trait per table family, implemented by the storage crate.
+//! - `catalog`: how a control-plane change reaches per-node caches (routes, compiled scripts).
+//! - `error_code`: the one table from an error code to an HTTP status.
+//!
+//! This crate depends on neither axum nor sqlx: it is the seam, not an implementation.
+pub mod catalog; // control-plane change notifications
+pub mod error_code; // ErrorCode -> HTTP status, the JSON error body
+pub mod executor; // the ExecutorClient seam
+pub mod ids; // validated names and ids
+pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
+pub mod store; // repository traits + StoreError
 
+pub use catalog::{Catalog, CatalogChange, CatalogListener};
+pub use error_code::{ErrorBody, ErrorCode, ErrorDetail};
+pub use executor::{CompileError, ExecError, ExecutorClient, ScriptChecker};
+pub use ids::{AppName, InvalidName, InvocationId, RoutePath, ScriptName, TokenId, TriggerId};
+pub use invocation::{
+    Execution, FailureKind, HttpRequest, Invocation, InvocationInput, InvocationRecord,
+    InvocationStatus, LogLevel, LogLine, ScriptFailure, ScriptOutput,
+};
+pub use store::{Store, StoreError};

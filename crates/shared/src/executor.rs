@@ -1,0 +1,46 @@
+//! The seam between dispatch and execution. In the all-in-one binary the executor runs in
+//! the same process; a cluster node may put a network hop behind the same trait.
+use async_trait::async_trait;
+
+use crate::invocation::{Execution, Invocation};
+use crate::store::StoreError;
+
+#[async_trait]
+pub trait ExecutorClient: Send + Sync {
+    /// Run one invocation and wait for its result.
+    ///
+    /// # Errors
+    /// `Overloaded` when the executor's queue is full (answer 503, do not wait);
+    /// `ScriptNotFound` when the script has no active version; `WorkerLost` if the script
+    /// thread died; `Store` when the script could not be loaded.
+    async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("the executor is at capacity, try again")]
+    Overloaded,
+    #[error("script '{0}' does not exist")]
+    ScriptNotFound(String),
+    #[error("the script's worker was lost")]
+    WorkerLost,
+    #[error("internal error")]
+    Store(#[from] StoreError),
+}
+
+/// A compile error at deploy time, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct CompileError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Compiles a script without running it, so a deploy can refuse a broken version before
+/// it is stored (and the previous version stays active).
+pub trait ScriptChecker: Send + Sync {
+    /// # Errors
+    /// The first compile error, with its line and column (1-based).
+    fn check(&self, source: &str) -> Result<(), CompileError>;
+}

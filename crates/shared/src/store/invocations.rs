@@ -1,0 +1,38 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::ids::{AppName, InvocationId, ScriptName};
+use crate::invocation::{InvocationRecord, InvocationStatus};
+
+/// Which invocations to list; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationFilter {
+    pub script: Option<ScriptName>,
+    pub status: Option<InvocationStatus>,
+    /// Only runs that started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs that started before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Paging cursor: only invocations older than this one (ids are time-ordered).
+    pub before: Option<InvocationId>,
+    /// At most this many (the caller caps it).
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait InvocationRepository: Send + Sync {
+    /// Insert a batch of records in one transaction; records of apps that no longer exist
+    /// are dropped.
+    async fn record(&self, batch: &[InvocationRecord]) -> Result<(), StoreError>;
+    async fn list(
+        &self,
+        app: &AppName,
+        filter: &InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>, StoreError>;
+    async fn get(
+        &self,
+        app: &AppName,
+        id: InvocationId,
+    ) -> Result<Option<InvocationRecord>, StoreError>;
+}

@@ -1,0 +1,41 @@
+//! The repository traits, one file per table family. The storage crate implements each
+//! for SQLite and for PostgreSQL; everything else holds them as `Arc<dyn ...>` in `Store`.
+use std::sync::Arc;
+
+mod apps;
+mod error;
+mod invocations;
+mod scripts;
+mod tokens;
+mod triggers;
+
+pub use apps::{App, AppRepository};
+pub use error::StoreError;
+pub use invocations::{InvocationFilter, InvocationRepository};
+pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
+pub use tokens::{ApiToken, TokenRepository};
+pub use triggers::{HttpMethod, NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+
+/// A live connection to one database, seen through its repositories.
+#[derive(Clone)]
+pub struct Store {
+    pub apps: Arc<dyn AppRepository>,
+    pub scripts: Arc<dyn ScriptRepository>,
+    pub triggers: Arc<dyn TriggerRepository>,
+    pub invocations: Arc<dyn InvocationRepository>,
+    pub tokens: Arc<dyn TokenRepository>,
+    pub health: Arc<dyn StoreHealth>,
+}
+
+#[async_trait::async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// A round trip to the database, for `/readyz`.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Close the pool; called last on shutdown.
+    async fn close(&self);
+}
