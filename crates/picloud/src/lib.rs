@@ -1,1 +1,14 @@
+//! The all-in-one PiCloud server: manager, orchestrator and executor in one process.
+//!
+//! - `serve` wires the three services on one already-bound listener and runs until the
+//!   shutdown token is cancelled, then drains HTTP, flushes the invocation writer and
+//!   stops the script threads.
+//! - `config` is the one `Config` value `main` builds from `picloud.toml` and `PICLOUD_*`.
+//! - `cli` is the `picloud` command's client side: it talks to the admin API over HTTP.
+pub mod cli; // client commands (apps, deploy, logs, ...)
+pub mod config; // Config: file + environment
+mod health; // /healthz, /readyz, /metrics
+mod serve; // wiring and shutdown order
 
+pub use config::Config;
+pub use serve::{Server, serve, start};

@@ -1,0 +1,176 @@
+//! The one place end-to-end helpers live: `spawn_app` starts a real server on a random
+//! loopback port with a fresh database, and `TestApp` has one method per user action.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use picloud::config::TEST_ADMIN_TOKEN;
+use picloud::{Config, Server};
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use shared::InvocationRecord;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub enum TestDb {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub store: shared::Store,
+    pub database_url: String,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    server: Option<Server>,
+}
+
+/// A fresh server on `127.0.0.1:0` with its own database and data directory.
+pub async fn spawn_app(db: TestDb) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = match db {
+        TestDb::Sqlite => storage::testing::fresh_sqlite_url(dir.path()),
+        TestDb::Postgres => storage::testing::fresh_postgres_url().await,
+    };
+    let mut config = Config::for_tests(&dir.path().join("data"), &database_url);
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = picloud::start(listener, config, shutdown.clone()).await.unwrap();
+    TestApp {
+        url,
+        client: reqwest::Client::new(),
+        store: server.store.clone(),
+        database_url,
+        dir,
+        shutdown,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(TEST_ADMIN_TOKEN)
+    }
+
+    pub async fn create_app(&self, name: &str) -> Response {
+        self.admin(Method::POST, "/apps").json(&json!({ "name": name })).send().await.unwrap()
+    }
+
+    pub async fn deploy(&self, app: &str, script: &str, source: &str) -> Response {
+        self.admin(Method::PUT, &format!("/apps/{app}/scripts/{script}"))
+            .json(&json!({ "source": source }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn add_route(&self, app: &str, method: &str, path: &str, script: &str) -> Response {
+        self.admin(Method::POST, &format!("/apps/{app}/triggers"))
+            .json(&json!({ "kind": "http", "method": method, "path": path, "script": script }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Create the app if needed, deploy `source` as `script` and bind `METHOD path` to it.
+    pub async fn endpoint(&self, app: &str, script: &str, route: &str, source: &str) {
+        let created = self.create_app(app).await.status();
+        assert!(created == 201 || created == 409, "create app: {created}");
+        let deployed = self.deploy(app, script, source).await;
+        assert!(deployed.status().is_success(), "deploy: {}", deployed.text().await.unwrap());
+        let (method, path) = route.split_once(' ').unwrap();
+        let bound = self.add_route(app, method, path, script).await;
+        assert_eq!(bound.status(), 201, "route: {}", bound.text().await.unwrap());
+    }
+
+    /// Call a public endpoint: `call(Method::GET, "/shop/hello")`.
+    pub fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url))
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.call(Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn invocations(&self, app: &str, query: &str) -> Value {
+        let res = self.admin(Method::GET, &format!("/apps/{app}/invocations?{query}")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub fn recorded(&self) -> broadcast::Receiver<InvocationRecord> {
+        self.server.as_ref().expect("server running").subscribe_recorded()
+    }
+
+    /// Stop the server the way SIGTERM does, and wait until it has finished.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(30), server.wait())
+                .await
+                .expect("shutdown within 30 s")
+                .expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Wait for the record of invocation `id` to be committed.
+pub async fn record_of(rx: &mut broadcast::Receiver<InvocationRecord>, id: &str) -> InvocationRecord {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await {
+                Ok(r) if r.id.to_string() == id => return r,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("recorder closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the invocation was recorded within 10 s")
+}
+
+pub fn invocation_id(res: &Response) -> String {
+    res.headers()
+        .get("x-picloud-invocation-id")
+        .expect("x-picloud-invocation-id header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// One `#[tokio::test]` per backend for each listed `async fn name(db: TestDb)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::common::TestDb::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::common::TestDb::Postgres).await }
+            )*
+        }
+    };
+}

@@ -1,0 +1,56 @@
+//! Health, readiness, metrics and the shutdown order.
+use std::time::Duration;
+
+use crate::common::{TestDb, invocation_id, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    health_readiness_and_metrics_answer_without_a_token,
+    shutdown_finishes_in_flight_requests_and_flushes_their_records,
+);
+
+async fn health_readiness_and_metrics_answer_without_a_token(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.endpoint("shop", "hello", "GET /hello", "\"hi\"").await;
+    app.get("/shop/hello").await;
+
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), 200);
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+    let ready: serde_json::Value = res.json().await.unwrap();
+    let backend = match db {
+        TestDb::Sqlite => "sqlite",
+        TestDb::Postgres => "postgres",
+    };
+    assert_eq!(ready["database"], backend);
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("picloud_http_requests_total"), "{metrics}");
+}
+
+async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: TestDb) {
+    let mut app = spawn_app(db).await;
+    app.endpoint(
+        "shop",
+        "slow",
+        "GET /slow",
+        // Busy for a little while, then answer: in flight when shutdown starts.
+        r#"let until = time::now_ms() + 400; while time::now_ms() < until { } "done""#,
+    )
+    .await;
+    let call = tokio::spawn(app.call(reqwest::Method::GET, "/shop/slow").send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.stop().await;
+
+    let res = call.await.unwrap().expect("the in-flight request was answered");
+    assert_eq!(res.status(), 200);
+    let id = invocation_id(&res);
+    assert_eq!(res.text().await.unwrap(), "done");
+
+    // The record was written before the server finished: read it with a new connection.
+    let reopened = storage::connect(&app.database_url).await.unwrap();
+    let app_name = shared::AppName::parse("shop").unwrap();
+    let found = reopened.invocations.get(&app_name, id.parse().unwrap()).await.unwrap();
+    assert!(found.is_some(), "the invocation record was flushed on shutdown");
+}
