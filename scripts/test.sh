@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, on SQLite and on the PostgreSQL at 127.0.0.1:5432, from a fresh machine.
+# Usage: bash scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PICLOUD_TEST_DATABASE_URL="${PICLOUD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+# PostgreSQL must be up: the PostgreSQL suite runs for real, it is never skipped.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
+
+# Each test makes its own picloud_t_* schema; drop the ones earlier runs left behind.
+if command -v psql >/dev/null 2>&1; then
+  psql "$PICLOUD_TEST_DATABASE_URL" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 'picloud\_t\_%'" \
+    | psql "$PICLOUD_TEST_DATABASE_URL" -q >/dev/null 2>&1 || true
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --no-fail-fast "$@"
+else
+  cargo test --workspace --all-features --no-fail-fast "$@"
+fi
