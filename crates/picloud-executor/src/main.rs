@@ -1,1 +1,4 @@
-fn main() {}
+//! `picloud-executor`: cluster mode's executor, wiring only (the logic is in the `*-core` crates).
+fn main() -> anyhow::Result<()> {
+    picloud::process::cluster_main(picloud::Role::Node)
+}

@@ -1,1 +1,4 @@
-fn main() {}
+//! `picloud-orchestrator`: cluster mode's orchestrator, wiring only (the logic is in the `*-core` crates).
+fn main() -> anyhow::Result<()> {
+    picloud::process::cluster_main(picloud::Role::Node)
+}

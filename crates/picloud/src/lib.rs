@@ -8,7 +8,8 @@
 pub mod cli; // client commands (apps, deploy, logs, ...)
 pub mod config; // Config: file + environment
 mod health; // /healthz, /readyz, /metrics
+pub mod process; // a server process: args, bind, signals
 mod serve; // wiring and shutdown order
 
 pub use config::Config;
-pub use serve::{Server, serve, start};
+pub use serve::{Role, Server, serve, start, start_role};

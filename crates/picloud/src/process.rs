@@ -1,0 +1,109 @@
+//! What a server process does around `start_role`: read its arguments and configuration,
+//! bind, print the real address, stop on SIGTERM or Ctrl-C. Shared by `picloud serve` and
+//! the cluster binaries so they only wire.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::serve::{Role, start_role};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Configuration file; a missing file is fine.
+    #[arg(long, env = "PICLOUD_CONFIG", default_value = "picloud.toml")]
+    pub config: PathBuf,
+    /// Address to listen on (overrides PICLOUD_BIND); port 0 picks a free port.
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Data directory (overrides PICLOUD_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (overrides PICLOUD_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// Run a server process with `role` until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// An invalid configuration, an address that cannot be bound, a database that cannot be
+/// opened, or a failure while serving.
+pub async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config).context("invalid configuration")?;
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    init_logging(&config.log_format);
+
+    let listener = TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let server = start_role(listener, config, shutdown, role).await?;
+    if let Some(token) = &server.generated_admin_token {
+        println!("admin token (shown once, keep it): {token}");
+    }
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, ?role, "PiCloud is serving");
+    server.wait().await
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining requests");
+    shutdown.cancel();
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// `main` for a cluster binary: parse `ServeArgs` and run `role`.
+///
+/// # Errors
+/// As `run`.
+pub fn cluster_main(role: Role) -> anyhow::Result<()> {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let args = <Args as clap::Parser>::parse();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args.serve, role))
+}
