@@ -1,0 +1,151 @@
+//! The `picloud` client commands: thin wrappers over the admin API (`/api/v1`) and the
+//! public endpoints, so they work the same against a local or a remote server.
+//!
+//! - `client`: one `Api` value per run; it owns the base URL and the token and turns the
+//!   server's `{"error": {...}}` bodies into errors that print as the server's message.
+//! - one module per command family, each with the same steps: parse arguments, call the
+//!   API, format the answer (human-readable text, or the raw JSON with `--json`).
+//! - `output`: the table and time helpers the formatters share.
+//!
+//! Nothing here prints an error itself: `run` returns it and `main` prints
+//! `error: {err}` and exits 1.
+mod apps; // apps list|create|get|delete
+mod client; // the admin API over HTTP, error bodies -> ApiFailure
+mod deploy; // deploy a file as a new script version, then bind routes
+mod invoke; // call a public endpoint
+mod logs; // invocation history, optionally followed
+mod output; // tables, times, JSON printing
+mod scripts; // scripts list|versions|show|rollback|delete
+mod tokens; // tokens list|create|delete
+mod triggers; // triggers list|add|delete
+
+pub use client::ApiFailure;
+
+/// Where the server is and how to authenticate; shared by every client command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Remote {
+    /// Base URL of the PiCloud server.
+    #[arg(
+        long,
+        env = "PICLOUD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Admin API token (sent as `Authorization: Bearer`).
+    #[arg(long, env = "PICLOUD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's raw JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Every client command (`serve` is the server itself and lives in `main`).
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Create, list, inspect and delete apps.
+    #[command(subcommand)]
+    Apps(apps::AppsCommand),
+    /// Deploy a script file as a new version and optionally bind HTTP routes to it.
+    Deploy(deploy::DeployArgs),
+    /// Inspect scripts and their versions, roll back or delete them.
+    #[command(subcommand)]
+    Scripts(scripts::ScriptsCommand),
+    /// List, add and delete triggers.
+    #[command(subcommand)]
+    Triggers(triggers::TriggersCommand),
+    /// Call an app's public endpoint and print the status and body.
+    Invoke(invoke::InvokeArgs),
+    /// Show an app's invocation history, with log lines and errors.
+    Logs(logs::LogsArgs),
+    /// List, create and delete admin API tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+}
+
+/// Run one client command against `remote` and print its result to stdout.
+///
+/// # Errors
+/// The server's error message (`app 'x' does not exist`), a transport failure, a missing
+/// token (naming `PICLOUD_TOKEN`), or for `invoke` a non-2xx answer.
+pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
+    let json = remote.json;
+    if let Command::Invoke(args) = command {
+        // The public endpoint needs no admin token.
+        return invoke::run(&remote, args).await;
+    }
+    let api = client::Api::new(&remote)?;
+    match command {
+        Command::Apps(cmd) => apps::run(&api, cmd, json).await,
+        Command::Deploy(args) => deploy::run(&api, args, json).await,
+        Command::Scripts(cmd) => scripts::run(&api, cmd, json).await,
+        Command::Triggers(cmd) => triggers::run(&api, cmd, json).await,
+        Command::Logs(args) => logs::run(&api, args, json).await,
+        Command::Tokens(cmd) => tokens::run(&api, cmd, json).await,
+        Command::Invoke(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The shape `main` gives the CLI: the remote flags flattened, the commands below.
+    #[derive(clap::Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    pub(crate) fn parse(args: &[&str]) -> Result<(Remote, Command), clap::Error> {
+        let cli = TestCli::try_parse_from(std::iter::once("picloud").chain(args.iter().copied()))?;
+        Ok((cli.remote, cli.command))
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_subcommand() {
+        let (remote, command) = parse(&[
+            "apps",
+            "list",
+            "--json",
+            "--url",
+            "http://127.0.0.1:9999",
+            "--token",
+            "secret",
+        ])
+        .expect("parses");
+        assert!(remote.json);
+        assert_eq!(remote.url, "http://127.0.0.1:9999");
+        assert_eq!(remote.token.as_deref(), Some("secret"));
+        assert!(matches!(command, Command::Apps(apps::AppsCommand::List)));
+    }
+
+    #[test]
+    fn an_unknown_subcommand_is_refused() {
+        assert!(parse(&["apps", "explode"]).is_err());
+        assert!(parse(&["serve"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_names_picloud_token() {
+        let remote = Remote {
+            url: "http://127.0.0.1:9".into(),
+            token: None,
+            json: false,
+        };
+        let err = run(remote, Command::Apps(apps::AppsCommand::List))
+            .await
+            .expect_err("no token must fail");
+        assert!(err.to_string().contains("PICLOUD_TOKEN"), "{err}");
+    }
+}
