@@ -1,0 +1,83 @@
+//! `/api/v1/apps`: create, list, show and delete apps. Deleting an app deletes everything
+//! it owns in one store transaction.
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::store::App;
+use shared::{AppName, CatalogChange};
+
+use super::ManagerDeps;
+use super::error::ApiError;
+use super::extract::ApiPath;
+use super::json::ApiJson;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateApp {
+    name: AppName,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AppPath {
+    app: AppName,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct AppList {
+    apps: Vec<App>,
+}
+
+#[tracing::instrument(skip_all, fields(app = %body.name))]
+pub(super) async fn create(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiJson(body): ApiJson<CreateApp>,
+) -> Result<(StatusCode, ApiJson<App>), ApiError> {
+    let app = deps
+        .store
+        .apps
+        .create(&body.name)
+        .await
+        .map_err(|e| ApiError::from_store(e, |_| body.name.to_string()))?;
+    deps.catalog
+        .publish(CatalogChange::App {
+            app: app.name.clone(),
+        })
+        .await;
+    Ok((StatusCode::CREATED, ApiJson(app)))
+}
+
+pub(super) async fn list(
+    State(deps): State<Arc<ManagerDeps>>,
+) -> Result<ApiJson<AppList>, ApiError> {
+    let apps = deps.store.apps.list().await?;
+    Ok(ApiJson(AppList { apps }))
+}
+
+pub(super) async fn get(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(AppPath { app }): ApiPath<AppPath>,
+) -> Result<ApiJson<App>, ApiError> {
+    let found = deps
+        .store
+        .apps
+        .get(&app)
+        .await
+        .map_err(|e| ApiError::from_store(e, |_| app.to_string()))?;
+    Ok(ApiJson(found))
+}
+
+#[tracing::instrument(skip_all, fields(app = %app))]
+pub(super) async fn delete(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(AppPath { app }): ApiPath<AppPath>,
+) -> Result<StatusCode, ApiError> {
+    deps.store
+        .apps
+        .delete(&app)
+        .await
+        .map_err(|e| ApiError::from_store(e, |_| app.to_string()))?;
+    deps.catalog.publish(CatalogChange::App { app }).await;
+    Ok(StatusCode::NO_CONTENT)
+}

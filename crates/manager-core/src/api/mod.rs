@@ -1,0 +1,135 @@
+//! The whole `/api/v1` route table, in `router`. Each resource module holds the handlers
+//! of its routes; `ROUTES` lists the same (method, path) pairs so the OpenAPI document and
+//! the tests can be checked against the table.
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use shared::{AppName, Catalog, ScriptChecker, Store};
+
+mod apps;
+mod error;
+mod extract;
+mod invocations;
+mod json;
+mod openapi;
+mod scripts;
+mod tokens;
+mod triggers;
+
+pub use error::ApiError;
+
+/// What the admin API needs to run.
+#[derive(Clone)]
+pub struct ManagerDeps {
+    pub store: Store,
+    /// Where committed changes are published, so per-node caches drop stale state.
+    pub catalog: Catalog,
+    /// Compiles a script at deploy time, before it is stored.
+    pub checker: Arc<dyn ScriptChecker>,
+    /// The largest script source a deploy accepts (256 KiB by default).
+    pub max_script_bytes: usize,
+}
+
+impl ManagerDeps {
+    /// The default for `max_script_bytes`.
+    pub const DEFAULT_MAX_SCRIPT_BYTES: usize = 256 * 1024;
+}
+
+/// Every route of the admin API, as `(method, path)`; `router` serves exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/apps"),
+    ("GET", "/api/v1/apps"),
+    ("GET", "/api/v1/apps/{app}"),
+    ("DELETE", "/api/v1/apps/{app}"),
+    ("GET", "/api/v1/apps/{app}/scripts"),
+    ("PUT", "/api/v1/apps/{app}/scripts/{name}"),
+    ("GET", "/api/v1/apps/{app}/scripts/{name}"),
+    ("DELETE", "/api/v1/apps/{app}/scripts/{name}"),
+    ("GET", "/api/v1/apps/{app}/scripts/{name}/versions"),
+    (
+        "GET",
+        "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
+    ),
+    ("POST", "/api/v1/apps/{app}/scripts/{name}/rollback"),
+    ("POST", "/api/v1/apps/{app}/triggers"),
+    ("GET", "/api/v1/apps/{app}/triggers"),
+    ("DELETE", "/api/v1/apps/{app}/triggers/{id}"),
+    ("GET", "/api/v1/apps/{app}/invocations"),
+    ("GET", "/api/v1/apps/{app}/invocations/{id}"),
+    ("POST", "/api/v1/tokens"),
+    ("GET", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{id}"),
+];
+
+/// Bodies other than a script's source are small.
+const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Room for the JSON around a script's source (the key, quotes and escapes).
+const DEPLOY_BODY_SLACK: usize = 16 * 1024;
+
+/// The admin API: every route under `/api/v1`, authenticated but `openapi.json`.
+pub fn router(deps: ManagerDeps) -> Router {
+    // Escapes can double a source's size in JSON; the exact check on the decoded source
+    // happens in the handler.
+    let deploy_limit = deps
+        .max_script_bytes
+        .saturating_mul(2)
+        .saturating_add(DEPLOY_BODY_SLACK);
+    let state = Arc::new(deps);
+    Router::new()
+        .route("/api/v1/apps", post(apps::create).get(apps::list))
+        .route("/api/v1/apps/{app}", get(apps::get).delete(apps::delete))
+        .route("/api/v1/apps/{app}/scripts", get(scripts::list))
+        .route(
+            "/api/v1/apps/{app}/scripts/{name}",
+            get(scripts::get)
+                .delete(scripts::delete)
+                .put(scripts::deploy)
+                .layer(DefaultBodyLimit::max(deploy_limit)),
+        )
+        .route(
+            "/api/v1/apps/{app}/scripts/{name}/versions",
+            get(scripts::versions),
+        )
+        .route(
+            "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
+            get(scripts::version),
+        )
+        .route(
+            "/api/v1/apps/{app}/scripts/{name}/rollback",
+            post(scripts::rollback),
+        )
+        .route(
+            "/api/v1/apps/{app}/triggers",
+            post(triggers::create).get(triggers::list),
+        )
+        .route(
+            "/api/v1/apps/{app}/triggers/{id}",
+            axum::routing::delete(triggers::delete),
+        )
+        .route("/api/v1/apps/{app}/invocations", get(invocations::list))
+        .route("/api/v1/apps/{app}/invocations/{id}", get(invocations::get))
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::delete))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ))
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// `404` unless the app exists: app-scoped lists would otherwise answer an empty list for
+/// a typo in the app's name.
+async fn require_app(deps: &ManagerDeps, app: &AppName) -> Result<(), ApiError> {
+    deps.store
+        .apps
+        .get(app)
+        .await
+        .map(drop)
+        .map_err(|e| ApiError::from_store(e, |_| app.to_string()))
+}

@@ -1,0 +1,404 @@
+//! The OpenAPI 3.1 document of the admin API, served without a token at
+//! `GET /api/v1/openapi.json`. It is written by hand in `document`; a test checks that its
+//! operations are exactly the route table's `ROUTES`.
+use std::sync::LazyLock;
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
+
+pub(super) async fn serve() -> Json<Value> {
+    Json(DOCUMENT.clone())
+}
+
+/// One operation: what it does, its body schema (if any), and its success answer.
+fn op(summary: &str, body: Option<&str>, status: &str, answer: Option<&str>) -> Value {
+    let mut operation = json!({
+        "summary": summary,
+        "responses": {
+            status: match answer {
+                Some(schema) => json!({
+                    "description": "success",
+                    "content": {"application/json": {"schema": schema_ref(schema)}}
+                }),
+                None => json!({"description": "success, no content"}),
+            },
+            "default": {
+                "description": "an error",
+                "content": {"application/json": {"schema": schema_ref("Error")}}
+            }
+        }
+    });
+    if let Some(schema) = body {
+        operation["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": schema_ref(schema)}}
+        });
+    }
+    operation
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn path_param(name: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+fn query_param(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
+/// Attach path parameters to a path item.
+fn item(params: &[Value], operations: Value) -> Value {
+    let mut item = operations;
+    if !params.is_empty() {
+        item["parameters"] = Value::Array(params.to_vec());
+    }
+    item
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn list_of(key: &str, schema: &str) -> Value {
+    object(
+        &[key],
+        json!({key: {"type": "array", "items": schema_ref(schema)}}),
+    )
+}
+
+pub(super) fn document() -> Value {
+    let string = json!({"type": "string"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let int = json!({"type": "integer", "format": "int64"});
+    let app = path_param(
+        "app",
+        json!({"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}),
+    );
+    let name = path_param(
+        "name",
+        json!({"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"}),
+    );
+    let id = path_param("id", uuid.clone());
+
+    let mut paths = Map::new();
+    let mut add = |path: &str, value: Value| {
+        paths.insert(format!("/api/v1{path}"), value);
+    };
+    add(
+        "/openapi.json",
+        json!({"get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "the OpenAPI document",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}
+        }}),
+    );
+    add(
+        "/apps",
+        json!({
+            "post": op("Create an app", Some("CreateApp"), "201", Some("App")),
+            "get": op("List apps", None, "200", Some("AppList")),
+        }),
+    );
+    add(
+        "/apps/{app}",
+        item(
+            &[app.clone()],
+            json!({
+                "get": op("Show an app", None, "200", Some("App")),
+                "delete": op("Delete an app with its scripts, triggers and history", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts",
+        item(
+            &[app.clone()],
+            json!({
+                "get": op("List an app's scripts", None, "200", Some("ScriptList")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts/{name}",
+        item(
+            &[app.clone(), name.clone()],
+            json!({
+                "put": op("Deploy a new version (201 on the first, 200 after; 422 on a compile error)",
+                    Some("Deploy"), "200", Some("Deployed")),
+                "get": op("Show a script with its active source", None, "200", Some("ScriptDetail")),
+                "delete": op("Delete a script and the triggers bound to it", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts/{name}/versions",
+        item(
+            &[app.clone(), name.clone()],
+            json!({
+                "get": op("List a script's versions, newest first", None, "200", Some("VersionList")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts/{name}/versions/{version}",
+        item(
+            &[
+                app.clone(),
+                name.clone(),
+                path_param("version", int.clone()),
+            ],
+            json!({
+                "get": op("Show one version with its source", None, "200", Some("VersionDetail")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts/{name}/rollback",
+        item(
+            &[app.clone(), name.clone()],
+            json!({
+                "post": op("Make an earlier version active", Some("Rollback"), "200", Some("Deployed")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/triggers",
+        item(
+            &[app.clone()],
+            json!({
+                "post": op("Bind a script to a trigger", Some("CreateTrigger"), "201", Some("Trigger")),
+                "get": op("List an app's triggers", None, "200", Some("TriggerList")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/triggers/{id}",
+        item(
+            &[app.clone(), id.clone()],
+            json!({
+                "delete": op("Delete a trigger", None, "204", None),
+            }),
+        ),
+    );
+    let mut list_invocations = op(
+        "List invocations, newest first",
+        None,
+        "200",
+        Some("InvocationPage"),
+    );
+    list_invocations["parameters"] = json!([
+        query_param("script", string.clone(), "only this script's runs"),
+        query_param(
+            "status",
+            json!({"type": "string", "enum": ["ok", "error", "timeout"]}),
+            "only runs that ended so"
+        ),
+        query_param(
+            "since",
+            time.clone(),
+            "only runs that started at or after this RFC 3339 time"
+        ),
+        query_param(
+            "until",
+            time.clone(),
+            "only runs that started before this RFC 3339 time"
+        ),
+        query_param("before", uuid.clone(), "the previous page's next_before"),
+        query_param(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+            "page size"
+        ),
+    ]);
+    add(
+        "/apps/{app}/invocations",
+        item(&[app.clone()], json!({"get": list_invocations})),
+    );
+    add(
+        "/apps/{app}/invocations/{id}",
+        item(
+            &[app, id.clone()],
+            json!({
+                "get": op("Show one invocation", None, "200", Some("Invocation")),
+            }),
+        ),
+    );
+    add(
+        "/tokens",
+        json!({
+            "post": op("Create a token; its secret is shown this once", Some("CreateToken"), "201", Some("CreatedToken")),
+            "get": op("List tokens (never their secrets)", None, "200", Some("TokenList")),
+        }),
+    );
+    add(
+        "/tokens/{id}",
+        item(
+            &[id],
+            json!({
+                "delete": op("Delete a token (409 for the last one)", None, "204", None),
+            }),
+        ),
+    );
+
+    let deployed = object(
+        &["app", "script", "version", "created_at"],
+        json!({
+            "app": string, "script": string, "version": int, "created_at": time,
+        }),
+    );
+    let script_props = json!({
+        "name": string, "active_version": int, "latest_version": int,
+        "created_at": time, "updated_at": time,
+    });
+    let mut script_detail_props = script_props.clone();
+    script_detail_props["source"] = string.clone();
+    let token_props = json!({"id": uuid, "name": string, "created_at": time});
+    let mut created_token_props = token_props.clone();
+    created_token_props["token"] =
+        json!({"type": "string", "description": "the secret, shown this once"});
+    let nullable = |t: &str| json!({"type": [t, "null"]});
+
+    let schemas = json!({
+        "Error": object(&["error"], json!({"error": object(&["code", "message"], json!({
+            "code": {"type": "string", "enum": ["not_found", "conflict", "invalid_input",
+                "compile_error", "unauthorized", "payload_too_large", "unavailable", "internal"]},
+            "message": string,
+            "line": {"type": "integer", "description": "compile_error only, 1-based"},
+            "column": {"type": "integer", "description": "compile_error only, 1-based"},
+        }))})),
+        "CreateApp": object(&["name"], json!({"name": string})),
+        "App": object(&["name", "created_at"], json!({"name": string, "created_at": time})),
+        "AppList": list_of("apps", "App"),
+        "Deploy": object(&["source"], json!({"source": string})),
+        "Deployed": deployed,
+        "Rollback": object(&["version"], json!({"version": int})),
+        "Script": object(&["name", "active_version", "latest_version", "created_at", "updated_at"], script_props),
+        "ScriptList": list_of("scripts", "Script"),
+        "ScriptDetail": object(&["name", "active_version", "latest_version", "created_at", "updated_at", "source"], script_detail_props),
+        "Version": object(&["version", "created_at", "active", "size"], json!({
+            "version": int, "created_at": time, "active": {"type": "boolean"}, "size": int,
+        })),
+        "VersionList": list_of("versions", "Version"),
+        "VersionDetail": object(&["version", "created_at", "active", "source"], json!({
+            "version": int, "created_at": time, "active": {"type": "boolean"}, "source": string,
+        })),
+        "CreateTrigger": object(&["kind", "script"], json!({
+            "kind": {"type": "string", "enum": ["http"]},
+            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"]},
+            "path": {"type": "string", "description": "starts with '/', not '/_'; ':param' segments and a final '*rest'"},
+            "script": string,
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        })),
+        "Trigger": object(&["id", "app", "script", "kind", "max_attempts", "created_at"], json!({
+            "id": uuid, "app": string, "script": string, "kind": string,
+            "method": string, "path": string,
+            "max_attempts": {"type": "integer"}, "created_at": time,
+        })),
+        "TriggerList": list_of("triggers", "Trigger"),
+        "LogLine": object(&["at", "level", "message"], json!({
+            "at": time,
+            "level": {"type": "string", "enum": ["print", "debug", "info", "warn", "error"]},
+            "message": string,
+        })),
+        "Invocation": object(&["id", "app", "script", "trigger", "status", "started_at", "duration_ms", "summary", "logs"], json!({
+            "id": uuid, "app": string, "script": string, "version": nullable("integer"),
+            "trigger": string,
+            "status": {"type": "string", "enum": ["ok", "error", "timeout"]},
+            "started_at": time, "duration_ms": {"type": "integer"},
+            "http_status": nullable("integer"), "summary": string,
+            "logs": {"type": "array", "items": schema_ref("LogLine")},
+            "error": nullable("string"), "request_id": nullable("string"),
+        })),
+        "InvocationPage": object(&["invocations", "next_before"], json!({
+            "invocations": {"type": "array", "items": schema_ref("Invocation")},
+            "next_before": {"type": ["string", "null"], "format": "uuid"},
+        })),
+        "CreateToken": object(&["name"], json!({"name": string})),
+        "Token": object(&["id", "name", "created_at"], token_props),
+        "TokenList": list_of("tokens", "Token"),
+        "CreatedToken": object(&["id", "name", "created_at", "token"], created_token_props),
+    });
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PiCloud admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Apps, scripts and versions, triggers, invocations and tokens."
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::api::ROUTES;
+
+    fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+        let mut ops = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if method != "parameters" {
+                    ops.insert((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn the_document_lists_exactly_the_routes_of_the_route_table() {
+        let documented = operations(&document());
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(documented, routed);
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(schemas.contains_key(&name), "missing schema {name}");
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn every_path_parameter_is_declared() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            let declared: BTreeSet<&str> = item["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            for segment in path.split('/') {
+                if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    assert!(declared.contains(name), "{path} does not declare {name}");
+                }
+            }
+        }
+    }
+}

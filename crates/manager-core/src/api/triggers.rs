@@ -1,0 +1,136 @@
+//! `/api/v1/apps/{app}/triggers`: bind a script to an event source. Only `http` exists
+//! yet; the body names its kind so new kinds add fields, not routes.
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
+use shared::{AppName, CatalogChange, RoutePath, ScriptName, TriggerId};
+
+use super::error::ApiError;
+use super::extract::ApiPath;
+use super::json::ApiJson;
+use super::{ManagerDeps, require_app};
+
+const DEFAULT_MAX_ATTEMPTS: i64 = 5;
+const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AppPath {
+    app: AppName,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TriggerPath {
+    app: AppName,
+    id: TriggerId,
+}
+
+/// Raw strings, validated one by one in `into_new_trigger` so each mistake gets its own
+/// message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTrigger {
+    kind: String,
+    method: Option<String>,
+    path: Option<String>,
+    script: String,
+    max_attempts: Option<i64>,
+}
+
+impl CreateTrigger {
+    fn into_new_trigger(self, app: AppName) -> Result<NewTrigger, ApiError> {
+        let invalid = |e: shared::InvalidName| ApiError::InvalidInput(e.0);
+        let script = ScriptName::parse(&self.script).map_err(invalid)?;
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
+            return Err(ApiError::InvalidInput(format!(
+                "max_attempts must be between {} and {}",
+                MAX_ATTEMPTS_RANGE.start(),
+                MAX_ATTEMPTS_RANGE.end()
+            )));
+        }
+        let spec = match self.kind.as_str() {
+            "http" => {
+                let (Some(method), Some(path)) = (self.method, self.path) else {
+                    return Err(ApiError::InvalidInput(
+                        "an http trigger needs a method and a path".into(),
+                    ));
+                };
+                TriggerSpec::Http {
+                    method: HttpMethod::parse(&method).map_err(invalid)?,
+                    path: RoutePath::parse(&path).map_err(invalid)?,
+                }
+            }
+            other => {
+                let kind: String = other.chars().take(40).collect();
+                return Err(ApiError::InvalidInput(format!(
+                    "trigger kind '{kind}' is not supported"
+                )));
+            }
+        };
+        Ok(NewTrigger {
+            app,
+            script,
+            spec,
+            // In range 1..=100, so the conversion cannot fail.
+            max_attempts: u32::try_from(max_attempts).unwrap_or(1),
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct TriggerList {
+    triggers: Vec<Trigger>,
+}
+
+#[tracing::instrument(skip_all, fields(app = %app))]
+pub(super) async fn create(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(AppPath { app }): ApiPath<AppPath>,
+    ApiJson(body): ApiJson<CreateTrigger>,
+) -> Result<(StatusCode, ApiJson<Trigger>), ApiError> {
+    let new = body.into_new_trigger(app.clone())?;
+    require_app(&deps, &app).await?;
+    let key = new.spec.unique_key().unwrap_or_default();
+    let script = new.script.clone();
+    let trigger = deps.store.triggers.create(new).await.map_err(|e| match e {
+        shared::StoreError::Conflict(_) => {
+            ApiError::Conflict(format!("app '{app}' already has a trigger for {key}"))
+        }
+        e => ApiError::from_store(e, |what| match what {
+            "app" => app.to_string(),
+            _ => script.to_string(),
+        }),
+    })?;
+    deps.catalog
+        .publish(CatalogChange::Triggers { app: app.clone() })
+        .await;
+    tracing::info!(trigger = %trigger.id, "trigger created");
+    Ok((StatusCode::CREATED, ApiJson(trigger)))
+}
+
+pub(super) async fn list(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(AppPath { app }): ApiPath<AppPath>,
+) -> Result<ApiJson<TriggerList>, ApiError> {
+    require_app(&deps, &app).await?;
+    let triggers = deps.store.triggers.list(&app).await?;
+    Ok(ApiJson(TriggerList { triggers }))
+}
+
+#[tracing::instrument(skip_all, fields(app = %app, trigger = %id))]
+pub(super) async fn delete(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(TriggerPath { app, id }): ApiPath<TriggerPath>,
+) -> Result<StatusCode, ApiError> {
+    require_app(&deps, &app).await?;
+    deps.store
+        .triggers
+        .delete(&app, id)
+        .await
+        .map_err(|e| ApiError::from_store(e, |_| id.to_string()))?;
+    deps.catalog.publish(CatalogChange::Triggers { app }).await;
+    Ok(StatusCode::NO_CONTENT)
+}
