@@ -1,0 +1,157 @@
+//! Every error answer of the public ingress, as one enum.
+//!
+//! The `Display` text of a variant is the public message; nothing a script threw, no path,
+//! SQL or address ever reaches it. Detail lives in `#[source]` and goes to the log. An
+//! answer that involved a run names its invocation id, in the message and in the
+//! `x-picloud-invocation-id` header, so the app's owner can look the cause up.
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use shared::{ErrorBody, ErrorCode, ExecError, InvocationId};
+
+/// The header that names the invocation behind an answer.
+pub const INVOCATION_ID_HEADER: &str = "x-picloud-invocation-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("no route matches this path")]
+    NotFound,
+    #[error("method {method} is not allowed on this path")]
+    MethodNotAllowed {
+        method: String,
+        /// The methods the path has, for the `Allow` header.
+        allow: Vec<&'static str>,
+    },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    UnreadableBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the script timed out (invocation {0})")]
+    Timeout(InvocationId),
+    #[error("the script failed (invocation {0})")]
+    ScriptFailed(InvocationId),
+    #[error("the service is at capacity, try again (invocation {0})")]
+    Unavailable(InvocationId),
+    #[error("the route's script does not exist (invocation {id})")]
+    ScriptNotFound {
+        id: InvocationId,
+        #[source]
+        source: ExecError,
+    },
+    #[error("internal error (invocation {id})")]
+    Internal {
+        id: InvocationId,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl IngressError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IngressError::NotFound | IngressError::ScriptNotFound { .. } => ErrorCode::NotFound,
+            IngressError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            IngressError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            IngressError::UnreadableBody(_) => ErrorCode::InvalidInput,
+            IngressError::Timeout(_) => ErrorCode::Timeout,
+            IngressError::ScriptFailed(_) => ErrorCode::ScriptFailed,
+            IngressError::Unavailable(_) => ErrorCode::Unavailable,
+            IngressError::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The invocation this answer is about, if a run was attempted.
+    pub fn invocation_id(&self) -> Option<InvocationId> {
+        match self {
+            IngressError::Timeout(id)
+            | IngressError::ScriptFailed(id)
+            | IngressError::Unavailable(id)
+            | IngressError::ScriptNotFound { id, .. }
+            | IngressError::Internal { id, .. } => Some(*id),
+            IngressError::NotFound
+            | IngressError::MethodNotAllowed { .. }
+            | IngressError::PayloadTooLarge { .. }
+            | IngressError::UnreadableBody(_) => None,
+        }
+    }
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        match &self {
+            IngressError::Internal { .. } | IngressError::ScriptNotFound { .. } => {
+                tracing::error!(error = ?self, "ingress request failed");
+            }
+            // The script's own failure: its text is in the invocation record.
+            _ if code.status().is_server_error() => {
+                tracing::warn!(error = %self, "ingress request failed");
+            }
+            _ => {}
+        }
+        let body = ErrorBody::new(code, self.to_string());
+        let mut response = (code.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(id) = self.invocation_id()
+            && let Ok(value) = HeaderValue::from_str(&id.to_string())
+        {
+            headers.insert(INVOCATION_ID_HEADER, value);
+        }
+        match &self {
+            IngressError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    headers.insert(header::ALLOW, value);
+                }
+            }
+            IngressError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_failure_names_the_invocation_but_nothing_else() {
+        let id = InvocationId::new();
+        let response = IngressError::ScriptFailed(id).into_response();
+        assert_eq!(response.status().as_u16(), 500);
+        assert_eq!(
+            response.headers()[INVOCATION_ID_HEADER].to_str().unwrap(),
+            id.to_string()
+        );
+    }
+
+    #[test]
+    fn internal_errors_keep_their_source_out_of_the_message() {
+        let err = IngressError::Internal {
+            id: InvocationId::new(),
+            source: "connect to /var/lib/secret.db failed".into(),
+        };
+        assert!(!err.to_string().contains("secret"));
+        assert_eq!(err.code(), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn overload_answers_503_with_retry_after() {
+        let response = IngressError::Unavailable(InvocationId::new()).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn method_not_allowed_lists_the_allowed_methods() {
+        let response = IngressError::MethodNotAllowed {
+            method: "POST".into(),
+            allow: vec!["GET", "HEAD"],
+        }
+        .into_response();
+        assert_eq!(response.status().as_u16(), 405);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    }
+}

@@ -1,0 +1,391 @@
+//! The sync HTTP handler: match -> read body -> lane -> answer -> record.
+//!
+//! Every step before the lane is in memory; the only I/O is the executor hand-off. The
+//! run and its record happen in their own task, so a caller that hangs up mid-run still
+//! leaves a record for the app's owner.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use shared::{
+    ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
+    InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
+};
+
+use super::error::{INVOCATION_ID_HEADER, IngressError};
+use super::{IngressConfig, Orchestrator};
+use crate::lane::Outcome;
+use crate::routes::RouteMatch;
+
+/// The request header whose value becomes the invocation's `request_id`.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A longer request id is cut to this many characters.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
+    Router::new()
+        .route("/{app}", any(handle))
+        .route("/{app}/", any(handle))
+        .route("/{app}/{*path}", any(handle))
+        .with_state(orchestrator)
+}
+
+async fn handle(State(orchestrator): State<Arc<Orchestrator>>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = serve(orchestrator, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    metrics::counter!("picloud_http_requests_total", "status" => response.status().as_u16().to_string())
+        .increment(1);
+    metrics::histogram!("picloud_http_request_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn serve(
+    orchestrator: Arc<Orchestrator>,
+    request: Request,
+) -> Result<Response, IngressError> {
+    let (parts, body) = request.into_parts();
+    let (app, path) = split_app(parts.uri.path());
+    let routes = orchestrator.routes.app(app).ok_or(IngressError::NotFound)?;
+    let (script, params) = match routes.find(&parts.method, path) {
+        RouteMatch::Found { script, params, .. } => (script, params),
+        RouteMatch::MethodNotAllowed { allow } => {
+            return Err(IngressError::MethodNotAllowed {
+                method: parts.method.to_string(),
+                allow,
+            });
+        }
+        RouteMatch::NotFound => return Err(IngressError::NotFound),
+    };
+    let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
+
+    let summary = format!("{} {}", parts.method, path);
+    let invocation = Invocation {
+        id: InvocationId::new(),
+        app: routes.app.clone(),
+        script,
+        request_id: request_id(&parts.headers),
+        input: InvocationInput::Http(HttpRequest {
+            method: parts.method.to_string(),
+            path: path.to_owned(),
+            params,
+            query: parse_query(parts.uri.query()),
+            headers: collect_headers(&parts.headers),
+            body,
+        }),
+    };
+    let id = invocation.id;
+    tokio::spawn(run_and_record(orchestrator, invocation, summary))
+        .await
+        .map_err(|e| IngressError::Internal {
+            id,
+            source: Box::new(e),
+        })
+}
+
+/// `/shop/users/42` -> (`shop`, `/users/42`); `/shop` -> (`shop`, `/`).
+fn split_app(uri_path: &str) -> (&str, &str) {
+    let trimmed = uri_path.strip_prefix('/').unwrap_or(uri_path);
+    match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, "/"),
+    }
+}
+
+/// The body, refused with 413 past `limit` (early when `Content-Length` says so).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, IngressError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(IngressError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(IngressError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(IngressError::UnreadableBody(e)),
+    }
+}
+
+/// Query parameters, percent-decoded; the last value of a repeated name wins.
+fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Lowercase names (as `http` keeps them); repeated headers joined with ", ".
+fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .keys()
+        .map(|name| {
+            let joined = headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (name.as_str().to_owned(), joined)
+        })
+        .collect()
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    (!raw.is_empty()).then(|| raw.chars().take(MAX_REQUEST_ID_LEN).collect())
+}
+
+/// Runs the invocation on the lane, shapes the answer and queues the record.
+async fn run_and_record(
+    orchestrator: Arc<Orchestrator>,
+    invocation: Invocation,
+    summary: String,
+) -> Response {
+    let requested_at = Utc::now();
+    let clock = Instant::now();
+    let id = invocation.id;
+    let app = invocation.app.clone();
+    let script = invocation.script.clone();
+    let request_id = invocation.request_id.clone();
+
+    let outcome = orchestrator.lane.run(invocation).await;
+    let (settled, answer) = settle(id, outcome, &orchestrator.config);
+    let response = answer.unwrap_or_else(IntoResponse::into_response);
+    let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    orchestrator.recorder.push(InvocationRecord {
+        id,
+        app,
+        script,
+        version: settled.version,
+        trigger: "http".into(),
+        status: settled.status,
+        started_at: settled.started_at.unwrap_or(requested_at),
+        duration_ms: settled.duration_ms.unwrap_or(elapsed_ms),
+        http_status: Some(response.status().as_u16()),
+        summary,
+        logs: settled.logs,
+        error: settled.error,
+        request_id,
+    });
+    response
+}
+
+/// What the record keeps of an outcome; `None` fields are filled from the request's clock.
+#[derive(Debug)]
+struct Settled {
+    version: Option<i64>,
+    started_at: Option<DateTime<Utc>>,
+    duration_ms: Option<u64>,
+    logs: Vec<LogLine>,
+    status: InvocationStatus,
+    /// For the app's owner only: never sent to the caller.
+    error: Option<String>,
+}
+
+/// The answer to the caller and the record's view of one outcome.
+fn settle(
+    id: InvocationId,
+    outcome: Outcome,
+    config: &IngressConfig,
+) -> (Settled, Result<Response, IngressError>) {
+    let not_run = |status, error: String| Settled {
+        version: None,
+        started_at: None,
+        duration_ms: None,
+        logs: Vec::new(),
+        status,
+        error: Some(error),
+    };
+    match outcome {
+        Outcome::Ran(execution) => {
+            let mut settled = Settled {
+                version: Some(execution.version),
+                started_at: Some(execution.started_at),
+                duration_ms: Some(
+                    u64::try_from(execution.duration.as_millis()).unwrap_or(u64::MAX),
+                ),
+                logs: execution.logs,
+                status: InvocationStatus::Ok,
+                error: None,
+            };
+            let answer = match execution.result {
+                Ok(output) => script_response(id, output).inspect_err(|_| {
+                    settled.status = InvocationStatus::Error;
+                    settled.error = Some("the script's response is not valid HTTP".into());
+                }),
+                Err(failure) if failure.kind == FailureKind::Timeout => {
+                    settled.status = InvocationStatus::Timeout;
+                    settled.error = Some(failure.message);
+                    Err(IngressError::Timeout(id))
+                }
+                Err(failure) => {
+                    settled.status = InvocationStatus::Error;
+                    settled.error = Some(failure.message);
+                    Err(IngressError::ScriptFailed(id))
+                }
+            };
+            (settled, answer)
+        }
+        Outcome::TimedOut => {
+            let text = format!(
+                "no answer within the request timeout of {} ms",
+                config.request_timeout.as_millis()
+            );
+            (
+                not_run(InvocationStatus::Timeout, text),
+                Err(IngressError::Timeout(id)),
+            )
+        }
+        Outcome::Refused(e) => {
+            let settled = not_run(InvocationStatus::Error, e.to_string());
+            let answer = match e {
+                ExecError::Overloaded => IngressError::Unavailable(id),
+                e @ ExecError::ScriptNotFound(_) => IngressError::ScriptNotFound { id, source: e },
+                e @ (ExecError::WorkerLost | ExecError::Store(_)) => IngressError::Internal {
+                    id,
+                    source: Box::new(e),
+                },
+            };
+            (settled, Err(answer))
+        }
+    }
+}
+
+/// The script's output as an HTTP response, with the invocation id header. Headers that
+/// are not valid HTTP, and framing headers the server sets itself, are left out.
+fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, IngressError> {
+    let status = StatusCode::from_u16(output.status).map_err(|e| IngressError::Internal {
+        id,
+        source: Box::new(e),
+    })?;
+    let mut response = Response::new(Body::from(output.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in output.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            tracing::debug!(invocation = %id, "a response header of the script is not valid HTTP; skipped");
+            continue;
+        };
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        headers.insert(INVOCATION_ID_HEADER, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_is_the_first_segment_and_the_rest_is_the_path_inside_it() {
+        assert_eq!(split_app("/shop/users/42"), ("shop", "/users/42"));
+        assert_eq!(split_app("/shop"), ("shop", "/"));
+        assert_eq!(split_app("/shop/"), ("shop", "/"));
+    }
+
+    #[test]
+    fn the_last_value_of_a_repeated_query_name_wins_and_values_are_decoded() {
+        let q = parse_query(Some("a=1&b=x%20y&a=2&c=p+q"));
+        assert_eq!(q.get("a").map(String::as_str), Some("2"));
+        assert_eq!(q.get("b").map(String::as_str), Some("x y"));
+        assert_eq!(q.get("c").map(String::as_str), Some("p q"));
+        assert!(parse_query(None).is_empty());
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_with_a_comma() {
+        let mut headers = HeaderMap::new();
+        headers.append("X-Tag", HeaderValue::from_static("a"));
+        headers.append("x-tag", HeaderValue::from_static("b"));
+        headers.insert("Accept", HeaderValue::from_static("text/plain"));
+        let collected = collect_headers(&headers);
+        assert_eq!(collected.get("x-tag").map(String::as_str), Some("a, b"));
+        assert_eq!(
+            collected.get("accept").map(String::as_str),
+            Some("text/plain")
+        );
+    }
+
+    #[test]
+    fn a_script_response_keeps_its_headers_but_not_framing_ones() {
+        let id = InvocationId::new();
+        let response = script_response(
+            id,
+            ScriptOutput {
+                status: 201,
+                headers: vec![
+                    ("set-cookie".into(), "a=1".into()),
+                    ("set-cookie".into(), "b=2".into()),
+                    ("content-length".into(), "999".into()),
+                    ("bad header".into(), "x".into()),
+                ],
+                body: Bytes::from_static(b"hi"),
+            },
+        )
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers().get_all("set-cookie").iter().count(), 2);
+        assert!(response.headers().get(CONTENT_LENGTH).is_none());
+        assert_eq!(
+            response.headers()[INVOCATION_ID_HEADER],
+            id.to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn an_invalid_script_status_is_an_internal_error_recorded_as_a_failure() {
+        let id = InvocationId::new();
+        let execution = shared::Execution {
+            version: 3,
+            started_at: Utc::now(),
+            duration: std::time::Duration::from_millis(7),
+            logs: Vec::new(),
+            result: Ok(ScriptOutput {
+                status: 1000,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            }),
+        };
+        let (settled, answer) = settle(id, Outcome::Ran(execution), &IngressConfig::default());
+        assert!(matches!(answer, Err(IngressError::Internal { .. })));
+        assert_eq!(settled.status, InvocationStatus::Error);
+        assert_eq!(settled.version, Some(3));
+        assert_eq!(settled.duration_ms, Some(7));
+    }
+
+    #[test]
+    fn a_refused_run_is_recorded_without_a_version() {
+        let id = InvocationId::new();
+        let (settled, answer) = settle(
+            id,
+            Outcome::Refused(ExecError::Overloaded),
+            &IngressConfig::default(),
+        );
+        assert!(matches!(answer, Err(IngressError::Unavailable(got)) if got == id));
+        assert_eq!(settled.version, None);
+        assert_eq!(settled.status, InvocationStatus::Error);
+        assert!(settled.error.unwrap().contains("capacity"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Public ingress: `{METHOD} /{app}/{path...}` runs the script of the matching `http` trigger.
+//!
+//! `Orchestrator` owns the route tables, the lane to the executor and the recorder. Its
+//! router is meant to be the fallback after the platform's own routes (`/api/v1`,
+//! `/healthz`, ...), which win in axum's matcher because they are static.
+mod error;
+mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::{CatalogListener, ExecutorClient, InvocationRecord, Store, StoreError};
+use tokio::sync::broadcast;
+
+use crate::lane::Lane;
+use crate::recorder::{QUEUE_CAPACITY, Recorder};
+use crate::routes::{RouteRefresher, RouteTables};
+
+pub use error::{INVOCATION_ID_HEADER, IngressError};
+
+/// Limits of the public ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Larger request bodies are refused with 413 (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// How long a request may wait for its answer, queue and run together (default 30 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One node's ingress: route tables, the lane to the executor, the invocation recorder.
+pub struct Orchestrator {
+    /// For rebuilding route tables on catalog changes; never read on the hot path.
+    store: Store,
+    /// Every app's routes, in memory.
+    routes: Arc<RouteTables>,
+    lane: Lane,
+    recorder: Recorder,
+    config: IngressConfig,
+}
+
+impl Orchestrator {
+    /// Loads every http trigger into the route tables and spawns the recorder task.
+    ///
+    /// # Errors
+    /// When the triggers cannot be read from the store.
+    pub async fn start(
+        store: Store,
+        executor: Arc<dyn ExecutorClient>,
+        config: IngressConfig,
+    ) -> Result<Arc<Self>, StoreError> {
+        let triggers = store.triggers.list_all().await?;
+        let routes = Arc::new(RouteTables::from_triggers(&triggers));
+        let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
+        let lane = Lane::new(executor, config.request_timeout);
+        Ok(Arc::new(Orchestrator {
+            store,
+            routes,
+            lane,
+            recorder,
+            config,
+        }))
+    }
+
+    /// Serves `/{app}` and `/{app}/{*path}` for every method.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// Rebuilds one app's route table on `CatalogChange::Triggers` or `App`.
+    pub fn catalog_listener(self: &Arc<Self>) -> Arc<dyn CatalogListener> {
+        Arc::new(RouteRefresher {
+            tables: self.routes.clone(),
+            triggers: self.store.triggers.clone(),
+        })
+    }
+
+    /// Every invocation record, after the batch holding it has committed.
+    pub fn subscribe_recorded(&self) -> broadcast::Receiver<InvocationRecord> {
+        self.recorder.subscribe()
+    }
+
+    /// Called after HTTP has drained: writes what is queued and stops the recorder.
+    pub async fn finish(&self) {
+        self.recorder.finish().await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The invocation recorder: a batched background writer for sync-HTTP invocation records.
+//!
+//! The request path only `try_send`s into a bounded channel; when it is full the record
+//! is dropped and counted (`picloud_invocation_records_dropped_total`), so a slow disk
+//! never slows an answer. One task sleeps on the channel (no timer, no polling), takes
+//! whatever piled up while the previous write ran (up to `BATCH`), writes it in one store
+//! call, and only then broadcasts each record: a subscriber never sees a record that is
+//! not in the store. `finish` closes the channel, writes what is queued and awaits the task.
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shared::store::InvocationRepository;
+use shared::{InvocationRecord, StoreError};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Records waiting to be written; beyond this they are dropped.
+pub(crate) const QUEUE_CAPACITY: usize = 10_000;
+/// At most this many records per store call.
+const BATCH: usize = 500;
+/// Records kept for slow subscribers of `subscribe_recorded`.
+const BROADCAST_CAPACITY: usize = 1024;
+/// A busy SQLite is retried this many times, with a growing pause.
+const BUSY_RETRIES: u32 = 3;
+
+pub(crate) struct Recorder {
+    queue: mpsc::Sender<InvocationRecord>,
+    recorded: broadcast::Sender<InvocationRecord>,
+    /// Tells the task to close its channel and drain it.
+    closing: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Recorder {
+    /// Spawns the writer task on the current runtime.
+    pub(crate) fn start(store: Arc<dyn InvocationRepository>, capacity: usize) -> Self {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let (recorded, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(write_loop(store, rx, recorded.clone(), closing.clone()));
+        Recorder {
+            queue,
+            recorded,
+            closing,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Queue a record without waiting; a full or closed queue drops it.
+    pub(crate) fn push(&self, record: InvocationRecord) {
+        if self.queue.try_send(record).is_err() {
+            metrics::counter!("picloud_invocation_records_dropped_total").increment(1);
+            tracing::warn!("invocation record dropped: the recorder queue is full or closed");
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<InvocationRecord> {
+        self.recorded.subscribe()
+    }
+
+    /// Close the queue, write what is in it, and wait for the task to end.
+    pub(crate) async fn finish(&self) {
+        self.closing.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(error = ?error, "the invocation recorder task failed");
+        }
+    }
+}
+
+async fn write_loop(
+    store: Arc<dyn InvocationRepository>,
+    mut rx: mpsc::Receiver<InvocationRecord>,
+    recorded: broadcast::Sender<InvocationRecord>,
+    closing: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(BATCH);
+    let mut closed = false;
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut buf, BATCH) => n,
+            () = closing.cancelled(), if !closed => {
+                // No new sends from here on; what is buffered is still received.
+                rx.close();
+                closed = true;
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        match write(store.as_ref(), &buf).await {
+            Ok(()) => {
+                for record in buf.drain(..) {
+                    // No subscriber is fine.
+                    let _ = recorded.send(record);
+                }
+            }
+            Err(error) => {
+                metrics::counter!("picloud_invocation_records_failed_total")
+                    .increment(buf.len() as u64);
+                tracing::error!(error = ?error, records = buf.len(), "could not write invocation records; dropped");
+                buf.clear();
+            }
+        }
+    }
+}
+
+async fn write(
+    store: &dyn InvocationRepository,
+    batch: &[InvocationRecord],
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match store.record(batch).await {
+            Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
