@@ -1,0 +1,169 @@
+//! Invocation history on PostgreSQL. A batch is one multi-row `INSERT ... SELECT FROM
+//! UNNEST(...)`: one statement, one round trip, atomic by itself. A record whose app is
+//! gone is skipped by its `WHERE EXISTS`, not by a failed FK.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use shared::store::{InvocationFilter, InvocationRepository};
+use shared::{
+    AppName, InvocationId, InvocationRecord, InvocationStatus, LogLine, ScriptName, StoreError,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::decode;
+use crate::error::{CorruptStatus, db};
+
+const INSERT_BATCH: &str = r#"INSERT INTO invocations
+         (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
+          summary, logs, error, request_id)
+     SELECT t.id, t.app, t.script, t.version, t.trig, t.status, t.started_at, t.duration_ms,
+            t.http_status, t.summary, t.logs::jsonb, t.error, t.request_id
+     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                 $7::timestamptz[], $8::int8[], $9::int4[], $10::text[], $11::text[],
+                 $12::text[], $13::text[])
+          AS t(id, app, script, version, trig, status, started_at, duration_ms, http_status,
+               summary, logs, error, request_id)
+     WHERE EXISTS (SELECT 1 FROM apps a WHERE a.name = t.app)
+     ON CONFLICT (id) DO NOTHING"#;
+const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
+            http_status, summary, logs, error, request_id
+     FROM invocations
+     WHERE app = $1
+       AND ($2::text IS NULL OR status = $2)
+       AND ($3::timestamptz IS NULL OR started_at >= $3)
+       AND ($4::timestamptz IS NULL OR started_at < $4)
+       AND ($5::uuid IS NULL OR id < $5)
+     ORDER BY id DESC LIMIT $6"#;
+/// The same as `LIST` for one script, so that the (app, script, id) index serves it.
+const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", status, started_at,
+            duration_ms, http_status, summary, logs, error, request_id
+     FROM invocations
+     WHERE app = $1 AND script = $7
+       AND ($2::text IS NULL OR status = $2)
+       AND ($3::timestamptz IS NULL OR started_at >= $3)
+       AND ($4::timestamptz IS NULL OR started_at < $4)
+       AND ($5::uuid IS NULL OR id < $5)
+     ORDER BY id DESC LIMIT $6"#;
+const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
+            http_status, summary, logs, error, request_id
+     FROM invocations WHERE app = $1 AND id = $2"#;
+
+pub(super) struct PgInvocations(pub(super) PgPool);
+
+fn row_to_record(row: &PgRow) -> Result<InvocationRecord, StoreError> {
+    let status: &str = row.try_get("status").map_err(db)?;
+    let duration_ms: i64 = row.try_get("duration_ms").map_err(db)?;
+    let http_status: Option<i32> = row.try_get("http_status").map_err(db)?;
+    let logs: Json<Vec<LogLine>> = row.try_get("logs").map_err(db)?;
+    Ok(InvocationRecord {
+        id: InvocationId(row.try_get::<Uuid, _>("id").map_err(db)?),
+        app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
+        script: decode(row.try_get("script").map_err(db)?, ScriptName::parse)?,
+        version: row.try_get("version").map_err(db)?,
+        trigger: row.try_get("trigger").map_err(db)?,
+        status: InvocationStatus::parse(status)
+            .ok_or_else(|| StoreError::backend(CorruptStatus))?,
+        started_at: row.try_get::<DateTime<Utc>, _>("started_at").map_err(db)?,
+        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+        http_status: http_status
+            .map(u16::try_from)
+            .transpose()
+            .map_err(StoreError::backend)?,
+        summary: row.try_get("summary").map_err(db)?,
+        logs: logs.0,
+        error: row.try_get("error").map_err(db)?,
+        request_id: row.try_get("request_id").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl InvocationRepository for PgInvocations {
+    async fn record(&self, batch: &[InvocationRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let logs = batch
+            .iter()
+            .map(|r| serde_json::to_string(&r.logs))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(StoreError::backend)?;
+        sqlx::query(INSERT_BATCH)
+            .bind(batch.iter().map(|r| r.id.0).collect::<Vec<Uuid>>())
+            .bind(batch.iter().map(|r| r.app.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|r| r.script.as_str()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| r.version)
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .bind(batch.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|r| r.started_at).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| r.http_status.map(i32::from))
+                    .collect::<Vec<Option<i32>>>(),
+            )
+            .bind(batch.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
+            .bind(logs)
+            .bind(batch.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| r.request_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        app: &AppName,
+        filter: &InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let sql = if filter.script.is_some() {
+            LIST_BY_SCRIPT
+        } else {
+            LIST
+        };
+        let mut query = sqlx::query(sql)
+            .bind(app.as_str())
+            .bind(filter.status.map(InvocationStatus::as_str))
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(filter.before.map(|id| id.0))
+            .bind(i64::from(filter.limit));
+        if let Some(script) = &filter.script {
+            query = query.bind(script.as_str());
+        }
+        let rows = query.fetch_all(&self.0).await.map_err(db)?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn get(
+        &self,
+        app: &AppName,
+        id: InvocationId,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        let row = sqlx::query(GET)
+            .bind(app.as_str())
+            .bind(id.0)
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+}

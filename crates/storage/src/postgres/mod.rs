@@ -1,0 +1,87 @@
+//! PostgreSQL: production and cluster mode. Same behaviour as SQLite, its own SQL.
+//! `search_path` from the URL (`options=-c search_path=...`) decides which schema the
+//! tables and the migration history live in, which is how tests get isolated schemas.
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shared::store::StoreHealth;
+use shared::{Store, StoreError};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::error::db;
+
+mod apps;
+mod invocations;
+mod scripts;
+mod tokens;
+mod triggers;
+
+/// The embedded migrations as (file, version, description, SQL), in order; a unit test
+/// checks the files against the folder and the other backend's list.
+pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
+    "0001_init.sql",
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+const POOL_SIZE: u32 = 8;
+const PING: &str = "SELECT 1";
+
+/// Connect to the PostgreSQL database that `url` names and migrate it.
+pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(db)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .connect_with(options)
+        .await
+        .map_err(db)?;
+    migrator().run(&pool).await.map_err(StoreError::backend)?;
+    Ok(Store {
+        apps: Arc::new(apps::PgApps(pool.clone())),
+        scripts: Arc::new(scripts::PgScripts(pool.clone())),
+        triggers: Arc::new(triggers::PgTriggers(pool.clone())),
+        invocations: Arc::new(invocations::PgInvocations(pool.clone())),
+        tokens: Arc::new(tokens::PgTokens(pool.clone())),
+        health: Arc::new(PgHealth(pool)),
+    })
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(_, version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+struct PgHealth(PgPool);
+
+#[async_trait]
+impl StoreHealth for PgHealth {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(PING).execute(&self.0).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
+    }
+}

@@ -1,0 +1,109 @@
+//! Triggers on PostgreSQL. The spec is stored whole as JSON text (`config`), with `kind`
+//! and `unique_key` beside it for filtering and for the UNIQUE(app, unique_key) rule.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+use shared::{AppName, ScriptName, StoreError, TriggerId};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use uuid::Uuid;
+
+use crate::error::{conflict_as, db};
+use crate::{decode, now};
+
+const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = $1";
+/// Locks the script row against a concurrent delete until the trigger is in.
+const SCRIPT_EXISTS: &str = "SELECT 1 FROM scripts WHERE app = $1 AND name = $2 FOR KEY SHARE";
+const INSERT: &str =
+    "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at FROM triggers
+     WHERE app = $1 ORDER BY created_at, id";
+const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at FROM triggers
+     ORDER BY app, created_at, id";
+const DELETE: &str = "DELETE FROM triggers WHERE app = $1 AND id = $2";
+
+pub(super) struct PgTriggers(pub(super) PgPool);
+
+fn row_to_trigger(row: &PgRow) -> Result<Trigger, StoreError> {
+    let config: &str = row.try_get("config").map_err(db)?;
+    let max_attempts: i32 = row.try_get("max_attempts").map_err(db)?;
+    Ok(Trigger {
+        id: TriggerId(row.try_get::<Uuid, _>("id").map_err(db)?),
+        app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
+        script: decode(row.try_get("script").map_err(db)?, ScriptName::parse)?,
+        spec: serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?,
+        max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
+        created_at: row.try_get::<DateTime<Utc>, _>("created_at").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl TriggerRepository for PgTriggers {
+    async fn create(&self, new: NewTrigger) -> Result<Trigger, StoreError> {
+        let trigger = Trigger {
+            id: TriggerId::new(),
+            app: new.app,
+            script: new.script,
+            spec: new.spec,
+            max_attempts: new.max_attempts,
+            created_at: now(),
+        };
+        let config = serde_json::to_string(&trigger.spec).map_err(StoreError::backend)?;
+        let mut tx = self.0.begin().await.map_err(db)?;
+        sqlx::query(APP_EXISTS)
+            .bind(trigger.app.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound("app"))?;
+        sqlx::query(SCRIPT_EXISTS)
+            .bind(trigger.app.as_str())
+            .bind(trigger.script.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound("script"))?;
+        sqlx::query(INSERT)
+            .bind(trigger.id.0)
+            .bind(trigger.app.as_str())
+            .bind(trigger.script.as_str())
+            .bind(trigger.spec.kind())
+            .bind(config)
+            .bind(trigger.spec.unique_key())
+            .bind(i32::try_from(trigger.max_attempts).unwrap_or(i32::MAX))
+            .bind(trigger.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict_as("trigger"))?;
+        tx.commit().await.map_err(db)?;
+        Ok(trigger)
+    }
+
+    async fn list(&self, app: &AppName) -> Result<Vec<Trigger>, StoreError> {
+        let rows = sqlx::query(LIST)
+            .bind(app.as_str())
+            .fetch_all(&self.0)
+            .await
+            .map_err(db)?;
+        rows.iter().map(row_to_trigger).collect()
+    }
+
+    async fn list_all(&self) -> Result<Vec<Trigger>, StoreError> {
+        let rows = sqlx::query(LIST_ALL).fetch_all(&self.0).await.map_err(db)?;
+        rows.iter().map(row_to_trigger).collect()
+    }
+
+    async fn delete(&self, app: &AppName, id: TriggerId) -> Result<(), StoreError> {
+        let done = sqlx::query(DELETE)
+            .bind(app.as_str())
+            .bind(id.0)
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("trigger"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! Invocation history on SQLite. A batch is one transaction of prepared inserts; a record
+//! whose app is gone is skipped by the insert's own `WHERE EXISTS`, not by a failed FK.
+use async_trait::async_trait;
+use shared::store::{InvocationFilter, InvocationRepository};
+use shared::{
+    AppName, InvocationId, InvocationRecord, InvocationStatus, LogLine, ScriptName, StoreError,
+};
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use super::{begin_write, parse_ts, ts};
+use crate::decode;
+use crate::error::{CorruptStatus, db};
+
+const INSERT: &str = r#"INSERT INTO invocations
+         (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
+          summary, logs, error, request_id)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+     WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?2)
+     ON CONFLICT (id) DO NOTHING"#;
+const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
+            http_status, summary, logs, error, request_id
+     FROM invocations
+     WHERE app = ?1
+       AND (?2 IS NULL OR status = ?2)
+       AND (?3 IS NULL OR started_at >= ?3)
+       AND (?4 IS NULL OR started_at < ?4)
+       AND (?5 IS NULL OR id < ?5)
+     ORDER BY id DESC LIMIT ?6"#;
+/// The same as `LIST` for one script, so that the (app, script, id) index serves it.
+const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", status, started_at,
+            duration_ms, http_status, summary, logs, error, request_id
+     FROM invocations
+     WHERE app = ?1 AND script = ?7
+       AND (?2 IS NULL OR status = ?2)
+       AND (?3 IS NULL OR started_at >= ?3)
+       AND (?4 IS NULL OR started_at < ?4)
+       AND (?5 IS NULL OR id < ?5)
+     ORDER BY id DESC LIMIT ?6"#;
+const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
+            http_status, summary, logs, error, request_id
+     FROM invocations WHERE app = ? AND id = ?"#;
+
+pub(super) struct SqliteInvocations(pub(super) SqlitePool);
+
+fn row_to_record(row: &SqliteRow) -> Result<InvocationRecord, StoreError> {
+    let id: &str = row.try_get("id").map_err(db)?;
+    let status: &str = row.try_get("status").map_err(db)?;
+    let duration_ms: i64 = row.try_get("duration_ms").map_err(db)?;
+    let http_status: Option<i64> = row.try_get("http_status").map_err(db)?;
+    let logs: &str = row.try_get("logs").map_err(db)?;
+    Ok(InvocationRecord {
+        id: id.parse().map_err(StoreError::backend)?,
+        app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
+        script: decode(row.try_get("script").map_err(db)?, ScriptName::parse)?,
+        version: row.try_get("version").map_err(db)?,
+        trigger: row.try_get("trigger").map_err(db)?,
+        status: InvocationStatus::parse(status)
+            .ok_or_else(|| StoreError::backend(CorruptStatus))?,
+        started_at: parse_ts(row.try_get("started_at").map_err(db)?)?,
+        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+        http_status: http_status
+            .map(u16::try_from)
+            .transpose()
+            .map_err(StoreError::backend)?,
+        summary: row.try_get("summary").map_err(db)?,
+        logs: serde_json::from_str::<Vec<LogLine>>(logs).map_err(StoreError::backend)?,
+        error: row.try_get("error").map_err(db)?,
+        request_id: row.try_get("request_id").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl InvocationRepository for SqliteInvocations {
+    async fn record(&self, batch: &[InvocationRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = begin_write(&self.0).await?;
+        for rec in batch {
+            let logs = serde_json::to_string(&rec.logs).map_err(StoreError::backend)?;
+            sqlx::query(INSERT)
+                .bind(rec.id.to_string())
+                .bind(rec.app.as_str())
+                .bind(rec.script.as_str())
+                .bind(rec.version)
+                .bind(rec.trigger.as_str())
+                .bind(rec.status.as_str())
+                .bind(ts(rec.started_at))
+                .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+                .bind(rec.http_status.map(i64::from))
+                .bind(rec.summary.as_str())
+                .bind(logs)
+                .bind(rec.error.as_deref())
+                .bind(rec.request_id.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        app: &AppName,
+        filter: &InvocationFilter,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let sql = if filter.script.is_some() {
+            LIST_BY_SCRIPT
+        } else {
+            LIST
+        };
+        let mut query = sqlx::query(sql)
+            .bind(app.as_str())
+            .bind(filter.status.map(InvocationStatus::as_str))
+            .bind(filter.since.map(ts))
+            .bind(filter.until.map(ts))
+            .bind(filter.before.map(|id| id.to_string()))
+            .bind(i64::from(filter.limit));
+        if let Some(script) = &filter.script {
+            query = query.bind(script.as_str());
+        }
+        let rows = query.fetch_all(&self.0).await.map_err(db)?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn get(
+        &self,
+        app: &AppName,
+        id: InvocationId,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        let row = sqlx::query(GET)
+            .bind(app.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+}

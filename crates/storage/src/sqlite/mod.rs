@@ -1,0 +1,209 @@
+//! SQLite: the embedded default. One file in WAL mode; every write transaction starts with
+//! `BEGIN IMMEDIATE`, so it takes the write lock up front and waits (busy timeout) instead
+//! of failing when a read would have to be upgraded to a write.
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use shared::store::StoreHealth;
+use shared::{Store, StoreError};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::error::db;
+
+mod apps;
+mod invocations;
+mod scripts;
+mod tokens;
+mod triggers;
+
+/// The embedded migrations as (file, version, description, SQL), in order; a unit test
+/// checks the files against the folder and the other backend's list.
+pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
+    "0001_init.sql",
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+const POOL_SIZE: u32 = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+const PING: &str = "SELECT 1";
+
+/// Open (creating if needed) the SQLite file that `url` names and migrate it.
+pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
+    let path = file_path(url);
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(StoreError::backend)?;
+    }
+    let options = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(db)?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .connect_with(options)
+        .await
+        .map_err(db)?;
+    migrator().run(&pool).await.map_err(StoreError::backend)?;
+    Ok(store(pool))
+}
+
+fn store(pool: SqlitePool) -> Store {
+    Store {
+        apps: Arc::new(apps::SqliteApps(pool.clone())),
+        scripts: Arc::new(scripts::SqliteScripts(pool.clone())),
+        triggers: Arc::new(triggers::SqliteTriggers(pool.clone())),
+        invocations: Arc::new(invocations::SqliteInvocations(pool.clone())),
+        tokens: Arc::new(tokens::SqliteTokens(pool.clone())),
+        health: Arc::new(SqliteHealth(pool)),
+    }
+}
+
+/// `sqlite://p`, `sqlite:p` or `p`, without a `?query`.
+fn file_path(url: &str) -> &str {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    rest.split_once('?').map_or(rest, |(path, _)| path)
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(_, version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Start a write transaction that holds the write lock from its first statement.
+async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pool.begin_with(BEGIN_WRITE).await.map_err(db)
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text, so text order is time order.
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(raw: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(StoreError::backend)
+}
+
+struct SqliteHealth(SqlitePool);
+
+#[async_trait]
+impl StoreHealth for SqliteHealth {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(PING).execute(&self.0).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.0.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_plain_paths_give_the_file_path() {
+        assert_eq!(file_path("sqlite:///tmp/a/p.db"), "/tmp/a/p.db");
+        assert_eq!(file_path("sqlite://data/p.db?mode=rwc"), "data/p.db");
+        assert_eq!(file_path("sqlite:p.db"), "p.db");
+        assert_eq!(file_path("./x/p.db"), "./x/p.db");
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let a = parse_ts("2026-01-02T03:04:05.000001Z").expect("parse");
+        let b = parse_ts("2026-01-02T03:04:05.100000Z").expect("parse");
+        assert_eq!(ts(a).len(), ts(b).len());
+        assert!(ts(a) < ts(b));
+        assert_eq!(parse_ts(&ts(a)).expect("parse"), a);
+    }
+
+    #[tokio::test]
+    async fn connect_creates_the_parent_directory_and_turns_on_wal_and_foreign_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/deeper/p.db");
+        let store = connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        assert!(path.exists());
+        store.health.close().await;
+
+        let pool = SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .foreign_keys(true),
+        )
+        .await
+        .expect("reopen");
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .expect("pragma");
+        assert_eq!(mode.to_lowercase(), "wal");
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let store = connect(&path.display().to_string()).await.expect("connect");
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::from_millis(50));
+        let holder = SqlitePool::connect_with(opts.clone()).await.expect("pool");
+        let mut tx = holder.begin_with(BEGIN_WRITE).await.expect("lock");
+        let other = SqlitePool::connect_with(opts).await.expect("pool");
+        let err = begin_write(&other).await.expect_err("second writer");
+        assert!(matches!(err, StoreError::Busy), "{err:?}");
+        sqlx::query(PING)
+            .execute(&mut *tx)
+            .await
+            .expect("holder still works");
+        tx.rollback().await.expect("rollback");
+        other.close().await;
+        holder.close().await;
+        store.health.close().await;
+    }
+}

@@ -1,0 +1,29 @@
+//! The conformance suite on PostgreSQL (`PICLOUD_TEST_DATABASE_URL`, default
+//! postgres://postgres@127.0.0.1:5432/test), one schema per test. An unreachable server
+//! fails these tests; it never skips them.
+picloud_storage::conformance_tests!(picloud_storage::testing::postgres_store);
+
+#[tokio::test]
+async fn a_fresh_postgres_url_puts_the_tables_in_its_own_schema() {
+    use sqlx::Connection;
+    let url = picloud_storage::testing::fresh_postgres_url().await;
+    let store = picloud_storage::connect(&url).await.expect("connect");
+    assert_eq!(store.health.backend(), "postgres");
+    store.health.close().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let (schema,): (String,) = sqlx::query_as("SELECT current_schema()")
+        .fetch_one(&mut conn)
+        .await
+        .expect("current_schema");
+    assert!(schema.starts_with("picloud_t_"), "{schema}");
+    assert!(url.contains(&schema));
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("count tables");
+    // apps, scripts, script_versions, triggers, invocations, api_tokens, _sqlx_migrations
+    assert_eq!(tables, 7);
+    conn.close().await.ok();
+}
