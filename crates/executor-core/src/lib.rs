@@ -1,1 +1,23 @@
+//! The executor runs app scripts: a Rhai sandbox, a bounded pool of script threads and
+//! the host API scripts call.
+//!
+//! - `Executor::execute` puts an invocation on the pool's bounded queue (full: refused at
+//!   once) and awaits the reply; a script thread loads the compiled script from the
+//!   `cache` (compiling the active version on a miss), runs it in the `sandbox` and
+//!   shapes the result as an HTTP response (`output`).
+//! - Deploys invalidate the cache through `CatalogListener`; compile checks at deploy go
+//!   through `ScriptChecker`.
+mod cache; // (app, script) -> compiled active version
+mod executor; // the pool + cache + sandbox behind ExecutorClient
+mod host; // the script modules: log, json, time, uuid, base64, crypto
+mod input; // `request` for HTTP invocations
+pub mod limits; // per-invocation limits and their defaults
+mod output; // return value -> ScriptOutput, `response(...)`
+mod pool; // named script threads fed by a bounded channel
+mod run_state;
+pub mod sandbox; // the engine, compile and run, failure classification // per-thread budget, deadline and log buffer of the run in progress
 
+pub use executor::{Executor, ExecutorConfig};
+pub use limits::Limits;
+pub use output::ScriptResponse;
+pub use sandbox::{RunOutput, Sandbox};

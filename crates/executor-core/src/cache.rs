@@ -1,0 +1,113 @@
+//! Compiled scripts, by (app, script): the active version's AST, compiled once on the
+//! first run after a deploy and reused until a catalog change drops it.
+//!
+//! What must stay true: an entry never outlives the invalidation of its script. A loader
+//! reads the generation before it reads the store and inserts only if no invalidation
+//! happened since; invalidations bump the generation under the write lock. So a deploy
+//! that lands while an old version is being loaded cannot be hidden by a stale insert.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rhai::AST;
+use shared::{AppName, ScriptName};
+
+/// One compiled script version.
+pub(crate) struct Compiled {
+    pub(crate) version: i64,
+    pub(crate) ast: AST,
+}
+
+type Key = (AppName, ScriptName);
+
+#[derive(Default)]
+pub(crate) struct AstCache {
+    entries: RwLock<HashMap<Key, Arc<Compiled>>>,
+    /// Bumped by every invalidation; a load that started before it must not insert.
+    generation: AtomicU64,
+}
+
+impl AstCache {
+    pub(crate) fn get(&self, app: &AppName, script: &ScriptName) -> Option<Arc<Compiled>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(&(app.clone(), script.clone())).cloned()
+    }
+
+    /// Read before loading from the store; pass to `insert_if_current`.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Insert unless an invalidation happened since `generation` was read.
+    pub(crate) fn insert_if_current(
+        &self,
+        app: &AppName,
+        script: &ScriptName,
+        compiled: Arc<Compiled>,
+        generation: u64,
+    ) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        entries.insert((app.clone(), script.clone()), compiled);
+        true
+    }
+
+    pub(crate) fn invalidate_script(&self, app: &AppName, script: &ScriptName) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.remove(&(app.clone(), script.clone()));
+    }
+
+    pub(crate) fn invalidate_app(&self, app: &AppName) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|(a, _), _| a != app);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(version: i64) -> Arc<Compiled> {
+        Arc::new(Compiled {
+            version,
+            ast: AST::empty(),
+        })
+    }
+
+    fn names(app: &str, script: &str) -> (AppName, ScriptName) {
+        (
+            AppName::parse(app).unwrap(),
+            ScriptName::parse(script).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let cache = AstCache::default();
+        let (app, script) = names("shop", "hello");
+        let seen = cache.generation();
+        cache.invalidate_script(&app, &script);
+        assert!(!cache.insert_if_current(&app, &script, compiled(1), seen));
+        assert!(cache.get(&app, &script).is_none());
+        let seen = cache.generation();
+        assert!(cache.insert_if_current(&app, &script, compiled(2), seen));
+        assert_eq!(cache.get(&app, &script).map(|c| c.version), Some(2));
+    }
+
+    #[test]
+    fn invalidating_an_app_drops_only_that_apps_scripts() {
+        let cache = AstCache::default();
+        let (shop, a) = names("shop", "a");
+        let (blog, b) = names("blog", "b");
+        let g = cache.generation();
+        cache.insert_if_current(&shop, &a, compiled(1), g);
+        cache.insert_if_current(&blog, &b, compiled(1), g);
+        cache.invalidate_app(&shop);
+        assert!(cache.get(&shop, &a).is_none());
+        assert!(cache.get(&blog, &b).is_some());
+    }
+}

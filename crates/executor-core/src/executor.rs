@@ -1,0 +1,212 @@
+//! The executor: a sandbox, a compiled-script cache and a pool of script threads behind
+//! `ExecutorClient`, `ScriptChecker` and `CatalogListener`.
+//!
+//! On a script thread, a cache miss loads the active version with `rt.block_on` (this
+//! thread is not a runtime worker, so blocking it is the point) and compiles it once;
+//! requests never compile.
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rhai::AST;
+use shared::store::ScriptRepository;
+use shared::{
+    AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
+    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName,
+};
+use tokio::sync::oneshot;
+
+use crate::cache::{AstCache, Compiled};
+use crate::limits::Limits;
+use crate::pool::{Pool, SubmitError};
+use crate::sandbox::Sandbox;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Script threads; one per core is what the reference box was measured with.
+    pub threads: usize,
+    /// Invocations that may wait for a thread; beyond that `execute` answers `Overloaded`.
+    pub queue_capacity: usize,
+    pub limits: Limits,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_capacity: 256,
+            limits: Limits::default(),
+        }
+    }
+}
+
+struct Job {
+    invocation: Invocation,
+    reply: oneshot::Sender<Result<Execution, ExecError>>,
+}
+
+/// What the script threads share.
+struct Runner {
+    sandbox: Sandbox,
+    cache: AstCache,
+    scripts: Arc<dyn ScriptRepository>,
+    rt: tokio::runtime::Handle,
+}
+
+pub struct Executor {
+    runner: Arc<Runner>,
+    pool: Pool<Job>,
+}
+
+impl Executor {
+    /// Build the engine and start the script threads.
+    pub fn start(
+        config: ExecutorConfig,
+        scripts: Arc<dyn ScriptRepository>,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Executor> {
+        let runner = Arc::new(Runner {
+            sandbox: Sandbox::new(&config.limits),
+            cache: AstCache::default(),
+            scripts,
+            rt,
+        });
+        let worker_runner = Arc::clone(&runner);
+        let pool = Pool::start(
+            "picloud-script",
+            config.threads,
+            config.queue_capacity,
+            move |job: Job| {
+                let result = worker_runner.run(&job.invocation);
+                let _ = job.reply.send(result);
+            },
+        );
+        Arc::new(Executor { runner, pool })
+    }
+
+    /// Stop taking jobs and join the script threads; a running script ends by its
+    /// wall-clock limit at the latest. Idempotent. Blocks the calling thread.
+    pub fn shutdown(&self) {
+        self.pool.shutdown();
+    }
+}
+
+impl Runner {
+    fn run(&self, inv: &Invocation) -> Result<Execution, ExecError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let compiled = match self.load(&inv.app, &inv.script) {
+            Ok(compiled) => compiled,
+            Err(Loaded::Missing(e)) => {
+                metrics::counter!("picloud_script_runs_total", "outcome" => "not_found")
+                    .increment(1);
+                return Err(e);
+            }
+            Err(Loaded::Broken { version, error }) => {
+                tracing::warn!(app = %inv.app, script = %inv.script, version, "the active version does not compile");
+                return Ok(self.finish(Execution {
+                    version,
+                    started_at,
+                    duration: clock.elapsed(),
+                    logs: Vec::new(),
+                    result: Err(ScriptFailure {
+                        kind: FailureKind::Error,
+                        message: format!("the active version does not compile: {error}"),
+                    }),
+                }));
+            }
+        };
+        let out = self.sandbox.run(&compiled.ast, &inv.input);
+        Ok(self.finish(Execution {
+            version: compiled.version,
+            started_at,
+            duration: clock.elapsed(),
+            logs: out.logs,
+            result: out.result,
+        }))
+    }
+
+    fn finish(&self, execution: Execution) -> Execution {
+        let outcome = match &execution.result {
+            Ok(_) => "ok",
+            Err(f) => match f.kind {
+                FailureKind::Error => "error",
+                FailureKind::LimitExceeded => "limit_exceeded",
+                FailureKind::Timeout => "timeout",
+            },
+        };
+        metrics::counter!("picloud_script_runs_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("picloud_script_duration_seconds")
+            .record(execution.duration.as_secs_f64());
+        execution
+    }
+
+    /// The compiled active version, from the cache or loaded and compiled now.
+    fn load(&self, app: &AppName, script: &ScriptName) -> Result<Arc<Compiled>, Loaded> {
+        if let Some(hit) = self.cache.get(app, script) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let active = self
+            .rt
+            .block_on(self.scripts.active(app, script))
+            .map_err(|e| Loaded::Missing(ExecError::Store(e)))?
+            .ok_or_else(|| Loaded::Missing(ExecError::ScriptNotFound(script.to_string())))?;
+        let ast: AST = self
+            .sandbox
+            .compile(&active.source)
+            .map_err(|error| Loaded::Broken {
+                version: active.version,
+                error,
+            })?;
+        let compiled = Arc::new(Compiled {
+            version: active.version,
+            ast,
+        });
+        self.cache
+            .insert_if_current(app, script, Arc::clone(&compiled), generation);
+        Ok(compiled)
+    }
+}
+
+enum Loaded {
+    Missing(ExecError),
+    Broken { version: i64, error: CompileError },
+}
+
+#[async_trait]
+impl ExecutorClient for Executor {
+    async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError> {
+        let (reply, done) = oneshot::channel();
+        match self.pool.submit(Job { invocation, reply }) {
+            Ok(()) => {}
+            Err(SubmitError::Full) => {
+                metrics::counter!("picloud_script_runs_total", "outcome" => "overloaded")
+                    .increment(1);
+                return Err(ExecError::Overloaded);
+            }
+            Err(SubmitError::Closed) => return Err(ExecError::Overloaded),
+        }
+        done.await.map_err(|_| ExecError::WorkerLost)?
+    }
+}
+
+impl ScriptChecker for Executor {
+    fn check(&self, source: &str) -> Result<(), CompileError> {
+        self.runner.sandbox.compile(source).map(|_| ())
+    }
+}
+
+#[async_trait]
+impl CatalogListener for Executor {
+    async fn catalog_changed(&self, change: &CatalogChange) {
+        match change {
+            CatalogChange::Script { app, script } => {
+                self.runner.cache.invalidate_script(app, script)
+            }
+            CatalogChange::App { app } => self.runner.cache.invalidate_app(app),
+            CatalogChange::Triggers { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! What one invocation may consume. The engine enforces the sizes and depths; the
+//! operation budget and the wall-clock deadline are enforced per run by the sandbox's
+//! progress callback.
+use std::time::Duration;
+
+/// Per-invocation resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Rhai operations per run.
+    pub max_operations: u64,
+    /// Wall-clock time per run (checked every 1024 operations).
+    pub timeout: Duration,
+    /// Nested function calls.
+    pub max_call_depth: usize,
+    /// Nesting of expressions and statements, checked when compiling.
+    pub max_expr_depth: usize,
+    /// Bytes in any one string.
+    pub max_string_bytes: usize,
+    /// Elements in any one array.
+    pub max_array_len: usize,
+    /// Entries in any one object map.
+    pub max_map_len: usize,
+    /// Bytes in the response body.
+    pub max_output_bytes: usize,
+    /// Bytes of captured log text (`print`, `debug`, `log::*`) per run.
+    pub max_log_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 10_000_000,
+            timeout: Duration::from_secs(5),
+            max_call_depth: 64,
+            max_expr_depth: 64,
+            max_string_bytes: 1024 * 1024,
+            max_array_len: 100_000,
+            max_map_len: 100_000,
+            max_output_bytes: 1024 * 1024,
+            max_log_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `5s`, `1500ms`: how a limit reads in a failure message.
+pub(crate) fn human_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_seconds_when_whole_and_milliseconds_otherwise() {
+        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,0 +1,151 @@
+//! A fixed set of named OS threads fed by a bounded queue.
+//!
+//! Rhai is synchronous, so scripts never run on a runtime worker. Submitting never
+//! waits: a full queue is refused at once (the caller answers 503). A job that panics is
+//! caught, so a thread never dies; its reply channel is dropped, which the waiting caller
+//! sees as a lost worker.
+//!
+//! The queue is a `std::sync::mpsc::sync_channel` whose receiver the threads share
+//! behind a mutex: the thread holding the lock waits for the next job, the others wait
+//! for the lock. (crossbeam-channel would do the same without the mutex; it is not in
+//! the offline registry.)
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Stack of each script thread: deep enough that recursion hits the call-depth limit
+/// long before a real stack overflow.
+const STACK_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubmitError {
+    /// The queue is full.
+    Full,
+    /// The pool was shut down (or no thread could be started).
+    Closed,
+}
+
+pub(crate) struct Pool<J> {
+    /// `None` once shut down: no more jobs are taken.
+    jobs: Mutex<Option<SyncSender<J>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<J: Send + 'static> Pool<J> {
+    /// Start `threads` threads named `{name}-N`, each running `handler` on one job at a time.
+    pub(crate) fn start(
+        name: &str,
+        threads: usize,
+        capacity: usize,
+        handler: impl Fn(J) + Send + Sync + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<J>(capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let handler = Arc::new(handler);
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let handler = Arc::clone(&handler);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .stack_size(STACK_BYTES)
+                .spawn(move || worker(&rx, &*handler));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(error) => tracing::error!(%error, "could not start a script thread"),
+            }
+        }
+        let jobs = if handles.is_empty() { None } else { Some(tx) };
+        Pool {
+            jobs: Mutex::new(jobs),
+            threads: Mutex::new(handles),
+        }
+    }
+
+    /// Queue a job without waiting.
+    ///
+    /// # Errors
+    /// `Full` when the queue is at capacity, `Closed` after `shutdown`.
+    pub(crate) fn submit(&self, job: J) -> Result<(), SubmitError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::Full,
+            TrySendError::Disconnected(_) => SubmitError::Closed,
+        })
+    }
+
+    /// Stop taking jobs, let the threads finish what is queued and running, join them.
+    /// Idempotent.
+    pub(crate) fn shutdown(&self) {
+        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for handle in handles {
+            if handle.thread().id() != me && handle.join().is_err() {
+                tracing::error!("a script thread ended with a panic");
+            }
+        }
+    }
+}
+
+fn worker<J>(rx: &Mutex<Receiver<J>>, handler: &(impl Fn(J) + ?Sized)) {
+    loop {
+        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = next else { return };
+        if catch_unwind(AssertUnwindSafe(|| handler(job))).is_err() {
+            tracing::error!("a script job panicked; the thread goes on");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_does_not_kill_its_thread() {
+        let (done_tx, done_rx) = channel::<String>();
+        let done_tx = Mutex::new(done_tx);
+        let pool = Pool::start("test-pool", 1, 4, move |job: u32| {
+            if job == 0 {
+                panic!("job 0 panics on purpose");
+            }
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = done_tx.lock().unwrap().send(name);
+        });
+        pool.submit(0).unwrap();
+        pool.submit(1).unwrap();
+        let served_by = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(served_by, "test-pool-0");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_a_shut_down_pool_is_closed() {
+        let (release_tx, release_rx) = channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let (started_tx, started_rx) = channel::<()>();
+        let started_tx = Mutex::new(started_tx);
+        let pool = Pool::start("test-full", 1, 1, move |_: u32| {
+            let _ = started_tx.lock().unwrap().send(());
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(5));
+        });
+        pool.submit(1).unwrap();
+        started_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        pool.submit(2).unwrap();
+        assert_eq!(pool.submit(3), Err(SubmitError::Full));
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        pool.shutdown();
+        pool.shutdown();
+        assert_eq!(pool.submit(4), Err(SubmitError::Closed));
+    }
+}

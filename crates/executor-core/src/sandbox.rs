@@ -1,0 +1,520 @@
+//! The Rhai engine with its limits and host modules, usable without the thread pool.
+//!
+//! What must stay true: one engine, built once; no filesystem (the module resolver is a
+//! dummy), no `eval`, never the `unchecked` feature; every run gets its operation budget
+//! and deadline through the thread-local run state, so the progress callback can stop it
+//! and say whether time or operations ran out.
+use std::time::Instant;
+
+use rhai::module_resolvers::DummyModuleResolver;
+use rhai::{AST, Dynamic, Engine, EvalAltResult};
+use shared::{
+    CompileError, FailureKind, InvocationInput, LogLevel, LogLine, ScriptFailure, ScriptOutput,
+};
+
+use crate::limits::{Limits, human_duration};
+use crate::run_state::{self, RunGuard, Termination};
+use crate::{host, input, output};
+
+/// The engine and the limits it runs scripts under.
+pub struct Sandbox {
+    engine: Engine,
+    limits: Limits,
+}
+
+/// What one run produced: its log and its response or failure.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub logs: Vec<LogLine>,
+    pub result: Result<ScriptOutput, ScriptFailure>,
+}
+
+impl Sandbox {
+    pub fn new(limits: &Limits) -> Self {
+        let mut engine = Engine::new();
+        engine.set_module_resolver(DummyModuleResolver::new());
+        engine.disable_symbol("eval");
+        engine.set_max_call_levels(limits.max_call_depth);
+        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
+        engine.set_max_string_size(limits.max_string_bytes);
+        engine.set_max_array_size(limits.max_array_len);
+        engine.set_max_map_size(limits.max_map_len);
+        let fallback_max_ops = limits.max_operations;
+        engine.on_progress(move |ops| run_state::check_progress(ops, fallback_max_ops));
+        engine.on_print(|text| run_state::push_log(LogLevel::Print, text));
+        engine.on_debug(|text, _source, _pos| run_state::push_log(LogLevel::Debug, text));
+        output::register(&mut engine);
+        host::register_all(&mut engine);
+        Sandbox {
+            engine,
+            limits: limits.clone(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile without running.
+    ///
+    /// # Errors
+    /// The first compile error, with its 1-based line and column.
+    pub fn compile(&self, source: &str) -> Result<AST, CompileError> {
+        self.engine.compile(source).map_err(|e| {
+            let pos = e.position();
+            CompileError {
+                line: pos.line().unwrap_or(1),
+                column: pos.position().unwrap_or(1),
+                message: e.err_type().to_string(),
+            }
+        })
+    }
+
+    /// Run a compiled script once on this thread, under this sandbox's limits.
+    pub fn run(&self, ast: &AST, input: &InvocationInput) -> RunOutput {
+        let deadline = Instant::now() + self.limits.timeout;
+        let guard = RunGuard::start(
+            self.limits.max_operations,
+            deadline,
+            self.limits.max_log_bytes,
+        );
+        let mut scope = input::scope_for(input);
+        let evaluated = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        let result = match evaluated {
+            Ok(value) => output::to_output(value, self.limits.max_output_bytes),
+            Err(err) => Err(self.failure(&err)),
+        };
+        RunOutput {
+            logs: guard.take_logs(),
+            result,
+        }
+    }
+
+    /// A Rhai error as the app's owner sees it: limits in plain words, everything else
+    /// with Rhai's message and position.
+    fn failure(&self, err: &EvalAltResult) -> ScriptFailure {
+        let limit = |message: String| ScriptFailure {
+            kind: FailureKind::LimitExceeded,
+            message,
+        };
+        match innermost(err) {
+            EvalAltResult::ErrorTerminated(token, _) => {
+                match token.clone().try_cast::<Termination>() {
+                    Some(Termination::Timeout) => ScriptFailure {
+                        kind: FailureKind::Timeout,
+                        message: format!(
+                            "wall-clock limit of {} exceeded",
+                            human_duration(self.limits.timeout)
+                        ),
+                    },
+                    _ => limit("operation limit exceeded".to_owned()),
+                }
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => {
+                limit("operation limit exceeded".to_owned())
+            }
+            EvalAltResult::ErrorStackOverflow(_) => limit("call depth limit exceeded".to_owned()),
+            EvalAltResult::ErrorDataTooLarge(what, _) => limit(format!(
+                "data size limit exceeded: {} too large",
+                what.to_lowercase()
+            )),
+            _ => ScriptFailure {
+                kind: FailureKind::Error,
+                message: err.to_string(),
+            },
+        }
+    }
+}
+
+/// The error under any "in call to function" / "in module" wrappers.
+fn innermost(err: &EvalAltResult) -> &EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => innermost(inner),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use shared::HttpRequest;
+
+    use super::*;
+
+    /// Compile and run on a thread with the script threads' stack size.
+    fn run_with(limits: Limits, source: &str, req: HttpRequest) -> RunOutput {
+        let source = source.to_owned();
+        std::thread::Builder::new()
+            .stack_size(16 * 1024 * 1024)
+            .spawn(move || {
+                let sandbox = Sandbox::new(&limits);
+                let ast = sandbox.compile(&source).expect("test script compiles");
+                sandbox.run(&ast, &InvocationInput::Http(req))
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn run(source: &str) -> RunOutput {
+        run_with(Limits::default(), source, HttpRequest::default())
+    }
+
+    fn failure(out: &RunOutput) -> &ScriptFailure {
+        out.result.as_ref().expect_err("the run should fail")
+    }
+
+    fn json_body(out: &RunOutput) -> serde_json::Value {
+        let ok = out.result.as_ref().expect("the run should succeed");
+        serde_json::from_slice(&ok.body).unwrap()
+    }
+
+    #[test]
+    fn hello_world_returns_plain_text() {
+        let out = run(r#""hello world""#);
+        let ok = out.result.unwrap();
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.body.as_ref(), b"hello world");
+        assert_eq!(
+            ok.headers,
+            [("content-type".to_owned(), output::TEXT.to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_map_is_returned_as_json() {
+        let out = run(r#"#{ name: "pi", n: 3, list: [1, 2.5, true, ()] }"#);
+        assert_eq!(
+            json_body(&out),
+            serde_json::json!({"name": "pi", "n": 3, "list": [1, 2.5, true, null]})
+        );
+    }
+
+    #[test]
+    fn response_sets_status_headers_and_a_json_body() {
+        let out =
+            run(r#"response(201, #{ id: 7 }, #{ "X-Id": "7", "Cache-Control": "no-store" })"#);
+        let ok = out.result.unwrap();
+        assert_eq!(ok.status, 201);
+        assert!(ok.headers.contains(&("x-id".to_owned(), "7".to_owned())));
+        assert!(
+            ok.headers
+                .contains(&("cache-control".to_owned(), "no-store".to_owned()))
+        );
+        assert!(
+            ok.headers
+                .contains(&("content-type".to_owned(), output::JSON.to_owned()))
+        );
+        assert_eq!(ok.body.as_ref(), br#"{"id":7}"#);
+    }
+
+    #[test]
+    fn a_bad_response_status_is_a_script_error_with_its_line() {
+        let out = run("let x = 1;\nresponse(1000, \"no\")");
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::Error);
+        assert!(f.message.contains("100..=599"), "{}", f.message);
+        assert!(f.message.contains("line 2"), "{}", f.message);
+    }
+
+    #[test]
+    fn request_fields_reach_the_script() {
+        let req = HttpRequest {
+            method: "POST".into(),
+            path: "/users/42".into(),
+            params: BTreeMap::from([("id".into(), "42".into())]),
+            query: BTreeMap::from([("sort".into(), "asc".into())]),
+            headers: BTreeMap::from([("x-token".into(), "abc".into())]),
+            body: r#"{"name":"ada"}"#.into(),
+        };
+        let source = r#"#{ method: request.method, path: request.path, id: request.params.id,
+            sort: request.query.sort, token: request.headers["x-token"], body: request.body,
+            name: request.json.name }"#;
+        let out = run_with(Limits::default(), source, req);
+        assert_eq!(
+            json_body(&out),
+            serde_json::json!({"method": "POST", "path": "/users/42", "id": "42", "sort": "asc",
+                "token": "abc", "body": r#"{"name":"ada"}"#, "name": "ada"})
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_gives_unit_json() {
+        let req = HttpRequest {
+            body: "not json".into(),
+            ..HttpRequest::default()
+        };
+        let out = run_with(Limits::default(), "request.json == ()", req);
+        assert_eq!(out.result.unwrap().body.as_ref(), b"true");
+    }
+
+    #[test]
+    fn the_request_is_a_constant() {
+        let out = run(r#"request.method = "x"; 1"#);
+        assert_eq!(failure(&out).kind, FailureKind::Error);
+    }
+
+    #[test]
+    fn print_debug_and_log_lines_are_captured_in_order() {
+        let out = run(
+            r#"print("one"); log::info("two"); debug("three"); log::warn(4);
+            log::error("five"); ()"#,
+        );
+        let lines: Vec<(LogLevel, &str)> = out
+            .logs
+            .iter()
+            .map(|l| (l.level, l.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (LogLevel::Print, "one"),
+                (LogLevel::Info, "two"),
+                (LogLevel::Debug, "\"three\""),
+                (LogLevel::Warn, "4"),
+                (LogLevel::Error, "five"),
+            ]
+        );
+        assert_eq!(out.result.unwrap().status, 204);
+    }
+
+    #[test]
+    fn captured_logs_stop_at_the_log_limit() {
+        let limits = Limits {
+            max_log_bytes: 100,
+            ..Limits::default()
+        };
+        let out = run_with(
+            limits,
+            r#"for i in 0..100 { print("0123456789"); } "done""#,
+            HttpRequest::default(),
+        );
+        assert_eq!(out.logs.len(), 11);
+        assert_eq!(out.logs[10].message, run_state::LOG_TRUNCATED);
+        assert!(out.result.is_ok());
+    }
+
+    #[test]
+    fn an_infinite_loop_is_stopped_by_the_operation_limit() {
+        let limits = Limits {
+            max_operations: 100_000,
+            ..Limits::default()
+        };
+        let out = run_with(limits, "loop {}", HttpRequest::default());
+        let f = failure(&out);
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (FailureKind::LimitExceeded, "operation limit exceeded")
+        );
+    }
+
+    #[test]
+    fn with_a_huge_operation_limit_the_wall_clock_stops_the_loop() {
+        let limits = Limits {
+            max_operations: u64::MAX,
+            timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let started = Instant::now();
+        let out = run_with(
+            limits,
+            "let i = 0; loop { i += 1; }",
+            HttpRequest::default(),
+        );
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::Timeout);
+        assert_eq!(f.message, "wall-clock limit of 200ms exceeded");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_loop_cannot_catch_its_own_limit() {
+        let limits = Limits {
+            max_operations: 50_000,
+            ..Limits::default()
+        };
+        let out = run_with(
+            limits,
+            "try { loop {} } catch { \"escaped\" }",
+            HttpRequest::default(),
+        );
+        assert_eq!(failure(&out).kind, FailureKind::LimitExceeded);
+    }
+
+    #[test]
+    fn unbounded_recursion_hits_the_call_depth_limit() {
+        let out = run("fn f(x) { f(x + 1) } f(0)");
+        let f = failure(&out);
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (FailureKind::LimitExceeded, "call depth limit exceeded")
+        );
+    }
+
+    #[test]
+    fn a_doubling_string_hits_the_string_limit() {
+        let out = run(r#"let s = "x"; loop { s += s; }"#);
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::LimitExceeded);
+        assert!(f.message.contains("string"), "{}", f.message);
+    }
+
+    #[test]
+    fn an_ever_growing_array_hits_the_array_limit() {
+        // Rhai re-measures an array after each push, so growing one element at a time is
+        // quadratic: a small limit keeps the test fast (the wall clock covers the rest).
+        let limits = Limits {
+            max_array_len: 1000,
+            ..Limits::default()
+        };
+        let out = run_with(
+            limits,
+            "let a = []; loop { a.push(1); }",
+            HttpRequest::default(),
+        );
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::LimitExceeded);
+        assert!(f.message.contains("array"), "{}", f.message);
+    }
+
+    #[test]
+    fn an_ever_growing_map_hits_the_map_limit_when_the_script_uses_it() {
+        let limits = Limits {
+            max_map_len: 100,
+            ..Limits::default()
+        };
+        let source = "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; m.len(); }";
+        let out = run_with(limits, source, HttpRequest::default());
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::LimitExceeded);
+        assert!(f.message.contains("map"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_map_grown_only_by_index_assignment_is_stopped_by_the_operation_limit() {
+        // Rhai checks a map's size after method calls and property writes, not after
+        // `m[key] = v`; the operation budget bounds such a loop instead.
+        let limits = Limits {
+            max_map_len: 100,
+            max_operations: 200_000,
+            ..Limits::default()
+        };
+        let source = "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }";
+        let out = run_with(limits, source, HttpRequest::default());
+        assert_eq!(failure(&out).kind, FailureKind::LimitExceeded);
+    }
+
+    #[test]
+    fn a_large_response_hits_the_output_limit() {
+        let limits = Limits {
+            max_output_bytes: 1000,
+            ..Limits::default()
+        };
+        let out = run_with(
+            limits,
+            r#"let s = "x"; s.pad(2000, "y"); s"#,
+            HttpRequest::default(),
+        );
+        let f = failure(&out);
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (
+                FailureKind::LimitExceeded,
+                "response body exceeds 1000 bytes"
+            )
+        );
+    }
+
+    #[test]
+    fn a_thrown_value_is_an_error_with_its_message_and_position() {
+        let out = run("let x = 1;\n\nif x == 1 { throw \"boom\"; }");
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::Error);
+        assert_eq!(f.message, "Runtime error: boom (line 3, position 13)");
+    }
+
+    #[test]
+    fn eval_is_refused() {
+        let sandbox = Sandbox::new(&Limits::default());
+        let refused = match sandbox.compile(r#"eval("40 + 2")"#) {
+            Err(_) => true,
+            Ok(ast) => sandbox
+                .run(&ast, &InvocationInput::Http(HttpRequest::default()))
+                .result
+                .is_err(),
+        };
+        assert!(refused);
+    }
+
+    #[test]
+    fn import_fails_without_touching_the_filesystem() {
+        let dir = std::env::temp_dir().join(format!("picloud-import-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.rhai"), "export const secret = 1;").unwrap();
+        let source = format!("import \"{}/x\" as m; m::secret", dir.display());
+        let out = run(&source);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::Error);
+        assert!(f.message.contains("Module not found"), "{}", f.message);
+        let out = run(r#"import "x" as m; 1"#);
+        assert!(failure(&out).message.contains("Module not found"));
+    }
+
+    #[test]
+    fn a_compile_error_gives_its_line_and_column() {
+        let sandbox = Sandbox::new(&Limits::default());
+        let err = sandbox.compile("let a = 1;\nlet b = ;\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 9));
+        assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn a_too_deep_expression_is_a_compile_error() {
+        let sandbox = Sandbox::new(&Limits {
+            max_expr_depth: 10,
+            ..Limits::default()
+        });
+        let source = format!("{}1{}", "(".repeat(50), ")".repeat(50));
+        assert!(sandbox.compile(&source).is_err());
+    }
+
+    #[test]
+    fn host_modules_work() {
+        let out = run(r#"#{
+                parsed: json::parse(`{"a":[1,2]}`).a[1],
+                text: json::stringify(#{ b: true }),
+                b64: base64::encode("hello"),
+                back: base64::decode("aGVsbG8="),
+                sha: crypto::sha256("abc"),
+                mac: crypto::hmac_sha256("Jefe", "what do ya want for nothing?"),
+                u4: uuid::v4().len(),
+                u7: uuid::v7().len(),
+                now: time::now().len() > 20,
+                ms: time::now_ms() > 1700000000000,
+            }"#);
+        assert_eq!(
+            json_body(&out),
+            serde_json::json!({
+                "parsed": 2, "text": r#"{"b":true}"#, "b64": "aGVsbG8=", "back": "hello",
+                "sha": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                "mac": "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+                "u4": 36, "u7": 36, "now": true, "ms": true,
+            })
+        );
+    }
+
+    #[test]
+    fn host_module_errors_are_script_errors() {
+        for source in [r#"json::parse("{nope")"#, r#"base64::decode("!!!")"#] {
+            let out = run(source);
+            let f = failure(&out);
+            assert_eq!(f.kind, FailureKind::Error, "{source}");
+        }
+        let out = run(r#"json::parse("{nope")"#);
+        assert!(failure(&out).message.contains("invalid JSON"));
+    }
+}
