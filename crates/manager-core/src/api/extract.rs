@@ -42,6 +42,7 @@ fn path_message(kind: ErrorKind) -> String {
         | ErrorKind::ParseErrorAtKey { key, value, .. } => {
             format!("'{}' is not a valid {key}", short(&value))
         }
+        ErrorKind::Message(message) => message,
         ErrorKind::InvalidUtf8InPathParam { key } => format!("{key} is not valid UTF-8"),
         other => format!("invalid path: {other}"),
     }

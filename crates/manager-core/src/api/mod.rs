@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use shared::{AppName, Catalog, ScriptChecker, Store};
 
 mod apps;
@@ -114,6 +114,7 @@ pub fn router(deps: ManagerDeps) -> Router {
         .route("/api/v1/apps/{app}/invocations/{id}", get(invocations::get))
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::delete))
+        .route("/api/v1/{*rest}", any(unknown_route))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
@@ -121,6 +122,14 @@ pub fn router(deps: ManagerDeps) -> Router {
         .route("/api/v1/openapi.json", get(openapi::serve))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .with_state(state)
+}
+
+/// A JSON `404` for any other path under `/api/v1` (after auth, like every route).
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        kind: "route",
+        name: uri.path().chars().take(100).collect(),
+    }
 }
 
 /// `404` unless the app exists: app-scoped lists would otherwise answer an empty list for

@@ -52,10 +52,10 @@ fn query_param(name: &str, schema: Value, description: &str) -> Value {
 }
 
 /// Attach path parameters to a path item.
-fn item(params: &[Value], operations: Value) -> Value {
+fn item(params: Vec<Value>, operations: Value) -> Value {
     let mut item = operations;
     if !params.is_empty() {
-        item["parameters"] = Value::Array(params.to_vec());
+        item["parameters"] = Value::Array(params);
     }
     item
 }
@@ -109,7 +109,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}",
         item(
-            &[app.clone()],
+            vec![app.clone()],
             json!({
                 "get": op("Show an app", None, "200", Some("App")),
                 "delete": op("Delete an app with its scripts, triggers and history", None, "204", None),
@@ -119,7 +119,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/scripts",
         item(
-            &[app.clone()],
+            vec![app.clone()],
             json!({
                 "get": op("List an app's scripts", None, "200", Some("ScriptList")),
             }),
@@ -128,7 +128,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/scripts/{name}",
         item(
-            &[app.clone(), name.clone()],
+            vec![app.clone(), name.clone()],
             json!({
                 "put": op("Deploy a new version (201 on the first, 200 after; 422 on a compile error)",
                     Some("Deploy"), "200", Some("Deployed")),
@@ -140,7 +140,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/scripts/{name}/versions",
         item(
-            &[app.clone(), name.clone()],
+            vec![app.clone(), name.clone()],
             json!({
                 "get": op("List a script's versions, newest first", None, "200", Some("VersionList")),
             }),
@@ -149,7 +149,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/scripts/{name}/versions/{version}",
         item(
-            &[
+            vec![
                 app.clone(),
                 name.clone(),
                 path_param("version", int.clone()),
@@ -162,7 +162,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/scripts/{name}/rollback",
         item(
-            &[app.clone(), name.clone()],
+            vec![app.clone(), name.clone()],
             json!({
                 "post": op("Make an earlier version active", Some("Rollback"), "200", Some("Deployed")),
             }),
@@ -171,7 +171,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/triggers",
         item(
-            &[app.clone()],
+            vec![app.clone()],
             json!({
                 "post": op("Bind a script to a trigger", Some("CreateTrigger"), "201", Some("Trigger")),
                 "get": op("List an app's triggers", None, "200", Some("TriggerList")),
@@ -181,7 +181,7 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/triggers/{id}",
         item(
-            &[app.clone(), id.clone()],
+            vec![app.clone(), id.clone()],
             json!({
                 "delete": op("Delete a trigger", None, "204", None),
             }),
@@ -219,12 +219,12 @@ pub(super) fn document() -> Value {
     ]);
     add(
         "/apps/{app}/invocations",
-        item(&[app.clone()], json!({"get": list_invocations})),
+        item(vec![app.clone()], json!({"get": list_invocations})),
     );
     add(
         "/apps/{app}/invocations/{id}",
         item(
-            &[app, id.clone()],
+            vec![app, id.clone()],
             json!({
                 "get": op("Show one invocation", None, "200", Some("Invocation")),
             }),
@@ -240,7 +240,7 @@ pub(super) fn document() -> Value {
     add(
         "/tokens/{id}",
         item(
-            &[id],
+            vec![id],
             json!({
                 "delete": op("Delete a token (409 for the last one)", None, "204", None),
             }),
