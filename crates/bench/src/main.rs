@@ -1,1 +1,189 @@
-fn main() {}
+//! `picloud-bench`: in one run on loopback, load (a) a bare axum hello-world and (b) a
+//! deployed hello-world script on the real `picloud serve`, with the same wrk settings,
+//! then measure PiCloud's idle CPU and resident memory. Prints one comparison table.
+//!
+//! - `baseline`: the axum server, run as `picloud-bench --serve-baseline` so both servers
+//!   are separate processes with the same runtime setup.
+//! - `child`: starts a server process, reads its `listening on` line, kills it on drop.
+//! - `picloud`: starts `picloud serve` on a temp data dir and deploys the hello script.
+//! - `wrk`: runs wrk and parses requests/s, p50 and p99.
+//! - `procfs`: CPU ticks and VmRSS of a process.
+//! - `report`: the table and the targets.
+mod baseline; // the bare axum server
+mod child; // server processes, killed on drop
+mod picloud; // picloud serve + admin API setup
+mod procfs; // /proc/PID/{stat,status}
+mod report; // the comparison table and targets
+mod wrk; // load generator and its report
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::child::Server;
+use crate::report::{Idle, Report};
+use crate::wrk::Load;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "picloud-bench",
+    about = "PiCloud hello-world endpoint vs a bare axum handler, plus idle CPU and RSS"
+)]
+struct Args {
+    /// Run the baseline server only (used by the bench itself).
+    #[arg(long, hide = true)]
+    serve_baseline: bool,
+    /// Seconds of load per target.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Open connections (wrk -c).
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// wrk threads (wrk -t).
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Seconds of untimed load before each measured run.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Length of the idle CPU window.
+    #[arg(long, default_value_t = 30)]
+    idle_secs: u64,
+    /// Skip the idle CPU / RSS measurement.
+    #[arg(long)]
+    skip_idle: bool,
+    /// Only measure the baseline (e.g. before `picloud` is built).
+    #[arg(long)]
+    baseline_only: bool,
+    /// The picloud binary (default: `picloud` next to this executable).
+    #[arg(long)]
+    picloud: Option<PathBuf>,
+    /// Exit non-zero when a target is missed.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = if args.serve_baseline {
+        baseline::serve()
+    } else {
+        bench(&args).and_then(|report| {
+            println!();
+            println!("{}", report.render());
+            if args.strict && !report.all_targets_met() {
+                anyhow::bail!("a target was missed (--strict)");
+            }
+            Ok(())
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Every server started so far was killed when its guard dropped.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> anyhow::Result<Report> {
+    anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(
+        args.threads > 0 && args.threads <= args.connections,
+        "--threads must be between 1 and --connections"
+    );
+    wrk::ensure_installed()?;
+    let load = Load {
+        threads: args.threads,
+        connections: args.connections,
+        duration_secs: args.duration,
+    };
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let picloud_bin = match &args.picloud {
+        Some(path) => path.clone(),
+        None => exe.with_file_name("picloud"),
+    };
+    if !args.baseline_only && !picloud_bin.is_file() {
+        anyhow::bail!(
+            "{} not found: build it with `cargo build --release -p picloud` (or pass --picloud PATH, or --baseline-only)",
+            picloud_bin.display()
+        );
+    }
+    let work = tempfile::tempdir().context("cannot create a temp dir")?;
+    let mut report = Report::new(load);
+
+    // (a) the baseline, in its own process; stopped before PiCloud starts.
+    {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--serve-baseline");
+        let server = Server::start(cmd, &work.path().join("baseline.log"))?;
+        eprintln!("baseline: axum on http://{}", server.addr);
+        picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
+        report.baseline = Some(measure(&server, baseline::PATH, load, args.warmup)?);
+    }
+    if args.baseline_only {
+        return Ok(report);
+    }
+
+    // (b) the real server with the hello script deployed.
+    let mut server = picloud::start(&picloud_bin, work.path())?;
+    eprintln!(
+        "picloud: {} on http://{}",
+        picloud_bin.display(),
+        server.addr
+    );
+    report.picloud = Some(measure(&server, picloud::PATH, load, args.warmup)?);
+    anyhow::ensure!(
+        server.is_running(),
+        "picloud exited during the load; its stderr:\n{}",
+        server.stderr_tail()
+    );
+
+    if !args.skip_idle {
+        report.idle = Some(idle(&server, args.idle_secs)?);
+    }
+    Ok(report)
+}
+
+fn measure(server: &Server, path: &str, load: Load, warmup: u64) -> anyhow::Result<wrk::WrkResult> {
+    if warmup > 0 {
+        eprintln!("  warming up for {warmup} s");
+        wrk::run(
+            server.addr,
+            path,
+            Load {
+                duration_secs: warmup,
+                ..load
+            },
+        )?;
+    }
+    eprintln!(
+        "  wrk -t{} -c{} -d{}s --latency http://{}{path}",
+        load.threads, load.connections, load.duration_secs, server.addr
+    );
+    wrk::run(server.addr, path, load)
+}
+
+/// Wait 3 s after the load, then measure CPU time over `secs` and read VmRSS.
+fn idle(server: &Server, secs: u64) -> anyhow::Result<Idle> {
+    anyhow::ensure!(secs > 0, "--idle-secs must be at least 1");
+    let pid = server.pid();
+    eprintln!("idle: settling 3 s, then measuring CPU for {secs} s");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = procfs::cpu_ticks(pid)?;
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = procfs::cpu_ticks(pid)?;
+    let wall = started.elapsed().as_secs_f64();
+    let hz = procfs::ticks_per_sec();
+    Ok(Idle {
+        window_secs: wall,
+        cpu_ticks: after.saturating_sub(before),
+        ticks_per_sec: hz,
+        rss_kib: procfs::rss_kib(pid)?,
+    })
+}

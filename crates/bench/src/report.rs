@@ -1,0 +1,259 @@
+//! The comparison table and the targets it is judged against.
+use std::fmt::Write;
+
+use crate::wrk::{Load, WrkResult};
+
+/// PiCloud's requests/s must be at least this share of the bare axum handler's.
+pub const TARGET_RATIO: f64 = 0.7;
+/// Idle CPU, in percent of one core.
+pub const TARGET_IDLE_CPU_PCT: f64 = 0.1;
+/// Resident memory after the load, in MB (MiB).
+pub const TARGET_RSS_MB: f64 = 30.0;
+
+/// The idle window: CPU ticks used over `window_secs`, and VmRSS at its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idle {
+    pub window_secs: f64,
+    pub cpu_ticks: u64,
+    pub ticks_per_sec: u64,
+    pub rss_kib: u64,
+}
+
+impl Idle {
+    pub fn cpu_pct(&self) -> f64 {
+        if self.window_secs <= 0.0 || self.ticks_per_sec == 0 {
+            return 0.0;
+        }
+        self.cpu_ticks as f64 / self.ticks_per_sec as f64 / self.window_secs * 100.0
+    }
+
+    /// The smallest non-zero CPU share one clock tick can show over this window.
+    pub fn resolution_pct(&self) -> f64 {
+        if self.window_secs <= 0.0 || self.ticks_per_sec == 0 {
+            return 0.0;
+        }
+        100.0 / self.ticks_per_sec as f64 / self.window_secs
+    }
+
+    pub fn rss_mb(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+}
+
+/// Everything one run measured; `None` for the parts that were skipped.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub load: Load,
+    pub baseline: Option<WrkResult>,
+    pub picloud: Option<WrkResult>,
+    pub idle: Option<Idle>,
+}
+
+impl Report {
+    pub fn new(load: Load) -> Self {
+        Report {
+            load,
+            baseline: None,
+            picloud: None,
+            idle: None,
+        }
+    }
+
+    /// picloud requests/s divided by the baseline's.
+    pub fn ratio(&self) -> Option<f64> {
+        match (&self.baseline, &self.picloud) {
+            (Some(a), Some(b)) if a.requests_per_sec > 0.0 => {
+                Some(b.requests_per_sec / a.requests_per_sec)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether every measured part met its target (skipped parts do not count), and no
+    /// run had error answers.
+    pub fn all_targets_met(&self) -> bool {
+        let clean = [&self.baseline, &self.picloud]
+            .into_iter()
+            .flatten()
+            .all(|r| r.non_2xx == 0);
+        let ratio = self.ratio().is_none_or(|r| r >= TARGET_RATIO);
+        let idle = self
+            .idle
+            .as_ref()
+            .is_none_or(|i| i.cpu_pct() < TARGET_IDLE_CPU_PCT && i.rss_mb() < TARGET_RSS_MB);
+        clean && ratio && idle
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let l = self.load;
+        let _ = writeln!(
+            out,
+            "PiCloud benchmark (loopback, wrk -t{} -c{} -d{}s --latency, GET /bench/hello)",
+            l.threads, l.connections, l.duration_secs
+        );
+        let _ = writeln!(
+            out,
+            "{:<28} {:>12} {:>10} {:>10} {:>9}",
+            "target", "requests/s", "p50", "p99", "errors"
+        );
+        for (name, result) in [
+            ("(a) bare axum handler", &self.baseline),
+            ("(b) picloud script", &self.picloud),
+        ] {
+            match result {
+                Some(r) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<28} {:>12.0} {:>10} {:>10} {:>9}",
+                        name,
+                        r.requests_per_sec,
+                        latency(r.p50_us),
+                        latency(r.p99_us),
+                        r.non_2xx + r.socket_errors
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{name:<28} {:>12}", "skipped");
+                }
+            }
+        }
+        if let Some(ratio) = self.ratio() {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>12.2}   target >= {TARGET_RATIO:.2}  {}",
+                "ratio b/a (requests/s)",
+                ratio,
+                verdict(ratio >= TARGET_RATIO)
+            );
+        }
+        match &self.idle {
+            Some(idle) => {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>11.3}%   target < {TARGET_IDLE_CPU_PCT} %  {}  ({} ticks in {:.0} s, resolution {:.3} %)",
+                    "idle CPU (picloud, 1 core)",
+                    idle.cpu_pct(),
+                    verdict(idle.cpu_pct() < TARGET_IDLE_CPU_PCT),
+                    idle.cpu_ticks,
+                    idle.window_secs,
+                    idle.resolution_pct()
+                );
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>9.1} MB   target < {TARGET_RSS_MB:.0} MB  {}",
+                    "VmRSS (picloud, after load)",
+                    idle.rss_mb(),
+                    verdict(idle.rss_mb() < TARGET_RSS_MB)
+                );
+            }
+            None if self.picloud.is_some() => {
+                let _ = writeln!(out, "{:<28} {:>12}", "idle CPU / VmRSS", "skipped");
+            }
+            None => {}
+        }
+        if [&self.baseline, &self.picloud]
+            .into_iter()
+            .flatten()
+            .any(|r| r.non_2xx > 0)
+        {
+            let _ = writeln!(
+                out,
+                "warning: some answers were not 2xx/3xx, so the numbers above are not a valid comparison"
+            );
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+/// Microseconds shown in the unit that suits them.
+fn latency(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.2}s", us / 1_000_000.0)
+    } else if us >= 1_000.0 {
+        format!("{:.2}ms", us / 1_000.0)
+    } else {
+        format!("{us:.0}us")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(rps: f64, non_2xx: u64) -> WrkResult {
+        WrkResult {
+            requests_per_sec: rps,
+            p50_us: 420.0,
+            p99_us: 1_850.0,
+            requests: 1_000,
+            non_2xx,
+            socket_errors: 0,
+        }
+    }
+
+    fn load() -> Load {
+        Load {
+            threads: 2,
+            connections: 64,
+            duration_secs: 10,
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_picloud_over_baseline_and_judged_against_0_7() {
+        let mut report = Report::new(load());
+        report.baseline = Some(result(100_000.0, 0));
+        report.picloud = Some(result(75_000.0, 0));
+        assert_eq!(report.ratio(), Some(0.75));
+        assert!(report.all_targets_met());
+        report.picloud = Some(result(60_000.0, 0));
+        assert!(!report.all_targets_met());
+        let text = report.render();
+        assert!(text.contains("0.60"), "{text}");
+        assert!(text.contains("MISS"), "{text}");
+        assert!(text.contains("420us") && text.contains("1.85ms"), "{text}");
+    }
+
+    #[test]
+    fn idle_cpu_is_ticks_over_the_window_in_percent_of_one_core() {
+        let idle = Idle {
+            window_secs: 30.0,
+            cpu_ticks: 3,
+            ticks_per_sec: 100,
+            rss_kib: 20 * 1024,
+        };
+        assert!((idle.cpu_pct() - 0.1).abs() < 1e-9);
+        assert!((idle.resolution_pct() - 1.0 / 30.0).abs() < 1e-9);
+        assert!((idle.rss_mb() - 20.0).abs() < 1e-9);
+        let mut report = Report::new(load());
+        report.idle = Some(idle);
+        // 0.1 % is not below the 0.1 % target.
+        assert!(!report.all_targets_met());
+    }
+
+    #[test]
+    fn error_answers_invalidate_the_run() {
+        let mut report = Report::new(load());
+        report.baseline = Some(result(100_000.0, 0));
+        report.picloud = Some(result(90_000.0, 12));
+        assert!(!report.all_targets_met());
+        assert!(report.render().contains("not a valid comparison"));
+    }
+
+    #[test]
+    fn a_baseline_only_run_shows_picloud_as_skipped() {
+        let mut report = Report::new(load());
+        report.baseline = Some(result(100_000.0, 0));
+        let text = report.render();
+        assert!(
+            text.contains("(b) picloud script") && text.contains("skipped"),
+            "{text}"
+        );
+        assert!(!text.contains("ratio"));
+    }
+}
