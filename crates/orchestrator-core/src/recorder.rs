@@ -125,3 +125,71 @@ async fn write(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use shared::store::InvocationFilter;
+    use shared::{AppName, InvocationId, InvocationStatus, ScriptName};
+
+    fn record(app: &AppName) -> InvocationRecord {
+        InvocationRecord {
+            id: InvocationId::new(),
+            app: app.clone(),
+            script: ScriptName::parse("s").unwrap(),
+            version: Some(1),
+            trigger: "http".into(),
+            status: InvocationStatus::Ok,
+            started_at: storage_now(),
+            duration_ms: 3,
+            http_status: Some(200),
+            summary: "GET /".into(),
+            logs: Vec::new(),
+            error: None,
+            request_id: None,
+        }
+    }
+
+    /// Microsecond precision, as both backends keep it.
+    fn storage_now() -> chrono::DateTime<Utc> {
+        use chrono::SubsecRound;
+        Utc::now().trunc_subsecs(6)
+    }
+
+    #[tokio::test]
+    async fn records_are_broadcast_after_they_are_stored_and_none_after_finish() {
+        let db = storage::testing::sqlite_store().await;
+        let app = AppName::parse("shop").unwrap();
+        db.store.apps.create(&app).await.unwrap();
+        let recorder = Recorder::start(db.store.invocations.clone(), 16);
+        let mut rx = recorder.subscribe();
+
+        let first = record(&app);
+        recorder.push(first.clone());
+        let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.id, first.id);
+        let stored = db.store.invocations.get(&app, first.id).await.unwrap();
+        assert_eq!(stored.map(|r| r.id), Some(first.id));
+
+        let queued: Vec<_> = (0..3).map(|_| record(&app)).collect();
+        for r in &queued {
+            recorder.push(r.clone());
+        }
+        recorder.finish().await;
+        let late = record(&app);
+        recorder.push(late.clone());
+
+        let filter = InvocationFilter {
+            limit: 50,
+            ..InvocationFilter::default()
+        };
+        let listed = db.store.invocations.list(&app, &filter).await.unwrap();
+        assert_eq!(listed.len(), 4);
+        assert!(listed.iter().all(|r| r.id != late.id));
+        db.close().await;
+    }
+}
