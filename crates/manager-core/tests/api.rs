@@ -14,6 +14,7 @@ use shared::{
     AppName, Catalog, CatalogChange, CatalogListener, InvocationId, InvocationRecord,
     InvocationStatus, ScriptName, Store,
 };
+use storage::testing::TestStore;
 use tower::ServiceExt;
 
 /// Every change the manager published, in order.
@@ -32,8 +33,21 @@ struct TestApp {
     store: Store,
     token: String,
     changes: Arc<Recorder>,
-    db_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    /// The SQLite file, for tests that read its bytes.
+    db_path: Option<std::path::PathBuf>,
+    keep: Keep,
+}
+
+/// What keeps a test's database alive until `close`.
+enum Keep {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestStore),
+}
+
+#[derive(Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
 }
 
 struct Answer {
@@ -42,16 +56,23 @@ struct Answer {
     body: Value,
 }
 
-async fn spawn_app() -> TestApp {
-    spawn_app_with_limit(256 * 1024).await
-}
+const DEFAULT_LIMIT: usize = 256 * 1024;
 
-async fn spawn_app_with_limit(max_script_bytes: usize) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db_path = dir.path().join("t.db");
-    let store = storage::connect(&format!("sqlite://{}", db_path.display()))
-        .await
-        .expect("connect");
+async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
+    let (store, keep, db_path) = match db {
+        Db::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db_path = dir.path().join("t.db");
+            let store = storage::connect(&format!("sqlite://{}", db_path.display()))
+                .await
+                .expect("connect");
+            (store, Keep::Sqlite(dir), Some(db_path))
+        }
+        Db::Postgres => {
+            let test_store = storage::testing::postgres_store().await;
+            (test_store.store.clone(), Keep::Postgres(test_store), None)
+        }
+    };
     let token = bootstrap_admin_token(&store, None)
         .await
         .expect("bootstrap")
@@ -76,11 +97,19 @@ async fn spawn_app_with_limit(max_script_bytes: usize) -> TestApp {
         token,
         changes,
         db_path,
-        _dir: dir,
+        keep,
     }
 }
 
 impl TestApp {
+    /// Close the pool and drop what the test made (a PostgreSQL test's schema).
+    async fn close(self) {
+        match self.keep {
+            Keep::Sqlite(_dir) => self.store.health.close().await,
+            Keep::Postgres(test_store) => test_store.close().await,
+        }
+    }
+
     async fn send(&self, req: Request<Body>) -> Answer {
         let res = self.router.clone().oneshot(req).await.expect("infallible");
         let status = res.status();
@@ -190,9 +219,7 @@ fn script(name: &str) -> ScriptName {
     ScriptName::parse(name).expect("script name")
 }
 
-#[tokio::test]
-async fn an_app_can_be_created_listed_shown_and_deleted() {
-    let t = spawn_app().await;
+async fn an_app_can_be_created_listed_shown_and_deleted(t: &TestApp) {
     let created = t.create_app("shop").await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(created.body["name"], "shop");
@@ -213,16 +240,12 @@ async fn an_app_can_be_created_listed_shown_and_deleted() {
     assert_eq!(gone.body["error"]["message"], "app 'shop' does not exist");
 }
 
-#[tokio::test]
-async fn a_duplicate_app_is_a_conflict() {
-    let t = spawn_app().await;
+async fn a_duplicate_app_is_a_conflict(t: &TestApp) {
     assert_eq!(t.create_app("shop").await.status, StatusCode::CREATED);
     assert_error(&t.create_app("shop").await, 409, "conflict");
 }
 
-#[tokio::test]
-async fn reserved_and_malformed_app_names_are_refused() {
-    let t = spawn_app().await;
+async fn reserved_and_malformed_app_names_are_refused(t: &TestApp) {
     let reserved = t.create_app("api").await;
     assert_error(&reserved, 400, "invalid_input");
     assert!(
@@ -238,9 +261,7 @@ async fn reserved_and_malformed_app_names_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn malformed_json_a_missing_field_and_an_unknown_field_answer_400_json() {
-    let t = spawn_app().await;
+async fn malformed_json_a_missing_field_and_an_unknown_field_answer_400_json(t: &TestApp) {
     let malformed = t
         .raw(
             Method::POST,
@@ -280,9 +301,7 @@ async fn malformed_json_a_missing_field_and_an_unknown_field_answer_400_json() {
     assert_error(&no_content_type, 400, "invalid_input");
 }
 
-#[tokio::test]
-async fn requests_without_a_valid_token_are_unauthorized() {
-    let t = spawn_app().await;
+async fn requests_without_a_valid_token_are_unauthorized(t: &TestApp) {
     let none = t.call_as(None, Method::GET, "/api/v1/apps", None).await;
     assert_error(&none, 401, "unauthorized");
     assert_eq!(none.headers[header::WWW_AUTHENTICATE], "Bearer");
@@ -293,9 +312,7 @@ async fn requests_without_a_valid_token_are_unauthorized() {
     assert_eq!(wrong.headers[header::WWW_AUTHENTICATE], "Bearer");
 }
 
-#[tokio::test]
-async fn every_route_needs_a_token_except_the_openapi_document() {
-    let t = spawn_app().await;
+async fn every_route_needs_a_token_except_the_openapi_document(t: &TestApp) {
     for (method, path) in ROUTES {
         let uri = path
             .replace("{app}", "shop")
@@ -313,9 +330,7 @@ async fn every_route_needs_a_token_except_the_openapi_document() {
     }
 }
 
-#[tokio::test]
-async fn the_openapi_document_is_served_and_lists_every_route() {
-    let t = spawn_app().await;
+async fn the_openapi_document_is_served_and_lists_every_route(t: &TestApp) {
     let doc = t
         .call_as(None, Method::GET, "/api/v1/openapi.json", None)
         .await;
@@ -329,9 +344,7 @@ async fn the_openapi_document_is_served_and_lists_every_route() {
     }
 }
 
-#[tokio::test]
-async fn deploying_twice_returns_201_then_200_with_version_2() {
-    let t = spawn_app().await;
+async fn deploying_twice_returns_201_then_200_with_version_2(t: &TestApp) {
     t.create_app("shop").await;
     let first = t.deploy("shop", "hello", "\"hi\"").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
@@ -380,9 +393,9 @@ async fn deploying_twice_returns_201_then_200_with_version_2() {
     assert_eq!(v1.body["active"], false);
 }
 
-#[tokio::test]
-async fn a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_version() {
-    let t = spawn_app().await;
+async fn a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_version(
+    t: &TestApp,
+) {
     t.create_app("shop").await;
     assert_eq!(
         t.deploy("shop", "hello", "\"v1\"").await.status,
@@ -421,9 +434,7 @@ async fn a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_v
     assert_eq!(versions.body["versions"].as_array().map(Vec::len), Some(1));
 }
 
-#[tokio::test]
-async fn rollback_makes_an_earlier_version_active() {
-    let t = spawn_app().await;
+async fn rollback_makes_an_earlier_version_active(t: &TestApp) {
     t.create_app("shop").await;
     t.deploy("shop", "hello", "\"one\"").await;
     t.deploy("shop", "hello", "\"two\"").await;
@@ -460,9 +471,7 @@ async fn rollback_makes_an_earlier_version_active() {
     );
 }
 
-#[tokio::test]
-async fn unknown_apps_scripts_versions_and_triggers_answer_404() {
-    let t = spawn_app().await;
+async fn unknown_apps_scripts_versions_and_triggers_answer_404(t: &TestApp) {
     let no_app = t.deploy("ghost", "hello", "1").await;
     assert_error(&no_app, 404, "not_found");
     assert_eq!(
@@ -570,7 +579,7 @@ async fn unknown_apps_scripts_versions_and_triggers_answer_404() {
 
 #[tokio::test]
 async fn a_script_over_the_limit_answers_413_json() {
-    let t = spawn_app_with_limit(1024).await;
+    let t = spawn_app_on(Db::Sqlite, 1024).await;
     t.create_app("shop").await;
     let just_over = t
         .deploy("shop", "big", &format!("\"{}\"", "a".repeat(1100)))
@@ -586,9 +595,7 @@ async fn a_script_over_the_limit_answers_413_json() {
     assert_eq!(fits.status, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn a_trigger_can_be_created_listed_and_deleted() {
-    let t = spawn_app().await;
+async fn a_trigger_can_be_created_listed_and_deleted(t: &TestApp) {
     t.create_app("shop").await;
     t.deploy("shop", "user", "\"u\"").await;
     let created = t
@@ -625,9 +632,7 @@ async fn a_trigger_can_be_created_listed_and_deleted() {
     assert_eq!(list.body["triggers"].as_array().map(Vec::len), Some(0));
 }
 
-#[tokio::test]
-async fn bad_triggers_are_refused_with_the_fitting_error() {
-    let t = spawn_app().await;
+async fn bad_triggers_are_refused_with_the_fitting_error(t: &TestApp) {
     t.create_app("shop").await;
     t.deploy("shop", "user", "\"u\"").await;
     let ok = json!({"kind": "http", "method": "POST", "path": "/orders", "script": "user", "max_attempts": 3});
@@ -691,9 +696,7 @@ async fn bad_triggers_are_refused_with_the_fitting_error() {
     assert_error(&no_app, 404, "not_found");
 }
 
-#[tokio::test]
-async fn deleting_a_script_deletes_its_triggers() {
-    let t = spawn_app().await;
+async fn deleting_a_script_deletes_its_triggers(t: &TestApp) {
     t.create_app("shop").await;
     t.deploy("shop", "user", "\"u\"").await;
     t.add_trigger(
@@ -717,9 +720,7 @@ async fn deleting_a_script_deletes_its_triggers() {
     );
 }
 
-#[tokio::test]
-async fn the_catalog_hears_every_committed_change() {
-    let t = spawn_app().await;
+async fn the_catalog_hears_every_committed_change(t: &TestApp) {
     let shop = app("shop");
     t.create_app("shop").await;
     assert_eq!(t.changes(), vec![CatalogChange::App { app: shop.clone() }]);
@@ -802,9 +803,7 @@ fn record(
     }
 }
 
-#[tokio::test]
-async fn invocations_can_be_filtered_and_paged() {
-    let t = spawn_app().await;
+async fn invocations_can_be_filtered_and_paged(t: &TestApp) {
     t.create_app("shop").await;
     let base = Utc::now() - Duration::hours(1);
     let mut records = Vec::new();
@@ -947,9 +946,7 @@ async fn invocations_can_be_filtered_and_paged() {
     }
 }
 
-#[tokio::test]
-async fn tokens_can_be_created_listed_and_deleted_but_not_the_last_one() {
-    let t = spawn_app().await;
+async fn tokens_can_be_created_listed_and_deleted_but_not_the_last_one(t: &TestApp) {
     let created = t
         .call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci"})))
         .await;
@@ -1025,14 +1022,15 @@ async fn tokens_can_be_created_listed_and_deleted_but_not_the_last_one() {
 
 #[tokio::test]
 async fn token_secrets_are_never_stored_in_clear() {
-    let t = spawn_app().await;
+    let t = spawn_app_on(Db::Sqlite, DEFAULT_LIMIT).await;
     let created = t
         .call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci"})))
         .await;
     let secret = created.body["token"].as_str().expect("secret").to_owned();
     t.store.health.close().await;
-    let mut bytes = std::fs::read(&t.db_path).expect("db file");
-    let wal = t.db_path.with_extension("db-wal");
+    let db_path = t.db_path.clone().expect("a SQLite test");
+    let mut bytes = std::fs::read(&db_path).expect("db file");
+    let wal = db_path.with_extension("db-wal");
     if let Ok(more) = std::fs::read(&wal) {
         bytes.extend(more);
     }
@@ -1067,9 +1065,7 @@ async fn bootstrap_creates_one_admin_token_only_when_none_exists() {
     assert_eq!(store.tokens.count().await.expect("count"), 1);
 }
 
-#[tokio::test]
-async fn an_admin_token_from_the_environment_is_accepted() {
-    let t = spawn_app().await;
+async fn an_admin_token_from_the_environment_is_accepted(t: &TestApp) {
     let env_token = "my-operator-secret";
     assert_eq!(
         bootstrap_admin_token(&t.store, Some(env_token))
@@ -1091,9 +1087,7 @@ async fn an_admin_token_from_the_environment_is_accepted() {
     assert_eq!(answer.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn an_unknown_api_route_answers_404_json() {
-    let t = spawn_app().await;
+async fn an_unknown_api_route_answers_404_json(t: &TestApp) {
     t.create_app("shop").await;
     assert_error(
         &t.call(Method::GET, "/api/v1/nothing", None).await,
@@ -1112,3 +1106,47 @@ async fn an_unknown_api_route_answers_404_json() {
     let anonymous = t.call_as(None, Method::GET, "/api/v1/nothing", None).await;
     assert_error(&anonymous, 401, "unauthorized");
 }
+
+/// Each behaviour above, once on SQLite and once on PostgreSQL (a fresh schema per test).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let t = super::spawn_app_on(super::Db::Sqlite, super::DEFAULT_LIMIT).await;
+                super::$name(&t).await;
+                t.close().await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let t = super::spawn_app_on(super::Db::Postgres, super::DEFAULT_LIMIT).await;
+                super::$name(&t).await;
+                t.close().await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    an_app_can_be_created_listed_shown_and_deleted,
+    a_duplicate_app_is_a_conflict,
+    reserved_and_malformed_app_names_are_refused,
+    malformed_json_a_missing_field_and_an_unknown_field_answer_400_json,
+    requests_without_a_valid_token_are_unauthorized,
+    every_route_needs_a_token_except_the_openapi_document,
+    the_openapi_document_is_served_and_lists_every_route,
+    deploying_twice_returns_201_then_200_with_version_2,
+    a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_version,
+    rollback_makes_an_earlier_version_active,
+    unknown_apps_scripts_versions_and_triggers_answer_404,
+    a_trigger_can_be_created_listed_and_deleted,
+    bad_triggers_are_refused_with_the_fitting_error,
+    deleting_a_script_deletes_its_triggers,
+    the_catalog_hears_every_committed_change,
+    invocations_can_be_filtered_and_paged,
+    tokens_can_be_created_listed_and_deleted_but_not_the_last_one,
+    an_admin_token_from_the_environment_is_accepted,
+    an_unknown_api_route_answers_404_json
+);
