@@ -16,13 +16,39 @@ pub struct TestStore {
     pub store: Store,
     /// Keeps a SQLite test's directory until the store is closed.
     _dir: Option<tempfile::TempDir>,
+    /// A PostgreSQL test's schema, dropped on `close`.
+    schema: Option<String>,
 }
 
 impl TestStore {
-    /// Close the pool, then let the temporary directory go.
+    /// Close the pool, then remove what the test made: the SQLite directory or the
+    /// PostgreSQL schema. A test that panics before this leaves its schema behind.
     pub async fn close(self) {
         self.store.health.close().await;
+        if let Some(schema) = self.schema {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base_url())
+                .await
+                .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
+            // The schema name is ours (a fixed prefix and hex digits), never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot drop the test schema: {e}"));
+            sqlx::Connection::close(conn).await.ok();
+        }
     }
+}
+
+fn base_url() -> String {
+    std::env::var("PICLOUD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// The schema a URL from [`fresh_postgres_url`] points at.
+fn schema_of(url: &str) -> Option<String> {
+    url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned())
 }
 
 /// A URL for a new SQLite file inside `dir`.
@@ -37,8 +63,7 @@ pub fn fresh_sqlite_url(dir: &Path) -> String {
 /// # Panics
 /// When the server cannot be reached or the schema cannot be created: the test fails.
 pub async fn fresh_postgres_url() -> String {
-    let base = std::env::var("PICLOUD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+    let base = base_url();
     let schema = format!("picloud_t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
         .await
@@ -65,6 +90,7 @@ pub async fn sqlite_store() -> TestStore {
     TestStore {
         store,
         _dir: Some(dir),
+        schema: None,
     }
 }
 
@@ -77,5 +103,9 @@ pub async fn postgres_store() -> TestStore {
     let store = crate::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("a fresh PostgreSQL store: {e:?}"));
-    TestStore { store, _dir: None }
+    TestStore {
+        store,
+        _dir: None,
+        schema: schema_of(&url),
+    }
 }

@@ -25,5 +25,9 @@ async fn a_fresh_postgres_url_puts_the_tables_in_its_own_schema() {
     .expect("count tables");
     // apps, scripts, script_versions, triggers, invocations, api_tokens, _sqlx_migrations
     assert_eq!(tables, 7);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut conn)
+        .await
+        .expect("drop the test schema");
     conn.close().await.ok();
 }

@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             tokens_can_be_created_found_listed_counted_and_deleted,
             a_duplicate_token_hash_is_a_conflict,
             ping_answers_and_the_backend_names_itself,
+            concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {
@@ -851,4 +852,34 @@ pub async fn a_duplicate_token_hash_is_a_conflict(store: &Store) {
 pub async fn ping_answers_and_the_backend_names_itself(store: &Store) {
     store.health.ping().await.expect("ping");
     assert!(matches!(store.health.backend(), "sqlite" | "postgres"));
+}
+
+pub async fn concurrent_deploys_of_one_script_get_distinct_consecutive_versions(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create");
+    let deploys: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .scripts
+                    .deploy(&app("shop"), &script("hello"), &i.to_string())
+                    .await
+                    .expect("deploy")
+                    .version
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for deploy in deploys {
+        versions.push(deploy.await.expect("task"));
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=8).collect::<Vec<i64>>());
+    let info = store
+        .scripts
+        .get(&app("shop"), &script("hello"))
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!((info.active_version, info.latest_version), (8, 8));
 }
