@@ -114,10 +114,19 @@ impl Sandbox {
                 limit("operation limit exceeded".to_owned())
             }
             EvalAltResult::ErrorStackOverflow(_) => limit("call depth limit exceeded".to_owned()),
-            EvalAltResult::ErrorDataTooLarge(what, _) => limit(format!(
-                "data size limit exceeded: {} too large",
-                what.to_lowercase()
-            )),
+            EvalAltResult::ErrorDataTooLarge(what, _) => {
+                let what = what.to_ascii_lowercase();
+                let message = if what.contains("string") {
+                    "string size limit exceeded"
+                } else if what.contains("array") {
+                    "array size limit exceeded"
+                } else if what.contains("map") {
+                    "map size limit exceeded"
+                } else {
+                    "data size limit exceeded"
+                };
+                limit(message.to_owned())
+            }
             _ => ScriptFailure {
                 kind: FailureKind::Error,
                 message: err.to_string(),
@@ -437,16 +446,15 @@ mod tests {
     }
 
     #[test]
-    fn eval_is_refused() {
+    fn eval_is_refused_at_compile_time() {
         let sandbox = Sandbox::new(&Limits::default());
-        let refused = match sandbox.compile(r#"eval("40 + 2")"#) {
-            Err(_) => true,
-            Ok(ast) => sandbox
-                .run(&ast, &InvocationInput::Http(HttpRequest::default()))
-                .result
-                .is_err(),
-        };
-        assert!(refused);
+        let err = sandbox.compile("let x = 1;\neval(\"40 + 2\")").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 1));
+        assert!(
+            err.message.contains("'eval' is disabled"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -1,0 +1,364 @@
+//! The executor against a real store (SQLite in a temporary directory, and PostgreSQL):
+//! deploy scripts, run them through `ExecutorClient`, and check what comes back.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use executor_core::{Executor, ExecutorConfig, Limits};
+use shared::{
+    AppName, CatalogChange, CatalogListener, ExecError, Execution, ExecutorClient, FailureKind,
+    HttpRequest, Invocation, InvocationId, InvocationInput, LogLevel, ScriptChecker, ScriptName,
+    Store,
+};
+use storage::testing::{TestStore, postgres_store, sqlite_store};
+
+struct Harness {
+    db: TestStore,
+    executor: Arc<Executor>,
+    app: AppName,
+}
+
+impl Harness {
+    async fn on(db: TestStore, config: ExecutorConfig) -> Harness {
+        let app = AppName::parse("shop").unwrap();
+        db.store.apps.create(&app).await.unwrap();
+        let executor = Executor::start(
+            config,
+            Arc::clone(&db.store.scripts),
+            tokio::runtime::Handle::current(),
+        );
+        Harness { db, executor, app }
+    }
+
+    async fn sqlite(config: ExecutorConfig) -> Harness {
+        Harness::on(sqlite_store().await, config).await
+    }
+
+    fn store(&self) -> &Store {
+        &self.db.store
+    }
+
+    async fn deploy(&self, script: &str, source: &str) -> i64 {
+        let name = ScriptName::parse(script).unwrap();
+        let version = self
+            .store()
+            .scripts
+            .deploy(&self.app, &name, source)
+            .await
+            .unwrap()
+            .version;
+        let change = CatalogChange::Script {
+            app: self.app.clone(),
+            script: name,
+        };
+        self.executor.catalog_changed(&change).await;
+        version
+    }
+
+    async fn call(&self, script: &str, req: HttpRequest) -> Result<Execution, ExecError> {
+        self.executor
+            .execute(Invocation {
+                id: InvocationId::new(),
+                app: self.app.clone(),
+                script: ScriptName::parse(script).unwrap(),
+                input: InvocationInput::Http(req),
+                request_id: None,
+            })
+            .await
+    }
+
+    async fn get(&self, script: &str) -> Execution {
+        self.call(script, HttpRequest::default()).await.unwrap()
+    }
+
+    async fn close(self) {
+        self.executor.shutdown();
+        self.db.close().await;
+    }
+}
+
+fn one_thread(limits: Limits) -> ExecutorConfig {
+    ExecutorConfig {
+        threads: 1,
+        queue_capacity: 8,
+        limits,
+    }
+}
+
+fn body(e: &Execution) -> String {
+    let out = e.result.as_ref().expect("the script should succeed");
+    String::from_utf8(out.body.to_vec()).unwrap()
+}
+
+async fn hello_world_and_redeploy(h: Harness) {
+    assert_eq!(h.deploy("hello", r#""hello world""#).await, 1);
+    let first = h.get("hello").await;
+    assert_eq!(first.version, 1);
+    assert_eq!(body(&first), "hello world");
+    let out = first.result.as_ref().unwrap();
+    assert_eq!(out.status, 200);
+    assert!(
+        out.headers
+            .contains(&("content-type".into(), "text/plain; charset=utf-8".into()))
+    );
+
+    assert_eq!(h.deploy("hello", r#"#{ greeting: "hi" }"#).await, 2);
+    let second = h.get("hello").await;
+    assert_eq!(second.version, 2);
+    assert_eq!(body(&second), r#"{"greeting":"hi"}"#);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_script_runs_and_a_redeploy_serves_the_new_version_on_sqlite() {
+    hello_world_and_redeploy(Harness::sqlite(ExecutorConfig::default()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_script_runs_and_a_redeploy_serves_the_new_version_on_postgres() {
+    let h = Harness::on(postgres_store().await, ExecutorConfig::default()).await;
+    hello_world_and_redeploy(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compiled_script_is_cached_until_its_catalog_change_arrives() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy("v", r#""one""#).await;
+    assert_eq!(body(&h.get("v").await), "one");
+    // A deploy the executor is not told about: the cached version keeps serving.
+    let name = ScriptName::parse("v").unwrap();
+    h.store()
+        .scripts
+        .deploy(&h.app, &name, r#""two""#)
+        .await
+        .unwrap();
+    assert_eq!(body(&h.get("v").await), "one");
+    h.executor
+        .catalog_changed(&CatalogChange::App { app: h.app.clone() })
+        .await;
+    let after = h.get("v").await;
+    assert_eq!((after.version, body(&after).as_str()), (2, "two"));
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_removed_from_the_store_is_not_found() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy("gone", r#""here""#).await;
+    assert_eq!(body(&h.get("gone").await), "here");
+    let name = ScriptName::parse("gone").unwrap();
+    h.store().scripts.delete(&h.app, &name).await.unwrap();
+    h.executor
+        .catalog_changed(&CatalogChange::Script {
+            app: h.app.clone(),
+            script: name,
+        })
+        .await;
+    let err = h.call("gone", HttpRequest::default()).await.unwrap_err();
+    assert!(
+        matches!(err, ExecError::ScriptNotFound(ref s) if s == "gone"),
+        "{err:?}"
+    );
+    let err = h.call("never", HttpRequest::default()).await.unwrap_err();
+    assert!(matches!(err, ExecError::ScriptNotFound(_)), "{err:?}");
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_fields_reach_the_script_and_response_sets_status_and_headers() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy(
+        "echo",
+        r#"response(201, #{ id: request.params.id, q: request.query.q, agent: request.headers["user-agent"],
+            method: request.method, path: request.path, raw: request.body, n: request.json.n },
+            #{ "X-Echo": "yes" })"#,
+    )
+    .await;
+    let req = HttpRequest {
+        method: "POST".into(),
+        path: "/users/42".into(),
+        params: BTreeMap::from([("id".into(), "42".into())]),
+        query: BTreeMap::from([("q".into(), "pi".into())]),
+        headers: BTreeMap::from([("user-agent".into(), "test".into())]),
+        body: r#"{"n": 3}"#.into(),
+    };
+    let e = h.call("echo", req).await.unwrap();
+    let out = e.result.as_ref().unwrap();
+    assert_eq!(out.status, 201);
+    assert!(out.headers.contains(&("x-echo".into(), "yes".into())));
+    assert!(
+        out.headers
+            .contains(&("content-type".into(), "application/json".into()))
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"id": "42", "q": "pi", "agent": "test", "method": "POST",
+            "path": "/users/42", "raw": r#"{"n": 3}"#, "n": 3})
+    );
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_and_log_lines_are_captured_in_order() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy(
+        "logs",
+        r#"print("a"); log::info("b"); log::warn("c"); log::error("d"); "ok""#,
+    )
+    .await;
+    let e = h.get("logs").await;
+    let lines: Vec<(LogLevel, &str)> = e
+        .logs
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (LogLevel::Print, "a"),
+            (LogLevel::Info, "b"),
+            (LogLevel::Warn, "c"),
+            (LogLevel::Error, "d")
+        ]
+    );
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_stop_loops_recursion_and_growth_without_killing_the_thread() {
+    let limits = Limits {
+        max_operations: 200_000,
+        max_array_len: 1000,
+        ..Limits::default()
+    };
+    let h = Harness::sqlite(one_thread(limits)).await;
+    h.deploy("spin", "loop {}").await;
+    h.deploy("deep", "fn f(x) { f(x + 1) } f(0)").await;
+    h.deploy("strings", r#"let s = "x"; loop { s += s; }"#)
+        .await;
+    h.deploy("arrays", "let a = []; loop { a.push(1); }").await;
+    h.deploy("boom", "let x = 1;\nthrow \"boom\";").await;
+    h.deploy("ok", r#""still here""#).await;
+    for (script, kind, message) in [
+        (
+            "spin",
+            FailureKind::LimitExceeded,
+            "operation limit exceeded",
+        ),
+        (
+            "deep",
+            FailureKind::LimitExceeded,
+            "call depth limit exceeded",
+        ),
+        (
+            "strings",
+            FailureKind::LimitExceeded,
+            "string size limit exceeded",
+        ),
+        (
+            "arrays",
+            FailureKind::LimitExceeded,
+            "array size limit exceeded",
+        ),
+        (
+            "boom",
+            FailureKind::Error,
+            "Runtime error: boom (line 2, position 1)",
+        ),
+    ] {
+        let e = h.get(script).await;
+        let f = e.result.unwrap_err();
+        assert_eq!((f.kind, f.message.as_str()), (kind, message), "{script}");
+    }
+    assert_eq!(body(&h.get("ok").await), "still here");
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_clock_stops_a_script_and_the_same_thread_serves_the_next_job() {
+    let limits = Limits {
+        max_operations: u64::MAX,
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let h = Harness::sqlite(one_thread(limits)).await;
+    h.deploy("slow", "let i = 0; loop { i += 1; }").await;
+    h.deploy("fast", r#""fast""#).await;
+    let started = Instant::now();
+    let e = h.get("slow").await;
+    let f = e.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Timeout);
+    assert_eq!(f.message, "wall-clock limit of 300ms exceeded");
+    assert!(e.duration >= Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(body(&h.get("fast").await), "fast");
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_at_once_with_overloaded() {
+    let limits = Limits {
+        max_operations: u64::MAX,
+        timeout: Duration::from_millis(1500),
+        ..Limits::default()
+    };
+    let config = ExecutorConfig {
+        threads: 1,
+        queue_capacity: 1,
+        limits,
+    };
+    let h = Arc::new(Harness::sqlite(config).await);
+    h.deploy("slow", "loop {}").await;
+    // One runs, one waits in the queue: of three, at least one has no room.
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let h = Arc::clone(&h);
+        calls.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = h.call("slow", HttpRequest::default()).await;
+            (result, started.elapsed())
+        }));
+    }
+    let mut overloaded = 0;
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        if matches!(result, Err(ExecError::Overloaded)) {
+            overloaded += 1;
+            assert!(took < Duration::from_millis(500), "refused after {took:?}");
+        } else {
+            assert_eq!(
+                result.unwrap().result.unwrap_err().kind,
+                FailureKind::Timeout
+            );
+        }
+    }
+    assert!(overloaded >= 1);
+    let Ok(h) = Arc::try_unwrap(h) else {
+        panic!("the harness is still shared")
+    };
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_errors_come_with_line_and_column() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    assert!(h.executor.check(r#""fine""#).is_ok());
+    let err = h.executor.check("let a = 1;\nlet b = ;").unwrap_err();
+    assert_eq!((err.line, err.column), (2, 9));
+    let err = h.executor.check(r#"eval("1")"#).unwrap_err();
+    assert!(err.message.contains("eval"), "{}", err.message);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_no_job_is_taken() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy("hello", r#""hi""#).await;
+    assert_eq!(body(&h.get("hello").await), "hi");
+    h.executor.shutdown();
+    h.executor.shutdown();
+    let err = h.call("hello", HttpRequest::default()).await.unwrap_err();
+    assert!(matches!(err, ExecError::Overloaded), "{err:?}");
+    h.close().await;
+}
