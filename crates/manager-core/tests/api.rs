@@ -593,6 +593,27 @@ async fn a_script_over_the_limit_answers_413_json() {
         .deploy("shop", "big", &format!("\"{}\"", "a".repeat(900)))
         .await;
     assert_eq!(fits.status, StatusCode::CREATED);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn a_script_under_the_default_limit_may_be_larger_than_other_bodies() {
+    let t = spawn_app_on(Db::Sqlite, DEFAULT_LIMIT).await;
+    t.create_app("shop").await;
+    // 200 KB: over the 64 KiB cap of other bodies, under the 256 KiB script limit.
+    let source = format!("\"{}\"", "a".repeat(200_000));
+    let big = t.deploy("shop", "big", &source).await;
+    assert_eq!(big.status, StatusCode::CREATED, "{}", big.body);
+    let huge_name = "a".repeat(70_000);
+    let other = t
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": huge_name})),
+        )
+        .await;
+    assert_error(&other, 413, "payload_too_large");
+    t.close().await;
 }
 
 async fn a_trigger_can_be_created_listed_and_deleted(t: &TestApp) {
@@ -1087,7 +1108,7 @@ async fn an_admin_token_from_the_environment_is_accepted(t: &TestApp) {
     assert_eq!(answer.status, StatusCode::OK);
 }
 
-async fn an_unknown_api_route_answers_404_json(t: &TestApp) {
+async fn an_unknown_route_answers_404_json_and_a_wrong_method_405_json(t: &TestApp) {
     t.create_app("shop").await;
     assert_error(
         &t.call(Method::GET, "/api/v1/nothing", None).await,
@@ -1102,6 +1123,16 @@ async fn an_unknown_api_route_answers_404_json(t: &TestApp) {
     assert_eq!(
         t.call(Method::GET, "/api/v1/apps/shop", None).await.status,
         StatusCode::OK
+    );
+    let wrong_method = t.call(Method::PATCH, "/api/v1/apps/shop", None).await;
+    assert_error(&wrong_method, 405, "method_not_allowed");
+    let allow = wrong_method
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok());
+    assert!(
+        allow.is_some_and(|a| a.contains("GET") && a.contains("DELETE")),
+        "{allow:?}"
     );
     let anonymous = t.call_as(None, Method::GET, "/api/v1/nothing", None).await;
     assert_error(&anonymous, 401, "unauthorized");
@@ -1148,5 +1179,5 @@ on_both_backends!(
     invocations_can_be_filtered_and_paged,
     tokens_can_be_created_listed_and_deleted_but_not_the_last_one,
     an_admin_token_from_the_environment_is_accepted,
-    an_unknown_api_route_answers_404_json
+    an_unknown_route_answers_404_json_and_a_wrong_method_405_json
 );

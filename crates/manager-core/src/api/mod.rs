@@ -120,6 +120,7 @@ pub fn router(deps: ManagerDeps) -> Router {
             crate::auth::require_token,
         ))
         .route("/api/v1/openapi.json", get(openapi::serve))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .with_state(state)
 }
@@ -130,6 +131,11 @@ async fn unknown_route(uri: axum::http::Uri) -> ApiError {
         kind: "route",
         name: uri.path().chars().take(100).collect(),
     }
+}
+
+/// A JSON `405` for a known path with a method it does not serve.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.as_str().chars().take(20).collect())
 }
 
 /// `404` unless the app exists: app-scoped lists would otherwise answer an empty list for
