@@ -151,7 +151,10 @@ impl Runner {
         let active = self
             .rt
             .block_on(self.scripts.active(app, script))
-            .map_err(|e| Loaded::Missing(ExecError::Store(e)))?
+            .map_err(|error| {
+                tracing::error!(?error, %app, %script, "could not load the active script version");
+                Loaded::Missing(ExecError::Store(error))
+            })?
             .ok_or_else(|| Loaded::Missing(ExecError::ScriptNotFound(script.to_string())))?;
         let ast: AST = self
             .sandbox

@@ -129,7 +129,8 @@ impl Sandbox {
             }
             _ => ScriptFailure {
                 kind: FailureKind::Error,
-                message: err.to_string(),
+                // One line: Rhai puts "in call to function ..." on a line of its own.
+                message: err.to_string().replace('\n', " "),
             },
         }
     }
@@ -443,6 +444,17 @@ mod tests {
         let f = failure(&out);
         assert_eq!(f.kind, FailureKind::Error);
         assert_eq!(f.message, "Runtime error: boom (line 3, position 13)");
+    }
+
+    #[test]
+    fn an_error_inside_a_function_names_the_function_on_one_line() {
+        let out = run("fn check(x) {\n    throw \"boom\";\n}\n\ncheck(1)");
+        let f = failure(&out);
+        assert_eq!(f.kind, FailureKind::Error);
+        assert_eq!(
+            f.message,
+            "Runtime error: boom (line 2, position 5) in call to function 'check' (line 5, position 1)"
+        );
     }
 
     #[test]

@@ -362,3 +362,21 @@ async fn after_shutdown_no_job_is_taken() {
     assert!(matches!(err, ExecError::Overloaded), "{err:?}");
     h.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_version_that_does_not_compile_fails_the_run_with_its_position() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    // The store does not compile; a deploy that skipped the check leaves a broken version.
+    let version = h.deploy("broken", "let a = ;").await;
+    let e = h.get("broken").await;
+    assert_eq!(e.version, version);
+    let f = e.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Error);
+    assert!(
+        f.message
+            .starts_with("the active version does not compile: line 1, column 9"),
+        "{}",
+        f.message
+    );
+    h.close().await;
+}
