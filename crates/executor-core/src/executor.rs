@@ -85,8 +85,17 @@ impl Executor {
         Arc::new(Executor { runner, pool })
     }
 
+    /// A compile checker without script threads, for a node that only runs the manager.
+    pub fn checker(limits: Limits) -> Sandbox {
+        Sandbox::new(&limits)
+    }
+
     /// Stop taking jobs and join the script threads; a running script ends by its
-    /// wall-clock limit at the latest. Idempotent. Blocks the calling thread.
+    /// wall-clock limit at the latest. Idempotent.
+    ///
+    /// This blocks the calling thread. On a current-thread runtime, call it off the
+    /// runtime (`spawn_blocking`): a script thread that is loading a script waits for
+    /// that runtime.
     pub fn shutdown(&self) {
         self.pool.shutdown();
     }

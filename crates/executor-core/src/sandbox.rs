@@ -9,7 +9,8 @@ use std::time::Instant;
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{AST, Dynamic, Engine, EvalAltResult};
 use shared::{
-    CompileError, FailureKind, InvocationInput, LogLevel, LogLine, ScriptFailure, ScriptOutput,
+    CompileError, FailureKind, InvocationInput, LogLevel, LogLine, ScriptChecker, ScriptFailure,
+    ScriptOutput,
 };
 
 use crate::limits::{Limits, human_duration};
@@ -133,6 +134,12 @@ impl Sandbox {
                 message: err.to_string().replace('\n', " "),
             },
         }
+    }
+}
+
+impl ScriptChecker for Sandbox {
+    fn check(&self, source: &str) -> Result<(), CompileError> {
+        self.compile(source).map(|_| ())
     }
 }
 

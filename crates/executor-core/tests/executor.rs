@@ -351,6 +351,15 @@ async fn compile_errors_come_with_line_and_column() {
     h.close().await;
 }
 
+#[test]
+fn the_standalone_checker_refuses_what_the_executor_refuses() {
+    let checker: Arc<dyn ScriptChecker> = Arc::new(Executor::checker(Limits::default()));
+    assert!(checker.check("let x = 1; x + 1").is_ok());
+    let err = checker.check("let x = 1;\nx +").unwrap_err();
+    assert_eq!(err.line, 2);
+    assert!(checker.check(r#"eval("1")"#).is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_shutdown_no_job_is_taken() {
     let h = Harness::sqlite(ExecutorConfig::default()).await;
