@@ -18,11 +18,12 @@ pub(crate) struct Compiled {
     pub(crate) ast: AST,
 }
 
-type Key = (AppName, ScriptName);
+/// By app, then script: a lookup borrows the names instead of building a key.
+type Entries = HashMap<AppName, HashMap<ScriptName, Arc<Compiled>>>;
 
 #[derive(Default)]
 pub(crate) struct AstCache {
-    entries: RwLock<HashMap<Key, Arc<Compiled>>>,
+    entries: RwLock<Entries>,
     /// Bumped by every invalidation; a load that started before it must not insert.
     generation: AtomicU64,
 }
@@ -30,7 +31,7 @@ pub(crate) struct AstCache {
 impl AstCache {
     pub(crate) fn get(&self, app: &AppName, script: &ScriptName) -> Option<Arc<Compiled>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(&(app.clone(), script.clone())).cloned()
+        entries.get(app)?.get(script).cloned()
     }
 
     /// Read before loading from the store; pass to `insert_if_current`.
@@ -50,20 +51,25 @@ impl AstCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return false;
         }
-        entries.insert((app.clone(), script.clone()), compiled);
+        entries
+            .entry(app.clone())
+            .or_default()
+            .insert(script.clone(), compiled);
         true
     }
 
     pub(crate) fn invalidate_script(&self, app: &AppName, script: &ScriptName) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.remove(&(app.clone(), script.clone()));
+        if let Some(scripts) = entries.get_mut(app) {
+            scripts.remove(script);
+        }
     }
 
     pub(crate) fn invalidate_app(&self, app: &AppName) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|(a, _), _| a != app);
+        entries.remove(app);
     }
 }
 

@@ -78,6 +78,10 @@ impl Executor {
             config.threads,
             config.queue_capacity,
             move |job: Job| {
+                // The caller gave up while the job waited (e.g. the client went away).
+                if job.reply.is_closed() {
+                    return;
+                }
                 let result = worker_runner.run(&job.invocation);
                 let _ = job.reply.send(result);
             },
@@ -108,8 +112,11 @@ impl Runner {
         let compiled = match self.load(&inv.app, &inv.script) {
             Ok(compiled) => compiled,
             Err(Loaded::Missing(e)) => {
-                metrics::counter!("picloud_script_runs_total", "outcome" => "not_found")
-                    .increment(1);
+                let outcome = match e {
+                    ExecError::ScriptNotFound(_) => "not_found",
+                    _ => "store_error",
+                };
+                metrics::counter!("picloud_script_runs_total", "outcome" => outcome).increment(1);
                 return Err(e);
             }
             Err(Loaded::Broken { version, error }) => {
