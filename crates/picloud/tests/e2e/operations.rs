@@ -36,7 +36,7 @@ async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Test
         "slow",
         "GET /slow",
         // Busy for a little while, then answer: in flight when shutdown starts.
-        r#"let until = time::now_ms() + 400; while time::now_ms() < until { } "done""#,
+        r#"let deadline = time::now_ms() + 400; while time::now_ms() < deadline { } "done""#,
     )
     .await;
     let call = tokio::spawn(app.call(reqwest::Method::GET, "/shop/slow").send());
