@@ -81,7 +81,10 @@ impl Default for Config {
 
 impl Default for ExecutorSettings {
     fn default() -> Self {
-        ExecutorSettings { threads: 0, queue_capacity: 256 }
+        ExecutorSettings {
+            threads: 0,
+            queue_capacity: 256,
+        }
     }
 }
 
@@ -171,6 +174,7 @@ impl Config {
 pub const TEST_ADMIN_TOKEN: &str = "pct_test_admin_token_for_integration_tests_only";
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
@@ -178,7 +182,11 @@ mod tests {
     fn file_then_environment_override_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("picloud.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:9999\"\n[http]\nmax_body_bytes = 10\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9999\"\n[http]\nmax_body_bytes = 10\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("PICLOUD_DATA_DIR", "/srv/pc");
             jail.set_env("PICLOUD_LIMITS__TIMEOUT_MS", "1234");

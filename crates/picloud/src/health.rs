@@ -36,10 +36,14 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(store): State<Store>) -> Response {
     match store.health.ping().await {
-        Ok(()) => Json(serde_json::json!({"status": "ready", "database": store.health.backend()})).into_response(),
+        Ok(()) => Json(serde_json::json!({"status": "ready", "database": store.health.backend()}))
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
-            let body = shared::ErrorBody::new(shared::ErrorCode::Unavailable, "the database is not reachable");
+            let body = shared::ErrorBody::new(
+                shared::ErrorCode::Unavailable,
+                "the database is not reachable",
+            );
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -48,5 +52,9 @@ async fn readyz(State(store): State<Store>) -> Response {
 async fn metrics_text() -> Response {
     let handle = metrics_handle();
     handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }

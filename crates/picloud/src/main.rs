@@ -5,7 +5,11 @@ use picloud::process::{ServeArgs, run};
 use picloud::{Role, cli};
 
 #[derive(Parser, Debug)]
-#[command(name = "picloud", version, about = "PiCloud: Rhai scripts as HTTP endpoints, on your own box")]
+#[command(
+    name = "picloud",
+    version,
+    about = "PiCloud: Rhai scripts as HTTP endpoints, on your own box"
+)]
 struct Args {
     #[command(subcommand)]
     command: Top,
@@ -23,7 +27,9 @@ enum Top {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match args.command {
         Top::Serve(serve) => runtime.block_on(run(serve, Role::All)),
         Top::Client(command) => runtime.block_on(cli::run(args.remote, command)),

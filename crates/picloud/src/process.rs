@@ -86,7 +86,9 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -105,5 +107,8 @@ pub fn cluster_main(role: Role) -> anyhow::Result<()> {
         serve: ServeArgs,
     }
     let args = <Args as clap::Parser>::parse();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args.serve, role))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args.serve, role))
 }

@@ -59,7 +59,10 @@ impl Server {
     /// # Panics
     /// On a `Role::Manager` server, which runs no scripts.
     pub fn subscribe_recorded(&self) -> broadcast::Receiver<InvocationRecord> {
-        self.orchestrator.as_ref().expect("this role runs no scripts").subscribe_recorded()
+        self.orchestrator
+            .as_ref()
+            .expect("this role runs no scripts")
+            .subscribe_recorded()
     }
 
     /// Wait until the server has shut down (after the token is cancelled).
@@ -75,7 +78,11 @@ impl Server {
 ///
 /// # Errors
 /// When the database cannot be opened or migrated, or serving fails.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let server = start(listener, config, shutdown).await?;
     if let Some(token) = &server.generated_admin_token {
         println!("admin token (shown once, keep it): {token}");
@@ -87,7 +94,11 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
 ///
 /// # Errors
 /// When the data directory or the database cannot be opened or migrated.
-pub async fn start(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+pub async fn start(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
     start_role(listener, config, shutdown, Role::All).await
 }
 
@@ -102,7 +113,9 @@ pub async fn start_role(
     role: Role,
 ) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir).context("cannot create the data directory")?;
-    let store = storage::connect(&config.database_url()).await.context("cannot open the database")?;
+    let store = storage::connect(&config.database_url())
+        .await
+        .context("cannot open the database")?;
     let generated_admin_token = if role.manages() {
         manager_core::bootstrap_admin_token(&store, config.admin_token.as_deref())
             .await
@@ -165,13 +178,25 @@ pub async fn start_role(
                 let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
             }
             store.health.close().await;
-            served.context("the HTTP server task panicked")?.context("serving HTTP failed")
+            served
+                .context("the HTTP server task panicked")?
+                .context("serving HTTP failed")
         })
     };
-    Ok(Server { store, generated_admin_token, orchestrator, done })
+    Ok(Server {
+        store,
+        generated_admin_token,
+        orchestrator,
+        done,
+    })
 }
 
-fn manager_router(config: &Config, store: &Store, catalog: &Catalog, checker: Arc<dyn shared::ScriptChecker>) -> Router {
+fn manager_router(
+    config: &Config,
+    store: &Store,
+    catalog: &Catalog,
+    checker: Arc<dyn shared::ScriptChecker>,
+) -> Router {
     manager_core::router(manager_core::ManagerDeps {
         store: store.clone(),
         catalog: catalog.clone(),
@@ -186,7 +211,6 @@ async fn start_node(
     store: &Store,
     catalog: &Catalog,
 ) -> anyhow::Result<(Arc<executor_core::Executor>, Arc<Orchestrator>)> {
-
     let threads = match config.executor.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,

@@ -22,6 +22,7 @@ impl Drop for Running {
 }
 
 /// Start `picloud serve` on a free loopback port and wait for its "listening on" line.
+#[allow(clippy::zombie_processes)] // `Running::drop` kills and waits
 fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -48,12 +49,18 @@ fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Running {
     });
     let mut printed_token = None;
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("picloud printed its address within 60 s");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("picloud printed its address within 60 s");
         if let Some(token) = line.strip_prefix("admin token (shown once, keep it): ") {
             printed_token = Some(token.trim().to_owned());
         }
         if let Some(url) = line.strip_prefix("listening on ") {
-            return Running { child, url: url.trim().to_owned(), printed_token };
+            return Running {
+                child,
+                url: url.trim().to_owned(),
+                printed_token,
+            };
         }
     }
 }
@@ -65,7 +72,11 @@ fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String) {
         .env("PICLOUD_TOKEN", token)
         .output()
         .expect("run the picloud CLI");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -76,10 +87,16 @@ fn terminate(mut running: Running) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = running.child.try_wait().unwrap() {
-            assert!(status.success(), "picloud exited cleanly on SIGTERM: {status}");
+            assert!(
+                status.success(),
+                "picloud exited cleanly on SIGTERM: {status}"
+            );
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "picloud stopped within 20 s of SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "picloud stopped within 20 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -95,8 +112,22 @@ fn walkthrough(data_dir: &Path, envs: &[(&str, &str)], token: Option<&str>) {
     let (ok, out) = cli(&url, &token, &["apps", "create", "shop"]);
     assert!(ok, "{out}");
     let script = data_dir.join("hello.rhai");
-    std::fs::write(&script, "let name = request.query.name ?? \"world\";\n\"Hello, \" + name + \"!\"\n").unwrap();
-    let (ok, out) = cli(&url, &token, &["deploy", "shop", script.to_str().unwrap(), "--route", "GET /hello"]);
+    std::fs::write(
+        &script,
+        "let name = request.query.name ?? \"world\";\n\"Hello, \" + name + \"!\"\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(
+        &url,
+        &token,
+        &[
+            "deploy",
+            "shop",
+            script.to_str().unwrap(),
+            "--route",
+            "GET /hello",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("version 1"), "{out}");
 
@@ -133,7 +164,10 @@ fn walkthrough(data_dir: &Path, envs: &[(&str, &str)], token: Option<&str>) {
 fn the_binary_runs_the_readme_walkthrough_on_sqlite_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     walkthrough(dir.path(), &[], None);
-    assert!(dir.path().join("picloud.db").exists(), "SQLite lives in the data directory");
+    assert!(
+        dir.path().join("picloud.db").exists(),
+        "SQLite lives in the data directory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,8 +177,18 @@ async fn the_binary_switches_to_postgres_with_picloud_database_url() {
     let token = "pct_binary_test_admin_token";
     let path = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        walkthrough(&path, &[("PICLOUD_DATABASE_URL", &url), ("PICLOUD_ADMIN_TOKEN", token)], Some(token));
-        assert!(!path.join("picloud.db").exists(), "no SQLite file when PostgreSQL is used");
+        walkthrough(
+            &path,
+            &[
+                ("PICLOUD_DATABASE_URL", &url),
+                ("PICLOUD_ADMIN_TOKEN", token),
+            ],
+            Some(token),
+        );
+        assert!(
+            !path.join("picloud.db").exists(),
+            "no SQLite file when PostgreSQL is used"
+        );
     })
     .await
     .unwrap();

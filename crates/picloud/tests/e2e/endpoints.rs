@@ -18,11 +18,17 @@ on_both_backends!(
 
 async fn a_deployed_script_answers_on_its_route(db: TestDb) {
     let app = spawn_app(db).await;
-    app.endpoint("shop", "hello", "GET /hello", r#""Hello, " + "world!""#).await;
+    app.endpoint("shop", "hello", "GET /hello", r#""Hello, " + "world!""#)
+        .await;
 
     let res = app.get("/shop/hello").await;
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(res.headers().contains_key("x-request-id"));
     assert_eq!(res.text().await.unwrap(), "Hello, world!");
 }
@@ -40,7 +46,8 @@ async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: T
             name: request.json.name,
         }
     "#;
-    app.endpoint("shop", "echo", "POST /users/:id", source).await;
+    app.endpoint("shop", "echo", "POST /users/:id", source)
+        .await;
 
     let res = app
         .call(Method::POST, "/shop/users/42?q=shoes&x=1")
@@ -50,7 +57,12 @@ async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: T
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["method"], "POST");
     assert_eq!(body["path"], "/users/42");
@@ -63,7 +75,8 @@ async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: T
 
 async fn a_map_becomes_json_and_response_sets_status_and_headers(db: TestDb) {
     let app = spawn_app(db).await;
-    app.endpoint("shop", "list", "GET /items", "[1, 2, #{ three: 3 }]").await;
+    app.endpoint("shop", "list", "GET /items", "[1, 2, #{ three: 3 }]")
+        .await;
     app.endpoint(
         "shop",
         "created",
@@ -71,10 +84,19 @@ async fn a_map_becomes_json_and_response_sets_status_and_headers(db: TestDb) {
         r#"response(201, #{ ok: true }, #{ "x-item": "7", "cache-control": "no-store" })"#,
     )
     .await;
-    app.endpoint("shop", "teapot", "GET /teapot", r#"response(418, "short and stout")"#).await;
+    app.endpoint(
+        "shop",
+        "teapot",
+        "GET /teapot",
+        r#"response(418, "short and stout")"#,
+    )
+    .await;
 
     let res = app.get("/shop/items").await;
-    assert_eq!(res.json::<Value>().await.unwrap(), json!([1, 2, { "three": 3 }]));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!([1, 2, { "three": 3 }])
+    );
 
     let res = app.call(Method::POST, "/shop/items").send().await.unwrap();
     assert_eq!(res.status(), 201);
@@ -105,7 +127,12 @@ async fn redeploying_serves_the_new_version_and_rollback_the_old_one(db: TestDb)
         .json()
         .await
         .unwrap();
-    let listed: Vec<i64> = versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    let listed: Vec<i64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
     assert_eq!(listed, vec![2, 1]);
 
     let res = app
@@ -133,7 +160,13 @@ async fn invocations_list_status_duration_version_and_captured_logs(db: TestDb) 
         r#"print("printed"); log::info("informed"); log::warn("warned"); "hi""#,
     )
     .await;
-    app.endpoint("shop", "boom", "GET /boom", r#"log::error("about to fail"); throw "boom""#).await;
+    app.endpoint(
+        "shop",
+        "boom",
+        "GET /boom",
+        r#"log::error("about to fail"); throw "boom""#,
+    )
+    .await;
 
     let ok = app.get("/shop/hello").await;
     let ok_id = invocation_id(&ok);
@@ -161,7 +194,14 @@ async fn invocations_list_status_duration_version_and_captured_logs(db: TestDb) 
         .iter()
         .map(|l| (l["level"].as_str().unwrap(), l["message"].as_str().unwrap()))
         .collect();
-    assert_eq!(logs, vec![("print", "printed"), ("info", "informed"), ("warn", "warned")]);
+    assert_eq!(
+        logs,
+        vec![
+            ("print", "printed"),
+            ("info", "informed"),
+            ("warn", "warned")
+        ]
+    );
 
     let boom = &list[0];
     assert_eq!(boom["status"], "error");
@@ -175,14 +215,30 @@ async fn invocations_list_status_duration_version_and_captured_logs(db: TestDb) 
     assert_eq!(by_script["invocations"][0]["id"], ok_id.as_str());
     let one_page = app.invocations("shop", "limit=1").await;
     assert_eq!(one_page["next_before"], failed_id.as_str());
-    let next = app.invocations("shop", &format!("limit=1&before={failed_id}")).await;
+    let next = app
+        .invocations("shop", &format!("limit=1&before={failed_id}"))
+        .await;
     assert_eq!(next["invocations"][0]["id"], ok_id.as_str());
 }
 
-async fn a_script_error_reaches_the_caller_as_500_with_an_invocation_id_and_no_internals(db: TestDb) {
+async fn a_script_error_reaches_the_caller_as_500_with_an_invocation_id_and_no_internals(
+    db: TestDb,
+) {
     let app = spawn_app(db).await;
-    app.endpoint("shop", "broken", "GET /broken", r#"let x = 1; x.no_such_method(); "never""#).await;
-    app.endpoint("shop", "thrower", "GET /throw", r#"throw "secret detail from the script""#).await;
+    app.endpoint(
+        "shop",
+        "broken",
+        "GET /broken",
+        r#"let x = 1; x.no_such_method(); "never""#,
+    )
+    .await;
+    app.endpoint(
+        "shop",
+        "thrower",
+        "GET /throw",
+        r#"throw "secret detail from the script""#,
+    )
+    .await;
 
     for path in ["/shop/broken", "/shop/throw"] {
         let res = app.get(path).await;
@@ -191,24 +247,34 @@ async fn a_script_error_reaches_the_caller_as_500_with_an_invocation_id_and_no_i
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "script_failed");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&id), "the message names the invocation: {message}");
+        assert!(
+            message.contains(&id),
+            "the message names the invocation: {message}"
+        );
         assert!(!message.contains("secret detail"), "{message}");
         assert!(!message.contains("no_such_method"), "{message}");
         let dir = app.dir.path().display().to_string();
-        assert!(!body.to_string().contains(&dir), "the data dir leaked: {body}");
+        assert!(
+            !body.to_string().contains(&dir),
+            "the data dir leaked: {body}"
+        );
     }
 }
 
 async fn apps_do_not_see_each_others_routes(db: TestDb) {
     let app = spawn_app(db).await;
-    app.endpoint("alpha", "secret", "GET /secret", r#""alpha's secret""#).await;
+    app.endpoint("alpha", "secret", "GET /secret", r#""alpha's secret""#)
+        .await;
     app.create_app("beta").await;
 
     assert_eq!(app.get("/alpha/secret").await.status(), 200);
     let res = app.get("/beta/secret").await;
     assert_eq!(res.status(), 404);
     // beta cannot bind alpha's script either.
-    assert_eq!(app.add_route("beta", "GET", "/x", "secret").await.status(), 404);
+    assert_eq!(
+        app.add_route("beta", "GET", "/x", "secret").await.status(),
+        404
+    );
     let beta = app.invocations("beta", "").await;
     assert!(beta["invocations"].as_array().unwrap().is_empty());
 }

@@ -23,7 +23,8 @@ async fn runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id
         ("throw", r#"throw "gave up""#, "gave up"),
     ];
     for (name, source, _) in &cases {
-        app.endpoint("lab", name, &format!("GET /{name}"), source).await;
+        app.endpoint("lab", name, &format!("GET /{name}"), source)
+            .await;
     }
     app.endpoint("lab", "fine", "GET /fine", "\"fine\"").await;
 
@@ -33,17 +34,27 @@ async fn runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id
         assert!(status == 500 || status == 504, "{name}: {status}");
         let id = invocation_id(&res);
         let body: Value = res.json().await.unwrap();
-        assert!(body["error"]["message"].as_str().unwrap().contains(&id), "{name}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(&id),
+            "{name}: {body}"
+        );
 
         let record = record_of(&mut recorded, &id).await;
         assert_ne!(record.status, shared::InvocationStatus::Ok, "{name}");
         let error = record.error.clone().unwrap_or_default();
         assert!(!error.is_empty(), "{name}: the record says why");
-        assert!(error.to_lowercase().contains(expected_in_record), "{name}: {error}");
+        assert!(
+            error.to_lowercase().contains(expected_in_record),
+            "{name}: {error}"
+        );
         assert_eq!(record.http_status, Some(status));
 
         // The server keeps serving after every one of them.
-        assert_eq!(app.get("/lab/fine").await.text().await.unwrap(), "fine", "after {name}");
+        assert_eq!(
+            app.get("/lab/fine").await.text().await.unwrap(),
+            "fine",
+            "after {name}"
+        );
     }
 }
 
@@ -62,7 +73,10 @@ async fn a_script_past_its_wall_clock_gets_504_while_other_requests_are_served(d
     for _ in 0..5 {
         assert_eq!(app.get("/lab/fine").await.text().await.unwrap(), "fine");
     }
-    assert!(!spinner.is_finished(), "the spinning script is still running meanwhile");
+    assert!(
+        !spinner.is_finished(),
+        "the spinning script is still running meanwhile"
+    );
 
     let res = spinner.await.unwrap().unwrap();
     assert_eq!(res.status(), 504);

@@ -43,7 +43,10 @@ async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Test
     tokio::time::sleep(Duration::from_millis(100)).await;
     app.stop().await;
 
-    let res = call.await.unwrap().expect("the in-flight request was answered");
+    let res = call
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
     assert_eq!(res.status(), 200);
     let id = invocation_id(&res);
     assert_eq!(res.text().await.unwrap(), "done");
@@ -51,6 +54,13 @@ async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Test
     // The record was written before the server finished: read it with a new connection.
     let reopened = storage::connect(&app.database_url).await.unwrap();
     let app_name = shared::AppName::parse("shop").unwrap();
-    let found = reopened.invocations.get(&app_name, id.parse().unwrap()).await.unwrap();
-    assert!(found.is_some(), "the invocation record was flushed on shutdown");
+    let found = reopened
+        .invocations
+        .get(&app_name, id.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        found.is_some(),
+        "the invocation record was flushed on shutdown"
+    );
 }

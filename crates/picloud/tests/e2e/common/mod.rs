@@ -45,7 +45,9 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let server = picloud::start(listener, config, shutdown.clone()).await.unwrap();
+    let server = picloud::start(listener, config, shutdown.clone())
+        .await
+        .unwrap();
     TestApp {
         url,
         client: reqwest::Client::new(),
@@ -65,7 +67,11 @@ impl TestApp {
     }
 
     pub async fn create_app(&self, name: &str) -> Response {
-        self.admin(Method::POST, "/apps").json(&json!({ "name": name })).send().await.unwrap()
+        self.admin(Method::POST, "/apps")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn deploy(&self, app: &str, script: &str, source: &str) -> Response {
@@ -89,10 +95,19 @@ impl TestApp {
         let created = self.create_app(app).await.status();
         assert!(created == 201 || created == 409, "create app: {created}");
         let deployed = self.deploy(app, script, source).await;
-        assert!(deployed.status().is_success(), "deploy: {}", deployed.text().await.unwrap());
+        assert!(
+            deployed.status().is_success(),
+            "deploy: {}",
+            deployed.text().await.unwrap()
+        );
         let (method, path) = route.split_once(' ').unwrap();
         let bound = self.add_route(app, method, path, script).await;
-        assert_eq!(bound.status(), 201, "route: {}", bound.text().await.unwrap());
+        assert_eq!(
+            bound.status(),
+            201,
+            "route: {}",
+            bound.text().await.unwrap()
+        );
     }
 
     /// Call a public endpoint: `call(Method::GET, "/shop/hello")`.
@@ -105,13 +120,20 @@ impl TestApp {
     }
 
     pub async fn invocations(&self, app: &str, query: &str) -> Value {
-        let res = self.admin(Method::GET, &format!("/apps/{app}/invocations?{query}")).send().await.unwrap();
+        let res = self
+            .admin(Method::GET, &format!("/apps/{app}/invocations?{query}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
 
     pub fn recorded(&self) -> broadcast::Receiver<InvocationRecord> {
-        self.server.as_ref().expect("server running").subscribe_recorded()
+        self.server
+            .as_ref()
+            .expect("server running")
+            .subscribe_recorded()
     }
 
     /// Stop the server the way SIGTERM does, and wait until it has finished.
@@ -133,7 +155,10 @@ impl Drop for TestApp {
 }
 
 /// Wait for the record of invocation `id` to be committed.
-pub async fn record_of(rx: &mut broadcast::Receiver<InvocationRecord>, id: &str) -> InvocationRecord {
+pub async fn record_of(
+    rx: &mut broadcast::Receiver<InvocationRecord>,
+    id: &str,
+) -> InvocationRecord {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match rx.recv().await {
