@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::client::Api;
-use super::output::{field, items, print};
+use super::output::{field, items, out, print};
 use super::triggers::{HttpRoute, http_trigger_body, parse_route};
 
 #[derive(clap::Args, Debug)]
@@ -71,9 +71,9 @@ pub async fn run(api: &Api, args: DeployArgs, json: bool) -> anyhow::Result<()> 
             |_| String::new(),
         );
     } else {
-        println!("{}", format_deployed(&deployed, &args.app, &script));
+        out!("{}", format_deployed(&deployed, &args.app, &script));
         for (route, outcome) in &outcomes {
-            println!("{}", format_route(route, &script, outcome));
+            out!("{}", format_route(route, &script, outcome));
         }
     }
 

@@ -9,6 +9,7 @@ use shared::AppName;
 
 use super::Remote;
 use super::client::{base_url, http_client};
+use super::output::out;
 
 #[derive(clap::Args, Debug)]
 pub struct InvokeArgs {
@@ -119,20 +120,20 @@ pub async fn run(remote: &Remote, args: InvokeArgs) -> anyhow::Result<()> {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
         let out = json!({"status": status.as_u16(), "headers": header_map, "body": body});
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
         );
     } else {
-        println!("HTTP {status}");
+        out!("HTTP {status}");
         if args.include {
             for (k, v) in &headers {
-                println!("{k}: {v}");
+                out!("{k}: {v}");
             }
-            println!();
+            out!();
         }
         if !text.is_empty() {
-            println!("{}", text.trim_end_matches('\n'));
+            out!("{}", text.trim_end_matches('\n'));
         }
     }
     if !status.is_success() {

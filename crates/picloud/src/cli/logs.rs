@@ -12,7 +12,7 @@ use serde_json::Value;
 use shared::{InvocationId, InvocationRecord};
 
 use super::client::Api;
-use super::output::{items, print};
+use super::output::{items, out, print};
 
 /// How often `--follow` asks again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
@@ -130,9 +130,9 @@ impl Tail {
         let fresh = self.take_new(newest_first);
         for (record, raw) in &fresh {
             if json {
-                println!("{raw}");
+                out!("{raw}");
             } else {
-                println!("{}", format_record(record));
+                out!("{}", format_record(record));
             }
         }
         fresh.len()

@@ -2,6 +2,15 @@
 //! answers that tolerates a missing field (shown as `-`).
 use serde_json::Value;
 
+/// `println!` that ignores a closed stdout (`picloud logs | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use out;
+
 /// A field as display text: strings as is, numbers and booleans as JSON, null or missing as `-`.
 pub fn field(v: &Value, key: &str) -> String {
     text(v.get(key).unwrap_or(&Value::Null))
@@ -72,14 +81,14 @@ pub fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 /// Print an answer: the raw JSON with `--json`, otherwise the human text.
 pub fn print(json: bool, answer: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string())
         );
     } else {
         let text = human(answer);
         if !text.is_empty() {
-            println!("{text}");
+            out!("{text}");
         }
     }
 }

@@ -14,6 +14,7 @@ pub enum ScriptsCommand {
     Show {
         app: String,
         name: String,
+        /// The version to print instead of the active one.
         #[arg(long)]
         version: Option<i64>,
     },
