@@ -10,6 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::Utc;
 use rhai::AST;
+use shared::Effects;
 use shared::store::ScriptRepository;
 use shared::{
     AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
@@ -130,6 +131,7 @@ impl Runner {
                         kind: FailureKind::Error,
                         message: format!("the active version does not compile: {error}"),
                     }),
+                    effects: Effects::default(),
                 }));
             }
         };
@@ -140,6 +142,7 @@ impl Runner {
             duration: clock.elapsed(),
             logs: out.logs,
             result: out.result,
+            effects: Effects::default(),
         }))
     }
 

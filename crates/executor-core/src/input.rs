@@ -1,8 +1,9 @@
-//! What a script sees of the event that started it: `request` for HTTP.
+//! What a script sees of the event that started it: `request` for HTTP, `event` for
+//! outbox events.
 use std::collections::BTreeMap;
 
 use rhai::{Dynamic, Map, Scope};
-use shared::{HttpRequest, InvocationInput};
+use shared::{Event, EventKind, HttpRequest, InvocationInput};
 
 /// A scope with the invocation's input pushed as constants.
 pub(crate) fn scope_for(input: &InvocationInput) -> Scope<'static> {
@@ -11,8 +12,39 @@ pub(crate) fn scope_for(input: &InvocationInput) -> Scope<'static> {
         InvocationInput::Http(req) => {
             scope.push_constant("request", request_map(req));
         }
+        InvocationInput::Event(event) => {
+            scope.push_constant("event", event_map(event));
+        }
     }
     scope
+}
+
+/// `event`: id, kind, topic or queue (by kind; also `source`), payload, attempt,
+/// max_attempts, scheduled_at (RFC 3339).
+fn event_map(event: &Event) -> Map {
+    let mut map = Map::new();
+    map.insert("id".into(), event.id.to_string().into());
+    map.insert("kind".into(), event.kind.as_str().into());
+    let source: Dynamic = event.source.clone().map_or(Dynamic::UNIT, Into::into);
+    match event.kind {
+        EventKind::Topic => {
+            map.insert("topic".into(), source.clone());
+        }
+        EventKind::Queue => {
+            map.insert("queue".into(), source.clone());
+        }
+        _ => {}
+    }
+    map.insert("source".into(), source);
+    let payload = rhai::serde::to_dynamic(&event.payload).unwrap_or(Dynamic::UNIT);
+    map.insert("payload".into(), payload);
+    map.insert("attempt".into(), i64::from(event.attempt).into());
+    map.insert("max_attempts".into(), i64::from(event.max_attempts).into());
+    map.insert(
+        "scheduled_at".into(),
+        event.scheduled_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+    );
+    map
 }
 
 /// `request`: method, path, params, query, headers (lowercase names), body (text, lossy

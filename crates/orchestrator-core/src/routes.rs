@@ -146,10 +146,11 @@ impl AppRoutes {
     pub(crate) fn build<'a>(app: AppName, triggers: impl IntoIterator<Item = &'a Trigger>) -> Self {
         let routes = triggers
             .into_iter()
-            .map(|t| match &t.spec {
+            .filter_map(|t| match &t.spec {
                 TriggerSpec::Http { method, path } => {
-                    Route::new(*method, path.clone(), t.script.clone())
+                    Some(Route::new(*method, path.clone(), t.script.clone()))
                 }
+                _ => None,
             })
             .collect();
         AppRoutes { app, routes }

@@ -227,6 +227,54 @@ macro_rules! uuid_id {
 uuid_id!(InvocationId);
 uuid_id!(TriggerId);
 uuid_id!(TokenId);
+uuid_id!(EventId);
+uuid_id!(DeadLetterId);
+
+/// A pub/sub topic or a queue name: 1 to 128 of letters, digits and `_ - . :`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(String);
+string_newtype!(ChannelName);
+
+impl ChannelName {
+    pub const MAX_LEN: usize = 128;
+
+    /// # Errors
+    /// When `raw` is empty, too long or has other characters.
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !ok {
+            return Err(InvalidName(format!(
+                "topic and queue names must be 1 to {} of letters, digits and '_', '-', '.', ':'",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(ChannelName(raw.to_owned()))
+    }
+}
+
+/// A KV key, blob name, config key or secret name: 1 to `max` bytes of UTF-8 without
+/// control characters. Names are opaque data: they never become file paths.
+///
+/// # Errors
+/// When `raw` is empty, longer than `max` bytes or contains a control character (NUL included).
+pub fn check_data_name(what: &str, raw: &str, max: usize) -> Result<(), InvalidName> {
+    if raw.is_empty() {
+        return Err(InvalidName(format!("{what} may not be empty")));
+    }
+    if raw.len() > max {
+        return Err(InvalidName(format!("{what} is longer than {max} bytes")));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidName(format!(
+            "{what} may not contain control characters"
+        )));
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
@@ -294,6 +342,19 @@ mod tests {
             assert!(RoutePath::parse(bad).is_err(), "{bad:?}");
         }
         assert!(RoutePath::parse("/_x").unwrap_err().0.contains("reserved"));
+    }
+
+    #[test]
+    fn channel_and_data_names_refuse_control_characters_and_overlong_names() {
+        assert!(ChannelName::parse("orders.created:v1").is_ok());
+        for bad in ["", "a b", "a/b", &"q".repeat(129)] {
+            assert!(ChannelName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_data_name("key", "users/42/../x", 512).is_ok());
+        assert!(check_data_name("key", "a\u{0}b", 512).is_err());
+        assert!(check_data_name("key", "line\nbreak", 512).is_err());
+        assert!(check_data_name("key", "", 512).is_err());
+        assert!(check_data_name("key", &"k".repeat(513), 512).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Effects, Event};
 use crate::ids::{AppName, InvocationId, ScriptName};
 
 /// A request for the executor to run an app's script once.
@@ -24,6 +25,9 @@ pub struct Invocation {
 pub enum InvocationInput {
     /// A sync HTTP request to an `http` trigger; the script sees it as `request`.
     Http(HttpRequest),
+    /// An outbox event; the script sees it as `event` (id, kind, topic or queue, payload,
+    /// attempt, scheduled_at).
+    Event(Event),
 }
 
 impl InvocationInput {
@@ -31,6 +35,7 @@ impl InvocationInput {
     pub fn trigger_kind(&self) -> &'static str {
         match self {
             InvocationInput::Http(_) => "http",
+            InvocationInput::Event(e) => e.kind.as_str(),
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct Execution {
     pub duration: Duration,
     pub logs: Vec<LogLine>,
     pub result: Result<ScriptOutput, ScriptFailure>,
+    /// The run's buffered writes and emitted events; empty when the run failed.
+    pub effects: Effects,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,4 +171,7 @@ pub struct InvocationRecord {
     pub logs: Vec<LogLine>,
     pub error: Option<String>,
     pub request_id: Option<String>,
+    /// For event invocations: which attempt this was (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }

@@ -9,6 +9,7 @@
 //! This crate depends on neither axum nor sqlx: it is the seam, not an implementation.
 pub mod catalog; // control-plane change notifications
 pub mod error_code; // ErrorCode -> HTTP status, the JSON error body
+pub mod event; // outbox events, effects, dead letters
 pub mod executor; // the ExecutorClient seam
 pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
@@ -16,8 +17,12 @@ pub mod store; // repository traits + StoreError
 
 pub use catalog::{Catalog, CatalogChange, CatalogListener};
 pub use error_code::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{BlobWrite, DeadLetter, Effects, EmailMessage, Emit, Event, EventKind, KvWrite};
 pub use executor::{CompileError, ExecError, ExecutorClient, ScriptChecker};
-pub use ids::{AppName, InvalidName, InvocationId, RoutePath, ScriptName, TokenId, TriggerId};
+pub use ids::{
+    AppName, ChannelName, DeadLetterId, EventId, InvalidName, InvocationId, RoutePath, ScriptName,
+    TokenId, TriggerId, check_data_name,
+};
 pub use invocation::{
     Execution, FailureKind, HttpRequest, Invocation, InvocationInput, InvocationRecord,
     InvocationStatus, LogLevel, LogLine, ScriptFailure, ScriptOutput,

@@ -180,6 +180,7 @@ async fn run_and_record(
         logs: settled.logs,
         error: settled.error,
         request_id,
+        attempt: None,
     });
     response
 }

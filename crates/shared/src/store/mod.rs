@@ -3,16 +3,26 @@
 use std::sync::Arc;
 
 mod apps;
+mod blobs;
+mod dead_letters;
 mod error;
 mod invocations;
+mod kv;
+mod outbox;
 mod scripts;
+mod settings;
 mod tokens;
 mod triggers;
 
 pub use apps::{App, AppRepository};
+pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
+pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;
 pub use invocations::{InvocationFilter, InvocationRepository};
+pub use kv::{KvEntry, KvRepository};
+pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
+pub use settings::{MailboxRepository, SettingsRepository};
 pub use tokens::{ApiToken, TokenRepository};
 pub use triggers::{HttpMethod, NewTrigger, Trigger, TriggerRepository, TriggerSpec};
 
@@ -24,6 +34,13 @@ pub struct Store {
     pub triggers: Arc<dyn TriggerRepository>,
     pub invocations: Arc<dyn InvocationRepository>,
     pub tokens: Arc<dyn TokenRepository>,
+    pub outbox: Arc<dyn OutboxRepository>,
+    pub dead_letters: Arc<dyn DeadLetterRepository>,
+    pub kv: Arc<dyn KvRepository>,
+    pub blobs: Arc<dyn BlobRepository>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub settings: Arc<dyn SettingsRepository>,
+    pub mailbox: Arc<dyn MailboxRepository>,
     pub health: Arc<dyn StoreHealth>,
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::ids::{AppName, InvalidName, RoutePath, ScriptName, TriggerId};
+use crate::ids::{AppName, ChannelName, InvalidName, RoutePath, ScriptName, TriggerId};
 
 /// What makes a script run. Stored as a kind plus a JSON config, so new kinds need no
 /// new columns.
@@ -14,12 +14,24 @@ use crate::ids::{AppName, InvalidName, RoutePath, ScriptName, TriggerId};
 pub enum TriggerSpec {
     /// `{METHOD} /{app}{path}` runs the script synchronously.
     Http { method: HttpMethod, path: RoutePath },
+    /// Fires on a cron schedule (5 or 6 fields) in an IANA time zone (validated by the manager).
+    Cron { schedule: String, timezone: String },
+    /// Subscribes to `pubsub::publish(topic, ..)`; a topic may have many subscribers.
+    Topic { topic: ChannelName },
+    /// Consumes `queue::send(queue, ..)`; a queue has at most one consumer.
+    Queue { queue: ChannelName },
+    /// Runs for each new dead letter of the app.
+    DeadLetter {},
 }
 
 impl TriggerSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             TriggerSpec::Http { .. } => "http",
+            TriggerSpec::Cron { .. } => "cron",
+            TriggerSpec::Topic { .. } => "topic",
+            TriggerSpec::Queue { .. } => "queue",
+            TriggerSpec::DeadLetter {} => "dead_letter",
         }
     }
 
@@ -27,6 +39,10 @@ impl TriggerSpec {
     pub fn unique_key(&self) -> Option<String> {
         match self {
             TriggerSpec::Http { method, path } => Some(format!("{method} {path}")),
+            TriggerSpec::Queue { queue } => Some(format!("queue {queue}")),
+            TriggerSpec::Cron { .. } | TriggerSpec::Topic { .. } | TriggerSpec::DeadLetter {} => {
+                None
+            }
         }
     }
 }
@@ -41,6 +57,9 @@ pub struct Trigger {
     /// For event triggers: how many times an event is tried before it is dead-lettered.
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
+    /// Cron triggers: the slot it last fired for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +83,11 @@ pub trait TriggerRepository: Send + Sync {
     /// # Errors
     /// `NotFound("trigger")` when the app has no trigger with that id.
     async fn delete(&self, app: &AppName, id: TriggerId) -> Result<(), StoreError>;
+    /// Fire a cron trigger for `slot` in one transaction: move `last_fired_at` to `slot`
+    /// only if it is NULL or earlier (so two schedulers cannot both fire one slot), and
+    /// if it moved, insert the `cron` outbox event (payload `{"slot", "schedule",
+    /// "timezone"}`, scheduled_at = slot). Returns whether this call fired.
+    async fn fire_cron(&self, id: TriggerId, slot: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 /// The methods an `http` trigger can bind; `Any` matches every method.

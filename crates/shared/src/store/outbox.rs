@@ -1,0 +1,68 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::event::{Effects, Event};
+use crate::ids::{AppName, EventId};
+use crate::invocation::InvocationRecord;
+
+/// How one claimed event ended. Committed with `OutboxRepository::commit`.
+#[derive(Debug, Clone)]
+pub struct EventCommit {
+    pub event: Event,
+    pub outcome: EventOutcome,
+    /// The run's invocation record (written in the same transaction).
+    pub record: Option<InvocationRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventOutcome {
+    /// Delete the row and apply the run's effects.
+    Done { effects: Effects },
+    /// Keep the row: `attempt + 1`, due again at `at`, lease released, `error` kept as last error.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Delete the row and insert a dead letter with `error` and the attempts made. Unless
+    /// the event is itself of kind `dead_letter` (recursion stop), also insert one
+    /// `dead_letter` event per `dead_letter` trigger of the app, whose payload is the dead
+    /// letter as JSON (`DeadLetter` serialized).
+    Dead { error: String },
+}
+
+#[async_trait]
+pub trait OutboxRepository: Send + Sync {
+    /// Claim up to `limit` due rows (available_at <= now, no live lease), oldest due first,
+    /// and lease them to `node` for `lease`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two
+    /// nodes never claim the same row; an expired lease can be claimed again by anyone.
+    async fn claim_due(
+        &self,
+        node: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Commit a batch of finished events in ONE transaction (group commit). Each event's
+    /// part is all-or-nothing and happens only if `node` still holds its lease; the ids of
+    /// events whose lease was lost (and so were skipped) are returned.
+    async fn commit(&self, node: &str, batch: Vec<EventCommit>)
+    -> Result<Vec<EventId>, StoreError>;
+
+    /// Apply a sync run's effects (KV, blobs, emitted events) in one transaction.
+    ///
+    /// # Errors
+    /// `NotFound("app")` when the app was deleted meanwhile.
+    async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError>;
+
+    /// When the next row becomes due: `None` when the outbox has no claimable row. A row
+    /// under a live lease counts as due when its lease expires.
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Resolves when rows may have been inserted since the last call: on this node at
+    /// once; on PostgreSQL also when another node inserted (LISTEN/NOTIFY). Never polls.
+    /// Spurious wake-ups are allowed; a wake-up that happened before the call is kept.
+    async fn inserted(&self);
+
+    /// Rows in the outbox for `app` (all states), for tests and metrics.
+    async fn pending(&self, app: &AppName) -> Result<u64, StoreError>;
+}
