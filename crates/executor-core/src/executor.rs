@@ -11,10 +11,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rhai::AST;
 use shared::Effects;
-use shared::store::ScriptRepository;
 use shared::{
     AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
-    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName,
+    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName, Store,
 };
 use tokio::sync::oneshot;
 
@@ -51,7 +50,7 @@ struct Job {
 struct Runner {
     sandbox: Sandbox,
     cache: AstCache,
-    scripts: Arc<dyn ScriptRepository>,
+    store: Store,
     rt: tokio::runtime::Handle,
 }
 
@@ -61,16 +60,17 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Build the engine and start the script threads.
+    /// Build the engine and start the script threads. Host calls reach `store` through
+    /// `rt` (a handle of the runtime that owns the store's pools).
     pub fn start(
         config: ExecutorConfig,
-        scripts: Arc<dyn ScriptRepository>,
+        store: Store,
         rt: tokio::runtime::Handle,
     ) -> Arc<Executor> {
         let runner = Arc::new(Runner {
             sandbox: Sandbox::new(&config.limits),
             cache: AstCache::default(),
-            scripts,
+            store,
             rt,
         });
         let worker_runner = Arc::clone(&runner);
@@ -169,7 +169,7 @@ impl Runner {
         let generation = self.cache.generation();
         let active = self
             .rt
-            .block_on(self.scripts.active(app, script))
+            .block_on(self.store.scripts.active(app, script))
             .map_err(|error| {
                 tracing::error!(?error, %app, %script, "could not load the active script version");
                 Loaded::Missing(ExecError::Store(error))

@@ -22,11 +22,7 @@ impl Harness {
     async fn on(db: TestStore, config: ExecutorConfig) -> Harness {
         let app = AppName::parse("shop").unwrap();
         db.store.apps.create(&app).await.unwrap();
-        let executor = Executor::start(
-            config,
-            Arc::clone(&db.store.scripts),
-            tokio::runtime::Handle::current(),
-        );
+        let executor = Executor::start(config, db.store.clone(), tokio::runtime::Handle::current());
         Harness { db, executor, app }
     }
 

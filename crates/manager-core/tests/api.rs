@@ -79,7 +79,7 @@ async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
         .expect("a first token");
     let executor = executor_core::Executor::start(
         executor_core::ExecutorConfig::default(),
-        store.scripts.clone(),
+        store.clone(),
         tokio::runtime::Handle::current(),
     );
     let catalog = Catalog::default();

@@ -83,7 +83,7 @@ async fn spawn_app_on(db: Db, setup: Setup) -> TestApp {
             queue_capacity: 16,
             limits,
         },
-        store.scripts.clone(),
+        store.clone(),
         tokio::runtime::Handle::current(),
     );
     let orchestrator = Orchestrator::start(store.clone(), executor, setup.ingress)

@@ -221,7 +221,7 @@ async fn start_node(
             queue_capacity: config.executor.queue_capacity,
             limits: config.executor_limits(),
         },
-        store.scripts.clone(),
+        store.clone(),
         tokio::runtime::Handle::current(),
     );
     let ingress = IngressConfig {
