@@ -21,9 +21,118 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `PICLOUD_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: String,
+    /// `PICLOUD_NODE_ID`: this node's name in outbox leases; a random one per start when unset.
+    pub node_id: Option<String>,
+    /// `PICLOUD_SECRETS_KEY_FILE`: the 32-byte key that encrypts app secrets at rest;
+    /// created (mode 0600) in the data directory on first start when unset.
+    pub secrets_key_file: Option<PathBuf>,
     pub executor: ExecutorSettings,
     pub limits: LimitSettings,
     pub http: HttpSettings,
+    pub events: EventSettings,
+    pub blobs: BlobSettings,
+    pub smtp: SmtpSettings,
+    pub outbound: OutboundSettings,
+}
+
+/// The outbox dispatcher and dead letters (`[events]`, `PICLOUD_EVENTS__...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventSettings {
+    /// Rows claimed (and committed) together.
+    pub batch_size: u32,
+    /// How long a claimed row stays ours before another node may take it.
+    pub lease_secs: u64,
+    /// Events running at once on this node.
+    pub max_in_flight: usize,
+    /// Retry backoff: base * 2^(attempt-1) with full jitter, capped.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Dead letters older than this are purged.
+    pub dead_letter_retention_days: u64,
+}
+
+/// Where blob bytes live (`[blobs]`): a local directory, or an S3-compatible bucket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlobSettings {
+    /// Local directory; `<data_dir>/blobs` when unset.
+    pub dir: Option<PathBuf>,
+    /// Set to use S3 (e.g. `http://127.0.0.1:9000` for MinIO) instead of the directory.
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_allow_http: bool,
+}
+
+/// Outgoing email (`[smtp]`). Without a host, messages go to the development mailbox
+/// that the admin API lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmtpSettings {
+    pub host: Option<String>,
+    pub port: u16,
+    /// `starttls` (default), `tls` or `none`.
+    pub security: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender when a script gives no `from`.
+    pub from: String,
+    pub timeout_ms: u64,
+}
+
+/// Outbound `http::*` from scripts (`[outbound]`): public addresses only, plus these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboundSettings {
+    /// Host names allowed whatever they resolve to.
+    pub allow_hosts: Vec<String>,
+    /// Address ranges allowed although not public (`10.1.0.0/16`).
+    pub allow_cidrs: Vec<String>,
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    pub max_redirects: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            batch_size: 100,
+            lease_secs: 60,
+            max_in_flight: 64,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+            dead_letter_retention_days: 30,
+        }
+    }
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            host: None,
+            port: 587,
+            security: "starttls".into(),
+            username: None,
+            password: None,
+            from: "picloud@localhost".into(),
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        OutboundSettings {
+            allow_hosts: Vec::new(),
+            allow_cidrs: Vec::new(),
+            timeout_ms: 10_000,
+            max_response_bytes: 5 * 1024 * 1024,
+            max_redirects: 5,
+        }
+    }
 }
 
 /// The script-thread pool.
@@ -72,9 +181,15 @@ impl Default for Config {
             database_url: None,
             admin_token: None,
             log_format: "text".into(),
+            node_id: None,
+            secrets_key_file: None,
             executor: ExecutorSettings::default(),
             limits: LimitSettings::default(),
             http: HttpSettings::default(),
+            events: EventSettings::default(),
+            blobs: BlobSettings::default(),
+            smtp: SmtpSettings::default(),
+            outbound: OutboundSettings::default(),
         }
     }
 }

@@ -96,10 +96,8 @@ fn init_logging(format: &str) {
     }
 }
 
-/// `main` for a cluster binary: parse `ServeArgs` and run `role`.
-///
-/// # Errors
-/// As `run`.
+/// `main` for a cluster binary: parse `ServeArgs`, run `role`, exit 1 with the error chain
+/// on failure.
 pub fn cluster_main(role: Role) -> anyhow::Result<()> {
     #[derive(clap::Parser)]
     struct Args {
