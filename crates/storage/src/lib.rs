@@ -10,12 +10,24 @@
 //!
 //! With the `conformance` feature, `conformance` holds the behaviour suite both backends
 //! pass and `testing` makes fresh, isolated databases for it.
+//!
+//! App data needs more than a URL: `connect_with` also takes where blob bytes go (a local
+//! directory or S3) and the key that encrypts secrets at rest (`StoreOptions`).
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use chrono::{DateTime, SubsecRound, Utc};
+use shared::store::ObjectStore;
 use shared::{Store, StoreError};
 
+pub mod crypto;
 mod error;
+pub mod objects;
 mod postgres;
 mod sqlite;
+
+pub use crypto::load_or_create_key;
+pub use objects::{LocalObjects, S3Objects, S3Options};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -63,11 +75,106 @@ pub struct InvalidUrl;
 /// # Errors
 /// `Backend` when the URL names no supported database, the database cannot be opened or
 /// reached, or a migration fails; the cause is in the error's source, not its message.
+///
+/// Blobs go to a `blobs` directory next to a SQLite file (a new directory under the system
+/// temp dir for PostgreSQL or an in-memory SQLite), and secrets are sealed with a random
+/// key that dies with the process: servers call [`connect_with`] instead.
 pub async fn connect(url: &str) -> Result<Store, StoreError> {
-    match backend_of(url).map_err(StoreError::backend)? {
-        Backend::Sqlite => sqlite::connect(url).await,
-        Backend::Postgres => postgres::connect(url).await,
+    let backend = backend_of(url).map_err(StoreError::backend)?;
+    let blob_dir = match backend {
+        Backend::Sqlite => sqlite::default_blob_dir(url),
+        Backend::Postgres => None,
     }
+    .unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("picloud-blobs-{}", uuid::Uuid::new_v4().simple()))
+    });
+    connect_with(
+        url,
+        StoreOptions {
+            blob_dir,
+            s3: None,
+            secret_key: crypto::random_key(),
+        },
+    )
+    .await
+}
+
+/// What app data needs besides the database.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Where local blob objects live (unused when `s3` is set); created when first needed.
+    pub blob_dir: PathBuf,
+    /// Keep blob objects in an S3-compatible bucket instead.
+    pub s3: Option<S3Options>,
+    /// Encrypts secrets at rest; see [`load_or_create_key`].
+    pub secret_key: [u8; crypto::KEY_LEN],
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("blob_dir", &self.blob_dir)
+            .field("s3", &self.s3)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// [`connect`], with blob storage and the secret key from `options`.
+///
+/// # Errors
+/// As [`connect`]; also `Backend` when the S3 options do not make a valid client.
+pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+    let backend = backend_of(url).map_err(StoreError::backend)?;
+    let data = DataParts {
+        objects: objects::build(options.s3.as_ref(), &options.blob_dir)?,
+        secrets: Arc::new(crypto::SecretBox::new(&options.secret_key)),
+    };
+    match backend {
+        Backend::Sqlite => sqlite::connect(url, data).await,
+        Backend::Postgres => postgres::connect(url, data).await,
+    }
+}
+
+/// What the backends' app-data repositories share beyond the pool.
+pub(crate) struct DataParts {
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) secrets: Arc<crypto::SecretBox>,
+}
+
+/// The least string above every string that starts with `prefix` (`None`: no bound), so
+/// `key >= prefix AND key < end` is a prefix match that uses the index and never treats
+/// input as a pattern. Byte order of UTF-8 is code point order, which is how both backends
+/// compare these columns (SQLite's BINARY, PostgreSQL's "C" collation).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => 0xE000,
+            n => n,
+        };
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// `at + ttl` for a KV write; a ttl too large to represent never expires.
+pub(crate) fn expiry(at: DateTime<Utc>, ttl: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let ttl = chrono::TimeDelta::from_std(ttl?).ok()?;
+    at.checked_add_signed(ttl)
+}
+
+/// Map a write that names an app: a foreign-key failure means the app is gone.
+pub(crate) fn app_missing(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e
+        && matches!(d.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
+    {
+        return StoreError::NotFound("app");
+    }
+    error::db(e)
 }
 
 /// The current time at the precision both backends keep (microseconds), so that what a
@@ -108,6 +215,23 @@ mod tests {
         assert!(!err.to_string().contains("secret-host"));
         let source = std::error::Error::source(&err).map(ToString::to_string);
         assert!(source.is_some_and(|s| s.contains("postgres://")));
+    }
+
+    #[test]
+    fn a_prefix_end_bounds_exactly_the_strings_with_that_prefix() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        let end = prefix_end("ab").expect("bound");
+        for inside in ["ab", "ab\u{10FFFF}", "abzzz"] {
+            assert!(inside >= "ab" && inside < end.as_str(), "{inside}");
+        }
+        for outside in ["aa", "ac", "b", "a"] {
+            assert!(!(outside >= "ab" && outside < end.as_str()), "{outside}");
+        }
     }
 
     #[test]

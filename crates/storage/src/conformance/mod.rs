@@ -8,6 +8,13 @@
 //!
 //! The setup path names an `async fn() -> testing::TestStore`. Timestamps written by the
 //! suite are whole milliseconds, the precision both backends are promised to keep.
+mod blobs;
+mod kv;
+mod settings;
+pub use blobs::*;
+pub use kv::*;
+pub use settings::*;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use shared::store::HttpMethod;
 use shared::store::{InvocationFilter, NewTrigger, TriggerSpec};
@@ -44,6 +51,22 @@ macro_rules! conformance_tests {
             a_duplicate_token_hash_is_a_conflict,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
+            kv_entries_can_be_set_read_listed_by_prefix_and_deleted,
+            kv_lists_page_with_the_after_cursor_without_gaps_or_repeats,
+            kv_entries_past_their_ttl_are_invisible_and_overwritten_by_set,
+            kv_increments_start_at_zero_and_twenty_concurrent_applies_all_count,
+            kv_incrementing_a_non_integer_is_a_conflict_and_commits_nothing,
+            kv_one_app_never_sees_or_lists_another_apps_keys_even_with_crafted_names,
+            kv_writes_for_a_missing_app_are_not_found,
+            objects_round_trip_and_a_missing_object_is_not_found,
+            blob_put_overwrite_and_delete_free_exactly_the_old_objects,
+            blobs_list_by_prefix_with_paging_and_empty_blobs_are_valid,
+            blob_names_of_one_app_are_invisible_to_another,
+            config_values_can_be_set_listed_overwritten_and_deleted,
+            secrets_round_trip_by_name_and_only_their_names_are_listed,
+            settings_and_mail_for_a_missing_app_are_not_found,
+            the_mailbox_lists_an_apps_messages_newest_first,
+            deleting_an_app_removes_its_kv_blobs_config_secrets_and_mail,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

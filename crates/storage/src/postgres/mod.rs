@@ -15,8 +15,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::error::db;
 
 mod apps;
+mod blobs;
 mod invocations;
+mod kv;
 mod scripts;
+mod settings;
 mod tokens;
 mod triggers;
 
@@ -27,13 +30,18 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
     1,
     "init",
     include_str!("../../migrations/postgres/0001_init.sql"),
+), (
+    "0003_data.sql",
+    3,
+    "data",
+    include_str!("../../migrations/postgres/0003_data.sql"),
 )];
 
 const POOL_SIZE: u32 = 8;
 const PING: &str = "SELECT 1";
 
 /// Connect to the PostgreSQL database that `url` names and migrate it.
-pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
+pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
     let options = PgConnectOptions::from_str(url).map_err(db)?;
     let pool = PgPoolOptions::new()
         .max_connections(POOL_SIZE)
@@ -47,6 +55,11 @@ pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
         triggers: Arc::new(triggers::PgTriggers(pool.clone())),
         invocations: Arc::new(invocations::PgInvocations(pool.clone())),
         tokens: Arc::new(tokens::PgTokens(pool.clone())),
+        kv: Arc::new(kv::PgKv(pool.clone())),
+        blobs: Arc::new(blobs::PgBlobs(pool.clone())),
+        objects: data.objects,
+        settings: Arc::new(settings::PgSettings::new(pool.clone(), data.secrets)),
+        mailbox: Arc::new(settings::PgMailbox(pool.clone())),
         health: Arc::new(PgHealth(pool)),
     })
 }

@@ -21,8 +21,12 @@ use sqlx::{Sqlite, Transaction};
 use crate::error::db;
 
 mod apps;
+mod blobs;
+pub(crate) use blobs::default_blob_dir;
 mod invocations;
+mod kv;
 mod scripts;
+mod settings;
 mod tokens;
 mod triggers;
 
@@ -33,6 +37,11 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
     1,
     "init",
     include_str!("../../migrations/sqlite/0001_init.sql"),
+), (
+    "0003_data.sql",
+    3,
+    "data",
+    include_str!("../../migrations/sqlite/0003_data.sql"),
 )];
 
 const POOL_SIZE: u32 = 4;
@@ -41,7 +50,7 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const PING: &str = "SELECT 1";
 
 /// Open (creating if needed) the SQLite file that `url` names and migrate it.
-pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
+pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
     let path = file_path(url);
     if let Some(parent) = Path::new(path)
         .parent()
@@ -63,16 +72,21 @@ pub(crate) async fn connect(url: &str) -> Result<Store, StoreError> {
         .await
         .map_err(db)?;
     migrator().run(&pool).await.map_err(StoreError::backend)?;
-    Ok(store(pool))
+    Ok(store(pool, data))
 }
 
-fn store(pool: SqlitePool) -> Store {
+fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
     Store {
         apps: Arc::new(apps::SqliteApps(pool.clone())),
         scripts: Arc::new(scripts::SqliteScripts(pool.clone())),
         triggers: Arc::new(triggers::SqliteTriggers(pool.clone())),
         invocations: Arc::new(invocations::SqliteInvocations(pool.clone())),
         tokens: Arc::new(tokens::SqliteTokens(pool.clone())),
+        kv: Arc::new(kv::SqliteKv(pool.clone())),
+        blobs: Arc::new(blobs::SqliteBlobs(pool.clone())),
+        objects: data.objects,
+        settings: Arc::new(settings::SqliteSettings::new(pool.clone(), data.secrets)),
+        mailbox: Arc::new(settings::SqliteMailbox(pool.clone())),
         health: Arc::new(SqliteHealth(pool)),
     }
 }
@@ -163,7 +177,7 @@ mod tests {
     async fn connect_creates_the_parent_directory_and_turns_on_wal_and_foreign_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nested/deeper/p.db");
-        let store = connect(&format!("sqlite://{}", path.display()))
+        let store = crate::connect(&format!("sqlite://{}", path.display()))
             .await
             .expect("connect");
         assert!(path.exists());
@@ -188,7 +202,9 @@ mod tests {
     async fn a_write_lock_held_past_the_busy_timeout_is_reported_as_busy() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.db");
-        let store = connect(&path.display().to_string()).await.expect("connect");
+        let store = crate::connect(&path.display().to_string())
+            .await
+            .expect("connect");
         let opts = SqliteConnectOptions::new()
             .filename(&path)
             .busy_timeout(Duration::from_millis(50));

@@ -1,0 +1,394 @@
+//! KV behaviour: reads through `store.kv`, writes through `store.outbox.apply` (the path a
+//! sync run's effects take), so what is tested is what scripts get.
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::{Effects, KvWrite, Store, StoreError};
+
+use super::app;
+
+fn set(key: &str, value: Value) -> KvWrite {
+    KvWrite::Set {
+        key: key.into(),
+        value,
+        ttl: None,
+    }
+}
+
+fn kv(writes: Vec<KvWrite>) -> Effects {
+    Effects {
+        kv: writes,
+        ..Effects::default()
+    }
+}
+
+async fn keys(
+    store: &Store,
+    app_name: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Vec<String> {
+    store
+        .kv
+        .list(&app(app_name), prefix, after, limit)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.key)
+        .collect()
+}
+
+pub async fn kv_entries_can_be_set_read_listed_by_prefix_and_deleted(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let shop = app("shop");
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![
+                set("user/1", json!({"name": "ada", "tags": [1, 2]})),
+                set("user/2", json!(null)),
+                set("users", json!("not under user/")),
+                set("cart/1", json!(3.5)),
+            ]),
+        )
+        .await
+        .expect("apply");
+    let entry = store
+        .kv
+        .get(&shop, "user/1")
+        .await
+        .expect("get")
+        .expect("set");
+    assert_eq!(entry.value, json!({"name": "ada", "tags": [1, 2]}));
+    assert_eq!(entry.expires_at, None);
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "user/2")
+            .await
+            .expect("get")
+            .map(|e| e.value),
+        Some(Value::Null),
+        "a stored null is an entry, not a missing key"
+    );
+    assert_eq!(
+        keys(store, "shop", "user/", None, 10).await,
+        ["user/1", "user/2"]
+    );
+    assert_eq!(
+        keys(store, "shop", "", None, 10).await,
+        ["cart/1", "user/1", "user/2", "users"]
+    );
+
+    assert!(store.kv.delete(&shop, "user/1").await.expect("delete"));
+    assert!(
+        !store
+            .kv
+            .delete(&shop, "user/1")
+            .await
+            .expect("delete again")
+    );
+    assert!(store.kv.get(&shop, "user/1").await.expect("get").is_none());
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![
+                KvWrite::Delete {
+                    key: "user/2".into(),
+                },
+                set("cart/1", json!(4)),
+            ]),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(keys(store, "shop", "", None, 10).await, ["cart/1", "users"]);
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "cart/1")
+            .await
+            .expect("get")
+            .expect("kept")
+            .value,
+        json!(4)
+    );
+}
+
+pub async fn kv_lists_page_with_the_after_cursor_without_gaps_or_repeats(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let writes = (0..25)
+        .map(|i| set(&format!("k/{i:02}"), json!(i)))
+        .collect();
+    store
+        .outbox
+        .apply(&app("shop"), &kv(writes))
+        .await
+        .expect("apply");
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = keys(store, "shop", "k/", after.as_deref(), 10).await;
+        assert!(page.len() <= 10);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        seen.extend(page);
+        after = Some(last);
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("k/{i:02}")).collect();
+    assert_eq!(seen, expected);
+}
+
+pub async fn kv_entries_past_their_ttl_are_invisible_and_overwritten_by_set(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let shop = app("shop");
+    let ttl = |key: &str, secs: u64| KvWrite::Set {
+        key: key.into(),
+        value: json!("v"),
+        ttl: Some(Duration::from_secs(secs)),
+    };
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![
+                ttl("gone", 0),
+                ttl("alive", 3600),
+                set("plain", json!(1)),
+            ]),
+        )
+        .await
+        .expect("apply");
+    assert!(store.kv.get(&shop, "gone").await.expect("get").is_none());
+    let alive = store
+        .kv
+        .get(&shop, "alive")
+        .await
+        .expect("get")
+        .expect("alive");
+    assert!(alive.expires_at.is_some_and(|at| at > alive.updated_at));
+    assert_eq!(keys(store, "shop", "", None, 10).await, ["alive", "plain"]);
+    assert!(!store.kv.delete(&shop, "gone").await.expect("delete"));
+
+    // An expired counter starts again from zero; a set replaces the expiry.
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![
+                KvWrite::Set {
+                    key: "n".into(),
+                    value: json!(41),
+                    ttl: Some(Duration::ZERO),
+                },
+                KvWrite::Incr {
+                    key: "n".into(),
+                    by: 5,
+                },
+                set("gone", json!("back")),
+            ]),
+        )
+        .await
+        .expect("apply");
+    let n = store.kv.get(&shop, "n").await.expect("get").expect("n");
+    assert_eq!(n.value, json!(5));
+    assert_eq!(n.expires_at, None);
+    let back = store
+        .kv
+        .get(&shop, "gone")
+        .await
+        .expect("get")
+        .expect("set again");
+    assert_eq!(back.value, json!("back"));
+    assert_eq!(back.expires_at, None);
+}
+
+pub async fn kv_increments_start_at_zero_and_twenty_concurrent_applies_all_count(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let shop = app("shop");
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![KvWrite::Incr {
+                key: "n".into(),
+                by: -3,
+            }]),
+        )
+        .await
+        .expect("first incr");
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "n")
+            .await
+            .expect("get")
+            .expect("n")
+            .value,
+        json!(-3)
+    );
+    let runs: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, shop) = (store.clone(), shop.clone());
+            tokio::spawn(async move {
+                store
+                    .outbox
+                    .apply(
+                        &shop,
+                        &kv(vec![KvWrite::Incr {
+                            key: "n".into(),
+                            by: 2,
+                        }]),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("join").expect("incr");
+    }
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "n")
+            .await
+            .expect("get")
+            .expect("n")
+            .value,
+        json!(37)
+    );
+}
+
+pub async fn kv_incrementing_a_non_integer_is_a_conflict_and_commits_nothing(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let shop = app("shop");
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![
+                set("s", json!("7")),
+                set("f", json!(1.5)),
+                set("o", json!({"a": 1})),
+            ]),
+        )
+        .await
+        .expect("apply");
+    for key in ["s", "f", "o"] {
+        let err = store
+            .outbox
+            .apply(
+                &shop,
+                &kv(vec![
+                    set("side", json!(true)),
+                    KvWrite::Incr {
+                        key: key.into(),
+                        by: 1,
+                    },
+                ]),
+            )
+            .await
+            .expect_err("incr of a non-integer");
+        assert!(
+            matches!(err, StoreError::Conflict("kv integer")),
+            "{key}: {err:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "s")
+            .await
+            .expect("get")
+            .expect("s")
+            .value,
+        json!("7")
+    );
+    assert_eq!(
+        store
+            .kv
+            .get(&shop, "f")
+            .await
+            .expect("get")
+            .expect("f")
+            .value,
+        json!(1.5)
+    );
+    assert!(
+        store.kv.get(&shop, "side").await.expect("get").is_none(),
+        "the apply rolled back"
+    );
+}
+
+pub async fn kv_one_app_never_sees_or_lists_another_apps_keys_even_with_crafted_names(
+    store: &Store,
+) {
+    store.apps.create(&app("a")).await.expect("create app");
+    store.apps.create(&app("b")).await.expect("create app");
+    let long = "x".repeat(4096);
+    let crafted = [
+        "../b/x",
+        "%",
+        "_",
+        "b/%",
+        "\\",
+        "'; DROP TABLE kv; --",
+        long.as_str(),
+        "é/ü",
+    ];
+    let writes = crafted.iter().map(|k| set(k, json!("b's"))).collect();
+    store
+        .outbox
+        .apply(&app("b"), &kv(writes))
+        .await
+        .expect("apply b");
+    store
+        .outbox
+        .apply(&app("a"), &kv(vec![set("mine", json!(1))]))
+        .await
+        .expect("apply a");
+
+    for key in crafted {
+        assert!(
+            store.kv.get(&app("a"), key).await.expect("get").is_none(),
+            "{key}"
+        );
+        assert!(
+            !store.kv.delete(&app("a"), key).await.expect("delete"),
+            "{key}"
+        );
+        let got = store
+            .kv
+            .get(&app("b"), key)
+            .await
+            .expect("get")
+            .expect("b keeps it");
+        assert_eq!(got.key, key);
+    }
+    assert_eq!(keys(store, "a", "", None, 100).await, ["mine"]);
+    // `%` and `_` are characters, not patterns.
+    assert_eq!(keys(store, "b", "%", None, 100).await, ["%"]);
+    assert_eq!(keys(store, "b", "_", None, 100).await, ["_"]);
+    assert_eq!(keys(store, "b", "b/", None, 100).await, ["b/%"]);
+    assert_eq!(keys(store, "b", "", None, 100).await.len(), crafted.len());
+}
+
+pub async fn kv_writes_for_a_missing_app_are_not_found(store: &Store) {
+    let err = store
+        .outbox
+        .apply(&app("ghost"), &kv(vec![set("k", json!(1))]))
+        .await
+        .expect_err("no such app");
+    assert!(matches!(err, StoreError::NotFound("app")), "{err:?}");
+    assert!(
+        store
+            .kv
+            .get(&app("ghost"), "k")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

@@ -1,0 +1,219 @@
+//! Secrets at rest: XChaCha20-Poly1305 under the server's 32-byte key.
+//!
+//! What must stay true:
+//! - every seal uses a fresh random 24-byte nonce, stored next to the ciphertext;
+//! - the associated data is `app + "\0" + name`, so a ciphertext copied to another app or
+//!   another name fails to open instead of leaking under the wrong name (app names cannot
+//!   contain NUL, so the pair is unambiguous);
+//! - a failure to open says nothing about the key, the value or the row.
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use shared::AppName;
+
+/// Bytes in a key file and in `StoreOptions::secret_key`.
+pub const KEY_LEN: usize = 32;
+/// Bytes in a stored nonce.
+pub(crate) const NONCE_LEN: usize = 24;
+
+/// A stored secret could not be sealed or opened (wrong key, moved or damaged row).
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("a stored secret could not be decrypted")]
+    Open,
+    #[error("a secret could not be encrypted")]
+    Seal,
+}
+
+/// Seals and opens secret values with the server's key.
+pub(crate) struct SecretBox {
+    cipher: XChaCha20Poly1305,
+}
+
+impl SecretBox {
+    pub(crate) fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new(&Key::from(*key)),
+        }
+    }
+
+    /// Encrypt `value` for (`app`, `name`); returns (nonce, ciphertext).
+    pub(crate) fn seal(
+        &self,
+        app: &AppName,
+        name: &str,
+        value: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let aad = aad(app, name);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CryptoError::Seal)?;
+        Ok((nonce.to_vec(), ciphertext))
+    }
+
+    /// Decrypt what `seal` returned for the same (`app`, `name`).
+    pub(crate) fn open(
+        &self,
+        app: &AppName,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<String, CryptoError> {
+        let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| CryptoError::Open)?;
+        let aad = aad(app, name);
+        let plain = self
+            .cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CryptoError::Open)?;
+        String::from_utf8(plain).map_err(|_| CryptoError::Open)
+    }
+}
+
+fn aad(app: &AppName, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(app.as_str().len() + 1 + name.len());
+    aad.extend_from_slice(app.as_str().as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// A fresh random key, for `connect` without a configured key (its secrets do not outlive
+/// the process in any useful way) and for tests.
+pub fn random_key() -> [u8; KEY_LEN] {
+    rand::random()
+}
+
+/// Read the 32-byte key in `path`, or create the file with a random key (permissions 0600
+/// on Unix) when it does not exist. The file holds exactly the 32 raw bytes.
+///
+/// # Errors
+/// The file cannot be read or created, or it does not hold exactly 32 bytes
+/// (`InvalidData`): a damaged key file is never silently replaced.
+pub fn load_or_create_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
+    match read_key(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            let key = random_key();
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        // Another process created it between our read and our create: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
+    let file = std::fs::File::open(path)?;
+    let mut raw = Vec::with_capacity(KEY_LEN + 1);
+    file.take(KEY_LEN as u64 + 1).read_to_end(&mut raw)?;
+    <[u8; KEY_LEN]>::try_from(raw.as_slice()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the secret key file must hold exactly 32 bytes",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str) -> AppName {
+        AppName::parse(name).expect("app name")
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_under_its_own_app_and_name() {
+        let sealer = SecretBox::new(&random_key());
+        let (nonce, ct) = sealer.seal(&app("shop"), "token", "s3cr3t").expect("seal");
+        assert_eq!(
+            sealer
+                .open(&app("shop"), "token", &nonce, &ct)
+                .expect("open"),
+            "s3cr3t"
+        );
+        assert!(sealer.open(&app("blog"), "token", &nonce, &ct).is_err());
+        assert!(sealer.open(&app("shop"), "other", &nonce, &ct).is_err());
+        assert!(!ct.windows(6).any(|w| w == b"s3cr3t"));
+    }
+
+    #[test]
+    fn another_key_or_a_damaged_ciphertext_does_not_open() {
+        let sealer = SecretBox::new(&random_key());
+        let (nonce, mut ct) = sealer.seal(&app("shop"), "k", "value").expect("seal");
+        assert!(
+            SecretBox::new(&random_key())
+                .open(&app("shop"), "k", &nonce, &ct)
+                .is_err()
+        );
+        ct[0] ^= 1;
+        assert!(sealer.open(&app("shop"), "k", &nonce, &ct).is_err());
+        assert!(sealer.open(&app("shop"), "k", &nonce[..10], &ct).is_err());
+    }
+
+    #[test]
+    fn two_seals_of_one_value_use_different_nonces() {
+        let sealer = SecretBox::new(&random_key());
+        let a = sealer.seal(&app("shop"), "k", "same").expect("seal");
+        let b = sealer.seal(&app("shop"), "k", "same").expect("seal");
+        assert_ne!(a.0, b.0);
+        assert_ne!(a.1, b.1);
+    }
+
+    #[test]
+    fn the_key_file_is_created_private_once_and_then_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/secret.key");
+        let first = load_or_create_key(&path).expect("create");
+        let again = load_or_create_key(&path).expect("read");
+        assert_eq!(first, again);
+        assert_eq!(std::fs::read(&path).expect("read"), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_key_file_of_the_wrong_length_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret.key");
+        std::fs::write(&path, b"short").expect("write");
+        let err = load_or_create_key(&path).expect_err("short key");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(std::fs::read(&path).expect("read"), b"short");
+    }
+}
