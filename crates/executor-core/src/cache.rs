@@ -1,5 +1,6 @@
-//! Compiled scripts, by (app, script): the active version's AST, compiled once on the
-//! first run after a deploy and reused until a catalog change drops it.
+//! Compiled scripts, by (app, script): the active version's AST (and, once imported, its
+//! module), compiled once on the first run after a deploy and reused until a catalog
+//! change drops it.
 //!
 //! What must stay true: an entry never outlives the invalidation of its script. A loader
 //! reads the generation before it reads the store and inserts only if no invalidation
@@ -7,15 +8,28 @@
 //! that lands while an old version is being loaded cannot be hidden by a stale insert.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use rhai::AST;
+use rhai::{AST, Module, Shared};
 use shared::{AppName, ScriptName};
 
 /// One compiled script version.
 pub(crate) struct Compiled {
     pub(crate) version: i64,
     pub(crate) ast: AST,
+    /// The script evaluated as a module, the first time another script imports it; it
+    /// lives and dies with this version's entry.
+    pub(crate) module: OnceLock<Shared<Module>>,
+}
+
+impl Compiled {
+    pub(crate) fn new(version: i64, ast: AST) -> Self {
+        Compiled {
+            version,
+            ast,
+            module: OnceLock::new(),
+        }
+    }
 }
 
 /// By app, then script: a lookup borrows the names instead of building a key.
@@ -78,10 +92,7 @@ mod tests {
     use super::*;
 
     fn compiled(version: i64) -> Arc<Compiled> {
-        Arc::new(Compiled {
-            version,
-            ast: AST::empty(),
-        })
+        Arc::new(Compiled::new(version, AST::empty()))
     }
 
     fn names(app: &str, script: &str) -> (AppName, ScriptName) {

@@ -18,6 +18,7 @@ use shared::{
 use tokio::sync::oneshot;
 
 use crate::cache::{AstCache, Compiled};
+use crate::context::HostGuard;
 use crate::limits::Limits;
 use crate::pool::{Pool, SubmitError};
 use crate::sandbox::Sandbox;
@@ -46,12 +47,13 @@ struct Job {
     reply: oneshot::Sender<Result<Execution, ExecError>>,
 }
 
-/// What the script threads share.
-struct Runner {
-    sandbox: Sandbox,
+/// What the script threads share; host calls reach it through the run's context.
+pub(crate) struct Runner {
+    pub(crate) sandbox: Sandbox,
     cache: AstCache,
-    store: Store,
-    rt: tokio::runtime::Handle,
+    pub(crate) store: Store,
+    /// The runtime that owns the store's pools; script threads `block_on` it.
+    pub(crate) rt: tokio::runtime::Handle,
 }
 
 pub struct Executor {
@@ -107,7 +109,7 @@ impl Executor {
 }
 
 impl Runner {
-    fn run(&self, inv: &Invocation) -> Result<Execution, ExecError> {
+    fn run(self: &Arc<Self>, inv: &Invocation) -> Result<Execution, ExecError> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let compiled = match self.load(&inv.app, &inv.script) {
@@ -135,14 +137,16 @@ impl Runner {
                 }));
             }
         };
+        let host = HostGuard::start(Arc::clone(self), inv.app.clone(), inv.script.clone());
         let out = self.sandbox.run(&compiled.ast, &inv.input);
+        let effects = host.finish(out.result.is_ok());
         Ok(self.finish(Execution {
             version: compiled.version,
             started_at,
             duration: clock.elapsed(),
             logs: out.logs,
             result: out.result,
-            effects: Effects::default(),
+            effects,
         }))
     }
 
@@ -162,7 +166,7 @@ impl Runner {
     }
 
     /// The compiled active version, from the cache or loaded and compiled now.
-    fn load(&self, app: &AppName, script: &ScriptName) -> Result<Arc<Compiled>, Loaded> {
+    pub(crate) fn load(&self, app: &AppName, script: &ScriptName) -> Result<Arc<Compiled>, Loaded> {
         if let Some(hit) = self.cache.get(app, script) {
             return Ok(hit);
         }
@@ -182,17 +186,14 @@ impl Runner {
                 version: active.version,
                 error,
             })?;
-        let compiled = Arc::new(Compiled {
-            version: active.version,
-            ast,
-        });
+        let compiled = Arc::new(Compiled::new(active.version, ast));
         self.cache
             .insert_if_current(app, script, Arc::clone(&compiled), generation);
         Ok(compiled)
     }
 }
 
-enum Loaded {
+pub(crate) enum Loaded {
     Missing(ExecError),
     Broken { version: i64, error: CompileError },
 }

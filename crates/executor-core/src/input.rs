@@ -42,7 +42,10 @@ fn event_map(event: &Event) -> Map {
     map.insert("max_attempts".into(), i64::from(event.max_attempts).into());
     map.insert(
         "scheduled_at".into(),
-        event.scheduled_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+        event
+            .scheduled_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into(),
     );
     map
 }

@@ -7,15 +7,18 @@
 //!   shapes the result as an HTTP response (`output`).
 //! - Deploys invalidate the cache through `CatalogListener`; compile checks at deploy go
 //!   through `ScriptChecker`.
-mod cache; // (app, script) -> compiled active version
+mod cache; // (app, script) -> compiled active version (and its module once imported)
+mod context; // the run's app, buffered effects, written objects, invoke depth, imports
+mod error; // HostError: what a failing host call tells the script
 mod executor; // the pool + cache + sandbox behind ExecutorClient
-mod host; // the script modules: log, json, time, uuid, base64, crypto
-mod input; // `request` for HTTP invocations
+mod host; // the script modules: log, json, time, uuid, base64, crypto, kv, blob, ...
+mod input; // `request` for HTTP invocations, `event` for events
 pub mod limits; // per-invocation limits and their defaults
+mod modules; // `import "x"` resolves the app's own script x
 mod output; // return value -> ScriptOutput, `response(...)`
 mod pool; // named script threads fed by a bounded channel
-mod run_state;
-pub mod sandbox; // the engine, compile and run, failure classification // per-thread budget, deadline and log buffer of the run in progress
+mod run_state; // per-thread budget, deadline and log buffer of the run in progress
+pub mod sandbox; // the engine, compile and run, failure classification
 
 pub use executor::{Executor, ExecutorConfig};
 pub use limits::Limits;

@@ -24,6 +24,14 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Bytes of captured log text (`print`, `debug`, `log::*`) per run.
     pub max_log_bytes: usize,
+    /// Bytes of one KV value, written as JSON.
+    pub max_kv_value_bytes: usize,
+    /// Bytes of one blob (empty blobs are allowed).
+    pub max_blob_bytes: usize,
+    /// Bytes of one emitted payload as JSON (publish, send, invoke, email).
+    pub max_payload_bytes: usize,
+    /// Nested `invoke` calls on top of the run itself.
+    pub max_invoke_depth: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +46,10 @@ impl Default for Limits {
             max_map_len: 100_000,
             max_output_bytes: 1024 * 1024,
             max_log_bytes: 64 * 1024,
+            max_kv_value_bytes: 256 * 1024,
+            max_blob_bytes: 10 * 1024 * 1024,
+            max_payload_bytes: 256 * 1024,
+            max_invoke_depth: 8,
         }
     }
 }

@@ -5,6 +5,10 @@
 //! the engine is shared by every script thread, so what belongs to one run lives in
 //! thread-locals that `RunGuard` sets before the run and clears after it (also when the
 //! run panics). A thread runs one script at a time, so this is never shared.
+//!
+//! One budget per top-level run: a nested evaluation (`invoke`, loading an imported
+//! module) starts Rhai's operation counter from zero, so `nested` carries the operations
+//! spent so far into it and adds what it spent back to the caller's.
 use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
@@ -23,6 +27,8 @@ pub(crate) enum Termination {
 struct Budget {
     max_operations: u64,
     deadline: Instant,
+    /// Operations spent outside the evaluation in progress (by callers or callees).
+    base: u64,
 }
 
 #[derive(Default)]
@@ -35,6 +41,8 @@ struct LogBuffer {
 
 thread_local! {
     static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+    /// Operations of the whole run as of the last progress callback.
+    static SPENT: Cell<u64> = const { Cell::new(0) };
     static LOGS: RefCell<LogBuffer> = RefCell::new(LogBuffer::default());
 }
 
@@ -47,7 +55,9 @@ pub(crate) const LOG_TRUNCATED: &str = "... log truncated";
 pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<Dynamic> {
     match BUDGET.get() {
         Some(budget) => {
-            if operations > budget.max_operations {
+            let total = budget.base.saturating_add(operations);
+            SPENT.set(total);
+            if total > budget.max_operations {
                 Some(Dynamic::from(Termination::Operations))
             } else if operations & 1023 == 0 && Instant::now() >= budget.deadline {
                 Some(Dynamic::from(Termination::Timeout))
@@ -58,6 +68,27 @@ pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<D
         None if operations > fallback_max_ops => Some(Dynamic::from(Termination::Operations)),
         None => None,
     }
+}
+
+/// Run a nested evaluation under the current run's budget: it starts with the
+/// operations spent so far, and what it spends counts for the caller afterwards.
+/// Outside a run, `f` just runs.
+pub(crate) fn nested<T>(f: impl FnOnce() -> T) -> T {
+    let Some(outer) = BUDGET.get() else {
+        return f();
+    };
+    let start = SPENT.get();
+    BUDGET.set(Some(Budget {
+        base: start,
+        ..outer
+    }));
+    let out = f();
+    let consumed = SPENT.get().saturating_sub(start);
+    BUDGET.set(Some(Budget {
+        base: outer.base.saturating_add(consumed),
+        ..outer
+    }));
+    out
 }
 
 /// Add a line to the current run's log, up to its byte cap; past the cap one
@@ -93,7 +124,9 @@ impl RunGuard {
         BUDGET.set(Some(Budget {
             max_operations,
             deadline,
+            base: 0,
         }));
+        SPENT.set(0);
         LOGS.with_borrow_mut(|buf| {
             *buf = LogBuffer {
                 max_bytes: max_log_bytes,
@@ -112,6 +145,7 @@ impl RunGuard {
 impl Drop for RunGuard {
     fn drop(&mut self) {
         BUDGET.set(None);
+        SPENT.set(0);
         LOGS.with_borrow_mut(|buf| *buf = LogBuffer::default());
     }
 }
@@ -145,6 +179,20 @@ mod tests {
         assert_eq!(timeout, Some(Termination::Timeout));
         let ops = check_progress(5001, 0).map(|d| d.cast::<Termination>());
         assert_eq!(ops, Some(Termination::Operations));
+    }
+
+    #[test]
+    fn a_nested_evaluation_shares_the_budget_of_its_run() {
+        let _guard = RunGuard::start(1000, Instant::now() + Duration::from_secs(5), 10);
+        assert!(check_progress(400, 0).is_none());
+        let inside = nested(|| {
+            assert!(check_progress(500, 0).is_none(), "400 + 500 is within 1000");
+            check_progress(601, 0).map(|d| d.cast::<Termination>())
+        });
+        assert_eq!(inside, Some(Termination::Operations), "400 + 601 is over");
+        // Back in the caller, its own counter goes on from 400 plus the 601 of the callee.
+        let after = check_progress(401, 0).map(|d| d.cast::<Termination>());
+        assert_eq!(after, Some(Termination::Operations));
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! The Rhai engine with its limits and host modules, usable without the thread pool.
 //!
-//! What must stay true: one engine, built once; no filesystem (the module resolver is a
-//! dummy), no `eval`, never the `unchecked` feature; every run gets its operation budget
+//! What must stay true: one engine, built once; no filesystem (imports resolve only to
+//! the running app's scripts, through the run's context), no `eval`, never the `unchecked` feature; every run gets its operation budget
 //! and deadline through the thread-local run state, so the progress callback can stop it
 //! and say whether time or operations ran out.
 use std::time::Instant;
 
-use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{AST, Dynamic, Engine, EvalAltResult};
 use shared::{
     CompileError, FailureKind, InvocationInput, LogLevel, LogLine, ScriptChecker, ScriptFailure,
@@ -14,6 +13,7 @@ use shared::{
 };
 
 use crate::limits::{Limits, human_duration};
+use crate::modules::AppModules;
 use crate::run_state::{self, RunGuard, Termination};
 use crate::{host, input, output};
 
@@ -33,7 +33,7 @@ pub struct RunOutput {
 impl Sandbox {
     pub fn new(limits: &Limits) -> Self {
         let mut engine = Engine::new();
-        engine.set_module_resolver(DummyModuleResolver::new());
+        engine.set_module_resolver(AppModules);
         engine.disable_symbol("eval");
         engine.set_max_call_levels(limits.max_call_depth);
         engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
@@ -486,9 +486,13 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let f = failure(&out);
         assert_eq!(f.kind, FailureKind::Error);
-        assert!(f.message.contains("Module not found"), "{}", f.message);
+        assert!(f.message.contains("not found"), "{}", f.message);
         let out = run(r#"import "x" as m; 1"#);
-        assert!(failure(&out).message.contains("Module not found"));
+        assert!(
+            failure(&out).message.contains("module 'x' not found"),
+            "{}",
+            failure(&out).message
+        );
     }
 
     #[test]

@@ -2,27 +2,46 @@
 //! registered as a static module (`log::info`, `json::parse`, ...).
 //!
 //! Rules every host function keeps: no filesystem, process or network access (except
-//! through `http::*`, later); failures are plain script errors in our own words, never a
-//! `Debug` dump or a host path.
+//! through `http::*`); failures are plain script errors in our own words, never a
+//! `Debug` dump or a host path. Calls that touch the app's data (kv, blob, messaging,
+//! config, secrets, email) find their app in the run's context (`crate::context`), open
+//! a `host.<module>.<fn>` span with the app only, and buffer their writes as effects.
 use rhai::{Engine, Module, Shared};
 
 mod base64;
+mod blob;
 mod crypto;
+mod email;
 mod json;
+mod kv;
 mod log;
+mod messaging;
+mod page;
+mod settings;
 mod time;
 mod uuid;
+mod value;
+
+pub(crate) use value::printable;
 
 pub(crate) fn register_all(engine: &mut Engine) {
-    let modules: [(&str, Module); 6] = [
+    let modules: [(&str, Module); _] = [
         ("log", log::module()),
         ("json", json::module()),
         ("time", time::module()),
         ("uuid", uuid::module()),
         ("base64", base64::module()),
         ("crypto", crypto::module()),
+        ("kv", kv::module()),
+        ("blob", blob::module()),
+        ("pubsub", messaging::pubsub_module()),
+        ("queue", messaging::queue_module()),
+        ("config", settings::config_module()),
+        ("secrets", settings::secrets_module()),
+        ("email", email::module()),
     ];
     for (name, module) in modules {
         engine.register_static_module(name, Shared::new(module));
     }
+    messaging::register(engine);
 }
