@@ -23,8 +23,9 @@ async fn a_fresh_postgres_url_puts_the_tables_in_its_own_schema() {
     .fetch_one(&mut conn)
     .await
     .expect("count tables");
-    // apps, scripts, script_versions, triggers, invocations, api_tokens, _sqlx_migrations
-    assert_eq!(tables, 7);
+    // apps, scripts, script_versions, triggers, invocations, api_tokens, _sqlx_migrations;
+    // outbox, dead_letters, idempotency_keys; kv, blobs, app_config, app_secrets, mailbox
+    assert_eq!(tables, 15);
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut conn)
         .await
