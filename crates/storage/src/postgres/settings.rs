@@ -185,3 +185,136 @@ impl MailboxRepository for PgMailbox {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAW: &str = "SELECT nonce, ciphertext FROM app_secrets WHERE app = $1 AND name = $2";
+    const COPY: &str = "INSERT INTO app_secrets (app, name, nonce, ciphertext, updated_at)
+         SELECT $3, $4, nonce, ciphertext, updated_at FROM app_secrets
+         WHERE app = $1 AND name = $2";
+
+    #[tokio::test]
+    async fn secrets_are_sealed_in_their_rows_and_a_copied_row_does_not_open() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let store = crate::connect(&url).await.expect("connect");
+        let pool = PgPool::connect(&url).await.expect("pool");
+        let (shop, blog) = (
+            AppName::parse("shop").expect("app"),
+            AppName::parse("blog").expect("app"),
+        );
+        store.apps.create(&shop).await.expect("create");
+        store.apps.create(&blog).await.expect("create");
+        let value = "sk_live_do-not-leak";
+        store
+            .settings
+            .secret_set(&shop, "stripe", value)
+            .await
+            .expect("set");
+
+        let (nonce, ciphertext): (Vec<u8>, Vec<u8>) = sqlx::query_as(RAW)
+            .bind("shop")
+            .bind("stripe")
+            .fetch_one(&pool)
+            .await
+            .expect("raw row");
+        assert_eq!(nonce.len(), crate::crypto::NONCE_LEN);
+        assert!(
+            !ciphertext
+                .windows(value.len())
+                .any(|w| w == value.as_bytes())
+        );
+
+        for (app, name) in [("blog", "stripe"), ("shop", "paypal")] {
+            sqlx::query(COPY)
+                .bind("shop")
+                .bind("stripe")
+                .bind(app)
+                .bind(name)
+                .execute(&pool)
+                .await
+                .expect("copy the row");
+            let app = AppName::parse(app).expect("app");
+            let err = store
+                .settings
+                .secret_get(&app, name)
+                .await
+                .expect_err("moved row");
+            assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+            assert!(!err.to_string().contains(value));
+        }
+        assert_eq!(
+            store
+                .settings
+                .secret_get(&shop, "stripe")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some(value)
+        );
+        store.health.close().await;
+        // The schema name is the test helper's (a fixed prefix and hex digits), never input.
+        let schema = url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned());
+        let schema = schema.expect("a test schema");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .expect("drop the test schema");
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_puts_of_one_name_hand_back_every_replaced_object_once() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let store = crate::connect(&url).await.expect("connect");
+        let pool = PgPool::connect(&url).await.expect("pool");
+        let shop = AppName::parse("shop").expect("app");
+        store.apps.create(&shop).await.expect("create");
+        let puts: Vec<_> = (0..12)
+            .map(|i| {
+                let (pool, shop) = (pool.clone(), shop.clone());
+                tokio::spawn(async move {
+                    let mut tx = pool.begin().await.expect("begin");
+                    let write = shared::BlobWrite::Put {
+                        name: "same".into(),
+                        object: format!("shop/object-{i}"),
+                        size: 1,
+                        content_type: None,
+                    };
+                    let freed = crate::postgres::blobs::apply_blobs(&mut tx, &shop, &[write])
+                        .await
+                        .expect("apply");
+                    tx.commit().await.expect("commit");
+                    freed
+                })
+            })
+            .collect();
+        let mut freed = Vec::new();
+        for put in puts {
+            freed.extend(put.await.expect("join"));
+        }
+        let current = store
+            .blobs
+            .get(&shop, "same")
+            .await
+            .expect("get")
+            .expect("named");
+        freed.push(current.object);
+        freed.sort();
+        let mut all: Vec<String> = (0..12).map(|i| format!("shop/object-{i}")).collect();
+        all.sort();
+        assert_eq!(
+            freed, all,
+            "each object is either current or freed, exactly once"
+        );
+        store.health.close().await;
+        let schema = url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned());
+        let schema = schema.expect("a test schema");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .expect("drop the test schema");
+        pool.close().await;
+    }
+}

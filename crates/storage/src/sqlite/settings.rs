@@ -194,3 +194,76 @@ impl MailboxRepository for SqliteMailbox {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAW: &str = "SELECT nonce, ciphertext FROM app_secrets WHERE app = ?1 AND name = ?2";
+    const COPY: &str = "INSERT INTO app_secrets (app, name, nonce, ciphertext, updated_at)
+         SELECT ?3, ?4, nonce, ciphertext, updated_at FROM app_secrets
+         WHERE app = ?1 AND name = ?2";
+
+    #[tokio::test]
+    async fn secrets_are_sealed_in_their_rows_and_a_copied_row_does_not_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let store = crate::connect(&url).await.expect("connect");
+        let pool = SqlitePool::connect(&url).await.expect("pool");
+        let (shop, blog) = (
+            AppName::parse("shop").expect("app"),
+            AppName::parse("blog").expect("app"),
+        );
+        store.apps.create(&shop).await.expect("create");
+        store.apps.create(&blog).await.expect("create");
+        let value = "sk_live_do-not-leak";
+        store
+            .settings
+            .secret_set(&shop, "stripe", value)
+            .await
+            .expect("set");
+
+        let (nonce, ciphertext): (Vec<u8>, Vec<u8>) = sqlx::query_as(RAW)
+            .bind("shop")
+            .bind("stripe")
+            .fetch_one(&pool)
+            .await
+            .expect("raw row");
+        assert_eq!(nonce.len(), crate::crypto::NONCE_LEN);
+        assert!(
+            !ciphertext
+                .windows(value.len())
+                .any(|w| w == value.as_bytes())
+        );
+
+        for (app, name) in [("blog", "stripe"), ("shop", "paypal")] {
+            sqlx::query(COPY)
+                .bind("shop")
+                .bind("stripe")
+                .bind(app)
+                .bind(name)
+                .execute(&pool)
+                .await
+                .expect("copy the row");
+            let app = AppName::parse(app).expect("app");
+            let err = store
+                .settings
+                .secret_get(&app, name)
+                .await
+                .expect_err("moved row");
+            assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+            assert!(!err.to_string().contains(value));
+        }
+        assert_eq!(
+            store
+                .settings
+                .secret_get(&shop, "stripe")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some(value)
+        );
+        pool.close().await;
+        store.health.close().await;
+    }
+}
