@@ -9,10 +9,16 @@
 //! The setup path names an `async fn() -> testing::TestStore`. Timestamps written by the
 //! suite are whole milliseconds, the precision both backends are promised to keep.
 mod blobs;
+mod cron;
+mod dead_letters;
 mod kv;
+mod outbox;
 mod settings;
 pub use blobs::*;
+pub use cron::*;
+pub use dead_letters::*;
 pub use kv::*;
+pub use outbox::*;
 pub use settings::*;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -51,6 +57,31 @@ macro_rules! conformance_tests {
             a_duplicate_token_hash_is_a_conflict,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
+            publish_fans_out_to_every_subscriber_and_to_nobody_without_one,
+            send_goes_to_the_consumer_or_waits_parked_until_the_queue_trigger_exists,
+            an_idempotency_key_sends_once_per_queue,
+            a_delayed_send_is_not_claimable_before_its_time,
+            a_claim_leases_rows_until_the_lease_expires,
+            a_done_commit_deletes_the_row_applies_emits_and_records_the_attempt,
+            a_retry_bumps_the_attempt_and_the_due_time,
+            a_retry_due_now_is_claimed_again_as_the_next_attempt,
+            dead_writes_a_dead_letter_and_fans_out_but_a_dead_dead_letter_event_does_not,
+            a_commit_with_a_lost_lease_skips_only_that_event,
+            an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits,
+            a_thousand_rows_claimed_by_four_concurrent_claimers_go_out_once,
+            next_due_at_is_none_for_an_empty_outbox_and_the_oldest_row_otherwise,
+            inserted_wakes_after_a_commit_that_inserted_rows,
+            invoke_async_and_email_become_rows_with_five_attempts,
+            applying_effects_to_a_missing_app_is_not_found,
+            deleting_an_app_removes_its_outbox_rows_and_dead_letters,
+            fire_cron_fires_once_per_slot_and_refuses_an_older_or_equal_slot,
+            two_schedulers_firing_one_slot_at_once_fire_it_once,
+            fire_cron_on_a_missing_or_non_cron_trigger_fires_nothing,
+            every_trigger_kind_round_trips_through_list_and_list_all,
+            dead_letters_list_newest_first_page_by_id_and_are_fetched_by_id,
+            replay_puts_the_event_back_with_its_triggers_attempts_and_removes_the_letter,
+            a_replay_without_its_trigger_gets_five_attempts_and_wakes_the_outbox,
+            dead_letters_are_deleted_purged_per_app_and_by_age,
             kv_entries_can_be_set_read_listed_by_prefix_and_deleted,
             kv_lists_page_with_the_after_cursor_without_gaps_or_repeats,
             kv_entries_past_their_ttl_are_invisible_and_overwritten_by_set,
@@ -130,6 +161,7 @@ fn record(app_name: &str, script_name: &str, minute: i64) -> InvocationRecord {
         logs: Vec::new(),
         error: None,
         request_id: None,
+        attempt: None,
     }
 }
 
@@ -808,6 +840,7 @@ pub async fn a_record_with_logs_error_and_http_status_round_trips_exactly(store:
         ],
         error: Some("line 3, column 7: boom".into()),
         request_id: Some("req-1".into()),
+        attempt: Some(3),
         ..record("shop", "hello", 0)
     };
     let plain = InvocationRecord {

@@ -1,6 +1,7 @@
 //! Invocation history on PostgreSQL. A batch is one multi-row `INSERT ... SELECT FROM
 //! UNNEST(...)`: one statement, one round trip, atomic by itself. A record whose app is
-//! gone is skipped by its `WHERE EXISTS`, not by a failed FK.
+//! gone is skipped by its `WHERE EXISTS`, not by a failed FK. The outbox's commit writes
+//! event records through `insert_records` in its own transaction.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shared::store::{InvocationFilter, InvocationRepository};
@@ -8,7 +9,7 @@ use shared::{
     AppName, InvocationId, InvocationRecord, InvocationStatus, LogLine, ScriptName, StoreError,
 };
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -17,18 +18,18 @@ use crate::error::{CorruptStatus, db};
 
 const INSERT_BATCH: &str = r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id)
+          summary, logs, error, request_id, attempt)
      SELECT t.id, t.app, t.script, t.version, t.trig, t.status, t.started_at, t.duration_ms,
-            t.http_status, t.summary, t.logs::jsonb, t.error, t.request_id
+            t.http_status, t.summary, t.logs::jsonb, t.error, t.request_id, t.attempt
      FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
                  $7::timestamptz[], $8::int8[], $9::int4[], $10::text[], $11::text[],
-                 $12::text[], $13::text[])
+                 $12::text[], $13::text[], $14::int4[])
           AS t(id, app, script, version, trig, status, started_at, duration_ms, http_status,
-               summary, logs, error, request_id)
+               summary, logs, error, request_id, attempt)
      WHERE EXISTS (SELECT 1 FROM apps a WHERE a.name = t.app)
      ON CONFLICT (id) DO NOTHING"#;
 const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
-            http_status, summary, logs, error, request_id
+            http_status, summary, logs, error, request_id, attempt
      FROM invocations
      WHERE app = $1
        AND ($2::text IS NULL OR status = $2)
@@ -38,7 +39,7 @@ const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, starte
      ORDER BY id DESC LIMIT $6"#;
 /// The same as `LIST` for one script, so that the (app, script, id) index serves it.
 const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", status, started_at,
-            duration_ms, http_status, summary, logs, error, request_id
+            duration_ms, http_status, summary, logs, error, request_id, attempt
      FROM invocations
      WHERE app = $1 AND script = $7
        AND ($2::text IS NULL OR status = $2)
@@ -47,7 +48,7 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
        AND ($5::uuid IS NULL OR id < $5)
      ORDER BY id DESC LIMIT $6"#;
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
-            http_status, summary, logs, error, request_id
+            http_status, summary, logs, error, request_id, attempt
      FROM invocations WHERE app = $1 AND id = $2"#;
 
 pub(super) struct PgInvocations(pub(super) PgPool);
@@ -57,6 +58,7 @@ fn row_to_record(row: &PgRow) -> Result<InvocationRecord, StoreError> {
     let duration_ms: i64 = row.try_get("duration_ms").map_err(db)?;
     let http_status: Option<i32> = row.try_get("http_status").map_err(db)?;
     let logs: Json<Vec<LogLine>> = row.try_get("logs").map_err(db)?;
+    let attempt: Option<i32> = row.try_get("attempt").map_err(db)?;
     Ok(InvocationRecord {
         id: InvocationId(row.try_get::<Uuid, _>("id").map_err(db)?),
         app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
@@ -75,7 +77,71 @@ fn row_to_record(row: &PgRow) -> Result<InvocationRecord, StoreError> {
         logs: logs.0,
         error: row.try_get("error").map_err(db)?,
         request_id: row.try_get("request_id").map_err(db)?,
+        attempt: attempt
+            .map(u32::try_from)
+            .transpose()
+            .map_err(StoreError::backend)?,
     })
+}
+
+/// Insert a batch in one statement on `conn` (a pool connection or the caller's
+/// transaction); records whose app is gone are skipped.
+pub(super) async fn insert_records(
+    conn: &mut PgConnection,
+    batch: &[InvocationRecord],
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let logs = batch
+        .iter()
+        .map(|r| serde_json::to_string(&r.logs))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(StoreError::backend)?;
+    sqlx::query(INSERT_BATCH)
+        .bind(batch.iter().map(|r| r.id.0).collect::<Vec<Uuid>>())
+        .bind(batch.iter().map(|r| r.app.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.script.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.version)
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(batch.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.http_status.map(i32::from))
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(batch.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
+        .bind(logs)
+        .bind(batch.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.request_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -84,49 +150,8 @@ impl InvocationRepository for PgInvocations {
         if batch.is_empty() {
             return Ok(());
         }
-        let logs = batch
-            .iter()
-            .map(|r| serde_json::to_string(&r.logs))
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(StoreError::backend)?;
-        sqlx::query(INSERT_BATCH)
-            .bind(batch.iter().map(|r| r.id.0).collect::<Vec<Uuid>>())
-            .bind(batch.iter().map(|r| r.app.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.script.as_str()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.version)
-                    .collect::<Vec<Option<i64>>>(),
-            )
-            .bind(batch.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.http_status.map(i32::from))
-                    .collect::<Vec<Option<i32>>>(),
-            )
-            .bind(batch.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
-            .bind(logs)
-            .bind(batch.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.request_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&self.0)
-            .await
-            .map_err(db)?;
-        Ok(())
+        let mut conn = self.0.acquire().await.map_err(db)?;
+        insert_records(&mut conn, batch).await
     }
 
     async fn list(

@@ -16,8 +16,10 @@ use crate::error::db;
 
 mod apps;
 mod blobs;
+mod dead_letters;
 mod invocations;
 mod kv;
+mod outbox;
 mod scripts;
 mod settings;
 mod tokens;
@@ -30,6 +32,11 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
     1,
     "init",
     include_str!("../../migrations/postgres/0001_init.sql"),
+), (
+    "0002_events.sql",
+    2,
+    "events",
+    include_str!("../../migrations/postgres/0002_events.sql"),
 ), (
     "0003_data.sql",
     3,
@@ -49,12 +56,20 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .await
         .map_err(db)?;
     migrator().run(&pool).await.map_err(StoreError::backend)?;
+    // The outbox's wake-up, shared by every repository that inserts outbox rows.
+    let inserted = Arc::new(tokio::sync::Notify::new());
     Ok(Store {
         apps: Arc::new(apps::PgApps(pool.clone())),
         scripts: Arc::new(scripts::PgScripts(pool.clone())),
-        triggers: Arc::new(triggers::PgTriggers(pool.clone())),
+        triggers: Arc::new(triggers::PgTriggers::new(pool.clone(), inserted.clone())),
         invocations: Arc::new(invocations::PgInvocations(pool.clone())),
         tokens: Arc::new(tokens::PgTokens(pool.clone())),
+        outbox: Arc::new(outbox::PgOutbox::new(
+            pool.clone(),
+            data.objects.clone(),
+            inserted.clone(),
+        )),
+        dead_letters: Arc::new(dead_letters::PgDeadLetters::new(pool.clone(), inserted)),
         kv: Arc::new(kv::PgKv(pool.clone())),
         blobs: Arc::new(blobs::PgBlobs(pool.clone())),
         objects: data.objects,

@@ -1,12 +1,13 @@
 //! Invocation history on SQLite. A batch is one transaction of prepared inserts; a record
 //! whose app is gone is skipped by the insert's own `WHERE EXISTS`, not by a failed FK.
+//! The outbox's commit writes event records through `insert_record` in its own transaction.
 use async_trait::async_trait;
 use shared::store::{InvocationFilter, InvocationRepository};
 use shared::{
     AppName, InvocationId, InvocationRecord, InvocationStatus, LogLine, ScriptName, StoreError,
 };
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 
 use super::{begin_write, parse_ts, ts};
 use crate::decode;
@@ -14,12 +15,12 @@ use crate::error::{CorruptStatus, db};
 
 const INSERT: &str = r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id)
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+          summary, logs, error, request_id, attempt)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
      WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?2)
      ON CONFLICT (id) DO NOTHING"#;
 const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
-            http_status, summary, logs, error, request_id
+            http_status, summary, logs, error, request_id, attempt
      FROM invocations
      WHERE app = ?1
        AND (?2 IS NULL OR status = ?2)
@@ -29,7 +30,7 @@ const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, starte
      ORDER BY id DESC LIMIT ?6"#;
 /// The same as `LIST` for one script, so that the (app, script, id) index serves it.
 const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", status, started_at,
-            duration_ms, http_status, summary, logs, error, request_id
+            duration_ms, http_status, summary, logs, error, request_id, attempt
      FROM invocations
      WHERE app = ?1 AND script = ?7
        AND (?2 IS NULL OR status = ?2)
@@ -38,7 +39,7 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
        AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?6"#;
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
-            http_status, summary, logs, error, request_id
+            http_status, summary, logs, error, request_id, attempt
      FROM invocations WHERE app = ? AND id = ?"#;
 
 pub(super) struct SqliteInvocations(pub(super) SqlitePool);
@@ -49,6 +50,7 @@ fn row_to_record(row: &SqliteRow) -> Result<InvocationRecord, StoreError> {
     let duration_ms: i64 = row.try_get("duration_ms").map_err(db)?;
     let http_status: Option<i64> = row.try_get("http_status").map_err(db)?;
     let logs: &str = row.try_get("logs").map_err(db)?;
+    let attempt: Option<i64> = row.try_get("attempt").map_err(db)?;
     Ok(InvocationRecord {
         id: id.parse().map_err(StoreError::backend)?,
         app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
@@ -67,7 +69,38 @@ fn row_to_record(row: &SqliteRow) -> Result<InvocationRecord, StoreError> {
         logs: serde_json::from_str::<Vec<LogLine>>(logs).map_err(StoreError::backend)?,
         error: row.try_get("error").map_err(db)?,
         request_id: row.try_get("request_id").map_err(db)?,
+        attempt: attempt
+            .map(u32::try_from)
+            .transpose()
+            .map_err(StoreError::backend)?,
     })
+}
+
+/// Insert one record inside the caller's transaction; skipped when its app is gone.
+pub(super) async fn insert_record(
+    conn: &mut SqliteConnection,
+    rec: &InvocationRecord,
+) -> Result<(), StoreError> {
+    let logs = serde_json::to_string(&rec.logs).map_err(StoreError::backend)?;
+    sqlx::query(INSERT)
+        .bind(rec.id.to_string())
+        .bind(rec.app.as_str())
+        .bind(rec.script.as_str())
+        .bind(rec.version)
+        .bind(rec.trigger.as_str())
+        .bind(rec.status.as_str())
+        .bind(ts(rec.started_at))
+        .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+        .bind(rec.http_status.map(i64::from))
+        .bind(rec.summary.as_str())
+        .bind(logs)
+        .bind(rec.error.as_deref())
+        .bind(rec.request_id.as_deref())
+        .bind(rec.attempt.map(i64::from))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -78,24 +111,7 @@ impl InvocationRepository for SqliteInvocations {
         }
         let mut tx = begin_write(&self.0).await?;
         for rec in batch {
-            let logs = serde_json::to_string(&rec.logs).map_err(StoreError::backend)?;
-            sqlx::query(INSERT)
-                .bind(rec.id.to_string())
-                .bind(rec.app.as_str())
-                .bind(rec.script.as_str())
-                .bind(rec.version)
-                .bind(rec.trigger.as_str())
-                .bind(rec.status.as_str())
-                .bind(ts(rec.started_at))
-                .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
-                .bind(rec.http_status.map(i64::from))
-                .bind(rec.summary.as_str())
-                .bind(logs)
-                .bind(rec.error.as_deref())
-                .bind(rec.request_id.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            insert_record(&mut tx, rec).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(())

@@ -23,8 +23,10 @@ use crate::error::db;
 mod apps;
 mod blobs;
 pub(crate) use blobs::default_blob_dir;
+mod dead_letters;
 mod invocations;
 mod kv;
+mod outbox;
 mod scripts;
 mod settings;
 mod tokens;
@@ -37,6 +39,11 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
     1,
     "init",
     include_str!("../../migrations/sqlite/0001_init.sql"),
+), (
+    "0002_events.sql",
+    2,
+    "events",
+    include_str!("../../migrations/sqlite/0002_events.sql"),
 ), (
     "0003_data.sql",
     3,
@@ -76,12 +83,20 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
 }
 
 fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
+    // The outbox's wake-up, shared by every repository that inserts outbox rows.
+    let inserted = Arc::new(tokio::sync::Notify::new());
     Store {
         apps: Arc::new(apps::SqliteApps(pool.clone())),
         scripts: Arc::new(scripts::SqliteScripts(pool.clone())),
-        triggers: Arc::new(triggers::SqliteTriggers(pool.clone())),
+        triggers: Arc::new(triggers::SqliteTriggers::new(pool.clone(), inserted.clone())),
         invocations: Arc::new(invocations::SqliteInvocations(pool.clone())),
         tokens: Arc::new(tokens::SqliteTokens(pool.clone())),
+        outbox: Arc::new(outbox::SqliteOutbox::new(
+            pool.clone(),
+            data.objects.clone(),
+            inserted.clone(),
+        )),
+        dead_letters: Arc::new(dead_letters::SqliteDeadLetters::new(pool.clone(), inserted)),
         kv: Arc::new(kv::SqliteKv(pool.clone())),
         blobs: Arc::new(blobs::SqliteBlobs(pool.clone())),
         objects: data.objects,

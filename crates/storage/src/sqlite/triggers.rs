@@ -1,11 +1,19 @@
 //! Triggers on SQLite. The spec is stored whole as JSON (`config`), with `kind` and
 //! `unique_key` beside it for filtering and for the UNIQUE(app, unique_key) rule.
+//! Creating a queue trigger releases the queue's parked messages in the same transaction;
+//! a cron fire moves `last_fired_at` and inserts its outbox event in one transaction,
+//! guarded so that one slot fires once however many schedulers try.
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
-use shared::{AppName, ScriptName, StoreError, TriggerId};
+use shared::{AppName, EventKind, ScriptName, StoreError, TriggerId};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
+use tokio::sync::Notify;
 
+use super::outbox::{NewRow, insert_row};
 use super::{begin_write, parse_ts, ts};
 use crate::error::{conflict_as, db};
 use crate::{decode, now};
@@ -15,18 +23,36 @@ const SCRIPT_EXISTS: &str = "SELECT 1 FROM scripts WHERE app = ? AND name = ?";
 const INSERT: &str =
     "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at FROM triggers
-     WHERE app = ? ORDER BY created_at, id";
-const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at FROM triggers
-     ORDER BY app, created_at, id";
+const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+     FROM triggers WHERE app = ? ORDER BY created_at, id";
+const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+     FROM triggers ORDER BY app, created_at, id";
 const DELETE: &str = "DELETE FROM triggers WHERE app = ? AND id = ?";
+/// Parked messages keep their own due time; the consumer only gives them a route.
+const RELEASE_PARKED: &str = "UPDATE outbox SET parked = 0, script = ?1, trigger_id = ?2,
+         max_attempts = ?3
+     WHERE app = ?4 AND parked = 1 AND kind = 'queue' AND source = ?5";
+const FIRE: &str = "UPDATE triggers SET last_fired_at = ?1
+     WHERE id = ?2 AND kind = 'cron' AND (last_fired_at IS NULL OR last_fired_at < ?1)
+     RETURNING app, script, config, max_attempts";
 
-pub(super) struct SqliteTriggers(pub(super) SqlitePool);
+pub(super) struct SqliteTriggers {
+    pool: SqlitePool,
+    /// The outbox's wake-up: a released queue or a cron fire inserted rows.
+    inserted: Arc<Notify>,
+}
+
+impl SqliteTriggers {
+    pub(super) fn new(pool: SqlitePool, inserted: Arc<Notify>) -> Self {
+        Self { pool, inserted }
+    }
+}
 
 fn row_to_trigger(row: &SqliteRow) -> Result<Trigger, StoreError> {
     let id: &str = row.try_get("id").map_err(db)?;
     let config: &str = row.try_get("config").map_err(db)?;
     let max_attempts: i64 = row.try_get("max_attempts").map_err(db)?;
+    let last_fired_at: Option<&str> = row.try_get("last_fired_at").map_err(db)?;
     Ok(Trigger {
         id: id.parse().map_err(StoreError::backend)?,
         app: decode(row.try_get("app").map_err(db)?, AppName::parse)?,
@@ -34,6 +60,7 @@ fn row_to_trigger(row: &SqliteRow) -> Result<Trigger, StoreError> {
         spec: serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?,
         max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
         created_at: parse_ts(row.try_get("created_at").map_err(db)?)?,
+        last_fired_at: last_fired_at.map(parse_ts).transpose()?,
     })
 }
 
@@ -47,9 +74,10 @@ impl TriggerRepository for SqliteTriggers {
             spec: new.spec,
             max_attempts: new.max_attempts,
             created_at: now(),
+            last_fired_at: None,
         };
         let config = serde_json::to_string(&trigger.spec).map_err(StoreError::backend)?;
-        let mut tx = begin_write(&self.0).await?;
+        let mut tx = begin_write(&self.pool).await?;
         sqlx::query(APP_EXISTS)
             .bind(trigger.app.as_str())
             .fetch_optional(&mut *tx)
@@ -75,21 +103,40 @@ impl TriggerRepository for SqliteTriggers {
             .execute(&mut *tx)
             .await
             .map_err(conflict_as("trigger"))?;
+        let mut released = 0;
+        if let TriggerSpec::Queue { queue } = &trigger.spec {
+            released = sqlx::query(RELEASE_PARKED)
+                .bind(trigger.script.as_str())
+                .bind(trigger.id.to_string())
+                .bind(i64::from(trigger.max_attempts))
+                .bind(trigger.app.as_str())
+                .bind(queue.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
         tx.commit().await.map_err(db)?;
+        if released > 0 {
+            self.inserted.notify_one();
+        }
         Ok(trigger)
     }
 
     async fn list(&self, app: &AppName) -> Result<Vec<Trigger>, StoreError> {
         let rows = sqlx::query(LIST)
             .bind(app.as_str())
-            .fetch_all(&self.0)
+            .fetch_all(&self.pool)
             .await
             .map_err(db)?;
         rows.iter().map(row_to_trigger).collect()
     }
 
     async fn list_all(&self) -> Result<Vec<Trigger>, StoreError> {
-        let rows = sqlx::query(LIST_ALL).fetch_all(&self.0).await.map_err(db)?;
+        let rows = sqlx::query(LIST_ALL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(row_to_trigger).collect()
     }
 
@@ -97,12 +144,51 @@ impl TriggerRepository for SqliteTriggers {
         let done = sqlx::query(DELETE)
             .bind(app.as_str())
             .bind(id.to_string())
-            .execute(&self.0)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("trigger"));
         }
         Ok(())
+    }
+
+    async fn fire_cron(&self, id: TriggerId, slot: DateTime<Utc>) -> Result<bool, StoreError> {
+        let now = now();
+        let mut tx = begin_write(&self.pool).await?;
+        let Some(row) = sqlx::query(FIRE)
+            .bind(ts(slot))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(false);
+        };
+        let app = decode(row.try_get("app").map_err(db)?, AppName::parse)?;
+        let config: &str = row.try_get("config").map_err(db)?;
+        let max_attempts: i64 = row.try_get("max_attempts").map_err(db)?;
+        let TriggerSpec::Cron { schedule, timezone } =
+            serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?
+        else {
+            return Ok(false);
+        };
+        let payload =
+            serde_json::json!({ "slot": slot, "schedule": schedule, "timezone": timezone });
+        let new = NewRow {
+            kind: EventKind::Cron,
+            script: Some(row.try_get("script").map_err(db)?),
+            trigger: Some(id),
+            source: Some(schedule),
+            payload: payload.to_string(),
+            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
+            parked: false,
+            available_at: now,
+            scheduled_at: slot,
+        };
+        insert_row(&mut tx, &app, &new, now).await?;
+        tx.commit().await.map_err(db)?;
+        self.inserted.notify_one();
+        Ok(true)
     }
 }
