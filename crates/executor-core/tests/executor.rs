@@ -78,6 +78,7 @@ fn one_thread(limits: Limits) -> ExecutorConfig {
         threads: 1,
         queue_capacity: 8,
         limits,
+        ..ExecutorConfig::default()
     }
 }
 
@@ -303,6 +304,7 @@ async fn a_full_queue_is_refused_at_once_with_overloaded() {
         threads: 1,
         queue_capacity: 1,
         limits,
+        ..ExecutorConfig::default()
     };
     let h = Arc::new(Harness::sqlite(config).await);
     h.deploy("slow", "loop {}").await;
