@@ -41,7 +41,7 @@ struct TestApp {
 /// What keeps a test's database alive until `close`.
 enum Keep {
     Sqlite(tempfile::TempDir),
-    Postgres(TestStore),
+    Postgres(Box<TestStore>),
 }
 
 #[derive(Clone, Copy)]
@@ -70,7 +70,11 @@ async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
         }
         Db::Postgres => {
             let test_store = storage::testing::postgres_store().await;
-            (test_store.store.clone(), Keep::Postgres(test_store), None)
+            (
+                test_store.store.clone(),
+                Keep::Postgres(Box::new(test_store)),
+                None,
+            )
         }
     };
     let token = bootstrap_admin_token(&store, None)
@@ -317,6 +321,7 @@ async fn every_route_needs_a_token_except_the_openapi_document(t: &TestApp) {
         let uri = path
             .replace("{app}", "shop")
             .replace("{name}", "hello")
+            .replace("{key}", "k")
             .replace("{version}", "1")
             .replace("{id}", &uuid::Uuid::nil().to_string());
         let method = Method::from_bytes(method.as_bytes()).expect("method");
@@ -677,12 +682,12 @@ async fn bad_triggers_are_refused_with_the_fitting_error(t: &TestApp) {
     );
 
     let kind = t
-        .add_trigger("shop", json!({"kind": "cron", "script": "user"}))
+        .add_trigger("shop", json!({"kind": "webhook", "script": "user"}))
         .await;
     assert_error(&kind, 400, "invalid_input");
     assert_eq!(
         kind.body["error"]["message"],
-        "trigger kind 'cron' is not supported"
+        "trigger kind 'webhook' is not supported"
     );
 
     let method = t
@@ -821,6 +826,7 @@ fn record(
         logs: vec![],
         error: None,
         request_id: None,
+        attempt: None,
     }
 }
 

@@ -10,12 +10,16 @@ use axum::routing::{any, get, post};
 use shared::{AppName, Catalog, ScriptChecker, Store};
 
 mod apps;
+mod data;
+mod dead_letters;
 mod error;
 mod extract;
 mod invocations;
 mod json;
+mod mailbox;
 mod openapi;
 mod scripts;
+mod settings;
 mod tokens;
 mod triggers;
 
@@ -38,7 +42,9 @@ impl ManagerDeps {
     pub const DEFAULT_MAX_SCRIPT_BYTES: usize = 256 * 1024;
 }
 
-/// Every route of the admin API, as `(method, path)`; `router` serves exactly these.
+/// Every route of the admin API, as `(method, path)`; `router` serves exactly these. Paths
+/// are written as in the OpenAPI document: the blob name `{name}` is a wildcard in the
+/// router (`{*name}`), so it may contain `/`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/apps"),
@@ -60,6 +66,26 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/apps/{app}/triggers/{id}"),
     ("GET", "/api/v1/apps/{app}/invocations"),
     ("GET", "/api/v1/apps/{app}/invocations/{id}"),
+    ("GET", "/api/v1/apps/{app}/dead-letters"),
+    ("DELETE", "/api/v1/apps/{app}/dead-letters"),
+    ("GET", "/api/v1/apps/{app}/dead-letters/{id}"),
+    ("DELETE", "/api/v1/apps/{app}/dead-letters/{id}"),
+    ("POST", "/api/v1/apps/{app}/dead-letters/{id}/replay"),
+    ("GET", "/api/v1/apps/{app}/config"),
+    ("GET", "/api/v1/apps/{app}/config/{key}"),
+    ("PUT", "/api/v1/apps/{app}/config/{key}"),
+    ("DELETE", "/api/v1/apps/{app}/config/{key}"),
+    ("GET", "/api/v1/apps/{app}/secrets"),
+    ("GET", "/api/v1/apps/{app}/secrets/{name}"),
+    ("PUT", "/api/v1/apps/{app}/secrets/{name}"),
+    ("DELETE", "/api/v1/apps/{app}/secrets/{name}"),
+    ("GET", "/api/v1/apps/{app}/kv"),
+    ("GET", "/api/v1/apps/{app}/kv/{key}"),
+    ("DELETE", "/api/v1/apps/{app}/kv/{key}"),
+    ("GET", "/api/v1/apps/{app}/blobs"),
+    ("GET", "/api/v1/apps/{app}/blobs/{name}"),
+    ("DELETE", "/api/v1/apps/{app}/blobs/{name}"),
+    ("GET", "/api/v1/apps/{app}/mailbox"),
     ("POST", "/api/v1/tokens"),
     ("GET", "/api/v1/tokens"),
     ("DELETE", "/api/v1/tokens/{id}"),
@@ -112,6 +138,43 @@ pub fn router(deps: ManagerDeps) -> Router {
         )
         .route("/api/v1/apps/{app}/invocations", get(invocations::list))
         .route("/api/v1/apps/{app}/invocations/{id}", get(invocations::get))
+        .route(
+            "/api/v1/apps/{app}/dead-letters",
+            get(dead_letters::list).delete(dead_letters::purge),
+        )
+        .route(
+            "/api/v1/apps/{app}/dead-letters/{id}",
+            get(dead_letters::get).delete(dead_letters::delete),
+        )
+        .route(
+            "/api/v1/apps/{app}/dead-letters/{id}/replay",
+            post(dead_letters::replay),
+        )
+        .route("/api/v1/apps/{app}/config", get(settings::config_list))
+        .route(
+            "/api/v1/apps/{app}/config/{key}",
+            get(settings::config_get)
+                .put(settings::config_set)
+                .delete(settings::config_delete),
+        )
+        .route("/api/v1/apps/{app}/secrets", get(settings::secret_list))
+        .route(
+            "/api/v1/apps/{app}/secrets/{name}",
+            get(settings::secret_get)
+                .put(settings::secret_set)
+                .delete(settings::secret_delete),
+        )
+        .route("/api/v1/apps/{app}/kv", get(data::kv_list))
+        .route(
+            "/api/v1/apps/{app}/kv/{key}",
+            get(data::kv_get).delete(data::kv_delete),
+        )
+        .route("/api/v1/apps/{app}/blobs", get(data::blob_list))
+        .route(
+            "/api/v1/apps/{app}/blobs/{*name}",
+            get(data::blob_get).delete(data::blob_delete),
+        )
+        .route("/api/v1/apps/{app}/mailbox", get(mailbox::list))
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/api/v1/{*rest}", any(unknown_route))
@@ -147,4 +210,17 @@ async fn require_app(deps: &ManagerDeps, app: &AppName) -> Result<(), ApiError> 
         .await
         .map(drop)
         .map_err(|e| ApiError::from_store(e, |_| app.to_string()))
+}
+
+/// A `limit` query parameter: `default` when absent, else a number from 1 to `max`.
+fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::InvalidInput(format!(
+                "limit must be a number from 1 to {max}"
+            ))),
+        },
+    }
 }

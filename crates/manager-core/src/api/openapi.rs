@@ -224,11 +224,162 @@ pub(super) fn document() -> Value {
     add(
         "/apps/{app}/invocations/{id}",
         item(
-            vec![app, id.clone()],
+            vec![app.clone(), id.clone()],
             json!({
                 "get": op("Show one invocation", None, "200", Some("Invocation")),
             }),
         ),
+    );
+
+    let limit = |default: u32, max: u32| {
+        query_param(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": max, "default": default}),
+            "page size",
+        )
+    };
+    let mut list_dead_letters = op(
+        "List dead letters, newest first",
+        None,
+        "200",
+        Some("DeadLetterPage"),
+    );
+    list_dead_letters["parameters"] = json!([
+        query_param("before", uuid.clone(), "the previous page's next_before"),
+        limit(50, 500),
+    ]);
+    add(
+        "/apps/{app}/dead-letters",
+        item(
+            vec![app.clone()],
+            json!({
+                "get": list_dead_letters,
+                "delete": op("Purge every dead letter of the app", None, "200", Some("Purged")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/dead-letters/{id}",
+        item(
+            vec![app.clone(), id.clone()],
+            json!({
+                "get": op("Show one dead letter", None, "200", Some("DeadLetter")),
+                "delete": op("Delete one dead letter", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/dead-letters/{id}/replay",
+        item(
+            vec![app.clone(), id.clone()],
+            json!({
+                "post": op("Put the event back into the outbox (attempt 1) and delete the dead letter",
+                    None, "202", Some("Replayed")),
+            }),
+        ),
+    );
+    let key = path_param(
+        "key",
+        json!({"type": "string", "minLength": 1, "description": "percent-encoded; no control characters"}),
+    );
+    let data_name = path_param(
+        "name",
+        json!({"type": "string", "minLength": 1, "description": "no control characters"}),
+    );
+    add(
+        "/apps/{app}/config",
+        item(
+            vec![app.clone()],
+            json!({"get": op("All config values of the app", None, "200", Some("ConfigMap"))}),
+        ),
+    );
+    add(
+        "/apps/{app}/config/{key}",
+        item(
+            vec![app.clone(), key.clone()],
+            json!({
+                "get": op("Show one config value", None, "200", Some("ConfigEntry")),
+                "put": op("Set a config value (any JSON)", Some("SetConfig"), "200", Some("ConfigEntry")),
+                "delete": op("Delete a config value", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/secrets",
+        item(
+            vec![app.clone()],
+            json!({"get": op("The names of the app's secrets (never their values)", None, "200", Some("SecretNames"))}),
+        ),
+    );
+    add(
+        "/apps/{app}/secrets/{name}",
+        item(
+            vec![app.clone(), data_name.clone()],
+            json!({
+                "get": op("Whether a secret is set (never its value)", None, "200", Some("SecretState")),
+                "put": op("Set a secret (encrypted at rest; never returned)", Some("SetSecret"), "200", Some("SecretState")),
+                "delete": op("Delete a secret", None, "204", None),
+            }),
+        ),
+    );
+    let paged = |what: &str, default: u32, max: u32| {
+        json!([
+            query_param(
+                "prefix",
+                string.clone(),
+                &format!("only {what} starting with this")
+            ),
+            query_param("after", string.clone(), "the previous page's next_after"),
+            limit(default, max),
+        ])
+    };
+    let mut list_kv = op("List KV entries in key order", None, "200", Some("KvPage"));
+    list_kv["parameters"] = paged("keys", 100, 1000);
+    add(
+        "/apps/{app}/kv",
+        item(vec![app.clone()], json!({"get": list_kv})),
+    );
+    add(
+        "/apps/{app}/kv/{key}",
+        item(
+            vec![app.clone(), key],
+            json!({
+                "get": op("Show one KV entry", None, "200", Some("KvEntry")),
+                "delete": op("Delete one KV entry", None, "204", None),
+            }),
+        ),
+    );
+    let mut list_blobs = op("List blobs in name order", None, "200", Some("BlobPage"));
+    list_blobs["parameters"] = paged("names", 100, 1000);
+    add(
+        "/apps/{app}/blobs",
+        item(vec![app.clone()], json!({"get": list_blobs})),
+    );
+    let mut get_blob = op("The blob's bytes, with its content type", None, "200", None);
+    get_blob["responses"]["200"] = json!({
+        "description": "the blob's exact bytes, as an attachment",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+    });
+    add(
+        "/apps/{app}/blobs/{name}",
+        item(
+            vec![app.clone(), data_name],
+            json!({
+                "get": get_blob,
+                "delete": op("Delete a blob", None, "204", None),
+            }),
+        ),
+    );
+    let mut mailbox = op(
+        "The development mailbox (emails sent without SMTP), newest first",
+        None,
+        "200",
+        Some("Mailbox"),
+    );
+    mailbox["parameters"] = json!([limit(50, 500)]);
+    add(
+        "/apps/{app}/mailbox",
+        item(vec![app], json!({"get": mailbox})),
     );
     add(
         "/tokens",
@@ -265,7 +416,52 @@ pub(super) fn document() -> Value {
         json!({"type": "string", "description": "the secret, shown this once"});
     let nullable = |t: &str| json!({"type": [t, "null"]});
 
-    let schemas = json!({
+    let data_schemas = json!({
+        "DeadLetter": object(&["id", "app", "kind", "payload", "attempts", "error", "event_id", "created_at"], json!({
+            "id": uuid, "app": string,
+            "kind": {"type": "string", "enum": ["topic", "queue", "invoke", "cron", "dead_letter", "email"]},
+            "script": nullable("string"), "source": nullable("string"),
+            "payload": {}, "attempts": {"type": "integer"}, "error": string,
+            "event_id": uuid, "created_at": time,
+        })),
+        "DeadLetterPage": object(&["dead_letters", "next_before"], json!({
+            "dead_letters": {"type": "array", "items": schema_ref("DeadLetter")},
+            "next_before": {"type": ["string", "null"], "format": "uuid"},
+        })),
+        "Replayed": object(&["event_id"], json!({"event_id": uuid})),
+        "Purged": object(&["purged"], json!({"purged": int})),
+        "SetConfig": object(&["value"], json!({"value": {"description": "any JSON value"}})),
+        "ConfigEntry": object(&["key", "value"], json!({"key": string, "value": {}})),
+        "ConfigMap": object(&["config"], json!({"config": {"type": "object", "additionalProperties": {}}})),
+        "SetSecret": object(&["value"], json!({"value": string})),
+        "SecretState": object(&["name", "set"], json!({"name": string, "set": {"type": "boolean"}})),
+        "SecretNames": object(&["secrets"], json!({"secrets": {"type": "array", "items": string}})),
+        "KvEntry": object(&["key", "value", "updated_at", "expires_at"], json!({
+            "key": string, "value": {}, "updated_at": time,
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+        })),
+        "KvPage": object(&["entries", "next_after"], json!({
+            "entries": {"type": "array", "items": schema_ref("KvEntry")},
+            "next_after": nullable("string"),
+        })),
+        "Blob": object(&["name", "size", "content_type", "updated_at"], json!({
+            "name": string, "size": int, "content_type": nullable("string"), "updated_at": time,
+        })),
+        "BlobPage": object(&["blobs", "next_after"], json!({
+            "blobs": {"type": "array", "items": schema_ref("Blob")},
+            "next_after": nullable("string"),
+        })),
+        "Email": object(&["to", "subject"], json!({
+            "to": {"type": "array", "items": string}, "subject": string,
+            "text": string, "html": string, "from": string, "reply_to": string,
+        })),
+        "Mailbox": object(&["messages"], json!({
+            "messages": {"type": "array", "items": object(&["at", "message"], json!({
+                "at": time, "message": schema_ref("Email"),
+            }))},
+        })),
+    });
+    let mut schemas = json!({
         "Error": object(&["error"], json!({"error": object(&["code", "message"], json!({
             "code": {"type": "string", "enum": ["not_found", "conflict", "invalid_input",
                 "compile_error", "unauthorized", "payload_too_large", "unavailable", "internal"]},
@@ -290,16 +486,23 @@ pub(super) fn document() -> Value {
             "version": int, "created_at": time, "active": {"type": "boolean"}, "source": string,
         })),
         "CreateTrigger": object(&["kind", "script"], json!({
-            "kind": {"type": "string", "enum": ["http"]},
-            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"]},
-            "path": {"type": "string", "description": "starts with '/', not '/_'; ':param' segments and a final '*rest'"},
+            "kind": {"type": "string", "enum": ["http", "cron", "topic", "queue", "dead_letter"]},
+            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"],
+                "description": "http only"},
+            "path": {"type": "string", "description": "http only: starts with '/', not '/_'; ':param' segments and a final '*rest'"},
+            "schedule": {"type": "string", "description": "cron only: 5 fields (minute first) or 6 (second first)"},
+            "timezone": {"type": "string", "default": "UTC", "description": "cron only: an IANA time zone"},
+            "topic": {"type": "string", "description": "topic only: 1 to 128 of letters, digits and _ - . :"},
+            "queue": {"type": "string", "description": "queue only: the same rules as topic; one consumer per queue"},
             "script": string,
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
         })),
         "Trigger": object(&["id", "app", "script", "kind", "max_attempts", "created_at"], json!({
             "id": uuid, "app": string, "script": string, "kind": string,
             "method": string, "path": string,
+            "schedule": string, "timezone": string, "topic": string, "queue": string,
             "max_attempts": {"type": "integer"}, "created_at": time,
+            "last_fired_at": time,
         })),
         "TriggerList": list_of("triggers", "Trigger"),
         "LogLine": object(&["at", "level", "message"], json!({
@@ -326,12 +529,16 @@ pub(super) fn document() -> Value {
         "CreatedToken": object(&["id", "name", "created_at", "token"], created_token_props),
     });
 
+    if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), data_schemas) {
+        all.extend(more);
+    }
+
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "PiCloud admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Apps, scripts and versions, triggers, invocations and tokens."
+            "description": "Apps, scripts and versions, triggers, invocations, dead letters, config and secrets, KV, blobs, the development mailbox and tokens."
         },
         "security": [{"bearer": []}],
         "paths": paths,

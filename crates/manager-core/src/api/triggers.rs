@@ -1,18 +1,24 @@
-//! `/api/v1/apps/{app}/triggers`: bind a script to an event source. Only `http` exists
-//! yet; the body names its kind so new kinds add fields, not routes.
+//! `/api/v1/apps/{app}/triggers`: bind a script to an event source: `http` (method and
+//! path), `cron` (schedule and IANA time zone), `topic`, `queue` and `dead_letter`. The body
+//! names its kind, so new kinds add fields, not routes.
+//!
+//! What must stay true: a stored cron trigger has a schedule and zone `cron::validate`
+//! accepted; topic and queue names passed `ChannelName`; a queue has one consumer (409).
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
-use shared::{AppName, CatalogChange, RoutePath, ScriptName, TriggerId};
+use shared::{AppName, CatalogChange, ChannelName, RoutePath, ScriptName, TriggerId};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
 use super::json::ApiJson;
 use super::{ManagerDeps, require_app};
 
+/// The time zone of a cron trigger that names none.
+const DEFAULT_TIMEZONE: &str = "UTC";
 const DEFAULT_MAX_ATTEMPTS: i64 = 5;
 const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
 
@@ -35,11 +41,51 @@ pub(super) struct CreateTrigger {
     kind: String,
     method: Option<String>,
     path: Option<String>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    topic: Option<String>,
+    queue: Option<String>,
     script: String,
     max_attempts: Option<i64>,
 }
 
 impl CreateTrigger {
+    /// A field of another kind (`method` on a cron trigger) is a mistake worth naming.
+    fn refuse_foreign_fields(&self) -> Result<(), ApiError> {
+        let allowed: &[&str] = match self.kind.as_str() {
+            "http" => &["method", "path"],
+            "cron" => &["schedule", "timezone"],
+            "topic" => &["topic"],
+            "queue" => &["queue"],
+            _ => &[],
+        };
+        let present = [
+            ("method", self.method.is_some()),
+            ("path", self.path.is_some()),
+            ("schedule", self.schedule.is_some()),
+            ("timezone", self.timezone.is_some()),
+            ("topic", self.topic.is_some()),
+            ("queue", self.queue.is_some()),
+        ];
+        match present
+            .iter()
+            .find(|(name, set)| *set && !allowed.contains(name))
+        {
+            Some((name, _))
+                if matches!(
+                    self.kind.as_str(),
+                    "http" | "cron" | "topic" | "queue" | "dead_letter"
+                ) =>
+            {
+                Err(ApiError::InvalidInput(format!(
+                    "field '{name}' does not apply to a {} trigger",
+                    self.kind
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn into_new_trigger(self, app: AppName) -> Result<NewTrigger, ApiError> {
         let invalid = |e: shared::InvalidName| ApiError::InvalidInput(e.0);
         let script = ScriptName::parse(&self.script).map_err(invalid)?;
@@ -51,6 +97,7 @@ impl CreateTrigger {
                 MAX_ATTEMPTS_RANGE.end()
             )));
         }
+        self.refuse_foreign_fields()?;
         let spec = match self.kind.as_str() {
             "http" => {
                 let (Some(method), Some(path)) = (self.method, self.path) else {
@@ -63,6 +110,38 @@ impl CreateTrigger {
                     path: RoutePath::parse(&path).map_err(invalid)?,
                 }
             }
+            "cron" => {
+                let Some(schedule) = self.schedule else {
+                    return Err(ApiError::InvalidInput(
+                        "a cron trigger needs a schedule".into(),
+                    ));
+                };
+                let timezone = self.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
+                crate::cron::validate(&schedule, &timezone)
+                    .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+                TriggerSpec::Cron { schedule, timezone }
+            }
+            "topic" => {
+                let Some(topic) = self.topic else {
+                    return Err(ApiError::InvalidInput(
+                        "a topic trigger needs a topic".into(),
+                    ));
+                };
+                TriggerSpec::Topic {
+                    topic: ChannelName::parse(&topic).map_err(invalid)?,
+                }
+            }
+            "queue" => {
+                let Some(queue) = self.queue else {
+                    return Err(ApiError::InvalidInput(
+                        "a queue trigger needs a queue".into(),
+                    ));
+                };
+                TriggerSpec::Queue {
+                    queue: ChannelName::parse(&queue).map_err(invalid)?,
+                }
+            }
+            "dead_letter" => TriggerSpec::DeadLetter {},
             other => {
                 let kind: String = other.chars().take(40).collect();
                 return Err(ApiError::InvalidInput(format!(
