@@ -30,6 +30,8 @@ pub struct ExecutorConfig {
     /// Invocations that may wait for a thread; beyond that `execute` answers `Overloaded`.
     pub queue_capacity: usize,
     pub limits: Limits,
+    /// What `http::*` may reach (the SSRF policy) and its timeouts and caps.
+    pub outbound: crate::ssrf::OutboundConfig,
 }
 
 impl Default for ExecutorConfig {
@@ -38,6 +40,7 @@ impl Default for ExecutorConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_capacity: 256,
             limits: Limits::default(),
+            outbound: crate::ssrf::OutboundConfig::default(),
         }
     }
 }
@@ -76,11 +79,13 @@ impl Executor {
             rt,
         });
         let worker_runner = Arc::clone(&runner);
+        let outbound = crate::host::http::Outbound::start(&config.outbound, runner.rt.clone());
         let pool = Pool::start(
             "picloud-script",
             config.threads,
             config.queue_capacity,
             move |job: Job| {
+                crate::host::http::attach(&outbound);
                 // The caller gave up while the job waited (e.g. the client went away).
                 if job.reply.is_closed() {
                     return;

@@ -19,8 +19,12 @@ mod output; // return value -> ScriptOutput, `response(...)`
 mod pool; // named script threads fed by a bounded channel
 mod run_state; // per-thread budget, deadline and log buffer of the run in progress
 pub mod sandbox; // the engine, compile and run, failure classification
+pub mod ssrf; // outbound HTTP: the SSRF policy and the client that enforces it
 
 pub use executor::{Executor, ExecutorConfig};
 pub use limits::Limits;
 pub use output::ScriptResponse;
 pub use sandbox::{RunOutput, Sandbox};
+pub use ssrf::{
+    HttpError, IpNet, OutboundClient, OutboundConfig, OutboundRequest, OutboundResponse, Resolve,
+};

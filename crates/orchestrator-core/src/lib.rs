@@ -11,5 +11,7 @@ pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline
 mod recorder; // batched invocation writer
 mod routes; // per-app route tables and the catalog listener
+pub mod mailer; // email events: SMTP, or the development mailbox
 
 pub use ingress::{INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
+pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};

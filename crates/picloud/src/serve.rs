@@ -220,6 +220,15 @@ async fn start_node(
             threads,
             queue_capacity: config.executor.queue_capacity,
             limits: config.executor_limits(),
+            outbound: executor_core::OutboundConfig {
+                allow_hosts: config.outbound.allow_hosts.clone(),
+                allow_cidrs: executor_core::ssrf::parse_cidrs(&config.outbound.allow_cidrs)
+                    .context("outbound.allow_cidrs")?,
+                timeout: Duration::from_millis(config.outbound.timeout_ms),
+                max_response_bytes: config.outbound.max_response_bytes,
+                max_redirects: config.outbound.max_redirects,
+                resolver: None,
+            },
         },
         store.clone(),
         tokio::runtime::Handle::current(),

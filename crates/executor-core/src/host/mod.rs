@@ -12,6 +12,7 @@ mod base64;
 mod blob;
 mod crypto;
 mod email;
+pub(crate) mod http;
 mod json;
 mod kv;
 mod log;
@@ -32,6 +33,7 @@ pub(crate) fn register_all(engine: &mut Engine) {
         ("uuid", uuid::module()),
         ("base64", base64::module()),
         ("crypto", crypto::module()),
+        ("http", http::module()),
         ("kv", kv::module()),
         ("blob", blob::module()),
         ("pubsub", messaging::pubsub_module()),
