@@ -1,4 +1,4 @@
-//! The orchestrator turns public HTTP requests into script invocations.
+//! The orchestrator turns public HTTP requests and outbox rows into script invocations.
 //!
 //! - `ingress` serves `/{app}/...`: match the route in memory, read the body under a cap,
 //!   hand the invocation to the executor on the `lane`, answer, then record.
@@ -7,11 +7,21 @@
 //! - `lane` is the hand-off to the executor under the request's deadline.
 //! - `recorder` writes invocation records in batches in the background and broadcasts
 //!   each one after its batch has committed.
+//! - `dispatcher` claims due outbox rows, runs them, commits their effects, the row's
+//!   deletion and the invocation record in one transaction (in groups).
+//! - `wake` says why the dispatcher wakes: an insert, a commit, the next due time.
+//! - `retry` is the backoff with jitter, then the dead letter.
+//! - `mailer` delivers `email` events over SMTP, or into the development mailbox.
+mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline
-mod recorder; // batched invocation writer
-mod routes; // per-app route tables and the catalog listener
 pub mod mailer; // email events: SMTP, or the development mailbox
+mod recorder; // batched invocation writer
+mod retry; // backoff with jitter, then dead letter
+mod routes; // per-app route tables and the catalog listener
+mod wake; // no fixed polling tick anywhere
 
+pub use dispatcher::DispatchConfig;
 pub use ingress::{INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
 pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
+pub use retry::backoff;

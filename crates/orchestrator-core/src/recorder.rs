@@ -1,4 +1,6 @@
-//! The invocation recorder: a batched background writer for sync-HTTP invocation records.
+//! The invocation recorder: a batched background writer for sync-HTTP invocation records,
+//! and the broadcast of every committed record (HTTP ones from here, event ones from the
+//! dispatcher, which commits them with their event).
 //!
 //! The request path only `try_send`s into a bounded channel; when it is full the record
 //! is dropped and counted (`picloud_invocation_records_dropped_total`), so a slow disk
@@ -58,6 +60,12 @@ impl Recorder {
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<InvocationRecord> {
         self.recorded.subscribe()
+    }
+
+    /// The channel `subscribe` listens to, for records committed elsewhere (the
+    /// dispatcher writes event records in its own transaction and announces them here).
+    pub(crate) fn announcer(&self) -> broadcast::Sender<InvocationRecord> {
+        self.recorded.clone()
     }
 
     /// Close the queue, write what is in it, and wait for the task to end.
@@ -148,6 +156,7 @@ mod tests {
             logs: Vec::new(),
             error: None,
             request_id: None,
+            attempt: None,
         }
     }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor_core::{Executor, ExecutorConfig, Limits};
-use orchestrator_core::{INVOCATION_ID_HEADER, IngressConfig, Orchestrator};
+use orchestrator_core::mailer::MailboxMailer;
+use orchestrator_core::{DispatchConfig, INVOCATION_ID_HEADER, IngressConfig, Orchestrator};
 use shared::store::{HttpMethod, InvocationFilter, NewTrigger, TriggerSpec};
 use shared::{
     AppName, CatalogChange, InvocationRecord, InvocationStatus, RoutePath, ScriptName, Store,
@@ -82,13 +83,21 @@ async fn spawn_app_on(db: Db, setup: Setup) -> TestApp {
             threads: 2,
             queue_capacity: 16,
             limits,
+            ..ExecutorConfig::default()
         },
         store.clone(),
         tokio::runtime::Handle::current(),
     );
-    let orchestrator = Orchestrator::start(store.clone(), executor, setup.ingress)
-        .await
-        .expect("start orchestrator");
+    let mailer = Arc::new(MailboxMailer::new(store.clone()));
+    let orchestrator = Orchestrator::start(
+        store.clone(),
+        executor,
+        mailer,
+        setup.ingress,
+        DispatchConfig::default(),
+    )
+    .await
+    .expect("start orchestrator");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let router = orchestrator.router();

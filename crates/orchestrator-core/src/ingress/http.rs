@@ -1,8 +1,10 @@
-//! The sync HTTP handler: match -> read body -> lane -> answer -> record.
+//! The sync HTTP handler: match -> read body -> lane -> commit effects -> answer -> record.
 //!
 //! Every step before the lane is in memory; the only I/O is the executor hand-off. The
 //! run and its record happen in their own task, so a caller that hangs up mid-run still
-//! leaves a record for the app's owner.
+//! leaves a record for the app's owner. A successful run's storage writes and emitted
+//! events are committed in one transaction BEFORE the answer is sent (so a caller that
+//! reads right after sees them); a run without effects touches no database.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use axum::routing::any;
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use shared::{
-    ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
+    Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
 };
 
@@ -30,6 +32,8 @@ use crate::routes::RouteMatch;
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A longer request id is cut to this many characters.
 const MAX_REQUEST_ID_LEN: usize = 128;
+/// The record's error when a successful run's effects could not be committed.
+const EFFECTS_NOT_COMMITTED: &str = "effects could not be committed";
 
 pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
     Router::new()
@@ -162,8 +166,23 @@ async fn run_and_record(
     let script = invocation.script.clone();
     let request_id = invocation.request_id.clone();
 
-    let outcome = orchestrator.lane.run(invocation).await;
-    let (settled, answer) = settle(id, outcome, &orchestrator.config);
+    let mut outcome = orchestrator.lane.run(invocation).await;
+    let effects = match &mut outcome {
+        Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
+        Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
+    };
+    let (mut settled, mut answer) = settle(id, outcome, &orchestrator.config);
+    if answer.is_ok()
+        && !effects.is_empty()
+        && let Err(error) = orchestrator.store.outbox.apply(&app, &effects).await
+    {
+        settled.status = InvocationStatus::Error;
+        settled.error = Some(EFFECTS_NOT_COMMITTED.into());
+        answer = Err(IngressError::Internal {
+            id,
+            source: Box::new(error),
+        });
+    }
     let response = answer.unwrap_or_else(IntoResponse::into_response);
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
@@ -368,6 +387,7 @@ mod tests {
                 headers: Vec::new(),
                 body: Bytes::new(),
             }),
+            effects: Effects::default(),
         };
         let (settled, answer) = settle(id, Outcome::Ran(execution), &IngressConfig::default());
         assert!(matches!(answer, Err(IngressError::Internal { .. })));

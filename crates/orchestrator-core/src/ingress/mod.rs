@@ -1,6 +1,7 @@
 //! Public ingress: `{METHOD} /{app}/{path...}` runs the script of the matching `http` trigger.
 //!
-//! `Orchestrator` owns the route tables, the lane to the executor and the recorder. Its
+//! `Orchestrator` owns the route tables, the lane to the executor, the recorder and the
+//! event dispatcher (which shares the executor with the lane). Its
 //! router is meant to be the fallback after the platform's own routes (`/api/v1`,
 //! `/healthz`, ...), which win in axum's matcher because they are static.
 mod error;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use shared::{CatalogListener, ExecutorClient, InvocationRecord, Store, StoreError};
 use tokio::sync::broadcast;
 
+use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::lane::Lane;
+use crate::mailer::MailSender;
 use crate::recorder::{QUEUE_CAPACITY, Recorder};
 use crate::routes::{RouteRefresher, RouteTables};
 
@@ -36,7 +39,8 @@ impl Default for IngressConfig {
     }
 }
 
-/// One node's ingress: route tables, the lane to the executor, the invocation recorder.
+/// One node's ingress and dispatch: route tables, the lane to the executor, the
+/// invocation recorder, the event dispatcher.
 pub struct Orchestrator {
     /// For rebuilding route tables on catalog changes; never read on the hot path.
     store: Store,
@@ -44,28 +48,40 @@ pub struct Orchestrator {
     routes: Arc<RouteTables>,
     lane: Lane,
     recorder: Recorder,
+    dispatcher: Dispatcher,
     config: IngressConfig,
 }
 
 impl Orchestrator {
-    /// Loads every http trigger into the route tables and spawns the recorder task.
+    /// Loads every http trigger into the route tables, spawns the recorder task and the
+    /// event dispatcher (email events go to `mailer`).
     ///
     /// # Errors
     /// When the triggers cannot be read from the store.
     pub async fn start(
         store: Store,
         executor: Arc<dyn ExecutorClient>,
+        mailer: Arc<dyn MailSender>,
         config: IngressConfig,
+        dispatch: DispatchConfig,
     ) -> Result<Arc<Self>, StoreError> {
         let triggers = store.triggers.list_all().await?;
         let routes = Arc::new(RouteTables::from_triggers(&triggers));
         let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
+        let dispatcher = Dispatcher::start(
+            store.clone(),
+            executor.clone(),
+            mailer,
+            dispatch,
+            recorder.announcer(),
+        );
         let lane = Lane::new(executor, config.request_timeout);
         Ok(Arc::new(Orchestrator {
             store,
             routes,
             lane,
             recorder,
+            dispatcher,
             config,
         }))
     }
@@ -83,13 +99,16 @@ impl Orchestrator {
         })
     }
 
-    /// Every invocation record, after the batch holding it has committed.
+    /// Every invocation record, HTTP and event, after the transaction holding it has
+    /// committed.
     pub fn subscribe_recorded(&self) -> broadcast::Receiver<InvocationRecord> {
         self.recorder.subscribe()
     }
 
-    /// Called after HTTP has drained: writes what is queued and stops the recorder.
+    /// Called after HTTP has drained: stops claiming events, lets the running ones finish
+    /// and commits them, then writes the queued records and stops the recorder.
     pub async fn finish(&self) {
+        self.dispatcher.finish().await;
         self.recorder.finish().await;
     }
 }

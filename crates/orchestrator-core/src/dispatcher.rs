@@ -1,0 +1,600 @@
+//! The event dispatcher: claim due outbox rows, run them, commit them in groups.
+//!
+//! Two tasks and one run task per event:
+//! - the claimer leases up to `batch_size` due rows (never more than the free in-flight
+//!   slots), spawns one run per row, and when the outbox has nothing due it sleeps in
+//!   `wake::idle` (insert, commit, next due time or shutdown: no tick);
+//! - each run hands the event to the executor (or the mailer for `email`) and turns the
+//!   result into an `EventCommit`: `Done` with the run's effects, `Retry` with backoff,
+//!   or `Dead` after the last attempt;
+//! - the committer takes every finished event that piled up while the previous commit ran
+//!   and commits them in ONE `OutboxRepository::commit` (group commit), then broadcasts
+//!   their invocation records and frees their slots.
+//!
+//! What must stay true:
+//! - an event's effects, the deletion of its row and its invocation record are committed
+//!   together or not at all; a run whose commit fails leaves the row leased, and it runs
+//!   again when the lease expires (so storage effects stay exactly-once);
+//! - a slot is held from claim until commit, so at most `max_in_flight` events are leased
+//!   by this node and the executor's queue is not flooded (an `Overloaded` answer is rare,
+//!   and is retried soon without being counted as a failure of the script);
+//! - a record is broadcast only after its commit, never for an event whose lease was lost;
+//! - `finish` stops claiming, lets the claimed events run to their end, commits them, and
+//!   only then returns.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use shared::store::{EventCommit, EventOutcome};
+use shared::{
+    EmailMessage, Event, EventId, EventKind, ExecError, ExecutorClient, FailureKind, Invocation,
+    InvocationId, InvocationInput, InvocationRecord, InvocationStatus, ScriptName, Store,
+    StoreError,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::mailer::MailSender;
+use crate::retry::{after_failure, backoff};
+use crate::wake::{self, Wake};
+
+/// How a node dispatches events.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// This node's name on the leases it takes; unique per running node.
+    pub node_id: String,
+    /// Rows claimed and committed per store call at most (default 100).
+    pub batch_size: u32,
+    /// How long a claimed row stays ours; past it, any node may claim it again (default 60 s).
+    pub lease: Duration,
+    /// Events leased by this node at once, from claim to commit (default 64).
+    pub max_in_flight: usize,
+    /// The retry delay's base: the ceiling after the first failed attempt (default 1 s).
+    pub backoff_base: Duration,
+    /// The retry delay's cap (default 5 min).
+    pub backoff_max: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            batch_size: 100,
+            lease: Duration::from_secs(60),
+            max_in_flight: 64,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The error text of an event that has no script to run.
+const NO_HANDLER: &str = "no handler";
+/// An executor at capacity is retried after about this long (not a failure of the script).
+const OVERLOAD_DELAY: Duration = Duration::from_millis(100);
+/// A commit that meets a busy database is tried this many times more.
+const COMMIT_RETRIES: u32 = 3;
+
+/// What a run task needs; shared by every run.
+struct Context {
+    store: Store,
+    executor: Arc<dyn ExecutorClient>,
+    mailer: Arc<dyn MailSender>,
+    config: DispatchConfig,
+}
+
+/// A finished run on its way to the committer, with the slot it holds until its commit.
+struct Finished {
+    commit: EventCommit,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The running dispatcher of one node.
+pub(crate) struct Dispatcher {
+    shutdown: CancellationToken,
+    claimer: Mutex<Option<JoinHandle<()>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Dispatcher {
+    /// Spawns the claimer and the committer on the current runtime. `recorded` receives
+    /// each event invocation record after its commit.
+    pub(crate) fn start(
+        store: Store,
+        executor: Arc<dyn ExecutorClient>,
+        mailer: Arc<dyn MailSender>,
+        mut config: DispatchConfig,
+        recorded: broadcast::Sender<InvocationRecord>,
+    ) -> Self {
+        config.batch_size = config.batch_size.max(1);
+        config.max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let ctx = Arc::new(Context {
+            store,
+            executor,
+            mailer,
+            config,
+        });
+        let shutdown = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
+        let committed = Arc::new(Notify::new());
+        let (done, finished) = mpsc::channel(ctx.config.max_in_flight);
+        let committer = tokio::spawn(commit_loop(
+            ctx.clone(),
+            finished,
+            recorded,
+            committed.clone(),
+        ));
+        let claimer = tokio::spawn(claim_loop(ctx, slots, committed, done, shutdown.clone()));
+        Dispatcher {
+            shutdown,
+            claimer: Mutex::new(Some(claimer)),
+            committer: Mutex::new(Some(committer)),
+        }
+    }
+
+    /// Stop claiming, wait for the claimed events to run and be committed.
+    pub(crate) async fn finish(&self) {
+        self.shutdown.cancel();
+        for handle in [&self.claimer, &self.committer] {
+            let task = handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(task) = task
+                && let Err(error) = task.await
+            {
+                tracing::error!(error = ?error, "a dispatcher task failed");
+            }
+        }
+    }
+}
+
+/// Claims while there is due work and free slots; sleeps in `wake::idle` otherwise.
+async fn claim_loop(
+    ctx: Arc<Context>,
+    slots: Arc<Semaphore>,
+    committed: Arc<Notify>,
+    done: mpsc::Sender<Finished>,
+    shutdown: CancellationToken,
+) {
+    let max_in_flight = ctx.config.max_in_flight;
+    let batch = usize::try_from(ctx.config.batch_size)
+        .unwrap_or(usize::MAX)
+        .min(max_in_flight);
+    // Under load, wait for a useful number of free slots rather than claiming one by one.
+    let low_water = (max_in_flight / 2).clamp(1, batch);
+    let mut store_errors = 0u32;
+    loop {
+        let mut permits = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            permits = slots.clone().acquire_many_owned(low_water as u32) => match permits {
+                Ok(permits) => permits,
+                Err(_closed) => break,
+            },
+        };
+        let more = slots.available_permits().min(batch - low_water);
+        if more > 0
+            && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
+        {
+            permits.merge(extra);
+        }
+        let want = permits.num_permits();
+        let limit = u32::try_from(want).unwrap_or(u32::MAX);
+        let claimed = ctx
+            .store
+            .outbox
+            .claim_due(&ctx.config.node_id, limit, ctx.config.lease)
+            .await;
+        let events = match claimed {
+            Ok(events) => {
+                store_errors = 0;
+                events
+            }
+            Err(error) => {
+                drop(permits);
+                store_errors = store_errors.saturating_add(1);
+                metrics::counter!("picloud_dispatcher_store_errors_total").increment(1);
+                tracing::error!(error = ?error, "could not claim outbox rows");
+                let pause = backoff(
+                    store_errors,
+                    Duration::from_millis(50),
+                    Duration::from_secs(5),
+                    1.0,
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        let claimed_all = events.len() >= want;
+        for event in events {
+            let Some(slot) = permits.split(1) else {
+                // More rows than asked for: cannot happen; the row's lease will expire.
+                tracing::error!(event = %event.id, "the outbox returned more rows than claimed");
+                break;
+            };
+            let ctx = ctx.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let commit = run(&ctx, event).await;
+                // The committer outlives every sender; a send fails only if it panicked.
+                let _ = done
+                    .send(Finished {
+                        commit,
+                        _slot: slot,
+                    })
+                    .await;
+            });
+        }
+        drop(permits);
+        if claimed_all {
+            continue;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let next_due = match ctx.store.outbox.next_due_at().await {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::error!(error = ?error, "could not read the next due time of the outbox");
+                Some(Utc::now() + chrono::Duration::seconds(1))
+            }
+        };
+        let why = wake::idle(ctx.store.outbox.as_ref(), &committed, next_due, &shutdown).await;
+        if why == Wake::Shutdown {
+            break;
+        }
+        tracing::trace!(reason = ?why, "dispatcher woke up");
+    }
+}
+
+/// Runs one event to the point where its commit is known.
+async fn run(ctx: &Context, event: Event) -> EventCommit {
+    if event.attempt <= 1 {
+        let delay = (Utc::now() - event.scheduled_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        metrics::histogram!("picloud_event_delay_seconds").record(delay.as_secs_f64());
+    }
+    match (event.kind, event.script.clone()) {
+        (EventKind::Email, _) => send_mail(ctx, event).await,
+        (_, Some(script)) => run_script(ctx, event, script).await,
+        (_, None) => EventCommit {
+            event,
+            outcome: EventOutcome::Dead {
+                error: NO_HANDLER.into(),
+            },
+            record: None,
+        },
+    }
+}
+
+/// The outcome of a failed attempt, with a fresh jitter.
+fn failed(ctx: &Context, event: &Event, error: String) -> EventOutcome {
+    let jitter = rand::rng().random::<f64>();
+    after_failure(
+        event,
+        error,
+        Utc::now(),
+        ctx.config.backoff_base,
+        ctx.config.backoff_max,
+        jitter,
+    )
+}
+
+async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCommit {
+    let invocation = Invocation {
+        id: InvocationId::new(),
+        app: event.app.clone(),
+        script: script.clone(),
+        input: InvocationInput::Event(event.clone()),
+        request_id: None,
+    };
+    let id = invocation.id;
+    let requested_at = Utc::now();
+    let clock = std::time::Instant::now();
+    let ran = tokio::time::timeout(ctx.config.lease, ctx.executor.execute(invocation)).await;
+    let mut record = InvocationRecord {
+        id,
+        app: event.app.clone(),
+        script,
+        version: None,
+        trigger: event.kind.as_str().into(),
+        status: InvocationStatus::Error,
+        started_at: requested_at,
+        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        http_status: None,
+        summary: summary(&event),
+        logs: Vec::new(),
+        error: None,
+        request_id: None,
+        attempt: Some(event.attempt),
+    };
+    let outcome = match ran {
+        Ok(Ok(execution)) => {
+            record.version = Some(execution.version);
+            record.started_at = execution.started_at;
+            record.duration_ms = u64::try_from(execution.duration.as_millis()).unwrap_or(u64::MAX);
+            record.logs = execution.logs;
+            match execution.result {
+                Ok(_output) => {
+                    record.status = InvocationStatus::Ok;
+                    EventOutcome::Done {
+                        effects: execution.effects,
+                    }
+                }
+                Err(failure) => {
+                    if failure.kind == FailureKind::Timeout {
+                        record.status = InvocationStatus::Timeout;
+                    }
+                    record.error = Some(failure.message.clone());
+                    failed(ctx, &event, failure.message)
+                }
+            }
+        }
+        Ok(Err(ExecError::Overloaded)) => {
+            // Not the script's failure, and no run: retry soon, keep no record.
+            let jitter = rand::rng().random_range(0.5..=1.0);
+            let delay = chrono::Duration::from_std(OVERLOAD_DELAY.mul_f64(jitter))
+                .unwrap_or(chrono::Duration::zero());
+            metrics::counter!("picloud_event_overloaded_total").increment(1);
+            return EventCommit {
+                event,
+                outcome: EventOutcome::Retry {
+                    at: Utc::now() + delay,
+                    error: ExecError::Overloaded.to_string(),
+                },
+                record: None,
+            };
+        }
+        Ok(Err(error)) => {
+            if matches!(error, ExecError::Store(_) | ExecError::WorkerLost) {
+                tracing::error!(error = ?error, event = %event.id, "an event could not be run");
+            }
+            let text = error.to_string();
+            record.error = Some(text.clone());
+            failed(ctx, &event, text)
+        }
+        Err(_elapsed) => {
+            let text = format!(
+                "no answer within the lease of {} s",
+                ctx.config.lease.as_secs()
+            );
+            record.status = InvocationStatus::Timeout;
+            record.error = Some(text.clone());
+            failed(ctx, &event, text)
+        }
+    };
+    EventCommit {
+        event,
+        outcome,
+        record: Some(record),
+    }
+}
+
+/// `topic orders`, `queue jobs`, `cron */5 * * * *`, `invoke`, `dead_letter`.
+fn summary(event: &Event) -> String {
+    match &event.source {
+        Some(source) => format!("{} {source}", event.kind.as_str()),
+        None => event.kind.as_str().to_owned(),
+    }
+}
+
+/// The message of an `email` event: the payload itself, or under `message`.
+fn email_message(payload: &serde_json::Value) -> Option<EmailMessage> {
+    serde_json::from_value(payload.clone()).ok().or_else(|| {
+        payload
+            .get("message")
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+    })
+}
+
+async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
+    let Some(message) = email_message(&event.payload) else {
+        // It will never parse: no point in retrying.
+        return EventCommit {
+            event,
+            outcome: EventOutcome::Dead {
+                error: "the email message is malformed".into(),
+            },
+            record: None,
+        };
+    };
+    let outcome = match ctx.mailer.send(&event.app, &message).await {
+        Ok(()) => EventOutcome::Done {
+            effects: shared::Effects::default(),
+        },
+        // A bad address or a 5xx reply will not get better: no retries.
+        Err(error) if error.is_permanent() => EventOutcome::Dead {
+            error: error.to_string(),
+        },
+        Err(error) => {
+            tracing::warn!(error = ?error, event = %event.id, "an email could not be sent");
+            failed(ctx, &event, error.to_string())
+        }
+    };
+    EventCommit {
+        event,
+        outcome,
+        record: None,
+    }
+}
+
+/// What the committer keeps of an event after handing its commit to the store.
+struct Committed {
+    id: EventId,
+    kind: EventKind,
+    outcome: &'static str,
+    record: Option<InvocationRecord>,
+}
+
+fn outcome_label(outcome: &EventOutcome) -> &'static str {
+    match outcome {
+        EventOutcome::Done { .. } => "done",
+        EventOutcome::Retry { .. } => "retry",
+        EventOutcome::Dead { .. } => "dead",
+    }
+}
+
+/// Commits whatever finished, in groups; broadcasts records after their commit.
+async fn commit_loop(
+    ctx: Arc<Context>,
+    mut finished: mpsc::Receiver<Finished>,
+    recorded: broadcast::Sender<InvocationRecord>,
+    committed: Arc<Notify>,
+) {
+    let limit = usize::try_from(ctx.config.batch_size).unwrap_or(usize::MAX);
+    let mut buf = Vec::with_capacity(limit.min(1024));
+    while finished.recv_many(&mut buf, limit).await > 0 {
+        let mut batch = Vec::with_capacity(buf.len());
+        let mut slots = Vec::with_capacity(buf.len());
+        let mut kept = Vec::with_capacity(buf.len());
+        for Finished { commit, _slot } in buf.drain(..) {
+            kept.push(Committed {
+                id: commit.event.id,
+                kind: commit.event.kind,
+                outcome: outcome_label(&commit.outcome),
+                record: commit.record.clone(),
+            });
+            batch.push(commit);
+            slots.push(_slot);
+        }
+        let (lost, failed) = commit_group(&ctx, batch).await;
+        for event in kept {
+            let outcome = if lost.contains(&event.id) {
+                tracing::warn!(event = %event.id, "lease lost before commit; another node runs it");
+                metrics::counter!("picloud_event_leases_lost_total").increment(1);
+                "lost"
+            } else if failed.contains(&event.id) {
+                "commit_failed"
+            } else {
+                if let Some(record) = event.record {
+                    // No subscriber is fine.
+                    let _ = recorded.send(record);
+                }
+                event.outcome
+            };
+            metrics::counter!("picloud_events_total", "kind" => event.kind.as_str(), "outcome" => outcome)
+                .increment(1);
+        }
+        drop(slots);
+        committed.notify_one();
+    }
+}
+
+/// Commits `batch` in one transaction; if that fails, each event on its own, so one bad
+/// event cannot hold back the others. Returns the ids whose lease was lost, and those
+/// that could not be committed (their rows stay leased and run again after the lease).
+async fn commit_group(ctx: &Context, batch: Vec<EventCommit>) -> (Vec<EventId>, Vec<EventId>) {
+    let single = batch.len() == 1;
+    let fallback = if single { None } else { Some(batch.clone()) };
+    match commit_with_retries(ctx, batch).await {
+        Ok(lost) => (lost, Vec::new()),
+        Err((error, ids)) => {
+            let Some(events) = fallback else {
+                log_commit_failure(&error, ids.len());
+                return (Vec::new(), ids);
+            };
+            tracing::warn!(error = ?error, events = ids.len(), "group commit failed; committing one by one");
+            let mut lost = Vec::new();
+            let mut failed = Vec::new();
+            for commit in events {
+                match commit_with_retries(ctx, vec![commit]).await {
+                    Ok(more) => lost.extend(more),
+                    Err((error, ids)) => {
+                        log_commit_failure(&error, ids.len());
+                        failed.extend(ids);
+                    }
+                }
+            }
+            (lost, failed)
+        }
+    }
+}
+
+fn log_commit_failure(error: &StoreError, events: usize) {
+    metrics::counter!("picloud_event_commit_failures_total").increment(events as u64);
+    tracing::error!(error = ?error, events, "could not commit finished events; they run again after their lease");
+}
+
+/// One `commit` call, tried again while the database is busy.
+async fn commit_with_retries(
+    ctx: &Context,
+    batch: Vec<EventCommit>,
+) -> Result<Vec<EventId>, (StoreError, Vec<EventId>)> {
+    let ids: Vec<EventId> = batch.iter().map(|c| c.event.id).collect();
+    let mut attempt = 0;
+    let mut pending = batch;
+    loop {
+        let retry = (attempt < COMMIT_RETRIES).then(|| pending.clone());
+        match ctx.store.outbox.commit(&ctx.config.node_id, pending).await {
+            Ok(lost) => return Ok(lost),
+            Err(StoreError::Busy) if retry.is_some() => {
+                attempt += 1;
+                let pause = backoff(
+                    attempt,
+                    Duration::from_millis(20),
+                    Duration::from_secs(1),
+                    1.0,
+                );
+                tokio::time::sleep(pause).await;
+                pending = retry.unwrap_or_default();
+            }
+            Err(error) => return Err((error, ids)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::AppName;
+
+    fn event(kind: EventKind, source: Option<&str>) -> Event {
+        Event {
+            id: EventId::new(),
+            app: AppName::parse("shop").unwrap(),
+            kind,
+            script: None,
+            trigger: None,
+            source: source.map(str::to_owned),
+            payload: serde_json::Value::Null,
+            attempt: 1,
+            max_attempts: 5,
+            scheduled_at: Utc::now(),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_summary_names_the_kind_and_the_topic_or_queue() {
+        assert_eq!(
+            summary(&event(EventKind::Topic, Some("orders"))),
+            "topic orders"
+        );
+        assert_eq!(summary(&event(EventKind::Invoke, None)), "invoke");
+    }
+
+    #[test]
+    fn an_email_payload_is_the_message_itself_or_under_message() {
+        let direct = serde_json::json!({"to": ["a@example.com"], "subject": "hi", "text": "t"});
+        let wrapped = serde_json::json!({"message": direct.clone()});
+        assert_eq!(email_message(&direct).map(|m| m.subject), Some("hi".into()));
+        assert_eq!(
+            email_message(&wrapped).map(|m| m.to),
+            Some(vec!["a@example.com".into()])
+        );
+        assert!(email_message(&serde_json::json!({"to": 3})).is_none());
+    }
+
+    #[test]
+    fn the_default_config_has_the_documented_values() {
+        let config = DispatchConfig::default();
+        assert_eq!(config.batch_size, 100);
+        assert_eq!(config.lease, Duration::from_secs(60));
+        assert_eq!(config.backoff_max, Duration::from_secs(300));
+        assert!(config.node_id.starts_with("node-"));
+        assert_ne!(config.node_id, DispatchConfig::default().node_id);
+    }
+}
