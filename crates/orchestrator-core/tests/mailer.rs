@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use orchestrator_core::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
 use shared::{AppName, EmailMessage};
-use storage::testing::sqlite_store;
+use storage::testing::{TestStore, postgres_store, sqlite_store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -192,9 +192,7 @@ async fn an_invalid_recipient_is_refused_before_any_connection() {
     assert_eq!(err.to_string(), "invalid email address in 'to'");
 }
 
-#[tokio::test]
-async fn without_smtp_the_email_lands_in_the_apps_development_mailbox() {
-    let db = sqlite_store().await;
+async fn the_development_mailbox_keeps_what_was_sent(db: TestStore) {
     db.store.apps.create(&app()).await.unwrap();
     let mailer = MailboxMailer::new(db.store.clone());
     mailer.send(&app(), &message()).await.unwrap();
@@ -207,4 +205,14 @@ async fn without_smtp_the_email_lands_in_the_apps_development_mailbox() {
     assert!(mailer.send(&app(), &bad).await.is_err());
     assert_eq!(db.store.mailbox.list(&app(), 10).await.unwrap().len(), 1);
     db.close().await;
+}
+
+#[tokio::test]
+async fn without_smtp_the_email_lands_in_the_apps_development_mailbox_on_sqlite() {
+    the_development_mailbox_keeps_what_was_sent(sqlite_store().await).await;
+}
+
+#[tokio::test]
+async fn without_smtp_the_email_lands_in_the_apps_development_mailbox_on_postgres() {
+    the_development_mailbox_keeps_what_was_sent(postgres_store().await).await;
 }
