@@ -6,8 +6,8 @@
 //!   storage effects exactly-once per event;
 //! - emitted events become rows inside the transaction that commits the run's writes,
 //!   routed by the app's triggers as they are at that moment;
-//! - each event of a batch runs inside its own savepoint, so one event whose effects cannot
-//!   be applied is retried on its own and never aborts the rest of the batch;
+//! - each event with KV or blob writes runs inside its own savepoint, so one event whose
+//!   writes cannot be applied is retried on its own and never aborts the rest of the batch;
 //! - a claim moves `available_at` to the end of the lease, so a leased row is not due and
 //!   an expired lease makes it due again; SQLite has one writer, so a claim is a single
 //!   `UPDATE ... RETURNING` under `BEGIN IMMEDIATE`.
@@ -527,8 +527,16 @@ async fn commit_one(
     now: DateTime<Utc>,
     acc: &mut Batch,
 ) -> Result<(), StoreError> {
-    let (result, applied) = match savepoint_part(conn, node, c, now).await {
-        Err(e) if matches!(c.outcome, EventOutcome::Done { .. }) => {
+    // Only KV and blob writes can fail for one event alone; everything else is plain inserts.
+    let fallible = matches!(&c.outcome, EventOutcome::Done { effects }
+        if !effects.kv.is_empty() || !effects.blobs.is_empty());
+    let attempt = if fallible {
+        savepoint_part(conn, node, c, now).await
+    } else {
+        part(conn, node, c, now).await
+    };
+    let (result, applied) = match attempt {
+        Err(e) if fallible => {
             tracing::warn!(event = %c.event.id, error = ?e, "an event's effects could not be committed");
             let fallback = savepoint_part(conn, node, &effects_failed(c, now), now).await?;
             (fallback, false)
