@@ -11,11 +11,15 @@
 //! `error: {err}` and exits 1.
 mod apps; // apps list|create|get|delete
 mod client; // the admin API over HTTP, error bodies -> ApiFailure
+mod data; // kv list|get|delete, blobs list|get|delete
+mod dead_letters; // dead-letters list|show|replay|delete|purge
 mod deploy; // deploy a file as a new script version, then bind routes
 mod invoke; // call a public endpoint
 mod logs; // invocation history, optionally followed
+mod mailbox; // the development mailbox
 mod output; // tables, times, JSON printing
 mod scripts; // scripts list|versions|show|rollback|delete
+mod settings; // config set|get|list|delete, secrets set|list|delete
 mod tokens; // tokens list|create|delete
 mod triggers; // triggers list|add|delete
 
@@ -61,6 +65,23 @@ pub enum Command {
     /// List, create and delete admin API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// List, inspect, replay, delete and purge dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(dead_letters::DeadLettersCommand),
+    /// List, read and delete an app's KV entries.
+    #[command(subcommand)]
+    Kv(data::KvCommand),
+    /// List, download and delete an app's blobs.
+    #[command(subcommand)]
+    Blobs(data::BlobsCommand),
+    /// Set, read, list and delete an app's config values.
+    #[command(subcommand)]
+    Config(settings::ConfigCommand),
+    /// Set, list and delete an app's secrets (values are never shown).
+    #[command(subcommand)]
+    Secrets(settings::SecretsCommand),
+    /// Show the development mailbox (emails sent without SMTP).
+    Mailbox(mailbox::MailboxArgs),
 }
 
 /// Run one client command against `remote` and print its result to stdout.
@@ -82,6 +103,12 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Triggers(cmd) => triggers::run(&api, cmd, json).await,
         Command::Logs(args) => logs::run(&api, args, json).await,
         Command::Tokens(cmd) => tokens::run(&api, cmd, json).await,
+        Command::DeadLetters(cmd) => dead_letters::run(&api, cmd, json).await,
+        Command::Kv(cmd) => data::run_kv(&api, cmd, json).await,
+        Command::Blobs(cmd) => data::run_blobs(&api, &remote, cmd, json).await,
+        Command::Config(cmd) => settings::run_config(&api, cmd, json).await,
+        Command::Secrets(cmd) => settings::run_secrets(&api, cmd, json).await,
+        Command::Mailbox(args) => mailbox::run(&api, args, json).await,
         Command::Invoke(_) => Ok(()),
     }
 }

@@ -1,5 +1,5 @@
-//! `picloud triggers list|add|delete`, and the `"METHOD /path"` route syntax that
-//! `deploy --route` shares.
+//! `picloud triggers list|add|delete` for every trigger kind (http, cron, topic, queue,
+//! dead_letter), and the `"METHOD /path"` route syntax that `deploy --route` shares.
 use std::fmt;
 
 use serde_json::{Value, json};
@@ -58,21 +58,78 @@ pub fn parse_route(raw: &str) -> Result<HttpRoute, String> {
 pub enum TriggersCommand {
     /// List an app's triggers.
     List { app: String },
-    /// Bind an HTTP route to a script.
+    /// Bind a script to an HTTP route, a cron schedule, a topic, a queue or dead letters.
     Add {
         app: String,
         /// The script the trigger runs.
         #[arg(long)]
         script: String,
-        /// The route, e.g. "GET /users/:id" (methods: GET POST PUT PATCH DELETE HEAD OPTIONS ANY).
-        #[arg(long, value_parser = parse_route)]
-        http: HttpRoute,
-        /// How many times a failed run is attempted (server default: 5).
+        #[command(flatten)]
+        source: TriggerSource,
+        /// The IANA time zone of a --cron schedule (server default: UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// How many times a failed event is attempted before it is a dead letter (server default: 5).
         #[arg(long)]
         max_attempts: Option<u32>,
     },
     /// Delete a trigger by id.
     Delete { app: String, id: String },
+}
+
+/// What the trigger listens to: exactly one of these.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[group(required = true, multiple = false)]
+pub struct TriggerSource {
+    /// An HTTP route, e.g. "GET /users/:id" (methods: GET POST PUT PATCH DELETE HEAD OPTIONS ANY).
+    #[arg(long, value_parser = parse_route)]
+    pub http: Option<HttpRoute>,
+    /// A cron schedule: 5 fields (minute first) or 6 (second first), e.g. "0 * * * * *".
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// A pub/sub topic the script subscribes to.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// A queue the script consumes (one consumer per queue).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Run the script for each new dead letter of the app.
+    #[arg(long)]
+    pub dead_letter: bool,
+}
+
+/// The body that creates a trigger of any kind.
+///
+/// # Errors
+/// A `timezone` without a cron schedule.
+pub fn trigger_body(
+    source: &TriggerSource,
+    timezone: Option<&str>,
+    script: &str,
+    max_attempts: Option<u32>,
+) -> Result<Value, String> {
+    if timezone.is_some() && source.cron.is_none() {
+        return Err("--timezone goes with --cron only".to_owned());
+    }
+    let mut body = if let Some(route) = &source.http {
+        return Ok(http_trigger_body(route, script, max_attempts));
+    } else if let Some(schedule) = &source.cron {
+        let mut body = json!({"kind": "cron", "schedule": schedule, "script": script});
+        if let (Some(tz), Some(obj)) = (timezone, body.as_object_mut()) {
+            obj.insert("timezone".into(), json!(tz));
+        }
+        body
+    } else if let Some(topic) = &source.topic {
+        json!({"kind": "topic", "topic": topic, "script": script})
+    } else if let Some(queue) = &source.queue {
+        json!({"kind": "queue", "queue": queue, "script": script})
+    } else {
+        json!({"kind": "dead_letter", "script": script})
+    };
+    if let (Some(n), Some(obj)) = (max_attempts, body.as_object_mut()) {
+        obj.insert("max_attempts".into(), json!(n));
+    }
+    Ok(body)
 }
 
 /// The body that creates an http trigger.
@@ -98,10 +155,12 @@ pub async fn run(api: &Api, cmd: TriggersCommand, json: bool) -> anyhow::Result<
         TriggersCommand::Add {
             app,
             script,
-            http,
+            source,
+            timezone,
             max_attempts,
         } => {
-            let body = http_trigger_body(&http, &script, max_attempts);
+            let body = trigger_body(&source, timezone.as_deref(), &script, max_attempts)
+                .map_err(anyhow::Error::msg)?;
             let answer = api.post(&["apps", &app, "triggers"], &body).await?;
             print(json, &answer, |t| {
                 format!("added trigger {}: {}", field(t, "id"), describe(t))
@@ -115,18 +174,24 @@ pub async fn run(api: &Api, cmd: TriggersCommand, json: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// `GET /hello -> hello` for http triggers; `cron -> nightly` style for other kinds.
+/// `GET /hello -> hello` for http triggers, `cron 0 * * * * (UTC) -> nightly`,
+/// `topic orders -> handler`, `queue jobs -> worker`, `dead_letter -> alert`.
 pub fn describe(trigger: &Value) -> String {
-    let kind = field(trigger, "kind");
-    if kind == "http" || trigger.get("method").is_some() {
-        format!(
-            "{} {} -> {}",
-            field(trigger, "method"),
-            field(trigger, "path"),
-            field(trigger, "script")
-        )
-    } else {
-        format!("{kind} -> {}", field(trigger, "script"))
+    format!("{} -> {}", what(trigger), field(trigger, "script"))
+}
+
+/// What a trigger listens to, without its script.
+fn what(trigger: &Value) -> String {
+    match field(trigger, "kind").as_str() {
+        "http" => format!("{} {}", field(trigger, "method"), field(trigger, "path")),
+        "cron" => format!(
+            "cron {} ({})",
+            field(trigger, "schedule"),
+            field(trigger, "timezone")
+        ),
+        "topic" => format!("topic {}", field(trigger, "topic")),
+        "queue" => format!("queue {}", field(trigger, "queue")),
+        other => other.to_owned(),
     }
 }
 
@@ -141,17 +206,28 @@ fn format_list(answer: &Value) -> String {
             vec![
                 field(t, "id"),
                 field(t, "kind"),
-                field(t, "method"),
-                field(t, "path"),
+                source_of(t),
                 field(t, "script"),
                 field(t, "max_attempts"),
             ]
         })
         .collect();
-    table(
-        &["ID", "KIND", "METHOD", "PATH", "SCRIPT", "MAX ATTEMPTS"],
-        &rows,
-    )
+    table(&["ID", "KIND", "SOURCE", "SCRIPT", "MAX ATTEMPTS"], &rows)
+}
+
+/// The list's SOURCE column: the route, the schedule and zone, the topic or the queue.
+fn source_of(trigger: &Value) -> String {
+    match field(trigger, "kind").as_str() {
+        "http" => format!("{} {}", field(trigger, "method"), field(trigger, "path")),
+        "cron" => format!(
+            "{} ({})",
+            field(trigger, "schedule"),
+            field(trigger, "timezone")
+        ),
+        "topic" => field(trigger, "topic"),
+        "queue" => field(trigger, "queue"),
+        _ => "-".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -212,13 +288,21 @@ mod tests {
         let Command::Triggers(TriggersCommand::Add {
             app,
             script,
-            http,
+            source,
+            timezone,
             max_attempts,
         }) = command
         else {
             panic!("not triggers add");
         };
         assert_eq!(app, "shop");
+        assert_eq!(
+            trigger_body(&source, timezone.as_deref(), &script, max_attempts),
+            Ok(
+                json!({"kind": "http", "method": "GET", "path": "/users/:id", "script": "user", "max_attempts": 3})
+            )
+        );
+        let http = source.http.expect("an http route");
         assert_eq!(
             http_trigger_body(&http, &script, max_attempts),
             json!({"kind": "http", "method": "GET", "path": "/users/:id", "script": "user", "max_attempts": 3})
@@ -227,6 +311,61 @@ mod tests {
             http_trigger_body(&http, &script, None)
                 .get("max_attempts")
                 .is_none()
+        );
+    }
+
+    /// The body `triggers add shop --script job ARGS` sends; a parse or a body error as text.
+    fn add_body(args: &[&str]) -> Result<Value, String> {
+        let mut all = vec!["triggers", "add", "shop", "--script", "job"];
+        all.extend_from_slice(args);
+        let (_, command) = parse(&all).map_err(|e| e.to_string())?;
+        let Command::Triggers(TriggersCommand::Add {
+            script,
+            source,
+            timezone,
+            max_attempts,
+            ..
+        }) = command
+        else {
+            panic!("not triggers add");
+        };
+        trigger_body(&source, timezone.as_deref(), &script, max_attempts)
+    }
+
+    #[test]
+    fn triggers_add_builds_the_body_of_every_event_kind() {
+        assert_eq!(
+            add_body(&["--cron", "0 * * * * *", "--timezone", "Europe/Berlin"]).expect("cron"),
+            json!({"kind": "cron", "schedule": "0 * * * * *", "timezone": "Europe/Berlin", "script": "job"})
+        );
+        assert_eq!(
+            add_body(&["--cron", "*/5 * * * *"]).expect("cron"),
+            json!({"kind": "cron", "schedule": "*/5 * * * *", "script": "job"})
+        );
+        assert_eq!(
+            add_body(&["--topic", "orders", "--max-attempts", "2"]).expect("topic"),
+            json!({"kind": "topic", "topic": "orders", "script": "job", "max_attempts": 2})
+        );
+        assert_eq!(
+            add_body(&["--queue", "jobs"]).expect("queue"),
+            json!({"kind": "queue", "queue": "jobs", "script": "job"})
+        );
+        assert_eq!(
+            add_body(&["--dead-letter"]).expect("dead letter"),
+            json!({"kind": "dead_letter", "script": "job"})
+        );
+    }
+
+    #[test]
+    fn triggers_add_needs_exactly_one_source() {
+        assert!(add_body(&[]).is_err(), "no source");
+        assert!(
+            add_body(&["--topic", "a", "--queue", "b"]).is_err(),
+            "two sources"
+        );
+        assert_eq!(
+            add_body(&["--topic", "a", "--timezone", "UTC"]),
+            Err("--timezone goes with --cron only".to_owned())
         );
     }
 
@@ -251,9 +390,22 @@ mod tests {
             "id": "t1", "app": "shop", "script": "hello", "kind": "http", "method": "GET",
             "path": "/hello", "max_attempts": 5, "created_at": "2026-11-22T10:00:00Z"
         }]}));
+        assert_eq!(out.lines().nth(1), Some("t1  http  GET /hello  hello   5"));
+        let cron = format_list(&json!({"triggers": [{
+            "id": "t2", "script": "tick", "kind": "cron", "schedule": "0 * * * *",
+            "timezone": "UTC", "max_attempts": 5
+        }]}));
         assert_eq!(
-            out.lines().nth(1),
-            Some("t1  http  GET     /hello  hello   5")
+            cron.lines().nth(1),
+            Some("t2  cron  0 * * * * (UTC)  tick    5")
+        );
+        assert_eq!(
+            describe(&json!({"kind": "queue", "queue": "jobs", "script": "w"})),
+            "queue jobs -> w"
+        );
+        assert_eq!(
+            describe(&json!({"kind": "dead_letter", "script": "alert"})),
+            "dead_letter -> alert"
         );
         assert_eq!(
             describe(&json!({"kind": "http", "method": "POST", "path": "/x", "script": "s"})),
