@@ -907,3 +907,66 @@ impl OutboxRepository for PgOutbox {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use shared::{AppName, Effects, Emit, ScriptName};
+    use sqlx::Connection;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn an_insert_on_one_node_wakes_another_node_through_notify() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let a = crate::connect(&url).await.expect("node a");
+        let b = crate::connect(&url).await.expect("node b");
+        // The first call starts b's listener, which wakes once when it is listening.
+        tokio::time::timeout(WAIT, b.outbox.inserted())
+            .await
+            .expect("b's listener is up");
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.outbox.inserted().await })
+        };
+        let app = AppName::parse("shop").expect("name");
+        let script = ScriptName::parse("w").expect("name");
+        a.apps.create(&app).await.expect("app");
+        a.scripts.deploy(&app, &script, "1").await.expect("deploy");
+        a.outbox
+            .apply(
+                &app,
+                &Effects {
+                    emitted: vec![Emit::InvokeAsync {
+                        script,
+                        payload: json!(1),
+                    }],
+                    ..Effects::default()
+                },
+            )
+            .await
+            .expect("apply");
+        tokio::time::timeout(WAIT, waiter)
+            .await
+            .expect("b woke on a's insert")
+            .expect("waiter");
+        assert_eq!(b.outbox.pending(&app).await.expect("pending"), 1);
+
+        a.health.close().await;
+        tokio::time::timeout(WAIT, b.health.close())
+            .await
+            .expect("closing the pool ends the listener");
+        let schema = url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned());
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        if let Some(schema) = schema {
+            // The schema name is ours (a fixed prefix and hex digits), never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut conn)
+                .await
+                .expect("drop the test schema");
+        }
+        conn.close().await.ok();
+    }
+}
