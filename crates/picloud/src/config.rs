@@ -158,6 +158,10 @@ pub struct LimitSettings {
     pub max_map_len: usize,
     pub max_output_bytes: usize,
     pub max_log_bytes: usize,
+    pub max_kv_value_bytes: usize,
+    pub max_blob_bytes: usize,
+    pub max_payload_bytes: usize,
+    pub max_invoke_depth: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +220,10 @@ impl Default for LimitSettings {
             max_map_len: l.max_map_len,
             max_output_bytes: l.max_output_bytes,
             max_log_bytes: l.max_log_bytes,
+            max_kv_value_bytes: l.max_kv_value_bytes,
+            max_blob_bytes: l.max_blob_bytes,
+            max_payload_bytes: l.max_payload_bytes,
+            max_invoke_depth: l.max_invoke_depth,
         }
     }
 }
@@ -265,6 +273,10 @@ impl Config {
             max_map_len: l.max_map_len,
             max_output_bytes: l.max_output_bytes,
             max_log_bytes: l.max_log_bytes,
+            max_kv_value_bytes: l.max_kv_value_bytes,
+            max_blob_bytes: l.max_blob_bytes,
+            max_payload_bytes: l.max_payload_bytes,
+            max_invoke_depth: l.max_invoke_depth,
         }
     }
 
@@ -281,6 +293,11 @@ impl Config {
         config.limits.timeout_ms = 2_000;
         config.limits.max_operations = 2_000_000;
         config.http.shutdown_grace_ms = 5_000;
+        // Retries in tests come quickly; the jitter still applies.
+        config.events.backoff_base_ms = 50;
+        config.events.backoff_max_ms = 200;
+        // Outbound requests may reach test servers on 127.0.0.1 (and nothing else private).
+        config.outbound.allow_cidrs = vec!["127.0.0.1/32".into()];
         config
     }
 }

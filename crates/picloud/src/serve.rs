@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::http::Request;
-use orchestrator_core::{IngressConfig, Orchestrator};
+use orchestrator_core::{DispatchConfig, IngressConfig, MailSender, MailboxMailer, Orchestrator};
 use shared::{Catalog, InvocationRecord, Store};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -113,9 +113,10 @@ pub async fn start_role(
     role: Role,
 ) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir).context("cannot create the data directory")?;
-    let store = storage::connect(&config.database_url())
+    let store = storage::connect_with(&config.database_url(), store_options(&config)?)
         .await
         .context("cannot open the database")?;
+    spawn_object_sweeper(store.clone(), shutdown.clone());
     let generated_admin_token = if role.manages() {
         manager_core::bootstrap_admin_token(&store, config.admin_token.as_deref())
             .await
@@ -127,6 +128,13 @@ pub async fn start_role(
     let mut app = Router::new().merge(health::router(store.clone()));
     health::metrics_handle();
     let mut node = None;
+    if role.manages() {
+        let scheduler = manager_core::CronScheduler::start(store.clone(), shutdown.clone());
+        catalog.subscribe(scheduler);
+        let days = config.events.dead_letter_retention_days.max(1);
+        let retention = Duration::from_secs(days * 24 * 60 * 60);
+        manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
+    }
     if role.runs_scripts() {
         let (executor, orchestrator) = start_node(&config, &store, &catalog).await?;
         if role.manages() {
@@ -205,7 +213,8 @@ fn manager_router(
     })
 }
 
-/// The script threads and the public endpoints, subscribed to this node's catalog.
+/// The script threads, the public endpoints and the dispatcher, subscribed to this
+/// node's catalog.
 async fn start_node(
     config: &Config,
     store: &Store,
@@ -220,15 +229,7 @@ async fn start_node(
             threads,
             queue_capacity: config.executor.queue_capacity,
             limits: config.executor_limits(),
-            outbound: executor_core::OutboundConfig {
-                allow_hosts: config.outbound.allow_hosts.clone(),
-                allow_cidrs: executor_core::ssrf::parse_cidrs(&config.outbound.allow_cidrs)
-                    .context("outbound.allow_cidrs")?,
-                timeout: Duration::from_millis(config.outbound.timeout_ms),
-                max_response_bytes: config.outbound.max_response_bytes,
-                max_redirects: config.outbound.max_redirects,
-                resolver: None,
-            },
+            outbound: outbound_config(config)?,
         },
         store.clone(),
         tokio::runtime::Handle::current(),
@@ -237,11 +238,112 @@ async fn start_node(
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
     };
-    let orchestrator = Orchestrator::start(store.clone(), executor.clone(), ingress)
+    let events = &config.events;
+    let dispatch = DispatchConfig {
+        node_id: config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple())),
+        batch_size: events.batch_size.max(1),
+        lease: Duration::from_secs(events.lease_secs.max(1)),
+        max_in_flight: events.max_in_flight.max(1),
+        backoff_base: Duration::from_millis(events.backoff_base_ms),
+        backoff_max: Duration::from_millis(events.backoff_max_ms),
+    };
+    let mailer = mailer(config, store)?;
+    let orchestrator = Orchestrator::start(store.clone(), executor.clone(), mailer, ingress, dispatch)
         .await
         .context("cannot load the route tables")?;
 
     catalog.subscribe(executor.clone());
     catalog.subscribe(orchestrator.catalog_listener());
     Ok((executor, orchestrator))
+}
+
+/// Where blobs and the secrets key live, from the configuration.
+fn store_options(config: &Config) -> anyhow::Result<storage::StoreOptions> {
+    let key_file = config
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let secret_key =
+        storage::load_or_create_key(&key_file).context("cannot read or create the secrets key")?;
+    let blobs = &config.blobs;
+    let s3 = match (&blobs.s3_bucket, &blobs.s3_access_key_id, &blobs.s3_secret_access_key) {
+        (Some(bucket), Some(key_id), Some(secret)) => Some(storage::S3Options {
+            endpoint: blobs.s3_endpoint.clone(),
+            bucket: bucket.clone(),
+            region: blobs.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: key_id.clone(),
+            secret_access_key: secret.clone(),
+            allow_http: blobs.s3_allow_http,
+        }),
+        (None, None, None) => None,
+        _ => anyhow::bail!(
+            "S3 blobs need blobs.s3_bucket, blobs.s3_access_key_id and blobs.s3_secret_access_key"
+        ),
+    };
+    Ok(storage::StoreOptions {
+        blob_dir: blobs.dir.clone().unwrap_or_else(|| config.data_dir.join("blobs")),
+        s3,
+        secret_key,
+    })
+}
+
+/// The SSRF policy and limits of `http::*`.
+fn outbound_config(config: &Config) -> anyhow::Result<executor_core::OutboundConfig> {
+    let o = &config.outbound;
+    Ok(executor_core::OutboundConfig {
+        allow_hosts: o.allow_hosts.clone(),
+        allow_cidrs: executor_core::ssrf::parse_cidrs(&o.allow_cidrs)
+            .context("invalid outbound.allow_cidrs")?,
+        timeout: Duration::from_millis(o.timeout_ms),
+        max_response_bytes: o.max_response_bytes,
+        max_redirects: o.max_redirects,
+        resolver: None,
+    })
+}
+
+/// SMTP when a host is configured, else the development mailbox.
+fn mailer(config: &Config, store: &Store) -> anyhow::Result<Arc<dyn MailSender>> {
+    let smtp = &config.smtp;
+    let Some(host) = smtp.host.clone() else {
+        return Ok(Arc::new(MailboxMailer::new(store.clone())));
+    };
+    let security = match smtp.security.as_str() {
+        "none" => orchestrator_core::Security::None,
+        "starttls" => orchestrator_core::Security::StartTls,
+        "tls" => orchestrator_core::Security::Tls,
+        other => anyhow::bail!("smtp.security must be none, starttls or tls, not '{other}'"),
+    };
+    let mailer = orchestrator_core::SmtpMailer::new(orchestrator_core::SmtpConfig {
+        host,
+        port: smtp.port,
+        security,
+        username: smtp.username.clone(),
+        password: smtp.password.clone(),
+        default_from: smtp.from.clone(),
+        timeout: Duration::from_millis(smtp.timeout_ms),
+    })
+    .context("invalid SMTP settings")?;
+    Ok(Arc::new(mailer))
+}
+
+/// Remove temp files a crash left in the blob store: now, then once an hour (a maintenance
+/// timer, not a work loop: each wake-up is one directory listing).
+fn spawn_object_sweeper(store: Store, shutdown: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(60 * 60);
+    tokio::spawn(async move {
+        loop {
+            match store.objects.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed orphaned blob temp files"),
+                Err(e) => tracing::warn!(error = %e, "blob temp sweep failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    });
 }

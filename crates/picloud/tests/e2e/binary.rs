@@ -8,9 +8,9 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 
-struct Running {
-    child: Child,
-    url: String,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) url: String,
     printed_token: Option<String>,
 }
 
@@ -23,7 +23,7 @@ impl Drop for Running {
 
 /// Start `picloud serve` on a free loopback port and wait for its "listening on" line.
 #[allow(clippy::zombie_processes)] // `Running::drop` kills and waits
-fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Running {
+pub(crate) fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .env_clear()

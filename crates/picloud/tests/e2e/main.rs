@@ -4,6 +4,9 @@ mod common;
 
 mod admin; // the admin API's bad-input table
 mod binary; // the real `picloud` binary and its CLI
+mod crash; // kill -9 with events in flight
+mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
+mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown

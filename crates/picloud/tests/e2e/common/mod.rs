@@ -110,6 +110,38 @@ impl TestApp {
         );
     }
 
+    /// Create a trigger from its JSON (`{"kind": "topic", "topic": "orders", "script": "s"}`).
+    pub async fn add_trigger(&self, app: &str, trigger: Value) -> Response {
+        self.admin(Method::POST, &format!("/apps/{app}/triggers")).json(&trigger).send().await.unwrap()
+    }
+
+    /// Deploy `source` as `script` and bind it with `trigger` (the `script` field is added).
+    pub async fn handler(&self, app: &str, script: &str, mut trigger: Value, source: &str) {
+        let created = self.create_app(app).await.status();
+        assert!(created == 201 || created == 409, "create app: {created}");
+        let deployed = self.deploy(app, script, source).await;
+        assert!(deployed.status().is_success(), "deploy: {}", deployed.text().await.unwrap());
+        trigger["script"] = Value::from(script);
+        let bound = self.add_trigger(app, trigger).await;
+        assert_eq!(bound.status(), 201, "trigger: {}", bound.text().await.unwrap());
+    }
+
+    /// A KV value through the admin API (`None` when missing).
+    pub async fn kv(&self, app: &str, key: &str) -> Option<Value> {
+        let res = self.admin(Method::GET, &format!("/apps/{app}/kv/{}", encode(key))).send().await.unwrap();
+        match res.status().as_u16() {
+            200 => Some(res.json::<Value>().await.unwrap()["value"].clone()),
+            404 => None,
+            other => panic!("kv get answered {other}: {}", res.text().await.unwrap()),
+        }
+    }
+
+    pub async fn dead_letters(&self, app: &str) -> Vec<Value> {
+        let res = self.admin(Method::GET, &format!("/apps/{app}/dead-letters")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["dead_letters"].as_array().unwrap().clone()
+    }
+
     /// Call a public endpoint: `call(Method::GET, "/shop/hello")`.
     pub fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.url))
@@ -152,6 +184,35 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Percent-encode one path segment.
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Wait (at most 20 s) for a committed record that `matches`, and return it.
+pub async fn record_where(
+    rx: &mut broadcast::Receiver<InvocationRecord>,
+    matches: impl Fn(&InvocationRecord) -> bool,
+) -> InvocationRecord {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rx.recv().await {
+                Ok(r) if matches(&r) => return r,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("recorder closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a matching invocation was recorded within 20 s")
 }
 
 /// Wait for the record of invocation `id` to be committed.
