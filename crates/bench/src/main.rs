@@ -11,6 +11,7 @@
 //! - `report`: the table and the targets.
 mod baseline; // the bare axum server
 mod child; // server processes, killed on drop
+mod events; // events/s and publish->handler delay on SQLite and PostgreSQL
 mod picloud; // picloud serve + admin API setup
 mod procfs; // /proc/PID/{stat,status}
 mod report; // the comparison table and targets
@@ -63,6 +64,15 @@ struct Args {
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     strict: bool,
+    /// Events published in the events burst, per backend.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Skip the events benchmark.
+    #[arg(long)]
+    skip_events: bool,
+    /// Skip the HTTP benchmark (and idle), run only the events benchmark.
+    #[arg(long)]
+    skip_http: bool,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +136,30 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         report.baseline = Some(measure(&server, baseline::PATH, load, args.warmup)?);
     }
     if args.baseline_only {
+        return Ok(report);
+    }
+    if !args.skip_events {
+        report.events.push(events::run(
+            &picloud_bin,
+            work.path(),
+            "sqlite",
+            None,
+            args.events,
+        )?);
+        let schema_url = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            // A fresh schema on PICLOUD_TEST_DATABASE_URL (default: the local `test` database).
+            .block_on(storage::testing::fresh_postgres_url());
+        report.events.push(events::run(
+            &picloud_bin,
+            work.path(),
+            "postgres",
+            Some(&schema_url),
+            args.events,
+        )?);
+    }
+    if args.skip_http {
         return Ok(report);
     }
 

@@ -9,6 +9,10 @@ pub const TARGET_RATIO: f64 = 0.7;
 pub const TARGET_IDLE_CPU_PCT: f64 = 0.1;
 /// Resident memory after the load, in MB (MiB).
 pub const TARGET_RSS_MB: f64 = 30.0;
+/// Events end to end (publish -> handler committed), per backend.
+pub const TARGET_EVENTS_PER_SEC: f64 = 5_000.0;
+/// Publish -> handler start when the dispatcher is not saturated.
+pub const TARGET_EVENT_P99_MS: f64 = 50.0;
 
 /// The idle window: CPU ticks used over `window_secs`, and VmRSS at its end.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +51,7 @@ pub struct Report {
     pub baseline: Option<WrkResult>,
     pub picloud: Option<WrkResult>,
     pub idle: Option<Idle>,
+    pub events: Vec<crate::events::EventRun>,
 }
 
 impl Report {
@@ -56,6 +61,7 @@ impl Report {
             baseline: None,
             picloud: None,
             idle: None,
+            events: Vec::new(),
         }
     }
 
@@ -81,7 +87,10 @@ impl Report {
             .idle
             .as_ref()
             .is_none_or(|i| i.cpu_pct() < TARGET_IDLE_CPU_PCT && i.rss_mb() < TARGET_RSS_MB);
-        clean && ratio && idle
+        let events = self.events.iter().all(|e| {
+            e.events_per_sec >= TARGET_EVENTS_PER_SEC && e.paced_p99_ms < TARGET_EVENT_P99_MS
+        });
+        clean && ratio && idle && events
     }
 
     pub fn render(&self) -> String {
@@ -151,6 +160,22 @@ impl Report {
                 let _ = writeln!(out, "{:<28} {:>12}", "idle CPU / VmRSS", "skipped");
             }
             None => {}
+        }
+        for e in &self.events {
+            let _ = writeln!(
+                out,
+                "events {:<8} {:>6} burst: {:>8.0} events/s {}  delay p50 {:>7.1} ms p99 {:>7.1} ms | {} paced (200/s): p50 {:>5.1} ms p99 {:>5.1} ms {}",
+                e.backend,
+                e.events,
+                e.events_per_sec,
+                verdict(e.events_per_sec >= TARGET_EVENTS_PER_SEC),
+                e.burst_p50_ms,
+                e.burst_p99_ms,
+                e.paced_events,
+                e.paced_p50_ms,
+                e.paced_p99_ms,
+                verdict(e.paced_p99_ms < TARGET_EVENT_P99_MS),
+            );
         }
         if [&self.baseline, &self.picloud]
             .into_iter()
