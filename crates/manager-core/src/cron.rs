@@ -195,16 +195,17 @@ impl CatalogListener for CronScheduler {
 async fn run(store: Store, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut retry = RETRY_FIRST;
     loop {
-        let next = match fire_due(&store).await {
-            Ok(next) => {
+        let Fired { next, error } = fire_due(&store).await;
+        let next = match error {
+            None => {
                 retry = RETRY_FIRST;
                 next
             }
-            Err(e) => {
+            Some(e) => {
                 tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "cron scheduler could not read or fire triggers");
-                let at = Utc::now() + retry;
+                let again = Utc::now() + retry;
                 retry = (retry * 2).min(RETRY_CAP);
-                Some(at)
+                Some(next.map_or(again, |n| n.min(again)))
             }
         };
         tokio::select! {
@@ -213,6 +214,14 @@ async fn run(store: Store, wake: Arc<Notify>, shutdown: CancellationToken) {
             () = sleep_until_or_forever(next) => {}
         }
     }
+}
+
+/// What one pass over the cron triggers found.
+struct Fired {
+    /// When the next slot of any trigger is due.
+    next: Option<DateTime<Utc>>,
+    /// The first store failure, if any; the pass tried every trigger anyway.
+    error: Option<shared::StoreError>,
 }
 
 /// Sleep until the wall-clock time `at`, or forever when there is none.
@@ -226,28 +235,43 @@ async fn sleep_until_or_forever(at: Option<DateTime<Utc>>) {
     }
 }
 
-/// Fire every cron trigger that is due; return when the next one becomes due.
-async fn fire_due(store: &Store) -> Result<Option<DateTime<Utc>>, shared::StoreError> {
-    let triggers = store.triggers.list_all().await?;
+/// Fire every cron trigger that is due and say when the next one becomes due. A trigger
+/// whose fire failed does not hold up the others; its slot is still due on the retry.
+async fn fire_due(store: &Store) -> Fired {
+    let triggers = match store.triggers.list_all().await {
+        Ok(triggers) => triggers,
+        Err(e) => {
+            return Fired {
+                next: None,
+                error: Some(e),
+            };
+        }
+    };
     let now = Utc::now();
-    let mut earliest: Option<DateTime<Utc>> = None;
+    let mut fired = Fired {
+        next: None,
+        error: None,
+    };
     for trigger in &triggers {
         let Some(schedule) = cron_schedule(trigger) else {
             continue;
         };
-        if let Some(slot) = slot_due(
-            &schedule,
-            trigger.last_fired_at.unwrap_or(trigger.created_at),
-            now,
-        ) {
-            let fired = store.triggers.fire_cron(trigger.id, slot).await?;
-            tracing::debug!(trigger = %trigger.id, app = %trigger.app, %slot, fired, "cron slot due");
+        let since = trigger.last_fired_at.unwrap_or(trigger.created_at);
+        if let Some(slot) = slot_due(&schedule, since, now) {
+            match store.triggers.fire_cron(trigger.id, slot).await {
+                Ok(moved) => {
+                    tracing::debug!(trigger = %trigger.id, app = %trigger.app, %slot, fired = moved, "cron slot due");
+                }
+                Err(e) => {
+                    fired.error.get_or_insert(e);
+                }
+            }
         }
         if let Some(next) = schedule.next_after(now) {
-            earliest = Some(earliest.map_or(next, |e| e.min(next)));
+            fired.next = Some(fired.next.map_or(next, |n| n.min(next)));
         }
     }
-    Ok(earliest)
+    fired
 }
 
 /// The parsed schedule of a cron trigger; `None` for other kinds. A schedule stored before
