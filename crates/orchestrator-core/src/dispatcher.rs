@@ -74,6 +74,8 @@ impl Default for DispatchConfig {
 const NO_HANDLER: &str = "no handler";
 /// An executor at capacity is retried after about this long (not a failure of the script).
 const OVERLOAD_DELAY: Duration = Duration::from_millis(100);
+/// Group commits running at once on PostgreSQL (SQLite: one).
+const POSTGRES_COMMITTERS: usize = 4;
 /// A commit that meets a busy database is tried this many times more.
 const COMMIT_RETRIES: u32 = 3;
 
@@ -437,7 +439,8 @@ fn outcome_label(outcome: &EventOutcome) -> &'static str {
     }
 }
 
-/// Commits whatever finished, in groups; broadcasts records after their commit.
+/// Commits whatever finished, in groups; broadcasts records after their commit. While
+/// every committer is busy, finished events pile up and go into the next group.
 async fn commit_loop(
     ctx: Arc<Context>,
     mut finished: mpsc::Receiver<Finished>,
@@ -445,42 +448,81 @@ async fn commit_loop(
     committed: Arc<Notify>,
 ) {
     let limit = usize::try_from(ctx.config.batch_size).unwrap_or(usize::MAX);
+    let committers = committers(&ctx.store);
+    let busy = Arc::new(Semaphore::new(committers));
     let mut buf = Vec::with_capacity(limit.min(1024));
-    while finished.recv_many(&mut buf, limit).await > 0 {
-        let mut batch = Vec::with_capacity(buf.len());
-        let mut slots = Vec::with_capacity(buf.len());
-        let mut kept = Vec::with_capacity(buf.len());
-        for Finished { commit, _slot } in buf.drain(..) {
-            kept.push(Committed {
-                id: commit.event.id,
-                kind: commit.event.kind,
-                outcome: outcome_label(&commit.outcome),
-                record: commit.record.clone(),
-            });
-            batch.push(commit);
-            slots.push(_slot);
+    loop {
+        let Ok(turn) = busy.clone().acquire_owned().await else {
+            break;
+        };
+        if finished.recv_many(&mut buf, limit).await == 0 {
+            break;
         }
-        let (lost, failed) = commit_group(&ctx, batch).await;
-        for event in kept {
-            let outcome = if lost.contains(&event.id) {
-                tracing::warn!(event = %event.id, "lease lost before commit; another node runs it");
-                metrics::counter!("picloud_event_leases_lost_total").increment(1);
-                "lost"
-            } else if failed.contains(&event.id) {
-                "commit_failed"
-            } else {
-                if let Some(record) = event.record {
-                    // No subscriber is fine.
-                    let _ = recorded.send(record);
-                }
-                event.outcome
-            };
-            metrics::counter!("picloud_events_total", "kind" => event.kind.as_str(), "outcome" => outcome)
-                .increment(1);
-        }
-        drop(slots);
-        committed.notify_one();
+        let group: Vec<Finished> = buf.drain(..).collect();
+        let ctx = ctx.clone();
+        let recorded = recorded.clone();
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            commit_finished(&ctx, group, &recorded).await;
+            committed.notify_one();
+            drop(turn);
+        });
     }
+    // Wait for the commits still running.
+    let all = u32::try_from(committers).unwrap_or(u32::MAX);
+    if busy.acquire_many(all).await.is_err() {
+        tracing::error!("the dispatcher's commit slots were closed");
+    }
+}
+
+/// How many group commits may run at once: SQLite has one writer, PostgreSQL commits
+/// faster with a few connections working side by side.
+fn committers(store: &Store) -> usize {
+    match store.health.backend() {
+        "sqlite" => 1,
+        _ => POSTGRES_COMMITTERS,
+    }
+}
+
+/// Commits one group, then broadcasts its records and counts its outcomes; the group's
+/// slots are freed when it is dropped at the end.
+async fn commit_finished(
+    ctx: &Context,
+    group: Vec<Finished>,
+    recorded: &broadcast::Sender<InvocationRecord>,
+) {
+    let mut batch = Vec::with_capacity(group.len());
+    let mut slots = Vec::with_capacity(group.len());
+    let mut kept = Vec::with_capacity(group.len());
+    for Finished { commit, _slot } in group {
+        kept.push(Committed {
+            id: commit.event.id,
+            kind: commit.event.kind,
+            outcome: outcome_label(&commit.outcome),
+            record: commit.record.clone(),
+        });
+        batch.push(commit);
+        slots.push(_slot);
+    }
+    let (lost, failed) = commit_group(ctx, batch).await;
+    for event in kept {
+        let outcome = if lost.contains(&event.id) {
+            tracing::warn!(event = %event.id, "lease lost before commit; another node runs it");
+            metrics::counter!("picloud_event_leases_lost_total").increment(1);
+            "lost"
+        } else if failed.contains(&event.id) {
+            "commit_failed"
+        } else {
+            if let Some(record) = event.record {
+                // No subscriber is fine.
+                let _ = recorded.send(record);
+            }
+            event.outcome
+        };
+        metrics::counter!("picloud_events_total", "kind" => event.kind.as_str(), "outcome" => outcome)
+            .increment(1);
+    }
+    drop(slots);
 }
 
 /// Commits `batch` in one transaction; if that fails, each event on its own, so one bad
