@@ -458,7 +458,7 @@ async fn commit_loop(
         if finished.recv_many(&mut buf, limit).await == 0 {
             break;
         }
-        let group: Vec<Finished> = buf.drain(..).collect();
+        let group = std::mem::take(&mut buf);
         let ctx = ctx.clone();
         let recorded = recorded.clone();
         let committed = committed.clone();

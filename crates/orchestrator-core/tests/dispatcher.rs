@@ -37,10 +37,14 @@ fn dispatch(node: &str) -> DispatchConfig {
 }
 
 async fn executor(store: &Store) -> Arc<Executor> {
+    executor_with(store, 2, 256)
+}
+
+fn executor_with(store: &Store, threads: usize, queue_capacity: usize) -> Arc<Executor> {
     Executor::start(
         ExecutorConfig {
-            threads: 2,
-            queue_capacity: 256,
+            threads,
+            queue_capacity,
             limits: Limits {
                 timeout: Duration::from_secs(5),
                 ..Limits::default()
@@ -674,6 +678,58 @@ async fn an_email_refused_for_good_is_dead_lettered_without_retries() {
     assert_eq!(dead.attempts, 1);
     assert_eq!(calls, 1);
     assert_eq!(dead.error, "the email has no recipient");
+}
+
+#[tokio::test]
+async fn an_executor_at_capacity_delays_events_but_never_dead_letters_them() {
+    const EVENTS: usize = 8;
+    let db = sqlite_store().await;
+    let store = new_app(&db).await;
+    deploy(
+        &store,
+        "busy",
+        r#"let i = 0; while i < 20000 { i += 1; } kv::incr("done", 1);"#,
+    )
+    .await;
+    // One attempt only: an overloaded executor must not use it up.
+    trigger(&store, "busy", queue("busy"), 1).await;
+    let node = Orchestrator::start(
+        store.clone(),
+        executor_with(&store, 1, 1),
+        Arc::new(MailboxMailer::new(store.clone())),
+        IngressConfig::default(),
+        DispatchConfig {
+            max_in_flight: EVENTS,
+            ..dispatch("a")
+        },
+    )
+    .await
+    .expect("start orchestrator");
+    let mut records = node.subscribe_recorded();
+
+    emit(
+        &store,
+        (0..EVENTS).map(|i| send("busy", json!(i), None)).collect(),
+    )
+    .await;
+    let mut retried = 0;
+    for _ in 0..EVENTS {
+        let record = next_record(&mut records, |r| r.trigger == "queue").await;
+        assert_eq!(record.status, InvocationStatus::Ok, "{:?}", record.error);
+        if record.attempt > Some(1) {
+            retried += 1;
+        }
+    }
+    assert!(retried > 0, "the executor was at capacity for some events");
+    assert_eq!(kv(&store, "done").await, Some(json!(EVENTS)));
+    let dead = store
+        .dead_letters
+        .list(&app(), None, 10)
+        .await
+        .expect("dead letters");
+    assert!(dead.is_empty(), "{dead:?}");
+    node.finish().await;
+    db.close().await;
 }
 
 #[tokio::test]
