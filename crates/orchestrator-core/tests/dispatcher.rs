@@ -437,11 +437,61 @@ async fn an_event_inserted_after_the_dispatcher_went_idle_runs_within_a_second()
     db.close().await;
 }
 
+/// Drops the schema a `fresh_postgres_url` points at (what `TestStore::close` does for
+/// stores it made; this test needs two pools on one schema, so it connects itself).
+async fn drop_schema(url: &str) {
+    use sqlx::Connection;
+    let Some((_, schema)) = url.rsplit_once("search_path%3D") else {
+        panic!("not a fresh test schema URL");
+    };
+    let base = std::env::var("PICLOUD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| storage::testing::DEFAULT_TEST_DATABASE_URL.to_owned());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to drop the schema");
+    // The schema name is the helper's own (a fixed prefix and hex digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("drop the schema");
+    conn.close().await.ok();
+}
+
+/// Counts the successful `queue` records one node broadcasts.
+fn count_queue_runs(
+    node: &Arc<Orchestrator>,
+    ok: mpsc::UnboundedSender<&'static str>,
+    name: &'static str,
+) {
+    let mut rx = node.subscribe_recorded();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) if r.trigger == "queue" && r.status == InvocationStatus::Ok => {
+                    if ok.send(name).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    panic!("missed {n} records")
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
 #[tokio::test]
 async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() {
     const EVENTS: usize = 1000;
-    let db = postgres_store().await;
-    let store = new_app(&db).await;
+    let url = storage::testing::fresh_postgres_url().await;
+    // Two nodes: two pools on one schema, as two processes would have.
+    let store = storage::connect(&url).await.expect("node a's store");
+    let other = storage::connect(&url).await.expect("node b's store");
+    store.apps.create(&app()).await.expect("create app");
     deploy(
         &store,
         "count",
@@ -455,29 +505,10 @@ async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() 
         ..dispatch(node)
     };
     let a = start_node(&store, small_batches("node-a")).await;
-    let b = start_node(&store, small_batches("node-b")).await;
+    let b = start_node(&other, small_batches("node-b")).await;
     let (ok, mut done) = mpsc::unbounded_channel();
-    for node in [&a, &b] {
-        let mut rx = node.subscribe_recorded();
-        let ok = ok.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(r) if r.trigger == "queue" && r.status == InvocationStatus::Ok => {
-                        if ok.send(1usize).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        panic!("missed {n} records")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-    }
-    drop(ok);
+    count_queue_runs(&a, ok.clone(), "a");
+    count_queue_runs(&b, ok, "b");
 
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(100) {
         let sends = chunk
@@ -486,10 +517,13 @@ async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() 
             .collect();
         emit(&store, sends).await;
     }
-    let mut seen = 0;
+    let (mut by_a, mut by_b) = (0, 0);
     tokio::time::timeout(Duration::from_secs(120), async {
-        while seen < EVENTS {
-            seen += done.recv().await.expect("a record");
+        while by_a + by_b < EVENTS {
+            match done.recv().await.expect("a record") {
+                "a" => by_a += 1,
+                _ => by_b += 1,
+            }
         }
     })
     .await
@@ -497,6 +531,7 @@ async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() 
     a.finish().await;
     b.finish().await;
 
+    assert!(by_a > 0 && by_b > 0, "both nodes worked: {by_a} and {by_b}");
     assert_eq!(kv(&store, "total").await, Some(json!(EVENTS)));
     let entries = store
         .kv
@@ -506,7 +541,9 @@ async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() 
     assert_eq!(entries.len(), EVENTS);
     assert!(entries.iter().all(|e| e.value == json!(1)));
     assert_eq!(store.outbox.pending(&app()).await.expect("pending"), 0);
-    db.close().await;
+    store.health.close().await;
+    other.health.close().await;
+    drop_schema(&url).await;
 }
 
 async fn an_expired_lease_is_claimed_again_and_run(db: TestStore) {
