@@ -9,15 +9,22 @@
 //!   or `Dead` after the last attempt;
 //! - the committer takes every finished event that piled up while the previous commit ran
 //!   and commits them in ONE `OutboxRepository::commit` (group commit), then broadcasts
-//!   their invocation records and frees their slots.
+//!   their invocation records and frees their slots. SQLite has one group commit at a
+//!   time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS` side by side.
+//!
+//! Metrics: `picloud_events_total{kind,outcome}` (done, retry, dead, lost, commit_failed),
+//! `picloud_event_delay_seconds` (scheduled_at -> start of a first attempt; later attempts
+//! would measure the backoff), `picloud_event_leases_lost_total`,
+//! `picloud_event_overloaded_total`, `picloud_event_commit_failures_total`.
 //!
 //! What must stay true:
 //! - an event's effects, the deletion of its row and its invocation record are committed
 //!   together or not at all; a run whose commit fails leaves the row leased, and it runs
 //!   again when the lease expires (so storage effects stay exactly-once);
 //! - a slot is held from claim until commit, so at most `max_in_flight` events are leased
-//!   by this node and the executor's queue is not flooded (an `Overloaded` answer is rare,
-//!   and is retried soon without being counted as a failure of the script);
+//!   by this node and the executor's queue is not flooded. An `Overloaded` answer is
+//!   rare; it is retried about 100 ms later, records no invocation, and never makes the
+//!   event a dead letter (its attempt counter still moves: the store's `Retry` bumps it);
 //! - a record is broadcast only after its commit, never for an event whose lease was lost;
 //! - `finish` stops claiming, lets the claimed events run to their end, commits them, and
 //!   only then returns.
