@@ -16,6 +16,13 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
 
+# The S3 object-store test runs against a local moto server on loopback (from PyPI).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server] for the S3 test"
+  python3 -m pip install --quiet "moto[server]" || pip install --quiet "moto[server]"
+fi
+export PICLOUD_TEST_REQUIRE_S3=1
+
 # Each test makes its own picloud_t_* schema; drop the ones earlier runs left behind.
 if command -v psql >/dev/null 2>&1; then
   psql "$PICLOUD_TEST_DATABASE_URL" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 'picloud\_t\_%'" \

@@ -90,7 +90,8 @@ fn start(
     Ok((server, token))
 }
 
-/// Measure one backend: a burst of `events` and a paced run, each on a fresh server.
+/// Measure one backend: a burst of `events` and a paced run, each on a fresh server with
+/// its own database (`database_urls`: burst, paced; `None` for SQLite in the data dir).
 ///
 /// # Errors
 /// When a server does not start or a request fails.
@@ -98,13 +99,14 @@ pub fn run(
     bin: &Path,
     work: &Path,
     backend: &'static str,
-    database_url: Option<&str>,
+    database_urls: [Option<String>; 2],
     events: u64,
 ) -> anyhow::Result<EventRun> {
+    let [burst_url, paced_url] = database_urls;
     let rt = runtime()?;
     let http = reqwest::Client::new();
 
-    let (burst_server, _) = start(bin, work, &format!("{backend}-burst"), database_url)?;
+    let (burst_server, _) = start(bin, work, &format!("{backend}-burst"), burst_url.as_deref())?;
     let addr = burst_server.addr;
     eprintln!("events ({backend}): burst of {events} on http://{addr}");
     let (elapsed, delays) = rt.block_on(async {
@@ -127,7 +129,7 @@ pub fn run(
     })?;
     drop(burst_server);
 
-    let (paced_server, _) = start(bin, work, &format!("{backend}-paced"), database_url)?;
+    let (paced_server, _) = start(bin, work, &format!("{backend}-paced"), paced_url.as_deref())?;
     let addr = paced_server.addr;
     let paced_events: u64 = 1_000;
     eprintln!("events ({backend}): {paced_events} paced at 200/s on http://{addr}");

@@ -126,6 +126,34 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     let work = tempfile::tempdir().context("cannot create a temp dir")?;
     let mut report = Report::new(load);
 
+    if !args.skip_events && !args.baseline_only {
+        report.events.push(events::run(
+            &picloud_bin,
+            work.path(),
+            "sqlite",
+            [None, None],
+            args.events,
+        )?);
+        // Fresh schemas on PICLOUD_TEST_DATABASE_URL (default: the local `test` database).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let urls = [
+            Some(rt.block_on(storage::testing::fresh_postgres_url())),
+            Some(rt.block_on(storage::testing::fresh_postgres_url())),
+        ];
+        report.events.push(events::run(
+            &picloud_bin,
+            work.path(),
+            "postgres",
+            urls,
+            args.events,
+        )?);
+    }
+    if args.skip_http {
+        return Ok(report);
+    }
+
     // (a) the baseline, in its own process; stopped before PiCloud starts.
     {
         let mut cmd = Command::new(&exe);
@@ -136,30 +164,6 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         report.baseline = Some(measure(&server, baseline::PATH, load, args.warmup)?);
     }
     if args.baseline_only {
-        return Ok(report);
-    }
-    if !args.skip_events {
-        report.events.push(events::run(
-            &picloud_bin,
-            work.path(),
-            "sqlite",
-            None,
-            args.events,
-        )?);
-        let schema_url = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            // A fresh schema on PICLOUD_TEST_DATABASE_URL (default: the local `test` database).
-            .block_on(storage::testing::fresh_postgres_url());
-        report.events.push(events::run(
-            &picloud_bin,
-            work.path(),
-            "postgres",
-            Some(&schema_url),
-            args.events,
-        )?);
-    }
-    if args.skip_http {
         return Ok(report);
     }
 

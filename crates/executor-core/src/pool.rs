@@ -5,14 +5,13 @@
 //! caught, so a thread never dies; its reply channel is dropped, which the waiting caller
 //! sees as a lost worker.
 //!
-//! The queue is a `std::sync::mpsc::sync_channel` whose receiver the threads share
-//! behind a mutex: the thread holding the lock waits for the next job, the others wait
-//! for the lock. (crossbeam-channel would do the same without the mutex; it is not in
-//! the offline registry.)
+//! The queue is a bounded multi-consumer crossbeam channel: every thread waits on it
+//! directly (no mutex around the receiver), and submitting takes only a read lock.
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 /// Stack of each script thread: deep enough that recursion hits the call-depth limit
 /// long before a real stack overflow.
@@ -28,7 +27,7 @@ pub(crate) enum SubmitError {
 
 pub(crate) struct Pool<J> {
     /// `None` once shut down: no more jobs are taken.
-    jobs: Mutex<Option<SyncSender<J>>>,
+    jobs: RwLock<Option<Sender<J>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -40,12 +39,11 @@ impl<J: Send + 'static> Pool<J> {
         capacity: usize,
         handler: impl Fn(J) + Send + Sync + 'static,
     ) -> Self {
-        let (tx, rx) = sync_channel::<J>(capacity.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, rx) = bounded::<J>(capacity.max(1));
         let handler = Arc::new(handler);
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
-            let rx = Arc::clone(&rx);
+            let rx = rx.clone();
             let handler = Arc::clone(&handler);
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
@@ -58,7 +56,7 @@ impl<J: Send + 'static> Pool<J> {
         }
         let jobs = if handles.is_empty() { None } else { Some(tx) };
         Pool {
-            jobs: Mutex::new(jobs),
+            jobs: RwLock::new(jobs),
             threads: Mutex::new(handles),
         }
     }
@@ -68,7 +66,7 @@ impl<J: Send + 'static> Pool<J> {
     /// # Errors
     /// `Full` when the queue is at capacity, `Closed` after `shutdown`.
     pub(crate) fn submit(&self, job: J) -> Result<(), SubmitError> {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
         let tx = jobs.as_ref().ok_or(SubmitError::Closed)?;
         tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => SubmitError::Full,
@@ -79,7 +77,7 @@ impl<J: Send + 'static> Pool<J> {
     /// Stop taking jobs, let the threads finish what is queued and running, join them.
     /// Idempotent.
     pub(crate) fn shutdown(&self) {
-        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.jobs.write().unwrap_or_else(|e| e.into_inner()).take());
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let me = std::thread::current().id();
         for handle in handles {
@@ -90,10 +88,9 @@ impl<J: Send + 'static> Pool<J> {
     }
 }
 
-fn worker<J>(rx: &Mutex<Receiver<J>>, handler: &(impl Fn(J) + ?Sized)) {
+fn worker<J>(rx: &Receiver<J>, handler: &(impl Fn(J) + ?Sized)) {
     loop {
-        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(job) = next else { return };
+        let Ok(job) = rx.recv() else { return };
         if catch_unwind(AssertUnwindSafe(|| handler(job))).is_err() {
             tracing::error!("a script job panicked; the thread goes on");
         }

@@ -9,6 +9,7 @@
 //! call, and only then broadcasts each record: a subscriber never sees a record that is
 //! not in the store. `finish` closes the channel, writes what is queued and awaits the task.
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::store::InvocationRepository;
@@ -33,6 +34,10 @@ pub(crate) struct Recorder {
     /// Tells the task to close its channel and drain it.
     closing: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Drops since the last warning, and when (seconds since `epoch`) it was logged.
+    dropped: AtomicU64,
+    last_warned: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 impl Recorder {
@@ -47,14 +52,33 @@ impl Recorder {
             recorded,
             closing,
             task: Mutex::new(Some(task)),
+            dropped: AtomicU64::new(0),
+            last_warned: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
     }
 
-    /// Queue a record without waiting; a full or closed queue drops it.
+    /// Queue a record without waiting; a full or closed queue drops it. The warning is
+    /// logged at most once every 10 seconds (with the count since), never per record: a
+    /// log line per dropped record would make the overload worse.
     pub(crate) fn push(&self, record: InvocationRecord) {
         if self.queue.try_send(record).is_err() {
             metrics::counter!("picloud_invocation_records_dropped_total").increment(1);
-            tracing::warn!("invocation record dropped: the recorder queue is full or closed");
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = self.epoch.elapsed().as_secs();
+            let last = self.last_warned.load(Ordering::Relaxed);
+            if (last == 0 || now >= last + 10)
+                && self
+                    .last_warned
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.dropped.store(0, Ordering::Relaxed);
+                tracing::warn!(
+                    dropped,
+                    "invocation records dropped: the recorder cannot keep up"
+                );
+            }
         }
     }
 
@@ -135,6 +159,20 @@ async fn write(
 }
 
 #[cfg(test)]
+mod budget_tests {
+    use super::RateBudget;
+
+    #[test]
+    fn a_budget_lets_per_sec_through_then_refuses_until_the_next_second() {
+        let budget = RateBudget::new(3);
+        assert!((0..3).all(|_| budget.take()));
+        assert!(!budget.take());
+        let unlimited = RateBudget::new(0);
+        assert!((0..10_000).all(|_| unlimited.take()));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Utc;
@@ -200,5 +238,54 @@ mod tests {
         assert_eq!(listed.len(), 4);
         assert!(listed.iter().all(|r| r.id != late.id));
         db.close().await;
+    }
+}
+
+/// At most `per_sec` takes per wall-clock second (0: unlimited), lock-free: the hot path
+/// pays two relaxed atomic operations.
+pub(crate) struct RateBudget {
+    per_sec: u64,
+    epoch: std::time::Instant,
+    /// The second (since `epoch`) the count belongs to, and the count, packed as
+    /// `second << 32 | count`.
+    window: AtomicU64,
+}
+
+impl RateBudget {
+    pub(crate) fn new(per_sec: u32) -> Self {
+        RateBudget {
+            per_sec: u64::from(per_sec),
+            epoch: std::time::Instant::now(),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether one more may pass this second.
+    pub(crate) fn take(&self) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let second = self.epoch.elapsed().as_secs() & 0xFFFF_FFFF;
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let (window_second, count) = (current >> 32, current & 0xFFFF_FFFF);
+            let next = if window_second == second {
+                if count >= self.per_sec {
+                    return false;
+                }
+                current + 1
+            } else {
+                (second << 32) | 1
+            };
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
     }
 }

@@ -175,6 +175,9 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// On shutdown, how long in-flight requests get to finish.
     pub shutdown_grace_ms: u64,
+    /// Successful endpoint calls recorded per second at most; past it successes are
+    /// sampled (failures are always recorded). 0 records every call.
+    pub recorded_successes_per_sec: u32,
 }
 
 impl Default for Config {
@@ -235,6 +238,7 @@ impl Default for HttpSettings {
             max_script_bytes: 256 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            recorded_successes_per_sec: 1_000,
         }
     }
 }

@@ -96,17 +96,22 @@ fn init_logging(format: &str) {
     }
 }
 
-/// `main` for a cluster binary: parse `ServeArgs`, run `role`, exit 1 with the error chain
-/// on failure.
-pub fn cluster_main(role: Role) -> anyhow::Result<()> {
+/// `main` for a cluster binary: parse `ServeArgs`, run `role`, and exit 1 with the error
+/// chain on one line when it fails.
+pub fn cluster_main(role: Role) {
     #[derive(clap::Parser)]
     struct Args {
         #[command(flatten)]
         serve: ServeArgs,
     }
     let args = <Args as clap::Parser>::parse();
-    tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(args.serve, role))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(args.serve, role)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

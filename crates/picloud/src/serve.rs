@@ -237,6 +237,7 @@ async fn start_node(
     let ingress = IngressConfig {
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+        recorded_successes_per_sec: config.http.recorded_successes_per_sec,
     };
     let events = &config.events;
     let dispatch = DispatchConfig {
@@ -251,9 +252,10 @@ async fn start_node(
         backoff_max: Duration::from_millis(events.backoff_max_ms),
     };
     let mailer = mailer(config, store)?;
-    let orchestrator = Orchestrator::start(store.clone(), executor.clone(), mailer, ingress, dispatch)
-        .await
-        .context("cannot load the route tables")?;
+    let orchestrator =
+        Orchestrator::start(store.clone(), executor.clone(), mailer, ingress, dispatch)
+            .await
+            .context("cannot load the route tables")?;
 
     catalog.subscribe(executor.clone());
     catalog.subscribe(orchestrator.catalog_listener());
@@ -269,11 +271,18 @@ fn store_options(config: &Config) -> anyhow::Result<storage::StoreOptions> {
     let secret_key =
         storage::load_or_create_key(&key_file).context("cannot read or create the secrets key")?;
     let blobs = &config.blobs;
-    let s3 = match (&blobs.s3_bucket, &blobs.s3_access_key_id, &blobs.s3_secret_access_key) {
+    let s3 = match (
+        &blobs.s3_bucket,
+        &blobs.s3_access_key_id,
+        &blobs.s3_secret_access_key,
+    ) {
         (Some(bucket), Some(key_id), Some(secret)) => Some(storage::S3Options {
             endpoint: blobs.s3_endpoint.clone(),
             bucket: bucket.clone(),
-            region: blobs.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            region: blobs
+                .s3_region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".into()),
             access_key_id: key_id.clone(),
             secret_access_key: secret.clone(),
             allow_http: blobs.s3_allow_http,
@@ -284,7 +293,10 @@ fn store_options(config: &Config) -> anyhow::Result<storage::StoreOptions> {
         ),
     };
     Ok(storage::StoreOptions {
-        blob_dir: blobs.dir.clone().unwrap_or_else(|| config.data_dir.join("blobs")),
+        blob_dir: blobs
+            .dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("blobs")),
         s3,
         secret_key,
     })

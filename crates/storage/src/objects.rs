@@ -499,6 +499,11 @@ mod tests {
                     endpoint
                 }
                 None => {
+                    // scripts/test.sh (and so CI) installs moto and requires this test.
+                    assert!(
+                        std::env::var_os("PICLOUD_TEST_REQUIRE_S3").is_none(),
+                        "PICLOUD_TEST_REQUIRE_S3 is set but moto_server is not installed"
+                    );
                     eprintln!("no S3 server: set PICLOUD_TEST_S3_ENDPOINT or install moto[server]");
                     return;
                 }

@@ -185,6 +185,10 @@ async fn run_and_record(
     }
     let response = answer.unwrap_or_else(IntoResponse::into_response);
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
+        metrics::counter!("picloud_invocation_records_sampled_total").increment(1);
+        return response;
+    }
     orchestrator.recorder.push(InvocationRecord {
         id,
         app,

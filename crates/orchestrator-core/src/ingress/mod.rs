@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::lane::Lane;
 use crate::mailer::MailSender;
+use crate::recorder::RateBudget;
 use crate::recorder::{QUEUE_CAPACITY, Recorder};
 use crate::routes::{RouteRefresher, RouteTables};
 
@@ -28,6 +29,10 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     /// How long a request may wait for its answer, queue and run together (default 30 s).
     pub request_timeout: Duration,
+    /// Successful HTTP invocations recorded per second at most; past it, successes are
+    /// sampled out (counted in `picloud_invocation_records_sampled_total`). Failures and
+    /// timeouts are always recorded. 0 records every success (default 1,000).
+    pub recorded_successes_per_sec: u32,
 }
 
 impl Default for IngressConfig {
@@ -35,6 +40,7 @@ impl Default for IngressConfig {
         IngressConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            recorded_successes_per_sec: 1_000,
         }
     }
 }
@@ -48,6 +54,8 @@ pub struct Orchestrator {
     routes: Arc<RouteTables>,
     lane: Lane,
     recorder: Recorder,
+    /// How many successful HTTP records may still be written this second.
+    success_budget: RateBudget,
     dispatcher: Dispatcher,
     config: IngressConfig,
 }
@@ -81,6 +89,7 @@ impl Orchestrator {
             routes,
             lane,
             recorder,
+            success_budget: RateBudget::new(config.recorded_successes_per_sec),
             dispatcher,
             config,
         }))

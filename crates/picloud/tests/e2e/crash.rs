@@ -17,8 +17,16 @@ struct Admin {
 }
 
 impl Admin {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(TOKEN);
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -26,11 +34,15 @@ impl Admin {
     }
 
     async fn total(&self) -> u64 {
-        let res = self.send(reqwest::Method::GET, "/api/v1/apps/crash/kv/total", None).await;
+        let res = self
+            .send(reqwest::Method::GET, "/api/v1/apps/crash/kv/total", None)
+            .await;
         if res.status() == 404 {
             return 0;
         }
-        res.json::<Value>().await.unwrap()["value"].as_u64().unwrap_or(0)
+        res.json::<Value>().await.unwrap()["value"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Wait (bounded) until the counter reaches `at_least`.
@@ -46,7 +58,10 @@ impl Admin {
     }
 }
 
-async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_dir: &Path, envs: Vec<(String, String)>) {
+async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(
+    data_dir: &Path,
+    envs: Vec<(String, String)>,
+) {
     let mut env: Vec<(String, String)> = vec![
         ("PICLOUD_ADMIN_TOKEN".into(), TOKEN.into()),
         ("PICLOUD_EVENTS__LEASE_SECS".into(), "2".into()),
@@ -56,14 +71,24 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_
         let dir = data_dir.to_path_buf();
         let env = env.clone();
         move || {
-            let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             start(&dir, &pairs)
         }
     };
     let mut running = tokio::task::spawn_blocking(spawn.clone()).await.unwrap();
-    let admin = Admin { url: running.url.clone(), http: reqwest::Client::new() };
+    let admin = Admin {
+        url: running.url.clone(),
+        http: reqwest::Client::new(),
+    };
     use reqwest::Method;
-    assert_eq!(admin.send(Method::POST, "/api/v1/apps", Some(json!({"name": "crash"}))).await.status(), 201);
+    assert_eq!(
+        admin
+            .send(Method::POST, "/api/v1/apps", Some(json!({"name": "crash"})))
+            .await
+            .status(),
+        201
+    );
     let consumer = r#"kv::incr("seen:" + event.payload.n, 1); kv::incr("total", 1);"#;
     let producer = r#"
         let from = parse_int(request.query.from);
@@ -71,7 +96,13 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_
         "ok"
     "#;
     for (name, source) in [("consumer", consumer), ("producer", producer)] {
-        let res = admin.send(Method::PUT, &format!("/api/v1/apps/crash/scripts/{name}"), Some(json!({"source": source}))).await;
+        let res = admin
+            .send(
+                Method::PUT,
+                &format!("/api/v1/apps/crash/scripts/{name}"),
+                Some(json!({"source": source})),
+            )
+            .await;
         assert!(res.status().is_success(), "{}", res.text().await.unwrap());
     }
     let triggers = [
@@ -79,12 +110,22 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_
         json!({"kind": "http", "method": "POST", "path": "/produce", "script": "producer"}),
     ];
     for t in triggers {
-        assert_eq!(admin.send(Method::POST, "/api/v1/apps/crash/triggers", Some(t)).await.status(), 201);
+        assert_eq!(
+            admin
+                .send(Method::POST, "/api/v1/apps/crash/triggers", Some(t))
+                .await
+                .status(),
+            201
+        );
     }
     for batch in 0..EVENTS / 1000 {
         let res = admin
             .http
-            .post(format!("{}/crash/produce?from={}", running.url, batch * 1000))
+            .post(format!(
+                "{}/crash/produce?from={}",
+                running.url,
+                batch * 1000
+            ))
             .send()
             .await
             .unwrap();
@@ -94,10 +135,16 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_
     let before_kill = admin.wait_total(EVENTS / 5, Duration::from_secs(60)).await;
     running.child.kill().expect("kill -9");
     running.child.wait().unwrap();
-    assert!(before_kill < EVENTS, "the crash came while events were in flight ({before_kill} done)");
+    assert!(
+        before_kill < EVENTS,
+        "the crash came while events were in flight ({before_kill} done)"
+    );
 
     let running = tokio::task::spawn_blocking(spawn).await.unwrap();
-    let admin = Admin { url: running.url.clone(), http: reqwest::Client::new() };
+    let admin = Admin {
+        url: running.url.clone(),
+        http: reqwest::Client::new(),
+    };
     let total = admin.wait_total(EVENTS, Duration::from_secs(120)).await;
     assert_eq!(total, EVENTS, "every event was processed after the restart");
 
@@ -109,7 +156,12 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(data_
         if let Some(a) = &after {
             path.push_str(&format!("&after={}", crate::common::encode(a)));
         }
-        let page: Value = admin.send(Method::GET, &path, None).await.json().await.unwrap();
+        let page: Value = admin
+            .send(Method::GET, &path, None)
+            .await
+            .json()
+            .await
+            .unwrap();
         let entries = page["entries"].as_array().unwrap();
         for e in entries {
             assert_eq!(e["value"], 1, "{e}");
@@ -137,5 +189,9 @@ async fn sqlite_kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothin
 async fn postgres_kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing() {
     let url = storage::testing::fresh_postgres_url().await;
     let dir = tempfile::tempdir().unwrap();
-    kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(dir.path(), vec![("PICLOUD_DATABASE_URL".into(), url)]).await;
+    kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(
+        dir.path(),
+        vec![("PICLOUD_DATABASE_URL".into(), url)],
+    )
+    .await;
 }

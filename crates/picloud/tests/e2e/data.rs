@@ -26,27 +26,76 @@ async fn kv_writes_are_read_back_by_scripts_and_the_admin_api(db: TestDb) {
         r#"kv::set(request.params.key, request.json); kv::get(request.params.key)"#,
     )
     .await;
-    app.endpoint("shop", "get", "GET /kv/:key", r#"kv::get(request.params.key) ?? "missing""#).await;
-    app.endpoint("shop", "count", "POST /count", r#"kv::incr("hits", 1)"#).await;
-    app.endpoint("shop", "list", "GET /list", r#"kv::list("user:")"#).await;
+    app.endpoint(
+        "shop",
+        "get",
+        "GET /kv/:key",
+        r#"kv::get(request.params.key) ?? "missing""#,
+    )
+    .await;
+    app.endpoint("shop", "count", "POST /count", r#"kv::incr("hits", 1)"#)
+        .await;
+    app.endpoint("shop", "list", "GET /list", r#"kv::list("user:")"#)
+        .await;
 
-    let res = app.call(Method::POST, "/shop/kv/user:1").json(&json!({"name": "Ada"})).send().await.unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"name": "Ada"}), "read-your-own-writes");
-    app.call(Method::POST, "/shop/kv/user:2").json(&json!(2)).send().await.unwrap();
-    assert_eq!(app.get("/shop/kv/user:1").await.json::<Value>().await.unwrap()["name"], "Ada");
-    assert_eq!(app.get("/shop/kv/nope").await.text().await.unwrap(), "missing");
+    let res = app
+        .call(Method::POST, "/shop/kv/user:1")
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"name": "Ada"}),
+        "read-your-own-writes"
+    );
+    app.call(Method::POST, "/shop/kv/user:2")
+        .json(&json!(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/shop/kv/user:1")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["name"],
+        "Ada"
+    );
+    assert_eq!(
+        app.get("/shop/kv/nope").await.text().await.unwrap(),
+        "missing"
+    );
     for expected in 1..=3 {
-        let n: i64 = app.call(Method::POST, "/shop/count").send().await.unwrap().json().await.unwrap();
+        let n: i64 = app
+            .call(Method::POST, "/shop/count")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(n, expected);
     }
     let listed: Value = app.get("/shop/list").await.json().await.unwrap();
     assert_eq!(listed["keys"], json!(["user:1", "user:2"]));
 
     assert_eq!(app.kv("shop", "hits").await, Some(json!(3)));
-    let res = app.admin(Method::GET, "/apps/shop/kv?prefix=user:").send().await.unwrap();
+    let res = app
+        .admin(Method::GET, "/apps/shop/kv?prefix=user:")
+        .send()
+        .await
+        .unwrap();
     let entries: Value = res.json().await.unwrap();
     assert_eq!(entries["entries"].as_array().unwrap().len(), 2);
-    let res = app.admin(Method::DELETE, &format!("/apps/shop/kv/{}", encode("user:1"))).send().await.unwrap();
+    let res = app
+        .admin(
+            Method::DELETE,
+            &format!("/apps/shop/kv/{}", encode("user:1")),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(app.kv("shop", "user:1").await, None);
 }
@@ -65,17 +114,29 @@ async fn apps_cannot_reach_each_others_keys_or_blobs_even_with_crafted_names(db:
         #{ found: found, keys: kv::list("").keys, blobs: blob::list("").blobs.len() }
     "#;
     app.endpoint("beta", "read", "GET /read", reader).await;
-    app.endpoint("beta", "bad", "GET /bad/:which", r#"
+    app.endpoint(
+        "beta",
+        "bad",
+        "GET /bad/:which",
+        r#"
         switch request.params.which {
             "nul" => kv::set("a\x00b", 1),
             "long" => { let k = "k"; k.pad(600, 'k'); kv::set(k, 1) }
             "empty" => blob::put("", "x"),
             "control" => blob::put("line\nbreak", "x"),
         }
-    "#)
+    "#,
+    )
     .await;
 
-    assert_eq!(app.call(Method::POST, "/alpha/write").send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.call(Method::POST, "/alpha/write")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let seen: Value = app.get("/beta/read").await.json().await.unwrap();
     assert_eq!(seen, json!({"found": [], "keys": [], "blobs": 0}));
     for case in ["nul", "long", "empty", "control"] {
@@ -83,9 +144,20 @@ async fn apps_cannot_reach_each_others_keys_or_blobs_even_with_crafted_names(db:
         assert_eq!(res.status(), 500, "{case}");
     }
     // Through the admin API too: beta's view is empty, alpha's data is intact.
-    let res = app.admin(Method::GET, "/apps/beta/kv/secret").send().await.unwrap();
+    let res = app
+        .admin(Method::GET, "/apps/beta/kv/secret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
-    let res = app.admin(Method::GET, &format!("/apps/beta/blobs/{}", encode("../alpha/secret.txt"))).send().await.unwrap();
+    let res = app
+        .admin(
+            Method::GET,
+            &format!("/apps/beta/blobs/{}", encode("../alpha/secret.txt")),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(app.kv("alpha", "secret").await, Some(json!("alpha only")));
 }
@@ -99,85 +171,195 @@ async fn blobs_round_trip_bytes_and_content_type_and_empty_blobs_are_valid(db: T
         r#"blob::put(request.params.name, request.body, request.headers["content-type"]); "stored""#,
     )
     .await;
-    app.endpoint("files", "download", "GET /files/*name", r#"
+    app.endpoint(
+        "files",
+        "download",
+        "GET /files/*name",
+        r#"
         let b = blob::get(request.params.name);
         if b == () { return response(404, "none"); }
         response(200, b.data, #{ "content-type": b.content_type, "x-size": b.size })
-    "#)
+    "#,
+    )
     .await;
-    app.endpoint("files", "remove", "DELETE /files/*name", r#"blob::delete(request.params.name); "gone""#).await;
+    app.endpoint(
+        "files",
+        "remove",
+        "DELETE /files/*name",
+        r#"blob::delete(request.params.name); "gone""#,
+    )
+    .await;
 
-    let res = app.call(Method::PUT, "/files/files/docs/readme.md").header("content-type", "text/markdown").body("# hi").send().await.unwrap();
+    let res = app
+        .call(Method::PUT, "/files/files/docs/readme.md")
+        .header("content-type", "text/markdown")
+        .body("# hi")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.text().await.unwrap(), "stored");
     let res = app.get("/files/files/docs/readme.md").await;
     assert_eq!(res.headers()["content-type"], "text/markdown");
     assert_eq!(res.text().await.unwrap(), "# hi");
 
-    let res = app.call(Method::PUT, "/files/files/empty").header("content-type", "text/plain").body("").send().await.unwrap();
+    let res = app
+        .call(Method::PUT, "/files/files/empty")
+        .header("content-type", "text/plain")
+        .body("")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let res = app.get("/files/files/empty").await;
     assert_eq!(res.headers()["x-size"], "0");
 
-    let res = app.admin(Method::GET, &format!("/apps/files/blobs/{}", "docs/readme.md")).send().await.unwrap();
+    let res = app
+        .admin(
+            Method::GET,
+            &format!("/apps/files/blobs/{}", "docs/readme.md"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/markdown");
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"# hi");
-    let listed: Value = app.admin(Method::GET, "/apps/files/blobs?prefix=docs/").send().await.unwrap().json().await.unwrap();
+    let listed: Value = app
+        .admin(Method::GET, "/apps/files/blobs?prefix=docs/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["blobs"][0]["name"], "docs/readme.md");
     assert_eq!(listed["blobs"][0]["size"], 4);
 
-    app.call(Method::DELETE, "/files/files/docs/readme.md").send().await.unwrap();
+    app.call(Method::DELETE, "/files/files/docs/readme.md")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(app.get("/files/files/docs/readme.md").await.status(), 404);
 }
 
 async fn a_script_imports_another_script_of_its_app(db: TestDb) {
     let app = spawn_app(db).await;
     app.create_app("shop").await;
-    assert!(app.deploy("shop", "helpers", "fn greet(name) { `Hello, ${name}!` }").await.status().is_success());
-    app.endpoint("shop", "hello", "GET /hello", r#"import "helpers" as h; h::greet("module")"#).await;
-    app.endpoint("shop", "missing", "GET /missing", r#"import "nope" as n; n::x()"#).await;
-    app.endpoint("other", "steal", "GET /steal", r#"import "helpers" as h; h::greet("thief")"#).await;
+    assert!(
+        app.deploy("shop", "helpers", "fn greet(name) { `Hello, ${name}!` }")
+            .await
+            .status()
+            .is_success()
+    );
+    app.endpoint(
+        "shop",
+        "hello",
+        "GET /hello",
+        r#"import "helpers" as h; h::greet("module")"#,
+    )
+    .await;
+    app.endpoint(
+        "shop",
+        "missing",
+        "GET /missing",
+        r#"import "nope" as n; n::x()"#,
+    )
+    .await;
+    app.endpoint(
+        "other",
+        "steal",
+        "GET /steal",
+        r#"import "helpers" as h; h::greet("thief")"#,
+    )
+    .await;
 
-    assert_eq!(app.get("/shop/hello").await.text().await.unwrap(), "Hello, module!");
+    assert_eq!(
+        app.get("/shop/hello").await.text().await.unwrap(),
+        "Hello, module!"
+    );
     assert_eq!(app.get("/shop/missing").await.status(), 500);
-    assert_eq!(app.get("/other/steal").await.status(), 500, "modules resolve within the app only");
+    assert_eq!(
+        app.get("/other/steal").await.status(),
+        500,
+        "modules resolve within the app only"
+    );
 
     // A new version of the module is used from the next request on.
-    app.deploy("shop", "helpers", "fn greet(name) { `Hi, ${name}.` }").await;
-    assert_eq!(app.get("/shop/hello").await.text().await.unwrap(), "Hi, module.");
+    app.deploy("shop", "helpers", "fn greet(name) { `Hi, ${name}.` }")
+        .await;
+    assert_eq!(
+        app.get("/shop/hello").await.text().await.unwrap(),
+        "Hi, module."
+    );
 }
 
 async fn config_and_secrets_reach_scripts_and_secret_values_never_leave_the_api(db: TestDb) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "settings", "GET /settings", r#"#{ currency: config::get("currency"), has_key: secrets::get("stripe") == "sk_live_42", none: config::get("nope") }"#)
         .await;
-    let res = app.admin(Method::PUT, "/apps/shop/config/currency").json(&json!({"value": "EUR"})).send().await.unwrap();
+    let res = app
+        .admin(Method::PUT, "/apps/shop/config/currency")
+        .json(&json!({"value": "EUR"}))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success());
-    let res = app.admin(Method::PUT, "/apps/shop/secrets/stripe").json(&json!({"value": "sk_live_42"})).send().await.unwrap();
+    let res = app
+        .admin(Method::PUT, "/apps/shop/secrets/stripe")
+        .json(&json!({"value": "sk_live_42"}))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success());
     let body = res.text().await.unwrap();
     assert!(!body.contains("sk_live_42"));
 
     let seen: Value = app.get("/shop/settings").await.json().await.unwrap();
-    assert_eq!(seen, json!({"currency": "EUR", "has_key": true, "none": ()}));
+    assert_eq!(
+        seen,
+        json!({"currency": "EUR", "has_key": true, "none": ()})
+    );
 
-    for path in ["/apps/shop/secrets", "/apps/shop/secrets/stripe", "/apps/shop/config"] {
-        let text = app.admin(Method::GET, path).send().await.unwrap().text().await.unwrap();
+    for path in [
+        "/apps/shop/secrets",
+        "/apps/shop/secrets/stripe",
+        "/apps/shop/config",
+    ] {
+        let text = app
+            .admin(Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(!text.contains("sk_live_42"), "{path}: {text}");
     }
-    let names: Value = app.admin(Method::GET, "/apps/shop/secrets").send().await.unwrap().json().await.unwrap();
+    let names: Value = app
+        .admin(Method::GET, "/apps/shop/secrets")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(names["secrets"], json!(["stripe"]));
 }
 
 async fn outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_loopback(db: TestDb) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = format!("http://{}", listener.local_addr().unwrap());
-    let router = axum::Router::new().route("/data", get(|| async { axum::Json(json!({"answer": 42})) }));
+    let router =
+        axum::Router::new().route("/data", get(|| async { axum::Json(json!({"answer": 42})) }));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let fetch = format!(r#"let r = http::get("{target}/data"); #{{ status: r.status, answer: r.json.answer }}"#);
+    let fetch = format!(
+        r#"let r = http::get("{target}/data"); #{{ status: r.status, answer: r.json.answer }}"#
+    );
     let allowed = spawn_app(db).await;
-    allowed.endpoint("shop", "fetch", "GET /fetch", &fetch).await;
+    allowed
+        .endpoint("shop", "fetch", "GET /fetch", &fetch)
+        .await;
     let got: Value = allowed.get("/shop/fetch").await.json().await.unwrap();
     assert_eq!(got, json!({"status": 200, "answer": 42}));
 
@@ -190,8 +372,18 @@ async fn outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_lo
     let record = crate::common::record_of(&mut recorded, &id).await;
     let error = record.error.unwrap_or_default();
     assert!(error.contains("not allowed"), "{error}");
-    assert!(!error.contains("127.0.0.1"), "the address never shows: {error}");
-    strict.endpoint("shop", "file", "GET /file", r#"http::get("file:///etc/passwd")"#).await;
+    assert!(
+        !error.contains("127.0.0.1"),
+        "the address never shows: {error}"
+    );
+    strict
+        .endpoint(
+            "shop",
+            "file",
+            "GET /file",
+            r#"http::get("file:///etc/passwd")"#,
+        )
+        .await;
     assert_eq!(strict.get("/shop/file").await.status(), 500);
 }
 
@@ -204,13 +396,42 @@ async fn email_without_smtp_lands_in_the_development_mailbox(db: TestDb) {
         r#"email::send(#{ to: "ada@example.com", subject: "Welcome", text: "Hello Ada" }); "sent""#,
     )
     .await;
-    app.endpoint("shop", "bad", "POST /bad", r#"email::send(#{ to: "not an address", subject: "x", text: "y" })"#).await;
+    app.endpoint(
+        "shop",
+        "bad",
+        "POST /bad",
+        r#"email::send(#{ to: "not an address", subject: "x", text: "y" })"#,
+    )
+    .await;
 
-    assert_eq!(app.call(Method::POST, "/shop/bad").send().await.unwrap().status(), 500);
-    assert_eq!(app.call(Method::POST, "/shop/notify").send().await.unwrap().text().await.unwrap(), "sent");
+    assert_eq!(
+        app.call(Method::POST, "/shop/bad")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    assert_eq!(
+        app.call(Method::POST, "/shop/notify")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "sent"
+    );
     let mut messages = Vec::new();
     for _ in 0..100 {
-        let res: Value = app.admin(Method::GET, "/apps/shop/mailbox").send().await.unwrap().json().await.unwrap();
+        let res: Value = app
+            .admin(Method::GET, "/apps/shop/mailbox")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         messages = res["messages"].as_array().unwrap().clone();
         if !messages.is_empty() {
             break;

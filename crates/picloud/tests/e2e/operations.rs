@@ -1,7 +1,7 @@
 //! Health, readiness, metrics and the shutdown order.
 use std::time::Duration;
 
-use crate::common::{TestDb, invocation_id, spawn_app};
+use crate::common::{TestDb, invocation_id, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -30,7 +30,8 @@ async fn health_readiness_and_metrics_answer_without_a_token(db: TestDb) {
 }
 
 async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: TestDb) {
-    let mut app = spawn_app(db).await;
+    // A busy loop for 400 ms: enough operations that the test's usual budget would stop it.
+    let mut app = spawn_app_with(db, |c| c.limits.max_operations = 1_000_000_000).await;
     app.endpoint(
         "shop",
         "slow",

@@ -27,22 +27,26 @@ mod triggers;
 
 /// The embedded migrations as (file, version, description, SQL), in order; a unit test
 /// checks the files against the folder and the other backend's list.
-pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
-    "0001_init.sql",
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-), (
-    "0002_events.sql",
-    2,
-    "events",
-    include_str!("../../migrations/postgres/0002_events.sql"),
-), (
-    "0003_data.sql",
-    3,
-    "data",
-    include_str!("../../migrations/postgres/0003_data.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
+    (
+        "0001_init.sql",
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_events.sql",
+        2,
+        "events",
+        include_str!("../../migrations/postgres/0002_events.sql"),
+    ),
+    (
+        "0003_data.sql",
+        3,
+        "data",
+        include_str!("../../migrations/postgres/0003_data.sql"),
+    ),
+];
 
 const POOL_SIZE: u32 = 8;
 const PING: &str = "SELECT 1";

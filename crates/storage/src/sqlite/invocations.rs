@@ -19,6 +19,28 @@ const INSERT: &str = r#"INSERT INTO invocations
      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
      WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?2)
      ON CONFLICT (id) DO NOTHING"#;
+/// Records per multi-row insert: one statement (and one round trip to SQLite's worker
+/// thread) per chunk instead of per record. 32 rows x 14 columns stays far below SQLite's
+/// bound-parameter limit.
+const CHUNK: usize = 32;
+
+/// `INSERT ... SELECT FROM (VALUES (..), ..)` for `rows` records; a record whose app is gone
+/// is skipped by the `WHERE EXISTS`. Only placeholders vary, never input.
+fn insert_many_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; 14].join(", "));
+    let values = vec![one; rows].join(", ");
+    format!(
+        r#"INSERT INTO invocations
+         (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
+          summary, logs, error, request_id, attempt)
+     SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9,
+            column10, column11, column12, column13, column14
+     FROM (VALUES {values})
+     WHERE EXISTS (SELECT 1 FROM apps WHERE name = column2)
+     ON CONFLICT (id) DO NOTHING"#
+    )
+}
+
 const LIST: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
             http_status, summary, logs, error, request_id, attempt
      FROM invocations
@@ -81,8 +103,22 @@ pub(super) async fn insert_record(
     conn: &mut SqliteConnection,
     rec: &InvocationRecord,
 ) -> Result<(), StoreError> {
+    bind_record(sqlx::query(INSERT), rec)?
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Bind one record's 14 columns, in the order of `INSERT`'s column list.
+fn bind_record<'q>(
+    query: SqliteQuery<'q>,
+    rec: &'q InvocationRecord,
+) -> Result<SqliteQuery<'q>, StoreError> {
     let logs = serde_json::to_string(&rec.logs).map_err(StoreError::backend)?;
-    sqlx::query(INSERT)
+    Ok(query
         .bind(rec.id.to_string())
         .bind(rec.app.as_str())
         .bind(rec.script.as_str())
@@ -96,11 +132,7 @@ pub(super) async fn insert_record(
         .bind(logs)
         .bind(rec.error.as_deref())
         .bind(rec.request_id.as_deref())
-        .bind(rec.attempt.map(i64::from))
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    Ok(())
+        .bind(rec.attempt.map(i64::from)))
 }
 
 #[async_trait]
@@ -109,8 +141,18 @@ impl InvocationRepository for SqliteInvocations {
         if batch.is_empty() {
             return Ok(());
         }
+        static CHUNK_SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| insert_many_sql(CHUNK));
         let mut tx = begin_write(&self.0).await?;
-        for rec in batch {
+        let mut chunks = batch.chunks_exact(CHUNK);
+        for chunk in &mut chunks {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(CHUNK_SQL.as_str()));
+            for rec in chunk {
+                query = bind_record(query, rec)?;
+            }
+            query.execute(&mut *tx).await.map_err(db)?;
+        }
+        for rec in chunks.remainder() {
             insert_record(&mut tx, rec).await?;
         }
         tx.commit().await.map_err(db)?;

@@ -34,22 +34,26 @@ mod triggers;
 
 /// The embedded migrations as (file, version, description, SQL), in order; a unit test
 /// checks the files against the folder and the other backend's list.
-pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[(
-    "0001_init.sql",
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-), (
-    "0002_events.sql",
-    2,
-    "events",
-    include_str!("../../migrations/sqlite/0002_events.sql"),
-), (
-    "0003_data.sql",
-    3,
-    "data",
-    include_str!("../../migrations/sqlite/0003_data.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
+    (
+        "0001_init.sql",
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_events.sql",
+        2,
+        "events",
+        include_str!("../../migrations/sqlite/0002_events.sql"),
+    ),
+    (
+        "0003_data.sql",
+        3,
+        "data",
+        include_str!("../../migrations/sqlite/0003_data.sql"),
+    ),
+];
 
 const POOL_SIZE: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,7 +92,10 @@ fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
     Store {
         apps: Arc::new(apps::SqliteApps(pool.clone())),
         scripts: Arc::new(scripts::SqliteScripts(pool.clone())),
-        triggers: Arc::new(triggers::SqliteTriggers::new(pool.clone(), inserted.clone())),
+        triggers: Arc::new(triggers::SqliteTriggers::new(
+            pool.clone(),
+            inserted.clone(),
+        )),
         invocations: Arc::new(invocations::SqliteInvocations(pool.clone())),
         tokens: Arc::new(tokens::SqliteTokens(pool.clone())),
         outbox: Arc::new(outbox::SqliteOutbox::new(

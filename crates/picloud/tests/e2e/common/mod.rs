@@ -112,7 +112,11 @@ impl TestApp {
 
     /// Create a trigger from its JSON (`{"kind": "topic", "topic": "orders", "script": "s"}`).
     pub async fn add_trigger(&self, app: &str, trigger: Value) -> Response {
-        self.admin(Method::POST, &format!("/apps/{app}/triggers")).json(&trigger).send().await.unwrap()
+        self.admin(Method::POST, &format!("/apps/{app}/triggers"))
+            .json(&trigger)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Deploy `source` as `script` and bind it with `trigger` (the `script` field is added).
@@ -120,15 +124,28 @@ impl TestApp {
         let created = self.create_app(app).await.status();
         assert!(created == 201 || created == 409, "create app: {created}");
         let deployed = self.deploy(app, script, source).await;
-        assert!(deployed.status().is_success(), "deploy: {}", deployed.text().await.unwrap());
+        assert!(
+            deployed.status().is_success(),
+            "deploy: {}",
+            deployed.text().await.unwrap()
+        );
         trigger["script"] = Value::from(script);
         let bound = self.add_trigger(app, trigger).await;
-        assert_eq!(bound.status(), 201, "trigger: {}", bound.text().await.unwrap());
+        assert_eq!(
+            bound.status(),
+            201,
+            "trigger: {}",
+            bound.text().await.unwrap()
+        );
     }
 
     /// A KV value through the admin API (`None` when missing).
     pub async fn kv(&self, app: &str, key: &str) -> Option<Value> {
-        let res = self.admin(Method::GET, &format!("/apps/{app}/kv/{}", encode(key))).send().await.unwrap();
+        let res = self
+            .admin(Method::GET, &format!("/apps/{app}/kv/{}", encode(key)))
+            .send()
+            .await
+            .unwrap();
         match res.status().as_u16() {
             200 => Some(res.json::<Value>().await.unwrap()["value"].clone()),
             404 => None,
@@ -137,9 +154,16 @@ impl TestApp {
     }
 
     pub async fn dead_letters(&self, app: &str) -> Vec<Value> {
-        let res = self.admin(Method::GET, &format!("/apps/{app}/dead-letters")).send().await.unwrap();
+        let res = self
+            .admin(Method::GET, &format!("/apps/{app}/dead-letters"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["dead_letters"].as_array().unwrap().clone()
+        res.json::<Value>().await.unwrap()["dead_letters"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Call a public endpoint: `call(Method::GET, "/shop/hello")`.
@@ -191,7 +215,9 @@ pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
