@@ -73,11 +73,40 @@ pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
 ) -> Result<StatusCode, ApiError> {
+    // The rows go with the app (ON DELETE CASCADE); the blob bytes live outside the
+    // database, so note their objects first and remove them once the app is gone.
+    let objects = blob_objects(&deps, &app).await?;
     deps.store
         .apps
         .delete(&app)
         .await
         .map_err(|e| ApiError::from_store(e, |_| app.to_string()))?;
-    deps.catalog.publish(CatalogChange::App { app }).await;
+    deps.catalog.publish(CatalogChange::App { app: app.clone() }).await;
+    for object in objects {
+        if let Err(error) = deps.store.objects.delete(&object).await {
+            tracing::warn!(%app, %error, "could not remove a deleted app's blob object");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every object key the app's blobs point at.
+async fn blob_objects(deps: &ManagerDeps, app: &shared::AppName) -> Result<Vec<String>, ApiError> {
+    const PAGE: u32 = 1000;
+    let mut objects = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = deps
+            .store
+            .blobs
+            .list(app, "", after.as_deref(), PAGE)
+            .await
+            .map_err(|e| ApiError::from_store(e, |_| app.to_string()))?;
+        let full = page.len() == PAGE as usize;
+        after = page.last().map(|b| b.name.clone());
+        objects.extend(page.into_iter().map(|b| b.object));
+        if !full {
+            return Ok(objects);
+        }
+    }
 }
