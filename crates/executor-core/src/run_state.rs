@@ -73,6 +73,15 @@ pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<D
 /// Run a nested evaluation under the current run's budget: it starts with the
 /// operations spent so far, and what it spends counts for the caller afterwards.
 /// Outside a run, `f` just runs.
+/// Time left before the current run's wall-clock deadline (`None` outside a run). Host
+/// calls that block (outbound HTTP) cap their own timeouts with it, so a script cannot
+/// outlive its limit by waiting on the network.
+pub(crate) fn remaining() -> Option<std::time::Duration> {
+    BUDGET
+        .get()
+        .map(|b| b.deadline.saturating_duration_since(Instant::now()))
+}
+
 pub(crate) fn nested<T>(f: impl FnOnce() -> T) -> T {
     let Some(outer) = BUDGET.get() else {
         return f();

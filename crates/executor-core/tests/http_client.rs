@@ -458,6 +458,10 @@ struct Harness {
 
 impl Harness {
     async fn start(outbound: OutboundConfig) -> Harness {
+        Harness::start_with(outbound, ExecutorConfig::default().limits).await
+    }
+
+    async fn start_with(outbound: OutboundConfig, limits: executor_core::Limits) -> Harness {
         let db = sqlite_store().await;
         let app = AppName::parse("shop").unwrap();
         db.store.apps.create(&app).await.unwrap();
@@ -465,7 +469,7 @@ impl Harness {
             threads: 1,
             queue_capacity: 8,
             outbound,
-            ..ExecutorConfig::default()
+            limits,
         };
         let executor = Executor::start(config, db.store.clone(), tokio::runtime::Handle::current());
         Harness { db, executor, app }
@@ -581,5 +585,32 @@ async fn a_script_can_catch_an_http_error() {
             .await,
     );
     assert_eq!(out["caught"], "http: only http and https URLs are allowed");
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_waiting_on_a_slow_server_still_ends_at_its_wall_clock_limit() {
+    let server = serve().await;
+    let limits = executor_core::Limits {
+        timeout: Duration::from_millis(500),
+        ..ExecutorConfig::default().limits
+    };
+    let h = Harness::start_with(loopback_allowed(), limits).await;
+    let started = std::time::Instant::now();
+    let execution = h
+        .run(&format!(
+            r#"http::get("http://127.0.0.1:{}/slow")"#,
+            server.port
+        ))
+        .await;
+    let failure = execution
+        .result
+        .expect_err("the call cannot finish in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(failure.message.contains("timed out"), "{}", failure.message);
     h.close().await;
 }

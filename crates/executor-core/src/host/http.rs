@@ -98,6 +98,12 @@ fn call(
     if let Some(opts) = opts {
         apply_options(&mut request, opts)?;
     }
+    if let Some(left) = crate::run_state::remaining() {
+        if left.is_zero() {
+            return Err(HttpError::Timeout.to_string().into());
+        }
+        request.timeout = Some(request.timeout.map_or(left, |t| t.min(left)));
+    }
     let outbound = CURRENT
         .with_borrow(Clone::clone)
         .ok_or_else(|| HttpError::Unavailable.to_string())?;

@@ -81,7 +81,9 @@ pub(super) async fn delete(
         .delete(&app)
         .await
         .map_err(|e| ApiError::from_store(e, |_| app.to_string()))?;
-    deps.catalog.publish(CatalogChange::App { app: app.clone() }).await;
+    deps.catalog
+        .publish(CatalogChange::App { app: app.clone() })
+        .await;
     for object in objects {
         if let Err(error) = deps.store.objects.delete(&object).await {
             tracing::warn!(%app, %error, "could not remove a deleted app's blob object");

@@ -20,28 +20,60 @@ on_both_backends!(
 
 /// Regular files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .flat_map(|e| {
             let path = e.path();
-            if path.is_dir() { files_under(&path) } else { vec![path] }
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
         })
         .collect()
 }
 
 async fn deleting_an_app_removes_its_blob_files(db: TestDb) {
     let app = spawn_app(db).await;
-    app.endpoint("files", "put", "POST /put", r#"blob::put("a.txt", "aaa"); blob::put("b.txt", "bbb"); "ok""#).await;
-    app.endpoint("keep", "put", "POST /put", r#"blob::put("c.txt", "ccc"); "ok""#).await;
+    app.endpoint(
+        "files",
+        "put",
+        "POST /put",
+        r#"blob::put("a.txt", "aaa"); blob::put("b.txt", "bbb"); "ok""#,
+    )
+    .await;
+    app.endpoint(
+        "keep",
+        "put",
+        "POST /put",
+        r#"blob::put("c.txt", "ccc"); "ok""#,
+    )
+    .await;
     app.call(Method::POST, "/files/put").send().await.unwrap();
     app.call(Method::POST, "/keep/put").send().await.unwrap();
     let blobs = app.dir.path().join("data").join("blobs");
     assert_eq!(files_under(&blobs.join("files")).len(), 2);
 
-    assert_eq!(app.admin(Method::DELETE, "/apps/files").send().await.unwrap().status(), 204);
-    assert!(files_under(&blobs.join("files")).is_empty(), "the deleted app's blob bytes are gone");
-    assert_eq!(files_under(&blobs.join("keep")).len(), 1, "other apps keep theirs");
+    assert_eq!(
+        app.admin(Method::DELETE, "/apps/files")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(
+        files_under(&blobs.join("files")).is_empty(),
+        "the deleted app's blob bytes are gone"
+    );
+    assert_eq!(
+        files_under(&blobs.join("keep")).len(),
+        1,
+        "other apps keep theirs"
+    );
 }
 
 async fn kv_writes_are_read_back_by_scripts_and_the_admin_api(db: TestDb) {
