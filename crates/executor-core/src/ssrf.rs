@@ -146,9 +146,13 @@ impl Policy {
         }
     }
 
-    /// A public unicast address, or one inside an allowed range.
+    /// A public unicast address, or one inside an allowed range; never a cloud metadata
+    /// address, whatever the allow-list says.
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         let unwrapped = unwrap_embedded(ip);
+        if is_metadata(ip) || unwrapped.is_some_and(|v4| is_metadata(IpAddr::V4(v4))) {
+            return false;
+        }
         let allowed_range = self.allow_cidrs.iter().any(|net| {
             net.contains(&ip) || unwrapped.is_some_and(|v4| net.contains(&IpAddr::V4(v4)))
         });
@@ -212,6 +216,11 @@ const METADATA: [IpAddr; 3] = [
 /// unique-local, CGNAT, multicast, broadcast, unspecified, documentation, benchmarking,
 /// reserved and metadata addresses, judging embedded IPv4 (mapped, compatible, NAT64,
 /// 6to4) as IPv4.
+/// A cloud metadata endpoint: refused even when an allow-list would admit its range.
+fn is_metadata(ip: IpAddr) -> bool {
+    METADATA.contains(&ip)
+}
+
 pub fn is_public(ip: IpAddr) -> bool {
     if METADATA.contains(&ip) {
         return false;
@@ -304,7 +313,14 @@ impl reqwest::dns::Resolve for PolicyResolver {
             if addrs.is_empty() {
                 return Err(ResolveFailed.into());
             }
-            if !policy.allows_host_name(&host) && !addrs.iter().all(|ip| policy.allows_ip(*ip)) {
+            let metadata = addrs.iter().any(|ip| {
+                is_metadata(*ip)
+                    || unwrap_embedded(*ip).is_some_and(|v4| is_metadata(IpAddr::V4(v4)))
+            });
+            if metadata
+                || (!policy.allows_host_name(&host)
+                    && !addrs.iter().all(|ip| policy.allows_ip(*ip)))
+            {
                 return Err(Refused::Destination.into());
             }
             let addrs: reqwest::dns::Addrs =
@@ -545,6 +561,24 @@ impl OutboundClient {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| HttpError::Timeout)?
+    }
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+
+    #[test]
+    fn an_allow_list_never_admits_the_cloud_metadata_addresses() {
+        let config = OutboundConfig {
+            allow_cidrs: parse_cidrs(&["169.254.0.0/16", "100.64.0.0/10"]).unwrap(),
+            ..OutboundConfig::default()
+        };
+        let policy = Policy::new(&config);
+        assert!(policy.allows_ip("169.254.1.1".parse().unwrap()));
+        assert!(!policy.allows_ip("169.254.169.254".parse().unwrap()));
+        assert!(!policy.allows_ip("100.100.100.200".parse().unwrap()));
+        assert!(!policy.allows_ip("::ffff:169.254.169.254".parse().unwrap()));
     }
 }
 

@@ -303,7 +303,10 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
     let id = invocation.id;
     let requested_at = Utc::now();
     let clock = std::time::Instant::now();
-    let ran = tokio::time::timeout(ctx.config.lease, ctx.executor.execute(invocation)).await;
+    // A run gives up well inside its lease, so its outcome is committed before the row
+    // could be claimed again by anyone.
+    let run_limit = ctx.config.lease.mul_f64(0.75);
+    let ran = tokio::time::timeout(run_limit, ctx.executor.execute(invocation)).await;
     let mut record = InvocationRecord {
         id,
         app: event.app.clone(),

@@ -113,7 +113,7 @@ pub async fn start_role(
     role: Role,
 ) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir).context("cannot create the data directory")?;
-    let store = storage::connect_with(&config.database_url(), store_options(&config)?)
+    let store = storage::connect_with(&config.database_url(), store_options(&config, role)?)
         .await
         .context("cannot open the database")?;
     spawn_object_sweeper(store.clone(), shutdown.clone());
@@ -182,7 +182,16 @@ pub async fn start_role(
                 },
             };
             if let Some((executor, orchestrator)) = node {
-                orchestrator.finish().await;
+                // Claimed events get the same grace as requests; whatever is still running
+                // then is left to its lease, which another start or node picks up.
+                if tokio::time::timeout(grace, orchestrator.finish())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "events still running after the shutdown grace; their leases will expire"
+                    );
+                }
                 let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
             }
             store.health.close().await;
@@ -246,7 +255,9 @@ async fn start_node(
             .clone()
             .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple())),
         batch_size: events.batch_size.max(1),
-        lease: Duration::from_secs(events.lease_secs.max(1)),
+        // A lease outlives any run (the dispatcher gives up on a run at 3/4 of it).
+        lease: Duration::from_secs(events.lease_secs.max(1))
+            .max(Duration::from_millis(config.limits.timeout_ms) * 2),
         max_in_flight: events.max_in_flight.max(1),
         backoff_base: Duration::from_millis(events.backoff_base_ms),
         backoff_max: Duration::from_millis(events.backoff_max_ms),
@@ -263,11 +274,15 @@ async fn start_node(
 }
 
 /// Where blobs and the secrets key live, from the configuration.
-fn store_options(config: &Config) -> anyhow::Result<storage::StoreOptions> {
-    let key_file = config
-        .secrets_key_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+fn store_options(config: &Config, role: Role) -> anyhow::Result<storage::StoreOptions> {
+    let key_file = match (&config.secrets_key_file, role) {
+        (Some(file), _) => file.clone(),
+        (None, Role::All) => config.data_dir.join("secret.key"),
+        // Every node must decrypt what the manager encrypted: one key file, shared.
+        (None, _) => anyhow::bail!(
+            "cluster roles need PICLOUD_SECRETS_KEY_FILE (the same 32-byte key on every node)"
+        ),
+    };
     let secret_key =
         storage::load_or_create_key(&key_file).context("cannot read or create the secrets key")?;
     let blobs = &config.blobs;

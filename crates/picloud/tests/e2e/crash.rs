@@ -65,6 +65,7 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(
     let mut env: Vec<(String, String)> = vec![
         ("PICLOUD_ADMIN_TOKEN".into(), TOKEN.into()),
         ("PICLOUD_EVENTS__LEASE_SECS".into(), "2".into()),
+        ("PICLOUD_LIMITS__TIMEOUT_MS".into(), "1000".into()),
     ];
     env.extend(envs);
     let spawn = {

@@ -806,10 +806,18 @@ impl OutboxRepository for PgOutbox {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut events = rows
+        // One row that no longer decodes must not stall every claim: it is skipped (and
+        // stays leased until its lease runs out), the others run.
+        let mut events: Vec<Event> = rows
             .iter()
-            .map(row_to_event)
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|row| match row_to_event(row) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    tracing::error!(%error, "skipping an outbox row that does not decode");
+                    None
+                }
+            })
+            .collect();
         events.sort_by_key(|e| (e.scheduled_at, e.id));
         Ok(events)
     }
