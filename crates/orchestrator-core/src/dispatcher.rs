@@ -23,8 +23,8 @@
 //!   again when the lease expires (so storage effects stay exactly-once);
 //! - a slot is held from claim until commit, so at most `max_in_flight` events are leased
 //!   by this node and the executor's queue is not flooded. An `Overloaded` answer is
-//!   rare; it is retried about 100 ms later, records no invocation, and never makes the
-//!   event a dead letter (its attempt counter still moves: the store's `Retry` bumps it);
+//!   rare; the event is released (`EventOutcome::Release`) to run about 100 ms later,
+//!   records no invocation, and its attempt counter does not move;
 //! - a record is broadcast only after its commit, never for an event whose lease was lost;
 //! - `finish` stops claiming, lets the claimed events run to their end, commits them, and
 //!   only then returns.
@@ -353,9 +353,8 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             metrics::counter!("picloud_event_overloaded_total").increment(1);
             return EventCommit {
                 event,
-                outcome: EventOutcome::Retry {
+                outcome: EventOutcome::Release {
                     at: Utc::now() + delay,
-                    error: ExecError::Overloaded.to_string(),
                 },
                 record: None,
             };
@@ -446,6 +445,7 @@ fn outcome_label(outcome: &EventOutcome) -> &'static str {
         EventOutcome::Done { .. } => "done",
         EventOutcome::Retry { .. } => "retry",
         EventOutcome::Dead { .. } => "dead",
+        EventOutcome::Release { .. } => "released",
     }
 }
 

@@ -718,7 +718,7 @@ async fn an_email_refused_for_good_is_dead_lettered_without_retries() {
 }
 
 #[tokio::test]
-async fn an_executor_at_capacity_delays_events_but_never_dead_letters_them() {
+async fn an_executor_at_capacity_delays_events_but_never_counts_an_attempt_or_dead_letters_them() {
     const EVENTS: usize = 8;
     let db = sqlite_store().await;
     let store = new_app(&db).await;
@@ -749,15 +749,13 @@ async fn an_executor_at_capacity_delays_events_but_never_dead_letters_them() {
         (0..EVENTS).map(|i| send("busy", json!(i), None)).collect(),
     )
     .await;
-    let mut retried = 0;
+    // One thread and a queue of one cannot take EVENTS at once, so most were released and
+    // run later: none of that counts as an attempt.
     for _ in 0..EVENTS {
         let record = next_record(&mut records, |r| r.trigger == "queue").await;
         assert_eq!(record.status, InvocationStatus::Ok, "{:?}", record.error);
-        if record.attempt > Some(1) {
-            retried += 1;
-        }
+        assert_eq!(record.attempt, Some(1), "an overload is not an attempt");
     }
-    assert!(retried > 0, "the executor was at capacity for some events");
     assert_eq!(kv(&store, "done").await, Some(json!(EVENTS)));
     let dead = store
         .dead_letters

@@ -23,6 +23,9 @@ pub enum EventOutcome {
     Done { effects: Effects },
     /// Keep the row: `attempt + 1`, due again at `at`, lease released, `error` kept as last error.
     Retry { at: DateTime<Utc>, error: String },
+    /// The event did not run (the executor was at capacity): put the row back, due at
+    /// `at`, lease released, its attempt counter unchanged. Carries no record.
+    Release { at: DateTime<Utc> },
     /// Delete the row and insert a dead letter with `error` and the attempts made. Unless
     /// the event is itself of kind `dead_letter` (recursion stop), also insert one
     /// `dead_letter` event per `dead_letter` trigger of the app, whose payload is the dead

@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             a_done_commit_deletes_the_row_applies_emits_and_records_the_attempt,
             a_retry_bumps_the_attempt_and_the_due_time,
             a_retry_due_now_is_claimed_again_as_the_next_attempt,
+            a_released_event_comes_back_with_the_same_attempt,
             dead_writes_a_dead_letter_and_fans_out_but_a_dead_dead_letter_event_does_not,
             a_commit_with_a_lost_lease_skips_only_that_event,
             an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits,

@@ -422,6 +422,33 @@ pub async fn a_retry_bumps_the_attempt_and_the_due_time(store: &Store) {
     assert_eq!(pending(store, "shop").await, 1);
 }
 
+pub async fn a_released_event_comes_back_with_the_same_attempt(store: &Store) {
+    setup(store, "shop", &["w"]).await;
+    emit(store, "shop", vec![invoke("w", json!(1))]).await;
+    let events = claim(store, "n1").await;
+    assert_eq!(events[0].attempt, 1);
+    let release = EventCommit {
+        event: events[0].clone(),
+        outcome: EventOutcome::Release {
+            at: Utc::now() - chrono::Duration::seconds(1),
+        },
+        record: None,
+    };
+    let lost = store
+        .outbox
+        .commit("n1", vec![release])
+        .await
+        .expect("commit");
+    assert!(lost.is_empty());
+    let again = claim(store, "n2").await;
+    assert_eq!(again.len(), 1, "released and due again");
+    assert_eq!(again[0].id, events[0].id);
+    assert_eq!(
+        again[0].attempt, 1,
+        "a release does not count as an attempt"
+    );
+}
+
 pub async fn a_retry_due_now_is_claimed_again_as_the_next_attempt(store: &Store) {
     setup(store, "shop", &["w"]).await;
     emit(store, "shop", vec![invoke("w", json!(1))]).await;

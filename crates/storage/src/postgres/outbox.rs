@@ -66,6 +66,12 @@ const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, at, error)
      WHERE o.id = t.id AND o.lease_owner = $4
      RETURNING o.id";
+/// Puts back rows that did not run; their attempt counters do not move.
+const RELEASE_HELD: &str = "UPDATE outbox o SET available_at = t.at, lease_owner = NULL,
+         lease_expires_at = NULL
+     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at)
+     WHERE o.id = t.id AND o.lease_owner = $3
+     RETURNING o.id";
 /// Puts back a row whose run's effects could not commit, as its next attempt.
 const REINSERT: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
          attempt, max_attempts, parked, available_at, scheduled_at, created_at, last_error)
@@ -627,7 +633,12 @@ async fn commit_batch(
 
     let finished: Vec<Uuid> = batch
         .iter()
-        .filter(|c| !matches!(c.outcome, EventOutcome::Retry { .. }))
+        .filter(|c| {
+            !matches!(
+                c.outcome,
+                EventOutcome::Retry { .. } | EventOutcome::Release { .. }
+            )
+        })
         .map(|c| c.event.id.0)
         .collect();
     let mut held: HashSet<Uuid> = HashSet::with_capacity(batch.len());
@@ -641,12 +652,30 @@ async fn commit_batch(
         held.extend(ids);
     }
     let mut retry = (Vec::new(), Vec::new(), Vec::new());
+    let mut release = (Vec::new(), Vec::new());
     for c in batch {
-        if let EventOutcome::Retry { at, error } = &c.outcome {
-            retry.0.push(c.event.id.0);
-            retry.1.push(*at);
-            retry.2.push(error.as_str());
+        match &c.outcome {
+            EventOutcome::Retry { at, error } => {
+                retry.0.push(c.event.id.0);
+                retry.1.push(*at);
+                retry.2.push(error.as_str());
+            }
+            EventOutcome::Release { at } => {
+                release.0.push(c.event.id.0);
+                release.1.push(*at);
+            }
+            _ => {}
         }
+    }
+    if !release.0.is_empty() {
+        let ids: Vec<Uuid> = sqlx::query_scalar(RELEASE_HELD)
+            .bind(release.0)
+            .bind(release.1)
+            .bind(node)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        held.extend(ids);
     }
     if !retry.0.is_empty() {
         let ids: Vec<Uuid> = sqlx::query_scalar(RETRY_HELD)
@@ -727,7 +756,7 @@ async fn commit_batch(
                     }
                 }
             }
-            EventOutcome::Retry { .. } => {}
+            EventOutcome::Retry { .. } | EventOutcome::Release { .. } => {}
             EventOutcome::Dead { error } => {
                 letters
                     .push(conn, &mut routes, &mut rows, &c.event, error, now)

@@ -48,6 +48,10 @@ const DELETE_HELD: &str = "DELETE FROM outbox WHERE id = ? AND lease_owner = ?";
 const RETRY_HELD: &str = "UPDATE outbox SET attempt = attempt + 1, available_at = ?1,
          last_error = ?2, lease_owner = NULL, lease_expires_at = NULL
      WHERE id = ?3 AND lease_owner = ?4";
+/// Puts back a row that did not run; its attempt counter does not move.
+const RELEASE_HELD: &str = "UPDATE outbox SET available_at = ?1, lease_owner = NULL,
+         lease_expires_at = NULL
+     WHERE id = ?2 AND lease_owner = ?3";
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = ?";
 const INSERT_ROW: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
          attempt, max_attempts, parked, available_at, scheduled_at, created_at)
@@ -433,6 +437,18 @@ async fn part(
             let done = sqlx::query(RETRY_HELD)
                 .bind(ts(*at))
                 .bind(error.as_str())
+                .bind(&id)
+                .bind(node)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            if done.rows_affected() == 0 {
+                return Ok(Part::Lost);
+            }
+        }
+        EventOutcome::Release { at } => {
+            let done = sqlx::query(RELEASE_HELD)
+                .bind(ts(*at))
                 .bind(&id)
                 .bind(node)
                 .execute(&mut *conn)
