@@ -228,7 +228,23 @@ pub async fn record_where(
     rx: &mut broadcast::Receiver<InvocationRecord>,
     matches: impl Fn(&InvocationRecord) -> bool,
 ) -> InvocationRecord {
-    tokio::time::timeout(Duration::from_secs(20), async {
+    wait_for_record(rx, Duration::from_secs(20), matches).await
+}
+
+/// Wait (at most 10 s) for the record of invocation `id` to be committed.
+pub async fn record_of(
+    rx: &mut broadcast::Receiver<InvocationRecord>,
+    id: &str,
+) -> InvocationRecord {
+    wait_for_record(rx, Duration::from_secs(10), |r| r.id.to_string() == id).await
+}
+
+async fn wait_for_record(
+    rx: &mut broadcast::Receiver<InvocationRecord>,
+    within: Duration,
+    matches: impl Fn(&InvocationRecord) -> bool,
+) -> InvocationRecord {
+    tokio::time::timeout(within, async {
         loop {
             match rx.recv().await {
                 Ok(r) if matches(&r) => return r,
@@ -238,25 +254,7 @@ pub async fn record_where(
         }
     })
     .await
-    .expect("a matching invocation was recorded within 20 s")
-}
-
-/// Wait for the record of invocation `id` to be committed.
-pub async fn record_of(
-    rx: &mut broadcast::Receiver<InvocationRecord>,
-    id: &str,
-) -> InvocationRecord {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match rx.recv().await {
-                Ok(r) if r.id.to_string() == id => return r,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("recorder closed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the invocation was recorded within 10 s")
+    .unwrap_or_else(|_| panic!("a matching invocation was recorded within {within:?}"))
 }
 
 pub fn invocation_id(res: &Response) -> String {
