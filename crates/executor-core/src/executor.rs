@@ -4,11 +4,12 @@
 //! On a script thread, a cache miss loads the active version with `rt.block_on` (this
 //! thread is not a runtime worker, so blocking it is the point) and compiles it once;
 //! requests never compile.
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use metrics::{Counter, Histogram, counter, histogram};
 use rhai::AST;
 use shared::Effects;
 use shared::{
@@ -120,11 +121,11 @@ impl Runner {
         let compiled = match self.load(&inv.app, &inv.script) {
             Ok(compiled) => compiled,
             Err(Loaded::Missing(e)) => {
-                let outcome = match e {
-                    ExecError::ScriptNotFound(_) => "not_found",
-                    _ => "store_error",
-                };
-                metrics::counter!("picloud_script_runs_total", "outcome" => outcome).increment(1);
+                let m = &*RUN_METRICS;
+                match e {
+                    ExecError::ScriptNotFound(_) => m.not_found.increment(1),
+                    _ => m.store_error.increment(1),
+                }
                 return Err(e);
             }
             Err(Loaded::Broken { version, error }) => {
@@ -156,17 +157,17 @@ impl Runner {
     }
 
     fn finish(&self, execution: Execution) -> Execution {
+        let m = &*RUN_METRICS;
         let outcome = match &execution.result {
-            Ok(_) => "ok",
+            Ok(_) => &m.ok,
             Err(f) => match f.kind {
-                FailureKind::Error => "error",
-                FailureKind::LimitExceeded => "limit_exceeded",
-                FailureKind::Timeout => "timeout",
+                FailureKind::Error => &m.error,
+                FailureKind::LimitExceeded => &m.limit_exceeded,
+                FailureKind::Timeout => &m.timeout,
             },
         };
-        metrics::counter!("picloud_script_runs_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("picloud_script_duration_seconds")
-            .record(execution.duration.as_secs_f64());
+        outcome.increment(1);
+        m.duration.record(execution.duration.as_secs_f64());
         execution
     }
 
@@ -198,6 +199,34 @@ impl Runner {
     }
 }
 
+/// `picloud_script_runs_total{outcome}` and `picloud_script_duration_seconds`, resolved
+/// once: a lookup by name and labels on every run costs more than the run of a small
+/// script. Resolved on first use, which comes after the server installed its recorder.
+struct RunMetrics {
+    ok: Counter,
+    error: Counter,
+    limit_exceeded: Counter,
+    timeout: Counter,
+    not_found: Counter,
+    store_error: Counter,
+    overloaded: Counter,
+    duration: Histogram,
+}
+
+static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
+    let runs = |outcome: &'static str| counter!("picloud_script_runs_total", "outcome" => outcome);
+    RunMetrics {
+        ok: runs("ok"),
+        error: runs("error"),
+        limit_exceeded: runs("limit_exceeded"),
+        timeout: runs("timeout"),
+        not_found: runs("not_found"),
+        store_error: runs("store_error"),
+        overloaded: runs("overloaded"),
+        duration: histogram!("picloud_script_duration_seconds"),
+    }
+});
+
 pub(crate) enum Loaded {
     Missing(ExecError),
     Broken { version: i64, error: CompileError },
@@ -210,8 +239,7 @@ impl ExecutorClient for Executor {
         match self.pool.submit(Job { invocation, reply }) {
             Ok(()) => {}
             Err(SubmitError::Full) => {
-                metrics::counter!("picloud_script_runs_total", "outcome" => "overloaded")
-                    .increment(1);
+                RUN_METRICS.overloaded.increment(1);
                 return Err(ExecError::Overloaded);
             }
             Err(SubmitError::Closed) => return Err(ExecError::Overloaded),

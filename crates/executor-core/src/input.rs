@@ -52,25 +52,39 @@ fn event_map(event: &Event) -> Map {
 
 /// `request`: method, path, params, query, headers (lowercase names), body (text, lossy
 /// UTF-8) and json (the body parsed as JSON, or `()` when it is not JSON).
+///
+/// Built on every HTTP run, so it is built directly: inserts into the maps (the sources
+/// are already sorted), no JSON parse for an empty body.
 fn request_map(req: &HttpRequest) -> Map {
-    let body = String::from_utf8_lossy(&req.body).into_owned();
-    let json = serde_json::from_slice::<serde_json::Value>(&req.body)
-        .ok()
-        .and_then(|v| rhai::serde::to_dynamic(v).ok())
-        .unwrap_or(Dynamic::UNIT);
     let mut map = Map::new();
-    map.insert("method".into(), req.method.clone().into());
-    map.insert("path".into(), req.path.clone().into());
+    map.insert("method".into(), req.method.as_str().into());
+    map.insert("path".into(), req.path.as_str().into());
     map.insert("params".into(), string_map(&req.params).into());
     map.insert("query".into(), string_map(&req.query).into());
     map.insert("headers".into(), string_map(&req.headers).into());
-    map.insert("body".into(), body.into());
-    map.insert("json".into(), json);
+    map.insert(
+        "body".into(),
+        String::from_utf8_lossy(&req.body).as_ref().into(),
+    );
+    map.insert("json".into(), json_value(&req.body));
     map
 }
 
+/// The body as JSON, or `()` when it is empty or not JSON.
+fn json_value(body: &[u8]) -> Dynamic {
+    if body.trim_ascii().is_empty() {
+        return Dynamic::UNIT;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| rhai::serde::to_dynamic(v).ok())
+        .unwrap_or(Dynamic::UNIT)
+}
+
 fn string_map(src: &BTreeMap<String, String>) -> Map {
-    src.iter()
-        .map(|(k, v)| (k.as_str().into(), v.clone().into()))
-        .collect()
+    let mut map = Map::new();
+    for (k, v) in src {
+        map.insert(k.as_str().into(), v.as_str().into());
+    }
+    map
 }

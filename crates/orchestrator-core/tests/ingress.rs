@@ -575,3 +575,54 @@ async fn a_full_executor_queue_is_503_with_retry_after() {
     }
     assert!(unavailable >= 1, "no request was refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_is_echoed_or_else_the_invocation_id() {
+    let app = spawn_app(Setup::with(&[("GET", "/hello", "hello", r#""hi""#)])).await;
+    let given = app
+        .get("/shop/hello")
+        .header("x-request-id", "trace-7")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(given.headers()["x-request-id"], "trace-7");
+
+    let generated = app.get("/shop/hello").send().await.expect("send");
+    let id = invocation_id(&generated);
+    assert_eq!(generated.headers()["x-request-id"].to_str().unwrap(), id);
+
+    // A request that runs nothing still gets one.
+    let missing = app.get("/shop/missing").send().await.expect("send");
+    assert_eq!(missing.status(), 404);
+    assert!(missing.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_mid_run_still_gets_the_run_committed_and_recorded() {
+    let source = r#"
+        let until_ms = time::now_ms() + 300;
+        while time::now_ms() < until_ms {}
+        kv::set("finished", true);
+        "done"
+    "#;
+    let app = spawn_app(Setup::with(&[("GET", "/slow", "slow", source)])).await;
+    let mut recorded = app.orchestrator.subscribe_recorded();
+    let gave_up = app
+        .get("/shop/slow")
+        .timeout(Duration::from_millis(50))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the caller should have timed out");
+
+    let record = next_record(&mut recorded).await;
+    assert_eq!(record.status, InvocationStatus::Ok);
+    assert_eq!(record.summary, "GET /slow");
+    assert_eq!(record.http_status, Some(200));
+    let entry = app
+        .store
+        .kv
+        .get(&app_name(), "finished")
+        .await
+        .expect("read kv");
+    assert!(entry.is_some(), "the run's write was committed");
+}

@@ -128,6 +128,7 @@ pub async fn start_role(
     let mut app = Router::new().merge(health::router(store.clone()));
     health::metrics_handle();
     let mut node = None;
+    let mut ingress = None;
     if role.manages() {
         let scheduler = manager_core::CronScheduler::start(store.clone(), shutdown.clone());
         catalog.subscribe(scheduler);
@@ -140,13 +141,16 @@ pub async fn start_role(
         if role.manages() {
             app = app.merge(manager_router(&config, &store, &catalog, executor.clone()));
         }
-        app = app.merge(orchestrator.router());
+        ingress = Some(orchestrator.router());
         node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
         app = app.merge(manager_router(&config, &store, &catalog, checker));
     }
-    let app = app.layer(
+    // The platform's routes get a request id and a log span per request. The public
+    // ingress does its own (cheaper) request ids: a span per call would cost as much as
+    // running a small script.
+    let mut app = app.layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -159,6 +163,9 @@ pub async fn start_role(
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     );
+    if let Some(ingress) = ingress {
+        app = app.merge(ingress);
+    }
 
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     let orchestrator = node.as_ref().map(|(_, o)| o.clone());

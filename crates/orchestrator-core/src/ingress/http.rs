@@ -6,11 +6,14 @@
 //! events are committed in one transaction BEFORE the answer is sent (so a caller that
 //! reads right after sees them); a run without effects touches no database.
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use ::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -18,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use metrics::{Counter, Histogram, counter, histogram};
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
@@ -43,21 +47,67 @@ pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
         .with_state(orchestrator)
 }
 
+/// The public ingress's metrics, resolved once (a lookup by name and labels per request
+/// costs more than a small script's run). Resolved on first use, after the server has
+/// installed its recorder.
+struct IngressMetrics {
+    /// `picloud_http_requests_total{status}`, one slot per status 100..=599.
+    requests: Vec<OnceLock<Counter>>,
+    duration: Histogram,
+    sampled: Counter,
+}
+
+static METRICS: LazyLock<IngressMetrics> = LazyLock::new(|| IngressMetrics {
+    requests: (100..600).map(|_| OnceLock::new()).collect(),
+    duration: histogram!("picloud_http_request_duration_seconds"),
+    sampled: counter!("picloud_invocation_records_sampled_total"),
+});
+
+impl IngressMetrics {
+    fn count(&self, status: StatusCode) {
+        let code = status.as_u16();
+        let Some(slot) = self.requests.get(usize::from(code).wrapping_sub(100)) else {
+            return;
+        };
+        slot.get_or_init(|| counter!("picloud_http_requests_total", "status" => code.to_string()))
+            .increment(1);
+    }
+}
+
+/// Every public request: no tracing span (it costs as much as a small script), the
+/// request id is the caller's `x-request-id` or else the invocation id, and it comes back
+/// in `x-request-id`. Error answers are logged inside a span that names it.
 async fn handle(State(orchestrator): State<Arc<Orchestrator>>, request: Request) -> Response {
     let started = Instant::now();
-    let response = serve(orchestrator, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    metrics::counter!("picloud_http_requests_total", "status" => response.status().as_u16().to_string())
-        .increment(1);
-    metrics::histogram!("picloud_http_request_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+    let id = InvocationId::new();
+    let request_id = request_id(request.headers());
+    let echoed = match &request_id {
+        Some(rid) => HeaderValue::from_str(rid).ok(),
+        None => uuid_header(id),
+    };
+    // Kept for the log span of an error answer (cheap: shared bytes, a small enum).
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let mut response = match serve(orchestrator, request, id, request_id.clone()).await {
+        Ok(response) => response,
+        Err(error) => {
+            let span = tracing::info_span!("request", %method, path = uri.path(), request_id, invocation = %id);
+            span.in_scope(|| error.into_response())
+        }
+    };
+    if let Some(value) = echoed {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let metrics = &*METRICS;
+    metrics.count(response.status());
+    metrics.duration.record(started.elapsed().as_secs_f64());
     response
 }
 
 async fn serve(
     orchestrator: Arc<Orchestrator>,
     request: Request,
+    id: InvocationId,
+    request_id: Option<String>,
 ) -> Result<Response, IngressError> {
     let (parts, body) = request.into_parts();
     let (app, path) = split_app(parts.uri.path());
@@ -74,14 +124,13 @@ async fn serve(
     };
     let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
 
-    let summary = format!("{} {}", parts.method, path);
     let invocation = Invocation {
-        id: InvocationId::new(),
+        id,
         app: routes.app.clone(),
         script,
-        request_id: request_id(&parts.headers),
+        request_id,
         input: InvocationInput::Http(HttpRequest {
-            method: parts.method.to_string(),
+            method: parts.method.as_str().to_owned(),
             path: path.to_owned(),
             params,
             query: parse_query(parts.uri.query()),
@@ -89,13 +138,62 @@ async fn serve(
             body,
         }),
     };
-    let id = invocation.id;
-    tokio::spawn(run_and_record(orchestrator, invocation, summary))
-        .await
-        .map_err(|e| IngressError::Internal {
-            id,
-            source: Box::new(e),
-        })
+    // The run and its record go on if the caller hangs up mid-run.
+    FinishOnDrop::new(run_and_record(
+        orchestrator,
+        invocation,
+        parts.method,
+        parts.uri,
+    ))
+    .await
+}
+
+/// A uuid as a header value, without a `String` in between.
+fn uuid_header(id: InvocationId) -> Option<HeaderValue> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.0.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).ok()
+}
+
+/// Polls a future in place; when dropped before it is done (the caller hung up), the rest
+/// of it runs on a task of its own. Cheaper than spawning every request's run.
+struct FinishOnDrop<F: Future<Output = Result<Response, IngressError>> + Send + 'static> {
+    inner: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> FinishOnDrop<F> {
+    fn new(future: F) -> Self {
+        FinishOnDrop {
+            inner: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Future
+    for FinishOnDrop<F>
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Pending;
+        };
+        let done = ready!(inner.as_mut().poll(cx));
+        self.inner = None;
+        Poll::Ready(done)
+    }
+}
+
+impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Drop for FinishOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.inner.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = rest.await;
+            });
+        }
+    }
 }
 
 /// `/shop/users/42` -> (`shop`, `/users/42`); `/shop` -> (`shop`, `/`).
@@ -148,17 +246,26 @@ fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
 fn request_id(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    (!raw.is_empty()).then(|| raw.chars().take(MAX_REQUEST_ID_LEN).collect())
+    if raw.is_empty() {
+        return None;
+    }
+    Some(match raw.char_indices().nth(MAX_REQUEST_ID_LEN) {
+        Some((cut, _)) => raw[..cut].to_owned(),
+        None => raw.to_owned(),
+    })
 }
 
-/// Runs the invocation on the lane, shapes the answer and queues the record.
+/// Runs the invocation on the lane, commits its effects, shapes the answer and queues the
+/// record (successes within the record budget, every failure).
 async fn run_and_record(
     orchestrator: Arc<Orchestrator>,
     invocation: Invocation,
-    summary: String,
-) -> Response {
+    method: Method,
+    uri: Uri,
+) -> Result<Response, IngressError> {
     let requested_at = Utc::now();
     let clock = Instant::now();
     let id = invocation.id;
@@ -183,12 +290,15 @@ async fn run_and_record(
             source: Box::new(error),
         });
     }
-    let response = answer.unwrap_or_else(IntoResponse::into_response);
-    let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let http_status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.code().status(),
+    };
     if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
-        metrics::counter!("picloud_invocation_records_sampled_total").increment(1);
-        return response;
+        METRICS.sampled.increment(1);
+        return answer;
     }
+    let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
         id,
         app,
@@ -198,14 +308,14 @@ async fn run_and_record(
         status: settled.status,
         started_at: settled.started_at.unwrap_or(requested_at),
         duration_ms: settled.duration_ms.unwrap_or(elapsed_ms),
-        http_status: Some(response.status().as_u16()),
-        summary,
+        http_status: Some(http_status.as_u16()),
+        summary: format!("{method} {}", split_app(uri.path()).1),
         logs: settled.logs,
         error: settled.error,
         request_id,
         attempt: None,
     });
-    response
+    answer
 }
 
 /// What the record keeps of an outcome; `None` fields are filled from the request's clock.
@@ -312,7 +422,7 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
         }
         headers.append(name, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+    if let Some(value) = uuid_header(id) {
         headers.insert(INVOCATION_ID_HEADER, value);
     }
     Ok(response)
