@@ -6,14 +6,17 @@ use rhai::{Dynamic, Map, Scope};
 use shared::{Event, EventKind, HttpRequest, InvocationInput};
 
 /// A scope with the invocation's input pushed as constants.
+///
+/// Maps become `Dynamic` through `from_map`: Rhai's `From<BTreeMap>` (and so
+/// `push_constant`) would collect every map again.
 pub(crate) fn scope_for(input: &InvocationInput) -> Scope<'static> {
     let mut scope = Scope::new();
     match input {
         InvocationInput::Http(req) => {
-            scope.push_constant("request", request_map(req));
+            scope.push_constant_dynamic("request", Dynamic::from_map(request_map(req)));
         }
         InvocationInput::Event(event) => {
-            scope.push_constant("event", event_map(event));
+            scope.push_constant_dynamic("event", Dynamic::from_map(event_map(event)));
         }
     }
     scope
@@ -59,9 +62,9 @@ fn request_map(req: &HttpRequest) -> Map {
     let mut map = Map::new();
     map.insert("method".into(), req.method.as_str().into());
     map.insert("path".into(), req.path.as_str().into());
-    map.insert("params".into(), string_map(&req.params).into());
-    map.insert("query".into(), string_map(&req.query).into());
-    map.insert("headers".into(), string_map(&req.headers).into());
+    map.insert("params".into(), Dynamic::from_map(string_map(&req.params)));
+    map.insert("query".into(), Dynamic::from_map(string_map(&req.query)));
+    map.insert("headers".into(), Dynamic::from_map(string_map(&req.headers)));
     map.insert(
         "body".into(),
         String::from_utf8_lossy(&req.body).as_ref().into(),

@@ -18,7 +18,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::{Counter, Histogram, counter, histogram};
@@ -39,13 +38,16 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// The record's error when a successful run's effects could not be committed.
 const EFFECTS_NOT_COMMITTED: &str = "effects could not be committed";
 
+/// Every path the platform's own routes do not claim, as the router's fallback: the app
+/// is the first segment and the script's routes match the rest, so axum's own path
+/// parameters would be work for nothing.
 pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
-    Router::new()
-        .route("/{app}", any(handle))
-        .route("/{app}/", any(handle))
-        .route("/{app}/{*path}", any(handle))
-        .with_state(orchestrator)
+    Router::new().fallback(handle).with_state(orchestrator)
 }
+
+/// Header names parsed once (`HeaderName::from_static` validates on every call).
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const INVOCATION_ID: HeaderName = HeaderName::from_static(INVOCATION_ID_HEADER);
 
 /// The public ingress's metrics, resolved once (a lookup by name and labels per request
 /// costs more than a small script's run). Resolved on first use, after the server has
@@ -95,7 +97,7 @@ async fn handle(State(orchestrator): State<Arc<Orchestrator>>, request: Request)
         }
     };
     if let Some(value) = echoed {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        response.headers_mut().insert(REQUEST_ID, value);
     }
     let metrics = &*METRICS;
     metrics.count(response.status());
@@ -423,7 +425,7 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
         headers.append(name, value);
     }
     if let Some(value) = uuid_header(id) {
-        headers.insert(INVOCATION_ID_HEADER, value);
+        headers.insert(INVOCATION_ID, value);
     }
     Ok(response)
 }

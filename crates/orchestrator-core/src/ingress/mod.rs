@@ -95,7 +95,7 @@ impl Orchestrator {
         }))
     }
 
-    /// Serves `/{app}` and `/{app}/{*path}` for every method.
+    /// Serves every path the platform does not claim (`/{app}/...`), for every method.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         http::router(self.clone())
     }
