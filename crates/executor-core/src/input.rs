@@ -64,7 +64,10 @@ fn request_map(req: &HttpRequest) -> Map {
     map.insert("path".into(), req.path.as_str().into());
     map.insert("params".into(), Dynamic::from_map(string_map(&req.params)));
     map.insert("query".into(), Dynamic::from_map(string_map(&req.query)));
-    map.insert("headers".into(), Dynamic::from_map(string_map(&req.headers)));
+    map.insert(
+        "headers".into(),
+        Dynamic::from_map(string_map(&req.headers)),
+    );
     map.insert(
         "body".into(),
         String::from_utf8_lossy(&req.body).as_ref().into(),

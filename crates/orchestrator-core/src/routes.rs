@@ -15,6 +15,7 @@
 //!   (`rest = ""`) and `/files/a/b` (`rest = "a/b"`);
 //! - `HEAD` falls back to a `GET` route, `ANY` matches every method;
 //! - a path that matches only routes of other methods is a 405 that names them in `Allow`.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -73,7 +74,7 @@ impl Route {
     }
 
     /// The captured parameters when the pattern matches the (decoded) path segments.
-    fn capture(&self, path: &[String]) -> Option<BTreeMap<String, String>> {
+    fn capture(&self, path: &[Cow<'_, str>]) -> Option<BTreeMap<String, String>> {
         let mut params = BTreeMap::new();
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {
@@ -83,12 +84,12 @@ impl Route {
                     return Some(params);
                 }
                 Segment::Literal(lit) => {
-                    if path.get(i) != Some(lit) {
+                    if path.get(i).map(AsRef::as_ref) != Some(lit.as_str()) {
                         return None;
                     }
                 }
                 Segment::Param(name) => {
-                    params.insert(name.clone(), path.get(i)?.clone());
+                    params.insert(name.clone(), path.get(i)?.clone().into_owned());
                 }
             }
         }
@@ -191,11 +192,11 @@ impl AppRoutes {
     }
 }
 
-/// The decoded, non-empty segments of a request path.
-fn split_path(path: &str) -> Vec<String> {
+/// The decoded, non-empty segments of a request path (borrowed unless they needed decoding).
+fn split_path(path: &str) -> Vec<Cow<'_, str>> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy())
         .collect()
 }
 

@@ -1,12 +1,17 @@
 //! Liveness, readiness and Prometheus metrics: platform routes outside `/api/v1`, no token.
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use shared::Store;
 
 /// The process-wide metrics recorder, installed on first use (tests start many servers in
@@ -14,12 +19,105 @@ use shared::Store;
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = Upkept::new(PrometheusBuilder::new().build_recorder());
         // Fails only if another recorder is installed, and then ours just renders empty.
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Histogram samples between two upkeeps.
+const UPKEEP_EVERY: u64 = 4096;
+
+/// The Prometheus recorder, with its histograms drained as they fill.
+///
+/// The exporter keeps every histogram sample until it renders or runs upkeep; with nobody
+/// scraping `/metrics`, a busy server would grow by every request's samples without bound.
+/// Every `UPKEEP_EVERY` samples wake a thread of its own that runs the upkeep, so memory
+/// stays bounded and an idle server still never wakes up.
+struct Upkept {
+    inner: PrometheusRecorder,
+    trigger: Arc<UpkeepTrigger>,
+}
+
+struct UpkeepTrigger {
+    samples: AtomicU64,
+    wake: SyncSender<()>,
+}
+
+impl Upkept {
+    fn new(inner: PrometheusRecorder) -> (Self, PrometheusHandle) {
+        let handle = inner.handle();
+        let (wake, woken) = sync_channel(1);
+        let upkeep = handle.clone();
+        let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let runs =
+            inner.register_counter(&Key::from_name("picloud_metrics_upkeeps_total"), &metadata);
+        let spawned = std::thread::Builder::new()
+            .name("picloud-metrics".into())
+            .stack_size(256 * 1024)
+            .spawn(move || upkeep_loop(&woken, &upkeep, &runs));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no metrics upkeep thread; histograms drain only on /metrics");
+        }
+        let trigger = Arc::new(UpkeepTrigger {
+            samples: AtomicU64::new(0),
+            wake,
+        });
+        (Upkept { inner, trigger }, handle)
+    }
+}
+
+fn upkeep_loop(woken: &Receiver<()>, handle: &PrometheusHandle, runs: &Counter) {
+    while woken.recv().is_ok() {
+        handle.run_upkeep();
+        runs.increment(1);
+    }
+}
+
+impl Recorder for Upkept {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.inner.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(UpkeptHistogram {
+            inner: self.inner.register_histogram(key, metadata),
+            trigger: Arc::clone(&self.trigger),
+        }))
+    }
+}
+
+struct UpkeptHistogram {
+    inner: Histogram,
+    trigger: Arc<UpkeepTrigger>,
+}
+
+impl HistogramFn for UpkeptHistogram {
+    fn record(&self, value: f64) {
+        self.inner.record(value);
+        let seen = self.trigger.samples.fetch_add(1, Ordering::Relaxed);
+        if seen % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            // Full means an upkeep is already due.
+            let _ = self.trigger.wake.try_send(());
+        }
+    }
 }
 
 pub fn router(store: Store) -> Router {
@@ -57,4 +155,37 @@ async fn metrics_text() -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn histogram_samples_are_drained_as_they_fill_without_a_scrape() {
+        let (recorder, handle) = Upkept::new(PrometheusBuilder::new().build_recorder());
+        let key = Key::from_name("test_latency_seconds");
+        let metadata = Metadata::new("test", metrics::Level::INFO, None);
+        let histogram = recorder.register_histogram(&key, &metadata);
+        for _ in 0..UPKEEP_EVERY - 1 {
+            histogram.record(0.5);
+        }
+        assert!(!handle.render().contains("picloud_metrics_upkeeps_total 1"));
+        histogram.record(0.5);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = handle.render();
+            if text.contains("picloud_metrics_upkeeps_total 1") {
+                assert!(
+                    text.contains(&format!("test_latency_seconds_count {UPKEEP_EVERY}")),
+                    "{text}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "no upkeep ran: {text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }

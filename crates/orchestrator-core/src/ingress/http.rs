@@ -234,18 +234,18 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
 
 /// Lowercase names (as `http` keeps them); repeated headers joined with ", ".
 fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    headers
-        .keys()
-        .map(|name| {
-            let joined = headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (name.as_str().to_owned(), joined)
-        })
-        .collect()
+    let mut collected = BTreeMap::new();
+    for name in headers.keys() {
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+        for more in values {
+            joined.push_str(", ");
+            joined.push_str(&String::from_utf8_lossy(more.as_bytes()));
+        }
+        collected.insert(name.as_str().to_owned(), joined);
+    }
+    collected
 }
 
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
