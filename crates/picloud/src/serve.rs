@@ -19,7 +19,16 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::front::Front;
 use crate::health;
+
+/// A platform path that names nothing (`/api/v1/nope`): the same JSON 404 as elsewhere.
+async fn platform_not_found() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let code = shared::ErrorCode::NotFound;
+    let body = shared::ErrorBody::new(code, "no such path".to_owned());
+    (code.status(), axum::Json(body)).into_response()
+}
 
 /// Which services this process runs. `All` is `picloud serve`; the cluster binaries run
 /// one role each on a shared PostgreSQL.
@@ -141,7 +150,7 @@ pub async fn start_role(
         if role.manages() {
             app = app.merge(manager_router(&config, &store, &catalog, executor.clone()));
         }
-        ingress = Some(orchestrator.router());
+        ingress = Some(orchestrator.clone());
         node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
@@ -150,7 +159,7 @@ pub async fn start_role(
     // The platform's routes get a request id and a log span per request. The public
     // ingress does its own (cheaper) request ids: a span per call would cost as much as
     // running a small script.
-    let mut app = app.layer(
+    let platform = app.fallback(platform_not_found).layer(
         tower::ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -163,9 +172,7 @@ pub async fn start_role(
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     );
-    if let Some(ingress) = ingress {
-        app = app.merge(ingress);
-    }
+    let front = tower::make::Shared::new(Front::new(platform, ingress));
 
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     let orchestrator = node.as_ref().map(|(_, o)| o.clone());
@@ -173,7 +180,7 @@ pub async fn start_role(
         let store = store.clone();
         tokio::spawn(async move {
             let mut http = tokio::spawn(
-                axum::serve(listener, app)
+                axum::serve(listener, front)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                     .into_future(),
             );

@@ -20,8 +20,8 @@ pub use error_code::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{BlobWrite, DeadLetter, Effects, EmailMessage, Emit, Event, EventKind, KvWrite};
 pub use executor::{CompileError, ExecError, ExecutorClient, ScriptChecker};
 pub use ids::{
-    AppName, ChannelName, DeadLetterId, EventId, InvalidName, InvocationId, RoutePath, ScriptName,
-    TokenId, TriggerId, check_data_name,
+    AppName, ChannelName, DeadLetterId, EventId, InvalidName, InvocationId, RESERVED_APP_NAMES,
+    RoutePath, ScriptName, TokenId, TriggerId, check_data_name,
 };
 pub use invocation::{
     Execution, FailureKind, HttpRequest, Invocation, InvocationInput, InvocationRecord,

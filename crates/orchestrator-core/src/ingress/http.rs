@@ -79,7 +79,10 @@ impl IngressMetrics {
 /// Every public request: no tracing span (it costs as much as a small script), the
 /// request id is the caller's `x-request-id` or else the invocation id, and it comes back
 /// in `x-request-id`. Error answers are logged inside a span that names it.
-async fn handle(State(orchestrator): State<Arc<Orchestrator>>, request: Request) -> Response {
+pub(super) async fn handle(
+    State(orchestrator): State<Arc<Orchestrator>>,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     let id = InvocationId::new();
     let request_id = request_id(request.headers());

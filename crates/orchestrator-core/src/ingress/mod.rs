@@ -100,6 +100,15 @@ impl Orchestrator {
         http::router(self.clone())
     }
 
+    /// Answers one public request (`/{app}/...`) without a router in front: for a server
+    /// that tells platform paths from app paths itself.
+    pub fn serve(
+        self: &Arc<Self>,
+        request: axum::extract::Request,
+    ) -> impl std::future::Future<Output = axum::response::Response> + Send + 'static {
+        http::handle(axum::extract::State(self.clone()), request)
+    }
+
     /// Rebuilds one app's route table on `CatalogChange::Triggers` or `App`.
     pub fn catalog_listener(self: &Arc<Self>) -> Arc<dyn CatalogListener> {
         Arc::new(RouteRefresher {

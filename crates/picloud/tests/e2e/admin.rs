@@ -192,6 +192,15 @@ async fn unknown_apps_scripts_and_routes_get_404(db: TestDb) {
         .unwrap();
     assert_eq!(error_of(res).await.0, 404);
 
+    // A platform path that names nothing, and the bare root.
+    let res = app
+        .admin(Method::GET, "/no-such-thing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(res).await.0, 404);
+    assert_eq!(error_of(app.get("/").await).await.0, 404);
+
     // Public side: unknown app, unknown route, known route with another method.
     assert_eq!(error_of(app.get("/nope/hello").await).await.0, 404);
     assert_eq!(error_of(app.get("/shop/missing").await).await.0, 404);
