@@ -577,7 +577,7 @@ async fn a_full_executor_queue_is_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_request_id_is_echoed_or_else_the_invocation_id() {
+async fn a_request_id_is_echoed_and_the_invocation_id_names_every_run() {
     let app = spawn_app(Setup::with(&[("GET", "/hello", "hello", r#""hi""#)])).await;
     let given = app
         .get("/shop/hello")
@@ -587,14 +587,11 @@ async fn the_request_id_is_echoed_or_else_the_invocation_id() {
         .expect("send");
     assert_eq!(given.headers()["x-request-id"], "trace-7");
 
-    let generated = app.get("/shop/hello").send().await.expect("send");
-    let id = invocation_id(&generated);
-    assert_eq!(generated.headers()["x-request-id"].to_str().unwrap(), id);
+    assert!(given.headers().contains_key(INVOCATION_ID_HEADER));
 
-    // A request that runs nothing still gets one.
-    let missing = app.get("/shop/missing").send().await.expect("send");
-    assert_eq!(missing.status(), 404);
-    assert!(missing.headers().contains_key("x-request-id"));
+    let without = app.get("/shop/hello").send().await.expect("send");
+    assert!(without.headers().contains_key(INVOCATION_ID_HEADER));
+    assert!(!without.headers().contains_key("x-request-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

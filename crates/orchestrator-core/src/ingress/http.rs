@@ -76,9 +76,10 @@ impl IngressMetrics {
     }
 }
 
-/// Every public request: no tracing span (it costs as much as a small script), the
-/// request id is the caller's `x-request-id` or else the invocation id, and it comes back
-/// in `x-request-id`. Error answers are logged inside a span that names it.
+/// Every public request: no tracing span (it costs as much as a small script). A caller's
+/// `x-request-id` is kept in the invocation record and echoed back; without one, the
+/// invocation id (`x-picloud-invocation-id`) is what names the call. Error answers are
+/// logged inside a span that names both.
 pub(super) async fn handle(
     State(orchestrator): State<Arc<Orchestrator>>,
     request: Request,
@@ -86,10 +87,9 @@ pub(super) async fn handle(
     let started = Instant::now();
     let id = InvocationId::new();
     let request_id = request_id(request.headers());
-    let echoed = match &request_id {
-        Some(rid) => HeaderValue::from_str(rid).ok(),
-        None => uuid_header(id),
-    };
+    let echoed = request_id
+        .as_deref()
+        .and_then(|rid| HeaderValue::from_str(rid).ok());
     // Kept for the log span of an error answer (cheap: shared bytes, a small enum).
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let mut response = match serve(orchestrator, request, id, request_id.clone()).await {
@@ -271,7 +271,6 @@ async fn run_and_record(
     method: Method,
     uri: Uri,
 ) -> Result<Response, IngressError> {
-    let requested_at = Utc::now();
     let clock = Instant::now();
     let id = invocation.id;
     let app = invocation.app.clone();
@@ -311,7 +310,9 @@ async fn run_and_record(
         version: settled.version,
         trigger: "http".into(),
         status: settled.status,
-        started_at: settled.started_at.unwrap_or(requested_at),
+        started_at: settled
+            .started_at
+            .unwrap_or_else(|| Utc::now() - clock.elapsed()),
         duration_ms: settled.duration_ms.unwrap_or(elapsed_ms),
         http_status: Some(http_status.as_u16()),
         summary: format!("{method} {}", split_app(uri.path()).1),

@@ -29,7 +29,7 @@ async fn a_deployed_script_answers_on_its_route(db: TestDb) {
             .unwrap()
             .starts_with("text/plain")
     );
-    assert!(res.headers().contains_key("x-request-id"));
+    assert!(res.headers().contains_key("x-picloud-invocation-id"));
     assert_eq!(res.text().await.unwrap(), "Hello, world!");
 }
 
