@@ -37,9 +37,13 @@ struct Args {
     /// Run the baseline server only (used by the bench itself).
     #[arg(long, hide = true)]
     serve_baseline: bool,
-    /// Seconds of load per target.
+    /// Seconds of load per target and round.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Rounds of (a) then (b); the ratio is the median of the rounds' ratios, so a burst
+    /// of noise on a shared machine moves one round, not the result.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Open connections (wrk -c).
     #[arg(long, default_value_t = 64)]
     connections: u32,
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
 
 fn bench(args: &Args) -> anyhow::Result<Report> {
     anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(
         args.threads > 0 && args.threads <= args.connections,
@@ -154,35 +159,65 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         return Ok(report);
     }
 
-    // (a) the baseline, in its own process; stopped before PiCloud starts.
+    // (a) the baseline, in its own process, and (b) the real server with the hello script
+    // deployed; both stay up and are loaded in turn, one round after another.
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--serve-baseline");
+    let baseline_server = Server::start(cmd, &work.path().join("baseline.log"))?;
+    eprintln!("baseline: axum on http://{}", baseline_server.addr);
+    picloud::wait_for_body(baseline_server.addr, baseline::PATH, baseline::BODY)?;
+    let mut picloud_server = if args.baseline_only {
+        None
+    } else {
+        let server = picloud::start(&picloud_bin, work.path())?;
+        eprintln!(
+            "picloud: {} on http://{}",
+            picloud_bin.display(),
+            server.addr
+        );
+        Some(server)
+    };
+    // Resident memory of the fresh server, before any load.
+    let rss_before_kib = match &picloud_server {
+        Some(server) if !args.skip_idle => {
+            std::thread::sleep(Duration::from_secs(2));
+            Some(procfs::rss_kib(server.pid())?)
+        }
+        _ => None,
+    };
+
+    let rounds = args.rounds.max(1);
+    let mut baseline_runs = Vec::new();
+    let mut picloud_runs = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        let a = measure(&baseline_server, baseline::PATH, load, args.warmup)?;
+        if let Some(server) = &mut picloud_server {
+            let b = measure(server, picloud::PATH, load, args.warmup)?;
+            anyhow::ensure!(
+                server.is_running(),
+                "picloud exited during the load; its stderr:\n{}",
+                server.stderr_tail()
+            );
+            if a.requests_per_sec > 0.0 {
+                report
+                    .round_ratios
+                    .push(b.requests_per_sec / a.requests_per_sec);
+            }
+            picloud_runs.push(b);
+        }
+        baseline_runs.push(a);
+    }
+    drop(baseline_server);
+    report.baseline = report::median_run(baseline_runs);
+    report.picloud = report::median_run(picloud_runs);
+
+    if let Some(server) = &picloud_server
+        && !args.skip_idle
     {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--serve-baseline");
-        let server = Server::start(cmd, &work.path().join("baseline.log"))?;
-        eprintln!("baseline: axum on http://{}", server.addr);
-        picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
-        report.baseline = Some(measure(&server, baseline::PATH, load, args.warmup)?);
-    }
-    if args.baseline_only {
-        return Ok(report);
-    }
-
-    // (b) the real server with the hello script deployed.
-    let mut server = picloud::start(&picloud_bin, work.path())?;
-    eprintln!(
-        "picloud: {} on http://{}",
-        picloud_bin.display(),
-        server.addr
-    );
-    report.picloud = Some(measure(&server, picloud::PATH, load, args.warmup)?);
-    anyhow::ensure!(
-        server.is_running(),
-        "picloud exited during the load; its stderr:\n{}",
-        server.stderr_tail()
-    );
-
-    if !args.skip_idle {
-        report.idle = Some(idle(&server, args.idle_secs)?);
+        let mut idle = idle(server, args.idle_secs)?;
+        idle.rss_before_kib = rss_before_kib;
+        report.idle = Some(idle);
     }
     Ok(report)
 }
@@ -223,5 +258,6 @@ fn idle(server: &Server, secs: u64) -> anyhow::Result<Idle> {
         cpu_ticks: after.saturating_sub(before),
         ticks_per_sec: hz,
         rss_kib: procfs::rss_kib(pid)?,
+        rss_before_kib: None,
     })
 }
