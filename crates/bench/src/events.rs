@@ -193,7 +193,8 @@ async fn wait_done(
     }
 }
 
-/// p50 and p99 of `picloud_event_delay_seconds`, in milliseconds.
+/// p50 and p99 of `picloud_event_delay_seconds`, in milliseconds, estimated from its
+/// buckets as Prometheus' `histogram_quantile` does.
 async fn delay_quantiles(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
     let text = http
         .get(format!("http://{addr}/metrics"))
@@ -201,14 +202,55 @@ async fn delay_quantiles(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Re
         .await?
         .text()
         .await?;
-    let q = |quantile: &str| {
-        metric_sum(
-            &text,
-            "picloud_event_delay_seconds",
-            &[&format!("quantile=\"{quantile}\"")],
-        ) * 1000.0
+    let q = |quantile: f64| {
+        histogram_quantile(&text, "picloud_event_delay_seconds", quantile).map(|s| s * 1000.0)
     };
-    Ok((q("0.5"), q("0.99")))
+    match (q(0.5), q(0.99)) {
+        (Some(p50), Some(p99)) => Ok((p50, p99)),
+        _ => anyhow::bail!("the server reported no picloud_event_delay_seconds buckets"),
+    }
+}
+
+/// The `q` quantile of histogram `name` from its cumulative `_bucket{le=...}` series:
+/// linear within the bucket that holds it, like Prometheus' `histogram_quantile`.
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (series, count) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(&prefix)?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, count.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower);
+            }
+            let share = if count > below {
+                (rank - below) / (count - below)
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * share);
+        }
+        (lower, below) = (bound, count);
+    }
+    None
 }
 
 /// The sum of the samples of `name` whose labels contain every one of `labels`.
@@ -238,6 +280,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_are_interpolated_within_their_bucket() {
+        let text = "picloud_event_delay_seconds_bucket{le=\"0.001\"} 50\n\
+            picloud_event_delay_seconds_bucket{le=\"0.002\"} 90\n\
+            picloud_event_delay_seconds_bucket{le=\"0.004\"} 100\n\
+            picloud_event_delay_seconds_bucket{le=\"+Inf\"} 100\n\
+            picloud_event_delay_seconds_count 100\n";
+        let q = |q| histogram_quantile(text, "picloud_event_delay_seconds", q).unwrap();
+        assert!((q(0.5) - 0.001).abs() < 1e-12);
+        assert!((q(0.7) - 0.0015).abs() < 1e-12);
+        assert!((q(0.99) - 0.0038).abs() < 1e-12);
+        assert!(histogram_quantile(text, "other", 0.5).is_none());
+    }
 
     #[test]
     fn metric_sums_add_up_matching_series_only() {
