@@ -10,8 +10,8 @@
 //! - Token secrets exist only in the answer that creates them; the store keeps SHA-256
 //!   hashes. Secret values are never in any answer.
 //! - `CronScheduler` fires cron triggers (sleeping until the next fire, woken by catalog
-//!   changes); `RetentionSweeper` purges expired dead letters (sleeping until the oldest
-//!   one expires).
+//!   changes); `RetentionSweeper` purges expired dead letters and `InvocationSweeper`
+//!   expired invocation records (each sleeping until the oldest one expires).
 mod api; // the route table, one module per resource, the error and extractor types
 mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap token
 pub mod cron; // schedules (next_fire, due_slot) and the scheduler that fires them
@@ -20,4 +20,4 @@ mod retention; // the dead-letter retention sweeper
 pub use api::{ApiError, ManagerDeps, ROUTES, router};
 pub use auth::{bootstrap_admin_token, hash_token};
 pub use cron::{CronError, CronScheduler};
-pub use retention::RetentionSweeper;
+pub use retention::{InvocationSweeper, RetentionSweeper};

@@ -1,9 +1,13 @@
-//! The dead-letter retention sweeper: dead letters older than the retention (30 days by
-//! default) are purged.
+//! Retention sweepers: dead letters older than their retention (30 days by default) and
+//! invocation records older than theirs (7 days by default) are purged.
 //!
-//! What must stay true: the sweeper never ticks. It purges, then sleeps until the oldest
-//! remaining dead letter expires, or for one whole retention when there is none (a dead
-//! letter created meanwhile expires no earlier than that).
+//! What must stay true: a sweeper never ticks. It purges, then sleeps until the oldest
+//! remaining row expires, or for one whole retention when there is none (a row created
+//! meanwhile expires no earlier than that). Invocation records expire continuously on a
+//! busy server, so their sweeper runs at most once an hour (a record lives at most an
+//! hour past its retention) and deletes in bounded steps, so a large purge never holds the
+//! database's write lock for long.
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,22 +29,101 @@ impl RetentionSweeper {
 
     /// Spawn the sweeper on the current runtime; the task ends when `shutdown` is cancelled.
     pub fn start(store: Store, retention: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                let wait = match sweep(&store, retention).await {
-                    Ok(wait) => wait,
-                    Err(e) => {
-                        tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "dead-letter retention sweep failed");
-                        RETRY_AFTER.min(retention.max(Duration::from_millis(1)))
-                    }
-                };
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
+        run_sweeper("dead-letter", retention, shutdown, move || {
+            let store = store.clone();
+            async move { sweep(&store, retention).await }
         })
     }
+}
+
+/// Purges expired invocation records until shutdown.
+pub struct InvocationSweeper;
+
+/// Records deleted per statement.
+const PURGE_STEP: u32 = 5_000;
+/// While records keep expiring, at most one sweep per this long.
+const INVOCATION_SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+impl InvocationSweeper {
+    /// The default retention of invocation records.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+    /// Spawn the sweeper on the current runtime; the task ends when `shutdown` is cancelled.
+    pub fn start(store: Store, retention: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+        let every = INVOCATION_SWEEP_EVERY.min(retention);
+        run_sweeper("invocation", retention, shutdown, move || {
+            let store = store.clone();
+            async move { sweep_invocations(&store, retention, every).await }
+        })
+    }
+}
+
+/// Sweep, sleep as long as the sweep says (or `RETRY_AFTER` when it failed), until
+/// shutdown.
+fn run_sweeper<F, Fut>(
+    what: &'static str,
+    retention: Duration,
+    shutdown: CancellationToken,
+    mut sweep: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Duration, shared::StoreError>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            let wait = match sweep().await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "{what} retention sweep failed");
+                    RETRY_AFTER.min(retention.max(Duration::from_millis(1)))
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    })
+}
+
+/// Purge the records older than `retention` in bounded steps; return how long until the
+/// next sweep: when the oldest remaining record expires, but not sooner than `every`.
+async fn sweep_invocations(
+    store: &Store,
+    retention: Duration,
+    every: Duration,
+) -> Result<Duration, shared::StoreError> {
+    let retention_chrono = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = Utc::now()
+        .checked_sub_signed(retention_chrono)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut purged = 0;
+    loop {
+        let step = store.invocations.purge_before(cutoff, PURGE_STEP).await?;
+        purged += step;
+        if step < u64::from(PURGE_STEP) {
+            break;
+        }
+        // Let the records being written meanwhile take the write lock between steps.
+        tokio::task::yield_now().await;
+    }
+    if purged > 0 {
+        tracing::info!(purged, "expired invocation records purged");
+    }
+    Ok(match store.invocations.oldest().await? {
+        Some(oldest) => {
+            let expires = oldest
+                .checked_add_signed(retention_chrono)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            (expires - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .max(every)
+                + Duration::from_millis(1)
+        }
+        None => retention,
+    })
 }
 
 /// Purge what has expired; return how long until the next dead letter expires.

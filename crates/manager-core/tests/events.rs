@@ -11,7 +11,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::Utc;
 use http_body_util::BodyExt;
-use manager_core::{CronScheduler, ManagerDeps, ROUTES, RetentionSweeper, router};
+use manager_core::{
+    CronScheduler, InvocationSweeper, ManagerDeps, ROUTES, RetentionSweeper, router,
+};
 use serde_json::{Value, json};
 use shared::store::{EventCommit, EventOutcome, TriggerSpec};
 use shared::{
@@ -1212,6 +1214,61 @@ async fn the_sweeper_purges_dead_letters_once_they_are_older_than_the_retention(
         .expect("no panic");
 }
 
+async fn the_sweeper_purges_invocation_records_once_they_are_older_than_the_retention(t: &TestApp) {
+    let app = t.app_with_script("shop").await;
+    let record = |made: chrono::DateTime<Utc>| {
+        let ms = u64::try_from(made.timestamp_millis()).expect("after 1970");
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, 0);
+        shared::InvocationRecord {
+            id: shared::InvocationId(uuid::Uuid::new_v7(ts)),
+            app: app.clone(),
+            script: ScriptName::parse("handler").expect("script"),
+            version: Some(1),
+            trigger: "http".into(),
+            status: shared::InvocationStatus::Ok,
+            started_at: made,
+            duration_ms: 1,
+            http_status: Some(200),
+            summary: "GET /".into(),
+            logs: Vec::new(),
+            error: None,
+            request_id: None,
+            attempt: None,
+        }
+    };
+    let old = record(Utc::now() - chrono::Duration::hours(1));
+    let young = record(Utc::now());
+    t.store
+        .invocations
+        .record(&[old.clone(), young.clone()])
+        .await
+        .expect("record");
+    let listed = async || {
+        let filter = shared::store::InvocationFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let records = t.store.invocations.list(&app, &filter).await.expect("list");
+        records.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let shutdown = CancellationToken::new();
+    let task = InvocationSweeper::start(t.store.clone(), Duration::from_secs(3), shutdown.clone());
+    eventually("the old record's purge", async || {
+        listed().await == vec![young.id]
+    })
+    .await;
+    eventually("the young record's purge", async || {
+        listed().await.is_empty()
+    })
+    .await;
+    assert_eq!(t.store.invocations.oldest().await.expect("oldest"), None);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the sweeper stops on shutdown")
+        .expect("no panic");
+}
+
 /// Two schedulers, each with its own pool on one PostgreSQL schema (two nodes), fire
 /// every slot exactly once.
 #[tokio::test]
@@ -1314,4 +1371,5 @@ on_both_backends!(
     an_every_second_trigger_fires_into_the_outbox_after_a_catalog_wake,
     a_trigger_last_fired_hours_ago_fires_once_for_the_latest_slot,
     the_sweeper_purges_dead_letters_once_they_are_older_than_the_retention,
+    the_sweeper_purges_invocation_records_once_they_are_older_than_the_retention,
 );

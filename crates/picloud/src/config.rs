@@ -30,6 +30,7 @@ pub struct Config {
     pub limits: LimitSettings,
     pub http: HttpSettings,
     pub events: EventSettings,
+    pub invocations: InvocationSettings,
     pub blobs: BlobSettings,
     pub smtp: SmtpSettings,
     pub outbound: OutboundSettings,
@@ -50,6 +51,20 @@ pub struct EventSettings {
     pub backoff_max_ms: u64,
     /// Dead letters older than this are purged.
     pub dead_letter_retention_days: u64,
+}
+
+/// Invocation history (`[invocations]`, `PICLOUD_INVOCATIONS__...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InvocationSettings {
+    /// Invocation records older than this are purged; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for InvocationSettings {
+    fn default() -> Self {
+        InvocationSettings { retention_days: 7 }
+    }
 }
 
 /// Where blob bytes live (`[blobs]`): a local directory, or an S3-compatible bucket.
@@ -194,6 +209,7 @@ impl Default for Config {
             limits: LimitSettings::default(),
             http: HttpSettings::default(),
             events: EventSettings::default(),
+            invocations: InvocationSettings::default(),
             blobs: BlobSettings::default(),
             smtp: SmtpSettings::default(),
             outbound: OutboundSettings::default(),

@@ -144,6 +144,11 @@ pub async fn start_role(
         let days = config.events.dead_letter_retention_days.max(1);
         let retention = Duration::from_secs(days * 24 * 60 * 60);
         manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
+        if config.invocations.retention_days > 0 {
+            let days = config.invocations.retention_days;
+            let keep = Duration::from_secs(days.saturating_mul(24 * 60 * 60));
+            manager_core::InvocationSweeper::start(store.clone(), keep, shutdown.clone());
+        }
     }
     if role.runs_scripts() {
         let (executor, orchestrator) = start_node(&config, &store, &catalog).await?;

@@ -204,6 +204,24 @@ macro_rules! uuid_id {
             pub fn new() -> Self {
                 $name(Uuid::now_v7())
             }
+
+            /// The smallest id made at `at` (to the millisecond): every id made before
+            /// `at` sorts below it.
+            pub fn first_at(at: chrono::DateTime<chrono::Utc>) -> Self {
+                let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+                // 48 bits of Unix milliseconds, version 7, variant 0b10, the rest zero.
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+                bytes[6] = 0x70;
+                bytes[8] = 0x80;
+                $name(Uuid::from_bytes(bytes))
+            }
+
+            /// When the id was made (UUID v7), to the millisecond.
+            pub fn made_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+                let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+                chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+            }
         }
         impl Default for $name {
             fn default() -> Self {
@@ -278,6 +296,25 @@ pub fn check_data_name(what: &str, raw: &str, max: usize) -> Result<(), InvalidN
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_made_before_an_instant_sort_below_its_first_id() {
+        let at = chrono::Utc::now();
+        let first = InvocationId::first_at(at);
+        let earlier = InvocationId::first_at(at - chrono::Duration::milliseconds(1));
+        let now = InvocationId::new();
+        assert!(earlier < first);
+        assert!(first <= now || now.made_at().unwrap() < at);
+        assert_eq!(
+            first.to_string().as_bytes()[14],
+            b'7',
+            "a version 7 uuid: {first}"
+        );
+        let made = first.made_at().unwrap();
+        assert_eq!(made.timestamp_millis(), at.timestamp_millis());
+        // The text form sorts like the bytes (SQLite keeps ids as text).
+        assert!(earlier.to_string() < first.to_string());
+    }
+
     use super::*;
 
     #[test]

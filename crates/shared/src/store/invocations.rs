@@ -35,4 +35,9 @@ pub trait InvocationRepository: Send + Sync {
         app: &AppName,
         id: InvocationId,
     ) -> Result<Option<InvocationRecord>, StoreError>;
+    /// Delete up to `limit` records, oldest first, of every app, whose ids were made before
+    /// `cutoff` (ids are time-ordered, so this walks the primary key); returns how many.
+    async fn purge_before(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+    /// When the oldest record's id was made; `None` when there are none.
+    async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

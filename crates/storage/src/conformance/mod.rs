@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             a_trigger_for_a_missing_script_or_app_is_not_found,
             invocations_are_listed_newest_first_with_every_filter,
             invocations_page_through_the_before_cursor_without_gaps_or_repeats,
+            invocations_made_before_a_cutoff_are_purged_oldest_first_in_bounded_steps,
             records_for_a_deleted_app_are_skipped_without_error,
             one_app_never_sees_another_apps_scripts_triggers_or_invocations,
             a_record_with_logs_error_and_http_status_round_trips_exactly,
@@ -682,6 +683,73 @@ pub async fn invocations_are_listed_newest_first_with_every_filter(store: &Store
     assert_eq!(ids(&before), newest_first(&|i| i < 3));
     let got = store.invocations.get(&a, records[2].id).await.expect("get");
     assert_eq!(got, Some(records[2].clone()));
+}
+
+pub async fn invocations_made_before_a_cutoff_are_purged_oldest_first_in_bounded_steps(
+    store: &Store,
+) {
+    assert_eq!(store.invocations.oldest().await.expect("oldest"), None);
+    assert_eq!(
+        store
+            .invocations
+            .purge_before(at(100), 10)
+            .await
+            .expect("purge nothing"),
+        0
+    );
+    store.apps.create(&app("shop")).await.expect("create");
+    store.apps.create(&app("blog")).await.expect("create");
+    let records: Vec<InvocationRecord> = (0..6)
+        .map(|m| record(if m % 2 == 0 { "shop" } else { "blog" }, "hello", m))
+        .collect();
+    store.invocations.record(&records).await.expect("record");
+    assert_eq!(
+        store.invocations.oldest().await.expect("oldest"),
+        Some(at(0))
+    );
+
+    // Before minute 4: records 0..4, two per call, across both apps, oldest first.
+    assert_eq!(
+        store
+            .invocations
+            .purge_before(at(4), 2)
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(
+        store.invocations.oldest().await.expect("oldest"),
+        Some(at(2))
+    );
+    assert_eq!(
+        store
+            .invocations
+            .purge_before(at(4), 2)
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(
+        store
+            .invocations
+            .purge_before(at(4), 2)
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(
+        store.invocations.oldest().await.expect("oldest"),
+        Some(at(4))
+    );
+    let left = |name: &'static str| async move {
+        ids(&store
+            .invocations
+            .list(&app(name), &filter(100))
+            .await
+            .expect("list"))
+    };
+    assert_eq!(left("shop").await, vec![records[4].id]);
+    assert_eq!(left("blog").await, vec![records[5].id]);
 }
 
 pub async fn invocations_page_through_the_before_cursor_without_gaps_or_repeats(store: &Store) {

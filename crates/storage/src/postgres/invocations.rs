@@ -47,6 +47,11 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
        AND ($4::timestamptz IS NULL OR started_at < $4)
        AND ($5::uuid IS NULL OR id < $5)
      ORDER BY id DESC LIMIT $6"#;
+/// Oldest first through the primary key (ids are time-ordered), a bounded number per call.
+const PURGE_BEFORE: &str = "DELETE FROM invocations WHERE id IN
+    (SELECT id FROM invocations WHERE id < $1 ORDER BY id LIMIT $2)";
+const OLDEST: &str = "SELECT id FROM invocations ORDER BY id LIMIT 1";
+
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
             http_status, summary, logs, error, request_id, attempt
      FROM invocations WHERE app = $1 AND id = $2"#;
@@ -190,5 +195,24 @@ impl InvocationRepository for PgInvocations {
             .await
             .map_err(db)?;
         row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn purge_before(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let first_kept = InvocationId::first_at(cutoff);
+        let done = sqlx::query(PURGE_BEFORE)
+            .bind(first_kept.0)
+            .bind(i64::from(limit))
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let raw: Option<(Uuid,)> = sqlx::query_as(OLDEST)
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(raw.and_then(|(id,)| InvocationId(id).made_at()))
     }
 }

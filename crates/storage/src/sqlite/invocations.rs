@@ -2,6 +2,7 @@
 //! whose app is gone is skipped by the insert's own `WHERE EXISTS`, not by a failed FK.
 //! The outbox's commit writes event records through `insert_record` in its own transaction.
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use shared::store::{InvocationFilter, InvocationRepository};
 use shared::{
     AppName, InvocationId, InvocationRecord, InvocationStatus, LogLine, ScriptName, StoreError,
@@ -60,6 +61,11 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
        AND (?4 IS NULL OR started_at < ?4)
        AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?6"#;
+/// Oldest first through the primary key (ids are time-ordered), a bounded number per call.
+const PURGE_BEFORE: &str = "DELETE FROM invocations WHERE id IN
+    (SELECT id FROM invocations WHERE id < ? ORDER BY id LIMIT ?)";
+const OLDEST: &str = "SELECT id FROM invocations ORDER BY id LIMIT 1";
+
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
             http_status, summary, logs, error, request_id, attempt
      FROM invocations WHERE app = ? AND id = ?"#;
@@ -195,5 +201,26 @@ impl InvocationRepository for SqliteInvocations {
             .await
             .map_err(db)?;
         row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn purge_before(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let first_kept = InvocationId::first_at(cutoff);
+        let done = sqlx::query(PURGE_BEFORE)
+            .bind(first_kept.to_string())
+            .bind(i64::from(limit))
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let raw: Option<(String,)> = sqlx::query_as(OLDEST)
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        let Some((raw,)) = raw else { return Ok(None) };
+        let id: InvocationId = raw.parse().map_err(StoreError::backend)?;
+        Ok(id.made_at())
     }
 }
