@@ -91,7 +91,7 @@ impl Executor {
                 if job.reply.is_closed() {
                     return;
                 }
-                let result = worker_runner.run(job.invocation);
+                let result = worker_runner.run(&job.invocation);
                 let _ = job.reply.send(result);
             },
         );
@@ -115,7 +115,7 @@ impl Executor {
 }
 
 impl Runner {
-    fn run(self: &Arc<Self>, inv: Invocation) -> Result<Execution, ExecError> {
+    fn run(self: &Arc<Self>, inv: &Invocation) -> Result<Execution, ExecError> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let compiled = match self.load(&inv.app, &inv.script) {
@@ -143,8 +143,8 @@ impl Runner {
                 }));
             }
         };
-        let host = HostGuard::start(Arc::clone(self), inv.app, inv.script);
-        let out = self.sandbox.run(&compiled.ast, inv.input);
+        let host = HostGuard::start(Arc::clone(self), inv.app.clone(), inv.script.clone());
+        let out = self.sandbox.run(&compiled.ast, &inv.input);
         let effects = host.finish(out.result.is_ok());
         Ok(self.finish(Execution {
             version: compiled.version,

@@ -110,7 +110,7 @@ fn encode_body(body: Dynamic) -> Result<(Option<&'static str>, Bytes), ScriptFai
         let text = body.into_immutable_string().unwrap_or_default();
         return Ok((Some(TEXT), Bytes::from(text.as_str().to_owned())));
     }
-    let json = serde_json::to_vec(&crate::input::Plain(&body)).map_err(|_| ScriptFailure {
+    let json = serde_json::to_vec(&body).map_err(|_| ScriptFailure {
         kind: FailureKind::Error,
         message: format!(
             "the script returned a value of type '{}' that cannot be written as JSON",

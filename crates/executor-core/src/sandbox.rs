@@ -45,7 +45,6 @@ impl Sandbox {
         engine.on_print(|text| run_state::push_log(LogLevel::Print, text));
         engine.on_debug(|text, _source, _pos| run_state::push_log(LogLevel::Debug, text));
         output::register(&mut engine);
-        input::register(&mut engine);
         host::register_all(&mut engine);
         Sandbox {
             engine,
@@ -73,7 +72,7 @@ impl Sandbox {
     }
 
     /// Run a compiled script once on this thread, under this sandbox's limits.
-    pub fn run(&self, ast: &AST, input: InvocationInput) -> RunOutput {
+    pub fn run(&self, ast: &AST, input: &InvocationInput) -> RunOutput {
         let deadline = Instant::now() + self.limits.timeout;
         let guard = RunGuard::start(
             self.limits.max_operations,
@@ -170,7 +169,7 @@ mod tests {
             .spawn(move || {
                 let sandbox = Sandbox::new(&limits);
                 let ast = sandbox.compile(&source).expect("test script compiles");
-                sandbox.run(&ast, InvocationInput::Http(req))
+                sandbox.run(&ast, &InvocationInput::Http(req))
             })
             .unwrap()
             .join()
@@ -257,79 +256,6 @@ mod tests {
             serde_json::json!({"method": "POST", "path": "/users/42", "id": "42", "sort": "asc",
                 "token": "abc", "body": r#"{"name":"ada"}"#, "name": "ada"})
         );
-    }
-
-    fn sample_request() -> HttpRequest {
-        HttpRequest {
-            method: "PUT".into(),
-            path: "/items/7".into(),
-            params: BTreeMap::from([("id".into(), "7".into())]),
-            query: BTreeMap::new(),
-            headers: BTreeMap::from([("accept".into(), "*/*".into())]),
-            body: r#"{"n":1}"#.into(),
-        }
-    }
-
-    #[test]
-    fn request_reads_like_its_map_by_property_index_and_to_map() {
-        let source = r#"
-            let m = request.to_map();
-            #{ by_index: request["method"], unknown: request.nope == (), indexed_unknown: request["nope"] == (),
-               keys: m.keys(), params_id: request.params["id"], n: request.json.n, again: request.json.n,
-               printed: `${request}`.contains("/items/7"), kind: type_of(request) }"#;
-        let out = run_with(Limits::default(), source, sample_request());
-        let body = json_body(&out);
-        assert_eq!(body["by_index"], "PUT");
-        assert_eq!(body["unknown"], true);
-        assert_eq!(body["indexed_unknown"], true);
-        assert_eq!(
-            body["keys"],
-            serde_json::json!([
-                "body", "headers", "json", "method", "params", "path", "query"
-            ])
-        );
-        assert_eq!(body["params_id"], "7");
-        assert_eq!(
-            (body["n"].clone(), body["again"].clone()),
-            (1.into(), 1.into())
-        );
-        assert_eq!(body["printed"], true);
-        assert_eq!(body["kind"], "Request");
-    }
-
-    #[test]
-    fn request_is_written_as_its_map_wherever_it_becomes_json() {
-        let expected = serde_json::json!({"method": "PUT", "path": "/items/7",
-            "params": {"id": "7"}, "query": {}, "headers": {"accept": "*/*"},
-            "body": r#"{"n":1}"#, "json": {"n": 1}});
-        let out = run_with(Limits::default(), "request", sample_request());
-        assert_eq!(json_body(&out), expected);
-        let out = run_with(Limits::default(), "[#{ inner: request }]", sample_request());
-        assert_eq!(json_body(&out), serde_json::json!([{ "inner": expected }]));
-        let out = run_with(
-            Limits::default(),
-            "json::parse(json::stringify(#{ r: request })).r.params.id",
-            sample_request(),
-        );
-        assert_eq!(out.result.unwrap().body.as_ref(), b"7");
-    }
-
-    #[test]
-    fn request_is_a_constant_and_values_without_json_form_are_refused() {
-        let out = run_with(Limits::default(), r#"request = 1;"#, sample_request());
-        assert_eq!(failure(&out).kind, FailureKind::Error);
-        let out = run_with(
-            Limits::default(),
-            "json::stringify(Fn(\"f\"))",
-            sample_request(),
-        );
-        assert!(
-            failure(&out).message.contains("cannot be written as JSON"),
-            "{:?}",
-            out.result
-        );
-        let out = run_with(Limits::default(), "response(200, \"x\")", sample_request());
-        assert_eq!(out.result.unwrap().body.as_ref(), b"x");
     }
 
     #[test]

@@ -689,7 +689,7 @@ async fn data_calls_in_a_bare_sandbox_fail_instead_of_writing_anywhere() {
         .spawn(|| {
             let sandbox = executor_core::Sandbox::new(&Limits::default());
             let ast = sandbox.compile(r#"kv::set("k", 1)"#).unwrap();
-            sandbox.run(&ast, InvocationInput::Http(HttpRequest::default()))
+            sandbox.run(&ast, &InvocationInput::Http(HttpRequest::default()))
         })
         .unwrap()
         .join()

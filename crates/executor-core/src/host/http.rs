@@ -136,7 +136,7 @@ fn to_body(body: Dynamic) -> Result<Option<(Bytes, &'static str)>, Box<EvalAltRe
         let blob = body.cast::<rhai::Blob>();
         return Ok(Some((Bytes::from(blob), "application/octet-stream")));
     }
-    let json = serde_json::to_value(crate::input::Plain(&body)).map_err(|_| {
+    let json: serde_json::Value = rhai::serde::from_dynamic(&body).map_err(|_| {
         format!(
             "http: a body of type '{}' cannot be sent as JSON",
             body.type_name()

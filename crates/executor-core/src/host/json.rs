@@ -1,8 +1,5 @@
-//! `json::parse(text)` and `json::stringify(value)`, through `rhai::serde` (written through
-//! `Plain`, so a `request` inside is written as its map).
+//! `json::parse(text)` and `json::stringify(value)`, through `rhai::serde`.
 use rhai::{Dynamic, EvalAltResult, ImmutableString, Module};
-
-use crate::input::Plain;
 
 pub(super) fn module() -> Module {
     let mut m = Module::new();
@@ -18,7 +15,7 @@ pub(crate) fn parse(text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
 }
 
 fn stringify(value: &Dynamic) -> Result<String, Box<EvalAltResult>> {
-    let json = serde_json::to_value(Plain(value)).map_err(|_| {
+    let json: serde_json::Value = rhai::serde::from_dynamic(value).map_err(|_| {
         format!(
             "json::stringify: a value of type '{}' cannot be written as JSON",
             value.type_name()

@@ -168,7 +168,7 @@ fn invoke(ctx: &NativeCallContext, script: &str, payload: &Dynamic) -> HostResul
             .into());
         }
     };
-    let mut scope = input::scope_for(InvocationInput::Event(callee_event(&cx, &script, payload)));
+    let mut scope = input::scope_for(&InvocationInput::Event(callee_event(&cx, &script, payload)));
     let mark = context::mark();
     let imports = context::fresh_imports(&script);
     let result = run_state::nested(|| {

@@ -6,7 +6,6 @@ use rhai::{Dynamic, Map};
 use serde_json::Value;
 
 use crate::error::HostError;
-use crate::input::Plain;
 
 /// The longest delay or TTL a script may ask for: ten years.
 const MAX_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
@@ -14,7 +13,7 @@ const MAX_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
 /// `value` as JSON, refused when it is not JSON-able or its JSON is over `max` bytes.
 /// `what` names the value in messages ("kv::set: value", "queue::send: payload").
 pub(crate) fn to_json(what: &str, value: &Dynamic, max: usize) -> Result<Value, HostError> {
-    let json = serde_json::to_value(Plain(value)).map_err(|_| {
+    let json = serde_json::to_value(value).map_err(|_| {
         HostError::refused(format!(
             "{what} of type '{}' cannot be written as JSON",
             value.type_name()
