@@ -7,9 +7,10 @@
 //! reads right after sees them); a run without effects touches no database.
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, OnceLock};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use ::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -144,12 +145,10 @@ async fn serve(
         }),
     };
     // The run and its record go on if the caller hangs up mid-run.
-    FinishOnDrop::new(run_and_record(
-        orchestrator,
-        invocation,
-        parts.method,
-        parts.uri,
-    ))
+    FinishOnDrop::new(
+        id,
+        run_and_record(orchestrator, invocation, parts.method, parts.uri),
+    )
     .await
 }
 
@@ -161,14 +160,18 @@ fn uuid_header(id: InvocationId) -> Option<HeaderValue> {
 }
 
 /// Polls a future in place; when dropped before it is done (the caller hung up), the rest
-/// of it runs on a task of its own. Cheaper than spawning every request's run.
+/// of it runs on a task of its own, and an error it ends with is still logged. Cheaper than
+/// spawning every request's run. A panic in the run is caught and answered as an internal
+/// error that names the invocation (as a failed task would be).
 struct FinishOnDrop<F: Future<Output = Result<Response, IngressError>> + Send + 'static> {
+    id: InvocationId,
     inner: Option<Pin<Box<F>>>,
 }
 
 impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> FinishOnDrop<F> {
-    fn new(future: F) -> Self {
+    fn new(id: InvocationId, future: F) -> Self {
         FinishOnDrop {
+            id,
             inner: Some(Box::pin(future)),
         }
     }
@@ -183,7 +186,15 @@ impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Future
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Pending;
         };
-        let done = ready!(inner.as_mut().poll(cx));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
+        let done = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(done)) => done,
+            Err(_panic) => Err(IngressError::Internal {
+                id: self.id,
+                source: "the run panicked".into(),
+            }),
+        };
         self.inner = None;
         Poll::Ready(done)
     }
@@ -191,11 +202,19 @@ impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Future
 
 impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Drop for FinishOnDrop<F> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(rest) = self.inner.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let id = self.id;
             runtime.spawn(async move {
-                let _ = rest.await;
+                if let Err(error) = rest.await {
+                    // Nobody reads the answer, but making it logs the failure.
+                    let span = tracing::info_span!("request", invocation = %id, caller = "gone");
+                    drop(span.in_scope(|| error.into_response()));
+                }
             });
         }
     }
@@ -437,6 +456,22 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_run_is_an_internal_error_naming_the_invocation() {
+        let id = InvocationId::new();
+        let run = async move {
+            if id != InvocationId::default() {
+                panic!("the run panics on purpose");
+            }
+            Ok(Response::new(Body::empty()))
+        };
+        let answer = FinishOnDrop::new(id, run).await;
+        assert!(
+            matches!(answer, Err(IngressError::Internal { id: got, .. }) if got == id),
+            "{answer:?}"
+        );
+    }
 
     #[test]
     fn the_app_is_the_first_segment_and_the_rest_is_the_path_inside_it() {
