@@ -101,7 +101,8 @@ pub(super) async fn handle(
         }
     };
     if let Some(value) = echoed {
-        response.headers_mut().insert(REQUEST_ID, value);
+        // A script that set its own keeps it.
+        response.headers_mut().entry(REQUEST_ID).or_insert(value);
     }
     let metrics = &*METRICS;
     metrics.count(response.status());
