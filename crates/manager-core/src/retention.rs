@@ -94,10 +94,7 @@ async fn sweep_invocations(
     retention: Duration,
     every: Duration,
 ) -> Result<Duration, shared::StoreError> {
-    let retention_chrono = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let cutoff = Utc::now()
-        .checked_sub_signed(retention_chrono)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let cutoff = cutoff(retention);
     let mut purged = 0;
     loop {
         let step = store.invocations.purge_before(cutoff, PURGE_STEP).await?;
@@ -111,47 +108,47 @@ async fn sweep_invocations(
     if purged > 0 {
         tracing::info!(purged, "expired invocation records purged");
     }
-    Ok(match store.invocations.oldest().await? {
-        Some(oldest) => {
-            let expires = oldest
-                .checked_add_signed(retention_chrono)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
-            (expires - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(every)
-                + Duration::from_millis(1)
-        }
-        None => retention,
-    })
+    let oldest = store.invocations.oldest().await?;
+    Ok(until_next_sweep(oldest, retention, every))
+}
+
+/// Everything made before this has expired.
+fn cutoff(retention: Duration) -> DateTime<Utc> {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A millisecond past the moment the oldest remaining row expires (so that sweep's cutoff
+/// includes it), never sooner than `at_least` (so a row that will not go away, e.g. under
+/// clock skew between database and server, cannot spin the loop); one whole retention
+/// when nothing is left.
+fn until_next_sweep(
+    oldest: Option<DateTime<Utc>>,
+    retention: Duration,
+    at_least: Duration,
+) -> Duration {
+    let Some(oldest) = oldest else {
+        return retention;
+    };
+    let expires = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|r| oldest.checked_add_signed(r))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (expires - Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .max(at_least)
+        + Duration::from_millis(1)
 }
 
 /// Purge what has expired; return how long until the next dead letter expires.
 async fn sweep(store: &Store, retention: Duration) -> Result<Duration, shared::StoreError> {
-    let retention_chrono = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let now = Utc::now();
-    let cutoff = now
-        .checked_sub_signed(retention_chrono)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let purged = store.dead_letters.purge_before(cutoff).await?;
+    let purged = store.dead_letters.purge_before(cutoff(retention)).await?;
     if purged > 0 {
         tracing::info!(purged, "expired dead letters purged");
     }
-    let wait = match store.dead_letters.oldest().await? {
-        Some(oldest) => {
-            let expires = oldest
-                .checked_add_signed(retention_chrono)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
-            // A millisecond past the expiry, so the next sweep's cutoff includes it.
-            // and never less than `MIN_WAIT`, so a dead letter that will not go away (a
-            // clock skew between database and server) cannot spin the loop.
-            (expires - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(MIN_WAIT)
-                + Duration::from_millis(1)
-        }
-        None => retention,
-    };
-    Ok(wait)
+    let oldest = store.dead_letters.oldest().await?;
+    Ok(until_next_sweep(oldest, retention, MIN_WAIT))
 }

@@ -688,65 +688,30 @@ pub async fn invocations_are_listed_newest_first_with_every_filter(store: &Store
 pub async fn invocations_made_before_a_cutoff_are_purged_oldest_first_in_bounded_steps(
     store: &Store,
 ) {
-    assert_eq!(store.invocations.oldest().await.expect("oldest"), None);
-    assert_eq!(
-        store
-            .invocations
-            .purge_before(at(100), 10)
-            .await
-            .expect("purge nothing"),
-        0
-    );
+    let purge = |minute: i64, limit: u32| async move {
+        let purged = store.invocations.purge_before(at(minute), limit);
+        purged.await.expect("purge")
+    };
+    let oldest = || async { store.invocations.oldest().await.expect("oldest") };
+    assert_eq!(oldest().await, None);
+    assert_eq!(purge(100, 10).await, 0);
     store.apps.create(&app("shop")).await.expect("create");
     store.apps.create(&app("blog")).await.expect("create");
     let records: Vec<InvocationRecord> = (0..6)
         .map(|m| record(if m % 2 == 0 { "shop" } else { "blog" }, "hello", m))
         .collect();
     store.invocations.record(&records).await.expect("record");
-    assert_eq!(
-        store.invocations.oldest().await.expect("oldest"),
-        Some(at(0))
-    );
+    assert_eq!(oldest().await, Some(at(0)));
 
     // Before minute 4: records 0..4, two per call, across both apps, oldest first.
-    assert_eq!(
-        store
-            .invocations
-            .purge_before(at(4), 2)
-            .await
-            .expect("purge"),
-        2
-    );
-    assert_eq!(
-        store.invocations.oldest().await.expect("oldest"),
-        Some(at(2))
-    );
-    assert_eq!(
-        store
-            .invocations
-            .purge_before(at(4), 2)
-            .await
-            .expect("purge"),
-        2
-    );
-    assert_eq!(
-        store
-            .invocations
-            .purge_before(at(4), 2)
-            .await
-            .expect("purge"),
-        0
-    );
-    assert_eq!(
-        store.invocations.oldest().await.expect("oldest"),
-        Some(at(4))
-    );
+    assert_eq!(purge(4, 2).await, 2);
+    assert_eq!(oldest().await, Some(at(2)));
+    assert_eq!(purge(4, 2).await, 2);
+    assert_eq!(purge(4, 2).await, 0);
+    assert_eq!(oldest().await, Some(at(4)));
     let left = |name: &'static str| async move {
-        ids(&store
-            .invocations
-            .list(&app(name), &filter(100))
-            .await
-            .expect("list"))
+        let list = store.invocations.list(&app(name), &filter(100)).await;
+        ids(&list.expect("list"))
     };
     assert_eq!(left("shop").await, vec![records[4].id]);
     assert_eq!(left("blog").await, vec![records[5].id]);
