@@ -22,6 +22,11 @@ use crate::config::Config;
 use crate::front::Front;
 use crate::health;
 
+/// `n` days (a configured retention), saturating rather than overflowing.
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(24 * 60 * 60))
+}
+
 /// A platform path that names nothing (`/api/v1/nope`): the same JSON 404 as elsewhere.
 async fn platform_not_found() -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -141,12 +146,10 @@ pub async fn start_role(
     if role.manages() {
         let scheduler = manager_core::CronScheduler::start(store.clone(), shutdown.clone());
         catalog.subscribe(scheduler);
-        let days = config.events.dead_letter_retention_days.max(1);
-        let retention = Duration::from_secs(days * 24 * 60 * 60);
+        let retention = days(config.events.dead_letter_retention_days.max(1));
         manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
         if config.invocations.retention_days > 0 {
-            let days = config.invocations.retention_days;
-            let keep = Duration::from_secs(days.saturating_mul(24 * 60 * 60));
+            let keep = days(config.invocations.retention_days);
             manager_core::InvocationSweeper::start(store.clone(), keep, shutdown.clone());
         }
     }

@@ -12,6 +12,13 @@ use shared::{ErrorBody, ErrorCode, ExecError, InvocationId};
 /// The header that names the invocation behind an answer.
 pub const INVOCATION_ID_HEADER: &str = "x-picloud-invocation-id";
 
+/// An invocation id as the value of `INVOCATION_ID_HEADER`, without a `String` in between.
+pub(super) fn invocation_id_value(id: InvocationId) -> Option<HeaderValue> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.0.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).ok()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     #[error("no route matches this path")]
@@ -93,7 +100,7 @@ impl IntoResponse for IngressError {
         let mut response = (code.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(id) = self.invocation_id()
-            && let Ok(value) = HeaderValue::from_str(&id.to_string())
+            && let Some(value) = invocation_id_value(id)
         {
             headers.insert(INVOCATION_ID_HEADER, value);
         }

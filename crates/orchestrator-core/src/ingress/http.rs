@@ -27,7 +27,7 @@ use shared::{
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
 };
 
-use super::error::{INVOCATION_ID_HEADER, IngressError};
+use super::error::{INVOCATION_ID_HEADER, IngressError, invocation_id_value};
 use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
 use crate::routes::RouteMatch;
@@ -151,13 +151,6 @@ async fn serve(
         run_and_record(orchestrator, invocation, parts.method, parts.uri),
     )
     .await
-}
-
-/// A uuid as a header value, without a `String` in between.
-fn uuid_header(id: InvocationId) -> Option<HeaderValue> {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = id.0.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).ok()
 }
 
 /// Polls a future in place; when dropped before it is done (the caller hung up), the rest
@@ -448,7 +441,7 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
         }
         headers.append(name, value);
     }
-    if let Some(value) = uuid_header(id) {
+    if let Some(value) = invocation_id_value(id) {
         headers.insert(INVOCATION_ID, value);
     }
     Ok(response)
