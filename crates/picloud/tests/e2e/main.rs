@@ -10,3 +10,4 @@ mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
+mod hostile; // hostile scripts, clients and tokens (docs/security.md)

@@ -1,0 +1,2 @@
+//! The hostile suite: what a hostile script, client or token tries, run against the real
+//! server, which must still answer other apps normally afterwards (docs/security.md).
