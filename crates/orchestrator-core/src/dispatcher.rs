@@ -79,6 +79,9 @@ impl Default for DispatchConfig {
 
 /// The error text of an event that has no script to run.
 const NO_HANDLER: &str = "no handler";
+/// Why an event whose every run was cut off by the end of its process is a dead letter.
+const INTERRUPTED: &str =
+    "every attempt was interrupted: the process running the event stopped before its run ended";
 /// An executor at capacity is retried after about this long (not a failure of the script).
 const OVERLOAD_DELAY: Duration = Duration::from_millis(100);
 /// Group commits running at once on PostgreSQL (SQLite: one).
@@ -260,6 +263,9 @@ async fn claim_loop(
 
 /// Runs one event to the point where its commit is known.
 async fn run(ctx: &Context, event: Event) -> EventCommit {
+    if event.attempt > event.max_attempts {
+        return interrupted(event);
+    }
     if event.attempt <= 1 {
         let delay = (Utc::now() - event.scheduled_at)
             .to_std()
@@ -381,6 +387,40 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
         event,
         outcome,
         record: Some(record),
+    }
+}
+
+/// An event claimed again after `max_attempts` claims that never finished (a run that
+/// crashed or hung its process: a claim moves the attempt counter past an unfinished
+/// one): it goes to the dead letters without running again, so a poison event cannot
+/// crash-loop a node or a cluster.
+fn interrupted(mut event: Event) -> EventCommit {
+    // Every attempt it had was used (and cut off); the dead letter says so.
+    event.attempt = event.max_attempts;
+    tracing::error!(event = %event.id, app = %event.app, "an event whose runs never finished is dead-lettered");
+    metrics::counter!("picloud_events_interrupted_total").increment(1);
+    let record = event.script.clone().map(|script| InvocationRecord {
+        id: InvocationId::new(),
+        app: event.app.clone(),
+        script,
+        version: None,
+        trigger: event.kind.as_str().into(),
+        status: InvocationStatus::Error,
+        started_at: Utc::now(),
+        duration_ms: 0,
+        http_status: None,
+        summary: summary(&event),
+        logs: Vec::new(),
+        error: Some(INTERRUPTED.into()),
+        request_id: None,
+        attempt: Some(event.attempt),
+    });
+    EventCommit {
+        event,
+        outcome: EventOutcome::Dead {
+            error: INTERRUPTED.into(),
+        },
+        record,
     }
 }
 

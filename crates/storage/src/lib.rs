@@ -179,6 +179,10 @@ pub(crate) fn app_missing(e: sqlx::Error) -> StoreError {
 
 /// The current time at the precision both backends keep (microseconds), so that what a
 /// write returns equals what a later read returns.
+/// The error of a dead letter made from an outbox row that could not be read back.
+pub(crate) const UNREADABLE_EVENT: &str =
+    "the stored event could not be read (its payload is kept as text)";
+
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

@@ -304,7 +304,9 @@ pub async fn a_delayed_send_is_not_claimable_before_its_time(store: &Store) {
     assert!(due <= Utc::now() + chrono::Duration::seconds(3601), "{due}");
 }
 
-pub async fn a_claim_leases_rows_until_the_lease_expires(store: &Store) {
+pub async fn a_claim_leases_rows_until_the_lease_expires_and_counts_the_unfinished_run(
+    store: &Store,
+) {
     setup(store, "shop", &["w"]).await;
     emit(
         store,
@@ -329,8 +331,41 @@ pub async fn a_claim_leases_rows_until_the_lease_expires(store: &Store) {
     let ids = |events: &[Event]| events.iter().map(|e| e.id).collect::<HashSet<_>>();
     assert_eq!(ids(&again), ids(&first));
     assert!(
-        again.iter().all(|e| e.attempt == 1),
-        "a lost lease is no attempt"
+        again.iter().all(|e| e.attempt == 2),
+        "a run that never finished within its lease (its process died) counts as an attempt"
+    );
+}
+
+pub async fn a_row_that_does_not_decode_becomes_a_dead_letter_and_the_others_run(store: &Store) {
+    setup(store, "shop", &["w"]).await;
+    // Deeper than any JSON reader accepts (128 levels): written, but never readable.
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let text = deep.to_string();
+    emit(
+        store,
+        "shop",
+        vec![invoke("w", deep), invoke("w", json!("fine"))],
+    )
+    .await;
+    let events = claim(store, "n1").await;
+    assert_eq!(events.len(), 1, "the readable row runs");
+    assert_eq!(events[0].payload, json!("fine"));
+    let letters = store
+        .dead_letters
+        .list(&app("shop"), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1, "the unreadable row is a dead letter");
+    assert_eq!(letters[0].error, crate::UNREADABLE_EVENT);
+    assert_eq!(letters[0].payload, Value::String(text), "kept as text");
+    assert_eq!(letters[0].kind, EventKind::Invoke);
+    assert_eq!(
+        pending(store, "shop").await,
+        1,
+        "only the readable row is left"
     );
 }
 

@@ -50,15 +50,27 @@ const EFFECTS_FAILED: &str = "the run's storage writes could not be committed";
 const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// A row still leased when claimed again had a run that never finished (its process
+/// stopped or hung): that run counts as an attempt.
 const CLAIM: &str = "WITH picked AS (
          SELECT id FROM outbox WHERE NOT parked AND available_at <= now()
          ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED)
      UPDATE outbox o SET lease_owner = $1,
+         attempt = o.attempt + (CASE WHEN o.lease_owner IS NULL THEN 0 ELSE 1 END),
          lease_expires_at = now() + make_interval(secs => $3),
          available_at = now() + make_interval(secs => $3)
      FROM picked WHERE o.id = picked.id
      RETURNING o.id, o.app, o.kind, o.script, o.trigger_id, o.source, o.payload::text AS payload,
                o.attempt, o.max_attempts, o.scheduled_at, o.created_at";
+/// A claimed row that does not decode becomes a dead letter, its payload kept as text.
+const DEAD_LETTER_UNREADABLE: &str = "WITH gone AS (
+         DELETE FROM outbox WHERE id = $1 AND lease_owner = $2
+         RETURNING app, kind, script, trigger_id, source, payload, attempt, id)
+     INSERT INTO dead_letters (id, app, kind, script, trigger_id, source, payload, attempts,
+         error, event_id, created_at)
+     SELECT $3, app, kind, script, trigger_id, source, to_jsonb(payload::text), attempt, $4, id,
+            now()
+     FROM gone";
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
 const DELETE_HELD: &str = "DELETE FROM outbox WHERE id = ANY($1) AND lease_owner = $2 RETURNING id";
 const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available_at = t.at,
@@ -835,18 +847,26 @@ impl OutboxRepository for PgOutbox {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        // One row that no longer decodes must not stall every claim: it is skipped (and
-        // stays leased until its lease runs out), the others run.
-        let mut events: Vec<Event> = rows
-            .iter()
-            .filter_map(|row| match row_to_event(row) {
-                Ok(event) => Some(event),
+        // One row that does not decode must not stall every claim: it becomes a dead
+        // letter, the others run.
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row_to_event(row) {
+                Ok(event) => events.push(event),
                 Err(error) => {
-                    tracing::error!(%error, "skipping an outbox row that does not decode");
-                    None
+                    tracing::error!(%error, "an outbox row that does not decode is dead-lettered");
+                    let id: Uuid = row.try_get("id").map_err(db)?;
+                    sqlx::query(DEAD_LETTER_UNREADABLE)
+                        .bind(id)
+                        .bind(node)
+                        .bind(DeadLetterId::new().0)
+                        .bind(crate::UNREADABLE_EVENT)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db)?;
                 }
-            })
-            .collect();
+            }
+        }
         events.sort_by_key(|e| (e.scheduled_at, e.id));
         Ok(events)
     }

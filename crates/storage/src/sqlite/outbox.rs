@@ -39,7 +39,10 @@ const EFFECTS_RETRY: TimeDelta = TimeDelta::seconds(10);
 /// What the owner reads when a run's effects could not be committed.
 const EFFECTS_FAILED: &str = "the run's storage writes could not be committed";
 
-const CLAIM: &str = "UPDATE outbox SET lease_owner = ?1, lease_expires_at = ?2, available_at = ?2
+/// A row still leased when claimed again had a run that never finished (its process
+/// stopped or hung): that run counts as an attempt.
+const CLAIM: &str = "UPDATE outbox SET
+         attempt = attempt + (CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END), lease_owner = ?1, lease_expires_at = ?2, available_at = ?2
      WHERE id IN (SELECT id FROM outbox WHERE parked = 0 AND available_at <= ?3
                   ORDER BY available_at LIMIT ?4)
      RETURNING id, app, kind, script, trigger_id, source, payload, attempt, max_attempts,
@@ -69,6 +72,12 @@ const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
          (id, app, kind, script, trigger_id, source, payload, attempts, error, event_id,
           created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// A claimed row that does not decode becomes a dead letter, its payload kept as text.
+const DEAD_LETTER_UNREADABLE: &str = "INSERT INTO dead_letters
+         (id, app, kind, script, trigger_id, source, payload, attempts, error, event_id,
+          created_at)
+     SELECT ?1, app, kind, script, trigger_id, source, json_quote(payload), attempt, ?2, id, ?3
+     FROM outbox WHERE id = ?4 AND lease_owner = ?5";
 const NEXT_DUE: &str = "SELECT MIN(available_at) FROM outbox WHERE parked = 0";
 const PENDING: &str = "SELECT COUNT(*) FROM outbox WHERE app = ?";
 
@@ -623,19 +632,29 @@ impl OutboxRepository for SqliteOutbox {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        // One row that no longer decodes must not stall every claim: it is skipped (and
-        // stays leased until its lease runs out), the others run.
-        let mut events: Vec<Event> = rows
-            .iter()
-            .filter_map(|row| match row_to_event(row) {
-                Ok(event) => Some(event),
+        // One row that does not decode must not stall every claim: it becomes a dead
+        // letter (in this transaction), the others run.
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row_to_event(row) {
+                Ok(event) => events.push(event),
                 Err(error) => {
-                    tracing::error!(%error, "skipping an outbox row that does not decode");
-                    None
+                    tracing::error!(%error, "an outbox row that does not decode is dead-lettered");
+                    let id: &str = row.try_get("id").map_err(db)?;
+                    sqlx::query(DEAD_LETTER_UNREADABLE)
+                        .bind(DeadLetterId::new().to_string())
+                        .bind(crate::UNREADABLE_EVENT)
+                        .bind(ts(now))
+                        .bind(id)
+                        .bind(node)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    delete_held(&mut tx, id, node).await?;
                 }
-            })
-            .collect();
+            }
+        }
+        tx.commit().await.map_err(db)?;
         events.sort_by_key(|e| (e.scheduled_at, e.id));
         Ok(events)
     }
