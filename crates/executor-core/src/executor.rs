@@ -85,6 +85,7 @@ impl Executor {
             "picloud-script",
             config.threads,
             config.queue_capacity,
+            config.limits.stack_bytes(),
             move |job: Job| {
                 crate::host::http::attach(&outbound);
                 // The caller gave up while the job waited (e.g. the client went away).

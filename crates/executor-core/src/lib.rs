@@ -15,6 +15,7 @@ mod host; // the script modules: log, json, time, uuid, base64, crypto, kv, blob
 mod input; // `request` for HTTP invocations, `event` for events
 pub mod limits; // per-invocation limits and their defaults
 mod modules; // `import "x"` resolves the app's own script x
+pub mod nesting; // how deep values may nest; checked printing and comparison
 mod output; // return value -> ScriptOutput, `response(...)`
 mod pool; // named script threads fed by a bounded channel
 mod run_state; // per-thread budget, deadline and log buffer of the run in progress

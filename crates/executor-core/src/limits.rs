@@ -54,6 +54,59 @@ impl Default for Limits {
     }
 }
 
+/// Stack every script thread starts with, whatever the limits.
+const BASE_STACK: usize = 16 * 1024 * 1024;
+/// Stack one level of script function calls takes: ~7.2 KiB measured with Rhai built at
+/// opt-level 1 (the test profile), ~6.7 KiB in a release build; with a margin.
+const STACK_PER_CALL: usize = 10 * 1024;
+/// Rhai clones, drops and hashes nested values (arrays, maps, chains of closures that
+/// capture each other) by recursion, up to ~210 bytes of stack a level (a closure chain
+/// dropped, measured at opt-level 1; hashing a map ~880 B but maps are bounded by the
+/// size limits). Each level costs a script at least `OPS_PER_LEVEL` operations (a closure
+/// chain ~5), so the operation budget bounds how deep any value can be.
+const STACK_PER_LEVEL: usize = 256;
+const OPS_PER_LEVEL: u64 = 4;
+/// The largest script thread stack the limits may ask for (address space, not memory).
+pub const MAX_STACK_BYTES: u64 = 4 << 30;
+
+impl Limits {
+    /// Stack for a script thread that no script within these limits can overflow: deep
+    /// recursion stops at `max_call_depth` and the deepest value a run can build within
+    /// `max_operations` is walked within it. Only the pages a run touches are ever
+    /// resident; the rest is address space.
+    pub fn stack_bytes(&self) -> usize {
+        usize::try_from(self.stack_bytes_u64()).unwrap_or(usize::MAX)
+    }
+
+    fn stack_bytes_u64(&self) -> u64 {
+        let calls = u64::try_from(self.max_call_depth).unwrap_or(u64::MAX);
+        (BASE_STACK as u64)
+            .saturating_add(calls.saturating_mul(STACK_PER_CALL as u64))
+            .saturating_add(
+                (self.max_operations / OPS_PER_LEVEL).saturating_mul(STACK_PER_LEVEL as u64),
+            )
+    }
+
+    /// Check that these limits can be served safely.
+    ///
+    /// # Errors
+    /// A message naming the settings to lower when their script threads would need a
+    /// stack over [`MAX_STACK_BYTES`].
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stack_bytes_u64() > MAX_STACK_BYTES || self.stack_bytes() == usize::MAX {
+            return Err(format!(
+                "limits.max_operations ({}) and limits.max_call_depth ({}) would need script \
+                 thread stacks of {} MiB (at most {} MiB): lower them",
+                self.max_operations,
+                self.max_call_depth,
+                self.stack_bytes_u64() / (1024 * 1024),
+                MAX_STACK_BYTES / (1024 * 1024)
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `5s`, `1500ms`: how a limit reads in a failure message.
 pub(crate) fn human_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -66,6 +119,28 @@ pub(crate) fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stack_grows_with_the_call_depth_and_the_operation_budget() {
+        let defaults = Limits::default();
+        assert!(defaults.validate().is_ok());
+        let deeper = Limits {
+            max_call_depth: 10_000,
+            ..Limits::default()
+        };
+        assert!(deeper.stack_bytes() >= defaults.stack_bytes() + 9_000 * STACK_PER_CALL);
+        let absurd = Limits {
+            max_call_depth: 1_000_000,
+            ..Limits::default()
+        };
+        let err = absurd.validate().unwrap_err();
+        assert!(err.contains("max_call_depth (1000000)"), "{err}");
+        let endless = Limits {
+            max_operations: u64::MAX,
+            ..Limits::default()
+        };
+        assert!(endless.validate().is_err());
+    }
 
     #[test]
     fn durations_read_as_seconds_when_whole_and_milliseconds_otherwise() {

@@ -43,10 +43,7 @@ fn make_response(
     for (name, value) in headers {
         let name = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("invalid header name '{}'", printable(&name)))?;
-        let value = match value.clone().into_immutable_string() {
-            Ok(s) => s,
-            Err(_) => ImmutableString::from(value.to_string()),
-        };
+        let value = ImmutableString::from(crate::nesting::to_text("response: header", value)?);
         if http::HeaderValue::from_str(&value).is_err() {
             return Err(format!("invalid value for header '{name}'").into());
         }
@@ -109,6 +106,12 @@ fn encode_body(body: Dynamic) -> Result<(Option<&'static str>, Bytes), ScriptFai
     if body.is_string() {
         let text = body.into_immutable_string().unwrap_or_default();
         return Ok((Some(TEXT), Bytes::from(text.as_str().to_owned())));
+    }
+    if crate::nesting::too_deep(&body) {
+        return Err(ScriptFailure {
+            kind: FailureKind::LimitExceeded,
+            message: crate::nesting::too_deep_message("the returned value"),
+        });
     }
     let json = serde_json::to_vec(&body).map_err(|_| ScriptFailure {
         kind: FailureKind::Error,

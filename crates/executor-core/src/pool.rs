@@ -13,10 +13,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-/// Stack of each script thread: deep enough that recursion hits the call-depth limit
-/// long before a real stack overflow.
-const STACK_BYTES: usize = 16 * 1024 * 1024;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SubmitError {
     /// The queue is full.
@@ -32,11 +28,13 @@ pub(crate) struct Pool<J> {
 }
 
 impl<J: Send + 'static> Pool<J> {
-    /// Start `threads` threads named `{name}-N`, each running `handler` on one job at a time.
+    /// Start `threads` threads named `{name}-N`, each with a stack of `stack_bytes` (see
+    /// `Limits::stack_bytes`), each running `handler` on one job at a time.
     pub(crate) fn start(
         name: &str,
         threads: usize,
         capacity: usize,
+        stack_bytes: usize,
         handler: impl Fn(J) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = bounded::<J>(capacity.max(1));
@@ -47,7 +45,7 @@ impl<J: Send + 'static> Pool<J> {
             let handler = Arc::clone(&handler);
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .stack_size(STACK_BYTES)
+                .stack_size(stack_bytes)
                 .spawn(move || worker(&rx, &*handler));
             match spawned {
                 Ok(handle) => handles.push(handle),
@@ -108,7 +106,7 @@ mod tests {
     fn a_panicking_job_does_not_kill_its_thread() {
         let (done_tx, done_rx) = channel::<String>();
         let done_tx = Mutex::new(done_tx);
-        let pool = Pool::start("test-pool", 1, 4, move |job: u32| {
+        let pool = Pool::start("test-pool", 1, 4, 1 << 20, move |job: u32| {
             if job == 0 {
                 panic!("job 0 panics on purpose");
             }
@@ -128,7 +126,7 @@ mod tests {
         let release_rx = Mutex::new(release_rx);
         let (started_tx, started_rx) = channel::<()>();
         let started_tx = Mutex::new(started_tx);
-        let pool = Pool::start("test-full", 1, 1, move |_: u32| {
+        let pool = Pool::start("test-full", 1, 1, 1 << 20, move |_: u32| {
             let _ = started_tx.lock().unwrap().send(());
             let _ = release_rx
                 .lock()

@@ -21,6 +21,9 @@ use shared::{LogLevel, LogLine};
 pub(crate) enum Termination {
     Operations,
     Timeout,
+    /// A value nested too deeply met a walk whose error Rhai would swallow (printing);
+    /// the name is the function that met it.
+    TooDeep(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +47,8 @@ thread_local! {
     /// Operations of the whole run as of the last progress callback.
     static SPENT: Cell<u64> = const { Cell::new(0) };
     static LOGS: RefCell<LogBuffer> = RefCell::new(LogBuffer::default());
+    /// Set by `stop`: why the run must end at its next operation.
+    static STOPPED: Cell<Option<Termination>> = const { Cell::new(None) };
 }
 
 /// Which line ends a log that reached its byte cap.
@@ -58,7 +63,9 @@ pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<D
             let total = budget.base.saturating_add(operations);
             SPENT.set(total);
             if total > budget.max_operations {
-                Some(Dynamic::from(Termination::Operations))
+                Some(Dynamic::from(
+                    STOPPED.get().unwrap_or(Termination::Operations),
+                ))
             } else if operations & 1023 == 0 && Instant::now() >= budget.deadline {
                 Some(Dynamic::from(Termination::Timeout))
             } else {
@@ -82,6 +89,24 @@ pub(crate) fn remaining() -> Option<std::time::Duration> {
         .map(|b| b.deadline.saturating_duration_since(Instant::now()))
 }
 
+/// End the current run at its next operation, with `why` as its failure (and fail it
+/// even if it has no operation left: see `stopped`). For host functions whose error Rhai
+/// would swallow. Costs the progress callback nothing: the budget drops to zero.
+pub(crate) fn stop(why: Termination) {
+    STOPPED.set(Some(why));
+    if let Some(budget) = BUDGET.get() {
+        BUDGET.set(Some(Budget {
+            max_operations: 0,
+            ..budget
+        }));
+    }
+}
+
+/// Why `stop` ended the current run, if it did.
+pub(crate) fn stopped() -> Option<Termination> {
+    STOPPED.get()
+}
+
 pub(crate) fn nested<T>(f: impl FnOnce() -> T) -> T {
     let Some(outer) = BUDGET.get() else {
         return f();
@@ -95,6 +120,11 @@ pub(crate) fn nested<T>(f: impl FnOnce() -> T) -> T {
     let consumed = SPENT.get().saturating_sub(start);
     BUDGET.set(Some(Budget {
         base: outer.base.saturating_add(consumed),
+        max_operations: if STOPPED.get().is_some() {
+            0
+        } else {
+            outer.max_operations
+        },
         ..outer
     }));
     out
@@ -136,6 +166,7 @@ impl RunGuard {
             base: 0,
         }));
         SPENT.set(0);
+        STOPPED.set(None);
         LOGS.with_borrow_mut(|buf| {
             *buf = LogBuffer {
                 max_bytes: max_log_bytes,
@@ -155,6 +186,7 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         BUDGET.set(None);
         SPENT.set(0);
+        STOPPED.set(None);
         LOGS.with_borrow_mut(|buf| *buf = LogBuffer::default());
     }
 }

@@ -15,7 +15,7 @@ use shared::{
 use crate::limits::{Limits, human_duration};
 use crate::modules::AppModules;
 use crate::run_state::{self, RunGuard, Termination};
-use crate::{host, input, output};
+use crate::{host, input, nesting, output};
 
 /// The engine and the limits it runs scripts under.
 pub struct Sandbox {
@@ -45,6 +45,7 @@ impl Sandbox {
         engine.on_print(|text| run_state::push_log(LogLevel::Print, text));
         engine.on_debug(|text, _source, _pos| run_state::push_log(LogLevel::Debug, text));
         output::register(&mut engine);
+        nesting::register(&mut engine);
         host::register_all(&mut engine);
         Sandbox {
             engine,
@@ -81,9 +82,13 @@ impl Sandbox {
         );
         let mut scope = input::scope_for(input);
         let evaluated = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
-        let result = match evaluated {
-            Ok(value) => output::to_output(value, self.limits.max_output_bytes),
-            Err(err) => Err(self.failure(&err)),
+        let result = match (evaluated, run_state::stopped()) {
+            (_, Some(Termination::TooDeep(what))) => Err(ScriptFailure {
+                kind: FailureKind::LimitExceeded,
+                message: nesting::too_deep_message(what),
+            }),
+            (Ok(value), _) => output::to_output(value, self.limits.max_output_bytes),
+            (Err(err), _) => Err(self.failure(&err)),
         };
         RunOutput {
             logs: guard.take_logs(),
@@ -101,6 +106,7 @@ impl Sandbox {
         match innermost(err) {
             EvalAltResult::ErrorTerminated(token, _) => {
                 match token.clone().try_cast::<Termination>() {
+                    Some(Termination::TooDeep(what)) => limit(nesting::too_deep_message(what)),
                     Some(Termination::Timeout) => ScriptFailure {
                         kind: FailureKind::Timeout,
                         message: format!(
@@ -128,6 +134,13 @@ impl Sandbox {
                 };
                 limit(message.to_owned())
             }
+            EvalAltResult::ErrorRuntime(value, pos) if nesting::too_deep(value) => ScriptFailure {
+                kind: FailureKind::Error,
+                message: format!(
+                    "{} ({pos})",
+                    nesting::too_deep_message("the thrown value cannot be shown")
+                ),
+            },
             _ => ScriptFailure {
                 kind: FailureKind::Error,
                 // One line: Rhai puts "in call to function ..." on a line of its own.

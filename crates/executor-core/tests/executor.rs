@@ -387,3 +387,75 @@ async fn a_stored_version_that_does_not_compile_fails_the_run_with_its_position(
     );
     h.close().await;
 }
+
+/// A map nested `levels` deep, built as a hostile script would (a linked list).
+fn linked_list(levels: usize) -> String {
+    format!("let l = (); for i in 0..{levels} {{ l = #{{ n: take(l) }}; }}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_value_is_a_script_error_wherever_it_is_walked() {
+    // 3,000 levels: far past the cap, and deep enough to overflow a script thread's stack
+    // if any of these walked it with the engine's recursion (a debug build's frames are big).
+    let limits = Limits {
+        timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let h = Harness::sqlite(one_thread(limits)).await;
+    let list = linked_list(3_000);
+    let uses = [
+        ("print", "print(l);"),
+        ("debug", "debug(l);"),
+        ("to_string", "l.to_string()"),
+        ("to_debug", "l.to_debug()"),
+        ("to_string", "`value: ${l}`"),
+        ("to_string", "\"value: \" + l"),
+        ("==", "l == l"),
+        ("!=", "[l] != [l]"),
+        ("==", "l in [1, l]"),
+        ("json::stringify", "json::stringify(l)"),
+        ("log", "log::info(l);"),
+        ("kv::set: value", "kv::set(\"k\", l);"),
+        ("pubsub::publish: payload", "pubsub::publish(\"t\", l);"),
+        ("the returned value", "l"),
+        ("the thrown value", "throw l;"),
+        ("response: header", "response(200, \"x\", #{ \"x-a\": l })"),
+    ];
+    for (i, (what, tail)) in uses.iter().enumerate() {
+        let script = format!("deep{i}");
+        h.deploy(&script, &format!("{list}{tail}")).await;
+        let run = h.get(&script).await;
+        let Err(failure) = run.result else {
+            panic!("{tail}: the run should fail");
+        };
+        assert!(
+            failure.message.contains(what) && failure.message.contains("deeper than 100 levels"),
+            "{tail}: {}",
+            failure.message.chars().take(300).collect::<String>()
+        );
+    }
+    // The same thread still serves ordinary scripts.
+    h.deploy("hello", r#""hello""#).await;
+    assert_eq!(body(&h.get("hello").await), "hello");
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_at_the_cap_is_printed_compared_and_stored() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy(
+        "cap",
+        r#"let deep = 1; for i in 0..100 { deep = [deep]; }
+           kv::set("deep", deep);
+           #{ eq: deep == deep, text: `${deep}`.len(), json: json::stringify(deep).len() }"#,
+    )
+    .await;
+    let run = h.get("cap").await;
+    let out: serde_json::Value = serde_json::from_str(&body(&run)).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({ "eq": true, "text": 201, "json": 201 })
+    );
+    assert_eq!(run.effects.kv.len(), 1, "the value at the cap is written");
+    h.close().await;
+}

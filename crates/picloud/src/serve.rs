@@ -126,6 +126,10 @@ pub async fn start_role(
     shutdown: CancellationToken,
     role: Role,
 ) -> anyhow::Result<Server> {
+    config
+        .executor_limits()
+        .validate()
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir).context("cannot create the data directory")?;
     let store = storage::connect_with(&config.database_url(), store_options(&config, role)?)
         .await

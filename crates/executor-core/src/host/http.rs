@@ -136,6 +136,9 @@ fn to_body(body: Dynamic) -> Result<Option<(Bytes, &'static str)>, Box<EvalAltRe
         let blob = body.cast::<rhai::Blob>();
         return Ok(Some((Bytes::from(blob), "application/octet-stream")));
     }
+    if crate::nesting::too_deep(&body) {
+        return Err(crate::nesting::too_deep_message("http: body").into());
+    }
     let json: serde_json::Value = rhai::serde::from_dynamic(&body).map_err(|_| {
         format!(
             "http: a body of type '{}' cannot be sent as JSON",
@@ -154,11 +157,7 @@ fn apply_options(request: &mut OutboundRequest, opts: Map) -> Result<(), Box<Eva
                     .try_cast::<Map>()
                     .ok_or("http: 'headers' must be a map")?;
                 for (name, value) in headers {
-                    let value = if value.is_string() {
-                        value.into_string().unwrap_or_default()
-                    } else {
-                        value.to_string()
-                    };
+                    let value = crate::nesting::to_text("http: header", value)?;
                     request.headers.push((name.to_string(), value));
                 }
             }

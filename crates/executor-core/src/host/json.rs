@@ -15,6 +15,9 @@ pub(crate) fn parse(text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
 }
 
 fn stringify(value: &Dynamic) -> Result<String, Box<EvalAltResult>> {
+    if crate::nesting::too_deep(value) {
+        return Err(crate::nesting::too_deep_message("json::stringify").into());
+    }
     let json: serde_json::Value = rhai::serde::from_dynamic(value).map_err(|_| {
         format!(
             "json::stringify: a value of type '{}' cannot be written as JSON",

@@ -16,7 +16,7 @@ pub(super) fn module() -> Module {
         m.set_native_fn(
             name,
             move |msg: Dynamic| -> Result<(), Box<EvalAltResult>> {
-                push_log(level, &text(msg));
+                push_log(level, &text(msg)?);
                 Ok(())
             },
         );
@@ -25,10 +25,6 @@ pub(super) fn module() -> Module {
 }
 
 /// A string as is; anything else as Rhai prints it.
-fn text(value: Dynamic) -> String {
-    if value.is_string() {
-        value.into_string().unwrap_or_default()
-    } else {
-        value.to_string()
-    }
+fn text(value: Dynamic) -> Result<String, Box<EvalAltResult>> {
+    crate::nesting::to_text("log", value)
 }

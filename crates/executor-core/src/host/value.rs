@@ -6,13 +6,18 @@ use rhai::{Dynamic, Map};
 use serde_json::Value;
 
 use crate::error::HostError;
+use crate::nesting;
 
 /// The longest delay or TTL a script may ask for: ten years.
 const MAX_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
 
-/// `value` as JSON, refused when it is not JSON-able or its JSON is over `max` bytes.
+/// `value` as JSON, refused when it is not JSON-able, nests too deeply or its JSON is
+/// over `max` bytes.
 /// `what` names the value in messages ("kv::set: value", "queue::send: payload").
 pub(crate) fn to_json(what: &str, value: &Dynamic, max: usize) -> Result<Value, HostError> {
+    if nesting::too_deep(value) {
+        return Err(HostError::refused(nesting::too_deep_message(what)));
+    }
     let json = serde_json::to_value(value).map_err(|_| {
         HostError::refused(format!(
             "{what} of type '{}' cannot be written as JSON",
