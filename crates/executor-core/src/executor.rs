@@ -85,7 +85,10 @@ impl Executor {
             "picloud-script",
             config.threads,
             config.queue_capacity,
-            config.limits.stack_bytes(),
+            &[
+                config.limits.stack_bytes(),
+                usize::try_from(config.limits.call_stack_bytes()).unwrap_or(usize::MAX),
+            ],
             move |job: Job| {
                 crate::host::http::attach(&outbound);
                 // The caller gave up while the job waited (e.g. the client went away).

@@ -55,52 +55,55 @@ impl Default for Limits {
 }
 
 /// Stack every script thread starts with, whatever the limits.
-const BASE_STACK: usize = 16 * 1024 * 1024;
+const BASE_STACK: u64 = 16 * 1024 * 1024;
 /// Stack one level of script function calls takes: ~7.2 KiB measured with Rhai built at
 /// opt-level 1 (the test profile), ~6.7 KiB in a release build; with a margin.
-const STACK_PER_CALL: usize = 10 * 1024;
+const STACK_PER_CALL: u64 = 10 * 1024;
 /// Rhai clones, drops and hashes nested values (arrays, maps, chains of closures that
 /// capture each other) by recursion, up to ~210 bytes of stack a level (a closure chain
-/// dropped, measured at opt-level 1; hashing a map ~880 B but maps are bounded by the
-/// size limits). Each level costs a script at least `OPS_PER_LEVEL` operations (a closure
-/// chain ~5), so the operation budget bounds how deep any value can be.
-const STACK_PER_LEVEL: usize = 256;
+/// dropped, measured at opt-level 1). Each level costs a script at least `OPS_PER_LEVEL`
+/// operations (a closure chain ~5), so the operation budget bounds how deep a value can
+/// be; an unbounded budget gets the stack for `MAX_LEVELS` (the wall clock bounds it then:
+/// a release build adds about two million levels a second).
+const STACK_PER_LEVEL: u64 = 256;
 const OPS_PER_LEVEL: u64 = 4;
-/// The largest script thread stack the limits may ask for (address space, not memory).
-pub const MAX_STACK_BYTES: u64 = 4 << 30;
+const MAX_LEVELS: u64 = 4 * 1024 * 1024;
+/// The largest stack the call depth may ask for (address space, not memory).
+pub const MAX_CALL_STACK_BYTES: u64 = 1 << 30;
 
 impl Limits {
     /// Stack for a script thread that no script within these limits can overflow: deep
-    /// recursion stops at `max_call_depth` and the deepest value a run can build within
+    /// recursion stops at `max_call_depth`, and the deepest value a run can build within
     /// `max_operations` is walked within it. Only the pages a run touches are ever
-    /// resident; the rest is address space.
+    /// resident; the rest is address space (about 660 MiB with the defaults).
     pub fn stack_bytes(&self) -> usize {
-        usize::try_from(self.stack_bytes_u64()).unwrap_or(usize::MAX)
+        let levels = (self.max_operations / OPS_PER_LEVEL).min(MAX_LEVELS);
+        let bytes = self
+            .call_stack_bytes()
+            .saturating_add(levels * STACK_PER_LEVEL);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 
-    fn stack_bytes_u64(&self) -> u64 {
+    /// The stack the call depth alone needs: what a thread gets when the machine cannot
+    /// reserve [`Limits::stack_bytes`] (see the pool).
+    pub fn call_stack_bytes(&self) -> u64 {
         let calls = u64::try_from(self.max_call_depth).unwrap_or(u64::MAX);
-        (BASE_STACK as u64)
-            .saturating_add(calls.saturating_mul(STACK_PER_CALL as u64))
-            .saturating_add(
-                (self.max_operations / OPS_PER_LEVEL).saturating_mul(STACK_PER_LEVEL as u64),
-            )
+        BASE_STACK.saturating_add(calls.saturating_mul(STACK_PER_CALL))
     }
 
     /// Check that these limits can be served safely.
     ///
     /// # Errors
-    /// A message naming the settings to lower when their script threads would need a
-    /// stack over [`MAX_STACK_BYTES`].
+    /// A message naming `max_call_depth` when recursion that deep would need a stack over
+    /// [`MAX_CALL_STACK_BYTES`].
     pub fn validate(&self) -> Result<(), String> {
-        if self.stack_bytes_u64() > MAX_STACK_BYTES || self.stack_bytes() == usize::MAX {
+        if self.call_stack_bytes() > MAX_CALL_STACK_BYTES {
             return Err(format!(
-                "limits.max_operations ({}) and limits.max_call_depth ({}) would need script \
-                 thread stacks of {} MiB (at most {} MiB): lower them",
-                self.max_operations,
+                "limits.max_call_depth ({}) would need script thread stacks of {} MiB \
+                 (at most {} MiB): lower it",
                 self.max_call_depth,
-                self.stack_bytes_u64() / (1024 * 1024),
-                MAX_STACK_BYTES / (1024 * 1024)
+                self.call_stack_bytes() / (1024 * 1024),
+                MAX_CALL_STACK_BYTES / (1024 * 1024)
             ));
         }
         Ok(())
@@ -128,7 +131,9 @@ mod tests {
             max_call_depth: 10_000,
             ..Limits::default()
         };
-        assert!(deeper.stack_bytes() >= defaults.stack_bytes() + 9_000 * STACK_PER_CALL);
+        assert!(
+            deeper.stack_bytes() as u64 >= defaults.stack_bytes() as u64 + 9_000 * STACK_PER_CALL
+        );
         let absurd = Limits {
             max_call_depth: 1_000_000,
             ..Limits::default()
@@ -139,7 +144,8 @@ mod tests {
             max_operations: u64::MAX,
             ..Limits::default()
         };
-        assert!(endless.validate().is_err());
+        assert!(endless.validate().is_ok(), "the time limit bounds it");
+        assert!(endless.stack_bytes() < 1 << 31);
     }
 
     #[test]

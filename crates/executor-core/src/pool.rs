@@ -28,13 +28,14 @@ pub(crate) struct Pool<J> {
 }
 
 impl<J: Send + 'static> Pool<J> {
-    /// Start `threads` threads named `{name}-N`, each with a stack of `stack_bytes` (see
-    /// `Limits::stack_bytes`), each running `handler` on one job at a time.
+    /// Start `threads` threads named `{name}-N`, each running `handler` on one job at a
+    /// time, each with the first of `stacks` (bytes, largest first) that the machine can
+    /// reserve: see `Limits::stack_bytes`.
     pub(crate) fn start(
         name: &str,
         threads: usize,
         capacity: usize,
-        stack_bytes: usize,
+        stacks: &[usize],
         handler: impl Fn(J) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = bounded::<J>(capacity.max(1));
@@ -43,10 +44,9 @@ impl<J: Send + 'static> Pool<J> {
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let handler = Arc::clone(&handler);
-            let spawned = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .stack_size(stack_bytes)
-                .spawn(move || worker(&rx, &*handler));
+            let spawned = spawn_with_stack(&format!("{name}-{i}"), stacks, move || {
+                worker(&rx, &*handler);
+            });
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(error) => tracing::error!(%error, "could not start a script thread"),
@@ -86,6 +86,49 @@ impl<J: Send + 'static> Pool<J> {
     }
 }
 
+/// Spawn with the first stack size the machine can reserve (a small machine may refuse
+/// hundreds of MiB of address space under strict overcommit).
+fn spawn_with_stack(
+    name: &str,
+    stacks: &[usize],
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let mut body = Some(body);
+    let mut last = None;
+    for (n, &size) in stacks.iter().enumerate() {
+        let Some(run) = body.take() else { break };
+        // The closure comes back only through a failed spawn: keep it in a cell.
+        let cell = Arc::new(Mutex::new(Some(run)));
+        let inner = Arc::clone(&cell);
+        match std::thread::Builder::new()
+            .name(name.to_owned())
+            .stack_size(size)
+            .spawn(move || {
+                let run = inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(run) = run {
+                    run();
+                }
+            }) {
+            Ok(handle) => {
+                if n > 0 {
+                    tracing::warn!(
+                        stack_mib = size >> 20,
+                        "a script thread got a smaller stack than its limits ask for: a script \
+                         that builds a very deep value could abort the process; lower \
+                         limits.max_operations or give the machine more memory"
+                    );
+                }
+                return Ok(handle);
+            }
+            Err(error) => {
+                body = cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+                last = Some(error);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no stack size to try")))
+}
+
 fn worker<J>(rx: &Receiver<J>, handler: &(impl Fn(J) + ?Sized)) {
     loop {
         let Ok(job) = rx.recv() else { return };
@@ -106,7 +149,7 @@ mod tests {
     fn a_panicking_job_does_not_kill_its_thread() {
         let (done_tx, done_rx) = channel::<String>();
         let done_tx = Mutex::new(done_tx);
-        let pool = Pool::start("test-pool", 1, 4, 1 << 20, move |job: u32| {
+        let pool = Pool::start("test-pool", 1, 4, &[1 << 20], move |job: u32| {
             if job == 0 {
                 panic!("job 0 panics on purpose");
             }
@@ -126,7 +169,7 @@ mod tests {
         let release_rx = Mutex::new(release_rx);
         let (started_tx, started_rx) = channel::<()>();
         let started_tx = Mutex::new(started_tx);
-        let pool = Pool::start("test-full", 1, 1, 1 << 20, move |_: u32| {
+        let pool = Pool::start("test-full", 1, 1, &[1 << 20], move |_: u32| {
             let _ = started_tx.lock().unwrap().send(());
             let _ = release_rx
                 .lock()
@@ -142,5 +185,17 @@ mod tests {
         pool.shutdown();
         pool.shutdown();
         assert_eq!(pool.submit(4), Err(SubmitError::Closed));
+    }
+
+    #[test]
+    fn a_stack_the_machine_cannot_reserve_falls_back_to_the_next_size() {
+        let (tx, rx) = channel::<u32>();
+        let handle = spawn_with_stack("test-stack", &[usize::MAX / 2, 1 << 20], move || {
+            tx.send(7).unwrap();
+        })
+        .expect("the second size is taken");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+        handle.join().unwrap();
+        assert!(spawn_with_stack("test-stack", &[usize::MAX / 2], || {}).is_err());
     }
 }
