@@ -193,6 +193,18 @@ pub struct HttpSettings {
     /// Successful endpoint calls recorded per second at most; past it successes are
     /// sampled (failures are always recorded). 0 records every call.
     pub recorded_successes_per_sec: u32,
+    /// How long a client may take to send a request head, from its first byte (or from
+    /// connecting, for the first request); past it the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may take to arrive, from the request's head (408 past it).
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; one more gets 503 and is closed. 0 derives it from the
+    /// open-file limit (three quarters of it, at most 1024).
+    pub max_connections: usize,
+    /// Also accept HTTP/2 without TLS (h2c, prior knowledge). Off: HTTP/1.1 only.
+    pub h2c: bool,
 }
 
 impl Default for Config {
@@ -255,6 +267,11 @@ impl Default for HttpSettings {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             recorded_successes_per_sec: 1_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 0,
+            h2c: false,
         }
     }
 }
