@@ -201,7 +201,7 @@ pub struct HttpSettings {
     /// How long a kept-alive connection may wait for its next request before it is closed.
     pub idle_timeout_ms: u64,
     /// Connections served at once; one more gets 503 and is closed. 0 derives it from the
-    /// open-file limit (three quarters of it, at most 1024).
+    /// open-file limit (three quarters of it, at least 128 below it, at most 1024).
     pub max_connections: usize,
     /// Also accept HTTP/2 without TLS (h2c, prior knowledge). Off: HTTP/1.1 only.
     pub h2c: bool,

@@ -233,18 +233,27 @@ impl Drop for Connection {
     }
 }
 
-/// The connection limit when none is configured: three quarters of the soft open-file
-/// limit (the rest is for the database, blobs and outbound requests), at most 1024.
+/// The connection limit when none is configured, from the soft open-file limit
+/// (`ulimit -n`; 1024 when unknown): see `connections_for`.
 pub(crate) fn default_max_connections() -> usize {
     let files = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|limits| soft_open_files(&limits))
         .unwrap_or(1024);
-    usize::try_from(files / 4 * 3).map_or(MAX_DEFAULT_CONNECTIONS, |n| {
-        n.clamp(MIN_DEFAULT_CONNECTIONS, MAX_DEFAULT_CONNECTIONS)
-    })
+    connections_for(files)
 }
 
+/// Three quarters of `files`, and at least `RESERVED_FILES` below it (for the database,
+/// blobs, outbound requests and refusals), within 16..=1024.
+fn connections_for(files: u64) -> usize {
+    let below = (files / 4 * 3).min(files.saturating_sub(RESERVED_FILES));
+    usize::try_from(below)
+        .unwrap_or(MAX_DEFAULT_CONNECTIONS)
+        .clamp(MIN_DEFAULT_CONNECTIONS, MAX_DEFAULT_CONNECTIONS)
+}
+
+/// Files kept for everything but client connections when the limit is derived.
+const RESERVED_FILES: u64 = 128;
 const MIN_DEFAULT_CONNECTIONS: usize = 16;
 const MAX_DEFAULT_CONNECTIONS: usize = 1024;
 
@@ -290,5 +299,17 @@ mod tests {
         assert_eq!(soft_open_files(""), None);
         let derived = default_max_connections();
         assert!((MIN_DEFAULT_CONNECTIONS..=MAX_DEFAULT_CONNECTIONS).contains(&derived));
+    }
+
+    #[test]
+    fn the_derived_connection_limit_leaves_files_for_everything_else() {
+        assert_eq!(connections_for(1024), 768);
+        assert_eq!(connections_for(256), 128);
+        assert_eq!(connections_for(65_536), 1024);
+        assert_eq!(connections_for(64), 16);
+        for files in [200, 512, 1024, 4096] {
+            let n = connections_for(files) as u64;
+            assert!(n + RESERVED_FILES <= files, "{files}: {n}");
+        }
     }
 }
