@@ -69,12 +69,18 @@ async fn read_response(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
-    let app = spawn_app_with(TestDb::Sqlite, |c| {
+    let mut app = spawn_app_with(TestDb::Sqlite, |c| {
         c.http.header_read_timeout_ms = 300;
         c.http.body_read_timeout_ms = 300;
         c.http.idle_timeout_ms = 300;
     })
     .await;
+    // A new connection per request: a pooled one may be closed by the idle timeout just
+    // as it is reused.
+    app.client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     app.endpoint("shop", "echo", "POST /echo", "request.body")
         .await;
     app.endpoint("blog", "hello", "GET /hello", "\"hi\"").await;
