@@ -2,7 +2,8 @@
 //!
 //! What must stay true:
 //! - the directory is created with mode 0700, and an existing one that others could read
-//!   is narrowed to 0700 (the database, blobs and the secrets key live in it);
+//!   is narrowed to 0700 when it holds only PiCloud's files (the database, blobs and the
+//!   secrets key live in it; everything PiCloud creates in it is 0600 or 0700 anyway);
 //! - while a server runs it holds an exclusive lock on `<data_dir>/picloud.lock`, so a
 //!   second server on the same directory fails at start instead of writing the same
 //!   SQLite files and disagreeing with the first (split brain). The operating system
@@ -41,9 +42,17 @@ pub(crate) fn create_private(dir: &Path) -> anyhow::Result<()> {
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .context("cannot make the data directory private (0700)")?;
-            tracing::info!("made the data directory private (0700)");
+            if is_ours(dir) {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .context("cannot make the data directory private (0700)")?;
+                tracing::info!("made the data directory private (0700)");
+            } else {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the data directory is open to other users and holds more than PiCloud's \
+                     files; give PiCloud a directory of its own, or chmod 700 it"
+                );
+            }
         }
     }
     #[cfg(not(unix))]
@@ -51,6 +60,28 @@ pub(crate) fn create_private(dir: &Path) -> anyhow::Result<()> {
         .create(dir)
         .context("cannot create the data directory")?;
     Ok(())
+}
+
+/// Whether `dir` holds nothing but what PiCloud puts there (then narrowing it is safe; a
+/// directory such as `/` or a home directory is left alone).
+#[cfg(unix)]
+fn is_ours(dir: &Path) -> bool {
+    const OURS: [&str; 7] = [
+        LOCK_FILE,
+        "picloud.db",
+        "picloud.db-wal",
+        "picloud.db-shm",
+        "picloud.db-journal",
+        "secret.key",
+        "blobs",
+    ];
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.map_while(Result::ok).all(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            OURS.contains(&name.as_ref()) || name.starts_with(".secret.key.")
+        })
+    })
 }
 
 /// Take the data directory's lock, or fail saying another server holds it.
@@ -122,7 +153,15 @@ mod tests {
         let open = root.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(open.join("picloud.db"), b"").unwrap();
         create_private(&open).unwrap();
         assert_eq!(mode(&open), 0o700);
+        // A directory with other things in it is left as it is.
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::write(shared.join("notes.txt"), b"").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o755);
     }
 }
