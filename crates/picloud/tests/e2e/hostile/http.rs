@@ -261,3 +261,48 @@ async fn http2_cleartext_is_refused_unless_configured() {
         .unwrap();
     assert_eq!(frame[3], 4, "a SETTINGS frame: {frame:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_open_file_limit_excess_connections_are_refused_before_files_run_out() {
+    // 256 files: the derived connection limit is 128, which leaves room for the rest.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let running = tokio::task::spawn_blocking(move || {
+        crate::binary::start_with_file_limit(
+            &data_dir,
+            &[("PICLOUD_HTTP__HEADER_READ_TIMEOUT_MS", "60000")],
+            256,
+        )
+    })
+    .await
+    .unwrap();
+    let address = running.url.trim_start_matches("http://").to_owned();
+
+    // More idle connections than the process has files.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    // One more is refused cleanly rather than left waiting in the backlog.
+    let mut probe = TcpStream::connect(&address).await.unwrap();
+    let said = read_until_closed(&mut probe).await;
+    assert!(said.starts_with("HTTP/1.1 503"), "{said:?}");
+
+    // Once they are gone, the server answers again.
+    drop(idle);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Ok(res) = client.get(format!("{}/readyz", running.url)).send().await
+            && res.status() == 200
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(running);
+}
