@@ -17,14 +17,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `PICLOUD_DATABASE_URL`: `postgres://...` for PostgreSQL; SQLite in `data_dir` when unset.
     pub database_url: Option<String>,
-    /// `PICLOUD_ADMIN_TOKEN`: accepted as an admin token (stored hashed) instead of a generated one.
+    /// `PICLOUD_ADMIN_TOKEN`: accepted as an admin token (stored hashed) instead of a generated
+    /// one; at least 16 characters. A changed value revokes the previous value's token.
     pub admin_token: Option<String>,
     /// `PICLOUD_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: String,
     /// `PICLOUD_NODE_ID`: this node's name in outbox leases; a random one per start when unset.
     pub node_id: Option<String>,
     /// `PICLOUD_SECRETS_KEY_FILE`: the 32-byte key that encrypts app secrets at rest;
-    /// created (mode 0600) in the data directory on first start when unset.
+    /// created (mode 0600) in the data directory on first start when unset. With secrets
+    /// stored, a missing or different key stops the start.
     pub secrets_key_file: Option<PathBuf>,
     pub executor: ExecutorSettings,
     pub limits: LimitSettings,
