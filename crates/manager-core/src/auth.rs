@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use shared::store::Bootstrap;
 use shared::{Store, StoreError};
 
 use crate::api::{ApiError, ManagerDeps};
@@ -34,9 +35,11 @@ pub(crate) fn generate_token() -> String {
 
 /// Make sure an admin token exists at start.
 ///
-/// If `from_env` is `Some` (and not blank), its hash is stored under the name `admin`
-/// unless it already is, and `None` is returned. Otherwise, when no token exists at all,
-/// one is created (name `admin`) and its secret returned for the caller to print once.
+/// If `from_env` is `Some` (and not blank), it is installed as the bootstrap token under
+/// the name `admin` and `None` is returned: a changed value revokes the token of the
+/// previous one, and a token revoked through the API stays revoked while the value stays
+/// the same (`TokenRepository::install_bootstrap`). Otherwise, when no token exists at
+/// all, one is created (name `admin`) and its secret returned for the caller to print once.
 ///
 /// # Errors
 /// When the store fails.
@@ -46,13 +49,25 @@ pub async fn bootstrap_admin_token(
 ) -> Result<Option<String>, StoreError> {
     if let Some(secret) = from_env.map(str::trim).filter(|s| !s.is_empty()) {
         let hash = hash_token(secret);
-        if store.tokens.find_by_hash(&hash).await?.is_none() {
-            match store.tokens.create(ADMIN_TOKEN_NAME, &hash).await {
-                // Another node stored the same token between our lookup and our insert.
-                Ok(_) | Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e),
+        match store
+            .tokens
+            .install_bootstrap(ADMIN_TOKEN_NAME, &hash)
+            .await?
+        {
+            Bootstrap::Installed { revoked } => {
+                tracing::info!(
+                    revoked_previous = revoked,
+                    "installed the admin token from the environment"
+                );
             }
-            tracing::info!("stored the admin token from the environment");
+            Bootstrap::Unchanged => {
+                if store.tokens.find_by_hash(&hash).await?.is_none() {
+                    tracing::warn!(
+                        "the admin token from the environment was revoked through the API \
+                         and stays revoked; set a new value to install another"
+                    );
+                }
+            }
         }
         return Ok(None);
     }

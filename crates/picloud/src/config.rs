@@ -17,14 +17,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `PICLOUD_DATABASE_URL`: `postgres://...` for PostgreSQL; SQLite in `data_dir` when unset.
     pub database_url: Option<String>,
-    /// `PICLOUD_ADMIN_TOKEN`: accepted as an admin token (stored hashed) instead of a generated one.
+    /// `PICLOUD_ADMIN_TOKEN`: accepted as an admin token (stored hashed) instead of a generated
+    /// one; at least 16 characters. A changed value revokes the previous value's token.
     pub admin_token: Option<String>,
     /// `PICLOUD_LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: String,
     /// `PICLOUD_NODE_ID`: this node's name in outbox leases; a random one per start when unset.
     pub node_id: Option<String>,
     /// `PICLOUD_SECRETS_KEY_FILE`: the 32-byte key that encrypts app secrets at rest;
-    /// created (mode 0600) in the data directory on first start when unset.
+    /// created (mode 0600) in the data directory on first start when unset. With secrets
+    /// stored, a missing or different key stops the start.
     pub secrets_key_file: Option<PathBuf>,
     pub executor: ExecutorSettings,
     pub limits: LimitSettings,
@@ -193,6 +195,18 @@ pub struct HttpSettings {
     /// Successful endpoint calls recorded per second at most; past it successes are
     /// sampled (failures are always recorded). 0 records every call.
     pub recorded_successes_per_sec: u32,
+    /// How long a client may take to send a request head, from its first byte (or from
+    /// connecting, for the first request); past it the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may take to arrive, from the request's head (408 past it).
+    pub body_read_timeout_ms: u64,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; one more gets 503 and is closed. 0 derives it from the
+    /// open-file limit (three quarters of it, at least 128 below it, at most 1024).
+    pub max_connections: usize,
+    /// Also accept HTTP/2 without TLS (h2c, prior knowledge). Off: HTTP/1.1 only.
+    pub h2c: bool,
 }
 
 impl Default for Config {
@@ -255,6 +269,11 @@ impl Default for HttpSettings {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             recorded_successes_per_sec: 1_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 0,
+            h2c: false,
         }
     }
 }

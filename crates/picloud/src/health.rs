@@ -151,10 +151,14 @@ async fn readyz(State(store): State<Store>) -> Response {
             .into_response(),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
-            let body = shared::ErrorBody::new(
-                shared::ErrorCode::Unavailable,
-                "the database is not reachable",
-            );
+            let behind = std::error::Error::source(&e)
+                .is_some_and(|s| s.downcast_ref::<storage::SchemaNotCurrent>().is_some());
+            let message = if behind {
+                "the database schema is not migrated"
+            } else {
+                "the database is not reachable"
+            };
+            let body = shared::ErrorBody::new(shared::ErrorCode::Unavailable, message);
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }

@@ -7,10 +7,13 @@
 //! - `cli` is the `picloud` command's client side: it talks to the admin API over HTTP.
 pub mod cli; // client commands (apps, deploy, logs, ...)
 pub mod config; // Config: file + environment
+mod data_dir; // private data directory, one server at a time
 mod front; // platform paths to the router, app paths to the ingress
 mod health; // /healthz, /readyz, /metrics
+mod listener; // accept loop: connection limit, HTTP/1.1 (h2c on request), drain
 pub mod process; // a server process: args, bind, signals
 mod serve; // wiring and shutdown order
+mod timeouts; // header, body and idle timeouts of a connection
 
 pub use config::Config;
 pub use serve::{Role, Server, serve, start, start_role};

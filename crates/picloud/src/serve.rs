@@ -2,7 +2,8 @@
 //!
 //! Shutdown order (what must stay true): stop accepting; let in-flight requests finish for
 //! at most `shutdown_grace_ms`; flush the invocation writer (every answered request keeps
-//! its record); stop the script threads; close the database pool.
+//! its record); stop the script threads; wait for the cron scheduler and the sweepers;
+//! close the database pool; release the data directory's lock.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +16,16 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::data_dir;
 use crate::front::Front;
 use crate::health;
+use crate::listener::{self, ListenerOptions};
+use crate::timeouts::ClientTimeouts;
 
 /// `n` days (a configured retention), saturating rather than overflowing.
 fn days(n: u64) -> Duration {
@@ -130,11 +135,26 @@ pub async fn start_role(
         .executor_limits()
         .validate()
         .map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.data_dir).context("cannot create the data directory")?;
-    let store = storage::connect_with(&config.database_url(), store_options(&config, role)?)
+    if role.manages() {
+        check_admin_token(config.admin_token.as_deref())?;
+    }
+    data_dir::create_private(&config.data_dir)?;
+    // Cluster roles on PostgreSQL may share a directory (local blobs on one host); a
+    // SQLite database and the all-in-one server may not.
+    let sqlite = storage::backend_of(&config.database_url()) == Ok(storage::Backend::Sqlite);
+    let data_dir_lock = if role == Role::All || sqlite {
+        Some(data_dir::lock(&config.data_dir)?)
+    } else {
+        None
+    };
+    let (options, key) = store_options(&config, role)?;
+    let store = storage::connect_with(&config.database_url(), options)
         .await
-        .context("cannot open the database")?;
-    spawn_object_sweeper(store.clone(), shutdown.clone());
+        .map_err(|e| key.explain(e))?;
+    key.save()?;
+    // Background tasks that use the store: awaited on shutdown before the pool closes.
+    let background = TaskTracker::new();
+    background.spawn(sweep_objects(store.clone(), shutdown.clone()));
     let generated_admin_token = if role.manages() {
         manager_core::bootstrap_admin_token(&store, config.admin_token.as_deref())
             .await
@@ -149,12 +169,17 @@ pub async fn start_role(
     let mut ingress = None;
     if role.manages() {
         let scheduler = manager_core::CronScheduler::start(store.clone(), shutdown.clone());
-        catalog.subscribe(scheduler);
+        catalog.subscribe(scheduler.clone());
+        background.spawn(async move { scheduler.stopped().await });
         let retention = days(config.events.dead_letter_retention_days.max(1));
-        manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
+        let sweeper =
+            manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
+        background.spawn(async move { sweeper.await.ok() });
         if config.invocations.retention_days > 0 {
             let keep = days(config.invocations.retention_days);
-            manager_core::InvocationSweeper::start(store.clone(), keep, shutdown.clone());
+            let sweeper =
+                manager_core::InvocationSweeper::start(store.clone(), keep, shutdown.clone());
+            background.spawn(async move { sweeper.await.ok() });
         }
     }
     if role.runs_scripts() {
@@ -184,29 +209,22 @@ pub async fn start_role(
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     );
-    let front = tower::make::Shared::new(Front::new(platform, ingress));
+    let front = Front::new(platform, ingress);
+    let listener_options = listener_options(&config);
 
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     let orchestrator = node.as_ref().map(|(_, o)| o.clone());
     let done = {
         let store = store.clone();
         tokio::spawn(async move {
-            let mut http = tokio::spawn(
-                axum::serve(listener, front)
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .into_future(),
-            );
-            let served = tokio::select! {
-                result = &mut http => result,
-                () = shutdown.cancelled() => match tokio::time::timeout(grace, &mut http).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the shutdown grace; closing them");
-                        http.abort();
-                        Ok(Ok(()))
-                    }
-                },
-            };
+            // Returns once every connection has closed, or the grace is over.
+            let served = tokio::spawn(listener::serve(
+                listener,
+                front,
+                listener_options,
+                shutdown.clone(),
+            ))
+            .await;
             if let Some((executor, orchestrator)) = node {
                 // Claimed events get the same grace as requests; whatever is still running
                 // then is left to its lease, which another start or node picks up.
@@ -220,10 +238,18 @@ pub async fn start_role(
                 }
                 let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
             }
+            // The cron scheduler and the sweepers end on the shutdown token; a sweep under
+            // way finishes its statement first.
+            background.close();
+            if tokio::time::timeout(grace, background.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("background tasks still running after the shutdown grace");
+            }
             store.health.close().await;
-            served
-                .context("the HTTP server task panicked")?
-                .context("serving HTTP failed")
+            drop(data_dir_lock);
+            served.context("the HTTP server task panicked")
         })
     };
     Ok(Server {
@@ -232,6 +258,42 @@ pub async fn start_role(
         orchestrator,
         done,
     })
+}
+
+/// The shortest `PICLOUD_ADMIN_TOKEN` accepted: an admin token that can be guessed is
+/// worse than a generated one.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+fn check_admin_token(token: Option<&str>) -> anyhow::Result<()> {
+    let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    let chars = token.chars().count();
+    if chars < MIN_ADMIN_TOKEN_CHARS {
+        anyhow::bail!(
+            "PICLOUD_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters long \
+             (it has {chars}); use a random one, e.g. `openssl rand -hex 32`"
+        );
+    }
+    Ok(())
+}
+
+/// The listener's limits and timeouts from `[http]`.
+fn listener_options(config: &Config) -> ListenerOptions {
+    let http = &config.http;
+    ListenerOptions {
+        timeouts: ClientTimeouts {
+            header_read: Duration::from_millis(http.header_read_timeout_ms.max(1)),
+            body_read: Duration::from_millis(http.body_read_timeout_ms.max(1)),
+            idle: Duration::from_millis(http.idle_timeout_ms.max(1)),
+        },
+        max_connections: match http.max_connections {
+            0 => listener::default_max_connections(),
+            n => n,
+        },
+        h2c: http.h2c,
+        grace: Duration::from_millis(http.shutdown_grace_ms),
+    }
 }
 
 fn manager_router(
@@ -299,8 +361,70 @@ async fn start_node(
     Ok((executor, orchestrator))
 }
 
+/// The key that seals app secrets: read from its file, or made new when there is none.
+/// A new key is written only after the database has accepted it, so a lost key file with
+/// secrets still stored is refused at start instead of being replaced.
+struct SecretsKey {
+    file: std::path::PathBuf,
+    key: [u8; storage::crypto::KEY_LEN],
+    new: bool,
+}
+
+impl SecretsKey {
+    fn load(file: std::path::PathBuf) -> anyhow::Result<Self> {
+        let read = storage::read_key_file(&file)
+            .with_context(|| format!("cannot read the secrets key {}", file.display()))?;
+        Ok(match read {
+            Some(key) => SecretsKey {
+                file,
+                key,
+                new: false,
+            },
+            None => SecretsKey {
+                file,
+                key: storage::crypto::random_key(),
+                new: true,
+            },
+        })
+    }
+
+    /// Why the database could not be opened, in the operator's terms.
+    fn explain(&self, e: shared::StoreError) -> anyhow::Error {
+        let mismatch = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<storage::KeyMismatch>().is_some());
+        match (mismatch, self.new) {
+            (true, true) => anyhow::anyhow!(
+                "the secrets key file {} is missing, but the database holds secrets sealed \
+                 with a key: restore the file from a backup (a new key would leave every \
+                 stored secret unreadable)",
+                self.file.display()
+            ),
+            (true, false) => anyhow::anyhow!(
+                "the secrets key in {} is not the key that sealed this database's secrets: \
+                 restore the original file",
+                self.file.display()
+            ),
+            (false, _) => anyhow::Error::new(e).context("cannot open the database"),
+        }
+    }
+
+    /// Write a new key to its file (atomically, never over an existing file).
+    fn save(&self) -> anyhow::Result<()> {
+        if !self.new {
+            return Ok(());
+        }
+        storage::write_key_file(&self.file, &self.key)
+            .with_context(|| format!("cannot write the new secrets key {}", self.file.display()))?;
+        tracing::info!(file = %self.file.display(), "created a new secrets key; back it up");
+        Ok(())
+    }
+}
+
 /// Where blobs and the secrets key live, from the configuration.
-fn store_options(config: &Config, role: Role) -> anyhow::Result<storage::StoreOptions> {
+fn store_options(
+    config: &Config,
+    role: Role,
+) -> anyhow::Result<(storage::StoreOptions, SecretsKey)> {
     let key_file = match (&config.secrets_key_file, role) {
         (Some(file), _) => file.clone(),
         (None, Role::All) => config.data_dir.join("secret.key"),
@@ -309,8 +433,8 @@ fn store_options(config: &Config, role: Role) -> anyhow::Result<storage::StoreOp
             "cluster roles need PICLOUD_SECRETS_KEY_FILE (the same 32-byte key on every node)"
         ),
     };
-    let secret_key =
-        storage::load_or_create_key(&key_file).context("cannot read or create the secrets key")?;
+    let key = SecretsKey::load(key_file)?;
+    let secret_key = key.key;
     let blobs = &config.blobs;
     let s3 = match (
         &blobs.s3_bucket,
@@ -333,14 +457,15 @@ fn store_options(config: &Config, role: Role) -> anyhow::Result<storage::StoreOp
             "S3 blobs need blobs.s3_bucket, blobs.s3_access_key_id and blobs.s3_secret_access_key"
         ),
     };
-    Ok(storage::StoreOptions {
+    let options = storage::StoreOptions {
         blob_dir: blobs
             .dir
             .clone()
             .unwrap_or_else(|| config.data_dir.join("blobs")),
         s3,
         secret_key,
-    })
+    };
+    Ok((options, key))
 }
 
 /// The SSRF policy and limits of `http::*`.
@@ -384,19 +509,17 @@ fn mailer(config: &Config, store: &Store) -> anyhow::Result<Arc<dyn MailSender>>
 
 /// Remove temp files a crash left in the blob store: now, then once an hour (a maintenance
 /// timer, not a work loop: each wake-up is one directory listing).
-fn spawn_object_sweeper(store: Store, shutdown: CancellationToken) {
+async fn sweep_objects(store: Store, shutdown: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(60 * 60);
-    tokio::spawn(async move {
-        loop {
-            match store.objects.sweep().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed orphaned blob temp files"),
-                Err(e) => tracing::warn!(error = %e, "blob temp sweep failed"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(EVERY) => {}
-            }
+    loop {
+        match store.objects.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed orphaned blob temp files"),
+            Err(e) => tracing::warn!(error = %e, "blob temp sweep failed"),
         }
-    });
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+    }
 }

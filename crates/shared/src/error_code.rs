@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Timeout,
     Unavailable,
     Internal,
+    /// The client did not send its request in time (408).
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -86,5 +89,6 @@ mod tests {
         );
         assert_eq!(ErrorCode::CompileError.status().as_u16(), 422);
         assert_eq!(ErrorCode::Timeout.status().as_u16(), 504);
+        assert_eq!(ErrorCode::RequestTimeout.status().as_u16(), 408);
     }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
 use shared::AppName;
 
 /// Bytes in a key file and in `StoreOptions::secret_key`.
@@ -106,32 +107,85 @@ pub fn random_key() -> [u8; KEY_LEN] {
 /// The file cannot be read or created, or it does not hold exactly 32 bytes
 /// (`InvalidData`): a damaged key file is never silently replaced.
 pub fn load_or_create_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
-    match read_key(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        other => return other,
+    if let Some(key) = read_key_file(path)? {
+        return Ok(key);
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(mut file) => {
-            let key = random_key();
-            file.write_all(&key)?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        // Another process created it between our read and our create: use theirs.
+    let key = random_key();
+    match write_key_file(path, &key) {
+        Ok(()) => Ok(key),
+        // Another process created it between our read and our write: use theirs.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key(path),
         Err(e) => Err(e),
     }
 }
+
+/// The 32-byte key in `path`, or `None` when there is no such file.
+///
+/// # Errors
+/// The file cannot be read, or it does not hold exactly 32 bytes (`InvalidData`).
+pub fn read_key_file(path: &Path) -> io::Result<Option<[u8; KEY_LEN]>> {
+    match read_key(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write `key` to `path`, all or nothing: the bytes go to a temporary file (0600) in the
+/// same directory, which is fsynced and then linked into place, and the directory is
+/// fsynced. An existing file is never replaced (`AlreadyExists`), and a crash leaves
+/// either no key file or the whole key.
+///
+/// # Errors
+/// `AlreadyExists` when `path` exists; any failure to write, sync or link.
+pub fn write_key_file(path: &Path, key: &[u8; KEY_LEN]) -> io::Result<()> {
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => {
+            crate::private::create_dir_all(dir)?;
+            dir
+        }
+        None => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .map_or_else(|| "key".into(), |n| n.to_string_lossy()),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = (|| {
+        let mut file = crate::private::create_new_file(&tmp)?;
+        file.write_all(key)?;
+        file.sync_all()?;
+        drop(file);
+        // A hard link never replaces an existing file, unlike a rename.
+        std::fs::hard_link(&tmp, path)
+    })();
+    std::fs::remove_file(&tmp).ok();
+    written?;
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// A short, one-way name for a key, stored in the database so that a server started with
+/// another key notices before it seals or opens anything.
+pub fn key_fingerprint(key: &[u8; KEY_LEN]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"picloud secrets key fingerprint v1\0");
+    hash.update(key);
+    hash.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The database holds secrets sealed with another key than the one the server was given.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "the secrets key does not match the key that sealed this database's secrets; \
+     restore the original key file (a new key would leave every stored secret unreadable)"
+)]
+pub struct KeyMismatch;
 
 fn read_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
     let file = std::fs::File::open(path)?;
@@ -205,6 +259,41 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_key_file_is_written_whole_and_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret.key");
+        let key = random_key();
+        write_key_file(&path, &key).expect("write");
+        assert_eq!(read_key_file(&path).expect("read"), Some(key));
+        let err = write_key_file(&path, &random_key()).expect_err("exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(read_key_file(&path).expect("read"), Some(key));
+        // No temporary file is left behind, whatever happened.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["secret.key"]);
+        assert_eq!(
+            read_key_file(&dir.path().join("missing")).expect("read"),
+            None
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_keys_apart_without_revealing_them() {
+        let key = random_key();
+        assert_eq!(key_fingerprint(&key), key_fingerprint(&key));
+        assert_ne!(key_fingerprint(&key), key_fingerprint(&random_key()));
+        assert_eq!(key_fingerprint(&key).len(), 32);
+        assert!(!key_fingerprint(&key).contains(&hex_of(&key[..16])));
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

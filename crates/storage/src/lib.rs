@@ -22,11 +22,13 @@ use shared::{Store, StoreError};
 
 pub mod crypto;
 mod error;
+mod meta;
 pub mod objects;
 mod postgres;
+mod private;
 mod sqlite;
 
-pub use crypto::load_or_create_key;
+pub use crypto::{KeyMismatch, load_or_create_key, read_key_file, write_key_file};
 pub use objects::{LocalObjects, S3Objects, S3Options};
 
 #[cfg(feature = "conformance")]
@@ -129,6 +131,7 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, Sto
     let data = DataParts {
         objects: objects::build(options.s3.as_ref(), &options.blob_dir)?,
         secrets: Arc::new(crypto::SecretBox::new(&options.secret_key)),
+        key_fingerprint: crypto::key_fingerprint(&options.secret_key),
     };
     match backend {
         Backend::Sqlite => sqlite::connect(url, data).await,
@@ -140,6 +143,8 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, Sto
 pub(crate) struct DataParts {
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) secrets: Arc<crypto::SecretBox>,
+    /// Checked against the database's record at connect (`crypto::KeyMismatch`).
+    pub(crate) key_fingerprint: String,
 }
 
 /// The least string above every string that starts with `prefix` (`None`: no bound), so
@@ -165,6 +170,27 @@ pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
 pub(crate) fn expiry(at: DateTime<Utc>, ttl: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
     let ttl = chrono::TimeDelta::from_std(ttl?).ok()?;
     at.checked_add_signed(ttl)
+}
+
+/// The database's schema is behind what this build expects.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the database schema is at migration {applied}, this server expects {expected}")]
+pub struct SchemaNotCurrent {
+    pub applied: i64,
+    pub expected: i64,
+}
+
+/// `Ok` when the newest embedded migration has been applied.
+pub(crate) fn schema_is_current(
+    applied: i64,
+    migrations: &[(&str, i64, &str, &str)],
+) -> Result<(), StoreError> {
+    let expected = migrations.last().map_or(0, |m| m.1);
+    if applied >= expected {
+        Ok(())
+    } else {
+        Err(StoreError::backend(SchemaNotCurrent { applied, expected }))
+    }
 }
 
 /// Map a write that names an app: a foreign-key failure means the app is gone.

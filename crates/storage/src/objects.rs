@@ -133,14 +133,11 @@ impl LocalObjects {
 
 fn write_object(root: &Path, key_dir: &Path, file: &Path, data: &[u8]) -> io::Result<()> {
     let tmp_dir = root.join(TEMP_DIR);
-    std::fs::create_dir_all(&tmp_dir)?;
-    std::fs::create_dir_all(key_dir)?;
+    crate::private::create_dir_all(&tmp_dir)?;
+    crate::private::create_dir_all(key_dir)?;
     let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
     let written = (|| {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut out = crate::private::create_new_file(&tmp)?;
         out.write_all(data)?;
         out.sync_all()?;
         drop(out);

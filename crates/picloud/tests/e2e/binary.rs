@@ -22,9 +22,21 @@ impl Drop for Running {
 }
 
 /// Start `picloud serve` on a free loopback port and wait for its "listening on" line.
-#[allow(clippy::zombie_processes)] // `Running::drop` kills and waits
 pub(crate) fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(BIN);
+    run(Command::new(BIN), data_dir, envs)
+}
+
+/// `start`, with the open-file limit lowered to `files` first (`ulimit -n`).
+pub(crate) fn start_with_file_limit(data_dir: &Path, envs: &[(&str, &str)], files: u32) -> Running {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+        .arg(BIN);
+    run(cmd, data_dir, envs)
+}
+
+#[allow(clippy::zombie_processes)] // `Running::drop` kills and waits
+fn run(mut cmd: Command, data_dir: &Path, envs: &[(&str, &str)]) -> Running {
     cmd.arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

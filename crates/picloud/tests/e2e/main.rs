@@ -11,3 +11,4 @@ mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
+mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness

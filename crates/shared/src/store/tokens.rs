@@ -26,4 +26,24 @@ pub trait TokenRepository: Send + Sync {
     /// `NotFound("token")`.
     async fn delete(&self, id: TokenId) -> Result<(), StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
+    /// Install the operator's bootstrap token (`PICLOUD_ADMIN_TOKEN`) in one transaction.
+    ///
+    /// When `secret_hash` is the bootstrap token already recorded, nothing changes: a token
+    /// revoked through the API stays revoked while the value stays the same. Otherwise the
+    /// token of the previous bootstrap value is deleted, this one is stored under `name`
+    /// (unless that hash is already stored) and recorded as the bootstrap token.
+    async fn install_bootstrap(
+        &self,
+        name: &str,
+        secret_hash: &str,
+    ) -> Result<Bootstrap, StoreError>;
+}
+
+/// What `TokenRepository::install_bootstrap` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The same value as last time: nothing stored or revoked.
+    Unchanged,
+    /// The token is stored and recorded; `revoked` says a previous one was deleted.
+    Installed { revoked: bool },
 }

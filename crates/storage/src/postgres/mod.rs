@@ -19,6 +19,7 @@ mod blobs;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod meta;
 mod outbox;
 mod scripts;
 mod settings;
@@ -46,10 +47,17 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "data",
         include_str!("../../migrations/postgres/0003_data.sql"),
     ),
+    (
+        "0004_server_meta.sql",
+        4,
+        "server_meta",
+        include_str!("../../migrations/postgres/0004_server_meta.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
-const PING: &str = "SELECT 1";
+/// The newest migration applied: `/readyz` wants the last one this build embeds.
+const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
 /// Connect to the PostgreSQL database that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
@@ -60,6 +68,7 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .await
         .map_err(db)?;
     migrator().run(&pool).await.map_err(StoreError::backend)?;
+    meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
     // The outbox's wake-up, shared by every repository that inserts outbox rows.
     let inserted = Arc::new(tokio::sync::Notify::new());
     Ok(Store {
@@ -109,8 +118,11 @@ impl StoreHealth for PgHealth {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(PING).execute(&self.0).await.map_err(db)?;
-        Ok(())
+        let applied: i64 = sqlx::query_scalar(SCHEMA_VERSION)
+            .fetch_one(&self.0)
+            .await
+            .map_err(db)?;
+        crate::schema_is_current(applied, MIGRATIONS)
     }
 
     async fn close(&self) {

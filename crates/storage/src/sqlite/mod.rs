@@ -26,6 +26,7 @@ pub(crate) use blobs::default_blob_dir;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod meta;
 mod outbox;
 mod scripts;
 mod settings;
@@ -53,12 +54,21 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "data",
         include_str!("../../migrations/sqlite/0003_data.sql"),
     ),
+    (
+        "0004_server_meta.sql",
+        4,
+        "server_meta",
+        include_str!("../../migrations/sqlite/0004_server_meta.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+#[cfg(test)]
 const PING: &str = "SELECT 1";
+/// The newest migration applied: `/readyz` wants the last one this build embeds.
+const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
 /// Open (creating if needed) the SQLite file that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
@@ -67,7 +77,11 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(parent).map_err(StoreError::backend)?;
+        crate::private::create_dir_all(parent).map_err(StoreError::backend)?;
+    }
+    // Created private before SQLite opens it; the -wal and -shm files take its mode.
+    if !path.is_empty() && !path.starts_with(':') {
+        crate::private::touch(Path::new(path)).map_err(StoreError::backend)?;
     }
     let options = SqliteConnectOptions::from_str("sqlite:")
         .map_err(db)?
@@ -83,6 +97,7 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .await
         .map_err(db)?;
     migrator().run(&pool).await.map_err(StoreError::backend)?;
+    meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
     Ok(store(pool, data))
 }
 
@@ -165,8 +180,11 @@ impl StoreHealth for SqliteHealth {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(PING).execute(&self.0).await.map_err(db)?;
-        Ok(())
+        let applied: i64 = sqlx::query_scalar(SCHEMA_VERSION)
+            .fetch_one(&self.0)
+            .await
+            .map_err(db)?;
+        crate::schema_is_current(applied, MIGRATIONS)
     }
 
     async fn close(&self) {

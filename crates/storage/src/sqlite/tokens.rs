@@ -81,4 +81,12 @@ impl TokenRepository for SqliteTokens {
             .map_err(db)?;
         u64::try_from(n).map_err(StoreError::backend)
     }
+
+    async fn install_bootstrap(
+        &self,
+        name: &str,
+        secret_hash: &str,
+    ) -> Result<shared::store::Bootstrap, StoreError> {
+        super::meta::install_bootstrap(&self.0, name, secret_hash).await
+    }
 }

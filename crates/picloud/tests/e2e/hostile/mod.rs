@@ -1,3 +1,4 @@
 //! The hostile suite: what a hostile script, client or token tries, run against the real
 //! server, which must still answer other apps normally afterwards (docs/security.md).
+mod http; // slow, idle and excess connections, h2c
 mod values; // deep values, closure chains, poison events
