@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use shared::store::NewToken;
 use shared::{Store, StoreError};
 
 use crate::api::{ApiError, ManagerDeps};
@@ -32,7 +33,7 @@ pub(crate) fn generate_token() -> String {
     format!("pct_{}", hex::encode(bytes))
 }
 
-/// Make sure an admin token exists at start.
+/// Make sure an admin token exists at start (role `admin`, every app).
 ///
 /// If `from_env` is `Some` (and not blank), its hash is stored under the name `admin`
 /// unless it already is, and `None` is returned. Otherwise, when no token exists at all,
@@ -47,7 +48,11 @@ pub async fn bootstrap_admin_token(
     if let Some(secret) = from_env.map(str::trim).filter(|s| !s.is_empty()) {
         let hash = hash_token(secret);
         if store.tokens.find_by_hash(&hash).await?.is_none() {
-            match store.tokens.create(ADMIN_TOKEN_NAME, &hash).await {
+            match store
+                .tokens
+                .create(&NewToken::admin(ADMIN_TOKEN_NAME, &hash))
+                .await
+            {
                 // Another node stored the same token between our lookup and our insert.
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
@@ -62,7 +67,7 @@ pub async fn bootstrap_admin_token(
     let secret = generate_token();
     store
         .tokens
-        .create(ADMIN_TOKEN_NAME, &hash_token(&secret))
+        .create(&NewToken::admin(ADMIN_TOKEN_NAME, &hash_token(&secret)))
         .await?;
     Ok(Some(secret))
 }

@@ -193,6 +193,13 @@ pub struct HttpSettings {
     /// Successful endpoint calls recorded per second at most; past it successes are
     /// sampled (failures are always recorded). 0 records every call.
     pub recorded_successes_per_sec: u32,
+    /// `PICLOUD_HTTP__APP_BASE_DOMAIN`: with `apps.example.com`, a request to
+    /// `shop.apps.example.com` is app `shop`'s, every path of it (`/hello` there is
+    /// `/shop/hello`), so each app has its own browser origin. Unset by default.
+    pub app_base_domain: Option<String>,
+    /// `PICLOUD_HTTP__APP_PATHS`: whether `/{app}/...` on other hosts still reaches the
+    /// app (default true; turn it off once apps are served on their own hosts).
+    pub app_paths: bool,
 }
 
 impl Default for Config {
@@ -255,6 +262,8 @@ impl Default for HttpSettings {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             recorded_successes_per_sec: 1_000,
+            app_base_domain: None,
+            app_paths: true,
         }
     }
 }

@@ -19,7 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::front::Front;
+use crate::front::{AppHosts, Front};
 use crate::health;
 
 /// `n` days (a configured retention), saturating rather than overflowing.
@@ -180,7 +180,11 @@ pub async fn start_role(
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     );
-    let front = tower::make::Shared::new(Front::new(platform, ingress));
+    let hosts = AppHosts::new(
+        config.http.app_base_domain.as_deref(),
+        config.http.app_paths,
+    );
+    let front = tower::make::Shared::new(Front::new(platform, ingress, hosts));
 
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     let orchestrator = node.as_ref().map(|(_, o)| o.clone());

@@ -25,6 +25,7 @@ mod error;
 pub mod objects;
 mod postgres;
 mod sqlite;
+mod token_scope; // a token's app list as stored: comma-separated names
 
 pub use crypto::load_or_create_key;
 pub use objects::{LocalObjects, S3Objects, S3Options};

@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "data",
         include_str!("../../migrations/postgres/0003_data.sql"),
     ),
+    (
+        "0005_token_scopes.sql",
+        5,
+        "token_scopes",
+        include_str!("../../migrations/postgres/0005_token_scopes.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;

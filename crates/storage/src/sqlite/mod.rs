@@ -53,6 +53,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "data",
         include_str!("../../migrations/sqlite/0003_data.sql"),
     ),
+    (
+        "0005_token_scopes.sql",
+        5,
+        "token_scopes",
+        include_str!("../../migrations/sqlite/0005_token_scopes.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
