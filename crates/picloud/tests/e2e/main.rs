@@ -8,6 +8,6 @@ mod crash; // kill -9 with events in flight
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
-mod hostile;
+mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod limits; // runaway scripts are stopped and reported
-mod operations; // health, readiness, metrics, graceful shutdown // hostile scripts, clients and tokens (docs/security.md)
+mod operations; // health, readiness, metrics, graceful shutdown
