@@ -337,3 +337,93 @@ async fn with_app_paths_off_apps_answer_only_on_their_own_hosts() {
         (200, "shop".into())
     );
 }
+
+/// The real CLI against the real binary, as `token`.
+fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(args)
+        .env("PICLOUD_URL", url)
+        .env("PICLOUD_TOKEN", token)
+        .output()
+        .expect("run the picloud CLI");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_cli_creates_scoped_tokens_and_works_within_their_scope_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "pct_cli_scoped_token_test_admin";
+    let running = crate::binary::start(dir.path(), &[("PICLOUD_ADMIN_TOKEN", admin)]);
+    let url = running.url.clone();
+    for name in ["shop", "blog"] {
+        let (ok, out) = cli(&url, admin, &["apps", "create", name]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = cli(
+        &url,
+        admin,
+        &[
+            "tokens", "create", "ci", "--role", "deploy", "--apps", "shop",
+        ],
+    );
+    assert!(ok && out.contains("role deploy, apps shop"), "{out}");
+    let ci = out
+        .lines()
+        .nth(1)
+        .expect("the secret line")
+        .trim()
+        .to_owned();
+    let (ok, out) = cli(
+        &url,
+        admin,
+        &["tokens", "create", "viewer", "--role", "read"],
+    );
+    assert!(ok, "{out}");
+    let viewer = out
+        .lines()
+        .nth(1)
+        .expect("the secret line")
+        .trim()
+        .to_owned();
+
+    let (ok, out) = cli(&url, admin, &["tokens", "list"]);
+    assert!(ok, "{out}");
+    let ci_row = out.lines().find(|l| l.contains(" ci ")).expect("ci listed");
+    assert!(
+        ci_row.contains("deploy") && ci_row.contains("shop"),
+        "{out}"
+    );
+    let admin_row = out
+        .lines()
+        .find(|l| l.contains(" admin "))
+        .expect("admin listed");
+    assert!(admin_row.contains('*'), "{out}");
+
+    let script = dir.path().join("hello.rhai");
+    std::fs::write(&script, "\"hi\"\n").unwrap();
+    let file = script.to_str().unwrap();
+    let (ok, out) = cli(
+        &url,
+        &ci,
+        &["deploy", "shop", file, "--route", "GET /hello"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&url, &ci, &["deploy", "blog", file]);
+    assert!(!ok && out.contains("does not cover app 'blog'"), "{out}");
+    let (ok, out) = cli(&url, &ci, &["apps", "list"]);
+    assert!(ok && out.contains("shop") && !out.contains("blog"), "{out}");
+    let (ok, out) = cli(&url, &ci, &["tokens", "list"]);
+    assert!(!ok && out.contains("admin"), "{out}");
+
+    let (ok, out) = cli(&url, &viewer, &["scripts", "list", "shop"]);
+    assert!(ok && out.contains("hello"), "{out}");
+    let (ok, out) = cli(&url, &viewer, &["deploy", "shop", file]);
+    assert!(!ok && out.contains("needs the deploy role"), "{out}");
+    let (ok, out) = cli(&url, admin, &["invoke", "shop", "/hello"]);
+    assert!(ok && out.contains("hi"), "{out}");
+}
