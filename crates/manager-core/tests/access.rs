@@ -109,7 +109,7 @@ fn allowed(route: &Route, role: Role, in_scope: bool) -> bool {
         ("DELETE", "/api/v1/apps/{app}") => role == Role::Admin,
         // The deploy token in the matrix is scoped, so only admin creates apps here.
         ("POST", "/api/v1/apps") => role == Role::Admin,
-        ("GET", "/api/v1/apps") => true,
+        ("GET", "/api/v1/apps" | "/api/v1/token") => true,
         (method, p) if p.starts_with("/api/v1/apps/{app}") => {
             in_scope && (method == "GET" || role >= Role::Deploy)
         }
@@ -206,6 +206,13 @@ async fn a_scoped_token_gets_403_for_an_app_that_does_not_exist_and_sees_only_it
         .filter_map(|a| a["name"].as_str())
         .collect();
     assert_eq!(names, ["shop"]);
+    let (status, me) = s.call(&read, "GET", "/api/v1/token", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["role"].clone(), me["apps"].clone()),
+        (json!("read"), json!(["shop"]))
+    );
+    assert!(me.get("token").is_none() && me.get("secret_hash").is_none());
     let (_, all) = s.call(&s.admin, "GET", "/api/v1/apps", None).await;
     assert_eq!(all["apps"].as_array().map(Vec::len), Some(2));
     s.store.health.close().await;

@@ -392,6 +392,10 @@ pub(super) fn document() -> Value {
         }),
     );
     add(
+        "/token",
+        json!({"get": op("The calling token: its id, name, role and apps (never its secret)", None, "200", Some("Token"))}),
+    );
+    add(
         "/tokens/{id}",
         item(
             vec![id],
@@ -577,7 +581,11 @@ fn annotate_access(paths: &mut Map<String, Value>) {
         operation["x-picloud-role"] = json!(role);
         operation["x-picloud-app-scoped"] =
             json!(matches!(route.access, Access::Read | Access::Deploy));
-        operation["description"] = json!(route.access.sentence());
+        let sentence = route.access.sentence();
+        operation["description"] = match operation["description"].as_str() {
+            Some(own) => json!(format!("{sentence} {own}")),
+            None => json!(sentence),
+        };
         if route.access != Access::Public {
             let error = json!({
                 "content": {"application/json": {"schema": schema_ref("Error")}}

@@ -5,6 +5,7 @@
 //! and deleted atomically in the store), so the API never locks everyone out.
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -122,6 +123,12 @@ async fn scope(
         super::require_app(deps, app).await?;
     }
     Ok(Some(apps))
+}
+
+/// The calling token (never its secret): what a client shows its user, e.g. which apps
+/// a scoped token covers.
+pub(super) async fn current(Extension(token): Extension<ApiToken>) -> ApiJson<ApiToken> {
+    ApiJson(token)
 }
 
 pub(super) async fn list(

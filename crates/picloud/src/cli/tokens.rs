@@ -1,4 +1,4 @@
-//! `picloud tokens list|create|delete`: admin API tokens, each with a role (`admin`,
+//! `picloud tokens list|whoami|create|delete`: admin API tokens, each with a role (`admin`,
 //! `deploy`, `read`) and the apps it covers. A token's secret is shown once, when it is
 //! created.
 use serde_json::{Value, json};
@@ -10,6 +10,8 @@ use super::output::{field, items, print, table, time_field};
 pub enum TokensCommand {
     /// List tokens (ids, names, roles and apps; secrets are never shown again).
     List,
+    /// Show the token in use: its name, role and apps (any token may ask).
+    Whoami,
     /// Create a token and print its secret once.
     Create {
         /// A label for the token, e.g. `ci`.
@@ -32,6 +34,18 @@ pub async fn run(api: &Api, cmd: TokensCommand, json: bool) -> anyhow::Result<()
         TokensCommand::List => {
             let answer = api.get(&["tokens"], &[]).await?;
             print(json, &answer, format_list);
+        }
+        TokensCommand::Whoami => {
+            let answer = api.get(&["token"], &[]).await?;
+            print(json, &answer, |t| {
+                format!(
+                    "{} ({}): role {}, apps {}",
+                    field(t, "name"),
+                    field(t, "id"),
+                    field(t, "role"),
+                    apps_field(t)
+                )
+            });
         }
         TokensCommand::Create { name, role, apps } => {
             let answer = api

@@ -419,6 +419,8 @@ fn the_cli_creates_scoped_tokens_and_works_within_their_scope_only() {
     assert!(ok && out.contains("shop") && !out.contains("blog"), "{out}");
     let (ok, out) = cli(&url, &ci, &["tokens", "list"]);
     assert!(!ok && out.contains("admin"), "{out}");
+    let (ok, out) = cli(&url, &ci, &["tokens", "whoami"]);
+    assert!(ok && out.contains("role deploy, apps shop"), "{out}");
 
     let (ok, out) = cli(&url, &viewer, &["scripts", "list", "shop"]);
     assert!(ok && out.contains("hello"), "{out}");
