@@ -197,6 +197,16 @@ async fn a_scoped_token_gets_403_for_an_app_that_does_not_exist_and_sees_only_it
         body["error"]["message"],
         "this token does not cover app 'ghost'"
     );
+    // The scope check reads the app's name as the handler does, percent-decoded.
+    let (status, body) = s.call(&read, "GET", "/api/v1/apps/sh%6Fp", None).await;
+    assert_eq!(
+        (status, body["name"].clone()),
+        (StatusCode::OK, json!("shop"))
+    );
+    let (status, _) = s
+        .call(&read, "GET", "/api/v1/apps/bl%6Fg/scripts", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, body) = s.call(&read, "GET", "/api/v1/apps", None).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = body["apps"]
