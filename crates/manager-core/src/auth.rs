@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use shared::store::Bootstrap;
+use shared::store::{Bootstrap, NewToken};
 use shared::{Store, StoreError};
 
 use crate::api::{ApiError, ManagerDeps};
@@ -33,7 +33,7 @@ pub(crate) fn generate_token() -> String {
     format!("pct_{}", hex::encode(bytes))
 }
 
-/// Make sure an admin token exists at start.
+/// Make sure an admin token exists at start (role `admin`, every app).
 ///
 /// If `from_env` is `Some` (and not blank), it is installed as the bootstrap token under
 /// the name `admin` and `None` is returned: a changed value revokes the token of the
@@ -77,7 +77,7 @@ pub async fn bootstrap_admin_token(
     let secret = generate_token();
     store
         .tokens
-        .create(ADMIN_TOKEN_NAME, &hash_token(&secret))
+        .create(&NewToken::admin(ADMIN_TOKEN_NAME, &hash_token(&secret)))
         .await?;
     Ok(Some(secret))
 }

@@ -3,8 +3,9 @@
 //! development mailbox, as JSON under `/api/v1`; the contract is `docs/admin-api.md`), the
 //! cron scheduler and the dead-letter retention sweeper.
 //!
-//! - `api::router` is the one way in: the whole route table, with bearer-token auth on
-//!   every route but `GET /api/v1/openapi.json`.
+//! - `api::router` is the one way in: the whole route table (`ROUTES`), with bearer-token
+//!   auth on every route but `GET /api/v1/openapi.json`, and each route's `Access` (the
+//!   token's role, admin/deploy/read, and its app scope) checked before its handler.
 //! - Every committed change is published on the `shared::Catalog` and awaited before the
 //!   answer, so a `200` to a deploy means the next request runs the new version.
 //! - Token secrets exist only in the answer that creates them; the store keeps SHA-256
@@ -17,7 +18,7 @@ mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap t
 pub mod cron; // schedules (next_fire, due_slot) and the scheduler that fires them
 mod retention; // the dead-letter retention sweeper
 
-pub use api::{ApiError, ManagerDeps, ROUTES, router};
+pub use api::{Access, ApiError, ManagerDeps, ROUTES, Route, router};
 pub use auth::{bootstrap_admin_token, hash_token};
 pub use cron::{CronError, CronScheduler};
 pub use retention::{InvocationSweeper, RetentionSweeper};

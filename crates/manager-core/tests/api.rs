@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use chrono::{Duration, Utc};
 use http_body_util::BodyExt;
-use manager_core::{ManagerDeps, ROUTES, bootstrap_admin_token, hash_token, router};
+use manager_core::{ManagerDeps, ROUTES, Route, bootstrap_admin_token, hash_token, router};
 use serde_json::{Value, json};
 use shared::{
     AppName, Catalog, CatalogChange, CatalogListener, InvocationId, InvocationRecord,
@@ -317,7 +317,7 @@ async fn requests_without_a_valid_token_are_unauthorized(t: &TestApp) {
 }
 
 async fn every_route_needs_a_token_except_the_openapi_document(t: &TestApp) {
-    for (method, path) in ROUTES {
+    for Route { method, path, .. } in ROUTES {
         let uri = path
             .replace("{app}", "shop")
             .replace("{name}", "hello")
@@ -341,7 +341,7 @@ async fn the_openapi_document_is_served_and_lists_every_route(t: &TestApp) {
         .await;
     assert_eq!(doc.status, StatusCode::OK);
     assert_eq!(doc.body["openapi"], "3.1.0");
-    for (method, path) in ROUTES {
+    for Route { method, path, .. } in ROUTES {
         assert!(
             doc.body["paths"][path][method.to_ascii_lowercase()].is_object(),
             "{method} {path} is not documented"

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use manager_core::{
-    CronScheduler, InvocationSweeper, ManagerDeps, ROUTES, RetentionSweeper, router,
+    CronScheduler, InvocationSweeper, ManagerDeps, ROUTES, RetentionSweeper, Route, router,
 };
 use serde_json::{Value, json};
 use shared::store::{EventCommit, EventOutcome, TriggerSpec};
@@ -415,7 +415,7 @@ async fn a_second_consumer_for_a_queue_is_a_conflict(t: &TestApp) {
 // Auth
 
 async fn every_new_route_needs_a_token(t: &TestApp) {
-    for (method, path) in ROUTES {
+    for Route { method, path, .. } in ROUTES {
         if *path == "/api/v1/openapi.json" {
             continue;
         }

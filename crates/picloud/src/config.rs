@@ -207,6 +207,13 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Also accept HTTP/2 without TLS (h2c, prior knowledge). Off: HTTP/1.1 only.
     pub h2c: bool,
+    /// `PICLOUD_HTTP__APP_BASE_DOMAIN`: with `apps.example.com`, a request to
+    /// `shop.apps.example.com` is app `shop`'s, every path of it (`/hello` there is
+    /// `/shop/hello`), so each app has its own browser origin. Unset by default.
+    pub app_base_domain: Option<String>,
+    /// `PICLOUD_HTTP__APP_PATHS`: whether `/{app}/...` on other hosts still reaches the
+    /// app (default true; turn it off once apps are served on their own hosts).
+    pub app_paths: bool,
 }
 
 impl Default for Config {
@@ -274,6 +281,8 @@ impl Default for HttpSettings {
             idle_timeout_ms: 60_000,
             max_connections: 0,
             h2c: false,
+            app_base_domain: None,
+            app_paths: true,
         }
     }
 }

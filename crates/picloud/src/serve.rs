@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::data_dir;
-use crate::front::Front;
+use crate::front::{AppHosts, Front};
 use crate::health;
 use crate::listener::{self, ListenerOptions};
 use crate::timeouts::ClientTimeouts;
@@ -209,7 +209,11 @@ pub async fn start_role(
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     );
-    let front = Front::new(platform, ingress);
+    let hosts = AppHosts::new(
+        config.http.app_base_domain.as_deref(),
+        config.http.app_paths,
+    );
+    let front = Front::new(platform, ingress, hosts);
     let listener_options = listener_options(&config);
 
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);

@@ -27,6 +27,7 @@ pub mod objects;
 mod postgres;
 mod private;
 mod sqlite;
+mod token_scope; // a token's app list as stored: comma-separated names
 
 pub use crypto::{KeyMismatch, load_or_create_key, read_key_file, write_key_file};
 pub use objects::{LocalObjects, S3Objects, S3Options};

@@ -2,10 +2,11 @@
 //! it owns in one store transaction.
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use shared::store::App;
+use shared::store::{ApiToken, App};
 use shared::{AppName, CatalogChange};
 
 use super::ManagerDeps;
@@ -48,10 +49,13 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, ApiJson(app)))
 }
 
+/// Every app the calling token covers.
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
+    Extension(token): Extension<ApiToken>,
 ) -> Result<ApiJson<AppList>, ApiError> {
-    let apps = deps.store.apps.list().await?;
+    let mut apps = deps.store.apps.list().await?;
+    apps.retain(|app| token.covers(&app.name));
     Ok(ApiJson(AppList { apps }))
 }
 

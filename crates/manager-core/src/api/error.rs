@@ -16,6 +16,9 @@ pub enum ApiError {
     InvalidInput(String),
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// The token is valid but its role or app scope does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::InvalidInput(_) => ErrorCode::InvalidInput,
             ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,

@@ -1,14 +1,16 @@
-//! The whole `/api/v1` route table, in `router`. Each resource module holds the handlers
-//! of its routes; `ROUTES` lists the same (method, path) pairs so the OpenAPI document and
-//! the tests can be checked against the table.
+//! The whole `/api/v1` route table: `ROUTES` lists every route with who may call it, and
+//! `router` serves exactly that list, so the OpenAPI document and the tests (the route x
+//! role x app matrix among them) are checked against the real table. Each resource module
+//! holds the handlers of its routes.
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post, put};
 use shared::{AppName, Catalog, ScriptChecker, Store};
 
+mod access;
 mod apps;
 mod data;
 mod dead_letters;
@@ -23,6 +25,7 @@ mod settings;
 mod tokens;
 mod triggers;
 
+pub use access::Access;
 pub use error::ApiError;
 
 /// What the admin API needs to run.
@@ -42,53 +45,79 @@ impl ManagerDeps {
     pub const DEFAULT_MAX_SCRIPT_BYTES: usize = 256 * 1024;
 }
 
-/// Every route of the admin API, as `(method, path)`; `router` serves exactly these. Paths
-/// are written as in the OpenAPI document: the blob name `{name}` is a wildcard in the
-/// router (`{*name}`), so it may contain `/`.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/v1/openapi.json"),
-    ("POST", "/api/v1/apps"),
-    ("GET", "/api/v1/apps"),
-    ("GET", "/api/v1/apps/{app}"),
-    ("DELETE", "/api/v1/apps/{app}"),
-    ("GET", "/api/v1/apps/{app}/scripts"),
-    ("PUT", "/api/v1/apps/{app}/scripts/{name}"),
-    ("GET", "/api/v1/apps/{app}/scripts/{name}"),
-    ("DELETE", "/api/v1/apps/{app}/scripts/{name}"),
-    ("GET", "/api/v1/apps/{app}/scripts/{name}/versions"),
-    (
+/// One route of the admin API: its method, its path as the OpenAPI document writes it,
+/// and what it requires of the calling token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+use Access::{Admin, AnyToken, CreateApp, Deploy, Public, Read};
+
+/// Every route of the admin API. `router` is built from this list (and `endpoint` gives
+/// each its handler), so a route cannot be served without its line here, and each line
+/// states who may call it. Paths are written as in the OpenAPI document: the blob name
+/// `{name}` is a wildcard in the router (`{*name}`), so it may contain `/`.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/api/v1/openapi.json", Public),
+    route("POST", "/api/v1/apps", CreateApp),
+    route("GET", "/api/v1/apps", AnyToken),
+    route("GET", "/api/v1/apps/{app}", Read),
+    route("DELETE", "/api/v1/apps/{app}", Admin),
+    route("GET", "/api/v1/apps/{app}/scripts", Read),
+    route("PUT", "/api/v1/apps/{app}/scripts/{name}", Deploy),
+    route("GET", "/api/v1/apps/{app}/scripts/{name}", Read),
+    route("DELETE", "/api/v1/apps/{app}/scripts/{name}", Deploy),
+    route("GET", "/api/v1/apps/{app}/scripts/{name}/versions", Read),
+    route(
         "GET",
         "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
+        Read,
     ),
-    ("POST", "/api/v1/apps/{app}/scripts/{name}/rollback"),
-    ("POST", "/api/v1/apps/{app}/triggers"),
-    ("GET", "/api/v1/apps/{app}/triggers"),
-    ("DELETE", "/api/v1/apps/{app}/triggers/{id}"),
-    ("GET", "/api/v1/apps/{app}/invocations"),
-    ("GET", "/api/v1/apps/{app}/invocations/{id}"),
-    ("GET", "/api/v1/apps/{app}/dead-letters"),
-    ("DELETE", "/api/v1/apps/{app}/dead-letters"),
-    ("GET", "/api/v1/apps/{app}/dead-letters/{id}"),
-    ("DELETE", "/api/v1/apps/{app}/dead-letters/{id}"),
-    ("POST", "/api/v1/apps/{app}/dead-letters/{id}/replay"),
-    ("GET", "/api/v1/apps/{app}/config"),
-    ("GET", "/api/v1/apps/{app}/config/{key}"),
-    ("PUT", "/api/v1/apps/{app}/config/{key}"),
-    ("DELETE", "/api/v1/apps/{app}/config/{key}"),
-    ("GET", "/api/v1/apps/{app}/secrets"),
-    ("GET", "/api/v1/apps/{app}/secrets/{name}"),
-    ("PUT", "/api/v1/apps/{app}/secrets/{name}"),
-    ("DELETE", "/api/v1/apps/{app}/secrets/{name}"),
-    ("GET", "/api/v1/apps/{app}/kv"),
-    ("GET", "/api/v1/apps/{app}/kv/{key}"),
-    ("DELETE", "/api/v1/apps/{app}/kv/{key}"),
-    ("GET", "/api/v1/apps/{app}/blobs"),
-    ("GET", "/api/v1/apps/{app}/blobs/{name}"),
-    ("DELETE", "/api/v1/apps/{app}/blobs/{name}"),
-    ("GET", "/api/v1/apps/{app}/mailbox"),
-    ("POST", "/api/v1/tokens"),
-    ("GET", "/api/v1/tokens"),
-    ("DELETE", "/api/v1/tokens/{id}"),
+    route("POST", "/api/v1/apps/{app}/scripts/{name}/rollback", Deploy),
+    route("POST", "/api/v1/apps/{app}/triggers", Deploy),
+    route("GET", "/api/v1/apps/{app}/triggers", Read),
+    route("DELETE", "/api/v1/apps/{app}/triggers/{id}", Deploy),
+    route("GET", "/api/v1/apps/{app}/invocations", Read),
+    route("GET", "/api/v1/apps/{app}/invocations/{id}", Read),
+    route("GET", "/api/v1/apps/{app}/dead-letters", Read),
+    route("DELETE", "/api/v1/apps/{app}/dead-letters", Deploy),
+    route("GET", "/api/v1/apps/{app}/dead-letters/{id}", Read),
+    route("DELETE", "/api/v1/apps/{app}/dead-letters/{id}", Deploy),
+    route(
+        "POST",
+        "/api/v1/apps/{app}/dead-letters/{id}/replay",
+        Deploy,
+    ),
+    route("GET", "/api/v1/apps/{app}/config", Read),
+    route("GET", "/api/v1/apps/{app}/config/{key}", Read),
+    route("PUT", "/api/v1/apps/{app}/config/{key}", Deploy),
+    route("DELETE", "/api/v1/apps/{app}/config/{key}", Deploy),
+    route("GET", "/api/v1/apps/{app}/secrets", Read),
+    route("GET", "/api/v1/apps/{app}/secrets/{name}", Read),
+    route("PUT", "/api/v1/apps/{app}/secrets/{name}", Deploy),
+    route("DELETE", "/api/v1/apps/{app}/secrets/{name}", Deploy),
+    route("GET", "/api/v1/apps/{app}/kv", Read),
+    route("GET", "/api/v1/apps/{app}/kv/{key}", Read),
+    route("DELETE", "/api/v1/apps/{app}/kv/{key}", Deploy),
+    route("GET", "/api/v1/apps/{app}/blobs", Read),
+    route("GET", "/api/v1/apps/{app}/blobs/{name}", Read),
+    route("DELETE", "/api/v1/apps/{app}/blobs/{name}", Deploy),
+    route("GET", "/api/v1/apps/{app}/mailbox", Read),
+    route("GET", "/api/v1/token", AnyToken),
+    route("POST", "/api/v1/tokens", Admin),
+    route("GET", "/api/v1/tokens", Admin),
+    route("DELETE", "/api/v1/tokens/{id}", Admin),
 ];
 
 /// Bodies other than a script's source are small.
@@ -96,7 +125,68 @@ const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Room for the JSON around a script's source (the key, quotes and escapes).
 const DEPLOY_BODY_SLACK: usize = 16 * 1024;
 
-/// The admin API: every route under `/api/v1`, authenticated but `openapi.json`.
+type Endpoint = MethodRouter<Arc<ManagerDeps>>;
+
+/// The handler of one `ROUTES` line.
+///
+/// # Panics
+/// For a line without a handler: `router` then fails on its first call, in every test.
+fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
+    match (route.method, route.path) {
+        ("GET", "/api/v1/openapi.json") => get(openapi::serve),
+        ("POST", "/api/v1/apps") => post(apps::create),
+        ("GET", "/api/v1/apps") => get(apps::list),
+        ("GET", "/api/v1/apps/{app}") => get(apps::get),
+        ("DELETE", "/api/v1/apps/{app}") => delete(apps::delete),
+        ("GET", "/api/v1/apps/{app}/scripts") => get(scripts::list),
+        ("PUT", "/api/v1/apps/{app}/scripts/{name}") => {
+            put(scripts::deploy).layer(DefaultBodyLimit::max(deploy_limit))
+        }
+        ("GET", "/api/v1/apps/{app}/scripts/{name}") => get(scripts::get),
+        ("DELETE", "/api/v1/apps/{app}/scripts/{name}") => delete(scripts::delete),
+        ("GET", "/api/v1/apps/{app}/scripts/{name}/versions") => get(scripts::versions),
+        ("GET", "/api/v1/apps/{app}/scripts/{name}/versions/{version}") => get(scripts::version),
+        ("POST", "/api/v1/apps/{app}/scripts/{name}/rollback") => post(scripts::rollback),
+        ("POST", "/api/v1/apps/{app}/triggers") => post(triggers::create),
+        ("GET", "/api/v1/apps/{app}/triggers") => get(triggers::list),
+        ("DELETE", "/api/v1/apps/{app}/triggers/{id}") => delete(triggers::delete),
+        ("GET", "/api/v1/apps/{app}/invocations") => get(invocations::list),
+        ("GET", "/api/v1/apps/{app}/invocations/{id}") => get(invocations::get),
+        ("GET", "/api/v1/apps/{app}/dead-letters") => get(dead_letters::list),
+        ("DELETE", "/api/v1/apps/{app}/dead-letters") => delete(dead_letters::purge),
+        ("GET", "/api/v1/apps/{app}/dead-letters/{id}") => get(dead_letters::get),
+        ("DELETE", "/api/v1/apps/{app}/dead-letters/{id}") => delete(dead_letters::delete),
+        ("POST", "/api/v1/apps/{app}/dead-letters/{id}/replay") => post(dead_letters::replay),
+        ("GET", "/api/v1/apps/{app}/config") => get(settings::config_list),
+        ("GET", "/api/v1/apps/{app}/config/{key}") => get(settings::config_get),
+        ("PUT", "/api/v1/apps/{app}/config/{key}") => put(settings::config_set),
+        ("DELETE", "/api/v1/apps/{app}/config/{key}") => delete(settings::config_delete),
+        ("GET", "/api/v1/apps/{app}/secrets") => get(settings::secret_list),
+        ("GET", "/api/v1/apps/{app}/secrets/{name}") => get(settings::secret_get),
+        ("PUT", "/api/v1/apps/{app}/secrets/{name}") => put(settings::secret_set),
+        ("DELETE", "/api/v1/apps/{app}/secrets/{name}") => delete(settings::secret_delete),
+        ("GET", "/api/v1/apps/{app}/kv") => get(data::kv_list),
+        ("GET", "/api/v1/apps/{app}/kv/{key}") => get(data::kv_get),
+        ("DELETE", "/api/v1/apps/{app}/kv/{key}") => delete(data::kv_delete),
+        ("GET", "/api/v1/apps/{app}/blobs") => get(data::blob_list),
+        ("GET", "/api/v1/apps/{app}/blobs/{name}") => get(data::blob_get),
+        ("DELETE", "/api/v1/apps/{app}/blobs/{name}") => delete(data::blob_delete),
+        ("GET", "/api/v1/apps/{app}/mailbox") => get(mailbox::list),
+        ("GET", "/api/v1/token") => get(tokens::current),
+        ("POST", "/api/v1/tokens") => post(tokens::create),
+        ("GET", "/api/v1/tokens") => get(tokens::list),
+        ("DELETE", "/api/v1/tokens/{id}") => delete(tokens::delete),
+        (method, path) => panic!("the route {method} {path} has no handler"),
+    }
+}
+
+/// The path as the router matches it: a blob's name is a wildcard.
+fn router_path(path: &'static str) -> String {
+    path.replace("/blobs/{name}", "/blobs/{*name}")
+}
+
+/// The admin API: every route of `ROUTES` under `/api/v1`, each behind its `Access`
+/// check, and every one but the `Public` ones behind a bearer token.
 pub fn router(deps: ManagerDeps) -> Router {
     // Escapes can double a source's size in JSON; the exact check on the decoded source
     // happens in the handler.
@@ -105,84 +195,24 @@ pub fn router(deps: ManagerDeps) -> Router {
         .saturating_mul(2)
         .saturating_add(DEPLOY_BODY_SLACK);
     let state = Arc::new(deps);
-    Router::new()
-        .route("/api/v1/apps", post(apps::create).get(apps::list))
-        .route("/api/v1/apps/{app}", get(apps::get).delete(apps::delete))
-        .route("/api/v1/apps/{app}/scripts", get(scripts::list))
-        .route(
-            "/api/v1/apps/{app}/scripts/{name}",
-            get(scripts::get)
-                .delete(scripts::delete)
-                .put(scripts::deploy)
-                .layer(DefaultBodyLimit::max(deploy_limit)),
-        )
-        .route(
-            "/api/v1/apps/{app}/scripts/{name}/versions",
-            get(scripts::versions),
-        )
-        .route(
-            "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
-            get(scripts::version),
-        )
-        .route(
-            "/api/v1/apps/{app}/scripts/{name}/rollback",
-            post(scripts::rollback),
-        )
-        .route(
-            "/api/v1/apps/{app}/triggers",
-            post(triggers::create).get(triggers::list),
-        )
-        .route(
-            "/api/v1/apps/{app}/triggers/{id}",
-            axum::routing::delete(triggers::delete),
-        )
-        .route("/api/v1/apps/{app}/invocations", get(invocations::list))
-        .route("/api/v1/apps/{app}/invocations/{id}", get(invocations::get))
-        .route(
-            "/api/v1/apps/{app}/dead-letters",
-            get(dead_letters::list).delete(dead_letters::purge),
-        )
-        .route(
-            "/api/v1/apps/{app}/dead-letters/{id}",
-            get(dead_letters::get).delete(dead_letters::delete),
-        )
-        .route(
-            "/api/v1/apps/{app}/dead-letters/{id}/replay",
-            post(dead_letters::replay),
-        )
-        .route("/api/v1/apps/{app}/config", get(settings::config_list))
-        .route(
-            "/api/v1/apps/{app}/config/{key}",
-            get(settings::config_get)
-                .put(settings::config_set)
-                .delete(settings::config_delete),
-        )
-        .route("/api/v1/apps/{app}/secrets", get(settings::secret_list))
-        .route(
-            "/api/v1/apps/{app}/secrets/{name}",
-            get(settings::secret_get)
-                .put(settings::secret_set)
-                .delete(settings::secret_delete),
-        )
-        .route("/api/v1/apps/{app}/kv", get(data::kv_list))
-        .route(
-            "/api/v1/apps/{app}/kv/{key}",
-            get(data::kv_get).delete(data::kv_delete),
-        )
-        .route("/api/v1/apps/{app}/blobs", get(data::blob_list))
-        .route(
-            "/api/v1/apps/{app}/blobs/{*name}",
-            get(data::blob_get).delete(data::blob_delete),
-        )
-        .route("/api/v1/apps/{app}/mailbox", get(mailbox::list))
-        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::delete))
+    let mut guarded = Router::new();
+    let mut public = Router::new();
+    for r in ROUTES {
+        let handler = endpoint(r, deploy_limit);
+        if r.access == Public {
+            public = public.route(&router_path(r.path), handler);
+        } else {
+            let handler = handler.route_layer(from_fn_with_state(r.access, access::authorize));
+            guarded = guarded.route(&router_path(r.path), handler);
+        }
+    }
+    guarded
         .route("/api/v1/{*rest}", any(unknown_route))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
         ))
-        .route("/api/v1/openapi.json", get(openapi::serve))
+        .merge(public)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .with_state(state)

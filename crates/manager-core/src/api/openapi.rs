@@ -5,6 +5,9 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use serde_json::{Map, Value, json};
+use shared::store::TokenRole;
+
+use super::{Access, ROUTES};
 
 static DOCUMENT: LazyLock<Value> = LazyLock::new(document);
 
@@ -103,7 +106,7 @@ pub(super) fn document() -> Value {
         "/apps",
         json!({
             "post": op("Create an app", Some("CreateApp"), "201", Some("App")),
-            "get": op("List apps", None, "200", Some("AppList")),
+            "get": op("List apps (a scoped token sees only its apps)", None, "200", Some("AppList")),
         }),
     );
     add(
@@ -389,11 +392,15 @@ pub(super) fn document() -> Value {
         }),
     );
     add(
+        "/token",
+        json!({"get": op("The calling token: its id, name, role and apps (never its secret)", None, "200", Some("Token"))}),
+    );
+    add(
         "/tokens/{id}",
         item(
             vec![id],
             json!({
-                "delete": op("Delete a token (409 for the last one)", None, "204", None),
+                "delete": op("Delete a token (409 for the last admin token)", None, "204", None),
             }),
         ),
     );
@@ -410,7 +417,11 @@ pub(super) fn document() -> Value {
     });
     let mut script_detail_props = script_props.clone();
     script_detail_props["source"] = string.clone();
-    let token_props = json!({"id": uuid, "name": string, "created_at": time});
+    let role = json!({"type": "string", "enum": ["admin", "deploy", "read"]});
+    let scope = json!({"type": ["array", "null"], "items": string,
+        "description": "the apps the token covers; null (or absent when creating) is every app"});
+    let token_props =
+        json!({"id": uuid, "name": string, "role": role, "apps": scope, "created_at": time});
     let mut created_token_props = token_props.clone();
     created_token_props["token"] =
         json!({"type": "string", "description": "the secret, shown this once"});
@@ -523,15 +534,21 @@ pub(super) fn document() -> Value {
             "invocations": {"type": "array", "items": schema_ref("Invocation")},
             "next_before": {"type": ["string", "null"], "format": "uuid"},
         })),
-        "CreateToken": object(&["name"], json!({"name": string})),
-        "Token": object(&["id", "name", "created_at"], token_props),
+        "CreateToken": object(&["name"], json!({
+            "name": string,
+            "role": {"type": "string", "enum": ["admin", "deploy", "read"], "default": "admin"},
+            "apps": {"type": "array", "items": string,
+                "description": "the apps the token covers (not with role admin); absent is every app"},
+        })),
+        "Token": object(&["id", "name", "role", "apps", "created_at"], token_props),
         "TokenList": list_of("tokens", "Token"),
-        "CreatedToken": object(&["id", "name", "created_at", "token"], created_token_props),
+        "CreatedToken": object(&["id", "name", "role", "apps", "created_at", "token"], created_token_props),
     });
 
     if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), data_schemas) {
         all.extend(more);
     }
+    annotate_access(&mut paths);
 
     json!({
         "openapi": "3.1.0",
@@ -549,12 +566,46 @@ pub(super) fn document() -> Value {
     })
 }
 
+/// States each operation's `Access` from `ROUTES`: `x-picloud-role` (the least role that
+/// passes, or `none`), `x-picloud-app-scoped`, a sentence in its description, and the 401
+/// and 403 answers.
+fn annotate_access(paths: &mut Map<String, Value>) {
+    for route in ROUTES {
+        let Some(operation) = paths
+            .get_mut(route.path)
+            .and_then(|item| item.get_mut(route.method.to_ascii_lowercase()))
+        else {
+            continue;
+        };
+        let role = route.access.role().map_or("none", TokenRole::as_str);
+        operation["x-picloud-role"] = json!(role);
+        operation["x-picloud-app-scoped"] =
+            json!(matches!(route.access, Access::Read | Access::Deploy));
+        let sentence = route.access.sentence();
+        operation["description"] = match operation["description"].as_str() {
+            Some(own) => json!(format!("{sentence} {own}")),
+            None => json!(sentence),
+        };
+        if route.access != Access::Public {
+            let error = json!({
+                "content": {"application/json": {"schema": schema_ref("Error")}}
+            });
+            let mut unauthorized = error.clone();
+            unauthorized["description"] = json!("no valid bearer token");
+            let mut forbidden = error;
+            forbidden["description"] =
+                json!("the token's role or app scope does not allow this call");
+            operation["responses"]["401"] = unauthorized;
+            operation["responses"]["403"] = forbidden;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::api::ROUTES;
 
     fn operations(doc: &Value) -> BTreeSet<(String, String)> {
         let mut ops = BTreeSet::new();
@@ -573,9 +624,31 @@ mod tests {
         let documented = operations(&document());
         let routed: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .map(|r| (r.method.to_owned(), r.path.to_owned()))
             .collect();
         assert_eq!(documented, routed);
+    }
+
+    #[test]
+    fn every_operation_states_its_role_and_its_403() {
+        let doc = document();
+        for route in ROUTES {
+            let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
+            let role = op["x-picloud-role"].as_str().expect("x-picloud-role");
+            let description = op["description"].as_str().expect("description");
+            assert!(description.starts_with("Needs"), "{description}");
+            if route.access == Access::Public {
+                assert_eq!(role, "none");
+            } else {
+                assert!(["admin", "deploy", "read"].contains(&role), "{role}");
+                assert!(
+                    op["responses"]["403"].is_object(),
+                    "{} {}",
+                    route.method,
+                    route.path
+                );
+            }
+        }
     }
 
     #[test]

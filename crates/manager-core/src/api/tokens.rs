@@ -1,14 +1,17 @@
-//! `/api/v1/tokens`: admin API tokens. A secret is shown once, in the answer that creates
-//! it; the store keeps only its hash. The last token cannot be deleted, so the API never
-//! locks everyone out.
+//! `/api/v1/tokens`: admin API tokens, each with a role (`admin`, `deploy`, `read`) and a
+//! scope (every app, or named apps). A secret is shown once, in the answer that creates
+//! it; the store keeps only its hash. Only admin tokens reach these routes, so no token can
+//! make one with more rights than itself. The last admin token cannot be deleted (checked
+//! and deleted atomically in the store), so the API never locks everyone out.
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::TokenId;
-use shared::store::ApiToken;
+use shared::store::{ApiToken, NewToken, TokenDeleted, TokenRole};
+use shared::{AppName, TokenId};
 
 use super::ManagerDeps;
 use super::error::ApiError;
@@ -17,11 +20,19 @@ use super::json::ApiJson;
 use crate::auth::{generate_token, hash_token};
 
 const MAX_NAME_CHARS: usize = 64;
+/// More apps than this in one scope is a mistake, not a use.
+const MAX_SCOPE_APPS: usize = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
     name: String,
+    /// `admin` when absent.
+    #[serde(default)]
+    role: Option<TokenRole>,
+    /// Every app when absent.
+    #[serde(default)]
+    apps: Option<Vec<AppName>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,9 +41,11 @@ pub(super) struct TokenPath {
 }
 
 #[derive(Serialize)]
-pub(super) struct CreatedToken {
+pub(super) struct Created {
     id: TokenId,
     name: String,
+    role: TokenRole,
+    apps: Option<Vec<AppName>>,
     created_at: DateTime<Utc>,
     /// The secret: shown this once.
     token: String,
@@ -47,7 +60,7 @@ pub(super) struct TokenList {
 pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
     ApiJson(body): ApiJson<CreateToken>,
-) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
+) -> Result<(StatusCode, ApiJson<Created>), ApiError> {
     let name = body.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
@@ -57,23 +70,65 @@ pub(super) async fn create(
             "token name must be 1 to {MAX_NAME_CHARS} characters, without control characters"
         )));
     }
+    let role = body.role.unwrap_or(TokenRole::Admin);
+    let apps = scope(&deps, role, body.apps).await?;
     let secret = generate_token();
     let token = deps
         .store
         .tokens
-        .create(name, &hash_token(&secret))
+        .create(&NewToken {
+            name: name.to_owned(),
+            secret_hash: hash_token(&secret),
+            role,
+            apps,
+        })
         .await
         .map_err(|e| ApiError::from_store(e, |_| name.to_owned()))?;
-    tracing::info!(token = %token.id, "token created");
+    tracing::info!(token = %token.id, role = %token.role, "token created");
     Ok((
         StatusCode::CREATED,
-        ApiJson(CreatedToken {
+        ApiJson(Created {
             id: token.id,
             name: token.name,
+            role: token.role,
+            apps: token.apps,
             created_at: token.created_at,
             token: secret,
         }),
     ))
+}
+
+/// A new token's scope: every app for `admin`; else the named apps, each existing, once.
+async fn scope(
+    deps: &ManagerDeps,
+    role: TokenRole,
+    apps: Option<Vec<AppName>>,
+) -> Result<Option<Vec<AppName>>, ApiError> {
+    let Some(mut apps) = apps else {
+        return Ok(None);
+    };
+    if role == TokenRole::Admin {
+        return Err(ApiError::InvalidInput(
+            "an admin token covers every app: give apps only with role deploy or read".into(),
+        ));
+    }
+    apps.sort();
+    apps.dedup();
+    if apps.is_empty() || apps.len() > MAX_SCOPE_APPS {
+        return Err(ApiError::InvalidInput(format!(
+            "apps must name 1 to {MAX_SCOPE_APPS} apps (leave it out for every app)"
+        )));
+    }
+    for app in &apps {
+        super::require_app(deps, app).await?;
+    }
+    Ok(Some(apps))
+}
+
+/// The calling token (never its secret): what a client shows its user, e.g. which apps
+/// a scoped token covers.
+pub(super) async fn current(Extension(token): Extension<ApiToken>) -> ApiJson<ApiToken> {
+    ApiJson(token)
 }
 
 pub(super) async fn list(
@@ -88,19 +143,11 @@ pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(TokenPath { id }): ApiPath<TokenPath>,
 ) -> Result<StatusCode, ApiError> {
-    let tokens = deps.store.tokens.list().await?;
-    if !tokens.iter().any(|t| t.id == id) {
-        return Err(ApiError::not_found("token", id));
+    match deps.store.tokens.delete(id).await {
+        Ok(TokenDeleted::Deleted) => Ok(StatusCode::NO_CONTENT),
+        Ok(TokenDeleted::LastAdmin) => Err(ApiError::Conflict(
+            "the last admin token cannot be deleted".into(),
+        )),
+        Err(e) => Err(ApiError::from_store(e, |_| id.to_string())),
     }
-    if tokens.len() <= 1 {
-        return Err(ApiError::Conflict(
-            "the last remaining token cannot be deleted".into(),
-        ));
-    }
-    deps.store
-        .tokens
-        .delete(id)
-        .await
-        .map_err(|e| ApiError::from_store(e, |_| id.to_string()))?;
-    Ok(StatusCode::NO_CONTENT)
 }

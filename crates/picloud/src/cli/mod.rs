@@ -20,7 +20,7 @@ mod mailbox; // the development mailbox
 mod output; // tables, times, JSON printing
 mod scripts; // scripts list|versions|show|rollback|delete
 mod settings; // config set|get|list|delete, secrets set|list|delete
-mod tokens; // tokens list|create|delete
+mod tokens; // tokens list|whoami|create|delete
 mod triggers; // triggers list|add|delete
 
 pub use client::ApiFailure;

@@ -23,7 +23,7 @@ pub use kv::{KvEntry, KvRepository};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
-pub use tokens::{ApiToken, Bootstrap, TokenRepository};
+pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
 pub use triggers::{HttpMethod, NewTrigger, Trigger, TriggerRepository, TriggerSpec};
 
 /// A live connection to one database, seen through its repositories.

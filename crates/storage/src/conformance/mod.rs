@@ -14,12 +14,14 @@ mod dead_letters;
 mod kv;
 mod outbox;
 mod settings;
+mod tokens;
 pub use blobs::*;
 pub use cron::*;
 pub use dead_letters::*;
 pub use kv::*;
 pub use outbox::*;
 pub use settings::*;
+pub use tokens::*;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use shared::store::HttpMethod;
@@ -56,6 +58,9 @@ macro_rules! conformance_tests {
             a_record_with_logs_error_and_http_status_round_trips_exactly,
             tokens_can_be_created_found_listed_counted_and_deleted,
             a_duplicate_token_hash_is_a_conflict,
+            tokens_keep_their_role_and_app_scope,
+            the_last_admin_token_cannot_be_deleted_but_other_tokens_can,
+            two_admins_deleting_each_other_at_once_always_leave_one,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
             publish_fans_out_to_every_subscriber_and_to_nobody_without_one,
@@ -900,44 +905,6 @@ pub async fn a_record_with_logs_error_and_http_status_round_trips_exactly(store:
         .await
         .expect("get");
     assert_eq!(got, Some(plain));
-}
-
-pub async fn tokens_can_be_created_found_listed_counted_and_deleted(store: &Store) {
-    assert_eq!(store.tokens.count().await.expect("count"), 0);
-    let admin = store
-        .tokens
-        .create("admin", "hash-1")
-        .await
-        .expect("create");
-    let ci = store.tokens.create("ci", "hash-2").await.expect("create");
-    assert_eq!(store.tokens.count().await.expect("count"), 2);
-    assert_eq!(
-        store.tokens.find_by_hash("hash-1").await.expect("find"),
-        Some(admin.clone())
-    );
-    assert_eq!(store.tokens.find_by_hash("nope").await.expect("find"), None);
-    let listed = store.tokens.list().await.expect("list");
-    assert_eq!(listed, [admin.clone(), ci.clone()]);
-    store.tokens.delete(admin.id).await.expect("delete");
-    assert_eq!(
-        store.tokens.find_by_hash("hash-1").await.expect("find"),
-        None
-    );
-    assert_eq!(store.tokens.list().await.expect("list"), [ci]);
-    assert_eq!(store.tokens.count().await.expect("count"), 1);
-    let err = store.tokens.delete(admin.id).await.expect_err("twice");
-    assert!(matches!(err, StoreError::NotFound("token")), "{err:?}");
-}
-
-pub async fn a_duplicate_token_hash_is_a_conflict(store: &Store) {
-    store.tokens.create("admin", "same").await.expect("create");
-    let err = store
-        .tokens
-        .create("other", "same")
-        .await
-        .expect_err("duplicate");
-    assert!(matches!(err, StoreError::Conflict("token")), "{err:?}");
-    assert_eq!(store.tokens.count().await.expect("count"), 1);
 }
 
 pub async fn ping_answers_and_the_backend_names_itself(store: &Store) {

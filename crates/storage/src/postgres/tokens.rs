@@ -1,7 +1,7 @@
 //! Admin API tokens on PostgreSQL, stored only by the hash of their secret.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shared::store::{ApiToken, TokenRepository};
+use shared::store::{ApiToken, NewToken, TokenDeleted, TokenRepository, TokenRole};
 use shared::{StoreError, TokenId};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
@@ -9,11 +9,19 @@ use uuid::Uuid;
 
 use crate::error::{conflict_as, db};
 use crate::now;
+use crate::token_scope::{apps_from_text, apps_to_text, role_from_text};
 
-const INSERT: &str =
-    "INSERT INTO api_tokens (id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4)";
-const FIND_BY_HASH: &str = "SELECT id, name, created_at FROM api_tokens WHERE secret_hash = $1";
-const LIST: &str = "SELECT id, name, created_at FROM api_tokens ORDER BY created_at, id";
+const INSERT: &str = "INSERT INTO api_tokens (id, name, secret_hash, role, apps, created_at) \
+                      VALUES ($1, $2, $3, $4, $5, $6)";
+const FIND_BY_HASH: &str =
+    "SELECT id, name, role, apps, created_at FROM api_tokens WHERE secret_hash = $1";
+const LIST: &str =
+    "SELECT id, name, role, apps, created_at FROM api_tokens ORDER BY created_at, id";
+/// Locks every admin row and the target, in id order (so two deletes never deadlock). A
+/// concurrent delete that committed first has removed its row from what this one sees once
+/// it gets the lock, so the count below is never stale.
+const LOCK_ADMINS_AND_TARGET: &str =
+    "SELECT id, role FROM api_tokens WHERE role = 'admin' OR id = $1 ORDER BY id FOR UPDATE";
 const DELETE: &str = "DELETE FROM api_tokens WHERE id = $1";
 const COUNT: &str = "SELECT COUNT(*) AS n FROM api_tokens";
 
@@ -23,22 +31,28 @@ fn row_to_token(row: &PgRow) -> Result<ApiToken, StoreError> {
     Ok(ApiToken {
         id: TokenId(row.try_get::<Uuid, _>("id").map_err(db)?),
         name: row.try_get("name").map_err(db)?,
+        role: role_from_text(row.try_get("role").map_err(db)?)?,
+        apps: apps_from_text(row.try_get("apps").map_err(db)?)?,
         created_at: row.try_get::<DateTime<Utc>, _>("created_at").map_err(db)?,
     })
 }
 
 #[async_trait]
 impl TokenRepository for PgTokens {
-    async fn create(&self, name: &str, secret_hash: &str) -> Result<ApiToken, StoreError> {
+    async fn create(&self, new: &NewToken) -> Result<ApiToken, StoreError> {
         let token = ApiToken {
             id: TokenId::new(),
-            name: name.to_owned(),
+            name: new.name.clone(),
+            role: new.role,
+            apps: new.apps.clone(),
             created_at: now(),
         };
         sqlx::query(INSERT)
             .bind(token.id.0)
-            .bind(name)
-            .bind(secret_hash)
+            .bind(&new.name)
+            .bind(&new.secret_hash)
+            .bind(new.role.as_str())
+            .bind(apps_to_text(new.apps.as_deref()))
             .bind(token.created_at)
             .execute(&self.0)
             .await
@@ -60,16 +74,37 @@ impl TokenRepository for PgTokens {
         rows.iter().map(row_to_token).collect()
     }
 
-    async fn delete(&self, id: TokenId) -> Result<(), StoreError> {
-        let done = sqlx::query(DELETE)
+    async fn delete(&self, id: TokenId) -> Result<TokenDeleted, StoreError> {
+        let mut tx = self.0.begin().await.map_err(db)?;
+        let rows = sqlx::query(LOCK_ADMINS_AND_TARGET)
             .bind(id.0)
-            .execute(&self.0)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("token"));
+        let mut target = None;
+        let mut admins = 0usize;
+        for row in &rows {
+            let role = role_from_text(row.try_get("role").map_err(db)?)?;
+            if role == TokenRole::Admin {
+                admins += 1;
+            }
+            if row.try_get::<Uuid, _>("id").map_err(db)? == id.0 {
+                target = Some(role);
+            }
         }
-        Ok(())
+        let Some(role) = target else {
+            return Err(StoreError::NotFound("token"));
+        };
+        if role == TokenRole::Admin && admins <= 1 {
+            return Ok(TokenDeleted::LastAdmin);
+        }
+        sqlx::query(DELETE)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(TokenDeleted::Deleted)
     }
 
     async fn count(&self) -> Result<u64, StoreError> {

@@ -60,6 +60,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "server_meta",
         include_str!("../../migrations/sqlite/0004_server_meta.sql"),
     ),
+    (
+        "0005_token_scopes.sql",
+        5,
+        "token_scopes",
+        include_str!("../../migrations/sqlite/0005_token_scopes.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
