@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "data",
         include_str!("../../migrations/postgres/0003_data.sql"),
     ),
+    (
+        "0006_invocation_drops.sql",
+        6,
+        "invocation_drops",
+        include_str!("../../migrations/postgres/0006_invocation_drops.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
