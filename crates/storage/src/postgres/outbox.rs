@@ -927,13 +927,20 @@ impl OutboxRepository for PgOutbox {
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let before = Utc::now();
         let (due, db_now): (Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(NEXT_DUE)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
+        let after = Utc::now();
         // A node whose clock runs ahead of the database's would see a row as due while the
-        // claim (on the database's clock) finds nothing, and wake again and again.
-        Ok(due.map(|due| Utc::now() + (due - db_now)))
+        // claim (on the database's clock) finds nothing, and wake again and again. The
+        // database read its clock between `before` and `after`: inside that window the two
+        // clocks agree as far as can be told; outside it, the due time is moved by the
+        // larger estimate of the gap, so the node never wakes before the row is due.
+        let slack = chrono::Duration::milliseconds(1);
+        let agree = db_now + slack >= before && db_now - slack <= after;
+        Ok(due.map(|due| if agree { due } else { due + (after - db_now) }))
     }
 
     async fn inserted(&self) {
