@@ -131,8 +131,9 @@ async fn a_node_ahead_of_the_database_sleeps_until_its_row_is_due_instead_of_spi
         .expect("a record");
     assert_eq!(record.trigger, "invoke");
     let claims = counting.claims.load(Ordering::SeqCst);
-    // At start, on the insert, when due (and once after the commit): not one per 5 ms.
-    assert!(claims <= 8, "{claims} claims in {SKEW_SECS} s");
+    // At start, on each wake-up (the listener coming up, the local and the NOTIFY word
+    // of the insert, the due time, the commit): a handful, where a spin makes hundreds.
+    assert!(claims <= 30, "{claims} claims in {SKEW_SECS} s");
     node.finish().await;
     store.health.close().await;
 
