@@ -33,6 +33,9 @@ pub struct ExecutorConfig {
     pub limits: Limits,
     /// What `http::*` may reach (the SSRF policy) and its timeouts and caps.
     pub outbound: crate::ssrf::OutboundConfig,
+    /// The only `from` addresses `email::send` accepts (compared without case); a message
+    /// without `from` goes out from the mailer's default sender.
+    pub email_senders: Vec<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -42,6 +45,7 @@ impl Default for ExecutorConfig {
             queue_capacity: 256,
             limits: Limits::default(),
             outbound: crate::ssrf::OutboundConfig::default(),
+            email_senders: Vec::new(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub(crate) struct Runner {
     pub(crate) store: Store,
     /// The runtime that owns the store's pools; script threads `block_on` it.
     pub(crate) rt: tokio::runtime::Handle,
+    /// The `from` addresses `email::send` accepts.
+    pub(crate) email_senders: Vec<String>,
 }
 
 pub struct Executor {
@@ -78,6 +84,7 @@ impl Executor {
             cache: AstCache::default(),
             store,
             rt,
+            email_senders: config.email_senders.clone(),
         });
         let worker_runner = Arc::clone(&runner);
         let outbound = crate::host::http::Outbound::start(&config.outbound, runner.rt.clone());

@@ -67,6 +67,7 @@ impl Harness {
             threads: 1,
             queue_capacity: 8,
             limits,
+            email_senders: vec!["Shop@Example.com".into()],
             ..ExecutorConfig::default()
         };
         let executor = Executor::start(config, store.clone(), tokio::runtime::Handle::current());
@@ -554,6 +555,7 @@ async fn email_send_validates_and_buffers_the_message(h: Harness) {
                 #{ to: [], subject: "s", text: "t" },
                 #{ to: "ada@example.com", subject: "s", text: "t", reply_to: "x@" },
                 #{ to: "ada@example.com", subject: "a\r\nBcc: eve@example.com", text: "t" },
+                #{ to: "ada@example.com", subject: "s", text: "t", from: "ceo@example.com" },
             ];
             for m in tries { try { email::send(m); errs.push("accepted"); } catch (e) { errs.push(e); } }
             errs"#,
@@ -568,6 +570,7 @@ async fn email_send_validates_and_buffers_the_message(h: Harness) {
             "email::send: to must have 1 to 50 addresses",
             "invalid email address: x@",
             "email::send: subject may not contain control characters",
+            "email::send: from 'ceo@example.com' is not an allowed sender; leave it out to send from the default sender",
         ])
     );
     assert_eq!(

@@ -470,6 +470,7 @@ impl Harness {
             queue_capacity: 8,
             outbound,
             limits,
+            email_senders: Vec::new(),
         };
         let executor = Executor::start(config, db.store.clone(), tokio::runtime::Handle::current());
         Harness { db, executor, app }

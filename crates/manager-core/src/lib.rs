@@ -15,10 +15,10 @@
 //!   expired invocation records (each sleeping until the oldest one expires).
 mod api; // the route table, one module per resource, the error and extractor types
 mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap token
-pub mod cron; // schedules (next_fire, due_slot) and the scheduler that fires them
+pub mod cron; // schedules (next_fire, due_slot, validate) and the scheduler that fires them
 mod retention; // the dead-letter retention sweeper
 
 pub use api::{Access, ApiError, ManagerDeps, ROUTES, Route, router};
 pub use auth::{bootstrap_admin_token, hash_token};
-pub use cron::{CronError, CronScheduler};
+pub use cron::{CronCounts, CronError, CronScheduler};
 pub use retention::{InvocationSweeper, RetentionSweeper};

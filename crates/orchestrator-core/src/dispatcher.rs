@@ -62,6 +62,9 @@ pub struct DispatchConfig {
     pub backoff_base: Duration,
     /// The retry delay's cap (default 5 min).
     pub backoff_max: Duration,
+    /// The log lines of one event's record keep at most this many message bytes; the
+    /// rest is cut and marked (0: no bound; default 16 KiB).
+    pub max_record_log_bytes: usize,
 }
 
 impl Default for DispatchConfig {
@@ -73,6 +76,7 @@ impl Default for DispatchConfig {
             max_in_flight: 64,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            max_record_log_bytes: 16 * 1024,
         }
     }
 }
@@ -335,6 +339,7 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             record.started_at = execution.started_at;
             record.duration_ms = u64::try_from(execution.duration.as_millis()).unwrap_or(u64::MAX);
             record.logs = execution.logs;
+            crate::recorder::cap_logs(&mut record.logs, ctx.config.max_record_log_bytes);
             match execution.result {
                 Ok(_output) => {
                     record.status = InvocationStatus::Ok;
@@ -441,34 +446,70 @@ fn email_message(payload: &serde_json::Value) -> Option<EmailMessage> {
     })
 }
 
+/// Email events have no script; their records go under this name (trigger `email`).
+const EMAIL_RECORD_SCRIPT: &str = "email";
+
 async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
-    let Some(message) = email_message(&event.payload) else {
+    let started_at = Utc::now();
+    let clock = std::time::Instant::now();
+    let message = email_message(&event.payload);
+    let outcome = match &message {
         // It will never parse: no point in retrying.
-        return EventCommit {
-            event,
-            outcome: EventOutcome::Dead {
-                error: "the email message is malformed".into(),
+        None => EventOutcome::Dead {
+            error: "the email message is malformed".into(),
+        },
+        Some(message) => match ctx.mailer.send(&event.app, message).await {
+            Ok(()) => EventOutcome::Done {
+                effects: shared::Effects::default(),
             },
-            record: None,
-        };
-    };
-    let outcome = match ctx.mailer.send(&event.app, &message).await {
-        Ok(()) => EventOutcome::Done {
-            effects: shared::Effects::default(),
+            // A bad address or a 5xx reply will not get better: no retries.
+            Err(error) if error.is_permanent() => EventOutcome::Dead {
+                error: error.to_string(),
+            },
+            Err(error) => {
+                tracing::warn!(error = ?error, event = %event.id, "an email could not be sent");
+                failed(ctx, &event, error.to_string())
+            }
         },
-        // A bad address or a 5xx reply will not get better: no retries.
-        Err(error) if error.is_permanent() => EventOutcome::Dead {
-            error: error.to_string(),
-        },
-        Err(error) => {
-            tracing::warn!(error = ?error, event = %event.id, "an email could not be sent");
-            failed(ctx, &event, error.to_string())
-        }
     };
+    let error = match &outcome {
+        EventOutcome::Dead { error } | EventOutcome::Retry { error, .. } => Some(error.clone()),
+        EventOutcome::Done { .. } | EventOutcome::Release { .. } => None,
+    };
+    let summary = match message
+        .as_ref()
+        .and_then(|m| m.to.first().map(|to| (to, m.to.len())))
+    {
+        Some((to, 1)) => format!("email to {to}"),
+        Some((to, n)) => format!("email to {to} and {} more", n - 1),
+        None => "email".to_owned(),
+    };
+    let record = ScriptName::parse(EMAIL_RECORD_SCRIPT)
+        .ok()
+        .map(|script| InvocationRecord {
+            id: InvocationId::new(),
+            app: event.app.clone(),
+            script,
+            version: None,
+            trigger: event.kind.as_str().into(),
+            status: if error.is_some() {
+                InvocationStatus::Error
+            } else {
+                InvocationStatus::Ok
+            },
+            started_at,
+            duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+            http_status: None,
+            summary,
+            logs: Vec::new(),
+            error,
+            request_id: None,
+            attempt: Some(event.attempt),
+        });
     EventCommit {
         event,
         outcome,
-        record: None,
+        record,
     }
 }
 

@@ -24,4 +24,5 @@ mod wake; // no fixed polling tick anywhere
 pub use dispatcher::DispatchConfig;
 pub use ingress::{INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
 pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
+pub use recorder::RecordBounds;
 pub use retry::backoff;

@@ -8,14 +8,21 @@
 //! whatever piled up while the previous write ran (up to `BATCH`), writes it in one store
 //! call, and only then broadcasts each record: a subscriber never sees a record that is
 //! not in the store. `finish` closes the channel, writes what is queued and awaits the task.
+//!
+//! What one app can make it write is bounded (`RecordBounds`): its failure records per
+//! second, and the log bytes of every record. A failure record over the app's budget is
+//! not written but counted, per app, in `picloud_invocation_records_bounded_total{app}`
+//! and in the store (the invocation list's `dropped`), so a flood of failing requests
+//! cannot fill the disk and still shows.
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::store::InvocationRepository;
-use shared::{InvocationRecord, StoreError};
+use shared::{AppName, InvocationRecord, LogLevel, LogLine, StoreError};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,8 +35,120 @@ const BROADCAST_CAPACITY: usize = 1024;
 /// A busy SQLite is retried this many times, with a growing pause.
 const BUSY_RETRIES: u32 = 3;
 
+/// What one app can make the recorder write.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordBounds {
+    /// Failure records (error, timeout) stored per app per second at most; past it they
+    /// are counted, not stored. 0: no bound.
+    pub failures_per_sec: u32,
+    /// The log lines of one stored record keep at most this many message bytes; the rest
+    /// is cut and marked. 0: no bound.
+    pub max_log_bytes: usize,
+}
+
+impl Default for RecordBounds {
+    fn default() -> Self {
+        RecordBounds {
+            failures_per_sec: 10,
+            max_log_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The line that ends a record's log when `cap_logs` cut it.
+pub(crate) const LOG_CUT: &str = "... log cut: over the stored record's limit";
+
+/// Keep at most `max_bytes` of message bytes of `logs` (0: all), cutting the last kept
+/// line at a character boundary and ending with one `LOG_CUT` line.
+pub(crate) fn cap_logs(logs: &mut Vec<LogLine>, max_bytes: usize) {
+    if max_bytes == 0 {
+        return;
+    }
+    let mut left = max_bytes;
+    for (i, line) in logs.iter_mut().enumerate() {
+        if line.message.len() <= left {
+            left -= line.message.len();
+            continue;
+        }
+        let mut end = left;
+        while !line.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.message.truncate(end);
+        let at = line.at;
+        let keep = if end == 0 { i } else { i + 1 };
+        logs.truncate(keep);
+        logs.push(LogLine {
+            at,
+            level: LogLevel::Warn,
+            message: LOG_CUT.to_owned(),
+        });
+        return;
+    }
+}
+
+/// Each app's failure-record budget for the current second.
+pub(crate) struct FailureBudgets {
+    per_sec: u32,
+    epoch: std::time::Instant,
+    /// app -> (second since `epoch`, records taken in it).
+    used: Mutex<HashMap<AppName, (u64, u32)>>,
+}
+
+impl FailureBudgets {
+    pub(crate) fn new(per_sec: u32) -> Self {
+        FailureBudgets {
+            per_sec,
+            epoch: std::time::Instant::now(),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether one more failure record of `app` may be stored this second.
+    pub(crate) fn take(&self, app: &AppName) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let second = self.epoch.elapsed().as_secs();
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, n)) = used.get_mut(app) {
+            if *at != second {
+                (*at, *n) = (second, 0);
+            }
+            if *n >= self.per_sec {
+                return false;
+            }
+            *n += 1;
+            return true;
+        }
+        // One entry per app that failed; a full sweep of old seconds keeps it that way.
+        if used.len() >= 10_000 {
+            used.retain(|_, (at, _)| *at == second);
+        }
+        used.insert(app.clone(), (second, 1));
+        true
+    }
+}
+
+/// Records not stored because of their app's bound, waiting to be counted in the store.
+#[derive(Default)]
+struct Drops {
+    counts: Mutex<HashMap<AppName, u64>>,
+    /// Wakes the writer task to store the counts (a permit is kept if it is busy).
+    ready: Notify,
+}
+
+impl Drops {
+    fn take(&self) -> Vec<(AppName, u64)> {
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .collect()
+    }
+}
+
 pub(crate) struct Recorder {
     queue: mpsc::Sender<InvocationRecord>,
+    bounded: Arc<Drops>,
     recorded: broadcast::Sender<InvocationRecord>,
     /// Tells the task to close its channel and drain it.
     closing: CancellationToken,
@@ -46,9 +165,17 @@ impl Recorder {
         let (queue, rx) = mpsc::channel(capacity.max(1));
         let (recorded, _) = broadcast::channel(BROADCAST_CAPACITY);
         let closing = CancellationToken::new();
-        let task = tokio::spawn(write_loop(store, rx, recorded.clone(), closing.clone()));
+        let bounded = Arc::new(Drops::default());
+        let task = tokio::spawn(write_loop(
+            store,
+            rx,
+            recorded.clone(),
+            bounded.clone(),
+            closing.clone(),
+        ));
         Recorder {
             queue,
+            bounded,
             recorded,
             closing,
             task: Mutex::new(Some(task)),
@@ -82,6 +209,20 @@ impl Recorder {
         }
     }
 
+    /// Count a record of `app` that its bound kept out of the store.
+    pub(crate) fn count_bounded(&self, app: &AppName) {
+        metrics::counter!("picloud_invocation_records_bounded_total", "app" => app.to_string())
+            .increment(1);
+        *self
+            .bounded
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.clone())
+            .or_default() += 1;
+        self.bounded.ready.notify_one();
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<InvocationRecord> {
         self.recorded.subscribe()
     }
@@ -108,6 +249,7 @@ async fn write_loop(
     store: Arc<dyn InvocationRepository>,
     mut rx: mpsc::Receiver<InvocationRecord>,
     recorded: broadcast::Sender<InvocationRecord>,
+    bounded: Arc<Drops>,
     closing: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(BATCH);
@@ -115,6 +257,10 @@ async fn write_loop(
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut buf, BATCH) => n,
+            () = bounded.ready.notified() => {
+                count_drops(store.as_ref(), &bounded).await;
+                continue;
+            }
             () = closing.cancelled(), if !closed => {
                 // No new sends from here on; what is buffered is still received.
                 rx.close();
@@ -123,6 +269,7 @@ async fn write_loop(
             }
         };
         if n == 0 {
+            count_drops(store.as_ref(), &bounded).await;
             break;
         }
         match write(store.as_ref(), &buf).await {
@@ -137,6 +284,28 @@ async fn write_loop(
                     .increment(buf.len() as u64);
                 tracing::error!(error = ?error, records = buf.len(), "could not write invocation records; dropped");
                 buf.clear();
+            }
+        }
+    }
+}
+
+/// Store the drop counts gathered so far; one write however many piled up meanwhile.
+async fn count_drops(store: &dyn InvocationRepository, bounded: &Drops) {
+    let drops = bounded.take();
+    if drops.is_empty() {
+        return;
+    }
+    let mut attempt = 0;
+    loop {
+        match store.count_dropped(&drops).await {
+            Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Ok(()) => return,
+            Err(error) => {
+                tracing::error!(error = ?error, apps = drops.len(), "could not count dropped invocation records");
+                return;
             }
         }
     }
@@ -160,7 +329,8 @@ async fn write(
 
 #[cfg(test)]
 mod budget_tests {
-    use super::RateBudget;
+    use super::{FailureBudgets, LOG_CUT, RateBudget, cap_logs};
+    use shared::{AppName, LogLevel, LogLine};
 
     #[test]
     fn a_budget_lets_per_sec_through_then_refuses_until_the_next_second() {
@@ -169,6 +339,52 @@ mod budget_tests {
         assert!(!budget.take());
         let unlimited = RateBudget::new(0);
         assert!((0..10_000).all(|_| unlimited.take()));
+    }
+
+    #[test]
+    fn each_app_has_its_own_failure_budget() {
+        let budgets = FailureBudgets::new(2);
+        let (shop, blog) = (app("shop"), app("blog"));
+        assert!(budgets.take(&shop) && budgets.take(&shop));
+        assert!(!budgets.take(&shop), "shop spent its second");
+        assert!(budgets.take(&blog), "blog still has its own");
+        let unlimited = FailureBudgets::new(0);
+        assert!((0..1000).all(|_| unlimited.take(&shop)));
+    }
+
+    #[test]
+    fn a_long_log_is_cut_at_the_byte_cap_with_one_marker_line() {
+        let lines = |sizes: &[usize]| -> Vec<LogLine> {
+            sizes
+                .iter()
+                .map(|n| LogLine {
+                    at: chrono::Utc::now(),
+                    level: LogLevel::Info,
+                    message: "é".repeat(*n),
+                })
+                .collect()
+        };
+        let mut logs = lines(&[3, 3, 3]); // 6 bytes each
+        cap_logs(&mut logs, 13);
+        let kept: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            kept,
+            ["ééé", "ééé", LOG_CUT],
+            "13 bytes: two lines, the third cut to 0"
+        );
+        let mut logs = lines(&[3, 3]);
+        cap_logs(&mut logs, 9);
+        let kept: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(kept, ["ééé", "é", LOG_CUT], "cut on a character boundary");
+        let mut logs = lines(&[3, 3]);
+        cap_logs(&mut logs, 12);
+        assert_eq!(logs.len(), 2, "exactly at the cap: untouched");
+        cap_logs(&mut logs, 0);
+        assert_eq!(logs.len(), 2, "0: no bound");
+    }
+
+    fn app(name: &str) -> AppName {
+        AppName::parse(name).expect("app name")
     }
 }
 

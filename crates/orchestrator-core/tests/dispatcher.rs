@@ -641,6 +641,41 @@ async fn an_email_event_is_delivered_by_the_mailer_into_the_mailbox() {
     assert_eq!(mailbox.len(), 1);
     assert_eq!(mailbox[0].1, message("welcome"));
     assert_eq!(store.outbox.pending(&app()).await.expect("pending"), 0);
+    let filter = shared::store::InvocationFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let records = store.invocations.list(&app(), &filter).await.expect("list");
+    assert_eq!(records.len(), 1, "the send left one record");
+    assert_eq!(records[0].trigger, "email");
+    assert_eq!(records[0].status, InvocationStatus::Ok);
+    assert_eq!(records[0].summary, "email to ada@example.com");
+    assert_eq!(records[0].attempt, Some(1));
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_refused_email_leaves_an_error_record_with_the_mailers_reason() {
+    let db = sqlite_store().await;
+    let store = new_app(&db).await;
+    let mailer = Arc::new(Refusing {
+        permanent: true,
+        calls: std::sync::atomic::AtomicU32::new(0),
+    });
+    let node = start_node_with(&store, dispatch("a"), mailer).await;
+    let mut records = node.subscribe_recorded();
+    emit(
+        &store,
+        vec![Emit::Email {
+            message: message("lost"),
+        }],
+    )
+    .await;
+    let record = next_record(&mut records, |r| r.trigger == "email").await;
+    assert_eq!(record.status, InvocationStatus::Error);
+    assert_eq!(record.error.as_deref(), Some("the email has no recipient"));
+    assert_eq!(record.script.as_str(), "email");
+    node.finish().await;
     db.close().await;
 }
 

@@ -61,11 +61,21 @@ pub struct EventSettings {
 pub struct InvocationSettings {
     /// Invocation records older than this are purged; 0 keeps them forever.
     pub retention_days: u64,
+    /// Failure records (error, timeout) of HTTP invocations stored per app per second;
+    /// past it they are only counted (`dropped` in the invocation list). 0: no bound.
+    pub failures_per_sec: u32,
+    /// Log bytes kept in one stored invocation record; the rest is cut and marked.
+    /// 0: no bound (the executor's `limits.max_log_bytes` still applies).
+    pub max_record_log_bytes: usize,
 }
 
 impl Default for InvocationSettings {
     fn default() -> Self {
-        InvocationSettings { retention_days: 7 }
+        InvocationSettings {
+            retention_days: 7,
+            failures_per_sec: 10,
+            max_record_log_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -98,6 +108,9 @@ pub struct SmtpSettings {
     /// The sender when a script gives no `from`.
     pub from: String,
     pub timeout_ms: u64,
+    /// Other addresses a script may give as `email::send`'s `from`; the `from` above is
+    /// always allowed. Default: none, so scripts send as `from` only.
+    pub allowed_from: Vec<String>,
 }
 
 /// Outbound `http::*` from scripts (`[outbound]`): public addresses only, plus these.
@@ -136,6 +149,7 @@ impl Default for SmtpSettings {
             password: None,
             from: "picloud@localhost".into(),
             timeout_ms: 30_000,
+            allowed_from: Vec::new(),
         }
     }
 }

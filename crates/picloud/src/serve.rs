@@ -331,6 +331,7 @@ async fn start_node(
             queue_capacity: config.executor.queue_capacity,
             limits: config.executor_limits(),
             outbound: outbound_config(config)?,
+            email_senders: email_senders(&config.smtp),
         },
         store.clone(),
         tokio::runtime::Handle::current(),
@@ -339,6 +340,10 @@ async fn start_node(
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
         recorded_successes_per_sec: config.http.recorded_successes_per_sec,
+        records: orchestrator_core::RecordBounds {
+            failures_per_sec: config.invocations.failures_per_sec,
+            max_log_bytes: config.invocations.max_record_log_bytes,
+        },
     };
     let events = &config.events;
     let dispatch = DispatchConfig {
@@ -353,6 +358,7 @@ async fn start_node(
         max_in_flight: events.max_in_flight.max(1),
         backoff_base: Duration::from_millis(events.backoff_base_ms),
         backoff_max: Duration::from_millis(events.backoff_max_ms),
+        max_record_log_bytes: config.invocations.max_record_log_bytes,
     };
     let mailer = mailer(config, store)?;
     let orchestrator =
@@ -422,6 +428,18 @@ impl SecretsKey {
         tracing::info!(file = %self.file.display(), "created a new secrets key; back it up");
         Ok(())
     }
+}
+
+/// The `from` addresses scripts may use: the default sender (its address, when written
+/// `Name <address>`) and `[smtp] allowed_from`.
+fn email_senders(smtp: &crate::config::SmtpSettings) -> Vec<String> {
+    let default = match smtp.from.rsplit_once('<') {
+        Some((_, rest)) => rest.trim_end().trim_end_matches('>'),
+        None => smtp.from.trim(),
+    };
+    std::iter::once(default.to_owned())
+        .chain(smtp.allowed_from.iter().cloned())
+        .collect()
 }
 
 /// Where blobs and the secrets key live, from the configuration.

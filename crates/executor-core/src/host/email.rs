@@ -4,7 +4,9 @@
 //! What must stay true: nothing is sent from the script thread; the validated message is
 //! buffered as `Emit::Email` and becomes an outbox row only when the run commits, so a
 //! run that throws sends nothing. Every address is checked here, so the mailer never
-//! sees a malformed one, and no header can carry a line break.
+//! sees a malformed one, and no header can carry a line break. A `from` must be one of
+//! the operator's senders (`ExecutorConfig::email_senders`): a script cannot speak for
+//! any address the SMTP account happens to be able to send from.
 use rhai::{Array, Dynamic, EvalAltResult, Map, Module};
 use shared::{EmailMessage, Emit};
 
@@ -31,6 +33,17 @@ fn send(msg: &Map) -> Result<(), HostError> {
     let cx = context::current("email::send")?;
     let _span = tracing::info_span!("host.email.send", app = %cx.app).entered();
     let message = parse(msg)?;
+    if let Some(from) = &message.from
+        && !cx
+            .runner
+            .email_senders
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(from))
+    {
+        return Err(HostError::refused(format!(
+            "email::send: from '{from}' is not an allowed sender; leave it out to send from the default sender"
+        )));
+    }
     let max = cx.limits().max_payload_bytes;
     let size = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
     if size > max {

@@ -103,6 +103,9 @@ pub(super) struct InvocationPage {
     invocations: Vec<InvocationRecord>,
     /// The id to pass as `before` for the next page; `null` on the last page.
     next_before: Option<InvocationId>,
+    /// How many of the app's failure records were not stored (over `[invocations]
+    /// failures_per_sec`) since the app was created.
+    dropped: u64,
 }
 
 pub(super) async fn list(
@@ -119,9 +122,11 @@ pub(super) async fn list(
     } else {
         None
     };
+    let dropped = deps.store.invocations.dropped(&app).await?;
     Ok(ApiJson(InvocationPage {
         invocations,
         next_before,
+        dropped,
     }))
 }
 

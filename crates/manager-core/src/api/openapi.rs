@@ -514,6 +514,7 @@ pub(super) fn document() -> Value {
             "schedule": string, "timezone": string, "topic": string, "queue": string,
             "max_attempts": {"type": "integer"}, "created_at": time,
             "last_fired_at": time,
+            "next_fire_at": time,
         })),
         "TriggerList": list_of("triggers", "Trigger"),
         "LogLine": object(&["at", "level", "message"], json!({
@@ -530,9 +531,10 @@ pub(super) fn document() -> Value {
             "logs": {"type": "array", "items": schema_ref("LogLine")},
             "error": nullable("string"), "request_id": nullable("string"),
         })),
-        "InvocationPage": object(&["invocations", "next_before"], json!({
+        "InvocationPage": object(&["invocations", "next_before", "dropped"], json!({
             "invocations": {"type": "array", "items": schema_ref("Invocation")},
             "next_before": {"type": ["string", "null"], "format": "uuid"},
+            "dropped": {"type": "integer", "description": "failure records of the app not stored (over [invocations] failures_per_sec)"},
         })),
         "CreateToken": object(&["name"], json!({
             "name": string,

@@ -3,11 +3,12 @@
 //! names its kind, so new kinds add fields, not routes.
 //!
 //! What must stay true: a stored cron trigger has a schedule and zone `cron::validate`
-//! accepted; topic and queue names passed `ChannelName`; a queue has one consumer (409).
+//! accepted (it fires within `cron::HORIZON_YEARS`); topic and queue names passed `ChannelName`; a queue has one consumer (409).
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
 use shared::{AppName, CatalogChange, ChannelName, RoutePath, ScriptName, TriggerId};
@@ -117,7 +118,7 @@ impl CreateTrigger {
                     ));
                 };
                 let timezone = self.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned());
-                crate::cron::validate(&schedule, &timezone)
+                crate::cron::validate(&schedule, &timezone, Utc::now())
                     .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
                 TriggerSpec::Cron { schedule, timezone }
             }
@@ -161,7 +162,33 @@ impl CreateTrigger {
 
 #[derive(Debug, Serialize)]
 pub(super) struct TriggerList {
-    triggers: Vec<Trigger>,
+    triggers: Vec<TriggerView>,
+}
+
+/// A trigger as the API shows it: cron triggers also say when they fire next.
+#[derive(Debug, Serialize)]
+pub(super) struct TriggerView {
+    #[serde(flatten)]
+    trigger: Trigger,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_fire_at: Option<DateTime<Utc>>,
+}
+
+impl TriggerView {
+    fn at(trigger: Trigger, now: DateTime<Utc>) -> TriggerView {
+        let next_fire_at = match &trigger.spec {
+            TriggerSpec::Cron { schedule, timezone } => {
+                crate::cron::Schedule::parse(schedule, timezone)
+                    .ok()
+                    .and_then(|s| s.next_after(now))
+            }
+            _ => None,
+        };
+        TriggerView {
+            trigger,
+            next_fire_at,
+        }
+    }
 }
 
 #[tracing::instrument(skip_all, fields(app = %app))]
@@ -169,7 +196,7 @@ pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
     ApiJson(body): ApiJson<CreateTrigger>,
-) -> Result<(StatusCode, ApiJson<Trigger>), ApiError> {
+) -> Result<(StatusCode, ApiJson<TriggerView>), ApiError> {
     let new = body.into_new_trigger(app.clone())?;
     require_app(&deps, &app).await?;
     let key = new.spec.unique_key().unwrap_or_default();
@@ -187,7 +214,10 @@ pub(super) async fn create(
         .publish(CatalogChange::Triggers { app: app.clone() })
         .await;
     tracing::info!(trigger = %trigger.id, "trigger created");
-    Ok((StatusCode::CREATED, ApiJson(trigger)))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(TriggerView::at(trigger, Utc::now())),
+    ))
 }
 
 pub(super) async fn list(
@@ -195,7 +225,12 @@ pub(super) async fn list(
     ApiPath(AppPath { app }): ApiPath<AppPath>,
 ) -> Result<ApiJson<TriggerList>, ApiError> {
     require_app(&deps, &app).await?;
+    let now = Utc::now();
     let triggers = deps.store.triggers.list(&app).await?;
+    let triggers = triggers
+        .into_iter()
+        .map(|t| TriggerView::at(t, now))
+        .collect();
     Ok(ApiJson(TriggerList { triggers }))
 }
 

@@ -30,6 +30,7 @@ use shared::{
 use super::error::{INVOCATION_ID_HEADER, IngressError, invocation_id_value};
 use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
+use crate::recorder::cap_logs;
 use crate::routes::RouteMatch;
 
 /// The request header whose value becomes the invocation's `request_id`.
@@ -315,6 +316,11 @@ async fn run_and_record(
         METRICS.sampled.increment(1);
         return answer;
     }
+    if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&app) {
+        orchestrator.recorder.count_bounded(&app);
+        return answer;
+    }
+    cap_logs(&mut settled.logs, orchestrator.config.records.max_log_bytes);
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
         id,

@@ -16,8 +16,7 @@ use tokio::sync::broadcast;
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::lane::Lane;
 use crate::mailer::MailSender;
-use crate::recorder::RateBudget;
-use crate::recorder::{QUEUE_CAPACITY, Recorder};
+use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RateBudget, RecordBounds, Recorder};
 use crate::routes::{RouteRefresher, RouteTables};
 
 pub use error::{INVOCATION_ID_HEADER, IngressError};
@@ -31,8 +30,10 @@ pub struct IngressConfig {
     pub request_timeout: Duration,
     /// Successful HTTP invocations recorded per second at most; past it, successes are
     /// sampled out (counted in `picloud_invocation_records_sampled_total`). Failures and
-    /// timeouts are always recorded. 0 records every success (default 1,000).
+    /// timeouts are recorded up to `records`. 0 records every success (default 1,000).
     pub recorded_successes_per_sec: u32,
+    /// What one app can make the recorder write: failure records per second, log bytes.
+    pub records: RecordBounds,
 }
 
 impl Default for IngressConfig {
@@ -41,6 +42,7 @@ impl Default for IngressConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             recorded_successes_per_sec: 1_000,
+            records: RecordBounds::default(),
         }
     }
 }
@@ -56,6 +58,8 @@ pub struct Orchestrator {
     recorder: Recorder,
     /// How many successful HTTP records may still be written this second.
     success_budget: RateBudget,
+    /// How many failure records each app may still write this second.
+    failure_budgets: FailureBudgets,
     dispatcher: Dispatcher,
     config: IngressConfig,
 }
@@ -90,6 +94,7 @@ impl Orchestrator {
             lane,
             recorder,
             success_budget: RateBudget::new(config.recorded_successes_per_sec),
+            failure_budgets: FailureBudgets::new(config.records.failures_per_sec),
             dispatcher,
             config,
         }))

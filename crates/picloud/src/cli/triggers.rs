@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shared::RoutePath;
 
 use super::client::Api;
-use super::output::{field, items, print, table};
+use super::output::{field, items, print, table, time_field};
 
 /// The methods an http trigger accepts (`ANY` matches every method).
 pub const METHODS: &[&str] = &[
@@ -209,10 +209,21 @@ fn format_list(answer: &Value) -> String {
                 source_of(t),
                 field(t, "script"),
                 field(t, "max_attempts"),
+                time_field(t, "next_fire_at"),
             ]
         })
         .collect();
-    table(&["ID", "KIND", "SOURCE", "SCRIPT", "MAX ATTEMPTS"], &rows)
+    table(
+        &[
+            "ID",
+            "KIND",
+            "SOURCE",
+            "SCRIPT",
+            "MAX ATTEMPTS",
+            "NEXT FIRE",
+        ],
+        &rows,
+    )
 }
 
 /// The list's SOURCE column: the route, the schedule and zone, the topic or the queue.
@@ -390,14 +401,17 @@ mod tests {
             "id": "t1", "app": "shop", "script": "hello", "kind": "http", "method": "GET",
             "path": "/hello", "max_attempts": 5, "created_at": "2026-11-22T10:00:00Z"
         }]}));
-        assert_eq!(out.lines().nth(1), Some("t1  http  GET /hello  hello   5"));
+        assert_eq!(
+            out.lines().nth(1),
+            Some("t1  http  GET /hello  hello   5             -")
+        );
         let cron = format_list(&json!({"triggers": [{
             "id": "t2", "script": "tick", "kind": "cron", "schedule": "0 * * * *",
-            "timezone": "UTC", "max_attempts": 5
+            "timezone": "UTC", "max_attempts": 5, "next_fire_at": "2026-11-22T11:00:00Z"
         }]}));
         assert_eq!(
             cron.lines().nth(1),
-            Some("t2  cron  0 * * * * (UTC)  tick    5")
+            Some("t2  cron  0 * * * * (UTC)  tick    5             2026-11-22 11:00:00")
         );
         assert_eq!(
             describe(&json!({"kind": "queue", "queue": "jobs", "script": "w"})),

@@ -40,4 +40,9 @@ pub trait InvocationRepository: Send + Sync {
     async fn purge_before(&self, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
     /// When the oldest record's id was made; `None` when there are none.
     async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Add to each app's count of records that were not stored (the per-app bound on
+    /// failure records); apps that no longer exist are skipped.
+    async fn count_dropped(&self, drops: &[(AppName, u64)]) -> Result<(), StoreError>;
+    /// How many of the app's records were not stored so far (0 when none).
+    async fn dropped(&self, app: &AppName) -> Result<u64, StoreError>;
 }

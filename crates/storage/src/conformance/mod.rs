@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             invocations_page_through_the_before_cursor_without_gaps_or_repeats,
             invocations_made_before_a_cutoff_are_purged_oldest_first_in_bounded_steps,
             records_for_a_deleted_app_are_skipped_without_error,
+            dropped_records_are_counted_per_app_and_go_with_the_app,
             one_app_never_sees_another_apps_scripts_triggers_or_invocations,
             a_record_with_logs_error_and_http_status_round_trips_exactly,
             tokens_can_be_created_found_listed_counted_and_deleted,
@@ -752,6 +753,39 @@ pub async fn invocations_page_through_the_before_cursor_without_gaps_or_repeats(
     assert_eq!(pages, 4); // 3 + 3 + 1, then an empty page
     let expected: Vec<_> = records.iter().rev().map(|r| r.id).collect();
     assert_eq!(seen, expected);
+}
+
+pub async fn dropped_records_are_counted_per_app_and_go_with_the_app(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create");
+    store.apps.create(&app("blog")).await.expect("create");
+    let dropped = async |name: &str| {
+        store
+            .invocations
+            .dropped(&app(name))
+            .await
+            .expect("dropped")
+    };
+    assert_eq!(dropped("shop").await, 0);
+    store
+        .invocations
+        .count_dropped(&[(app("shop"), 3), (app("blog"), 1), (app("none"), 5)])
+        .await
+        .expect("count; a missing app is skipped");
+    store
+        .invocations
+        .count_dropped(&[(app("shop"), 4)])
+        .await
+        .expect("count");
+    assert_eq!(dropped("shop").await, 7);
+    assert_eq!(dropped("blog").await, 1);
+    assert_eq!(dropped("none").await, 0);
+    store.apps.delete(&app("shop")).await.expect("delete");
+    store.apps.create(&app("shop")).await.expect("create again");
+    assert_eq!(
+        dropped("shop").await,
+        0,
+        "a new app with the name starts at 0"
+    );
 }
 
 pub async fn records_for_a_deleted_app_are_skipped_without_error(store: &Store) {

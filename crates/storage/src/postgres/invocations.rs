@@ -51,6 +51,11 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
 const PURGE_BEFORE: &str = "DELETE FROM invocations WHERE id IN
     (SELECT id FROM invocations WHERE id < $1 ORDER BY id LIMIT $2)";
 const OLDEST: &str = "SELECT id FROM invocations ORDER BY id LIMIT 1";
+const COUNT_DROPPED: &str = "INSERT INTO invocation_drops (app, dropped)
+     SELECT t.app, t.dropped FROM UNNEST($1::text[], $2::int8[]) AS t(app, dropped)
+     WHERE EXISTS (SELECT 1 FROM apps a WHERE a.name = t.app)
+     ON CONFLICT (app) DO UPDATE SET dropped = invocation_drops.dropped + excluded.dropped";
+const DROPPED: &str = "SELECT dropped FROM invocation_drops WHERE app = $1";
 
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
             http_status, summary, logs, error, request_id, attempt
@@ -214,5 +219,32 @@ impl InvocationRepository for PgInvocations {
             .await
             .map_err(db)?;
         Ok(raw.and_then(|(id,)| InvocationId(id).made_at()))
+    }
+
+    async fn count_dropped(&self, drops: &[(AppName, u64)]) -> Result<(), StoreError> {
+        if drops.is_empty() {
+            return Ok(());
+        }
+        let apps: Vec<&str> = drops.iter().map(|(app, _)| app.as_str()).collect();
+        let counts: Vec<i64> = drops
+            .iter()
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect();
+        sqlx::query(COUNT_DROPPED)
+            .bind(apps)
+            .bind(counts)
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn dropped(&self, app: &AppName) -> Result<u64, StoreError> {
+        let n: Option<(i64,)> = sqlx::query_as(DROPPED)
+            .bind(app.as_str())
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(n.map_or(0, |(n,)| u64::try_from(n).unwrap_or(0)))
     }
 }

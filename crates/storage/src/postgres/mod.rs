@@ -59,6 +59,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "token_scopes",
         include_str!("../../migrations/postgres/0005_token_scopes.sql"),
     ),
+    (
+        "0006_invocation_drops.sql",
+        6,
+        "invocation_drops",
+        include_str!("../../migrations/postgres/0006_invocation_drops.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;

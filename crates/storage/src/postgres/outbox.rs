@@ -112,7 +112,10 @@ const DEAD_LETTER_TRIGGERS: &str = "SELECT id, script, max_attempts FROM trigger
      WHERE app = $1 AND kind = 'dead_letter' ORDER BY created_at, id";
 const INSERT_KEY: &str = "INSERT INTO idempotency_keys (app, queue, key, created_at)
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-const NEXT_DUE: &str = "SELECT MIN(available_at) FROM outbox WHERE NOT parked";
+/// The database's own clock with the due time: claims compare against the database's
+/// `now()`, so the wait is measured on that clock and moved onto this node's.
+const NEXT_DUE: &str =
+    "SELECT MIN(available_at) AS due, now() AS db_now FROM outbox WHERE NOT parked";
 const PENDING: &str = "SELECT COUNT(*) FROM outbox WHERE app = $1";
 
 /// A stored event kind that is none of the known ones: a corrupt row.
@@ -944,10 +947,20 @@ impl OutboxRepository for PgOutbox {
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        sqlx::query_scalar(NEXT_DUE)
+        let before = Utc::now();
+        let (due, db_now): (Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(NEXT_DUE)
             .fetch_one(&self.pool)
             .await
-            .map_err(db)
+            .map_err(db)?;
+        let after = Utc::now();
+        // A node whose clock runs ahead of the database's would see a row as due while the
+        // claim (on the database's clock) finds nothing, and wake again and again. The
+        // database read its clock between `before` and `after`: inside that window the two
+        // clocks agree as far as can be told; outside it, the due time is moved by the
+        // larger estimate of the gap, so the node never wakes before the row is due.
+        let slack = chrono::Duration::milliseconds(1);
+        let agree = db_now + slack >= before && db_now - slack <= after;
+        Ok(due.map(|due| if agree { due } else { due + (after - db_now) }))
     }
 
     async fn inserted(&self) {
@@ -974,6 +987,77 @@ mod tests {
     use sqlx::Connection;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    /// A node whose clock runs 3 s ahead of the database (the database's `now()` is shadowed
+    /// by one 3 s behind): a row it inserts "now" is due in 3 s on the claim's clock, and
+    /// `next_due_at` says so on the node's clock, so the dispatcher sleeps instead of waking
+    /// every few milliseconds to a claim that finds nothing.
+    #[tokio::test]
+    async fn next_due_at_is_measured_on_the_database_clock() {
+        let url = crate::testing::fresh_postgres_url().await;
+        let schema = url
+            .rsplit_once("search_path%3D")
+            .map(|(_, s)| s.to_owned())
+            .expect("a schema");
+        // Named explicitly, pg_catalog comes after the schema, so the schema's now() wins.
+        let skewed = format!("{url}%2Cpg_catalog");
+        let mut conn = sqlx::PgConnection::connect(&skewed).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE \
+             AS $$ SELECT pg_catalog.now() - interval '3 seconds' $$"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("shadow now()");
+        conn.close().await.ok();
+        let store = crate::connect(&skewed).await.expect("connect");
+        let app = AppName::parse("shop").expect("name");
+        let script = ScriptName::parse("w").expect("name");
+        store.apps.create(&app).await.expect("app");
+        store
+            .scripts
+            .deploy(&app, &script, "1")
+            .await
+            .expect("deploy");
+        store
+            .outbox
+            .apply(
+                &app,
+                &Effects {
+                    emitted: vec![Emit::InvokeAsync {
+                        script,
+                        payload: json!(1),
+                    }],
+                    ..Effects::default()
+                },
+            )
+            .await
+            .expect("apply");
+        let claimed = store
+            .outbox
+            .claim_due("node", 10, Duration::from_secs(60))
+            .await
+            .expect("claim");
+        assert!(claimed.is_empty(), "not due yet on the database's clock");
+        let due = store
+            .outbox
+            .next_due_at()
+            .await
+            .expect("next due")
+            .expect("a row");
+        let wait = due - chrono::Utc::now();
+        assert!(
+            wait > chrono::Duration::seconds(2) && wait <= chrono::Duration::seconds(3),
+            "due in {wait} on this node's clock"
+        );
+        store.health.close().await;
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .expect("drop the test schema");
+        conn.close().await.ok();
+    }
 
     #[tokio::test]
     async fn an_insert_on_one_node_wakes_another_node_through_notify() {

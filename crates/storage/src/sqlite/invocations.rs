@@ -65,6 +65,10 @@ const LIST_BY_SCRIPT: &str = r#"SELECT id, app, script, version, "trigger", stat
 const PURGE_BEFORE: &str = "DELETE FROM invocations WHERE id IN
     (SELECT id FROM invocations WHERE id < ? ORDER BY id LIMIT ?)";
 const OLDEST: &str = "SELECT id FROM invocations ORDER BY id LIMIT 1";
+const COUNT_DROPPED: &str = "INSERT INTO invocation_drops (app, dropped)
+     SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?1)
+     ON CONFLICT (app) DO UPDATE SET dropped = invocation_drops.dropped + excluded.dropped";
+const DROPPED: &str = "SELECT dropped FROM invocation_drops WHERE app = ?";
 
 const GET: &str = r#"SELECT id, app, script, version, "trigger", status, started_at, duration_ms,
             http_status, summary, logs, error, request_id, attempt
@@ -222,5 +226,31 @@ impl InvocationRepository for SqliteInvocations {
         let Some((raw,)) = raw else { return Ok(None) };
         let id: InvocationId = raw.parse().map_err(StoreError::backend)?;
         Ok(id.made_at())
+    }
+
+    async fn count_dropped(&self, drops: &[(AppName, u64)]) -> Result<(), StoreError> {
+        if drops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = begin_write(&self.0).await?;
+        for (app, n) in drops {
+            sqlx::query(COUNT_DROPPED)
+                .bind(app.as_str())
+                .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn dropped(&self, app: &AppName) -> Result<u64, StoreError> {
+        let n: Option<(i64,)> = sqlx::query_as(DROPPED)
+            .bind(app.as_str())
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(n.map_or(0, |(n,)| u64::try_from(n).unwrap_or(0)))
     }
 }

@@ -1,0 +1,215 @@
+//! Hostile events: schedules that never fire, a flood of failing requests that log all
+//! they can, a script that picks its own `from`. Each time the server keeps answering
+//! other apps, and what it refused or dropped shows.
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{TestDb, record_where, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire,
+    a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest,
+    a_script_cannot_send_email_from_an_address_the_operator_did_not_allow,
+);
+
+async fn schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.endpoint("shop", "tick", "GET /tick", r#""tock""#).await;
+    for schedule in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+        for _ in 0..20 {
+            let res = app
+                .add_trigger(
+                    "shop",
+                    json!({"kind": "cron", "schedule": schedule, "script": "tick"}),
+                )
+                .await;
+            assert_eq!(res.status(), 400);
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "invalid_input");
+            assert_eq!(
+                body["error"]["message"],
+                format!(
+                    "cron schedule '{schedule}' never fires: it has no slot in the next 10 years"
+                )
+            );
+        }
+    }
+    let res = app
+        .add_trigger(
+            "shop",
+            json!({"kind": "cron", "schedule": "0 0,30 2 * * *", "timezone": "Europe/Berlin", "script": "tick"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    assert!(created["next_fire_at"].is_string(), "{created}");
+    let list: Value = app
+        .admin(Method::GET, "/apps/shop/triggers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let triggers = list["triggers"].as_array().unwrap();
+    assert_eq!(
+        triggers.len(),
+        2,
+        "the route and the one valid cron trigger"
+    );
+    let cron = triggers.iter().find(|t| t["kind"] == "cron").unwrap();
+    // RFC 3339 in UTC from both: the text orders like the time.
+    let next = cron["next_fire_at"].as_str().unwrap();
+    assert!(next > cron["created_at"].as_str().unwrap(), "{next}");
+    assert!(
+        triggers
+            .iter()
+            .find(|t| t["kind"] == "http")
+            .is_some_and(|t| t.get("next_fire_at").is_none())
+    );
+    assert_eq!(app.get("/shop/tick").await.text().await.unwrap(), "tock");
+}
+
+const FLOOD_PER_SEC: u32 = 5;
+const RECORD_LOG_BYTES: usize = 2048;
+
+async fn a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest(
+    db: TestDb,
+) {
+    let app = spawn_app_with(db, |c| {
+        c.invocations.failures_per_sec = FLOOD_PER_SEC;
+        c.invocations.max_record_log_bytes = RECORD_LOG_BYTES;
+    })
+    .await;
+    // Logs all the executor lets it (64 KiB), then fails.
+    app.endpoint(
+        "shop",
+        "noisy",
+        "POST /noisy",
+        r#"let line = "x"; for i in 0..10 { line += line; } for i in 0..100 { print(line); } throw "boom";"#,
+    )
+    .await;
+    app.endpoint("blog", "broken", "GET /broken", r#"throw "blog is down";"#)
+        .await;
+
+    const CLIENTS: usize = 4;
+    const EACH: usize = 15;
+    let started = Instant::now();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let call = app.call(Method::POST, "/shop/noisy");
+        flood.spawn(async move {
+            for _ in 0..EACH {
+                let res = call.try_clone().unwrap().send().await.unwrap();
+                assert_eq!(res.status(), 500);
+            }
+        });
+    }
+    while let Some(client) = flood.join_next().await {
+        client.unwrap();
+    }
+    let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
+
+    // Another app's failure is still recorded, after the flood (records are written in order).
+    let mut recorded = app.recorded();
+    assert_eq!(app.get("/blog/broken").await.status(), 500);
+    let blog = record_where(&mut recorded, |r| r.app.as_str() == "blog").await;
+    assert_eq!(blog.status, shared::InvocationStatus::Error);
+
+    let total = CLIENTS * EACH;
+    let mut page = app.invocations("shop", "limit=500").await;
+    for _ in 0..200 {
+        let stored = page["invocations"].as_array().unwrap().len();
+        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = app.invocations("shop", "limit=500").await;
+    }
+    let stored = page["invocations"].as_array().unwrap();
+    let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+    assert_eq!(
+        stored.len() + dropped,
+        total,
+        "each failure stored or counted"
+    );
+    // At most the bound for every second the flood touched.
+    let bound = usize::try_from(FLOOD_PER_SEC * (seconds + 1)).unwrap();
+    assert!(
+        stored.len() <= bound,
+        "{} records in {seconds} s",
+        stored.len()
+    );
+    assert!(dropped > 0);
+    for record in stored {
+        let logs = record["logs"].as_array().unwrap();
+        let bytes: usize = logs
+            .iter()
+            .map(|l| l["message"].as_str().unwrap().len())
+            .sum();
+        assert!(bytes <= RECORD_LOG_BYTES + 64, "{bytes} log bytes stored");
+        assert!(
+            logs.last().unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("... log cut"),
+            "the cut is marked"
+        );
+    }
+    let blog = app.invocations("blog", "").await;
+    assert_eq!(blog["invocations"].as_array().unwrap().len(), 1);
+    assert_eq!(blog["dropped"], 0);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("picloud_invocation_records_bounded_total{app=\"shop\"}")),
+        "the drops are counted per app"
+    );
+}
+
+async fn a_script_cannot_send_email_from_an_address_the_operator_did_not_allow(db: TestDb) {
+    let app = spawn_app_with(db, |c| {
+        c.smtp.allowed_from = vec!["news@shop.test".into()];
+    })
+    .await;
+    let send = |from: &str| {
+        format!(
+            r#"email::send(#{{ to: "ada@example.com", subject: "Hi", text: "t", from: "{from}" }}); "sent""#
+        )
+    };
+    app.endpoint("shop", "spoof", "POST /spoof", &send("ceo@bank.example"))
+        .await;
+    app.endpoint("shop", "news", "POST /news", &send("News@Shop.test"))
+        .await;
+    let mut recorded = app.recorded();
+    let res = app.call(Method::POST, "/shop/spoof").send().await.unwrap();
+    assert_eq!(res.status(), 500);
+    let failed = record_where(&mut recorded, |r| r.script.as_str() == "spoof").await;
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("from 'ceo@bank.example' is not an allowed sender"),
+        "{error}"
+    );
+
+    let res = app.call(Method::POST, "/shop/news").send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "sent");
+    // The send itself leaves a record, like every event.
+    let mail = record_where(&mut recorded, |r| r.trigger == "email").await;
+    assert_eq!(mail.status, shared::InvocationStatus::Ok);
+    assert_eq!(mail.summary, "email to ada@example.com");
+    let mailbox: Value = app
+        .admin(Method::GET, "/apps/shop/mailbox")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = mailbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "only the allowed sender's message");
+    assert_eq!(messages[0]["message"]["from"], "News@Shop.test");
+}
