@@ -6,7 +6,8 @@
 //! What must stay true:
 //! - effects leave a run only through `HostGuard::finish` and only when the run
 //!   succeeded; a failed run (or a failed nested `invoke`) drops its effects and deletes
-//!   the objects its `blob::put`s wrote, so nothing it did becomes visible;
+//!   the objects its `blob::put`s wrote, so nothing it did becomes visible; so does a run
+//!   that panicked (`HostGuard`'s drop) or whose caller gave up (`executor::Reply`);
 //! - the context is set by `HostGuard` and cleared when it drops (also on panic), so a
 //!   host call outside a run, or on a thread that runs a bare sandbox, finds no app and
 //!   fails instead of writing somewhere.
