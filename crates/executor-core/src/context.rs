@@ -1,11 +1,13 @@
 //! The host context of the run in progress on this thread: its app, the executor's
-//! runner (store, runtime handle, limits, script loader), the run's buffered effects,
-//! the blob objects it wrote, its invoke depth and its import stack.
+//! runner (store, runtime handle, limits, script loader), the run's buffered effects
+//! (`buffer`: capped, with the blob objects it wrote), its invoke depth and its import
+//! stack.
 //!
 //! What must stay true:
 //! - effects leave a run only through `HostGuard::finish` and only when the run
 //!   succeeded; a failed run (or a failed nested `invoke`) drops its effects and deletes
-//!   the objects its `blob::put`s wrote, so nothing it did becomes visible;
+//!   the objects its `blob::put`s wrote, so nothing it did becomes visible; so does a run
+//!   that panicked (`HostGuard`'s drop) or whose caller gave up (`executor::Reply`);
 //! - the context is set by `HostGuard` and cleared when it drops (also on panic), so a
 //!   host call outside a run, or on a thread that runs a bare sandbox, finds no app and
 //!   fails instead of writing somewhere.
@@ -13,8 +15,9 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 
-use shared::{AppName, Effects, ScriptName, Store};
+use shared::{AppName, BlobWrite, Effects, Emit, KvWrite, ScriptName, Store};
 
+use crate::buffer::{Buffer, Caps, Mark};
 use crate::error::HostError;
 use crate::executor::Runner;
 use crate::limits::Limits;
@@ -44,9 +47,8 @@ impl Current {
 struct Frame {
     runner: Arc<Runner>,
     app: AppName,
-    effects: Effects,
-    /// Object keys written by `blob::put` during the run, in order.
-    objects: Vec<String>,
+    /// The run's effects and the objects its `blob::put`s wrote, under the run's caps.
+    buffer: Buffer,
     /// Nested `invoke`s in progress.
     depth: usize,
     /// The script running at the top, then each module being loaded.
@@ -73,52 +75,90 @@ pub(crate) fn current(call: &'static str) -> Result<Current, HostError> {
     })
 }
 
-/// Read or change the run's effects buffer; `None` outside a run.
-pub(crate) fn with_effects<T>(f: impl FnOnce(&mut Effects) -> T) -> Option<T> {
-    FRAME.with_borrow_mut(|frame| frame.as_mut().map(|fr| f(&mut fr.effects)))
+/// Read the run's effects; `None` outside a run.
+pub(crate) fn with_effects<T>(f: impl FnOnce(&Effects) -> T) -> Option<T> {
+    FRAME.with_borrow(|frame| frame.as_ref().map(|fr| f(fr.buffer.effects())))
 }
 
-/// Remember an object written during the run, to delete it if the run fails.
-pub(crate) fn record_object(key: String) {
+fn caps(runner: &Runner) -> Caps {
+    let limits = runner.sandbox.limits();
+    Caps {
+        max_count: limits.max_effects_per_run,
+        max_bytes: limits.max_effect_bytes_per_run,
+    }
+}
+
+/// Change the run's buffer under its caps.
+fn with_buffer<T>(
+    call: &'static str,
+    f: impl FnOnce(&mut Buffer, Caps) -> Result<T, HostError>,
+) -> Result<T, HostError> {
     FRAME.with_borrow_mut(|frame| {
-        if let Some(fr) = frame.as_mut() {
-            fr.objects.push(key);
-        }
+        let fr = frame.as_mut().ok_or(HostError::OutsideRun { call })?;
+        let caps = caps(&fr.runner);
+        f(&mut fr.buffer, caps)
+    })
+}
+
+/// Buffer a KV write.
+///
+/// # Errors
+/// When the run's buffer is full (`max_effects_per_run`, `max_effect_bytes_per_run`).
+pub(crate) fn buffer_kv(call: &'static str, write: KvWrite) -> Result<(), HostError> {
+    with_buffer(call, |b, caps| b.push_kv(call, caps, write))
+}
+
+/// Buffer an emitted event or email.
+///
+/// # Errors
+/// When the run's buffer is full.
+pub(crate) fn buffer_emit(call: &'static str, emit: Emit) -> Result<(), HostError> {
+    with_buffer(call, |b, caps| b.push_emit(call, caps, emit))
+}
+
+/// Whether a blob of `size` bytes under `name` fits in the run's buffer; asked before its
+/// bytes are written.
+///
+/// # Errors
+/// When it would not.
+pub(crate) fn blob_room(call: &'static str, name: &str, size: usize) -> Result<(), HostError> {
+    with_buffer(call, |b, caps| b.blob_room(call, caps, name, size))
+}
+
+/// Buffer a blob change; the object of a `Put` is remembered, to delete it if the run
+/// fails, and the objects of the puts it supersedes are deleted now.
+///
+/// # Errors
+/// When the run's buffer is full (the caller deletes the object it wrote).
+pub(crate) fn buffer_blob(
+    cx: &Current,
+    call: &'static str,
+    write: BlobWrite,
+) -> Result<(), HostError> {
+    let unreferenced = with_buffer(call, |b, caps| b.push_blob(call, caps, write))?;
+    delete_objects(&cx.runner, &cx.app, unreferenced);
+    Ok(())
+}
+
+/// A nested `invoke` begins; `end_nested` must follow.
+pub(crate) fn begin_nested() -> Mark {
+    FRAME.with_borrow_mut(|frame| {
+        frame
+            .as_mut()
+            .map_or_else(Mark::default, |fr| fr.buffer.begin_nested())
+    })
+}
+
+/// The nested `invoke` begun at `mark` ended; when it failed, what it buffered is dropped
+/// and the objects it wrote are deleted.
+pub(crate) fn end_nested(cx: &Current, mark: Mark, succeeded: bool) {
+    let objects = FRAME.with_borrow_mut(|frame| {
+        frame
+            .as_mut()
+            .map(|fr| fr.buffer.end_nested(mark, succeeded))
+            .unwrap_or_default()
     });
-}
-
-/// How far the buffers were filled; `rollback` cuts them back to it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Mark {
-    kv: usize,
-    blobs: usize,
-    emitted: usize,
-    objects: usize,
-}
-
-pub(crate) fn mark() -> Mark {
-    FRAME.with_borrow(|frame| {
-        frame.as_ref().map_or_else(Mark::default, |fr| Mark {
-            kv: fr.effects.kv.len(),
-            blobs: fr.effects.blobs.len(),
-            emitted: fr.effects.emitted.len(),
-            objects: fr.objects.len(),
-        })
-    })
-}
-
-/// Drop what was buffered since `mark`; returns the objects written since, for the
-/// caller to delete.
-pub(crate) fn rollback(mark: Mark) -> Vec<String> {
-    FRAME.with_borrow_mut(|frame| {
-        let Some(fr) = frame.as_mut() else {
-            return Vec::new();
-        };
-        fr.effects.kv.truncate(mark.kv);
-        fr.effects.blobs.truncate(mark.blobs);
-        fr.effects.emitted.truncate(mark.emitted);
-        fr.objects.split_off(mark.objects.min(fr.objects.len()))
-    })
+    delete_objects(&cx.runner, &cx.app, objects);
 }
 
 /// Enter one more nested `invoke`.
@@ -223,8 +263,7 @@ impl HostGuard {
             *frame = Some(Frame {
                 runner,
                 app,
-                effects: Effects::default(),
-                objects: Vec::new(),
+                buffer: Buffer::default(),
                 depth: 0,
                 imports: vec![script],
             });
@@ -238,20 +277,36 @@ impl HostGuard {
         let Some(frame) = FRAME.with_borrow_mut(Option::take) else {
             return Effects::default();
         };
+        let (effects, objects) = frame.buffer.into_parts();
         if succeeded {
-            return frame.effects;
+            return effects;
         }
-        delete_objects(&frame.runner, &frame.app, frame.objects);
+        delete_objects(&frame.runner, &frame.app, objects);
         Effects::default()
     }
 }
 
 impl Drop for HostGuard {
     fn drop(&mut self) {
-        // Set again only by the next `start`; a panicking run leaves nothing behind. Its
-        // objects, if any, are orphans for the object store's sweeper.
-        FRAME.with_borrow_mut(|frame| *frame = None);
+        // Set again only by the next `start`. A run that panicked leaves its frame here:
+        // the objects it wrote are deleted, so nothing it did stays behind.
+        if let Some(frame) = FRAME.with_borrow_mut(Option::take) {
+            let (_, objects) = frame.buffer.into_parts();
+            delete_objects(&frame.runner, &frame.app, objects);
+        }
     }
+}
+
+/// The objects the blob puts of `effects` wrote (not yet named by any committed blob).
+pub(crate) fn objects_of(effects: &Effects) -> Vec<String> {
+    effects
+        .blobs
+        .iter()
+        .filter_map(|w| match w {
+            BlobWrite::Put { object, .. } => Some(object.clone()),
+            BlobWrite::Delete { .. } => None,
+        })
+        .collect()
 }
 
 /// Delete objects a failed run (or failed nested invoke) wrote; failures are logged.

@@ -19,7 +19,7 @@ use shared::{
 use tokio::sync::oneshot;
 
 use crate::cache::{AstCache, Compiled};
-use crate::context::HostGuard;
+use crate::context::{self, HostGuard};
 use crate::limits::Limits;
 use crate::pool::{Pool, SubmitError};
 use crate::sandbox::Sandbox;
@@ -103,7 +103,12 @@ impl Executor {
                     return;
                 }
                 let result = worker_runner.run(&job.invocation);
-                let _ = job.reply.send(result);
+                if let Err(Ok(execution)) = job.reply.send(result) {
+                    // The caller left during the run: nobody will commit its effects, so
+                    // the objects its blob puts wrote go now.
+                    let objects = context::objects_of(&execution.effects);
+                    context::delete_objects(&worker_runner, &job.invocation.app, objects);
+                }
             },
         );
         Arc::new(Executor { runner, pool })
@@ -255,7 +260,49 @@ impl ExecutorClient for Executor {
             }
             Err(SubmitError::Closed) => return Err(ExecError::Overloaded),
         }
-        done.await.map_err(|_| ExecError::WorkerLost)?
+        let mut reply = Reply {
+            done: Some(done),
+            store: &self.runner.store,
+        };
+        let done = reply.done.as_mut().expect("set above");
+        let result = done.await.map_err(|_| ExecError::WorkerLost)?;
+        reply.done = None;
+        result
+    }
+}
+
+/// The wait for a run's reply. Dropped before the reply was taken (the caller gave up),
+/// it closes the channel, so a run that ends later deletes its own objects, and deletes
+/// those of a reply that had already arrived: no blob object outlives an abandoned run.
+struct Reply<'a> {
+    done: Option<oneshot::Receiver<Result<Execution, ExecError>>>,
+    store: &'a Store,
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        let Some(mut done) = self.done.take() else {
+            return;
+        };
+        done.close();
+        let Ok(Ok(execution)) = done.try_recv() else {
+            return;
+        };
+        let objects = context::objects_of(&execution.effects);
+        if objects.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        rt.spawn(async move {
+            for key in objects {
+                if let Err(error) = store.objects.delete(&key).await {
+                    tracing::warn!(?error, "could not delete the object of an abandoned run");
+                }
+            }
+        });
     }
 }
 

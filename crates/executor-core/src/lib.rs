@@ -7,6 +7,7 @@
 //!   shapes the result as an HTTP response (`output`).
 //! - Deploys invalidate the cache through `CatalogListener`; compile checks at deploy go
 //!   through `ScriptChecker`.
+mod buffer; // the run's buffered effects under their caps
 mod cache; // (app, script) -> compiled active version (and its module once imported)
 mod context; // the run's app, buffered effects, written objects, invoke depth, imports
 mod error; // HostError: what a failing host call tells the script

@@ -32,6 +32,11 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Nested `invoke` calls on top of the run itself.
     pub max_invoke_depth: usize,
+    /// Writes and events a run may buffer (KV writes, blob puts and deletes, events,
+    /// emails); a write over a key or name the run already wrote replaces it.
+    pub max_effects_per_run: usize,
+    /// Bytes a run may buffer: keys, names, values and payloads as JSON, blob contents.
+    pub max_effect_bytes_per_run: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +55,8 @@ impl Default for Limits {
             max_blob_bytes: 10 * 1024 * 1024,
             max_payload_bytes: 256 * 1024,
             max_invoke_depth: 8,
+            max_effects_per_run: 1_000,
+            max_effect_bytes_per_run: 16 * 1024 * 1024,
         }
     }
 }

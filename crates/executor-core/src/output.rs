@@ -1,6 +1,7 @@
 //! How a script's return value becomes an HTTP response.
 //!
-//! A string is `text/plain`, `()` is 204, anything else (map, array, number, bool) is
+//! A string is `text/plain`, a BLOB is its bytes (`application/octet-stream`), `()` is
+//! 204, anything else (map, array, number, bool) is
 //! JSON, and `response(status, body[, headers])` sets the status and headers itself.
 //! Status and headers are validated when `response` is called, so a bad one is a script
 //! error at the line that made it.
@@ -10,6 +11,7 @@ use shared::{FailureKind, ScriptFailure, ScriptOutput};
 
 pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 pub(crate) const JSON: &str = "application/json";
+pub(crate) const BYTES: &str = "application/octet-stream";
 
 /// What `response(...)` returns; Rhai shows it as `Response`.
 #[derive(Debug, Clone)]
@@ -103,6 +105,9 @@ fn encode_body(body: Dynamic) -> Result<(Option<&'static str>, Bytes), ScriptFai
     if body.is_unit() {
         return Ok((None, Bytes::new()));
     }
+    if body.is_blob() {
+        return Ok((Some(BYTES), Bytes::from(body.cast::<rhai::Blob>())));
+    }
     if body.is_string() {
         let text = body.into_immutable_string().unwrap_or_default();
         return Ok((Some(TEXT), Bytes::from(text.as_str().to_owned())));
@@ -142,6 +147,22 @@ mod tests {
         let out = to_output(Dynamic::UNIT, 100).unwrap();
         assert_eq!(out.status, 204);
         assert!(out.body.is_empty() && out.headers.is_empty());
+    }
+
+    #[test]
+    fn a_blob_is_its_bytes_with_the_content_type_the_script_chose() {
+        let bytes = vec![0_u8, 159, 146, 150, 255];
+        let out = to_output(Dynamic::from_blob(bytes.clone()), 100).unwrap();
+        assert_eq!((out.status, out.body.as_ref()), (200, bytes.as_slice()));
+        assert_eq!(header(&out, "content-type"), Some(BYTES));
+        let mut headers = Map::new();
+        headers.insert("content-type".into(), Dynamic::from("image/png"));
+        let resp = make_response(201, Dynamic::from_blob(bytes.clone()), headers).unwrap();
+        let out = to_output(Dynamic::from(resp), 100).unwrap();
+        assert_eq!((out.status, out.body.as_ref()), (201, bytes.as_slice()));
+        assert_eq!(header(&out, "content-type"), Some("image/png"));
+        let err = to_output(Dynamic::from_blob(vec![1; 11]), 10).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
     }
 
     #[test]

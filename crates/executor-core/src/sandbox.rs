@@ -361,6 +361,34 @@ mod tests {
     }
 
     #[test]
+    fn sleep_ends_at_the_wall_clock_limit_however_long_it_asks_for() {
+        // Rhai's own `sleep` would block for 50 s or forever: ours must win over it.
+        for source in [
+            "sleep(1e9)",
+            "sleep(50)",
+            "sleep(50.0)",
+            "try { sleep(50) } catch { 1 }",
+        ] {
+            let limits = Limits {
+                timeout: Duration::from_millis(200),
+                ..Limits::default()
+            };
+            let out = run_with(limits, source, HttpRequest::default());
+            let f = failure(&out);
+            assert_eq!(f.kind, FailureKind::Timeout, "{source}");
+            assert_eq!(f.message, "wall-clock limit of 200ms exceeded", "{source}");
+        }
+    }
+
+    #[test]
+    fn zero_negative_and_nan_sleeps_return_at_once() {
+        let out = run(
+            r#"sleep(0); sleep(-5); sleep(-1.5); sleep(parse_float("NaN")); sleep(0.001); "awake""#,
+        );
+        assert_eq!(out.result.unwrap().body.as_ref(), b"awake");
+    }
+
+    #[test]
     fn a_loop_cannot_catch_its_own_limit() {
         let limits = Limits {
             max_operations: 50_000,

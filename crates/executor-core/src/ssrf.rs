@@ -362,6 +362,9 @@ pub fn build_client(config: &OutboundConfig) -> Result<reqwest::Client, ClientBu
         }
         match policy.check_url(attempt.url()) {
             Ok(()) => attempt.follow(),
+            // Not followed, not an error: the script gets the 3xx and its `location`
+            // (reqwest does the same by itself for a location it cannot parse as a URI).
+            Err(Refused::Scheme) => attempt.stop(),
             Err(refused) => attempt.error(refused),
         }
     });

@@ -25,6 +25,8 @@ use storage::testing::TestStore;
 struct Recording {
     inner: Arc<dyn ObjectStore>,
     puts: Mutex<Vec<String>>,
+    /// Notified after every put.
+    put_done: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -32,6 +34,7 @@ impl ObjectStore for Recording {
     async fn put(&self, app: &AppName, data: Bytes) -> Result<String, StoreError> {
         let key = self.inner.put(app, data).await?;
         self.puts.lock().unwrap().push(key.clone());
+        self.put_done.notify_one();
         Ok(key)
     }
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -60,6 +63,7 @@ impl Harness {
         let objects = Arc::new(Recording {
             inner: Arc::clone(&db.store.objects),
             puts: Mutex::new(Vec::new()),
+            put_done: tokio::sync::Notify::new(),
         });
         let mut store = db.store.clone();
         store.objects = objects.clone();
@@ -169,21 +173,13 @@ async fn kv_reads_see_the_runs_own_writes_and_commit_as_effects(h: Harness) {
         json_of(&e),
         json!({"seen": {"n": 1}, "after_delete": null, "count": 6, "keys": ["count", "tmp"]})
     );
+    // A write supersedes the run's earlier writes of its key; increments add up.
     assert_eq!(
         e.effects.kv,
         [
-            KvWrite::Set {
-                key: "a".into(),
-                value: json!({"n": 1}),
-                ttl: None
-            },
             KvWrite::Incr {
                 key: "count".into(),
-                by: 1
-            },
-            KvWrite::Incr {
-                key: "count".into(),
-                by: 5
+                by: 6
             },
             KvWrite::Set {
                 key: "tmp".into(),
@@ -252,7 +248,12 @@ async fn blobs_read_back_within_the_run_and_after_commit(h: Harness) {
             BlobWrite::Delete { .. } => None,
         })
         .collect();
-    assert_eq!(names, [("docs/a.txt", 5), ("docs/bin", 2), ("empty", 0)]);
+    // The delete of "empty" superseded its put (whose object is deleted at once).
+    assert_eq!(names, [("docs/a.txt", 5), ("docs/bin", 2)]);
+    let objects = h.objects.puts.lock().unwrap().clone();
+    assert_eq!(objects.len(), 3);
+    let gone = h.db.store.objects.get(&objects[2]).await.unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound(_)), "{gone:?}");
     h.commit(&e).await;
     let e = h
         .run(r#"let a = blob::get("docs/a.txt"); #{ a: a.data, ct: a.content_type, gone: blob::get("empty") }"#)
@@ -703,4 +704,39 @@ async fn data_calls_in_a_bare_sandbox_fail_instead_of_writing_anywhere() {
         "{}",
         f.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_gave_up_leaves_no_blob_object_behind() {
+    let h = Harness::on(storage::testing::sqlite_store().await, Limits::default()).await;
+    h.deploy("slow", r#"blob::put("a", "x"); sleep(0.5); "done""#)
+        .await;
+    h.deploy("next", r#""next""#).await;
+    let (executor, app) = (Arc::clone(&h.executor), h.app.clone());
+    let caller = tokio::spawn(async move {
+        executor
+            .execute(Invocation {
+                id: InvocationId::new(),
+                app,
+                script: ScriptName::parse("slow").unwrap(),
+                input: InvocationInput::Http(HttpRequest::default()),
+                request_id: None,
+            })
+            .await
+    });
+    // The object is written; the caller gives up while the run sleeps (the lane or the
+    // dispatcher does this at its deadline), so nobody will commit the run's effects.
+    h.objects.put_done.notified().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    // One script thread: the next run starts once the abandoned one ended and cleaned up.
+    let e = h
+        .execute("next", InvocationInput::Http(HttpRequest::default()))
+        .await;
+    assert!(e.result.is_ok());
+    let objects = h.objects.puts.lock().unwrap().clone();
+    assert_eq!(objects.len(), 1);
+    let gone = h.db.store.objects.get(&objects[0]).await.unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound(_)), "{gone:?}");
+    h.close().await;
 }

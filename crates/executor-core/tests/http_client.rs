@@ -349,16 +349,25 @@ async fn a_redirect_to_a_name_is_checked_by_the_resolver_at_the_hop() {
 #[tokio::test]
 async fn a_redirect_to_another_scheme_is_not_followed() {
     let (first, state) = serve_on("127.0.0.1").await;
-    *state.hop_target.lock().unwrap() = "file:///etc/passwd".into();
     let http = client(&loopback_allowed());
-    // reqwest hands back a redirect it cannot follow; the script sees the 302 itself.
-    let resp = http
-        .send(request_to(format!("http://127.0.0.1:{}/hop", first.port)))
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 302);
-    assert_eq!(resp.body.as_ref(), b"");
-    assert_eq!(first.hits.load(Ordering::SeqCst), 1);
+    let targets = [
+        "file:///etc/passwd".to_owned(),
+        format!("ftp://127.0.0.1:{}/", first.port),
+        format!("gopher://127.0.0.1:{}/", first.port),
+    ];
+    for (i, target) in targets.iter().enumerate() {
+        *state.hop_target.lock().unwrap() = target.clone();
+        // The script sees the 302 itself, with where it pointed.
+        let resp = http
+            .send(request_to(format!("http://127.0.0.1:{}/hop", first.port)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 302, "{target}");
+        assert_eq!(resp.body.as_ref(), b"");
+        let location = resp.headers.iter().find(|(n, _)| n == "location");
+        assert_eq!(location.map(|(_, v)| v), Some(target), "{target}");
+        assert_eq!(first.hits.load(Ordering::SeqCst), i + 1, "{target}");
+    }
 }
 
 #[tokio::test]

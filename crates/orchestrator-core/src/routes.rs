@@ -21,8 +21,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use percent_encoding::percent_decode_str;
-use shared::store::{HttpMethod, Trigger, TriggerRepository, TriggerSpec};
-use shared::{AppName, CatalogChange, CatalogListener, RoutePath, ScriptName};
+use shared::store::{App, AppRepository, HttpMethod, Trigger, TriggerRepository, TriggerSpec};
+use shared::{AppName, CatalogChange, CatalogListener, RoutePath, ScriptName, StoreError};
 
 /// One segment of a route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,13 +138,15 @@ pub(crate) enum RouteMatch {
 /// One app's routes.
 #[derive(Debug)]
 pub(crate) struct AppRoutes {
-    pub(crate) app: AppName,
+    /// The app as it was when the table was built: a run routed here commits its effects
+    /// only to this app, never to one deleted and created again under its name.
+    pub(crate) app: App,
     routes: Vec<Route>,
 }
 
 impl AppRoutes {
     /// The app's table from its triggers; triggers of other kinds are skipped.
-    pub(crate) fn build<'a>(app: AppName, triggers: impl IntoIterator<Item = &'a Trigger>) -> Self {
+    pub(crate) fn build<'a>(app: App, triggers: impl IntoIterator<Item = &'a Trigger>) -> Self {
         let routes = triggers
             .into_iter()
             .filter_map(|t| match &t.spec {
@@ -210,17 +212,18 @@ pub(crate) struct RouteTables {
 }
 
 impl RouteTables {
-    /// Tables for every app that has at least one `http` trigger.
-    pub(crate) fn from_triggers(triggers: &[Trigger]) -> Self {
+    /// Tables for every app of `apps` that has at least one `http` trigger.
+    pub(crate) fn from_triggers(apps: &[App], triggers: &[Trigger]) -> Self {
         let mut by_app: BTreeMap<&AppName, Vec<&Trigger>> = BTreeMap::new();
         for t in triggers.iter().filter(|t| t.spec.kind() == "http") {
             by_app.entry(&t.app).or_default().push(t);
         }
-        let apps = by_app
-            .into_iter()
-            .map(|(app, ts)| {
+        let apps = apps
+            .iter()
+            .filter_map(|app| {
+                let ts = by_app.remove(&app.name)?;
                 let table = AppRoutes::build(app.clone(), ts);
-                (app.as_str().to_owned(), Arc::new(table))
+                Some((app.name.as_str().to_owned(), Arc::new(table)))
             })
             .collect();
         RouteTables {
@@ -238,26 +241,45 @@ impl RouteTables {
             .cloned()
     }
 
-    fn replace(&self, app: &AppName, triggers: &[Trigger]) {
-        let table = AppRoutes::build(
-            app.clone(),
-            triggers.iter().filter(|t| t.spec.kind() == "http"),
-        );
+    /// Swap the app's table; `None` (the app is gone) removes it.
+    fn replace(&self, name: &AppName, app: Option<App>, triggers: &[Trigger]) {
+        let table = app
+            .map(|app| AppRoutes::build(app, triggers.iter().filter(|t| t.spec.kind() == "http")));
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
-        if table.routes.is_empty() {
-            apps.remove(app.as_str());
-        } else {
-            apps.insert(app.as_str().to_owned(), Arc::new(table));
+        match table {
+            Some(table) if !table.routes.is_empty() => {
+                apps.insert(name.as_str().to_owned(), Arc::new(table));
+            }
+            _ => {
+                apps.remove(name.as_str());
+            }
         }
     }
 
-    /// Re-read one app's triggers and swap its table; on a store failure the old table
-    /// stays and the failure is logged.
-    pub(crate) async fn rebuild(&self, triggers: &dyn TriggerRepository, app: &AppName) {
+    /// Re-read one app and its triggers and swap its table; on a store failure the old
+    /// table stays and the failure is logged.
+    pub(crate) async fn rebuild(
+        &self,
+        apps: &dyn AppRepository,
+        triggers: &dyn TriggerRepository,
+        app: &AppName,
+    ) {
         let _serial = self.rebuilding.lock().await;
-        match triggers.list(app).await {
-            Ok(list) => {
-                self.replace(app, &list);
+        let read = async {
+            let current = match apps.get(app).await {
+                Ok(current) => Some(current),
+                Err(StoreError::NotFound(_)) => None,
+                Err(error) => return Err(error),
+            };
+            let list = match current {
+                Some(_) => triggers.list(app).await?,
+                None => Vec::new(),
+            };
+            Ok((current, list))
+        };
+        match read.await {
+            Ok((current, list)) => {
+                self.replace(app, current, &list);
                 tracing::debug!(app = %app, "route table rebuilt");
             }
             Err(error) => {
@@ -270,6 +292,7 @@ impl RouteTables {
 /// Rebuilds an app's route table when the catalog says its triggers (or the app) changed.
 pub(crate) struct RouteRefresher {
     pub(crate) tables: Arc<RouteTables>,
+    pub(crate) apps: Arc<dyn AppRepository>,
     pub(crate) triggers: Arc<dyn TriggerRepository>,
 }
 
@@ -278,7 +301,9 @@ impl CatalogListener for RouteRefresher {
     async fn catalog_changed(&self, change: &CatalogChange) {
         match change {
             CatalogChange::Triggers { app } | CatalogChange::App { app } => {
-                self.tables.rebuild(self.triggers.as_ref(), app).await;
+                self.tables
+                    .rebuild(self.apps.as_ref(), self.triggers.as_ref(), app)
+                    .await;
             }
             CatalogChange::Script { .. } => {}
         }
@@ -306,9 +331,16 @@ mod tests {
         }
     }
 
+    fn app(name: &str) -> App {
+        App {
+            name: AppName::parse(name).unwrap(),
+            created_at: Utc::now(),
+        }
+    }
+
     fn table(routes: &[(&str, &str, &str)]) -> AppRoutes {
         let triggers: Vec<Trigger> = routes.iter().map(|(m, p, s)| trigger(m, p, s)).collect();
-        AppRoutes::build(AppName::parse("shop").unwrap(), &triggers)
+        AppRoutes::build(app("shop"), &triggers)
     }
 
     fn script_for(t: &AppRoutes, method: http::Method, path: &str) -> Option<String> {
@@ -488,19 +520,24 @@ mod tests {
     fn tables_hold_only_apps_with_http_triggers_and_rebuild_replaces_one_app() {
         let mut other = trigger("GET", "/a", "a");
         other.app = AppName::parse("blog").unwrap();
-        let tables = RouteTables::from_triggers(&[trigger("GET", "/x", "x"), other]);
+        let apps = [app("shop"), app("blog")];
+        let tables = RouteTables::from_triggers(&apps, &[trigger("GET", "/x", "x"), other]);
         assert!(tables.app("shop").is_some());
         assert!(tables.app("blog").is_some());
         assert!(tables.app("nope").is_none());
         let shop = AppName::parse("shop").unwrap();
-        tables.replace(&shop, &[]);
+        tables.replace(&shop, Some(app("shop")), &[]);
         assert!(tables.app("shop").is_none());
-        tables.replace(&shop, &[trigger("GET", "/new", "n")]);
+        let again = app("shop");
+        tables.replace(&shop, Some(again.clone()), &[trigger("GET", "/new", "n")]);
         let t = tables.app("shop").unwrap();
+        assert_eq!(t.app, again, "the table knows which app it routes to");
         assert_eq!(
             script_for(&t, http::Method::GET, "/new").as_deref(),
             Some("n")
         );
         assert_eq!(script_for(&t, http::Method::GET, "/x"), None);
+        tables.replace(&shop, None, &[trigger("GET", "/new", "n")]);
+        assert!(tables.app("shop").is_none(), "a deleted app has no table");
     }
 }

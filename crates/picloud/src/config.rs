@@ -193,6 +193,11 @@ pub struct LimitSettings {
     pub max_blob_bytes: usize,
     pub max_payload_bytes: usize,
     pub max_invoke_depth: usize,
+    /// Writes and events one run may buffer before it commits (KV writes, blob puts and
+    /// deletes, events, emails); rewriting a key or name the run wrote does not add one.
+    pub max_effects_per_run: usize,
+    /// Bytes one run may buffer: values and payloads as JSON, blob contents, keys, names.
+    pub max_effect_bytes_per_run: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +283,8 @@ impl Default for LimitSettings {
             max_blob_bytes: l.max_blob_bytes,
             max_payload_bytes: l.max_payload_bytes,
             max_invoke_depth: l.max_invoke_depth,
+            max_effects_per_run: l.max_effects_per_run,
+            max_effect_bytes_per_run: l.max_effect_bytes_per_run,
         }
     }
 }
@@ -339,6 +346,8 @@ impl Config {
             max_blob_bytes: l.max_blob_bytes,
             max_payload_bytes: l.max_payload_bytes,
             max_invoke_depth: l.max_invoke_depth,
+            max_effects_per_run: l.max_effects_per_run,
+            max_effect_bytes_per_run: l.max_effect_bytes_per_run,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! What must stay true: `put` writes the bytes to the object store at once (under a key
 //! the object store picks, never derived from the name) and only buffers the name
-//! change (`Effects.blobs`); the run's context remembers the object, so a run that
-//! fails deletes it and nothing points at it. Reads see the run's own puts and deletes.
+//! change (`Effects.blobs`, under the run's caps, checked before the bytes are written);
+//! the run's buffer remembers the object, so a run that fails deletes it and nothing
+//! points at it, and a put over a name put earlier in the run deletes the earlier object. Reads see the run's own puts and deletes.
 //! Names and contents never reach a span, a log line or an error.
 use std::collections::BTreeMap;
 
@@ -87,20 +88,20 @@ fn put(name: &str, data: Dynamic, content_type: Option<&str>) -> Result<(), Host
             "blob::put: data is larger than {max} bytes"
         )));
     }
+    context::blob_room("blob::put", name, bytes.len())?;
     let size = bytes.len() as u64;
     let object = cx
         .block_on(cx.store().objects.put(&cx.app, bytes))
         .map_err(|e| HostError::backend("blob::put", e))?;
-    context::record_object(object.clone());
-    context::with_effects(|effects| {
-        effects.blobs.push(BlobWrite::Put {
-            name: name.to_owned(),
-            object,
-            size,
-            content_type: content_type.map(str::to_owned),
-        });
-    });
-    Ok(())
+    let write = BlobWrite::Put {
+        name: name.to_owned(),
+        object: object.clone(),
+        size,
+        content_type: content_type.map(str::to_owned),
+    };
+    context::buffer_blob(&cx, "blob::put", write).inspect_err(|_| {
+        context::delete_objects(&cx.runner, &cx.app, vec![object]);
+    })
 }
 
 fn get(name: &str) -> Result<Dynamic, HostError> {
@@ -164,12 +165,13 @@ fn delete(name: &str) -> Result<(), HostError> {
     let cx = context::current("blob::delete")?;
     let _span = tracing::info_span!("host.blob.delete", app = %cx.app).entered();
     check_name("blob::delete", name)?;
-    context::with_effects(|effects| {
-        effects.blobs.push(BlobWrite::Delete {
+    context::buffer_blob(
+        &cx,
+        "blob::delete",
+        BlobWrite::Delete {
             name: name.to_owned(),
-        });
-    });
-    Ok(())
+        },
+    )
 }
 
 /// What `list` shows of one blob.

@@ -51,8 +51,7 @@ fn send(msg: &Map) -> Result<(), HostError> {
             "email::send: message is larger than {max} bytes"
         )));
     }
-    context::with_effects(|effects| effects.emitted.push(Emit::Email { message }));
-    Ok(())
+    context::buffer_emit("email::send", Emit::Email { message })
 }
 
 /// The message as the mailer takes it, or what is wrong with it.

@@ -1,7 +1,7 @@
 //! `kv::get/set/delete/list/incr`: the app's key-value store.
 //!
-//! What must stay true: writes are only buffered (`Effects.kv`) and commit with the run,
-//! all or nothing; reads see the run's own writes laid over the store; every call is
+//! What must stay true: writes are only buffered (`Effects.kv`, under the run's caps)
+//! and commit with the run, all or nothing; reads see the run's own writes laid over the store; every call is
 //! scoped to the run's app; keys and values never reach a span, a log line or an error.
 use std::collections::BTreeMap;
 
@@ -84,22 +84,26 @@ fn set(key: &str, value: &Dynamic, opts: Option<&Map>) -> Result<(), HostError> 
             ttl = Some(secs);
         }
     }
-    buffer(KvWrite::Set {
-        key: key.to_owned(),
-        value,
-        ttl,
-    });
-    Ok(())
+    context::buffer_kv(
+        "kv::set",
+        KvWrite::Set {
+            key: key.to_owned(),
+            value,
+            ttl,
+        },
+    )
 }
 
 fn delete(key: &str) -> Result<(), HostError> {
     let cx = context::current("kv::delete")?;
     let _span = tracing::info_span!("host.kv.delete", app = %cx.app).entered();
     check_key("kv::delete", key)?;
-    buffer(KvWrite::Delete {
-        key: key.to_owned(),
-    });
-    Ok(())
+    context::buffer_kv(
+        "kv::delete",
+        KvWrite::Delete {
+            key: key.to_owned(),
+        },
+    )
 }
 
 fn incr(key: &str, by: i64) -> Result<i64, HostError> {
@@ -108,10 +112,13 @@ fn incr(key: &str, by: i64) -> Result<i64, HostError> {
     check_key("kv::incr", key)?;
     let current = view(&cx, "kv::incr", key)?;
     let next = add("kv::incr", current.as_ref(), by)?;
-    buffer(KvWrite::Incr {
-        key: key.to_owned(),
-        by,
-    });
+    context::buffer_kv(
+        "kv::incr",
+        KvWrite::Incr {
+            key: key.to_owned(),
+            by,
+        },
+    )?;
     Ok(next)
 }
 
@@ -146,10 +153,6 @@ fn list(prefix: &str, opts: &Map) -> Result<Map, HostError> {
     out.insert("keys".into(), keys.into());
     out.insert("cursor".into(), cursor.map_or(Dynamic::UNIT, Dynamic::from));
     Ok(out)
-}
-
-fn buffer(write: KvWrite) {
-    context::with_effects(|effects| effects.kv.push(write));
 }
 
 fn key_of(write: &KvWrite) -> &str {
@@ -203,8 +206,11 @@ fn add(call: &str, current: Option<&Value>, by: i64) -> Result<i64, HostError> {
             HostError::refused(format!("{call}: the stored value is not an integer"))
         })?,
     };
-    base.checked_add(by)
-        .ok_or_else(|| HostError::refused(format!("{call}: the result is out of range")))
+    base.checked_add(by).ok_or_else(|| {
+        HostError::refused(format!(
+            "{call}: the result would overflow a 64-bit integer"
+        ))
+    })
 }
 
 /// The run's final state of each buffered key under `prefix` after `after`.

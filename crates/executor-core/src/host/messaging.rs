@@ -78,8 +78,8 @@ fn script_name(call: &str, raw: &str) -> Result<ScriptName, HostError> {
     ScriptName::parse(raw).map_err(|e| HostError::refused(format!("{call}: {e}")))
 }
 
-fn emit(emit: Emit) {
-    context::with_effects(|effects| effects.emitted.push(emit));
+fn emit(call: &'static str, emit: Emit) -> Result<(), HostError> {
+    context::buffer_emit(call, emit)
 }
 
 fn publish(topic: &str, payload: &Dynamic) -> Result<(), HostError> {
@@ -91,8 +91,7 @@ fn publish(topic: &str, payload: &Dynamic) -> Result<(), HostError> {
         payload,
         cx.limits().max_payload_bytes,
     )?;
-    emit(Emit::Publish { topic, payload });
-    Ok(())
+    emit("pubsub::publish", Emit::Publish { topic, payload })
 }
 
 fn send(queue: &str, payload: &Dynamic, opts: &Map) -> Result<(), HostError> {
@@ -115,13 +114,15 @@ fn send(queue: &str, payload: &Dynamic, opts: &Map) -> Result<(), HostError> {
         shared::check_data_name("idempotency_key", key, MAX_IDEMPOTENCY_KEY)
             .map_err(|e| HostError::refused(format!("{CALL}: {e}")))?;
     }
-    emit(Emit::Send {
-        queue,
-        payload,
-        delay,
-        idempotency_key,
-    });
-    Ok(())
+    emit(
+        CALL,
+        Emit::Send {
+            queue,
+            payload,
+            delay,
+            idempotency_key,
+        },
+    )
 }
 
 fn invoke_async(script: &str, payload: &Dynamic) -> Result<(), HostError> {
@@ -140,8 +141,7 @@ fn invoke_async(script: &str, payload: &Dynamic) -> Result<(), HostError> {
         Ok(_) | Err(Loaded::Broken { .. }) => {}
         Err(Loaded::Missing(e)) => return Err(missing(CALL, &script, e)),
     }
-    emit(Emit::InvokeAsync { script, payload });
-    Ok(())
+    emit(CALL, Emit::InvokeAsync { script, payload })
 }
 
 fn missing(call: &'static str, script: &ScriptName, e: ExecError) -> HostError {
@@ -169,18 +169,17 @@ fn invoke(ctx: &NativeCallContext, script: &str, payload: &Dynamic) -> HostResul
         }
     };
     let mut scope = input::scope_for(&InvocationInput::Event(callee_event(&cx, &script, payload)));
-    let mark = context::mark();
+    let mark = context::begin_nested();
     let imports = context::fresh_imports(&script);
     let result = run_state::nested(|| {
         ctx.engine()
             .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
     });
     drop(imports);
+    context::end_nested(&cx, mark, result.is_ok());
     match result {
         Ok(value) => Ok(value),
         Err(err) => {
-            let objects = context::rollback(mark);
-            context::delete_objects(&cx.runner, &cx.app, objects);
             if err.is_catchable() {
                 // The callee's own error, with its line, said to come from the call; a
                 // thrown value stays what `catch` receives.

@@ -6,6 +6,7 @@
 //! `Debug` dump or a host path. Calls that touch the app's data (kv, blob, messaging,
 //! config, secrets, email) find their app in the run's context (`crate::context`), open
 //! a `host.<module>.<fn>` span with the app only, and buffer their writes as effects.
+//! `sleep` is ours too, replacing Rhai's, so that it cannot outlast the run's deadline.
 use rhai::{Engine, Module, Shared};
 
 mod base64;
@@ -19,6 +20,7 @@ mod log;
 mod messaging;
 mod page;
 mod settings;
+mod sleep;
 mod time;
 mod uuid;
 mod value;
@@ -46,4 +48,5 @@ pub(crate) fn register_all(engine: &mut Engine) {
         engine.register_static_module(name, Shared::new(module));
     }
     messaging::register(engine);
+    sleep::register(engine);
 }

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::{Counter, Histogram, counter, histogram};
+use shared::store::App;
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
@@ -134,7 +135,7 @@ async fn serve(
 
     let invocation = Invocation {
         id,
-        app: routes.app.clone(),
+        app: routes.app.name.clone(),
         script,
         request_id,
         input: InvocationInput::Http(HttpRequest {
@@ -149,7 +150,13 @@ async fn serve(
     // The run and its record go on if the caller hangs up mid-run.
     FinishOnDrop::new(
         id,
-        run_and_record(orchestrator, invocation, parts.method, parts.uri),
+        run_and_record(
+            orchestrator,
+            routes.app.clone(),
+            invocation,
+            parts.method,
+            parts.uri,
+        ),
     )
     .await
 }
@@ -277,10 +284,12 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Runs the invocation on the lane, commits its effects, shapes the answer and queues the
+/// Runs the invocation on the lane, commits its effects (to `owner`, the app it was routed
+/// to, and to no app created under its name meanwhile), shapes the answer and queues the
 /// record (successes within the record budget, every failure).
 async fn run_and_record(
     orchestrator: Arc<Orchestrator>,
+    owner: App,
     invocation: Invocation,
     method: Method,
     uri: Uri,
@@ -299,7 +308,7 @@ async fn run_and_record(
     let (mut settled, mut answer) = settle(id, outcome, &orchestrator.config);
     if answer.is_ok()
         && !effects.is_empty()
-        && let Err(error) = orchestrator.store.outbox.apply(&app, &effects).await
+        && let Err(error) = orchestrator.store.outbox.apply_to(&owner, &effects).await
     {
         settled.status = InvocationStatus::Error;
         settled.error = Some(EFFECTS_NOT_COMMITTED.into());

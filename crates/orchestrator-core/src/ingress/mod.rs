@@ -77,8 +77,9 @@ impl Orchestrator {
         config: IngressConfig,
         dispatch: DispatchConfig,
     ) -> Result<Arc<Self>, StoreError> {
+        let apps = store.apps.list().await?;
         let triggers = store.triggers.list_all().await?;
-        let routes = Arc::new(RouteTables::from_triggers(&triggers));
+        let routes = Arc::new(RouteTables::from_triggers(&apps, &triggers));
         let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
         let dispatcher = Dispatcher::start(
             store.clone(),
@@ -118,6 +119,7 @@ impl Orchestrator {
     pub fn catalog_listener(self: &Arc<Self>) -> Arc<dyn CatalogListener> {
         Arc::new(RouteRefresher {
             tables: self.routes.clone(),
+            apps: self.store.apps.clone(),
             triggers: self.store.triggers.clone(),
         })
     }

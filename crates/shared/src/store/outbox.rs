@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use super::{App, StoreError};
 use crate::event::{Effects, Event};
 use crate::ids::{AppName, EventId};
 use crate::invocation::InvocationRecord;
@@ -51,11 +51,20 @@ pub trait OutboxRepository: Send + Sync {
     async fn commit(&self, node: &str, batch: Vec<EventCommit>)
     -> Result<Vec<EventId>, StoreError>;
 
-    /// Apply a sync run's effects (KV, blobs, emitted events) in one transaction.
+    /// Apply a sync run's effects (KV, blobs, emitted events) in one transaction, to
+    /// whichever app has the name now (tests and tools; a run commits with `apply_to`).
     ///
     /// # Errors
     /// `NotFound("app")` when the app was deleted meanwhile.
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError>;
+
+    /// Apply a sync run's effects like `apply`, only to the app the run was routed to:
+    /// `app.created_at` tells it from an app deleted and created again under the same name
+    /// meanwhile, which gets none of them.
+    ///
+    /// # Errors
+    /// `NotFound("app")` when that app was deleted meanwhile (even if another has its name).
+    async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError>;
 
     /// When the next row becomes due: `None` when the outbox has no claimable row. A row
     /// under a live lease counts as due when its lease expires.

@@ -323,6 +323,61 @@ pub async fn kv_incrementing_a_non_integer_is_a_conflict_and_commits_nothing(sto
     );
 }
 
+pub async fn kv_an_increment_past_the_64_bit_range_is_a_conflict_and_keeps_the_value(
+    store: &Store,
+) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    let shop = app("shop");
+    let big = 5_000_000_000_000_000_000_i64; // 19 digits, well inside the range
+    let writes = vec![
+        set("max", json!(i64::MAX)),
+        set("min", json!(i64::MIN)),
+        set("big", json!(big)),
+    ];
+    store.outbox.apply(&shop, &kv(writes)).await.expect("apply");
+    for (key, by) in [("max", 1), ("min", -1), ("big", i64::MAX)] {
+        let err = store
+            .outbox
+            .apply(
+                &shop,
+                &kv(vec![KvWrite::Incr {
+                    key: key.into(),
+                    by,
+                }]),
+            )
+            .await
+            .expect_err("an overflowing increment");
+        assert!(
+            matches!(err, StoreError::Conflict("kv integer")),
+            "{key}: {err:?}"
+        );
+    }
+    let incr = |key: &str, by: i64| KvWrite::Incr {
+        key: key.into(),
+        by,
+    };
+    let writes = vec![
+        incr("max", -1),
+        incr("min", 1),
+        incr("big", 1),
+        incr("new", i64::MIN),
+    ];
+    store
+        .outbox
+        .apply(&shop, &kv(writes))
+        .await
+        .expect("in range");
+    for (key, value) in [
+        ("max", i64::MAX - 1),
+        ("min", i64::MIN + 1),
+        ("big", big + 1),
+        ("new", i64::MIN),
+    ] {
+        let entry = store.kv.get(&shop, key).await.expect("get").expect("entry");
+        assert_eq!(entry.value, json!(value), "{key}");
+    }
+}
+
 pub async fn kv_one_app_never_sees_or_lists_another_apps_keys_even_with_crafted_names(
     store: &Store,
 ) {

@@ -822,6 +822,54 @@ pub async fn applying_effects_to_a_missing_app_is_not_found(store: &Store) {
     assert!(matches!(err, StoreError::NotFound("app")), "{err:?}");
 }
 
+pub async fn a_runs_effects_never_reach_an_app_deleted_and_created_again_under_its_name(
+    store: &Store,
+) {
+    let set = |value: i64| shared::Effects {
+        kv: vec![shared::KvWrite::Set {
+            key: "k".into(),
+            value: json!(value),
+            ttl: None,
+        }],
+        ..shared::Effects::default()
+    };
+    let first = store.apps.create(&app("shop")).await.expect("create");
+    store
+        .outbox
+        .apply_to(&first, &set(1))
+        .await
+        .expect("the app the run was routed to");
+    store.apps.delete(&app("shop")).await.expect("delete");
+    let second = store.apps.create(&app("shop")).await.expect("create again");
+    assert_ne!(first.created_at, second.created_at);
+    let err = store
+        .outbox
+        .apply_to(&first, &set(2))
+        .await
+        .expect_err("the first app is gone");
+    assert!(matches!(err, StoreError::NotFound("app")), "{err:?}");
+    assert!(
+        store
+            .kv
+            .get(&app("shop"), "k")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    store
+        .outbox
+        .apply_to(&second, &set(3))
+        .await
+        .expect("the new app");
+    let entry = store
+        .kv
+        .get(&app("shop"), "k")
+        .await
+        .expect("get")
+        .expect("k");
+    assert_eq!(entry.value, json!(3));
+}
+
 pub async fn deleting_an_app_removes_its_outbox_rows_and_dead_letters(store: &Store) {
     setup(store, "shop", &["w"]).await;
     setup(store, "keep", &["w"]).await;

@@ -5,8 +5,10 @@
 //! - every statement is scoped by app; prefixes are ranges (`key >= p AND key < end`),
 //!   never `LIKE` patterns, so `%`, `_` and `\` in keys are plain characters;
 //! - `Incr` is one upsert whose arithmetic runs in SQL on the stored integer (the row lock
-//!   of `ON CONFLICT DO UPDATE` orders concurrent increments), so none is ever lost; a stored value that is not a JSON integer
-//!   refuses the increment with `Conflict("kv integer")` and is left as it was;
+//!   of `ON CONFLICT DO UPDATE` orders concurrent increments), so none is ever lost; a
+//!   stored value that is not a JSON integer, or a sum outside the 64-bit range (checked in
+//!   `numeric` before the `int8` arithmetic could fail), refuses the increment with
+//!   `Conflict("kv integer")` and is left as it was, as on SQLite;
 //! - writes only happen through `apply_kv`, inside the caller's transaction.
 use async_trait::async_trait;
 use serde_json::Value;
@@ -49,7 +51,10 @@ const INCR: &str = "INSERT INTO kv (app, key, value, updated_at, expires_at)
          expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= $4
                            THEN NULL ELSE kv.expires_at END
      WHERE (kv.expires_at IS NOT NULL AND kv.expires_at <= $4)
-        OR (jsonb_typeof(kv.value) = 'number' AND (kv.value #>> '{}') ~ '^-?[0-9]{1,18}$')";
+        OR CASE WHEN jsonb_typeof(kv.value) <> 'number' THEN false
+                WHEN (kv.value #>> '{}') !~ '^-?[0-9]+$' THEN false
+                ELSE (kv.value #>> '{}')::numeric + $3::numeric
+                     BETWEEN -9223372036854775808 AND 9223372036854775807 END";
 const PURGE_EXPIRED: &str =
     "DELETE FROM kv WHERE app = $1 AND expires_at IS NOT NULL AND expires_at <= $2";
 

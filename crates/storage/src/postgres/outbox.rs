@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use shared::store::{EventCommit, EventOutcome, ObjectStore, OutboxRepository, TriggerSpec};
+use shared::store::{App, EventCommit, EventOutcome, ObjectStore, OutboxRepository, TriggerSpec};
 use shared::{
     AppName, BlobWrite, DeadLetter, DeadLetterId, Effects, Emit, Event, EventId, EventKind,
     InvocationRecord, InvocationStatus, ScriptName, StoreError, TriggerId,
@@ -72,6 +72,8 @@ const DEAD_LETTER_UNREADABLE: &str = "WITH gone AS (
             now()
      FROM gone";
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
+/// The app, only if it is still the one created at `$2` (not deleted and made again).
+const LOCK_APP_IS: &str = "SELECT name FROM apps WHERE name = $1 AND created_at = $2 FOR KEY SHARE";
 const DELETE_HELD: &str = "DELETE FROM outbox WHERE id = ANY($1) AND lease_owner = $2 RETURNING id";
 const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available_at = t.at,
          last_error = t.error, lease_owner = NULL, lease_expires_at = NULL
@@ -141,6 +143,60 @@ impl PgOutbox {
             objects,
             inserted,
             listening: OnceLock::new(),
+        }
+    }
+
+    /// `apply`, and with `created_at` only to the app created then.
+    async fn apply_as_of(
+        &self,
+        app: &AppName,
+        created_at: Option<DateTime<Utc>>,
+        effects: &Effects,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        let result = async {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let found: Vec<String> = match created_at {
+                None => sqlx::query_scalar::<_, String>(LOCK_APPS).bind(vec![app.as_str()]),
+                Some(at) => sqlx::query_scalar::<_, String>(LOCK_APP_IS)
+                    .bind(app.as_str())
+                    .bind(at),
+            }
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            if found.is_empty() {
+                return Err(StoreError::NotFound("app"));
+            }
+            let stale = apply_writes(&mut tx, app, effects).await?;
+            let mut rows = Rows::default();
+            resolve_emits(
+                &mut tx,
+                &mut Routes::default(),
+                &mut rows,
+                app,
+                &effects.emitted,
+                now,
+            )
+            .await?;
+            let inserted = rows.insert(&mut tx, now).await?;
+            tx.commit().await.map_err(db)?;
+            Ok((stale, inserted))
+        }
+        .await;
+        match result {
+            Ok((stale, inserted)) => {
+                if inserted > 0 {
+                    self.inserted.notify_one();
+                }
+                self.remove_objects(&stale).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
+                    .await;
+                Err(e)
+            }
         }
     }
 
@@ -903,47 +959,12 @@ impl OutboxRepository for PgOutbox {
     }
 
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
-        let now = now();
-        let result = async {
-            let mut tx = self.pool.begin().await.map_err(db)?;
-            let found: Vec<String> = sqlx::query_scalar(LOCK_APPS)
-                .bind(vec![app.as_str()])
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-            if found.is_empty() {
-                return Err(StoreError::NotFound("app"));
-            }
-            let stale = apply_writes(&mut tx, app, effects).await?;
-            let mut rows = Rows::default();
-            resolve_emits(
-                &mut tx,
-                &mut Routes::default(),
-                &mut rows,
-                app,
-                &effects.emitted,
-                now,
-            )
-            .await?;
-            let inserted = rows.insert(&mut tx, now).await?;
-            tx.commit().await.map_err(db)?;
-            Ok((stale, inserted))
-        }
-        .await;
-        match result {
-            Ok((stale, inserted)) => {
-                if inserted > 0 {
-                    self.inserted.notify_one();
-                }
-                self.remove_objects(&stale).await;
-                Ok(())
-            }
-            Err(e) => {
-                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
-                    .await;
-                Err(e)
-            }
-        }
+        self.apply_as_of(app, None, effects).await
+    }
+
+    async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
+        self.apply_as_of(&app.name, Some(app.created_at), effects)
+            .await
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

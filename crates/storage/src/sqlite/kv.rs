@@ -5,8 +5,9 @@
 //! - every statement is scoped by app; prefixes are ranges (`key >= p AND key < end`),
 //!   never `LIKE` patterns, so `%`, `_` and `\` in keys are plain characters;
 //! - `Incr` is one upsert whose arithmetic runs in SQL on the stored integer, so
-//!   concurrent increments never lose an update; a stored value that is not a JSON integer
-//!   refuses the increment with `Conflict("kv integer")` and is left as it was;
+//!   concurrent increments never lose an update; a stored value that is not a JSON integer,
+//!   or a sum outside the 64-bit range (SQLite would silently make it a float), refuses the
+//!   increment with `Conflict("kv integer")` and is left as it was;
 //! - writes only happen through `apply_kv`, inside the caller's transaction.
 use async_trait::async_trait;
 use shared::event::KvWrite;
@@ -44,7 +45,9 @@ const INCR: &str = "INSERT INTO kv (app, key, value, updated_at, expires_at)
          expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= ?4
                            THEN NULL ELSE kv.expires_at END
      WHERE (kv.expires_at IS NOT NULL AND kv.expires_at <= ?4)
-        OR json_type(kv.value) = 'integer'";
+        OR (json_type(kv.value) = 'integer'
+            AND CASE WHEN ?3 >= 0 THEN CAST(kv.value AS INTEGER) <= 9223372036854775807 - ?3
+                     ELSE CAST(kv.value AS INTEGER) >= -9223372036854775807 - 1 - ?3 END)";
 const PURGE_EXPIRED: &str =
     "DELETE FROM kv WHERE app = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2";
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use shared::store::{EventCommit, EventOutcome, ObjectStore, OutboxRepository, TriggerSpec};
+use shared::store::{App, EventCommit, EventOutcome, ObjectStore, OutboxRepository, TriggerSpec};
 use shared::{
     AppName, BlobWrite, DeadLetter, DeadLetterId, Effects, Emit, Event, EventId, EventKind,
     ScriptName, StoreError, TriggerId,
@@ -56,6 +56,8 @@ const RELEASE_HELD: &str = "UPDATE outbox SET available_at = ?1, lease_owner = N
          lease_expires_at = NULL
      WHERE id = ?2 AND lease_owner = ?3";
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = ?";
+/// The app, only if it is still the one created at `?2` (not deleted and made again).
+const APP_IS: &str = "SELECT 1 FROM apps WHERE name = ?1 AND created_at = ?2";
 const INSERT_ROW: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
          attempt, max_attempts, parked, available_at, scheduled_at, created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)";
@@ -104,6 +106,46 @@ impl SqliteOutbox {
             pool,
             objects,
             inserted,
+        }
+    }
+
+    /// `apply`, and with `created_at` only to the app created then.
+    async fn apply_as_of(
+        &self,
+        app: &AppName,
+        created_at: Option<DateTime<Utc>>,
+        effects: &Effects,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        let result = async {
+            let mut tx = begin_write(&self.pool).await?;
+            let found = match created_at {
+                None => sqlx::query(APP_EXISTS).bind(app.as_str()),
+                Some(at) => sqlx::query(APP_IS).bind(app.as_str()).bind(ts(at)),
+            };
+            found
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or(StoreError::NotFound("app"))?;
+            let applied = apply_effects(&mut tx, app, effects, now).await?;
+            tx.commit().await.map_err(db)?;
+            Ok::<_, StoreError>(applied)
+        }
+        .await;
+        match result {
+            Ok((stale, inserted)) => {
+                if inserted > 0 {
+                    self.inserted.notify_one();
+                }
+                self.remove_objects(&stale).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
+                    .await;
+                Err(e)
+            }
         }
     }
 
@@ -690,34 +732,12 @@ impl OutboxRepository for SqliteOutbox {
     }
 
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
-        let now = now();
-        let result = async {
-            let mut tx = begin_write(&self.pool).await?;
-            sqlx::query(APP_EXISTS)
-                .bind(app.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or(StoreError::NotFound("app"))?;
-            let applied = apply_effects(&mut tx, app, effects, now).await?;
-            tx.commit().await.map_err(db)?;
-            Ok::<_, StoreError>(applied)
-        }
-        .await;
-        match result {
-            Ok((stale, inserted)) => {
-                if inserted > 0 {
-                    self.inserted.notify_one();
-                }
-                self.remove_objects(&stale).await;
-                Ok(())
-            }
-            Err(e) => {
-                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
-                    .await;
-                Err(e)
-            }
-        }
+        self.apply_as_of(app, None, effects).await
+    }
+
+    async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
+        self.apply_as_of(&app.name, Some(app.created_at), effects)
+            .await
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
