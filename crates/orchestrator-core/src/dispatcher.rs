@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::mailer::MailSender;
+use crate::recorder::FailureGate;
 use crate::retry::{after_failure, backoff};
 use crate::wake::{self, Wake};
 
@@ -99,6 +100,8 @@ struct Context {
     executor: Arc<dyn ExecutorClient>,
     mailer: Arc<dyn MailSender>,
     config: DispatchConfig,
+    /// The app's failure-record budget, shared with its HTTP failures.
+    failures: FailureGate,
 }
 
 /// A finished run on its way to the committer, with the slot it holds until its commit.
@@ -123,6 +126,7 @@ impl Dispatcher {
         mailer: Arc<dyn MailSender>,
         mut config: DispatchConfig,
         recorded: broadcast::Sender<InvocationRecord>,
+        failures: FailureGate,
     ) -> Self {
         config.batch_size = config.batch_size.max(1);
         config.max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
@@ -131,6 +135,7 @@ impl Dispatcher {
             executor,
             mailer,
             config,
+            failures,
         });
         let shutdown = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
@@ -388,10 +393,13 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             failed(ctx, &event, text)
         }
     };
+    // A failure's record counts against its app's budget (shared with HTTP failures); the
+    // event's outcome is committed either way.
+    let keep = record.status == InvocationStatus::Ok || ctx.failures.admit(&event.app);
     EventCommit {
         event,
         outcome,
-        record: Some(record),
+        record: keep.then_some(record),
     }
 }
 

@@ -13,7 +13,9 @@
 //! second, and the log bytes of every record. A failure record over the app's budget is
 //! not written but counted, per app, in `picloud_invocation_records_bounded_total{app}`
 //! and in the store (the invocation list's `dropped`), so a flood of failing requests
-//! cannot fill the disk and still shows.
+//! cannot fill the disk and still shows. Failing events share the app's budget (the
+//! dispatcher asks a `FailureGate`): an endpoint that emits failing events cannot fill it
+//! either.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +132,25 @@ impl FailureBudgets {
     }
 }
 
+/// Whether a failure record of an app may be stored now; one that may not is counted.
+#[derive(Clone)]
+pub(crate) struct FailureGate {
+    budgets: Arc<FailureBudgets>,
+    drops: Arc<Drops>,
+}
+
+impl FailureGate {
+    /// `true` when the record of this failure of `app` is to be stored; otherwise it is
+    /// counted as bounded (metric and the invocation list's `dropped`).
+    pub(crate) fn admit(&self, app: &AppName) -> bool {
+        if self.budgets.take(app) {
+            return true;
+        }
+        self.drops.count(app);
+        false
+    }
+}
+
 /// Records not stored because of their app's bound, waiting to be counted in the store.
 #[derive(Default)]
 struct Drops {
@@ -139,6 +160,19 @@ struct Drops {
 }
 
 impl Drops {
+    /// Count a record of `app` that its bound kept out of the store.
+    fn count(&self, app: &AppName) {
+        metrics::counter!("picloud_invocation_records_bounded_total", "app" => app.to_string())
+            .increment(1);
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.clone())
+            .or_default() += 1;
+        self.ready.notify_one();
+    }
+
     fn take(&self) -> Vec<(AppName, u64)> {
         std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()))
             .into_iter()
@@ -211,16 +245,16 @@ impl Recorder {
 
     /// Count a record of `app` that its bound kept out of the store.
     pub(crate) fn count_bounded(&self, app: &AppName) {
-        metrics::counter!("picloud_invocation_records_bounded_total", "app" => app.to_string())
-            .increment(1);
-        *self
-            .bounded
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(app.clone())
-            .or_default() += 1;
-        self.bounded.ready.notify_one();
+        self.bounded.count(app);
+    }
+
+    /// The per-app failure bound for records stored elsewhere (the dispatcher commits
+    /// event records with their events): one budget per app for HTTP and event failures.
+    pub(crate) fn failure_gate(&self, budgets: Arc<FailureBudgets>) -> FailureGate {
+        FailureGate {
+            budgets,
+            drops: Arc::clone(&self.bounded),
+        }
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<InvocationRecord> {

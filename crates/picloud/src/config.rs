@@ -367,6 +367,8 @@ impl Config {
         // Retries in tests come quickly; the jitter still applies.
         config.events.backoff_base_ms = 50;
         config.events.backoff_max_ms = 200;
+        // Tests wait for failure records; the ones about the bound set it themselves.
+        config.invocations.failures_per_sec = 0;
         // Outbound requests may reach test servers on 127.0.0.1 (and nothing else private).
         config.outbound.allow_cidrs = vec!["127.0.0.1/32".into()];
         config

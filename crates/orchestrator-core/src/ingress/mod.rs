@@ -59,7 +59,7 @@ pub struct Orchestrator {
     /// How many successful HTTP records may still be written this second.
     success_budget: RateBudget,
     /// How many failure records each app may still write this second.
-    failure_budgets: FailureBudgets,
+    failure_budgets: Arc<FailureBudgets>,
     dispatcher: Dispatcher,
     config: IngressConfig,
 }
@@ -81,12 +81,14 @@ impl Orchestrator {
         let triggers = store.triggers.list_all().await?;
         let routes = Arc::new(RouteTables::from_triggers(&apps, &triggers));
         let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
+        let failure_budgets = Arc::new(FailureBudgets::new(config.records.failures_per_sec));
         let dispatcher = Dispatcher::start(
             store.clone(),
             executor.clone(),
             mailer,
             dispatch,
             recorder.announcer(),
+            recorder.failure_gate(Arc::clone(&failure_budgets)),
         );
         let lane = Lane::new(executor, config.request_timeout);
         Ok(Arc::new(Orchestrator {
@@ -95,7 +97,7 @@ impl Orchestrator {
             lane,
             recorder,
             success_budget: RateBudget::new(config.recorded_successes_per_sec),
-            failure_budgets: FailureBudgets::new(config.records.failures_per_sec),
+            failure_budgets,
             dispatcher,
             config,
         }))

@@ -12,6 +12,7 @@ use crate::on_both_backends;
 on_both_backends!(
     schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire,
     a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest,
+    failing_events_share_their_apps_failure_record_bound,
     a_script_cannot_send_email_from_an_address_the_operator_did_not_allow,
 );
 
@@ -212,4 +213,59 @@ async fn a_script_cannot_send_email_from_an_address_the_operator_did_not_allow(d
     let messages = mailbox["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1, "only the allowed sender's message");
     assert_eq!(messages[0]["message"]["from"], "News@Shop.test");
+}
+
+/// An endpoint that fans out into failing events cannot fill the disk with their records
+/// either: they count against the same per-app bound, and each is stored or counted.
+async fn failing_events_share_their_apps_failure_record_bound(db: TestDb) {
+    const EVENTS: usize = 60;
+    let app = spawn_app_with(db, |c| c.invocations.failures_per_sec = FLOOD_PER_SEC).await;
+    app.handler(
+        "shop",
+        "fails",
+        json!({"kind": "topic", "topic": "t", "max_attempts": 1}),
+        r#"throw "no";"#,
+    )
+    .await;
+    app.endpoint(
+        "shop",
+        "fan",
+        "POST /fan",
+        &format!("for i in 0..{EVENTS} {{ pubsub::publish(\"t\", i); }} \"ok\""),
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(
+        app.call(Method::POST, "/shop/fan")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut page = app.invocations("shop", "script=fails&limit=500").await;
+    for _ in 0..400 {
+        let stored = page["invocations"].as_array().unwrap().len();
+        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() >= EVENTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = app.invocations("shop", "script=fails&limit=500").await;
+    }
+    let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    let stored = page["invocations"].as_array().unwrap().len();
+    let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+    assert_eq!(stored + dropped, EVENTS, "each failure stored or counted");
+    assert!(stored <= usize::try_from(FLOOD_PER_SEC * (seconds + 1)).unwrap());
+    assert!(dropped > 0);
+    // Every event still ended (the list shows 50 at most), its record kept or not.
+    let mut letters = app.dead_letters("shop").await.len();
+    for _ in 0..200 {
+        if letters >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        letters = app.dead_letters("shop").await.len();
+    }
+    assert_eq!(letters, 50);
 }
