@@ -85,8 +85,8 @@ impl Default for DispatchConfig {
 /// The error text of an event that has no script to run.
 const NO_HANDLER: &str = "no handler";
 /// Why an event whose every run was cut off by the end of its process is a dead letter.
-const INTERRUPTED: &str =
-    "every attempt was interrupted: the process running the event stopped before its run ended";
+const INTERRUPTED: &str = "every attempt was interrupted: no run of the event was committed \
+     before its lease ran out (the process running it stopped, or its database was unreachable)";
 /// An executor at capacity is retried after about this long (not a failure of the script).
 const OVERLOAD_DELAY: Duration = Duration::from_millis(100);
 /// Group commits running at once on PostgreSQL (SQLite: one).
@@ -404,8 +404,8 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
 }
 
 /// An event claimed again after `max_attempts` claims that never finished (a run that
-/// crashed or hung its process: a claim moves the attempt counter past an unfinished
-/// one): it goes to the dead letters without running again, so a poison event cannot
+/// crashed or hung its process, or whose commit failed until its lease ran out: a claim
+/// moves the attempt counter past an unfinished one): it goes to the dead letters without running again, so a poison event cannot
 /// crash-loop a node or a cluster.
 fn interrupted(mut event: Event) -> EventCommit {
     // Every attempt it had was used (and cut off); the dead letter says so.
@@ -513,7 +513,9 @@ async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
             error,
             request_id: None,
             attempt: Some(event.attempt),
-        });
+        })
+        // A failed send's record counts against the app's failure budget, like a script's.
+        .filter(|r| r.status == InvocationStatus::Ok || ctx.failures.admit(&event.app));
     EventCommit {
         event,
         outcome,

@@ -915,14 +915,18 @@ impl OutboxRepository for PgOutbox {
                 Err(error) => {
                     tracing::error!(%error, "an outbox row that does not decode is dead-lettered");
                     let id: Uuid = row.try_get("id").map_err(db)?;
-                    sqlx::query(DEAD_LETTER_UNREADABLE)
+                    // Best effort: failing here must not fail the claim of the good rows;
+                    // the row is claimed (and dead-lettered) again after its lease.
+                    if let Err(error) = sqlx::query(DEAD_LETTER_UNREADABLE)
                         .bind(id)
                         .bind(node)
                         .bind(DeadLetterId::new().0)
                         .bind(crate::UNREADABLE_EVENT)
                         .execute(&self.pool)
                         .await
-                        .map_err(db)?;
+                    {
+                        tracing::error!(error = ?error, "could not dead-letter an unreadable outbox row");
+                    }
                 }
             }
         }
