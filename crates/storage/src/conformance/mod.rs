@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             tokens_can_be_created_found_listed_counted_and_deleted,
             a_duplicate_token_hash_is_a_conflict,
             tokens_keep_their_role_and_app_scope,
+            a_deleted_app_leaves_every_token_scope_that_named_it,
             the_last_admin_token_cannot_be_deleted_but_other_tokens_can,
             two_admins_deleting_each_other_at_once_always_leave_one,
             ping_answers_and_the_backend_names_itself,

@@ -158,3 +158,55 @@ pub async fn two_admins_deleting_each_other_at_once_always_leave_one(store: &Sto
         survivor = left.into_iter().next().expect("one left");
     }
 }
+
+pub async fn a_deleted_app_leaves_every_token_scope_that_named_it(store: &Store) {
+    for name in ["shop", "blog"] {
+        store.apps.create(&app(name)).await.expect("create app");
+    }
+    let scoped = |name: &str, hash: &str, apps: &[&str]| NewToken {
+        name: name.to_owned(),
+        secret_hash: hash.to_owned(),
+        role: TokenRole::Deploy,
+        apps: Some(apps.iter().map(|a| app(a)).collect()),
+    };
+    store
+        .tokens
+        .create(&admin("admin", "h0"))
+        .await
+        .expect("create");
+    let both = store
+        .tokens
+        .create(&scoped("both", "h1", &["blog", "shop"]))
+        .await
+        .expect("create");
+    let only = store
+        .tokens
+        .create(&scoped("only", "h2", &["shop"]))
+        .await
+        .expect("create");
+    store.apps.delete(&app("shop")).await.expect("delete app");
+    store
+        .apps
+        .create(&app("shop"))
+        .await
+        .expect("a new app of the same name");
+    let find = |hash: &'static str| async move {
+        store
+            .tokens
+            .find_by_hash(hash)
+            .await
+            .expect("find")
+            .expect("still there")
+    };
+    assert_eq!(find("h1").await.apps, Some(vec![app("blog")]), "{both:?}");
+    assert_eq!(
+        find("h2").await.apps,
+        Some(vec![]),
+        "{only:?}: covers no app now"
+    );
+    assert_eq!(
+        find("h0").await.apps,
+        None,
+        "an every-app token is untouched"
+    );
+}

@@ -13,6 +13,11 @@ const INSERT: &str = "INSERT INTO apps (name, created_at) VALUES (?, ?)";
 const GET: &str = "SELECT name, created_at FROM apps WHERE name = ?";
 const LIST: &str = "SELECT name, created_at FROM apps ORDER BY name";
 const DELETE: &str = "DELETE FROM apps WHERE name = ?";
+/// A deleted app leaves every token scope that named it (a scope that named only it then
+/// covers no app), so a later app of the same name is not in those tokens' scope.
+const UNSCOPE: &str = "UPDATE api_tokens
+     SET apps = TRIM(REPLACE(',' || apps || ',', ',' || ?1 || ',', ','), ',')
+     WHERE apps IS NOT NULL AND instr(',' || apps || ',', ',' || ?1 || ',') > 0";
 
 pub(super) struct SqliteApps(pub(super) SqlitePool);
 
@@ -55,14 +60,20 @@ impl AppRepository for SqliteApps {
     }
 
     async fn delete(&self, name: &AppName) -> Result<(), StoreError> {
+        let mut tx = super::begin_write(&self.0).await?;
         let done = sqlx::query(DELETE)
             .bind(name.as_str())
-            .execute(&self.0)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("app"));
         }
-        Ok(())
+        sqlx::query(UNSCOPE)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 }
