@@ -14,7 +14,6 @@ use orchestrator_core::{DispatchConfig, IngressConfig, MailboxMailer, Orchestrat
 use serde_json::json;
 use shared::store::{App, EventCommit, OutboxRepository};
 use shared::{AppName, Effects, Emit, Event, EventId, ScriptName, StoreError};
-use sqlx::Connection;
 
 const SKEW_SECS: u32 = 3;
 
@@ -61,29 +60,13 @@ impl OutboxRepository for CountingClaims {
 
 #[tokio::test]
 async fn a_node_ahead_of_the_database_sleeps_until_its_row_is_due_instead_of_spinning() {
-    let url = storage::testing::fresh_postgres_url().await;
-    let schema = url
-        .rsplit_once("search_path%3D")
-        .map(|(_, s)| s.to_owned())
-        .expect("a schema");
-    let skewed = format!("{url}%2Cpg_catalog");
-    let mut conn = sqlx::PgConnection::connect(&skewed).await.expect("connect");
-    // The schema name is ours (a fixed prefix and hex digits), never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE \
-         AS $$ SELECT pg_catalog.now() - interval '{SKEW_SECS} seconds' $$"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("shadow now()");
-    conn.close().await.ok();
-
-    let mut store = storage::connect(&skewed).await.expect("connect");
+    let mut db = storage::testing::skewed_postgres_store(SKEW_SECS).await;
     let counting = Arc::new(CountingClaims {
-        inner: store.outbox.clone(),
+        inner: db.store.outbox.clone(),
         claims: AtomicU32::new(0),
     });
-    store.outbox = counting.clone();
+    db.store.outbox = counting.clone();
+    let store = db.store.clone();
     let app = AppName::parse("shop").expect("app");
     let script = ScriptName::parse("w").expect("script");
     store.apps.create(&app).await.expect("app");
@@ -138,12 +121,5 @@ async fn a_node_ahead_of_the_database_sleeps_until_its_row_is_due_instead_of_spi
     // of the insert, the due time, the commit): a handful, where a spin makes hundreds.
     assert!(claims <= 30, "{claims} claims in {SKEW_SECS} s");
     node.finish().await;
-    store.health.close().await;
-
-    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut conn)
-        .await
-        .expect("drop the test schema");
-    conn.close().await.ok();
+    db.close().await;
 }

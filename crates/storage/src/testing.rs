@@ -78,6 +78,38 @@ pub async fn fresh_postgres_url() -> String {
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
+/// A migrated PostgreSQL store in a new schema whose `now()` runs `behind_secs` seconds
+/// behind the server's clock: the database as a node whose clock is ahead of it sees it.
+///
+/// # Panics
+/// When the server is unreachable, the function cannot be created or migrating fails.
+pub async fn skewed_postgres_store(behind_secs: u32) -> TestStore {
+    let url = fresh_postgres_url().await;
+    let schema = schema_of(&url).expect("a schema");
+    // Named explicitly, pg_catalog comes after the schema, so the schema's now() wins.
+    let skewed = format!("{url}%2Cpg_catalog");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&skewed)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
+    // The schema name is ours (a fixed prefix and hex digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE \
+         AS $$ SELECT pg_catalog.now() - interval '{behind_secs} seconds' $$"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("cannot shadow now(): {e}"));
+    sqlx::Connection::close(conn).await.ok();
+    let store = crate::connect(&skewed)
+        .await
+        .unwrap_or_else(|e| panic!("a fresh PostgreSQL store: {e:?}"));
+    TestStore {
+        store,
+        _dir: None,
+        schema: Some(schema),
+    }
+}
+
 /// A migrated SQLite store in a new temporary directory.
 ///
 /// # Panics

@@ -1,11 +1,10 @@
 //! `server_meta` on PostgreSQL: the secrets key's fingerprint and the bootstrap token's hash.
-use shared::{AppName, StoreError};
-use sqlx::Row;
+use shared::StoreError;
 use sqlx::postgres::PgPool;
 
-use crate::crypto::{KeyMismatch, SecretBox};
+use crate::crypto::SecretBox;
 use crate::error::db;
-use crate::meta::{BOOTSTRAP_TOKEN, KEY_FINGERPRINT};
+use crate::meta::{BOOTSTRAP_TOKEN, KEY_FINGERPRINT, check_key};
 
 const GET: &str = "SELECT value FROM server_meta WHERE key = $1 FOR UPDATE";
 const SET: &str = "INSERT INTO server_meta (key, value) VALUES ($1, $2) \
@@ -31,23 +30,11 @@ pub(super) async fn check_secret_key(
     if recorded.as_deref() == Some(fingerprint) {
         return Ok(());
     }
-    if let Some(row) = sqlx::query(ONE_SECRET)
+    let sample = sqlx::query(ONE_SECRET)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?
-    {
-        let opens = recorded.is_none() && {
-            let app: String = row.try_get("app").map_err(db)?;
-            let name: String = row.try_get("name").map_err(db)?;
-            let nonce: Vec<u8> = row.try_get("nonce").map_err(db)?;
-            let ciphertext: Vec<u8> = row.try_get("ciphertext").map_err(db)?;
-            AppName::parse(&app)
-                .is_ok_and(|app| secrets.open(&app, &name, &nonce, &ciphertext).is_ok())
-        };
-        if !opens {
-            return Err(StoreError::backend(KeyMismatch));
-        }
-    }
+        .map_err(db)?;
+    check_key(recorded.as_deref(), sample, secrets)?;
     sqlx::query(SET)
         .bind(KEY_FINGERPRINT)
         .bind(fingerprint)

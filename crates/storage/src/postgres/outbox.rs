@@ -1019,23 +1019,8 @@ mod tests {
     /// every few milliseconds to a claim that finds nothing.
     #[tokio::test]
     async fn next_due_at_is_measured_on_the_database_clock() {
-        let url = crate::testing::fresh_postgres_url().await;
-        let schema = url
-            .rsplit_once("search_path%3D")
-            .map(|(_, s)| s.to_owned())
-            .expect("a schema");
-        // Named explicitly, pg_catalog comes after the schema, so the schema's now() wins.
-        let skewed = format!("{url}%2Cpg_catalog");
-        let mut conn = sqlx::PgConnection::connect(&skewed).await.expect("connect");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE \
-             AS $$ SELECT pg_catalog.now() - interval '3 seconds' $$"
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("shadow now()");
-        conn.close().await.ok();
-        let store = crate::connect(&skewed).await.expect("connect");
+        let db = crate::testing::skewed_postgres_store(3).await;
+        let store = &db.store;
         let app = AppName::parse("shop").expect("name");
         let script = ScriptName::parse("w").expect("name");
         store.apps.create(&app).await.expect("app");
@@ -1075,13 +1060,7 @@ mod tests {
             wait > chrono::Duration::seconds(2) && wait <= chrono::Duration::seconds(3),
             "due in {wait} on this node's clock"
         );
-        store.health.close().await;
-        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut conn)
-            .await
-            .expect("drop the test schema");
-        conn.close().await.ok();
+        db.close().await;
     }
 
     #[tokio::test]
