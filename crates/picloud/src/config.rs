@@ -221,6 +221,9 @@ pub struct HttpSettings {
     pub body_read_timeout_ms: u64,
     /// How long a kept-alive connection may wait for its next request before it is closed.
     pub idle_timeout_ms: u64,
+    /// How long sending an answer may go without progress (a client that stops reading)
+    /// before the connection is closed.
+    pub write_timeout_ms: u64,
     /// Connections served at once; one more gets 503 and is closed. 0 derives it from the
     /// open-file limit (three quarters of it, at least 128 below it, at most 1024).
     pub max_connections: usize,
@@ -300,6 +303,7 @@ impl Default for HttpSettings {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
             max_connections: 0,
             h2c: false,
             app_base_domain: None,

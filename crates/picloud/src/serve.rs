@@ -290,6 +290,7 @@ fn listener_options(config: &Config) -> ListenerOptions {
             header_read: Duration::from_millis(http.header_read_timeout_ms.max(1)),
             body_read: Duration::from_millis(http.body_read_timeout_ms.max(1)),
             idle: Duration::from_millis(http.idle_timeout_ms.max(1)),
+            write: Duration::from_millis(http.write_timeout_ms.max(1)),
         },
         max_connections: match http.max_connections {
             0 => listener::default_max_connections(),

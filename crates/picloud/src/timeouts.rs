@@ -13,7 +13,10 @@
 //!   no deadline of its own: the body has `body_read` from the request's arrival, and the
 //!   script has the request timeout;
 //! - a body that is not in by its deadline ends the request with 408 and closes the
-//!   connection.
+//!   connection;
+//! - a client that stops reading its answer (the socket's send buffer stays full) is cut
+//!   off after `write` without progress, so it cannot hold a connection and its answer
+//!   forever; any progress (a single byte taken) restarts that clock.
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -42,6 +45,7 @@ pub(crate) struct ClientTimeouts {
     pub header_read: Duration,
     pub body_read: Duration,
     pub idle: Duration,
+    pub write: Duration,
 }
 
 /// Requests in flight on one connection, and how many times it went back to idle.
@@ -131,6 +135,9 @@ pub(crate) struct TimedIo {
     timeouts: ClientTimeouts,
     deadline: Pin<Box<Sleep>>,
     armed: Armed,
+    /// Armed while a write waits on a full send buffer; reset by every byte written.
+    write_deadline: Pin<Box<Sleep>>,
+    write_waiting: bool,
 }
 
 impl TimedIo {
@@ -142,6 +149,30 @@ impl TimedIo {
             // A new connection is reading its first head from the start.
             deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
             armed: Armed::Head(0),
+            write_deadline: Box::pin(tokio::time::sleep(timeouts.write)),
+            write_waiting: false,
+        }
+    }
+
+    /// After a write-side poll: progress disarms the write deadline, a wait arms it (once)
+    /// and fails the write when it passes.
+    fn write_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_waiting = false;
+            return polled;
+        }
+        if !self.write_waiting {
+            self.write_waiting = true;
+            let at = Instant::now() + self.timeouts.write;
+            self.write_deadline.as_mut().reset(at);
+        }
+        match self.write_deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out("sending the answer"))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -204,7 +235,8 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_progress(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -212,7 +244,8 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_progress(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -220,7 +253,8 @@ impl AsyncWrite for TimedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.write_progress(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -204,6 +204,7 @@ impl Plan {
         for trigger in triggers {
             self.add(trigger);
         }
+        self.compact();
         Ok(())
     }
 
@@ -217,7 +218,22 @@ impl Plan {
                 self.add(trigger);
             }
         }
+        self.compact();
         Ok(())
+    }
+
+    /// Drop the stale items of deleted or rescheduled triggers once they outnumber the
+    /// live ones, so creating and deleting triggers cannot grow the queue without bound
+    /// (a deleted yearly trigger would otherwise sit there until its slot).
+    fn compact(&mut self) {
+        if self.queue.len() <= 2 * self.entries.len() + 64 {
+            return;
+        }
+        self.queue = self
+            .entries
+            .iter()
+            .map(|(id, entry)| Reverse((entry.look_at, *id)))
+            .collect();
     }
 
     /// Queue a cron trigger it does not know yet at its next slot. Triggers cannot be
@@ -316,5 +332,54 @@ fn cron_schedule(trigger: &Trigger) -> Option<Schedule> {
             tracing::warn!(trigger = %trigger.id, app = %trigger.app, error = %e, "cron trigger skipped");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yearly(app: &str) -> Trigger {
+        Trigger {
+            id: TriggerId::new(),
+            app: AppName::parse(app).unwrap(),
+            script: shared::ScriptName::parse("tick").unwrap(),
+            spec: TriggerSpec::Cron {
+                schedule: "0 0 1 1 *".into(),
+                timezone: "UTC".into(),
+            },
+            max_attempts: 1,
+            created_at: Utc::now(),
+            last_fired_at: None,
+        }
+    }
+
+    #[test]
+    fn deleted_triggers_do_not_pile_up_in_the_queue() {
+        let shared = Arc::new(Shared {
+            wake: Notify::new(),
+            changed: Mutex::new(HashSet::new()),
+            wakes: AtomicU64::new(0),
+            evaluations: AtomicU64::new(0),
+        });
+        let mut plan = Plan::new(shared);
+        let keep = yearly("shop");
+        let kept = keep.id;
+        plan.add(keep);
+        for _ in 0..1_000 {
+            // Created, then deleted by the next reload of its app.
+            let gone = yearly("blog");
+            plan.add(gone);
+            plan.entries.retain(|_, e| e.app.as_str() != "blog");
+            plan.compact();
+        }
+        assert!(
+            plan.queue.len() <= 2 * plan.entries.len() + 65,
+            "{}",
+            plan.queue.len()
+        );
+        assert_eq!(plan.entries.len(), 1);
+        assert!(plan.next_deadline().is_some());
+        assert!(plan.entries.contains_key(&kept));
     }
 }

@@ -156,6 +156,56 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
     assert_eq!(apps.status(), 200);
 }
 
+/// The answer's size in the write-timeout test: larger than what the kernel buffers on
+/// loopback between a server that writes and a client that reads nothing.
+const BIG_ANSWER: usize = 12 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_cut_off_while_others_are_served() {
+    let app = spawn_app_with(TestDb::Sqlite, |c| {
+        c.http.write_timeout_ms = 300;
+        c.limits.max_string_bytes = 2 * BIG_ANSWER;
+        c.limits.max_output_bytes = 2 * BIG_ANSWER;
+    })
+    .await;
+    app.endpoint(
+        "shop",
+        "big",
+        "GET /big",
+        &format!("let s = \"\"; s.pad({BIG_ANSWER}, 'x'); s"),
+    )
+    .await;
+    app.endpoint("blog", "hello", "GET /hello", "\"hi\"").await;
+
+    // A client with a small receive window asks for the big answer and reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /shop/big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.get("/blog/hello").await.status(), 200);
+    // Well past the write timeout, the client starts reading: it gets what was buffered,
+    // then the end of a connection the server gave up on, never the whole answer.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let said = read_until_closed(&mut stalled).await;
+    assert!(
+        said.starts_with("HTTP/1.1 200"),
+        "{}",
+        &said[..said.len().min(200)]
+    );
+    assert!(
+        said.len() < BIG_ANSWER,
+        "the whole answer ({} bytes) was still sent after the client stalled",
+        said.len()
+    );
+    assert_eq!(app.get("/blog/hello").await.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_cleanly_until_one_closes() {
     const LIMIT: usize = 3;
