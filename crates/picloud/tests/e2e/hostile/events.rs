@@ -14,6 +14,7 @@ on_both_backends!(
     a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest,
     failing_events_share_their_apps_failure_record_bound,
     a_script_cannot_send_email_from_an_address_the_operator_did_not_allow,
+    refused_emails_share_their_apps_failure_record_bound,
 );
 
 async fn schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire(db: TestDb) {
@@ -268,4 +269,83 @@ async fn failing_events_share_their_apps_failure_record_bound(db: TestDb) {
         letters = app.dead_letters("shop").await.len();
     }
     assert_eq!(letters, 50);
+}
+
+/// A mail server on loopback that greets, then refuses every recipient for good (550).
+async fn refusing_smtp_server() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                if write.write_all(b"220 refuser ESMTP\r\n").await.is_err() {
+                    return;
+                }
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "RCPT" => b"550 5.1.1 no such user\r\n",
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    if write.write_all(reply).await.is_err() || verb == "QUIT" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A script that sends mail the server refuses cannot fill the disk with the records of
+/// those failures: they count against the app's one failure-record bound.
+async fn refused_emails_share_their_apps_failure_record_bound(db: TestDb) {
+    const EMAILS: usize = 40;
+    let port = refusing_smtp_server().await;
+    let app = spawn_app_with(db, |c| {
+        c.invocations.failures_per_sec = FLOOD_PER_SEC;
+        c.smtp.host = Some("127.0.0.1".into());
+        c.smtp.port = port;
+        c.smtp.security = "none".into();
+    })
+    .await;
+    app.endpoint(
+        "shop",
+        "spam",
+        "POST /spam",
+        &format!(
+            r#"for i in 0..{EMAILS} {{ email::send(#{{ to: "nobody@example.com", subject: "s", text: "t" }}); }} "ok""#
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    let res = app.call(Method::POST, "/shop/spam").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut page = app.invocations("shop", "script=email&limit=500").await;
+    for _ in 0..400 {
+        let stored = page["invocations"].as_array().unwrap().len();
+        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() >= EMAILS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = app.invocations("shop", "script=email&limit=500").await;
+    }
+    let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    let records = page["invocations"].as_array().unwrap();
+    let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+    assert_eq!(
+        records.len() + dropped,
+        EMAILS,
+        "each refusal stored or counted"
+    );
+    assert!(records.len() <= usize::try_from(FLOOD_PER_SEC * (seconds + 1)).unwrap());
+    assert!(dropped > 0, "the bound held back some records");
+    let error = records[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rejected the email (550)"), "{error}");
+    // The refusals are permanent: each became a dead letter, none is retried.
+    assert_eq!(app.dead_letters("shop").await.len(), EMAILS);
 }
