@@ -80,6 +80,12 @@ impl AstCache {
         }
     }
 
+    pub(crate) fn invalidate_all(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+
     pub(crate) fn invalidate_app(&self, app: &AppName) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);

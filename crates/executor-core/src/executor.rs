@@ -320,6 +320,7 @@ impl CatalogListener for Executor {
                 self.runner.cache.invalidate_script(app, script)
             }
             CatalogChange::App { app } => self.runner.cache.invalidate_app(app),
+            CatalogChange::Everything => self.runner.cache.invalidate_all(),
             CatalogChange::Triggers { .. } => {}
         }
     }

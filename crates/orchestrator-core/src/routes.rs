@@ -256,6 +256,24 @@ impl RouteTables {
         }
     }
 
+    /// Re-read every app and its triggers and swap every table (after changes may have
+    /// been missed); on a store failure the old tables stay and the failure is logged.
+    pub(crate) async fn rebuild_all(&self, apps: &dyn AppRepository, triggers: &dyn TriggerRepository) {
+        let _serial = self.rebuilding.lock().await;
+        let read = async { Ok::<_, StoreError>((apps.list().await?, triggers.list_all().await?)) };
+        match read.await {
+            Ok((apps, triggers)) => {
+                let fresh = RouteTables::from_triggers(&apps, &triggers);
+                let fresh = fresh.apps.into_inner().unwrap_or_else(|e| e.into_inner());
+                *self.apps.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                tracing::info!("every route table rebuilt");
+            }
+            Err(error) => {
+                tracing::error!(error = ?error, "could not rebuild the route tables; keeping the old ones");
+            }
+        }
+    }
+
     /// Re-read one app and its triggers and swap its table; on a store failure the old
     /// table stays and the failure is logged.
     pub(crate) async fn rebuild(
@@ -303,6 +321,11 @@ impl CatalogListener for RouteRefresher {
             CatalogChange::Triggers { app } | CatalogChange::App { app } => {
                 self.tables
                     .rebuild(self.apps.as_ref(), self.triggers.as_ref(), app)
+                    .await;
+            }
+            CatalogChange::Everything => {
+                self.tables
+                    .rebuild_all(self.apps.as_ref(), self.triggers.as_ref())
                     .await;
             }
             CatalogChange::Script { .. } => {}

@@ -162,7 +162,14 @@ pub async fn start_role(
     } else {
         None
     };
-    let catalog = Catalog::default();
+    // Changes made here reach this node's caches at once and the other nodes through the
+    // bus; changes the other nodes make arrive through `follow`.
+    let catalog = Catalog::with_bus(store.bus.clone());
+    {
+        let catalog = catalog.clone();
+        let shutdown = shutdown.clone();
+        background.spawn(async move { catalog.follow(shutdown.cancelled_owned()).await });
+    }
     let mut app = Router::new().merge(health::router(store.clone()));
     health::metrics_handle();
     let mut node = None;

@@ -3,10 +3,12 @@
 //! - `ids`: validated names and ids (`AppName`, `ScriptName`, `InvocationId`, ...).
 //! - `invocation`: what the orchestrator hands the executor and what comes back.
 //! - `store`: one repository trait per table family, implemented by the storage crate.
+//! - `bus`: the one notification bus that tells every node (catalog, outbox, realtime).
 //! - `catalog`: how a control-plane change reaches per-node caches (routes, compiled scripts).
 //! - `error_code`: the one table from an error code to an HTTP status.
 //!
 //! This crate depends on neither axum nor sqlx: it is the seam, not an implementation.
+pub mod bus; // the one notification bus: tell every node
 pub mod catalog; // control-plane change notifications
 pub mod error_code; // ErrorCode -> HTTP status, the JSON error body
 pub mod event; // outbox events, effects, dead letters
@@ -15,6 +17,7 @@ pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
 pub mod store; // repository traits + StoreError
 
+pub use bus::{Channel, Heard, LocalBus, NotificationBus};
 pub use catalog::{Catalog, CatalogChange, CatalogListener};
 pub use error_code::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{BlobWrite, DeadLetter, Effects, EmailMessage, Emit, Event, EventKind, KvWrite};

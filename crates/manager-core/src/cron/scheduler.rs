@@ -39,6 +39,8 @@ pub struct CronScheduler {
 /// What the catalog listener and the scheduler's task share.
 struct Shared {
     wake: Notify,
+    /// Every trigger must be read again (changes may have been missed).
+    reload_all: std::sync::atomic::AtomicBool,
     /// Apps whose triggers changed since the task last read them.
     changed: Mutex<HashSet<AppName>>,
     wakes: AtomicU64,
@@ -59,6 +61,7 @@ impl CronScheduler {
         let scheduler = Arc::new(CronScheduler {
             shared: Arc::new(Shared {
                 wake: Notify::new(),
+                reload_all: std::sync::atomic::AtomicBool::new(false),
                 changed: Mutex::new(HashSet::new()),
                 wakes: AtomicU64::new(0),
                 evaluations: AtomicU64::new(0),
@@ -105,6 +108,10 @@ impl CatalogListener for CronScheduler {
             CatalogChange::Triggers { app } | CatalogChange::App { app } => {
                 self.reload(app.clone());
             }
+            CatalogChange::Everything => {
+                self.shared.reload_all.store(true, Ordering::Release);
+                self.shared.wake.notify_one();
+            }
             CatalogChange::Script { .. } => {}
         }
     }
@@ -122,6 +129,9 @@ async fn run(store: Store, shared: Arc<Shared>, shutdown: CancellationToken) {
             std::mem::take(&mut *shared.changed.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
                 .collect();
+        if shared.reload_all.swap(false, Ordering::AcqRel) {
+            load_all = true;
+        }
         let loaded = if load_all {
             plan.load_all(&store).await
         } else {
@@ -358,6 +368,7 @@ mod tests {
     fn deleted_triggers_do_not_pile_up_in_the_queue() {
         let shared = Arc::new(Shared {
             wake: Notify::new(),
+            reload_all: std::sync::atomic::AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
             wakes: AtomicU64::new(0),
             evaluations: AtomicU64::new(0),

@@ -4,6 +4,7 @@ mod common;
 
 mod admin; // the admin API's bad-input table
 mod binary; // the real `picloud` binary and its CLI
+mod cluster; // several nodes on one PostgreSQL: changes reach every node
 mod crash; // kill -9 with events in flight
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations

@@ -42,6 +42,9 @@ pub struct Store {
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
     pub health: Arc<dyn StoreHealth>,
+    /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
+    /// PostgreSQL.
+    pub bus: Arc<dyn crate::bus::NotificationBus>,
 }
 
 #[async_trait::async_trait]

@@ -16,6 +16,7 @@ use crate::error::db;
 
 mod apps;
 mod blobs;
+mod bus;
 mod dead_letters;
 mod invocations;
 mod kv;
@@ -83,6 +84,7 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
     meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
     // The outbox's wake-up, shared by every repository that inserts outbox rows.
     let inserted = Arc::new(tokio::sync::Notify::new());
+    let bus = Arc::new(bus::PgBus::new(pool.clone()).await?);
     Ok(Store {
         apps: Arc::new(apps::PgApps(pool.clone())),
         scripts: Arc::new(scripts::PgScripts(pool.clone())),
@@ -100,7 +102,11 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         objects: data.objects,
         settings: Arc::new(settings::PgSettings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::PgMailbox(pool.clone())),
-        health: Arc::new(PgHealth(pool)),
+        health: Arc::new(PgHealth {
+            pool,
+            bus: bus.clone(),
+        }),
+        bus,
     })
 }
 
@@ -121,7 +127,10 @@ fn migrator() -> Migrator {
     )
 }
 
-struct PgHealth(PgPool);
+struct PgHealth {
+    pool: PgPool,
+    bus: Arc<bus::PgBus>,
+}
 
 #[async_trait]
 impl StoreHealth for PgHealth {
@@ -131,13 +140,14 @@ impl StoreHealth for PgHealth {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let applied: i64 = sqlx::query_scalar(SCHEMA_VERSION)
-            .fetch_one(&self.0)
+            .fetch_one(&self.pool)
             .await
             .map_err(db)?;
         crate::schema_is_current(applied, MIGRATIONS)
     }
 
     async fn close(&self) {
-        self.0.close().await;
+        self.bus.close();
+        self.pool.close().await;
     }
 }

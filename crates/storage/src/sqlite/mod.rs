@@ -137,6 +137,7 @@ fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
         settings: Arc::new(settings::SqliteSettings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::SqliteMailbox(pool.clone())),
         health: Arc::new(SqliteHealth(pool)),
+        bus: Arc::new(shared::LocalBus::default()),
     }
 }
 

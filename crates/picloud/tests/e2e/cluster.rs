@@ -1,0 +1,172 @@
+//! Several nodes on one PostgreSQL database: a change made through one node reaches every
+//! other node through the notification bus (`shared::bus`, `LISTEN/NOTIFY`).
+use std::time::{Duration, Instant};
+
+use picloud::{Config, Server};
+use reqwest::{Method, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestApp, TestDb, spawn_app};
+
+/// Long enough for any test machine; each wait ends as soon as the change is served.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Another full node (`picloud serve`) on `first`'s database, with its own data directory
+/// and the cluster's secrets key.
+struct Node {
+    url: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn join(first: &TestApp) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(&dir.path().join("data"), &first.database_url);
+        config.secrets_key_file = Some(first.dir.path().join("data").join("secret.key"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = picloud::start(listener, config, shutdown.clone())
+            .await
+            .unwrap();
+        Node {
+            url,
+            client: reqwest::Client::new(),
+            shutdown,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(picloud::config::TEST_ADMIN_TOKEN)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+
+    /// How long until `path` answers `status` with `body`, polled until the bound.
+    async fn serves(&self, path: &str, status: StatusCode, body: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (got, text) = self.get(path).await;
+            if got == status && text == body {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < BOUND,
+                "{path} still answers {got} {text}, not {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.wait().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_through_one_node_are_served_by_another() {
+    let a = spawn_app(TestDb::Postgres).await;
+    let b = Node::join(&a).await;
+
+    // A new app, script and route.
+    a.endpoint("shop", "hello", "GET /hello", r#""v1""#).await;
+    let took = b.serves("/shop/hello", StatusCode::OK, "v1").await;
+    println!("route added on node a, served by node b after {took:?}");
+
+    // A redeploy, then a rollback.
+    assert!(a.deploy("shop", "hello", r#""v2""#).await.status().is_success());
+    let took = b.serves("/shop/hello", StatusCode::OK, "v2").await;
+    println!("redeploy on node a, served by node b after {took:?}");
+    let rollback = a
+        .admin(Method::POST, "/apps/shop/scripts/hello/rollback")
+        .json(&serde_json::json!({ "version": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(rollback.status().is_success(), "{}", rollback.text().await.unwrap());
+    b.serves("/shop/hello", StatusCode::OK, "v1").await;
+
+    // Deleting the route, then the app.
+    let triggers: serde_json::Value = a
+        .admin(Method::GET, "/apps/shop/triggers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = triggers["triggers"][0]["id"].as_str().unwrap().to_owned();
+    let deleted = a
+        .admin(Method::DELETE, &format!("/apps/shop/triggers/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (status, _) = wait_for_status(&b, "/shop/hello", StatusCode::NOT_FOUND).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    a.endpoint("blog", "hi", "GET /hi", r#""blog""#).await;
+    b.serves("/blog/hi", StatusCode::OK, "blog").await;
+    let deleted = a.admin(Method::DELETE, "/apps/blog").send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    wait_for_status(&b, "/blog/hi", StatusCode::NOT_FOUND).await;
+
+    // And the other way round: a change made through b reaches a.
+    assert!(
+        b.admin(Method::PUT, "/apps/shop/scripts/hello")
+            .json(&serde_json::json!({ "source": r#""from b""# }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let bound = b
+        .admin(Method::POST, "/apps/shop/triggers")
+        .json(&serde_json::json!({ "kind": "http", "method": "GET", "path": "/hello", "script": "hello" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bound.status(), 201);
+    let started = Instant::now();
+    loop {
+        let res = a.get("/shop/hello").await;
+        if res.status() == 200 && res.text().await.unwrap() == "from b" {
+            break;
+        }
+        assert!(started.elapsed() < BOUND, "node a never served node b's change");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.stop().await;
+}
+
+async fn wait_for_status(node: &Node, path: &str, status: StatusCode) -> (StatusCode, String) {
+    let started = Instant::now();
+    loop {
+        let (got, text) = node.get(path).await;
+        if got == status {
+            return (got, text);
+        }
+        assert!(started.elapsed() < BOUND, "{path} still answers {got} {text}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
