@@ -258,7 +258,11 @@ impl RouteTables {
 
     /// Re-read every app and its triggers and swap every table (after changes may have
     /// been missed); on a store failure the old tables stay and the failure is logged.
-    pub(crate) async fn rebuild_all(&self, apps: &dyn AppRepository, triggers: &dyn TriggerRepository) {
+    pub(crate) async fn rebuild_all(
+        &self,
+        apps: &dyn AppRepository,
+        triggers: &dyn TriggerRepository,
+    ) {
         let _serial = self.rebuilding.lock().await;
         let read = async { Ok::<_, StoreError>((apps.list().await?, triggers.list_all().await?)) };
         match read.await {

@@ -66,7 +66,11 @@ impl Catalog {
         if let Some(bus) = &self.bus {
             let payload = serde_json::to_string(&change).unwrap_or_default();
             if let Err(error) = bus.notify(Channel::Catalog, &payload).await {
-                tracing::warn!(?error, ?change, "a catalog change could not be sent to the other nodes");
+                tracing::warn!(
+                    ?error,
+                    ?change,
+                    "a catalog change could not be sent to the other nodes"
+                );
             }
         }
     }
@@ -149,7 +153,10 @@ mod tests {
         ];
         for change in changes {
             let text = serde_json::to_string(&change).unwrap();
-            assert_eq!(serde_json::from_str::<CatalogChange>(&text).unwrap(), change);
+            assert_eq!(
+                serde_json::from_str::<CatalogChange>(&text).unwrap(),
+                change
+            );
         }
     }
 

@@ -93,7 +93,12 @@ async fn changes_made_through_one_node_are_served_by_another() {
     println!("route added on node a, served by node b after {took:?}");
 
     // A redeploy, then a rollback.
-    assert!(a.deploy("shop", "hello", r#""v2""#).await.status().is_success());
+    assert!(
+        a.deploy("shop", "hello", r#""v2""#)
+            .await
+            .status()
+            .is_success()
+    );
     let took = b.serves("/shop/hello", StatusCode::OK, "v2").await;
     println!("redeploy on node a, served by node b after {took:?}");
     let rollback = a
@@ -102,7 +107,11 @@ async fn changes_made_through_one_node_are_served_by_another() {
         .send()
         .await
         .unwrap();
-    assert!(rollback.status().is_success(), "{}", rollback.text().await.unwrap());
+    assert!(
+        rollback.status().is_success(),
+        "{}",
+        rollback.text().await.unwrap()
+    );
     b.serves("/shop/hello", StatusCode::OK, "v1").await;
 
     // Deleting the route, then the app.
@@ -153,7 +162,10 @@ async fn changes_made_through_one_node_are_served_by_another() {
         if res.status() == 200 && res.text().await.unwrap() == "from b" {
             break;
         }
-        assert!(started.elapsed() < BOUND, "node a never served node b's change");
+        assert!(
+            started.elapsed() < BOUND,
+            "node a never served node b's change"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     b.stop().await;
@@ -166,7 +178,10 @@ async fn wait_for_status(node: &Node, path: &str, status: StatusCode) -> (Status
         if got == status {
             return (got, text);
         }
-        assert!(started.elapsed() < BOUND, "{path} still answers {got} {text}");
+        assert!(
+            started.elapsed() < BOUND,
+            "{path} still answers {got} {text}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -110,11 +110,9 @@ fn channel_name(schema: &str) -> String {
     if name.len() <= MAX_CHANNEL_BYTES {
         return name;
     }
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     let suffix = format!("_{hash:016x}");
     let mut cut = MAX_CHANNEL_BYTES - suffix.len();
     while !name.is_char_boundary(cut) {
@@ -290,7 +288,10 @@ mod on_postgres {
             }
         }
 
-        a.bus.notify(Channel::Catalog, r#"{"change":"everything"}"#).await.unwrap();
+        a.bus
+            .notify(Channel::Catalog, r#"{"change":"everything"}"#)
+            .await
+            .unwrap();
         assert_eq!(
             next(&mut hears_a).await,
             notice(Channel::Catalog, r#"{"change":"everything"}"#, true)
@@ -300,7 +301,10 @@ mod on_postgres {
             notice(Channel::Catalog, r#"{"change":"everything"}"#, false)
         );
         b.bus.notify(Channel::Realtime, "42").await.unwrap();
-        assert_eq!(next(&mut hears_a).await, notice(Channel::Realtime, "42", false));
+        assert_eq!(
+            next(&mut hears_a).await,
+            notice(Channel::Realtime, "42", false)
+        );
         // The other schema heard nothing but its own readiness checks.
         while let Some(heard) = hears_elsewhere.try_recv_now() {
             assert!(
@@ -345,7 +349,10 @@ mod on_postgres {
         assert_eq!(missed, Some(Heard::Missed));
         // And it listens again.
         store.bus.notify(Channel::Catalog, "after").await.unwrap();
-        assert_eq!(next(&mut heard).await, notice(Channel::Catalog, "after", true));
+        assert_eq!(
+            next(&mut heard).await,
+            notice(Channel::Catalog, "after", true)
+        );
         store.health.close().await;
     }
 
