@@ -208,7 +208,7 @@ impl TestApp {
         let lost = self
             .store
             .outbox
-            .commit("test-node", batch)
+            .commit("test-node", &batch)
             .await
             .expect("commit");
         assert!(lost.is_empty());
