@@ -44,7 +44,7 @@ pub(crate) use effects::{
     Batch, EFFECTS_FAILED, apply_writes, effects_failed, failed_record, new_objects,
     retry_failed_effects_at,
 };
-pub(crate) use plan::{Letter, NewRow, Plan, Routes, plan_dead_letter, plan_emits};
+pub(crate) use plan::{Letter, NewRow, Plan};
 pub(crate) use row::CorruptKind;
 #[cfg(feature = "conformance")]
 pub(crate) use row::UNREADABLE_EVENT;
@@ -104,10 +104,11 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql {
         acc: &'a mut Batch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
-    /// Insert what `plan` holds; returns how many outbox rows went in.
+    /// Insert planned rows and dead letters (`Plan::insert`); returns how many rows went in.
     fn insert(
         conn: &mut Self::Connection,
-        plan: Plan,
+        rows: &[NewRow],
+        letters: &[Letter],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -166,9 +167,9 @@ impl<DB: OutboxSql> Outbox<DB> {
                 .ok_or(StoreError::NotFound("app"))?;
             let stale = apply_writes::<DB>(&mut tx, app, effects).await?;
             let mut plan = Plan::default();
-            let mut routes = Routes::default();
-            plan_emits::<DB>(&mut tx, &mut routes, &mut plan, app, &effects.emitted, now).await?;
-            let inserted = DB::insert(&mut tx, plan, now).await?;
+            plan.emits::<DB>(&mut tx, app, &effects.emitted, now)
+                .await?;
+            let inserted = plan.insert::<DB>(&mut tx, now).await?;
             tx.commit().await.map_err(db)?;
             Ok::<_, StoreError>((stale, inserted))
         }
@@ -203,11 +204,7 @@ impl<DB: OutboxSql> Outbox<DB> {
                 .await
                 .map_err(db)?;
             if deleted == 1 {
-                let plan = Plan {
-                    rows: Vec::new(),
-                    letters: vec![letter],
-                };
-                DB::insert(&mut tx, plan, now()).await?;
+                Plan::letter(letter).insert::<DB>(&mut tx, now()).await?;
             }
             tx.commit().await.map_err(db)
         }

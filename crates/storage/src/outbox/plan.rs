@@ -85,14 +85,32 @@ pub(crate) struct Letter {
     pub(crate) trigger: Option<TriggerId>,
 }
 
-/// What a transaction will insert once its rules have run.
+/// What a transaction will insert once its rules have run, and the trigger lookups it
+/// made to route them.
 #[derive(Default)]
 pub(crate) struct Plan {
-    pub(crate) rows: Vec<NewRow>,
-    pub(crate) letters: Vec<Letter>,
+    rows: Vec<NewRow>,
+    letters: Vec<Letter>,
+    routes: Routes,
 }
 
 impl Plan {
+    /// A plan of one row.
+    pub(crate) fn row(row: NewRow) -> Self {
+        Self {
+            rows: vec![row],
+            ..Self::default()
+        }
+    }
+
+    /// A plan of one dead letter (and no fan-out).
+    pub(crate) fn letter(letter: Letter) -> Self {
+        Self {
+            letters: vec![letter],
+            ..Self::default()
+        }
+    }
+
     /// Where the plan stands, to go back to with `truncate` when a savepoint rolls back.
     pub(crate) fn mark(&self) -> (usize, usize) {
         (self.rows.len(), self.letters.len())
@@ -101,6 +119,19 @@ impl Plan {
     pub(crate) fn truncate(&mut self, (rows, letters): (usize, usize)) {
         self.rows.truncate(rows);
         self.letters.truncate(letters);
+    }
+
+    /// Insert the planned rows and letters (`OutboxSql::insert`) and forget them; the
+    /// lookups are kept for the rest of the transaction. Returns how many rows went in.
+    pub(crate) async fn insert<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let inserted = DB::insert(conn, &self.rows, &self.letters, now).await?;
+        self.rows.clear();
+        self.letters.clear();
+        Ok(inserted)
     }
 }
 
@@ -116,7 +147,7 @@ struct Route {
 /// publishing to one topic asks once. A commit never changes triggers, so the cache stays
 /// true for the whole transaction.
 #[derive(Default)]
-pub(crate) struct Routes(HashMap<(&'static str, String, String), Vec<Route>>);
+struct Routes(HashMap<(&'static str, String, String), Vec<Route>>);
 
 impl Routes {
     async fn get<DB: OutboxSql>(
@@ -154,141 +185,144 @@ impl Routes {
     }
 }
 
-/// Turn a run's emitted events into rows (into `plan`), in order. Idempotency keys are
-/// remembered right away, so a key repeated later in the same batch sends nothing.
-pub(crate) async fn plan_emits<DB: OutboxSql>(
-    conn: &mut DB::Connection,
-    routes: &mut Routes,
-    plan: &mut Plan,
-    app: &AppName,
-    emits: &[Emit],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    for emit in emits {
-        match emit {
-            Emit::Publish { topic, payload } => {
-                let subscribers = routes
-                    .get::<DB>(conn, DB::TOPIC_SUBSCRIBERS, app, Some(topic.as_str()))
-                    .await?;
-                if subscribers.is_empty() {
-                    continue;
-                }
-                let payload = json(payload)?;
-                for route in subscribers {
-                    let mut row =
-                        NewRow::routed(app, EventKind::Topic, route, payload.clone(), now);
-                    row.source = Some(topic.to_string());
-                    plan.rows.push(row);
-                }
-            }
-            Emit::Send {
-                queue,
-                payload,
-                delay,
-                idempotency_key,
-            } => {
-                if let Some(key) = idempotency_key {
-                    let fresh = sql::<DB>(DB::INSERT_KEY)
-                        .bind(app.as_str())
-                        .bind(queue.as_str())
-                        .bind(key.as_str())
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                    if fresh == 0 {
+impl Plan {
+    /// Plan a run's emitted events as rows, in order. Idempotency keys are remembered right
+    /// away, so a key repeated later in the same batch sends nothing.
+    pub(crate) async fn emits<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        app: &AppName,
+        emits: &[Emit],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for emit in emits {
+            match emit {
+                Emit::Publish { topic, payload } => {
+                    let subscribers = self
+                        .routes
+                        .get::<DB>(conn, DB::TOPIC_SUBSCRIBERS, app, Some(topic.as_str()))
+                        .await?;
+                    if subscribers.is_empty() {
                         continue;
                     }
+                    let payload = json(payload)?;
+                    for route in subscribers {
+                        let mut row =
+                            NewRow::routed(app, EventKind::Topic, route, payload.clone(), now);
+                        row.source = Some(topic.to_string());
+                        self.rows.push(row);
+                    }
                 }
-                let unique = TriggerSpec::Queue {
-                    queue: queue.clone(),
+                Emit::Send {
+                    queue,
+                    payload,
+                    delay,
+                    idempotency_key,
+                } => {
+                    if let Some(key) = idempotency_key {
+                        let fresh = sql::<DB>(DB::INSERT_KEY)
+                            .bind(app.as_str())
+                            .bind(queue.as_str())
+                            .bind(key.as_str())
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db)?;
+                        if fresh == 0 {
+                            continue;
+                        }
+                    }
+                    let unique = TriggerSpec::Queue {
+                        queue: queue.clone(),
+                    }
+                    .unique_key();
+                    let consumer = self
+                        .routes
+                        .get::<DB>(conn, DB::QUEUE_CONSUMER, app, unique.as_deref())
+                        .await?
+                        .pop();
+                    let payload = json(payload)?;
+                    // Without a consumer the message waits, parked, until one is created.
+                    let mut row = match consumer {
+                        Some(route) => NewRow::routed(app, EventKind::Queue, route, payload, now),
+                        None => NewRow {
+                            parked: true,
+                            ..NewRow::unrouted(app, EventKind::Queue, None, payload, now)
+                        },
+                    };
+                    row.source = Some(queue.to_string());
+                    let due = delay.map_or(now, |d| after(now, d));
+                    (row.available_at, row.scheduled_at) = (due, due);
+                    self.rows.push(row);
                 }
-                .unique_key();
-                let consumer = routes
-                    .get::<DB>(conn, DB::QUEUE_CONSUMER, app, unique.as_deref())
-                    .await?
-                    .pop();
-                let payload = json(payload)?;
-                // Without a consumer the message waits, parked, until one is created.
-                let mut row = match consumer {
-                    Some(route) => NewRow::routed(app, EventKind::Queue, route, payload, now),
-                    None => NewRow {
-                        parked: true,
-                        ..NewRow::unrouted(app, EventKind::Queue, None, payload, now)
-                    },
-                };
-                row.source = Some(queue.to_string());
-                let due = delay.map_or(now, |d| after(now, d));
-                (row.available_at, row.scheduled_at) = (due, due);
-                plan.rows.push(row);
-            }
-            Emit::InvokeAsync { script, payload } => {
-                let script = Some(script.to_string());
-                plan.rows.push(NewRow::unrouted(
-                    app,
-                    EventKind::Invoke,
-                    script,
-                    json(payload)?,
-                    now,
-                ));
-            }
-            Emit::Email { message } => {
-                plan.rows.push(NewRow::unrouted(
-                    app,
-                    EventKind::Email,
-                    None,
-                    json(message)?,
-                    now,
-                ));
+                Emit::InvokeAsync { script, payload } => {
+                    let script = Some(script.to_string());
+                    self.rows.push(NewRow::unrouted(
+                        app,
+                        EventKind::Invoke,
+                        script,
+                        json(payload)?,
+                        now,
+                    ));
+                }
+                Emit::Email { message } => {
+                    self.rows.push(NewRow::unrouted(
+                        app,
+                        EventKind::Email,
+                        None,
+                        json(message)?,
+                        now,
+                    ));
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Plan the dead letter of `event` and, unless it is itself a dead-letter event (the
-/// recursion stop), one `dead_letter` event per dead-letter trigger of its app, whose
-/// payload is the dead letter.
-pub(crate) async fn plan_dead_letter<DB: OutboxSql>(
-    conn: &mut DB::Connection,
-    routes: &mut Routes,
-    plan: &mut Plan,
-    event: &Event,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let letter = DeadLetter {
-        id: DeadLetterId::new(),
-        app: event.app.clone(),
-        kind: event.kind,
-        script: event.script.clone(),
-        source: event.source.clone(),
-        payload: event.payload.clone(),
-        attempts: event.attempt,
-        error: error.to_owned(),
-        event_id: event.id,
-        created_at: now,
-    };
-    if event.kind != EventKind::DeadLetter {
-        let handlers = routes
-            .get::<DB>(conn, DB::DEAD_LETTER_TRIGGERS, &event.app, None)
-            .await?;
-        if !handlers.is_empty() {
-            let payload = json(&letter)?;
-            for route in handlers {
-                plan.rows.push(NewRow::routed(
-                    &event.app,
-                    EventKind::DeadLetter,
-                    route,
-                    payload.clone(),
-                    now,
-                ));
+    /// Plan the dead letter of `event` and, unless it is itself a dead-letter event (the
+    /// recursion stop), one `dead_letter` event per dead-letter trigger of its app, whose
+    /// payload is the dead letter.
+    pub(crate) async fn dead_letter<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        event: &Event,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let letter = DeadLetter {
+            id: DeadLetterId::new(),
+            app: event.app.clone(),
+            kind: event.kind,
+            script: event.script.clone(),
+            source: event.source.clone(),
+            payload: event.payload.clone(),
+            attempts: event.attempt,
+            error: error.to_owned(),
+            event_id: event.id,
+            created_at: now,
+        };
+        if event.kind != EventKind::DeadLetter {
+            let handlers = self
+                .routes
+                .get::<DB>(conn, DB::DEAD_LETTER_TRIGGERS, &event.app, None)
+                .await?;
+            if !handlers.is_empty() {
+                let payload = json(&letter)?;
+                for route in handlers {
+                    self.rows.push(NewRow::routed(
+                        &event.app,
+                        EventKind::DeadLetter,
+                        route,
+                        payload.clone(),
+                        now,
+                    ));
+                }
             }
         }
+        self.letters.push(Letter {
+            letter,
+            trigger: event.trigger,
+        });
+        Ok(())
     }
-    plan.letters.push(Letter {
-        letter,
-        trigger: event.trigger,
-    });
-    Ok(())
 }

@@ -56,7 +56,7 @@ impl InvocationsSql for Postgres {
 
     async fn insert_records(
         conn: &mut PgConnection,
-        batch: &[InvocationRecord],
+        batch: &[&InvocationRecord],
     ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());

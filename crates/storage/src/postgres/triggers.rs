@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::outbox::NOTIFY;
 use crate::error::{conflict_as, db};
-use crate::outbox::{NewRow, OutboxSql, Plan};
+use crate::outbox::{NewRow, Plan};
 use crate::{decode, now};
 
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = $1";
@@ -194,11 +194,7 @@ impl TriggerRepository for PgTriggers {
             available_at: now,
             scheduled_at: slot,
         };
-        let plan = Plan {
-            rows: vec![new],
-            letters: Vec::new(),
-        };
-        Postgres::insert(&mut tx, plan, now).await?;
+        Plan::row(new).insert::<Postgres>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(true)

@@ -143,11 +143,7 @@ impl<DB: DeadLettersSql> DeadLetterRepository for DeadLetters<DB> {
             available_at: now,
             scheduled_at: now,
         };
-        let plan = Plan {
-            rows: vec![new],
-            letters: Vec::new(),
-        };
-        DB::insert(&mut tx, plan, now).await?;
+        Plan::row(new).insert::<DB>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(event)

@@ -36,7 +36,7 @@ pub(crate) trait InvocationsSql: Db {
     /// gone, or that are there already, are skipped.
     fn insert_records(
         conn: &mut Self::Connection,
-        batch: &[InvocationRecord],
+        batch: &[&InvocationRecord],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -76,8 +76,9 @@ impl<DB: InvocationsSql> InvocationRepository for Invocations<DB> {
         if batch.is_empty() {
             return Ok(());
         }
+        let batch: Vec<&InvocationRecord> = batch.iter().collect();
         let mut tx = DB::begin_write(&self.0).await?;
-        DB::insert_records(&mut tx, batch).await?;
+        DB::insert_records(&mut tx, &batch).await?;
         tx.commit().await.map_err(db)
     }
 

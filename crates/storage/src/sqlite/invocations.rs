@@ -96,7 +96,7 @@ impl InvocationsSql for Sqlite {
 
     async fn insert_records(
         conn: &mut SqliteConnection,
-        batch: &[InvocationRecord],
+        batch: &[&InvocationRecord],
     ) -> Result<(), StoreError> {
         static CHUNK_SQL: LazyLock<String> = LazyLock::new(|| insert_many_sql(CHUNK));
         let mut chunks = batch.chunks_exact(CHUNK);

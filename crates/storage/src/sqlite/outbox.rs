@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 use super::{begin_write, parse_ts, ts};
 use crate::error::db;
 use crate::outbox::{
-    Batch, Letter, OutboxSql, Plan, Routes, after, apply_writes, effects_failed, failed_record,
-    json, new_objects, plan_dead_letter, plan_emits,
+    Batch, Letter, NewRow, OutboxSql, Plan, after, apply_writes, effects_failed, failed_record,
+    json, new_objects,
 };
 use crate::repo::invocations::InvocationsSql;
 use crate::sql::sql;
@@ -90,19 +90,25 @@ impl OutboxSql for Sqlite {
         now: DateTime<Utc>,
         acc: &'a mut Batch,
     ) -> Result<(), StoreError> {
-        let mut routes = Routes::default();
+        let mut commit = Commit {
+            node,
+            now,
+            plan: Plan::default(),
+            acc,
+        };
         for c in batch {
-            commit_one(conn, &mut routes, node, c, now, acc).await?;
+            commit.one(conn, c).await?;
         }
         Ok(())
     }
 
     async fn insert(
         conn: &mut SqliteConnection,
-        plan: Plan,
+        rows: &[NewRow],
+        letters: &[Letter],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        for Letter { letter, trigger } in &plan.letters {
+        for Letter { letter, trigger } in letters {
             sqlx::query(INSERT_DEAD_LETTER)
                 .bind(letter.id.to_string())
                 .bind(letter.app.as_str())
@@ -119,7 +125,7 @@ impl OutboxSql for Sqlite {
                 .await
                 .map_err(db)?;
         }
-        for row in &plan.rows {
+        for row in rows {
             sqlx::query(INSERT_ROW)
                 .bind(row.id.to_string())
                 .bind(row.app.as_str())
@@ -137,7 +143,7 @@ impl OutboxSql for Sqlite {
                 .await
                 .map_err(db)?;
         }
-        Ok(plan.rows.len() as u64)
+        Ok(rows.len() as u64)
     }
 
     async fn next_due_at(pool: &Pool<Sqlite>) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -150,6 +156,15 @@ impl OutboxSql for Sqlite {
     fn listen(_pool: &Pool<Sqlite>, _inserted: &Arc<Notify>) {}
 }
 
+/// A batch being committed, one event at a time.
+struct Commit<'a> {
+    node: &'a str,
+    now: DateTime<Utc>,
+    /// Emptied at the end of every event's part; keeps the batch's trigger lookups.
+    plan: Plan,
+    acc: &'a mut Batch,
+}
+
 /// What one event's part of a commit did.
 enum Part {
     Held {
@@ -160,64 +175,135 @@ enum Part {
     Lost,
 }
 
-/// One event's part: its outcome, its effects or dead letter, its record.
-async fn part(
-    conn: &mut SqliteConnection,
-    routes: &mut Routes,
-    node: &str,
-    c: &EventCommit,
-    now: DateTime<Utc>,
-) -> Result<Part, StoreError> {
-    let id = c.event.id.0;
-    let mut plan = Plan::default();
-    let mut stale = Vec::new();
-    let held = match &c.outcome {
-        EventOutcome::Done { effects } => {
-            let held = delete_held(conn, id, node).await?;
-            if held && !effects.is_empty() {
-                stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
-                plan_emits::<Sqlite>(conn, routes, &mut plan, &c.event.app, &effects.emitted, now)
-                    .await?;
+impl Commit<'_> {
+    async fn one(
+        &mut self,
+        conn: &mut SqliteConnection,
+        c: &EventCommit,
+    ) -> Result<(), StoreError> {
+        // Only KV and blob writes can fail for one event alone; everything else is plain
+        // inserts.
+        let fallible = matches!(&c.outcome, EventOutcome::Done { effects }
+            if !effects.kv.is_empty() || !effects.blobs.is_empty());
+        let attempt = if fallible {
+            self.savepoint_part(conn, c).await
+        } else {
+            self.part(conn, c).await
+        };
+        let (result, applied) = match attempt {
+            Err(e) if fallible => {
+                tracing::warn!(event = %c.event.id, error = ?e, "an event's effects could not be committed");
+                let failed = EventCommit {
+                    event: c.event.clone(),
+                    outcome: effects_failed(&c.event, self.now),
+                    record: failed_record(c.record.as_ref()),
+                };
+                (self.savepoint_part(conn, &failed).await?, false)
             }
-            held
-        }
-        EventOutcome::Retry { at, error } => {
-            let done = sqlx::query(RETRY_HELD)
-                .bind(ts(*at))
-                .bind(error.as_str())
-                .bind(id.to_string())
-                .bind(node)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            done.rows_affected() > 0
-        }
-        EventOutcome::Release { at } => {
-            let done = sqlx::query(RELEASE_HELD)
-                .bind(ts(*at))
-                .bind(id.to_string())
-                .bind(node)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            done.rows_affected() > 0
-        }
-        EventOutcome::Dead { error } => {
-            let held = delete_held(conn, id, node).await?;
-            if held {
-                plan_dead_letter::<Sqlite>(conn, routes, &mut plan, &c.event, error, now).await?;
+            other => (other?, true),
+        };
+        let held = match result {
+            Part::Held { stale, inserted } => {
+                self.acc.stale.extend(stale);
+                self.acc.inserted += inserted;
+                true
             }
-            held
+            Part::Lost => {
+                self.acc.skipped.push(c.event.id);
+                false
+            }
+        };
+        if !(held && applied)
+            && let EventOutcome::Done { effects } = &c.outcome
+        {
+            self.acc.orphans.extend(new_objects(effects));
         }
-    };
-    if !held {
-        return Ok(Part::Lost);
+        Ok(())
     }
-    let inserted = Sqlite::insert(conn, plan, now).await?;
-    if let Some(record) = &c.record {
-        Sqlite::insert_records(conn, std::slice::from_ref(record)).await?;
+
+    /// Run one event's part inside a savepoint of `conn`'s transaction.
+    async fn savepoint_part(
+        &mut self,
+        conn: &mut SqliteConnection,
+        c: &EventCommit,
+    ) -> Result<Part, StoreError> {
+        let mark = self.plan.mark();
+        let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+        match self.part(&mut sp, c).await {
+            Ok(Part::Held { stale, inserted }) => {
+                sp.commit().await.map_err(db)?;
+                Ok(Part::Held { stale, inserted })
+            }
+            Ok(Part::Lost) => {
+                sp.rollback().await.map_err(db)?;
+                Ok(Part::Lost)
+            }
+            Err(e) => {
+                sp.rollback().await.map_err(db)?;
+                self.plan.truncate(mark);
+                Err(e)
+            }
+        }
     }
-    Ok(Part::Held { stale, inserted })
+
+    /// One event's part: its outcome, its effects or dead letter, its record.
+    async fn part(
+        &mut self,
+        conn: &mut SqliteConnection,
+        c: &EventCommit,
+    ) -> Result<Part, StoreError> {
+        let (id, node, now) = (c.event.id.0, self.node, self.now);
+        let mut stale = Vec::new();
+        let held = match &c.outcome {
+            EventOutcome::Done { effects } => {
+                let held = delete_held(conn, id, node).await?;
+                if held && !effects.is_empty() {
+                    stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
+                    let (app, emitted) = (&c.event.app, &effects.emitted);
+                    self.plan.emits::<Sqlite>(conn, app, emitted, now).await?;
+                }
+                held
+            }
+            EventOutcome::Retry { at, error } => {
+                let done = sqlx::query(RETRY_HELD)
+                    .bind(ts(*at))
+                    .bind(error.as_str())
+                    .bind(id.to_string())
+                    .bind(node)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                done.rows_affected() > 0
+            }
+            EventOutcome::Release { at } => {
+                let done = sqlx::query(RELEASE_HELD)
+                    .bind(ts(*at))
+                    .bind(id.to_string())
+                    .bind(node)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                done.rows_affected() > 0
+            }
+            EventOutcome::Dead { error } => {
+                let held = delete_held(conn, id, node).await?;
+                if held {
+                    self.plan
+                        .dead_letter::<Sqlite>(conn, &c.event, error, now)
+                        .await?;
+                }
+                held
+            }
+        };
+        if !held {
+            return Ok(Part::Lost);
+        }
+        let inserted = self.plan.insert::<Sqlite>(conn, now).await?;
+        if let Some(record) = &c.record {
+            Sqlite::insert_records(conn, &[record]).await?;
+        }
+        Ok(Part::Held { stale, inserted })
+    }
 }
 
 async fn delete_held(
@@ -232,79 +318,4 @@ async fn delete_held(
         .await
         .map_err(db)?;
     Ok(deleted == 1)
-}
-
-/// Run one event's part inside a savepoint of `conn`'s transaction.
-async fn savepoint_part(
-    conn: &mut SqliteConnection,
-    routes: &mut Routes,
-    node: &str,
-    c: &EventCommit,
-    now: DateTime<Utc>,
-) -> Result<Part, StoreError> {
-    let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
-    match part(&mut sp, routes, node, c, now).await {
-        Ok(Part::Held { stale, inserted }) => {
-            sp.commit().await.map_err(db)?;
-            Ok(Part::Held { stale, inserted })
-        }
-        Ok(Part::Lost) => {
-            sp.rollback().await.map_err(db)?;
-            Ok(Part::Lost)
-        }
-        Err(e) => {
-            sp.rollback().await.map_err(db)?;
-            Err(e)
-        }
-    }
-}
-
-async fn commit_one(
-    conn: &mut SqliteConnection,
-    routes: &mut Routes,
-    node: &str,
-    c: &EventCommit,
-    now: DateTime<Utc>,
-    acc: &mut Batch,
-) -> Result<(), StoreError> {
-    // Only KV and blob writes can fail for one event alone; everything else is plain inserts.
-    let fallible = matches!(&c.outcome, EventOutcome::Done { effects }
-        if !effects.kv.is_empty() || !effects.blobs.is_empty());
-    let attempt = if fallible {
-        savepoint_part(conn, routes, node, c, now).await
-    } else {
-        part(conn, routes, node, c, now).await
-    };
-    let (result, applied) = match attempt {
-        Err(e) if fallible => {
-            tracing::warn!(event = %c.event.id, error = ?e, "an event's effects could not be committed");
-            let failed = EventCommit {
-                event: c.event.clone(),
-                outcome: effects_failed(&c.event, now),
-                record: failed_record(c.record.as_ref()),
-            };
-            (
-                savepoint_part(conn, routes, node, &failed, now).await?,
-                false,
-            )
-        }
-        other => (other?, true),
-    };
-    let held = match result {
-        Part::Held { stale, inserted } => {
-            acc.stale.extend(stale);
-            acc.inserted += inserted;
-            true
-        }
-        Part::Lost => {
-            acc.skipped.push(c.event.id);
-            false
-        }
-    };
-    if !(held && applied)
-        && let EventOutcome::Done { effects } = &c.outcome
-    {
-        acc.orphans.extend(new_objects(effects));
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::{begin_write, parse_ts, ts};
 use crate::error::{conflict_as, db};
-use crate::outbox::{NewRow, OutboxSql, Plan};
+use crate::outbox::{NewRow, Plan};
 use crate::{decode, now};
 
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = ?";
@@ -189,11 +189,7 @@ impl TriggerRepository for SqliteTriggers {
             available_at: now,
             scheduled_at: slot,
         };
-        let plan = Plan {
-            rows: vec![new],
-            letters: Vec::new(),
-        };
-        Sqlite::insert(&mut tx, plan, now).await?;
+        Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(true)

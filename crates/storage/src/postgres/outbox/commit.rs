@@ -1,6 +1,7 @@
 //! One batch in one transaction: the apps locked, the held rows deleted, retried or
 //! released in one statement each, then each event's effects (in a savepoint when it has
 //! KV or blob writes), dead letters, new rows and records.
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -12,8 +13,8 @@ use uuid::Uuid;
 
 use crate::error::db;
 use crate::outbox::{
-    Batch, EFFECTS_FAILED, Plan, Routes, apply_writes, failed_record, json, new_objects,
-    plan_dead_letter, plan_emits, retry_failed_effects_at,
+    Batch, EFFECTS_FAILED, Plan, apply_writes, failed_record, json, new_objects,
+    retry_failed_effects_at,
 };
 use crate::repo::invocations::InvocationsSql;
 
@@ -53,9 +54,8 @@ pub(super) async fn commit_batch(
         .map_err(db)?;
     let held = hold(conn, node, batch).await?;
 
-    let mut routes = Routes::default();
     let mut plan = Plan::default();
-    let mut records: Vec<InvocationRecord> = Vec::new();
+    let mut records: Vec<Cow<'_, InvocationRecord>> = Vec::new();
     for c in batch {
         if !held.contains(&c.event.id.0) {
             acc.skipped.push(c.event.id);
@@ -64,11 +64,11 @@ pub(super) async fn commit_batch(
             }
             continue;
         }
-        let mut record = c.record.clone();
+        let mut record = c.record.as_ref().map(Cow::Borrowed);
         match &c.outcome {
             EventOutcome::Done { effects } if effects.kv.is_empty() && effects.blobs.is_empty() => {
                 let (app, emitted) = (&c.event.app, &effects.emitted);
-                plan_emits::<Postgres>(conn, &mut routes, &mut plan, app, emitted, now).await?;
+                plan.emits::<Postgres>(conn, app, emitted, now).await?;
             }
             EventOutcome::Done { effects } => {
                 let mark = plan.mark();
@@ -76,8 +76,7 @@ pub(super) async fn commit_batch(
                 let applied = async {
                     let stale = apply_writes::<Postgres>(&mut sp, &c.event.app, effects).await?;
                     let (app, emitted) = (&c.event.app, &effects.emitted);
-                    plan_emits::<Postgres>(&mut sp, &mut routes, &mut plan, app, emitted, now)
-                        .await?;
+                    plan.emits::<Postgres>(&mut sp, app, emitted, now).await?;
                     Ok::<_, StoreError>(stale)
                 }
                 .await;
@@ -91,20 +90,13 @@ pub(super) async fn commit_batch(
                         tracing::warn!(event = %c.event.id, error = ?e, "an event's effects could not be committed");
                         plan.truncate(mark);
                         acc.orphans.extend(new_objects(effects));
-                        record = failed_record(c.record.as_ref());
+                        record = failed_record(c.record.as_ref()).map(Cow::Owned);
                         match retry_failed_effects_at(&c.event, now) {
                             Some(at) => reinsert(conn, &c.event, at, EFFECTS_FAILED).await?,
                             None => {
                                 let (event, error) = (&c.event, EFFECTS_FAILED);
-                                plan_dead_letter::<Postgres>(
-                                    conn,
-                                    &mut routes,
-                                    &mut plan,
-                                    event,
-                                    error,
-                                    now,
-                                )
-                                .await?;
+                                plan.dead_letter::<Postgres>(conn, event, error, now)
+                                    .await?;
                             }
                         }
                     }
@@ -112,13 +104,14 @@ pub(super) async fn commit_batch(
             }
             EventOutcome::Retry { .. } | EventOutcome::Release { .. } => {}
             EventOutcome::Dead { error } => {
-                plan_dead_letter::<Postgres>(conn, &mut routes, &mut plan, &c.event, error, now)
+                plan.dead_letter::<Postgres>(conn, &c.event, error, now)
                     .await?;
             }
         }
         records.extend(record);
     }
-    acc.inserted += super::insert::insert(conn, plan, now).await?;
+    acc.inserted += plan.insert::<Postgres>(conn, now).await?;
+    let records: Vec<&InvocationRecord> = records.iter().map(AsRef::as_ref).collect();
     Postgres::insert_records(conn, &records).await
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::NOTIFY;
 use crate::error::db;
-use crate::outbox::{Letter, NewRow, Plan, json};
+use crate::outbox::{Letter, NewRow, json};
 
 const INSERT_ROWS: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
          attempt, max_attempts, parked, available_at, scheduled_at, created_at)
@@ -25,14 +25,15 @@ const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters (id, app, kind, scri
                  $7::text[], $8::int4[], $9::text[], $10::uuid[])
           AS t(id, app, kind, script, trigger_id, source, payload, attempts, error, event_id)";
 
-/// Insert what `plan` holds; returns how many outbox rows went in.
+/// Insert planned rows and dead letters; returns how many rows went in.
 pub(super) async fn insert(
     conn: &mut PgConnection,
-    plan: Plan,
+    rows: &[NewRow],
+    letters: &[Letter],
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    insert_letters(conn, &plan.letters, now).await?;
-    insert_rows(conn, &plan.rows, now).await
+    insert_letters(conn, letters, now).await?;
+    insert_rows(conn, rows, now).await
 }
 
 fn saturating_i32(n: u32) -> i32 {

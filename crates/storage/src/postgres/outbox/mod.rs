@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Pool, Postgres};
 use tokio::sync::Notify;
 
-use crate::outbox::{Batch, OutboxSql, Plan};
+use crate::outbox::{Batch, Letter, NewRow, OutboxSql};
 
 mod commit; // one batch: held rows, effects in savepoints, dead letters, records
 mod due; // claiming due rows; when the next one is due, on this node's clock
@@ -69,10 +69,11 @@ impl OutboxSql for Postgres {
 
     async fn insert(
         conn: &mut PgConnection,
-        plan: Plan,
+        rows: &[NewRow],
+        letters: &[Letter],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        insert::insert(conn, plan, now).await
+        insert::insert(conn, rows, letters, now).await
     }
 
     async fn next_due_at(pool: &Pool<Postgres>) -> Result<Option<DateTime<Utc>>, StoreError> {
