@@ -133,59 +133,7 @@ impl Plan {
         self.letters.clear();
         Ok(inserted)
     }
-}
 
-/// A trigger an event is routed to.
-#[derive(Clone)]
-struct Route {
-    trigger: TriggerId,
-    script: String,
-    max_attempts: u32,
-}
-
-/// Trigger lookups of one transaction, cached per (statement, app, key): a batch of events
-/// publishing to one topic asks once. A commit never changes triggers, so the cache stays
-/// true for the whole transaction.
-#[derive(Default)]
-struct Routes(HashMap<(&'static str, String, String), Vec<Route>>);
-
-impl Routes {
-    async fn get<DB: OutboxSql>(
-        &mut self,
-        conn: &mut DB::Connection,
-        statement: &'static str,
-        app: &AppName,
-        key: Option<&str>,
-    ) -> Result<Vec<Route>, StoreError> {
-        let cache_key = (
-            statement,
-            app.to_string(),
-            key.unwrap_or_default().to_owned(),
-        );
-        if let Some(found) = self.0.get(&cache_key) {
-            return Ok(found.clone());
-        }
-        let mut query = sql::<DB>(statement).bind(app.as_str());
-        if let Some(key) = key {
-            query = query.bind(key);
-        }
-        let rows = query.fetch_all(conn).await.map_err(db)?;
-        let found = rows
-            .iter()
-            .map(|row| {
-                Ok(Route {
-                    trigger: TriggerId(row.uuid("id")?),
-                    script: row.string("script")?,
-                    max_attempts: row.attempts("max_attempts")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.0.insert(cache_key, found.clone());
-        Ok(found)
-    }
-}
-
-impl Plan {
     /// Plan a run's emitted events as rows, in order. Idempotency keys are remembered right
     /// away, so a key repeated later in the same batch sends nothing.
     pub(crate) async fn emits<DB: OutboxSql>(
@@ -324,5 +272,55 @@ impl Plan {
             trigger: event.trigger,
         });
         Ok(())
+    }
+}
+
+/// A trigger an event is routed to.
+#[derive(Clone)]
+struct Route {
+    trigger: TriggerId,
+    script: String,
+    max_attempts: u32,
+}
+
+/// Trigger lookups of one transaction, cached per (statement, app, key): a batch of events
+/// publishing to one topic asks once. A commit never changes triggers, so the cache stays
+/// true for the whole transaction.
+#[derive(Default)]
+struct Routes(HashMap<(&'static str, String, String), Vec<Route>>);
+
+impl Routes {
+    async fn get<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        statement: &'static str,
+        app: &AppName,
+        key: Option<&str>,
+    ) -> Result<Vec<Route>, StoreError> {
+        let cache_key = (
+            statement,
+            app.to_string(),
+            key.unwrap_or_default().to_owned(),
+        );
+        if let Some(found) = self.0.get(&cache_key) {
+            return Ok(found.clone());
+        }
+        let mut query = sql::<DB>(statement).bind(app.as_str());
+        if let Some(key) = key {
+            query = query.bind(key);
+        }
+        let rows = query.fetch_all(conn).await.map_err(db)?;
+        let found = rows
+            .iter()
+            .map(|row| {
+                Ok(Route {
+                    trigger: TriggerId(row.uuid("id")?),
+                    script: row.string("script")?,
+                    max_attempts: row.attempts("max_attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.0.insert(cache_key, found.clone());
+        Ok(found)
     }
 }
