@@ -195,7 +195,7 @@ impl TestApp {
             .await
             .expect("claim");
         assert!(!events.is_empty(), "the emitted event is due");
-        let batch = events
+        let batch: Vec<_> = events
             .into_iter()
             .map(|event| EventCommit {
                 event,
