@@ -195,7 +195,7 @@ impl TestApp {
             .await
             .expect("claim");
         assert!(!events.is_empty(), "the emitted event is due");
-        let batch = events
+        let batch: Vec<_> = events
             .into_iter()
             .map(|event| EventCommit {
                 event,
@@ -208,7 +208,7 @@ impl TestApp {
         let lost = self
             .store
             .outbox
-            .commit("test-node", batch)
+            .commit("test-node", &batch)
             .await
             .expect("commit");
         assert!(lost.is_empty());

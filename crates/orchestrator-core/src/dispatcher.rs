@@ -523,14 +523,6 @@ async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
     }
 }
 
-/// What the committer keeps of an event after handing its commit to the store.
-struct Committed {
-    id: EventId,
-    kind: EventKind,
-    outcome: &'static str,
-    record: Option<InvocationRecord>,
-}
-
 fn outcome_label(outcome: &EventOutcome) -> &'static str {
     match outcome {
         EventOutcome::Done { .. } => "done",
@@ -594,33 +586,27 @@ async fn commit_finished(
 ) {
     let mut batch = Vec::with_capacity(group.len());
     let mut slots = Vec::with_capacity(group.len());
-    let mut kept = Vec::with_capacity(group.len());
     for Finished { commit, _slot } in group {
-        kept.push(Committed {
-            id: commit.event.id,
-            kind: commit.event.kind,
-            outcome: outcome_label(&commit.outcome),
-            record: commit.record.clone(),
-        });
         batch.push(commit);
         slots.push(_slot);
     }
-    let (lost, failed) = commit_group(ctx, batch).await;
-    for event in kept {
-        let outcome = if lost.contains(&event.id) {
-            tracing::warn!(event = %event.id, "lease lost before commit; another node runs it");
+    let (lost, failed) = commit_group(ctx, &batch).await;
+    for commit in batch {
+        let id = commit.event.id;
+        let outcome = if lost.contains(&id) {
+            tracing::warn!(event = %id, "lease lost before commit; another node runs it");
             metrics::counter!("picloud_event_leases_lost_total").increment(1);
             "lost"
-        } else if failed.contains(&event.id) {
+        } else if failed.contains(&id) {
             "commit_failed"
         } else {
-            if let Some(record) = event.record {
+            if let Some(record) = commit.record {
                 // No subscriber is fine.
                 let _ = recorded.send(record);
             }
-            event.outcome
+            outcome_label(&commit.outcome)
         };
-        metrics::counter!("picloud_events_total", "kind" => event.kind.as_str(), "outcome" => outcome)
+        metrics::counter!("picloud_events_total", "kind" => commit.event.kind.as_str(), "outcome" => outcome)
             .increment(1);
     }
     drop(slots);
@@ -629,21 +615,19 @@ async fn commit_finished(
 /// Commits `batch` in one transaction; if that fails, each event on its own, so one bad
 /// event cannot hold back the others. Returns the ids whose lease was lost, and those
 /// that could not be committed (their rows stay leased and run again after the lease).
-async fn commit_group(ctx: &Context, batch: Vec<EventCommit>) -> (Vec<EventId>, Vec<EventId>) {
-    let single = batch.len() == 1;
-    let fallback = if single { None } else { Some(batch.clone()) };
+async fn commit_group(ctx: &Context, batch: &[EventCommit]) -> (Vec<EventId>, Vec<EventId>) {
     match commit_with_retries(ctx, batch).await {
         Ok(lost) => (lost, Vec::new()),
+        Err((error, ids)) if batch.len() == 1 => {
+            log_commit_failure(&error, ids.len());
+            (Vec::new(), ids)
+        }
         Err((error, ids)) => {
-            let Some(events) = fallback else {
-                log_commit_failure(&error, ids.len());
-                return (Vec::new(), ids);
-            };
             tracing::warn!(error = ?error, events = ids.len(), "group commit failed; committing one by one");
             let mut lost = Vec::new();
             let mut failed = Vec::new();
-            for commit in events {
-                match commit_with_retries(ctx, vec![commit]).await {
+            for commit in batch {
+                match commit_with_retries(ctx, std::slice::from_ref(commit)).await {
                     Ok(more) => lost.extend(more),
                     Err((error, ids)) => {
                         log_commit_failure(&error, ids.len());
@@ -664,16 +648,13 @@ fn log_commit_failure(error: &StoreError, events: usize) {
 /// One `commit` call, tried again while the database is busy.
 async fn commit_with_retries(
     ctx: &Context,
-    batch: Vec<EventCommit>,
+    batch: &[EventCommit],
 ) -> Result<Vec<EventId>, (StoreError, Vec<EventId>)> {
-    let ids: Vec<EventId> = batch.iter().map(|c| c.event.id).collect();
     let mut attempt = 0;
-    let mut pending = batch;
     loop {
-        let retry = (attempt < COMMIT_RETRIES).then(|| pending.clone());
-        match ctx.store.outbox.commit(&ctx.config.node_id, pending).await {
+        match ctx.store.outbox.commit(&ctx.config.node_id, batch).await {
             Ok(lost) => return Ok(lost),
-            Err(StoreError::Busy) if retry.is_some() => {
+            Err(StoreError::Busy) if attempt < COMMIT_RETRIES => {
                 attempt += 1;
                 let pause = backoff(
                     attempt,
@@ -682,9 +663,8 @@ async fn commit_with_retries(
                     1.0,
                 );
                 tokio::time::sleep(pause).await;
-                pending = retry.unwrap_or_default();
             }
-            Err(error) => return Err((error, ids)),
+            Err(error) => return Err((error, batch.iter().map(|c| c.event.id).collect())),
         }
     }
 }

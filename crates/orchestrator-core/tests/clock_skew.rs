@@ -34,11 +34,7 @@ impl OutboxRepository for CountingClaims {
         self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner.claim_due(node, limit, lease).await
     }
-    async fn commit(
-        &self,
-        node: &str,
-        batch: Vec<EventCommit>,
-    ) -> Result<Vec<EventId>, StoreError> {
+    async fn commit(&self, node: &str, batch: &[EventCommit]) -> Result<Vec<EventId>, StoreError> {
         self.inner.commit(node, batch).await
     }
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {

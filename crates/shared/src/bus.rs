@@ -83,6 +83,9 @@ pub trait NotificationBus: Send + Sync {
 
     /// Hear every notice published from now on.
     fn subscribe(&self) -> BusReceiver;
+
+    /// Stop listening: the store is closing.
+    fn close(&self) {}
 }
 
 /// One subscription to the bus.

@@ -1,9 +1,12 @@
 //! The repository traits of `shared::store`, implemented for SQLite and for PostgreSQL.
 //!
 //! `connect` picks the backend from the URL, opens a pool and runs that backend's
-//! migrations before anything else touches the database. Each backend writes its own SQL
-//! (runtime-checked `sqlx::query`, one `const` per statement) and maps rows back in one
-//! small function per type. What must stay true on both:
+//! migrations before anything else touches the database. The repositories' rules and row
+//! mapping are written once (`repo`, `outbox`) over `sql`, which builds statements and
+//! reads rows without naming the database; each backend writes only its own SQL
+//! (runtime-checked, one `const` per statement), how it starts a write transaction, and
+//! the few things it does its own way (PostgreSQL's batch statements and LISTEN). What
+//! must stay true on both:
 //! - every table references `apps(name) ON DELETE CASCADE`, so deleting an app is one statement;
 //! - every multi-statement write is one transaction, checked inside that transaction;
 //! - errors going up carry no SQL, path or address (see `error`).
@@ -22,15 +25,20 @@ use shared::{Store, StoreError};
 
 pub mod crypto;
 mod error;
-mod meta;
+mod meta; // facts a server checks when it starts
 pub mod objects;
-mod postgres;
+mod outbox; // the outbox's rules: routing, fan-out, dead letters, unreadable rows
+mod postgres; // PostgreSQL's SQL, and its batch and LISTEN machinery
 mod private;
-mod sqlite;
+mod repo; // every other repository, its rules and row mapping once
+mod sql; // statements and rows without naming the backend
+mod sqlite; // SQLite's SQL
 mod token_scope; // a token's app list as stored: comma-separated names
 
 pub use crypto::{KeyMismatch, load_or_create_key, read_key_file, write_key_file};
 pub use objects::{LocalObjects, S3Objects, S3Options};
+#[cfg(feature = "conformance")]
+pub(crate) use outbox::UNREADABLE_EVENT;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -206,10 +214,6 @@ pub(crate) fn app_missing(e: sqlx::Error) -> StoreError {
 
 /// The current time at the precision both backends keep (microseconds), so that what a
 /// write returns equals what a later read returns.
-/// The error of a dead letter made from an outbox row that could not be read back.
-pub(crate) const UNREADABLE_EVENT: &str =
-    "the stored event could not be read (its payload is kept as text)";
-
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

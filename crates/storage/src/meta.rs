@@ -6,42 +6,139 @@
 //!   turning unreadable while the API still lists it;
 //! - `bootstrap_token_hash`: the admin token last installed from `PICLOUD_ADMIN_TOKEN`,
 //!   revoked when that value changes (`TokenRepository::install_bootstrap`).
+use shared::StoreError;
+use shared::store::Bootstrap;
+use sqlx::Pool;
+
+use crate::crypto::SecretBox;
+use crate::error::db;
+use crate::sql::{Cols, Db, sql};
 
 /// The row holding `crypto::key_fingerprint` of the key that sealed the secrets.
-pub(crate) const KEY_FINGERPRINT: &str = "secrets_key_fingerprint";
+const KEY_FINGERPRINT: &str = "secrets_key_fingerprint";
 /// The row holding the hash of the bootstrap admin token.
-pub(crate) const BOOTSTRAP_TOKEN: &str = "bootstrap_token_hash";
+const BOOTSTRAP_TOKEN: &str = "bootstrap_token_hash";
+
+/// The statements on `server_meta`, with their arguments in placeholder order.
+pub(crate) trait MetaSql: Db {
+    /// (key) -> value, locked until the commit.
+    const GET: &'static str;
+    /// (key, value): insert or replace.
+    const SET: &'static str;
+    /// () -> app, name, nonce, ciphertext of any one stored secret.
+    const ONE_SECRET: &'static str;
+    /// (secret_hash)
+    const DELETE_TOKEN: &'static str;
+    /// (id, name, secret_hash, created_at): an admin token, unless the hash is there.
+    const INSERT_TOKEN: &'static str;
+}
+
+async fn get<DB: MetaSql>(
+    conn: &mut DB::Connection,
+    key: &'static str,
+) -> Result<Option<String>, StoreError> {
+    let row = sql::<DB>(DB::GET)
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+    row.map(|row| row.string("value")).transpose()
+}
+
+async fn set<DB: MetaSql>(
+    conn: &mut DB::Connection,
+    key: &'static str,
+    value: &str,
+) -> Result<(), StoreError> {
+    sql::<DB>(DB::SET)
+        .bind(key)
+        .bind(value)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Refuse a key that cannot open the stored secrets; record the key's fingerprint.
+///
+/// The fingerprint decides when one is recorded; a database from before fingerprints
+/// tries its key on one stored secret instead. With no secrets stored, any key is fine
+/// and becomes the recorded one.
+///
+/// # Errors
+/// `KeyMismatch` (as a backend error) when a stored secret rules the key out.
+pub(crate) async fn check_secret_key<DB: MetaSql>(
+    pool: &Pool<DB>,
+    secrets: &SecretBox,
+    fingerprint: &str,
+) -> Result<(), StoreError> {
+    let mut tx = DB::begin_write(pool).await?;
+    let recorded = get::<DB>(&mut tx, KEY_FINGERPRINT).await?;
+    if recorded.as_deref() == Some(fingerprint) {
+        return Ok(());
+    }
+    let sample = sql::<DB>(DB::ONE_SECRET)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    check_key(recorded.as_deref(), sample.as_ref(), secrets)?;
+    set::<DB>(&mut tx, KEY_FINGERPRINT, fingerprint).await?;
+    tx.commit().await.map_err(db)
+}
 
 /// The key check's rule, once the recorded fingerprint differs from the key's: with no
 /// secret stored any key is fine; with one, only a database from before fingerprints
 /// (`recorded` is `None`) may prove the key by opening it.
-///
-/// # Errors
-/// `KeyMismatch` when a stored secret rules the key out; the backend's error when the
-/// sample row cannot be read.
-pub(crate) fn check_key<R: sqlx::Row>(
+fn check_key(
     recorded: Option<&str>,
-    sample: Option<R>,
-    secrets: &crate::crypto::SecretBox,
-) -> Result<(), shared::StoreError>
-where
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    use crate::error::db;
+    sample: Option<&impl Cols>,
+    secrets: &SecretBox,
+) -> Result<(), StoreError> {
     let Some(row) = sample else { return Ok(()) };
     let opens = recorded.is_none() && {
-        let app: String = row.try_get("app").map_err(db)?;
-        let name: String = row.try_get("name").map_err(db)?;
-        let nonce: Vec<u8> = row.try_get("nonce").map_err(db)?;
-        let ciphertext: Vec<u8> = row.try_get("ciphertext").map_err(db)?;
-        shared::AppName::parse(&app)
-            .is_ok_and(|app| secrets.open(&app, &name, &nonce, &ciphertext).is_ok())
+        let (app, name) = (row.text("app")?, row.text("name")?);
+        let (nonce, ciphertext) = (row.bytes("nonce")?, row.bytes("ciphertext")?);
+        shared::AppName::parse(app)
+            .is_ok_and(|app| secrets.open(&app, name, &nonce, &ciphertext).is_ok())
     };
     if opens {
         Ok(())
     } else {
-        Err(shared::StoreError::backend(crate::crypto::KeyMismatch))
+        Err(StoreError::backend(crate::crypto::KeyMismatch))
     }
+}
+
+/// See `TokenRepository::install_bootstrap`.
+pub(crate) async fn install_bootstrap<DB: MetaSql>(
+    pool: &Pool<DB>,
+    name: &str,
+    secret_hash: &str,
+) -> Result<Bootstrap, StoreError> {
+    let mut tx = DB::begin_write(pool).await?;
+    let previous = get::<DB>(&mut tx, BOOTSTRAP_TOKEN).await?;
+    if previous.as_deref() == Some(secret_hash) {
+        return Ok(Bootstrap::Unchanged);
+    }
+    let revoked = match &previous {
+        Some(old) => {
+            sql::<DB>(DB::DELETE_TOKEN)
+                .bind(old)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                > 0
+        }
+        None => false,
+    };
+    sql::<DB>(DB::INSERT_TOKEN)
+        .bind(shared::TokenId::new().0)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(crate::now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    set::<DB>(&mut tx, BOOTSTRAP_TOKEN, secret_hash).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(Bootstrap::Installed { revoked })
 }

@@ -26,17 +26,7 @@ impl TestStore {
     pub async fn close(self) {
         self.store.health.close().await;
         if let Some(schema) = self.schema {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base_url())
-                .await
-                .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
-            // The schema name is ours (a fixed prefix and hex digits), never input.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("cannot drop the test schema: {e}"));
-            sqlx::Connection::close(conn).await.ok();
+            drop_schema(&schema).await;
         }
     }
 }
@@ -49,6 +39,61 @@ fn base_url() -> String {
 /// The schema a URL from [`fresh_postgres_url`] points at.
 fn schema_of(url: &str) -> Option<String> {
     url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned())
+}
+
+/// A fresh, empty database for a test that opens its own pools: a SQLite file in a new
+/// temporary directory or a new PostgreSQL schema.
+pub struct TestUrl {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl TestUrl {
+    /// # Panics
+    /// When the temporary directory cannot be made.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self {
+            url: fresh_sqlite_url(dir.path()),
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    /// # Panics
+    /// See [`fresh_postgres_url`].
+    pub async fn postgres() -> Self {
+        let url = fresh_postgres_url().await;
+        Self {
+            schema: schema_of(&url),
+            url,
+            _dir: None,
+        }
+    }
+
+    /// Remove the SQLite directory or drop the PostgreSQL schema; close every pool on it
+    /// first.
+    pub async fn close(self) {
+        if let Some(schema) = self.schema {
+            drop_schema(&schema).await;
+        }
+    }
+}
+
+/// Drop a test schema and everything in it.
+async fn drop_schema(schema: &str) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base_url())
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
+    // The schema name is ours (a fixed prefix and hex digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("cannot drop the test schema: {e}"));
+    sqlx::Connection::close(conn).await.ok();
 }
 
 /// A URL for a new SQLite file inside `dir`.

@@ -48,8 +48,7 @@ pub trait OutboxRepository: Send + Sync {
     /// Commit a batch of finished events in ONE transaction (group commit). Each event's
     /// part is all-or-nothing and happens only if `node` still holds its lease; the ids of
     /// events whose lease was lost (and so were skipped) are returned.
-    async fn commit(&self, node: &str, batch: Vec<EventCommit>)
-    -> Result<Vec<EventId>, StoreError>;
+    async fn commit(&self, node: &str, batch: &[EventCommit]) -> Result<Vec<EventId>, StoreError>;
 
     /// Apply a sync run's effects (KV, blobs, emitted events) in one transaction, to
     /// whichever app has the name now (tests and tools; a run commits with `apply_to`).

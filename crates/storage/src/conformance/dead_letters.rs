@@ -17,7 +17,10 @@ async fn make_dead(store: &Store, app_name: &str, n: usize) -> Vec<DeadLetterId>
         let events = claim(store, "n1").await;
         store
             .outbox
-            .commit("n1", events.iter().map(|e| dead(e, "boom")).collect())
+            .commit(
+                "n1",
+                &events.iter().map(|e| dead(e, "boom")).collect::<Vec<_>>(),
+            )
             .await
             .expect("commit");
         let newest = store
@@ -86,7 +89,7 @@ pub async fn replay_puts_the_event_back_with_its_triggers_attempts_and_removes_t
     let events = claim(store, "n1").await;
     store
         .outbox
-        .commit("n1", vec![dead(&events[0], "boom")])
+        .commit("n1", &[dead(&events[0], "boom")])
         .await
         .expect("commit");
     let letter = store
@@ -153,10 +156,7 @@ pub async fn a_replay_without_its_trigger_gets_five_attempts_and_wakes_the_outbo
     assert_eq!(events[0].kind, EventKind::Invoke);
     let lost = store
         .outbox
-        .commit(
-            "n1",
-            vec![super::outbox::done(&events[0], Effects::default())],
-        )
+        .commit("n1", &[super::outbox::done(&events[0], Effects::default())])
         .await
         .expect("commit");
     assert!(lost.is_empty());

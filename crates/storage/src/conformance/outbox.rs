@@ -221,7 +221,7 @@ pub async fn send_goes_to_the_consumer_or_waits_parked_until_the_queue_trigger_e
     assert_eq!(events[0].source.as_deref(), Some("mail"));
     store
         .outbox
-        .commit("n1", vec![done(&events[0], Effects::default())])
+        .commit("n1", &[done(&events[0], Effects::default())])
         .await
         .expect("commit");
     assert_eq!(store.outbox.next_due_at().await.expect("next due"), None);
@@ -388,11 +388,7 @@ pub async fn a_done_commit_deletes_the_row_applies_emits_and_records_the_attempt
         },
     );
     let record_id = commit.record.as_ref().map(|r| r.id).expect("record");
-    let lost = store
-        .outbox
-        .commit("n1", vec![commit])
-        .await
-        .expect("commit");
+    let lost = store.outbox.commit("n1", &[commit]).await.expect("commit");
     assert!(lost.is_empty());
 
     let next = claim(store, "n1").await;
@@ -430,7 +426,7 @@ pub async fn a_retry_bumps_the_attempt_and_the_due_time(store: &Store) {
     };
     let lost = store
         .outbox
-        .commit("n1", vec![retry(&events[0], later)])
+        .commit("n1", &[retry(&events[0], later)])
         .await
         .expect("commit");
     assert!(lost.is_empty());
@@ -449,7 +445,7 @@ pub async fn a_retry_bumps_the_attempt_and_the_due_time(store: &Store) {
     // Commit the same (stale) claim again: the lease was released, so it is lost.
     let lost = store
         .outbox
-        .commit("n1", vec![retry(&events[0], Utc::now())])
+        .commit("n1", &[retry(&events[0], Utc::now())])
         .await
         .expect("commit");
     assert_eq!(lost, [events[0].id]);
@@ -469,11 +465,7 @@ pub async fn a_released_event_comes_back_with_the_same_attempt(store: &Store) {
         },
         record: None,
     };
-    let lost = store
-        .outbox
-        .commit("n1", vec![release])
-        .await
-        .expect("commit");
+    let lost = store.outbox.commit("n1", &[release]).await.expect("commit");
     assert!(lost.is_empty());
     let again = claim(store, "n2").await;
     assert_eq!(again.len(), 1, "released and due again");
@@ -496,11 +488,7 @@ pub async fn a_retry_due_now_is_claimed_again_as_the_next_attempt(store: &Store)
         },
         record: None,
     };
-    store
-        .outbox
-        .commit("n1", vec![commit])
-        .await
-        .expect("commit");
+    store.outbox.commit("n1", &[commit]).await.expect("commit");
     let again = claim(store, "n2").await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, events[0].id);
@@ -520,7 +508,7 @@ pub async fn dead_writes_a_dead_letter_and_fans_out_but_a_dead_dead_letter_event
     assert_eq!(events.len(), 1);
     let lost = store
         .outbox
-        .commit("n1", vec![dead(&events[0], "line 1: boom")])
+        .commit("n1", &[dead(&events[0], "line 1: boom")])
         .await
         .expect("commit");
     assert!(lost.is_empty());
@@ -555,7 +543,10 @@ pub async fn dead_writes_a_dead_letter_and_fans_out_but_a_dead_dead_letter_event
     // A dead-letter handler that runs out of attempts: a dead letter, and no new event.
     let lost = store
         .outbox
-        .commit("n1", fanned.iter().map(|e| dead(e, "again")).collect())
+        .commit(
+            "n1",
+            &fanned.iter().map(|e| dead(e, "again")).collect::<Vec<_>>(),
+        )
         .await
         .expect("commit");
     assert!(lost.is_empty());
@@ -599,7 +590,7 @@ pub async fn a_commit_with_a_lost_lease_skips_only_that_event(store: &Store) {
         .iter()
         .filter_map(|c| c.record.as_ref().map(|r| r.id))
         .collect();
-    let lost = store.outbox.commit("n1", batch).await.expect("commit");
+    let lost = store.outbox.commit("n1", &batch).await.expect("commit");
     assert_eq!(lost, [stolen[0].id]);
 
     // Only the kept event's emit and record went in; the stolen one is still n2's.
@@ -622,7 +613,7 @@ pub async fn a_commit_with_a_lost_lease_skips_only_that_event(store: &Store) {
     assert_eq!(recorded, 1);
     let lost = store
         .outbox
-        .commit("n2", vec![done(&stolen[0], Effects::default())])
+        .commit("n2", &[done(&stolen[0], Effects::default())])
         .await
         .expect("commit");
     assert!(lost.is_empty(), "the new holder still commits");
@@ -674,7 +665,7 @@ pub async fn an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits(s
             )
         })
         .collect::<Vec<_>>();
-    let lost = store.outbox.commit("n1", batch).await.expect("commit");
+    let lost = store.outbox.commit("n1", &batch).await.expect("commit");
     assert!(lost.is_empty());
     let n = store.kv.get(&app("shop"), "n").await.expect("get");
     assert_eq!(n.map(|e| e.value), Some(json!(1)));
@@ -743,7 +734,7 @@ pub async fn next_due_at_is_none_for_an_empty_outbox_and_the_oldest_row_otherwis
     let events = claim(store, "n1").await;
     store
         .outbox
-        .commit("n1", vec![done(&events[0], Effects::default())])
+        .commit("n1", &[done(&events[0], Effects::default())])
         .await
         .expect("commit");
     assert_eq!(store.outbox.next_due_at().await.expect("due"), None);
@@ -763,7 +754,7 @@ pub async fn inserted_wakes_after_a_commit_that_inserted_rows(store: &Store) {
         .outbox
         .commit(
             "n1",
-            vec![done(&events[0], emits(vec![invoke("w", json!(2))]))],
+            &[done(&events[0], emits(vec![invoke("w", json!(2))]))],
         )
         .await
         .expect("commit");
@@ -887,7 +878,7 @@ pub async fn deleting_an_app_removes_its_outbox_rows_and_dead_letters(store: &St
         .expect("a shop event");
     store
         .outbox
-        .commit("n1", vec![dead(shop_event, "boom")])
+        .commit("n1", &[dead(shop_event, "boom")])
         .await
         .expect("commit");
     assert_eq!(
@@ -911,8 +902,8 @@ pub async fn deleting_an_app_removes_its_outbox_rows_and_dead_letters(store: &St
     );
     assert_eq!(pending(store, "keep").await, 1);
     // The other app's leased events still commit; the deleted app's are skipped.
-    let batch = events.iter().map(|e| done(e, Effects::default())).collect();
-    let lost = store.outbox.commit("n1", batch).await.expect("commit");
+    let batch: Vec<_> = events.iter().map(|e| done(e, Effects::default())).collect();
+    let lost = store.outbox.commit("n1", &batch).await.expect("commit");
     assert_eq!(
         lost.len(),
         2,

@@ -65,11 +65,6 @@ impl PgBus {
         message
     }
 
-    /// Stop listening; the store is closing.
-    pub(crate) fn close(&self) {
-        self.closed.send_replace(true);
-    }
-
     fn start_listener(&self) {
         self.listening.get_or_init(|| {
             tokio::spawn(listen(
@@ -100,6 +95,10 @@ impl NotificationBus for PgBus {
         let receiver = self.fanout.subscribe();
         self.start_listener();
         receiver
+    }
+
+    fn close(&self) {
+        self.closed.send_replace(true);
     }
 }
 

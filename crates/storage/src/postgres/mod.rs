@@ -1,16 +1,14 @@
 //! PostgreSQL: production and cluster mode. Same behaviour as SQLite, its own SQL.
 //! `search_path` from the URL (`options=-c search_path=...`) decides which schema the
 //! tables and the migration history live in, which is how tests get isolated schemas.
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use shared::store::StoreHealth;
+use chrono::{DateTime, Utc};
 use shared::{Store, StoreError};
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Pool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::error::db;
 
@@ -69,8 +67,6 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
 ];
 
 const POOL_SIZE: u32 = 8;
-/// The newest migration applied: `/readyz` wants the last one this build embeds.
-const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
 /// Connect to the PostgreSQL database that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
@@ -80,74 +76,48 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .connect_with(options)
         .await
         .map_err(db)?;
-    migrator().run(&pool).await.map_err(StoreError::backend)?;
-    meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
+    crate::repo::migrator(MIGRATIONS)
+        .run(&pool)
+        .await
+        .map_err(StoreError::backend)?;
+    crate::meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
     // The outbox's wake-up, shared by every repository that inserts outbox rows.
     let inserted = Arc::new(tokio::sync::Notify::new());
+    let triggers = Arc::new(triggers::PgTriggers::new(pool.clone(), inserted.clone()));
     let bus = Arc::new(bus::PgBus::new(pool.clone()).await?);
-    Ok(Store {
-        apps: Arc::new(apps::PgApps(pool.clone())),
-        scripts: Arc::new(scripts::PgScripts(pool.clone())),
-        triggers: Arc::new(triggers::PgTriggers::new(pool.clone(), inserted.clone())),
-        invocations: Arc::new(invocations::PgInvocations(pool.clone())),
-        tokens: Arc::new(tokens::PgTokens(pool.clone())),
-        outbox: Arc::new(outbox::PgOutbox::new(
-            pool.clone(),
-            data.objects.clone(),
-            inserted.clone(),
-        )),
-        dead_letters: Arc::new(dead_letters::PgDeadLetters::new(pool.clone(), inserted)),
-        kv: Arc::new(kv::PgKv(pool.clone())),
-        blobs: Arc::new(blobs::PgBlobs(pool.clone())),
-        objects: data.objects,
-        settings: Arc::new(settings::PgSettings::new(pool.clone(), data.secrets)),
-        mailbox: Arc::new(settings::PgMailbox(pool.clone())),
-        health: Arc::new(PgHealth {
-            pool,
-            bus: bus.clone(),
-        }),
-        bus,
-    })
+    Ok(crate::repo::store(
+        pool, data, MIGRATIONS, triggers, inserted, bus,
+    ))
 }
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(_, version, name, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*name),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
+impl crate::sql::Dialect for Postgres {
+    const BACKEND: &'static str = "postgres";
+    type Ts = DateTime<Utc>;
+    type Id = Uuid;
 
-struct PgHealth {
-    pool: PgPool,
-    bus: Arc<bus::PgBus>,
-}
-
-#[async_trait]
-impl StoreHealth for PgHealth {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    fn ts(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let applied: i64 = sqlx::query_scalar(SCHEMA_VERSION)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        crate::schema_is_current(applied, MIGRATIONS)
+    fn from_ts(raw: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        Ok(raw)
     }
 
-    async fn close(&self) {
-        self.bus.close();
-        self.pool.close().await;
+    fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    fn from_id(raw: Uuid) -> Result<Uuid, StoreError> {
+        Ok(raw)
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn begin_write(
+        pool: &Pool<Postgres>,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        pool.begin().await.map_err(db)
     }
 }

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
-use shared::{AppName, EventKind, ScriptName, StoreError, TriggerId};
+use shared::{AppName, EventId, EventKind, ScriptName, StoreError, TriggerId};
+use sqlx::Postgres;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::outbox::{NOTIFY, NewRow, Rows};
+use super::outbox::NOTIFY;
 use crate::error::{conflict_as, db};
+use crate::outbox::{NewRow, Plan};
 use crate::{decode, now};
 
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = $1";
@@ -179,22 +181,20 @@ impl TriggerRepository for PgTriggers {
         };
         let payload =
             serde_json::json!({ "slot": slot, "schedule": schedule, "timezone": timezone });
-        let mut rows = Rows::default();
-        rows.push(
-            &app,
-            NewRow {
-                kind: EventKind::Cron,
-                script: Some(row.try_get("script").map_err(db)?),
-                trigger: Some(id),
-                source: Some(schedule),
-                payload: payload.to_string(),
-                max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
-                parked: false,
-                available_at: now,
-                scheduled_at: slot,
-            },
-        );
-        rows.insert(&mut tx, now).await?;
+        let new = NewRow {
+            id: EventId::new(),
+            app,
+            kind: EventKind::Cron,
+            script: Some(row.try_get("script").map_err(db)?),
+            trigger: Some(id),
+            source: Some(schedule),
+            payload: payload.to_string(),
+            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
+            parked: false,
+            available_at: now,
+            scheduled_at: slot,
+        };
+        Plan::row(new).insert::<Postgres>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(true)

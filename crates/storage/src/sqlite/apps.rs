@@ -1,79 +1,14 @@
-//! Apps on SQLite. Deleting the app row cascades to everything the app owns.
-use async_trait::async_trait;
-use shared::store::{App, AppRepository};
-use shared::{AppName, StoreError};
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+//! Apps' statements on SQLite.
+use sqlx::Sqlite;
 
-use super::{parse_ts, ts};
-use crate::error::{conflict_as, db};
-use crate::{decode, now};
+use crate::repo::apps::AppsSql;
 
-const INSERT: &str = "INSERT INTO apps (name, created_at) VALUES (?, ?)";
-const GET: &str = "SELECT name, created_at FROM apps WHERE name = ?";
-const LIST: &str = "SELECT name, created_at FROM apps ORDER BY name";
-const DELETE: &str = "DELETE FROM apps WHERE name = ?";
-/// A deleted app leaves every token scope that named it (a scope that named only it then
-/// covers no app), so a later app of the same name is not in those tokens' scope.
-const UNSCOPE: &str = "UPDATE api_tokens
+impl AppsSql for Sqlite {
+    const INSERT: &'static str = "INSERT INTO apps (name, created_at) VALUES (?, ?)";
+    const GET: &'static str = "SELECT name, created_at FROM apps WHERE name = ?";
+    const LIST: &'static str = "SELECT name, created_at FROM apps ORDER BY name";
+    const DELETE: &'static str = "DELETE FROM apps WHERE name = ?";
+    const UNSCOPE: &'static str = "UPDATE api_tokens
      SET apps = TRIM(REPLACE(',' || apps || ',', ',' || ?1 || ',', ','), ',')
      WHERE apps IS NOT NULL AND instr(',' || apps || ',', ',' || ?1 || ',') > 0";
-
-pub(super) struct SqliteApps(pub(super) SqlitePool);
-
-fn row_to_app(row: &SqliteRow) -> Result<App, StoreError> {
-    Ok(App {
-        name: decode(row.try_get("name").map_err(db)?, AppName::parse)?,
-        created_at: parse_ts(row.try_get("created_at").map_err(db)?)?,
-    })
-}
-
-#[async_trait]
-impl AppRepository for SqliteApps {
-    async fn create(&self, name: &AppName) -> Result<App, StoreError> {
-        let created_at = now();
-        sqlx::query(INSERT)
-            .bind(name.as_str())
-            .bind(ts(created_at))
-            .execute(&self.0)
-            .await
-            .map_err(conflict_as("app"))?;
-        Ok(App {
-            name: name.clone(),
-            created_at,
-        })
-    }
-
-    async fn get(&self, name: &AppName) -> Result<App, StoreError> {
-        let row = sqlx::query(GET)
-            .bind(name.as_str())
-            .fetch_optional(&self.0)
-            .await
-            .map_err(db)?
-            .ok_or(StoreError::NotFound("app"))?;
-        row_to_app(&row)
-    }
-
-    async fn list(&self) -> Result<Vec<App>, StoreError> {
-        let rows = sqlx::query(LIST).fetch_all(&self.0).await.map_err(db)?;
-        rows.iter().map(row_to_app).collect()
-    }
-
-    async fn delete(&self, name: &AppName) -> Result<(), StoreError> {
-        let mut tx = super::begin_write(&self.0).await?;
-        let done = sqlx::query(DELETE)
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("app"));
-        }
-        sqlx::query(UNSCOPE)
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)
-    }
 }

@@ -1,22 +1,18 @@
 //! SQLite: the embedded default. One file in WAL mode; every write transaction starts with
 //! `BEGIN IMMEDIATE`, so it takes the write lock up front and waits (busy timeout) instead
 //! of failing when a read would have to be upgraded to a write.
-use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use shared::store::StoreHealth;
 use shared::{Store, StoreError};
-use sqlx::SqlSafeStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Pool, Sqlite, Transaction};
+use uuid::Uuid;
 
 use crate::error::db;
 
@@ -79,8 +75,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 #[cfg(test)]
 const PING: &str = "SELECT 1";
-/// The newest migration applied: `/readyz` wants the last one this build embeds.
-const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
 /// Open (creating if needed) the SQLite file that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
@@ -108,37 +102,23 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .connect_with(options)
         .await
         .map_err(db)?;
-    migrator().run(&pool).await.map_err(StoreError::backend)?;
-    meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
+    crate::repo::migrator(MIGRATIONS)
+        .run(&pool)
+        .await
+        .map_err(StoreError::backend)?;
+    crate::meta::check_secret_key(&pool, &data.secrets, &data.key_fingerprint).await?;
     Ok(store(pool, data))
 }
 
 fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
     // The outbox's wake-up, shared by every repository that inserts outbox rows.
     let inserted = Arc::new(tokio::sync::Notify::new());
-    Store {
-        apps: Arc::new(apps::SqliteApps(pool.clone())),
-        scripts: Arc::new(scripts::SqliteScripts(pool.clone())),
-        triggers: Arc::new(triggers::SqliteTriggers::new(
-            pool.clone(),
-            inserted.clone(),
-        )),
-        invocations: Arc::new(invocations::SqliteInvocations(pool.clone())),
-        tokens: Arc::new(tokens::SqliteTokens(pool.clone())),
-        outbox: Arc::new(outbox::SqliteOutbox::new(
-            pool.clone(),
-            data.objects.clone(),
-            inserted.clone(),
-        )),
-        dead_letters: Arc::new(dead_letters::SqliteDeadLetters::new(pool.clone(), inserted)),
-        kv: Arc::new(kv::SqliteKv(pool.clone())),
-        blobs: Arc::new(blobs::SqliteBlobs(pool.clone())),
-        objects: data.objects,
-        settings: Arc::new(settings::SqliteSettings::new(pool.clone(), data.secrets)),
-        mailbox: Arc::new(settings::SqliteMailbox(pool.clone())),
-        health: Arc::new(SqliteHealth(pool)),
-        bus: Arc::new(shared::LocalBus::default()),
-    }
+    let triggers = Arc::new(triggers::SqliteTriggers::new(
+        pool.clone(),
+        inserted.clone(),
+    ));
+    let bus = Arc::new(shared::LocalBus::default());
+    crate::repo::store(pool, data, MIGRATIONS, triggers, inserted, bus)
 }
 
 /// `sqlite://p`, `sqlite:p` or `p`, without a `?query`.
@@ -149,23 +129,6 @@ fn file_path(url: &str) -> &str {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     rest.split_once('?').map_or(rest, |(path, _)| path)
-}
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(_, version, name, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*name),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
 }
 
 /// Start a write transaction that holds the write lock from its first statement.
@@ -184,24 +147,33 @@ fn parse_ts(raw: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(StoreError::backend)
 }
 
-struct SqliteHealth(SqlitePool);
+impl crate::sql::Dialect for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    type Ts = String;
+    type Id = String;
 
-#[async_trait]
-impl StoreHealth for SqliteHealth {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    fn ts(at: DateTime<Utc>) -> String {
+        ts(at)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let applied: i64 = sqlx::query_scalar(SCHEMA_VERSION)
-            .fetch_one(&self.0)
-            .await
-            .map_err(db)?;
-        crate::schema_is_current(applied, MIGRATIONS)
+    fn from_ts(raw: String) -> Result<DateTime<Utc>, StoreError> {
+        parse_ts(&raw)
     }
 
-    async fn close(&self) {
-        self.0.close().await;
+    fn id(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    fn from_id(raw: String) -> Result<Uuid, StoreError> {
+        raw.parse().map_err(StoreError::backend)
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        begin_write(pool).await
     }
 }
 

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
-use shared::{AppName, EventKind, ScriptName, StoreError, TriggerId};
+use shared::{AppName, EventId, EventKind, ScriptName, StoreError, TriggerId};
 use sqlx::Row;
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use tokio::sync::Notify;
 
-use super::outbox::{NewRow, insert_row};
 use super::{begin_write, parse_ts, ts};
 use crate::error::{conflict_as, db};
+use crate::outbox::{NewRow, Plan};
 use crate::{decode, now};
 
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = ?";
@@ -176,6 +177,8 @@ impl TriggerRepository for SqliteTriggers {
         let payload =
             serde_json::json!({ "slot": slot, "schedule": schedule, "timezone": timezone });
         let new = NewRow {
+            id: EventId::new(),
+            app,
             kind: EventKind::Cron,
             script: Some(row.try_get("script").map_err(db)?),
             trigger: Some(id),
@@ -186,7 +189,7 @@ impl TriggerRepository for SqliteTriggers {
             available_at: now,
             scheduled_at: slot,
         };
-        insert_row(&mut tx, &app, &new, now).await?;
+        Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(true)

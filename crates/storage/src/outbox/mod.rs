@@ -1,0 +1,414 @@
+//! The outbox, once for both backends: every asynchronous event is a row here until a run
+//! of it commits.
+//!
+//! What must stay true:
+//! - a finished event's row is deleted in the same transaction as its storage effects and
+//!   its invocation record, and only while `node` still holds its lease: that is what makes
+//!   storage effects exactly-once per event;
+//! - emitted events become rows inside the transaction that commits the run's writes,
+//!   routed by the app's triggers as they are at that moment (`plan`): a topic reaches
+//!   every subscriber, a queue message its consumer or, without one, waits parked; a
+//!   repeated idempotency key sends nothing;
+//! - a dead event leaves a dead letter and, unless it is itself a dead-letter event (the
+//!   recursion stop), one `dead_letter` event per dead-letter trigger of its app;
+//! - one event whose KV or blob writes cannot be applied is retried on its own, or dead at
+//!   its last attempt (`effects`), and never aborts the rest of its batch;
+//! - a claim moves `available_at` to the end of the lease, so a leased row is not due and
+//!   an expired lease makes it due again; a claimed row that does not decode becomes a
+//!   dead letter that can be read and says why (`row`), and never stalls the claim.
+//!
+//! The rules live here. A backend supplies its statements and the four things it does its
+//! own way (`OutboxSql`): claiming, committing a batch, inserting planned rows, and telling
+//! when the next row is due.
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use shared::store::{App, EventCommit, ObjectStore, OutboxRepository};
+use shared::{AppName, Effects, Event, EventId, StoreError};
+use sqlx::Pool;
+use tokio::sync::Notify;
+
+use crate::error::db;
+use crate::now;
+use crate::repo::{blobs::BlobsSql, invocations::InvocationsSql, kv::KvSql};
+use crate::sql::{Cols, Db, sql};
+
+mod effects; // a run's KV and blob writes; when they fail; the objects they leave
+mod plan; // emitted events and dead letters become rows: routing, fan-out, parking, keys
+mod row; // a claimed row back into an event, or what of it a dead letter keeps
+
+pub(crate) use effects::{
+    Batch, EFFECTS_FAILED, apply_writes, effects_failed, failed_record, new_objects,
+    retry_failed_effects_at,
+};
+pub(crate) use plan::{Letter, NewRow, Plan};
+pub(crate) use row::CorruptKind;
+#[cfg(feature = "conformance")]
+pub(crate) use row::UNREADABLE_EVENT;
+
+/// Max attempts of rows no trigger routes: `invoke_async`, email, parked queue messages.
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Longest `queue::send` delay (and lease) kept as asked; longer ones are cut to this.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `now + delay`, with absurd delays cut to `MAX_DELAY`.
+pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    let delay = TimeDelta::from_std(delay.min(MAX_DELAY)).unwrap_or(TimeDelta::zero());
+    now.checked_add_signed(delay).unwrap_or(now)
+}
+
+/// A value as the JSON text the outbox and dead-letter columns take.
+pub(crate) fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::backend)
+}
+
+/// The outbox's statements, with their arguments in placeholder order, and what a backend
+/// does its own way.
+pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql {
+    /// (app): a row while the app exists, kept from deletion until the commit.
+    const LOCK_APP: &'static str;
+    /// (app, created_at): the same, only for the app created then (not one deleted and
+    /// made again under its name).
+    const LOCK_APP_IS: &'static str;
+    /// (app, topic) -> id, script, max_attempts of its subscribers, oldest first.
+    const TOPIC_SUBSCRIBERS: &'static str;
+    /// (app, unique_key) -> id, script, max_attempts of the queue's consumer.
+    const QUEUE_CONSUMER: &'static str;
+    /// (app) -> id, script, max_attempts of its dead-letter triggers, oldest first.
+    const DEAD_LETTER_TRIGGERS: &'static str;
+    /// (app, queue, key, created_at): remember an idempotency key; no row if it was there.
+    const INSERT_KEY: &'static str;
+    /// (id, node): delete a row `node` holds.
+    const DELETE_HELD: &'static str;
+    /// (app) -> n: the app's rows.
+    const PENDING: &'static str;
+
+    /// Lease up to `limit` due rows to `node` for `lease`; the claimed rows, with the
+    /// columns `row::row_to_event` reads.
+    fn claim(
+        pool: &Pool<Self>,
+        node: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
+
+    /// Every part of `batch`, on the caller's transaction; what it did goes into `acc`.
+    fn commit_batch<'a>(
+        conn: &'a mut Self::Connection,
+        node: &'a str,
+        batch: &'a [EventCommit],
+        now: DateTime<Utc>,
+        acc: &'a mut Batch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Insert planned rows and dead letters (`Plan::insert`); returns how many rows went in.
+    fn insert(
+        conn: &mut Self::Connection,
+        rows: &[NewRow],
+        letters: &[Letter],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// When the next row becomes due, on this node's clock.
+    fn next_due_at(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// Start waking `inserted` when another node inserts rows (called once).
+    fn listen(pool: &Pool<Self>, inserted: &Arc<Notify>);
+}
+
+pub(crate) struct Outbox<DB: Db> {
+    pool: Pool<DB>,
+    /// Where blob bytes live: objects a commit unreferenced are removed after it.
+    objects: Arc<dyn ObjectStore>,
+    /// Shared with triggers and dead letters: woken after every local commit that inserted
+    /// rows, and for other nodes' inserts once `listen` runs.
+    inserted: Arc<Notify>,
+    /// Set once `listen` ran (on the first `inserted()`).
+    listening: OnceLock<()>,
+}
+
+impl<DB: OutboxSql> Outbox<DB> {
+    pub(crate) fn new(
+        pool: Pool<DB>,
+        objects: Arc<dyn ObjectStore>,
+        inserted: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            objects,
+            inserted,
+            listening: OnceLock::new(),
+        }
+    }
+
+    /// `apply`, and with `created_at` only to the app created then.
+    async fn apply_as_of(
+        &self,
+        app: &AppName,
+        created_at: Option<DateTime<Utc>>,
+        effects: &Effects,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        let result = async {
+            let mut tx = DB::begin_write(&self.pool).await?;
+            let found = match created_at {
+                None => sql::<DB>(DB::LOCK_APP).bind(app.as_str()),
+                Some(at) => sql::<DB>(DB::LOCK_APP_IS).bind(app.as_str()).bind(at),
+            };
+            found
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or(StoreError::NotFound("app"))?;
+            let stale = apply_writes::<DB>(&mut tx, app, effects).await?;
+            let mut plan = Plan::default();
+            plan.emits::<DB>(&mut tx, app, &effects.emitted, now)
+                .await?;
+            let inserted = plan.insert::<DB>(&mut tx, now).await?;
+            tx.commit().await.map_err(db)?;
+            Ok::<_, StoreError>((stale, inserted))
+        }
+        .await;
+        match result {
+            Ok((stale, inserted)) => {
+                if inserted > 0 {
+                    self.inserted.notify_one();
+                }
+                self.remove_objects(&stale).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Turn a claimed row that does not decode into a dead letter that can be read. Best
+    /// effort: failing here must not fail the claim of the good rows; the row is claimed
+    /// (and dead-lettered) again after its lease.
+    async fn dead_letter_unreadable(&self, row: &DB::Row, node: &str) {
+        let result = async {
+            let (id, letter) = row::salvage(row, now())?;
+            let mut tx = DB::begin_write(&self.pool).await?;
+            let deleted = sql::<DB>(DB::DELETE_HELD)
+                .bind(id.0)
+                .bind(node)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            if deleted == 1 {
+                Plan::letter(letter).insert::<DB>(&mut tx, now()).await?;
+            }
+            tx.commit().await.map_err(db)
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::error!(error = ?error, "could not dead-letter an unreadable outbox row");
+        }
+    }
+
+    /// Remove objects, logging (not failing) on error: an orphaned object wastes space,
+    /// it never breaks a blob.
+    async fn remove_objects(&self, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = self.objects.delete(key).await {
+                tracing::warn!(error = ?e, "an unreferenced blob object could not be removed");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
+    async fn claim_due(
+        &self,
+        node: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = DB::claim(&self.pool, node, limit, lease).await?;
+        // One row that does not decode must not stall every claim: it becomes a dead
+        // letter, the others run.
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row::row_to_event(row) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    tracing::error!(%error, "an outbox row that does not decode is dead-lettered");
+                    self.dead_letter_unreadable(row, node).await;
+                }
+            }
+        }
+        events.sort_by_key(|e| (e.scheduled_at, e.id));
+        Ok(events)
+    }
+
+    async fn commit(&self, node: &str, batch: &[EventCommit]) -> Result<Vec<EventId>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now();
+        let mut acc = Batch::default();
+        let result = async {
+            let mut tx = DB::begin_write(&self.pool).await?;
+            DB::commit_batch(&mut tx, node, batch, now, &mut acc).await?;
+            tx.commit().await.map_err(db)
+        }
+        .await;
+        if let Err(e) = result {
+            self.remove_objects(&effects::batch_new_objects(batch))
+                .await;
+            return Err(e);
+        }
+        if acc.inserted > 0 {
+            self.inserted.notify_one();
+        }
+        self.remove_objects(&acc.stale).await;
+        self.remove_objects(&acc.orphans).await;
+        Ok(acc.skipped)
+    }
+
+    async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
+        self.apply_as_of(app, None, effects).await
+    }
+
+    async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
+        self.apply_as_of(&app.name, Some(app.created_at), effects)
+            .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        DB::next_due_at(&self.pool).await
+    }
+
+    async fn inserted(&self) {
+        self.listening
+            .get_or_init(|| DB::listen(&self.pool, &self.inserted));
+        self.inserted.notified().await;
+    }
+
+    async fn pending(&self, app: &AppName) -> Result<u64, StoreError> {
+        sql::<DB>(DB::PENDING)
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .count("n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use shared::{AppName, Effects, Emit, EventKind, ScriptName};
+    use sqlx::{Pool, Postgres, Sqlite};
+
+    use super::OutboxSql;
+    use crate::sql::sql;
+    use crate::testing::TestUrl;
+
+    #[tokio::test]
+    async fn a_row_whose_kind_or_script_cannot_be_read_becomes_a_readable_dead_letter_on_sqlite() {
+        let db = TestUrl::sqlite();
+        a_row_whose_kind_or_script_cannot_be_read_becomes_a_readable_dead_letter::<Sqlite>(&db.url)
+            .await;
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_row_whose_kind_or_script_cannot_be_read_becomes_a_readable_dead_letter_on_postgres()
+    {
+        let db = TestUrl::postgres().await;
+        a_row_whose_kind_or_script_cannot_be_read_becomes_a_readable_dead_letter::<Postgres>(
+            &db.url,
+        )
+        .await;
+        db.close().await;
+    }
+
+    /// Such a row used to be dead-lettered column for column, which made a dead letter the
+    /// list could not decode either: the app's whole list failed.
+    async fn a_row_whose_kind_or_script_cannot_be_read_becomes_a_readable_dead_letter<
+        DB: OutboxSql,
+    >(
+        url: &str,
+    ) {
+        let store = crate::connect(url).await.expect("connect");
+        let pool = Pool::<DB>::connect(url).await.expect("pool");
+        let app = AppName::parse("shop").expect("app");
+        store.apps.create(&app).await.expect("app");
+        let invoke = |script: &str, n: i32| Emit::InvokeAsync {
+            script: ScriptName::parse(script).expect("script"),
+            payload: json!(n),
+        };
+        let emitted = vec![invoke("a", 1), invoke("b", 2), invoke("c", 3)];
+        let effects = Effects {
+            emitted,
+            ..Effects::default()
+        };
+        store.outbox.apply(&app, &effects).await.expect("apply");
+        // What a newer version, or a damaged database, could leave behind.
+        for corrupt in [
+            "UPDATE outbox SET kind = 'webhook' WHERE script = 'a'",
+            "UPDATE outbox SET script = 'Not A Name' WHERE script = 'b'",
+        ] {
+            sql::<DB>(corrupt)
+                .execute(&pool)
+                .await
+                .expect("corrupt a row");
+        }
+
+        let events = store
+            .outbox
+            .claim_due("n1", 10, Duration::from_secs(60))
+            .await
+            .expect("the claim does not fail");
+        assert_eq!(events.len(), 1, "the readable row runs");
+        assert_eq!(events[0].payload, json!(3));
+        let mut letters = store
+            .dead_letters
+            .list(&app, None, 10)
+            .await
+            .expect("the dead letters can be read");
+        letters.sort_by_key(|l| l.payload.as_i64());
+        assert_eq!(letters.len(), 2);
+        let (kind, script) = (&letters[0], &letters[1]);
+
+        assert_eq!(kind.payload, json!(1), "what could be read is kept");
+        assert_eq!(kind.kind, EventKind::Invoke);
+        assert_eq!(
+            kind.script, None,
+            "an unknown kind keeps no script: a replay runs nothing"
+        );
+        assert!(
+            kind.error.contains("\"webhook\" is unknown"),
+            "{}",
+            kind.error
+        );
+
+        assert_eq!(script.payload, json!(2));
+        assert_eq!(script.kind, EventKind::Invoke);
+        assert_eq!(script.script, None);
+        assert!(
+            script.error.contains("\"Not A Name\" is not valid"),
+            "{}",
+            script.error
+        );
+        assert_eq!(script.attempts, 1);
+
+        let fetched = store.dead_letters.get(&app, kind.id).await.expect("get");
+        assert_eq!(fetched.as_ref(), Some(kind));
+        assert_eq!(store.outbox.pending(&app).await.expect("pending"), 1);
+        pool.close().await;
+        store.health.close().await;
+    }
+}
