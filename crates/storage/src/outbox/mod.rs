@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use shared::bus::{Channel, Heard, NotificationBus};
 use shared::store::{App, EventCommit, ObjectStore, OutboxRepository};
 use shared::{AppName, Effects, Event, EventId, StoreError};
 use sqlx::Pool;
@@ -116,9 +117,6 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql {
     fn next_due_at(
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
-
-    /// Start waking `inserted` when another node inserts rows (called once).
-    fn listen(pool: &Pool<Self>, inserted: &Arc<Notify>);
 }
 
 pub(crate) struct Outbox<DB: Db> {
@@ -126,9 +124,11 @@ pub(crate) struct Outbox<DB: Db> {
     /// Where blob bytes live: objects a commit unreferenced are removed after it.
     objects: Arc<dyn ObjectStore>,
     /// Shared with triggers and dead letters: woken after every local commit that inserted
-    /// rows, and for other nodes' inserts once `listen` runs.
+    /// rows, and for other nodes' inserts (outbox notices on the bus) once listening.
     inserted: Arc<Notify>,
-    /// Set once `listen` ran (on the first `inserted()`).
+    /// The one notification bus: other nodes' inserts arrive as `Channel::Outbox` notices.
+    bus: Arc<dyn NotificationBus>,
+    /// Set once the bus is heard (on the first `inserted()`).
     listening: OnceLock<()>,
 }
 
@@ -137,11 +137,13 @@ impl<DB: OutboxSql> Outbox<DB> {
         pool: Pool<DB>,
         objects: Arc<dyn ObjectStore>,
         inserted: Arc<Notify>,
+        bus: Arc<dyn NotificationBus>,
     ) -> Self {
         Self {
             pool,
             objects,
             inserted,
+            bus,
             listening: OnceLock::new(),
         }
     }
@@ -289,8 +291,25 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     }
 
     async fn inserted(&self) {
-        self.listening
-            .get_or_init(|| DB::listen(&self.pool, &self.inserted));
+        self.listening.get_or_init(|| {
+            // Another node's insert, or notices that may have been lost: look.
+            let mut heard = self.bus.subscribe();
+            let inserted = self.inserted.clone();
+            tokio::spawn(async move {
+                while let Some(heard) = heard.recv().await {
+                    if matches!(
+                        heard,
+                        Heard::Missed
+                            | Heard::Notice {
+                                channel: Channel::Outbox,
+                                ..
+                            }
+                    ) {
+                        inserted.notify_one();
+                    }
+                }
+            });
+        });
         self.inserted.notified().await;
     }
 

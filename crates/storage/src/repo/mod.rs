@@ -73,6 +73,7 @@ pub(crate) fn store<DB: AllSql>(
             pool.clone(),
             data.objects.clone(),
             inserted.clone(),
+            bus.clone(),
         )),
         dead_letters: Arc::new(dead_letters::DeadLetters::new(pool.clone(), inserted)),
         kv: Arc::new(kv::Kv(pool.clone())),

@@ -4,7 +4,6 @@
 //! lock, and a batch is one write transaction in which each event with KV or blob writes
 //! runs inside its own savepoint: one event whose writes cannot be applied is rolled back
 //! alone and committed again as a failed attempt.
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +11,6 @@ use shared::StoreError;
 use shared::store::{EventCommit, EventOutcome};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Pool, Sqlite};
-use tokio::sync::Notify;
 
 use super::{begin_write, parse_ts, ts};
 use crate::error::db;
@@ -151,9 +149,6 @@ impl OutboxSql for Sqlite {
             sqlx::query_as(NEXT_DUE).fetch_one(pool).await.map_err(db)?;
         raw.as_deref().map(parse_ts).transpose()
     }
-
-    /// One file, one node: every insert is local and wakes `inserted` itself.
-    fn listen(_pool: &Pool<Sqlite>, _inserted: &Arc<Notify>) {}
 }
 
 /// A batch being committed, one event at a time.

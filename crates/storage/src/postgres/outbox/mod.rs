@@ -8,9 +8,9 @@
 //!   a savepoint only for events with KV or blob writes (`commit`, `insert`);
 //! - the apps of a batch are locked (`FOR KEY SHARE`) first, so an app deleted meanwhile
 //!   waits for the commit or is already gone, never a deadlock or a failed FK halfway;
-//! - a transaction that inserts rows also runs `pg_notify('picloud_outbox')`; each node's
-//!   listener task turns those into the local wake-up (`listen`). Nothing polls.
-use std::sync::Arc;
+//! - a transaction that inserts rows also sends an outbox notice on the notification bus
+//!   (`NOTIFY`, delivered when it commits); each node's outbox turns those into its local
+//!   wake-up (`crate::outbox`). Nothing polls.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,19 +18,17 @@ use shared::StoreError;
 use shared::store::EventCommit;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Pool, Postgres};
-use tokio::sync::Notify;
 
 use crate::outbox::{Batch, Letter, NewRow, OutboxSql};
 
 mod commit; // one batch: held rows, effects in savepoints, dead letters, records
 mod due; // claiming due rows; when the next one is due, on this node's clock
 mod insert; // planned rows and dead letters, one UNNEST statement each
-mod listen; // other nodes' inserts, through LISTEN
 #[cfg(test)]
 mod tests;
 
 /// Runs inside a transaction that inserted rows; delivered when it commits.
-pub(super) const NOTIFY: &str = "SELECT pg_notify('picloud_outbox', '')";
+pub(super) const NOTIFY: &str = super::bus::NOTIFY_OUTBOX;
 
 impl OutboxSql for Postgres {
     const LOCK_APP: &'static str = "SELECT name FROM apps WHERE name = $1 FOR KEY SHARE";
@@ -78,9 +76,5 @@ impl OutboxSql for Postgres {
 
     async fn next_due_at(pool: &Pool<Postgres>) -> Result<Option<DateTime<Utc>>, StoreError> {
         due::next_due_at(pool).await
-    }
-
-    fn listen(pool: &Pool<Postgres>, inserted: &Arc<Notify>) {
-        tokio::spawn(listen::listen(pool.clone(), inserted.clone()));
     }
 }
