@@ -1,4 +1,5 @@
-//! How a control-plane change reaches the caches that serve the hot path.
+//! How a control-plane change reaches the caches that serve the hot path (routes, compiled
+//! scripts, per-app limits).
 //!
 //! The manager publishes a `CatalogChange` after its store write has committed and awaits
 //! every listener before it answers, so a deploy's response means "the next request runs
@@ -18,6 +19,8 @@ pub enum CatalogChange {
     Triggers { app: AppName },
     /// An app was created or deleted, with everything in it.
     App { app: AppName },
+    /// The limits of an app or of one of its scripts were set or reset.
+    Limits { app: AppName },
 }
 
 #[async_trait]

@@ -22,6 +22,7 @@ use shared::{Store, StoreError};
 
 pub mod crypto;
 mod error;
+mod limits; // the limit columns both backends share
 mod meta;
 pub mod objects;
 mod postgres;

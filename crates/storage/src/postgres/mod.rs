@@ -19,6 +19,7 @@ mod blobs;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod limits;
 mod meta;
 mod outbox;
 mod scripts;
@@ -65,6 +66,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "invocation_drops",
         include_str!("../../migrations/postgres/0006_invocation_drops.sql"),
     ),
+    (
+        "0007_limits.sql",
+        7,
+        "limits",
+        include_str!("../../migrations/postgres/0007_limits.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
@@ -100,6 +107,7 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         objects: data.objects,
         settings: Arc::new(settings::PgSettings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::PgMailbox(pool.clone())),
+        limits: Arc::new(limits::PgLimits(pool.clone())),
         health: Arc::new(PgHealth(pool)),
     })
 }

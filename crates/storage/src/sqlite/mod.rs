@@ -26,6 +26,7 @@ pub(crate) use blobs::default_blob_dir;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod limits;
 mod meta;
 mod outbox;
 mod scripts;
@@ -71,6 +72,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         6,
         "invocation_drops",
         include_str!("../../migrations/sqlite/0006_invocation_drops.sql"),
+    ),
+    (
+        "0007_limits.sql",
+        7,
+        "limits",
+        include_str!("../../migrations/sqlite/0007_limits.sql"),
     ),
 ];
 
@@ -136,6 +143,7 @@ fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
         objects: data.objects,
         settings: Arc::new(settings::SqliteSettings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::SqliteMailbox(pool.clone())),
+        limits: Arc::new(limits::SqliteLimits(pool.clone())),
         health: Arc::new(SqliteHealth(pool)),
     }
 }
