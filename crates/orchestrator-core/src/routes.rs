@@ -305,7 +305,7 @@ impl CatalogListener for RouteRefresher {
                     .rebuild(self.apps.as_ref(), self.triggers.as_ref(), app)
                     .await;
             }
-            CatalogChange::Script { .. } => {}
+            CatalogChange::Script { .. } | CatalogChange::Limits { .. } => {}
         }
     }
 }

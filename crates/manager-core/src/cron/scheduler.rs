@@ -105,7 +105,7 @@ impl CatalogListener for CronScheduler {
             CatalogChange::Triggers { app } | CatalogChange::App { app } => {
                 self.reload(app.clone());
             }
-            CatalogChange::Script { .. } => {}
+            CatalogChange::Script { .. } | CatalogChange::Limits { .. } => {}
         }
     }
 }
