@@ -201,8 +201,7 @@ impl LimitPolicy {
     /// (`timeout_ms must be an integer from 1 to 30000`).
     pub fn check(&self, overrides: &LimitOverrides) -> Result<(), String> {
         for &field in LimitOverrides::FIELDS {
-            let (Some(Some(value)), Some(range)) = (overrides.get(field), self.range(field))
-            else {
+            let (Some(Some(value)), Some(range)) = (overrides.get(field), self.range(field)) else {
                 continue;
             };
             if !range.contains(&value) {
@@ -382,15 +381,25 @@ mod tests {
 
         let other = policy.resolve(&AppLimits::default(), &script("x"));
         assert_eq!(other.invocation.run, LimitOverrides::default());
-        assert_eq!(other.invocation.app_concurrency, Some(8), "the server's default");
+        assert_eq!(
+            other.invocation.app_concurrency,
+            Some(8),
+            "the server's default"
+        );
 
         let shown = policy.effective(&limits, Some(&script("slow")));
         assert_eq!(shown.timeout_ms, Some(3_000));
         assert_eq!(shown.max_call_depth, Some(64));
         assert_eq!(shown.max_concurrency, Some(1));
-        assert_eq!(shown.max_requests_per_sec, None, "the app's rate is the app's gate");
+        assert_eq!(
+            shown.max_requests_per_sec, None,
+            "the app's rate is the app's gate"
+        );
         let app = policy.effective(&limits, None);
-        assert_eq!((app.max_concurrency, app.max_requests_per_sec), (Some(2), Some(10)));
+        assert_eq!(
+            (app.max_concurrency, app.max_requests_per_sec),
+            (Some(2), Some(10))
+        );
     }
 
     #[test]
@@ -411,6 +420,9 @@ mod tests {
             ..AppLimits::default()
         };
         let run = policy.resolve(&limits, &script("s")).invocation.run;
-        assert_eq!((run.max_call_depth, run.timeout_ms), (Some(16), Some(2_000)));
+        assert_eq!(
+            (run.max_call_depth, run.timeout_ms),
+            (Some(16), Some(2_000))
+        );
     }
 }

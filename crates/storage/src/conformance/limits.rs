@@ -12,9 +12,7 @@ fn limits(timeout_ms: u64, max_concurrency: Option<u64>) -> LimitOverrides {
     }
 }
 
-pub async fn limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_app(
-    store: &Store,
-) {
+pub async fn limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_app(store: &Store) {
     setup_app_with_script(store, "shop", "checkout").await;
     setup_app_with_script(store, "blog", "feed").await;
     store.apps.create(&app("quiet")).await.expect("create app");
@@ -27,7 +25,11 @@ pub async fn limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_
         all
     };
     let shop = app("shop");
-    store.limits.set_app(&shop, &every_field).await.expect("set");
+    store
+        .limits
+        .set_app(&shop, &every_field)
+        .await
+        .expect("set");
     store
         .limits
         .set_script(&shop, &script("checkout"), &limits(250, Some(1)))
@@ -56,7 +58,11 @@ pub async fn limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_
 
     let all = store.limits.list_all().await.expect("list");
     let names: Vec<&str> = all.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(names, ["blog", "shop"], "an app that set nothing is not listed");
+    assert_eq!(
+        names,
+        ["blog", "shop"],
+        "an app that set nothing is not listed"
+    );
     assert_eq!(all[0].1.app, LimitOverrides::default());
     assert_eq!(all[0].1.scripts[&script("feed")], limits(9, None));
     assert_eq!(all[1].1.app, every_field);

@@ -19,7 +19,11 @@ const LIST_SCRIPTS: &str = concat!(
     limit_columns!(),
     " FROM script_limits ORDER BY app, script"
 );
-const GET_APP: &str = concat!("SELECT ", limit_columns!(), " FROM app_limits WHERE app = ?1");
+const GET_APP: &str = concat!(
+    "SELECT ",
+    limit_columns!(),
+    " FROM app_limits WHERE app = ?1"
+);
 const GET_SCRIPTS: &str = concat!(
     "SELECT script, ",
     limit_columns!(),
@@ -95,7 +99,11 @@ impl LimitRepository for SqliteLimits {
             .await
             .map_err(db)?;
         let mut limits = AppLimits {
-            app: own.as_ref().map(row_to_limits).transpose()?.unwrap_or_default(),
+            app: own
+                .as_ref()
+                .map(row_to_limits)
+                .transpose()?
+                .unwrap_or_default(),
             ..AppLimits::default()
         };
         for row in sqlx::query(GET_SCRIPTS)
