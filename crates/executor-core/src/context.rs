@@ -1,31 +1,88 @@
-//! The host context of the run in progress on this thread: its app, the executor's
-//! runner (store, runtime handle, limits, script loader), the run's buffered effects
+//! The host context of an executor run: its app, the executor's runner (store, runtime
+//! handle, outbound client, script loader), the run's limits, its buffered effects
 //! (`buffer`: capped, with the blob objects it wrote), its invoke depth and its import
-//! stack.
+//! stack. It lives in the run's state (`run_state::RunScope`); host calls reach it
+//! through the functions here.
 //!
 //! What must stay true:
-//! - effects leave a run only through `HostGuard::finish` and only when the run
-//!   succeeded; a failed run (or a failed nested `invoke`) drops its effects and deletes
-//!   the objects its `blob::put`s wrote, so nothing it did becomes visible; so does a run
-//!   that panicked (`HostGuard`'s drop) or whose caller gave up (`executor::Reply`);
-//! - the context is set by `HostGuard` and cleared when it drops (also on panic), so a
-//!   host call outside a run, or on a thread that runs a bare sandbox, finds no app and
-//!   fails instead of writing somewhere.
-use std::cell::RefCell;
+//! - effects leave a run only through `Host::finish` and only when the run succeeded; a
+//!   failed run (or a failed nested `invoke`) drops its effects and deletes the objects
+//!   its `blob::put`s wrote, so nothing it did becomes visible; so does a run that
+//!   panicked (`Host::abandon`) or whose caller gave up (`executor::Reply`);
+//! - a host call outside an executor run (between runs, or in a bare sandbox run) finds
+//!   no context and fails instead of writing somewhere;
+//! - a nested `invoke` and a module being loaded change the depth and the import stack
+//!   only for the time of their closure; the caller's come back after it.
 use std::future::Future;
 use std::sync::Arc;
 
 use shared::{AppName, BlobWrite, Effects, Emit, KvWrite, ScriptName, Store};
 
-use crate::buffer::{Buffer, Caps, Mark};
+use crate::buffer::{Buffer, Caps};
 use crate::error::HostError;
 use crate::executor::Runner;
 use crate::limits::Limits;
+use crate::run_state::{self, with_host};
+
+/// The host side of one executor run, held in the run's state.
+pub(crate) struct Host {
+    runner: Arc<Runner>,
+    app: AppName,
+    limits: Arc<Limits>,
+    /// The run's effects and the objects its `blob::put`s wrote, under the run's caps.
+    buffer: Buffer,
+    /// Nested `invoke`s in progress.
+    depth: usize,
+    /// The script running at the top, then each module being loaded.
+    imports: Vec<ScriptName>,
+}
+
+impl Host {
+    pub(crate) fn new(
+        runner: Arc<Runner>,
+        app: AppName,
+        script: ScriptName,
+        limits: Arc<Limits>,
+    ) -> Self {
+        Host {
+            runner,
+            app,
+            limits,
+            buffer: Buffer::default(),
+            depth: 0,
+            imports: vec![script],
+        }
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            max_count: self.limits.max_effects_per_run,
+            max_bytes: self.limits.max_effect_bytes_per_run,
+        }
+    }
+
+    /// The run's effects when it succeeded; otherwise nothing, and the objects its
+    /// `blob::put`s wrote are deleted.
+    pub(crate) fn finish(self, succeeded: bool) -> Effects {
+        let (effects, objects) = self.buffer.into_parts();
+        if succeeded {
+            return effects;
+        }
+        delete_objects(&self.runner, &self.app, objects);
+        Effects::default()
+    }
+
+    /// The run ended without finishing (it panicked): nothing it did stays.
+    pub(crate) fn abandon(self) {
+        drop(self.finish(false));
+    }
+}
 
 /// What a host call needs of its run, cloned out so no borrow is held across I/O.
 pub(crate) struct Current {
     pub(crate) runner: Arc<Runner>,
     pub(crate) app: AppName,
+    limits: Arc<Limits>,
 }
 
 impl Current {
@@ -33,8 +90,9 @@ impl Current {
         &self.runner.store
     }
 
+    /// The run's limits (the app's and script's overrides over the server's).
     pub(crate) fn limits(&self) -> &Limits {
-        self.runner.sandbox.limits()
+        &self.limits
     }
 
     /// Run `fut` to completion on the runtime, blocking this script thread (never a
@@ -44,48 +102,22 @@ impl Current {
     }
 }
 
-struct Frame {
-    runner: Arc<Runner>,
-    app: AppName,
-    /// The run's effects and the objects its `blob::put`s wrote, under the run's caps.
-    buffer: Buffer,
-    /// Nested `invoke`s in progress.
-    depth: usize,
-    /// The script running at the top, then each module being loaded.
-    imports: Vec<ScriptName>,
-}
-
-thread_local! {
-    static FRAME: RefCell<Option<Frame>> = const { RefCell::new(None) };
-}
-
-/// The app and runner of the run in progress.
+/// The app, runner and limits of the run in progress.
 ///
 /// # Errors
-/// `OutsideRun` when no run is in progress on this thread.
+/// `OutsideRun` when no executor run is in progress on this thread.
 pub(crate) fn current(call: &'static str) -> Result<Current, HostError> {
-    FRAME.with_borrow(|frame| {
-        frame
-            .as_ref()
-            .map(|f| Current {
-                runner: Arc::clone(&f.runner),
-                app: f.app.clone(),
-            })
-            .ok_or(HostError::OutsideRun { call })
+    with_host(|host| Current {
+        runner: Arc::clone(&host.runner),
+        app: host.app.clone(),
+        limits: Arc::clone(&host.limits),
     })
+    .ok_or(HostError::OutsideRun { call })
 }
 
 /// Read the run's effects; `None` outside a run.
 pub(crate) fn with_effects<T>(f: impl FnOnce(&Effects) -> T) -> Option<T> {
-    FRAME.with_borrow(|frame| frame.as_ref().map(|fr| f(fr.buffer.effects())))
-}
-
-fn caps(runner: &Runner) -> Caps {
-    let limits = runner.sandbox.limits();
-    Caps {
-        max_count: limits.max_effects_per_run,
-        max_bytes: limits.max_effect_bytes_per_run,
-    }
+    with_host(|host| f(host.buffer.effects()))
 }
 
 /// Change the run's buffer under its caps.
@@ -93,11 +125,11 @@ fn with_buffer<T>(
     call: &'static str,
     f: impl FnOnce(&mut Buffer, Caps) -> Result<T, HostError>,
 ) -> Result<T, HostError> {
-    FRAME.with_borrow_mut(|frame| {
-        let fr = frame.as_mut().ok_or(HostError::OutsideRun { call })?;
-        let caps = caps(&fr.runner);
-        f(&mut fr.buffer, caps)
+    with_host(|host| {
+        let caps = host.caps();
+        f(&mut host.buffer, caps)
     })
+    .ok_or(HostError::OutsideRun { call })?
 }
 
 /// Buffer a KV write.
@@ -140,161 +172,69 @@ pub(crate) fn buffer_blob(
     Ok(())
 }
 
-/// A nested `invoke` begins; `end_nested` must follow.
-pub(crate) fn begin_nested() -> Mark {
-    FRAME.with_borrow_mut(|frame| {
-        frame
-            .as_mut()
-            .map_or_else(Mark::default, |fr| fr.buffer.begin_nested())
-    })
-}
-
-/// The nested `invoke` begun at `mark` ended; when it failed, what it buffered is dropped
-/// and the objects it wrote are deleted.
-pub(crate) fn end_nested(cx: &Current, mark: Mark, succeeded: bool) {
-    let objects = FRAME.with_borrow_mut(|frame| {
-        frame
-            .as_mut()
-            .map(|fr| fr.buffer.end_nested(mark, succeeded))
-            .unwrap_or_default()
-    });
-    delete_objects(&cx.runner, &cx.app, objects);
-}
-
-/// Enter one more nested `invoke`.
+/// Run `f` as a nested `invoke` of `script`: one level deeper (at most `max` levels),
+/// with an import stack of its own, under the run's budget. What it buffers is kept only
+/// when `succeeded` says so of its result; otherwise it is dropped and the objects it
+/// wrote are deleted.
 ///
 /// # Errors
-/// When `max` nested invokes are already running.
-pub(crate) fn enter_invoke(max: usize) -> Result<DepthGuard, HostError> {
-    FRAME.with_borrow_mut(|frame| {
-        let fr = frame
-            .as_mut()
-            .ok_or(HostError::OutsideRun { call: "invoke" })?;
-        if fr.depth >= max {
+/// When `max` nested invokes are already running (`f` does not run).
+pub(crate) fn nested_invoke<T>(
+    cx: &Current,
+    script: &ScriptName,
+    max: usize,
+    f: impl FnOnce() -> T,
+    succeeded: impl FnOnce(&T) -> bool,
+) -> Result<T, HostError> {
+    let (mark, caller_imports) = with_host(|host| {
+        if host.depth >= max {
             return Err(HostError::refused(format!(
                 "invoke depth limit of {max} exceeded"
             )));
         }
-        fr.depth += 1;
-        Ok(DepthGuard(()))
+        host.depth += 1;
+        let imports = std::mem::replace(&mut host.imports, vec![script.clone()]);
+        Ok((host.buffer.begin_nested(), imports))
     })
+    .ok_or(HostError::OutsideRun { call: "invoke" })??;
+    let result = run_state::nested(f);
+    let ok = succeeded(&result);
+    let objects = with_host(|host| {
+        host.depth = host.depth.saturating_sub(1);
+        host.imports = caller_imports;
+        host.buffer.end_nested(mark, ok)
+    })
+    .unwrap_or_default();
+    delete_objects(&cx.runner, &cx.app, objects);
+    Ok(result)
 }
 
-/// Leaves the nested `invoke` when dropped.
-pub(crate) struct DepthGuard(());
-
-impl Drop for DepthGuard {
-    fn drop(&mut self) {
-        FRAME.with_borrow_mut(|frame| {
-            if let Some(fr) = frame.as_mut() {
-                fr.depth = fr.depth.saturating_sub(1);
-            }
-        });
-    }
-}
-
-/// Start loading `script` as a module of the run.
+/// Run `f` (evaluating `script` as a module of the run) with `script` on the import stack,
+/// under the run's budget.
 ///
 /// # Errors
-/// `import cycle: a -> b -> a` when `script` is already being loaded (or is the script
-/// at the top of the stack).
-pub(crate) fn push_import(script: &ScriptName) -> Result<ImportGuard, HostError> {
-    FRAME.with_borrow_mut(|frame| {
-        let fr = frame
-            .as_mut()
-            .ok_or(HostError::OutsideRun { call: "import" })?;
-        if let Some(start) = fr.imports.iter().position(|s| s == script) {
-            let mut chain: Vec<&str> = fr.imports[start..].iter().map(|s| s.as_str()).collect();
+/// `import cycle: a -> b -> a` when `script` is already being loaded (or is the script at
+/// the top of the stack); `f` does not run then.
+pub(crate) fn loading_import<T>(
+    script: &ScriptName,
+    f: impl FnOnce() -> T,
+) -> Result<T, HostError> {
+    with_host(|host| {
+        if let Some(start) = host.imports.iter().position(|s| s == script) {
+            let mut chain: Vec<&str> = host.imports[start..].iter().map(|s| s.as_str()).collect();
             chain.push(script.as_str());
             return Err(HostError::refused(format!(
                 "import cycle: {}",
                 chain.join(" -> ")
             )));
         }
-        fr.imports.push(script.clone());
-        Ok(ImportGuard(()))
+        host.imports.push(script.clone());
+        Ok(())
     })
-}
-
-/// Pops the module from the import stack when dropped.
-pub(crate) struct ImportGuard(());
-
-impl Drop for ImportGuard {
-    fn drop(&mut self) {
-        FRAME.with_borrow_mut(|frame| {
-            if let Some(fr) = frame.as_mut() {
-                fr.imports.pop();
-            }
-        });
-    }
-}
-
-/// Give a nested `invoke` of `script` its own import stack; the caller's comes back
-/// when the guard drops.
-pub(crate) fn fresh_imports(script: &ScriptName) -> ImportsSwap {
-    let saved = FRAME.with_borrow_mut(|frame| {
-        frame
-            .as_mut()
-            .map(|fr| std::mem::replace(&mut fr.imports, vec![script.clone()]))
-            .unwrap_or_default()
-    });
-    ImportsSwap(saved)
-}
-
-pub(crate) struct ImportsSwap(Vec<ScriptName>);
-
-impl Drop for ImportsSwap {
-    fn drop(&mut self) {
-        let saved = std::mem::take(&mut self.0);
-        FRAME.with_borrow_mut(|frame| {
-            if let Some(fr) = frame.as_mut() {
-                fr.imports = saved;
-            }
-        });
-    }
-}
-
-/// Holds this thread's host context for one top-level run.
-pub(crate) struct HostGuard(());
-
-impl HostGuard {
-    pub(crate) fn start(runner: Arc<Runner>, app: AppName, script: ScriptName) -> Self {
-        FRAME.with_borrow_mut(|frame| {
-            *frame = Some(Frame {
-                runner,
-                app,
-                buffer: Buffer::default(),
-                depth: 0,
-                imports: vec![script],
-            });
-        });
-        HostGuard(())
-    }
-
-    /// End the run: its effects when it succeeded; otherwise nothing, and the objects
-    /// its `blob::put`s wrote are deleted.
-    pub(crate) fn finish(self, succeeded: bool) -> Effects {
-        let Some(frame) = FRAME.with_borrow_mut(Option::take) else {
-            return Effects::default();
-        };
-        let (effects, objects) = frame.buffer.into_parts();
-        if succeeded {
-            return effects;
-        }
-        delete_objects(&frame.runner, &frame.app, objects);
-        Effects::default()
-    }
-}
-
-impl Drop for HostGuard {
-    fn drop(&mut self) {
-        // Set again only by the next `start`. A run that panicked leaves its frame here:
-        // the objects it wrote are deleted, so nothing it did stays behind.
-        if let Some(frame) = FRAME.with_borrow_mut(Option::take) {
-            let (_, objects) = frame.buffer.into_parts();
-            delete_objects(&frame.runner, &frame.app, objects);
-        }
-    }
+    .ok_or(HostError::OutsideRun { call: "import" })??;
+    let result = run_state::nested(f);
+    with_host(|host| host.imports.pop());
+    Ok(result)
 }
 
 /// The objects the blob puts of `effects` wrote (not yet named by any committed blob).

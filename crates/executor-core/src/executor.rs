@@ -1,6 +1,9 @@
 //! The executor: a sandbox, a compiled-script cache and a pool of script threads behind
 //! `ExecutorClient`, `ScriptChecker` and `CatalogListener`.
 //!
+//! Before a job is queued it takes a slot against its app's and script's concurrency caps
+//! (`running`); a full queue or a capped app is refused at once, never waited on.
+//!
 //! On a script thread, a cache miss loads the active version with `rt.block_on` (this
 //! thread is not a runtime worker, so blocking it is the point) and compiles it once;
 //! requests never compile.
@@ -19,10 +22,12 @@ use shared::{
 use tokio::sync::oneshot;
 
 use crate::cache::{AstCache, Compiled};
-use crate::context::{self, HostGuard};
+use crate::context::{self, Host};
 use crate::limits::Limits;
 use crate::pool::{Pool, SubmitError};
+use crate::running::{Running, Slot};
 use crate::sandbox::Sandbox;
+use crate::ssrf::OutboundClient;
 
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -53,6 +58,8 @@ impl Default for ExecutorConfig {
 struct Job {
     invocation: Invocation,
     reply: oneshot::Sender<Result<Execution, ExecError>>,
+    /// Counts the job against its app's and script's caps until it ends.
+    slot: Slot,
 }
 
 /// What the script threads share; host calls reach it through the run's context.
@@ -64,11 +71,15 @@ pub(crate) struct Runner {
     pub(crate) rt: tokio::runtime::Handle,
     /// The `from` addresses `email::send` accepts.
     pub(crate) email_senders: Vec<String>,
+    /// The one client of `http::*` (`None` when it could not be built).
+    pub(crate) outbound: Option<OutboundClient>,
 }
 
 pub struct Executor {
     runner: Arc<Runner>,
     pool: Pool<Job>,
+    /// Capped invocations held per app and script.
+    running: Running,
 }
 
 impl Executor {
@@ -85,9 +96,9 @@ impl Executor {
             store,
             rt,
             email_senders: config.email_senders.clone(),
+            outbound: crate::host::http::client(&config.outbound),
         });
         let worker_runner = Arc::clone(&runner);
-        let outbound = crate::host::http::Outbound::start(&config.outbound, runner.rt.clone());
         let pool = Pool::start(
             "picloud-script",
             config.threads,
@@ -97,21 +108,32 @@ impl Executor {
                 usize::try_from(config.limits.call_stack_bytes()).unwrap_or(usize::MAX),
             ],
             move |job: Job| {
-                crate::host::http::attach(&outbound);
+                let Job {
+                    invocation,
+                    reply,
+                    slot,
+                } = job;
                 // The caller gave up while the job waited (e.g. the client went away).
-                if job.reply.is_closed() {
+                if reply.is_closed() {
                     return;
                 }
-                let result = worker_runner.run(&job.invocation);
-                if let Err(Ok(execution)) = job.reply.send(result) {
+                let result = worker_runner.run(&invocation);
+                // Free the slot before answering: the caller may queue the app's next job
+                // as soon as it has the answer.
+                drop(slot);
+                if let Err(Ok(execution)) = reply.send(result) {
                     // The caller left during the run: nobody will commit its effects, so
                     // the objects its blob puts wrote go now.
                     let objects = context::objects_of(&execution.effects);
-                    context::delete_objects(&worker_runner, &job.invocation.app, objects);
+                    context::delete_objects(&worker_runner, &invocation.app, objects);
                 }
             },
         );
-        Arc::new(Executor { runner, pool })
+        Arc::new(Executor {
+            runner,
+            pool,
+            running: Running::default(),
+        })
     }
 
     /// A compile checker without script threads, for a node that only runs the manager.
@@ -159,9 +181,16 @@ impl Runner {
                 }));
             }
         };
-        let host = HostGuard::start(Arc::clone(self), inv.app.clone(), inv.script.clone());
-        let out = self.sandbox.run(&compiled.ast, &inv.input);
-        let effects = host.finish(out.result.is_ok());
+        let limits = self.limits_of(inv);
+        let host = Host::new(
+            Arc::clone(self),
+            inv.app.clone(),
+            inv.script.clone(),
+            Arc::clone(&limits),
+        );
+        let (out, effects) = self
+            .sandbox
+            .run_in(&compiled.ast, &inv.input, &limits, Some(host));
         Ok(self.finish(Execution {
             version: compiled.version,
             started_at,
@@ -170,6 +199,15 @@ impl Runner {
             result: out.result,
             effects,
         }))
+    }
+
+    /// The run's limits: the server's, or its app's and script's overrides over them.
+    fn limits_of(&self, inv: &Invocation) -> Arc<Limits> {
+        let server = self.sandbox.shared_limits();
+        if inv.limits.run.is_empty() {
+            return Arc::clone(server);
+        }
+        Arc::new(server.with_overrides(&inv.limits.run))
     }
 
     fn finish(&self, execution: Execution) -> Execution {
@@ -226,6 +264,7 @@ struct RunMetrics {
     not_found: Counter,
     store_error: Counter,
     overloaded: Counter,
+    at_concurrency_limit: Counter,
     duration: Histogram,
 }
 
@@ -239,6 +278,7 @@ static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
         not_found: runs("not_found"),
         store_error: runs("store_error"),
         overloaded: runs("overloaded"),
+        at_concurrency_limit: runs("concurrency_limit"),
         duration: histogram!("picloud_script_duration_seconds"),
     }
 });
@@ -251,8 +291,17 @@ pub(crate) enum Loaded {
 #[async_trait]
 impl ExecutorClient for Executor {
     async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError> {
+        let slot = self
+            .running
+            .admit(&invocation.app, &invocation.script, &invocation.limits)
+            .inspect_err(|_| RUN_METRICS.at_concurrency_limit.increment(1))?;
         let (reply, done) = oneshot::channel();
-        match self.pool.submit(Job { invocation, reply }) {
+        let job = Job {
+            invocation,
+            reply,
+            slot,
+        };
+        match self.pool.submit(job) {
             Ok(()) => {}
             Err(SubmitError::Full) => {
                 RUN_METRICS.overloaded.increment(1);
@@ -319,7 +368,11 @@ impl CatalogListener for Executor {
             CatalogChange::Script { app, script } => {
                 self.runner.cache.invalidate_script(app, script)
             }
-            CatalogChange::App { app } => self.runner.cache.invalidate_app(app),
+            CatalogChange::App { app } => {
+                self.runner.cache.invalidate_app(app);
+                self.running.forget_idle(app);
+            }
+            CatalogChange::Limits { app } => self.running.forget_idle(app),
             CatalogChange::Everything => self.runner.cache.invalidate_all(),
             CatalogChange::Triggers { .. } => {}
         }

@@ -9,7 +9,7 @@
 //!   through `ScriptChecker`.
 mod buffer; // the run's buffered effects under their caps
 mod cache; // (app, script) -> compiled active version (and its module once imported)
-mod context; // the run's app, buffered effects, written objects, invoke depth, imports
+mod context; // the host side of a run: app, limits, buffered effects, invoke depth, imports
 mod error; // HostError: what a failing host call tells the script
 mod executor; // the pool + cache + sandbox behind ExecutorClient
 mod host; // the script modules: log, json, time, uuid, base64, crypto, kv, blob, ...
@@ -19,7 +19,8 @@ mod modules; // `import "x"` resolves the app's own script x
 pub mod nesting; // how deep values may nest; checked printing and comparison
 mod output; // return value -> ScriptOutput, `response(...)`
 mod pool; // named script threads fed by a bounded channel
-mod run_state; // per-thread budget, deadline and log buffer of the run in progress
+mod run_state; // the run in progress: one thread-local struct, one guard (RunScope)
+mod running; // capped invocations held per app and script
 pub mod sandbox; // the engine, compile and run, failure classification
 pub mod ssrf; // outbound HTTP: the SSRF policy and the client that enforces it
 

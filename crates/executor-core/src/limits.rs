@@ -3,6 +3,8 @@
 //! progress callback.
 use std::time::Duration;
 
+use shared::LimitOverrides;
+
 /// Per-invocation resource limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -40,17 +42,21 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The overridable limits take `shared::LimitPolicy`'s defaults, so the admin API and
+    /// the executor agree on them.
     fn default() -> Self {
+        let d = shared::LimitPolicy::default().defaults;
+        let num = |v: Option<u64>| usize::try_from(v.unwrap_or(0)).unwrap_or(usize::MAX);
         Limits {
-            max_operations: 10_000_000,
-            timeout: Duration::from_secs(5),
-            max_call_depth: 64,
+            max_operations: d.max_operations.unwrap_or(0),
+            timeout: Duration::from_millis(d.timeout_ms.unwrap_or(0)),
+            max_call_depth: num(d.max_call_depth),
             max_expr_depth: 64,
-            max_string_bytes: 1024 * 1024,
-            max_array_len: 100_000,
-            max_map_len: 100_000,
-            max_output_bytes: 1024 * 1024,
-            max_log_bytes: 64 * 1024,
+            max_string_bytes: num(d.max_string_bytes),
+            max_array_len: num(d.max_array_len),
+            max_map_len: num(d.max_map_len),
+            max_output_bytes: num(d.max_output_bytes),
+            max_log_bytes: num(d.max_log_bytes),
             max_kv_value_bytes: 256 * 1024,
             max_blob_bytes: 10 * 1024 * 1024,
             max_payload_bytes: 256 * 1024,
@@ -117,6 +123,34 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// These limits with an app's and script's `overrides` over them. The operation budget
+    /// and the call depth never go above these (the script threads' stacks are sized
+    /// from them), whatever the overrides ask.
+    #[must_use]
+    pub fn with_overrides(&self, overrides: &LimitOverrides) -> Limits {
+        let size = |v: Option<u64>, server: usize| {
+            v.map_or(server, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        Limits {
+            max_operations: overrides
+                .max_operations
+                .map_or(self.max_operations, |n| n.min(self.max_operations)),
+            timeout: overrides
+                .timeout_ms
+                .map_or(self.timeout, Duration::from_millis),
+            max_call_depth: size(overrides.max_call_depth, self.max_call_depth)
+                .min(self.max_call_depth),
+            max_string_bytes: size(overrides.max_string_bytes, self.max_string_bytes),
+            max_array_len: size(overrides.max_array_len, self.max_array_len),
+            max_map_len: size(overrides.max_map_len, self.max_map_len),
+            max_output_bytes: size(overrides.max_output_bytes, self.max_output_bytes),
+            max_log_bytes: size(overrides.max_log_bytes, self.max_log_bytes),
+            ..self.clone()
+        }
+    }
+}
+
 /// `5s`, `1500ms`: how a limit reads in a failure message.
 pub(crate) fn human_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -153,6 +187,38 @@ mod tests {
         };
         assert!(endless.validate().is_ok(), "the time limit bounds it");
         assert!(endless.stack_bytes() < 1 << 31);
+    }
+
+    #[test]
+    fn overrides_change_their_fields_but_never_raise_the_stack_sized_ones() {
+        let server = Limits::default();
+        let lowered = server.with_overrides(&LimitOverrides {
+            timeout_ms: Some(250),
+            max_string_bytes: Some(16),
+            max_log_bytes: Some(0),
+            ..LimitOverrides::default()
+        });
+        assert_eq!(lowered.timeout, Duration::from_millis(250));
+        assert_eq!((lowered.max_string_bytes, lowered.max_log_bytes), (16, 0));
+        assert_eq!(lowered.max_operations, server.max_operations);
+        let raised = server.with_overrides(&LimitOverrides {
+            max_operations: Some(u64::MAX),
+            max_call_depth: Some(100_000),
+            ..LimitOverrides::default()
+        });
+        assert_eq!(raised.max_operations, server.max_operations);
+        assert_eq!(raised.max_call_depth, server.max_call_depth);
+        assert!(raised.stack_bytes() <= server.stack_bytes());
+    }
+
+    #[test]
+    fn the_defaults_are_the_admin_apis_defaults() {
+        let d = shared::LimitPolicy::default().defaults;
+        let l = Limits::default();
+        assert_eq!(d.max_operations, Some(l.max_operations));
+        assert_eq!(d.timeout_ms, Some(5_000));
+        assert_eq!(d.max_call_depth, Some(64));
+        assert_eq!(l.max_string_bytes, 1024 * 1024);
     }
 
     #[test]

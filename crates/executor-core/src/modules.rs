@@ -15,7 +15,6 @@ use crate::context;
 use crate::error::HostError;
 use crate::executor::Loaded;
 use crate::host::printable;
-use crate::run_state;
 
 /// Resolves imports to the running app's scripts; outside a run nothing is found.
 pub(crate) struct AppModules;
@@ -69,10 +68,9 @@ fn resolve(engine: &Engine, path: &str) -> Result<Shared<Module>, Failure> {
     if let Some(module) = compiled.module.get() {
         return Ok(Shared::clone(module));
     }
-    let loading = context::push_import(&script)?;
-    let evaluated =
-        run_state::nested(|| Module::eval_ast_as_new(Scope::new(), &compiled.ast, engine));
-    drop(loading);
+    let evaluated = context::loading_import(&script, || {
+        Module::eval_ast_as_new(Scope::new(), &compiled.ast, engine)
+    })?;
     match evaluated {
         Ok(module) => {
             let module = Shared::new(module);

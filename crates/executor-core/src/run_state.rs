@@ -1,20 +1,32 @@
-//! Per-thread state of the run in progress: its operation budget, its deadline and the
-//! log lines it captured.
+//! The run in progress on this thread: its operation budget, its deadline, the log lines
+//! it captured and (for a run of the executor) its host context, in ONE thread-local
+//! struct that ONE guard, `RunScope`, fills before the run and clears after it.
 //!
-//! Rhai's `on_progress`, `on_print` and `on_debug` callbacks are set once per engine, and
-//! the engine is shared by every script thread, so what belongs to one run lives in
-//! thread-locals that `RunGuard` sets before the run and clears after it (also when the
-//! run panics). A thread runs one script at a time, so this is never shared.
+//! Rhai's `on_progress`, `on_print` and `on_debug` callbacks are set once per engine, host
+//! functions are plain functions, and an engine serves every script thread, so what
+//! belongs to one run cannot be captured by them: it lives here. A thread runs one script
+//! at a time, so this is never shared. What must stay true:
+//! - outside a `RunScope` (between runs, or on a thread that never ran one) there is no
+//!   budget, no log and no host context: a host call fails instead of writing somewhere;
+//! - the scope is cleared when the guard drops, also when the run panics; a run that ends
+//!   without `finish` (a panic) has its buffered effects dropped and the objects its
+//!   `blob::put`s wrote deleted (`context::Host::abandon`);
+//! - one budget per top-level run: a nested evaluation (`invoke`, loading an imported
+//!   module) starts Rhai's operation counter from zero, so `nested` carries the operations
+//!   spent so far into it and adds what it spent back to the caller's.
 //!
-//! One budget per top-level run: a nested evaluation (`invoke`, loading an imported
-//! module) starts Rhai's operation counter from zero, so `nested` carries the operations
-//! spent so far into it and adds what it spent back to the caller's.
+//! The budget and the counters are `Cell`s, read on every operation by the progress
+//! callback without a borrow; the log and the host context are `RefCell`s, borrowed only
+//! for the moment a host call reads or changes them (never across a nested evaluation).
 use std::cell::{Cell, RefCell};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rhai::Dynamic;
-use shared::{LogLevel, LogLine};
+use shared::{Effects, LogLevel, LogLine};
+
+use crate::context::Host;
+use crate::limits::Limits;
 
 /// Why the progress callback stopped a run; carried as the `ErrorTerminated` token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +46,6 @@ struct Budget {
     base: u64,
 }
 
-#[derive(Default)]
 struct LogBuffer {
     lines: Vec<LogLine>,
     bytes: usize,
@@ -42,13 +53,45 @@ struct LogBuffer {
     truncated: bool,
 }
 
-thread_local! {
-    static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+impl LogBuffer {
+    const fn empty(max_bytes: usize) -> Self {
+        LogBuffer {
+            lines: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            truncated: false,
+        }
+    }
+}
+
+/// Everything the run in progress on this thread owns.
+struct RunState {
+    /// `None` between runs.
+    budget: Cell<Option<Budget>>,
     /// Operations of the whole run as of the last progress callback.
-    static SPENT: Cell<u64> = const { Cell::new(0) };
-    static LOGS: RefCell<LogBuffer> = RefCell::new(LogBuffer::default());
+    spent: Cell<u64>,
     /// Set by `stop`: why the run must end at its next operation.
-    static STOPPED: Cell<Option<Termination>> = const { Cell::new(None) };
+    stopped: Cell<Option<Termination>>,
+    logs: RefCell<LogBuffer>,
+    /// The app, runner, limits, buffered effects, invoke depth and import stack of a run
+    /// of the executor; `None` for a bare sandbox run and between runs.
+    host: RefCell<Option<Host>>,
+}
+
+impl RunState {
+    const fn idle() -> Self {
+        RunState {
+            budget: Cell::new(None),
+            spent: Cell::new(0),
+            stopped: Cell::new(None),
+            logs: RefCell::new(LogBuffer::empty(0)),
+            host: RefCell::new(None),
+        }
+    }
+}
+
+thread_local! {
+    static RUN: RunState = const { RunState::idle() };
 }
 
 /// Which line ends a log that reached its byte cap.
@@ -58,13 +101,13 @@ pub(crate) const LOG_TRUNCATED: &str = "... log truncated";
 /// operations compare the clock with the deadline (reading it on every operation costs
 /// loop-heavy scripts ~70%, every 1024 ~9%). Outside a run, `fallback_max_ops` applies.
 pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<Dynamic> {
-    match BUDGET.get() {
+    RUN.with(|run| match run.budget.get() {
         Some(budget) => {
             let total = budget.base.saturating_add(operations);
-            SPENT.set(total);
+            run.spent.set(total);
             if total > budget.max_operations {
                 Some(Dynamic::from(
-                    STOPPED.get().unwrap_or(Termination::Operations),
+                    run.stopped.get().unwrap_or(Termination::Operations),
                 ))
             } else if operations & 1023 == 0 && Instant::now() >= budget.deadline {
                 Some(Dynamic::from(Termination::Timeout))
@@ -74,66 +117,76 @@ pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<D
         }
         None if operations > fallback_max_ops => Some(Dynamic::from(Termination::Operations)),
         None => None,
-    }
+    })
 }
 
-/// Run a nested evaluation under the current run's budget: it starts with the
-/// operations spent so far, and what it spends counts for the caller afterwards.
-/// Outside a run, `f` just runs.
 /// Time left before the current run's wall-clock deadline (`None` outside a run). Host
-/// calls that block (outbound HTTP) cap their own timeouts with it, so a script cannot
-/// outlive its limit by waiting on the network.
-pub(crate) fn remaining() -> Option<std::time::Duration> {
-    BUDGET
-        .get()
-        .map(|b| b.deadline.saturating_duration_since(Instant::now()))
+/// calls that block (outbound HTTP, `sleep`) cap their own waits with it, so a script
+/// cannot outlive its limit by waiting.
+pub(crate) fn remaining() -> Option<Duration> {
+    RUN.with(|run| {
+        run.budget
+            .get()
+            .map(|b| b.deadline.saturating_duration_since(Instant::now()))
+    })
 }
 
 /// End the current run at its next operation, with `why` as its failure (and fail it
 /// even if it has no operation left: see `stopped`). For host functions whose error Rhai
 /// would swallow. Costs the progress callback nothing: the budget drops to zero.
 pub(crate) fn stop(why: Termination) {
-    STOPPED.set(Some(why));
-    if let Some(budget) = BUDGET.get() {
-        BUDGET.set(Some(Budget {
-            max_operations: 0,
-            ..budget
-        }));
-    }
+    RUN.with(|run| {
+        run.stopped.set(Some(why));
+        if let Some(budget) = run.budget.get() {
+            run.budget.set(Some(Budget {
+                max_operations: 0,
+                ..budget
+            }));
+        }
+    });
 }
 
 /// Why `stop` ended the current run, if it did.
 pub(crate) fn stopped() -> Option<Termination> {
-    STOPPED.get()
+    RUN.with(|run| run.stopped.get())
 }
 
+/// Run a nested evaluation under the current run's budget: it starts with the
+/// operations spent so far, and what it spends counts for the caller afterwards.
+/// Outside a run, `f` just runs.
 pub(crate) fn nested<T>(f: impl FnOnce() -> T) -> T {
-    let Some(outer) = BUDGET.get() else {
+    let Some((outer, start)) = RUN.with(|run| {
+        let outer = run.budget.get()?;
+        let start = run.spent.get();
+        run.budget.set(Some(Budget {
+            base: start,
+            ..outer
+        }));
+        Some((outer, start))
+    }) else {
         return f();
     };
-    let start = SPENT.get();
-    BUDGET.set(Some(Budget {
-        base: start,
-        ..outer
-    }));
     let out = f();
-    let consumed = SPENT.get().saturating_sub(start);
-    BUDGET.set(Some(Budget {
-        base: outer.base.saturating_add(consumed),
-        max_operations: if STOPPED.get().is_some() {
-            0
-        } else {
-            outer.max_operations
-        },
-        ..outer
-    }));
+    RUN.with(|run| {
+        let consumed = run.spent.get().saturating_sub(start);
+        run.budget.set(Some(Budget {
+            base: outer.base.saturating_add(consumed),
+            max_operations: if run.stopped.get().is_some() {
+                0
+            } else {
+                outer.max_operations
+            },
+            ..outer
+        }));
+    });
     out
 }
 
 /// Add a line to the current run's log, up to its byte cap; past the cap one
 /// `... log truncated` line is added and the rest is dropped.
 pub(crate) fn push_log(level: LogLevel, message: &str) {
-    LOGS.with_borrow_mut(|buf| {
+    RUN.with(|run| {
+        let mut buf = run.logs.borrow_mut();
         if buf.truncated {
             return;
         }
@@ -155,63 +208,96 @@ pub(crate) fn push_log(level: LogLevel, message: &str) {
     });
 }
 
-/// Holds this thread's run state for one run; dropping it clears the state.
-pub(crate) struct RunGuard(());
+/// `f` on the run's host context; `None` outside a run of the executor. `f` must not
+/// evaluate script code or call another host function: the context is borrowed meanwhile.
+pub(crate) fn with_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
+    RUN.with(|run| run.host.borrow_mut().as_mut().map(f))
+}
 
-impl RunGuard {
-    pub(crate) fn start(max_operations: u64, deadline: Instant, max_log_bytes: usize) -> Self {
-        BUDGET.set(Some(Budget {
-            max_operations,
-            deadline,
-            base: 0,
-        }));
-        SPENT.set(0);
-        STOPPED.set(None);
-        LOGS.with_borrow_mut(|buf| {
-            *buf = LogBuffer {
-                max_bytes: max_log_bytes,
-                ..LogBuffer::default()
-            }
+/// The one guard of a run: holds this thread's run state from `enter` until it drops
+/// (or `finish`es), and clears it then, also when the run panics.
+pub(crate) struct RunScope {
+    /// The state is this thread's: the guard must not move to another one.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl RunScope {
+    /// Start a run under `limits` (its operation budget, deadline and log cap), with the
+    /// host context of an executor run or none for a bare sandbox run.
+    pub(crate) fn enter(limits: &Limits, host: Option<Host>) -> Self {
+        RUN.with(|run| {
+            run.budget.set(Some(Budget {
+                max_operations: limits.max_operations,
+                deadline: Instant::now() + limits.timeout,
+                base: 0,
+            }));
+            run.spent.set(0);
+            run.stopped.set(None);
+            *run.logs.borrow_mut() = LogBuffer::empty(limits.max_log_bytes);
+            *run.host.borrow_mut() = host;
         });
-        RunGuard(())
+        RunScope {
+            _not_send: std::marker::PhantomData,
+        }
     }
 
-    /// The lines captured so far, leaving the buffer empty.
-    pub(crate) fn take_logs(&self) -> Vec<LogLine> {
-        LOGS.with_borrow_mut(|buf| std::mem::take(&mut buf.lines))
+    /// End the run: the lines it logged, and its effects when it `succeeded` (a failed
+    /// run's effects are dropped and the objects its blob puts wrote are deleted).
+    pub(crate) fn finish(self, succeeded: bool) -> (Vec<LogLine>, Effects) {
+        let (logs, host) = RUN.with(|run| {
+            let logs = std::mem::take(&mut run.logs.borrow_mut().lines);
+            (logs, run.host.borrow_mut().take())
+        });
+        let effects = host.map(|h| h.finish(succeeded)).unwrap_or_default();
+        (logs, effects)
     }
 }
 
-impl Drop for RunGuard {
+impl Drop for RunScope {
     fn drop(&mut self) {
-        BUDGET.set(None);
-        SPENT.set(0);
-        STOPPED.set(None);
-        LOGS.with_borrow_mut(|buf| *buf = LogBuffer::default());
+        let host = RUN.with(|run| {
+            run.budget.set(None);
+            run.spent.set(0);
+            run.stopped.set(None);
+            *run.logs.borrow_mut() = LogBuffer::empty(0);
+            run.host.borrow_mut().take()
+        });
+        // Only after a panic (`finish` took it otherwise): nothing the run did stays.
+        if let Some(host) = host {
+            host.abandon();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    fn limits(max_operations: u64, timeout: Duration, max_log_bytes: usize) -> Limits {
+        Limits {
+            max_operations,
+            timeout,
+            max_log_bytes,
+            ..Limits::default()
+        }
+    }
 
     #[test]
     fn the_log_stops_at_its_byte_cap_with_one_truncation_line() {
-        let guard = RunGuard::start(100, Instant::now() + Duration::from_secs(5), 10);
+        let scope = RunScope::enter(&limits(100, Duration::from_secs(5), 10), None);
         push_log(LogLevel::Info, "12345");
         push_log(LogLevel::Info, "67890");
         push_log(LogLevel::Info, "x");
         push_log(LogLevel::Info, "y");
-        let logs = guard.take_logs();
+        let (logs, effects) = scope.finish(true);
         let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(messages, ["12345", "67890", LOG_TRUNCATED]);
+        assert!(effects.is_empty());
     }
 
     #[test]
     fn the_budget_tells_an_operation_overrun_from_a_timeout() {
-        let _guard = RunGuard::start(5000, Instant::now() - Duration::from_secs(1), 10);
+        let _scope = RunScope::enter(&limits(5000, Duration::ZERO, 10), None);
         assert!(
             check_progress(1, 0).is_none(),
             "the clock is read every 1024 ops only"
@@ -224,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_nested_evaluation_shares_the_budget_of_its_run() {
-        let _guard = RunGuard::start(1000, Instant::now() + Duration::from_secs(5), 10);
+        let _scope = RunScope::enter(&limits(1000, Duration::from_secs(5), 10), None);
         assert!(check_progress(400, 0).is_none());
         let inside = nested(|| {
             assert!(check_progress(500, 0).is_none(), "400 + 500 is within 1000");
@@ -237,9 +323,19 @@ mod tests {
     }
 
     #[test]
-    fn outside_a_run_the_fallback_operation_limit_applies() {
+    fn outside_a_run_the_fallback_operation_limit_applies_and_nothing_is_left_behind() {
+        {
+            let _scope = RunScope::enter(&limits(5, Duration::from_secs(5), 10), None);
+            push_log(LogLevel::Info, "inside");
+            stop(Termination::Operations);
+        }
+        assert!(remaining().is_none());
+        assert!(stopped().is_none());
+        assert!(with_host(|_| ()).is_none());
         assert!(check_progress(10, 10).is_none());
         let ops = check_progress(11, 10).map(|d| d.cast::<Termination>());
         assert_eq!(ops, Some(Termination::Operations));
+        let (logs, _) = RunScope::enter(&limits(5, Duration::from_secs(5), 10), None).finish(true);
+        assert!(logs.is_empty(), "the last run's lines are gone");
     }
 }

@@ -1,26 +1,58 @@
 //! The Rhai engine with its limits and host modules, usable without the thread pool.
 //!
-//! What must stay true: one engine, built once; no filesystem (imports resolve only to
-//! the running app's scripts, through the run's context), no `eval`, never the `unchecked` feature; every run gets its operation budget
-//! and deadline through the thread-local run state, so the progress callback can stop it
-//! and say whether time or operations ran out.
-use std::time::Instant;
+//! What must stay true: one engine per set of engine-level limits, built once (the
+//! server's at start; an app whose overrides change the call depth or a string, array or
+//! map size gets its own, built on its first run and kept); no filesystem (imports
+//! resolve only to the running app's scripts, through the run's context), no `eval`,
+//! never the `unchecked` feature; every run gets its operation budget and deadline
+//! through the run's state (`run_state::RunScope`), so the progress callback can stop it
+//! and say whether time or operations ran out. Compiling is the server engine's job; a
+//! compiled script runs on any of them (they register the same functions).
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult};
 use shared::{
-    CompileError, FailureKind, InvocationInput, LogLevel, LogLine, ScriptChecker, ScriptFailure,
-    ScriptOutput,
+    CompileError, Effects, FailureKind, InvocationInput, LogLevel, LogLine, ScriptChecker,
+    ScriptFailure, ScriptOutput,
 };
 
+use crate::context::Host;
 use crate::limits::{Limits, human_duration};
 use crate::modules::AppModules;
-use crate::run_state::{self, RunGuard, Termination};
+use crate::run_state::{self, RunScope, Termination};
 use crate::{host, input, nesting, output};
+
+/// Engines for other engine-level limits kept at most; past it the cache starts over
+/// (runs in progress keep theirs).
+const MAX_ENGINES: usize = 64;
+
+/// The engine-level limits: what needs an engine of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EngineLimits {
+    max_call_depth: usize,
+    max_string_bytes: usize,
+    max_array_len: usize,
+    max_map_len: usize,
+}
+
+impl EngineLimits {
+    fn of(limits: &Limits) -> Self {
+        EngineLimits {
+            max_call_depth: limits.max_call_depth,
+            max_string_bytes: limits.max_string_bytes,
+            max_array_len: limits.max_array_len,
+            max_map_len: limits.max_map_len,
+        }
+    }
+}
 
 /// The engine and the limits it runs scripts under.
 pub struct Sandbox {
-    engine: Engine,
-    limits: Limits,
+    engine: Arc<Engine>,
+    limits: Arc<Limits>,
+    /// Engines for runs whose engine-level limits differ from the server's.
+    others: RwLock<HashMap<EngineLimits, Arc<Engine>>>,
 }
 
 /// What one run produced: its log and its response or failure.
@@ -30,30 +62,42 @@ pub struct RunOutput {
     pub result: Result<ScriptOutput, ScriptFailure>,
 }
 
+/// An engine with every host module, under `limits`' engine-level limits.
+fn build_engine(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_module_resolver(AppModules);
+    engine.disable_symbol("eval");
+    engine.set_max_call_levels(limits.max_call_depth);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
+    // Rhai reads 0 as "no limit": a size of 0 is kept at 1.
+    engine.set_max_string_size(limits.max_string_bytes.max(1));
+    engine.set_max_array_size(limits.max_array_len.max(1));
+    engine.set_max_map_size(limits.max_map_len.max(1));
+    let fallback_max_ops = limits.max_operations;
+    engine.on_progress(move |ops| run_state::check_progress(ops, fallback_max_ops));
+    engine.on_print(|text| run_state::push_log(LogLevel::Print, text));
+    engine.on_debug(|text, _source, _pos| run_state::push_log(LogLevel::Debug, text));
+    output::register(&mut engine);
+    nesting::register(&mut engine);
+    host::register_all(&mut engine);
+    engine
+}
+
 impl Sandbox {
     pub fn new(limits: &Limits) -> Self {
-        let mut engine = Engine::new();
-        engine.set_module_resolver(AppModules);
-        engine.disable_symbol("eval");
-        engine.set_max_call_levels(limits.max_call_depth);
-        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
-        engine.set_max_string_size(limits.max_string_bytes);
-        engine.set_max_array_size(limits.max_array_len);
-        engine.set_max_map_size(limits.max_map_len);
-        let fallback_max_ops = limits.max_operations;
-        engine.on_progress(move |ops| run_state::check_progress(ops, fallback_max_ops));
-        engine.on_print(|text| run_state::push_log(LogLevel::Print, text));
-        engine.on_debug(|text, _source, _pos| run_state::push_log(LogLevel::Debug, text));
-        output::register(&mut engine);
-        nesting::register(&mut engine);
-        host::register_all(&mut engine);
         Sandbox {
-            engine,
-            limits: limits.clone(),
+            engine: Arc::new(build_engine(limits)),
+            limits: Arc::new(limits.clone()),
+            others: RwLock::new(HashMap::new()),
         }
     }
 
+    /// The server's limits: what a run without overrides gets.
     pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn shared_limits(&self) -> &Arc<Limits> {
         &self.limits
     }
 
@@ -72,81 +116,113 @@ impl Sandbox {
         })
     }
 
-    /// Run a compiled script once on this thread, under this sandbox's limits.
+    /// The engine for a run under `limits`.
+    fn engine_for(&self, limits: &Limits) -> Arc<Engine> {
+        let key = EngineLimits::of(limits);
+        if key == EngineLimits::of(&self.limits) {
+            return Arc::clone(&self.engine);
+        }
+        let cached = self
+            .others
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(engine) = cached {
+            return engine;
+        }
+        let built = Arc::new(build_engine(&Limits {
+            max_call_depth: key.max_call_depth,
+            max_string_bytes: key.max_string_bytes,
+            max_array_len: key.max_array_len,
+            max_map_len: key.max_map_len,
+            ..(*self.limits).clone()
+        }));
+        let mut others = self.others.write().unwrap_or_else(|e| e.into_inner());
+        if others.len() >= MAX_ENGINES {
+            others.clear();
+        }
+        Arc::clone(others.entry(key).or_insert(built))
+    }
+
+    /// Run a compiled script once on this thread, under this sandbox's limits, with no
+    /// host context (data calls fail as "not available here").
     pub fn run(&self, ast: &AST, input: &InvocationInput) -> RunOutput {
-        let deadline = Instant::now() + self.limits.timeout;
-        let guard = RunGuard::start(
-            self.limits.max_operations,
-            deadline,
-            self.limits.max_log_bytes,
-        );
-        let mut scope = input::scope_for(input);
-        let evaluated = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        self.run_in(ast, input, &self.limits, None).0
+    }
+
+    /// Run a compiled script once on this thread under `limits`, with `host` as its
+    /// context: its output, and its effects when it succeeded.
+    pub(crate) fn run_in(
+        &self,
+        ast: &AST,
+        input: &InvocationInput,
+        limits: &Limits,
+        host: Option<Host>,
+    ) -> (RunOutput, Effects) {
+        let engine = self.engine_for(limits);
+        let scope = RunScope::enter(limits, host);
+        let mut variables = input::scope_for(input);
+        let evaluated = engine.eval_ast_with_scope::<Dynamic>(&mut variables, ast);
         let result = match (evaluated, run_state::stopped()) {
             (_, Some(Termination::TooDeep(what))) => Err(ScriptFailure {
                 kind: FailureKind::LimitExceeded,
                 message: nesting::too_deep_message(what),
             }),
-            (Ok(value), _) => output::to_output(value, self.limits.max_output_bytes),
-            (Err(err), _) => Err(self.failure(&err)),
+            (Ok(value), _) => output::to_output(value, limits.max_output_bytes),
+            (Err(err), _) => Err(failure(limits, &err)),
         };
-        RunOutput {
-            logs: guard.take_logs(),
-            result,
-        }
+        let (logs, effects) = scope.finish(result.is_ok());
+        (RunOutput { logs, result }, effects)
     }
+}
 
-    /// A Rhai error as the app's owner sees it: limits in plain words, everything else
-    /// with Rhai's message and position.
-    fn failure(&self, err: &EvalAltResult) -> ScriptFailure {
-        let limit = |message: String| ScriptFailure {
-            kind: FailureKind::LimitExceeded,
-            message,
-        };
-        match innermost(err) {
-            EvalAltResult::ErrorTerminated(token, _) => {
-                match token.clone().try_cast::<Termination>() {
-                    Some(Termination::TooDeep(what)) => limit(nesting::too_deep_message(what)),
-                    Some(Termination::Timeout) => ScriptFailure {
-                        kind: FailureKind::Timeout,
-                        message: format!(
-                            "wall-clock limit of {} exceeded",
-                            human_duration(self.limits.timeout)
-                        ),
-                    },
-                    _ => limit("operation limit exceeded".to_owned()),
-                }
-            }
-            EvalAltResult::ErrorTooManyOperations(_) => {
-                limit("operation limit exceeded".to_owned())
-            }
-            EvalAltResult::ErrorStackOverflow(_) => limit("call depth limit exceeded".to_owned()),
-            EvalAltResult::ErrorDataTooLarge(what, _) => {
-                let what = what.to_ascii_lowercase();
-                let message = if what.contains("string") {
-                    "string size limit exceeded"
-                } else if what.contains("array") {
-                    "array size limit exceeded"
-                } else if what.contains("map") {
-                    "map size limit exceeded"
-                } else {
-                    "data size limit exceeded"
-                };
-                limit(message.to_owned())
-            }
-            EvalAltResult::ErrorRuntime(value, pos) if nesting::too_deep(value) => ScriptFailure {
-                kind: FailureKind::Error,
+/// A Rhai error as the app's owner sees it: limits in plain words, everything else with
+/// Rhai's message and position.
+fn failure(limits: &Limits, err: &EvalAltResult) -> ScriptFailure {
+    let limit = |message: String| ScriptFailure {
+        kind: FailureKind::LimitExceeded,
+        message,
+    };
+    match innermost(err) {
+        EvalAltResult::ErrorTerminated(token, _) => match token.clone().try_cast::<Termination>() {
+            Some(Termination::TooDeep(what)) => limit(nesting::too_deep_message(what)),
+            Some(Termination::Timeout) => ScriptFailure {
+                kind: FailureKind::Timeout,
                 message: format!(
-                    "{} ({pos})",
-                    nesting::too_deep_message("the thrown value cannot be shown")
+                    "wall-clock limit of {} exceeded",
+                    human_duration(limits.timeout)
                 ),
             },
-            _ => ScriptFailure {
-                kind: FailureKind::Error,
-                // One line: Rhai puts "in call to function ..." on a line of its own.
-                message: err.to_string().replace('\n', " "),
-            },
+            _ => limit("operation limit exceeded".to_owned()),
+        },
+        EvalAltResult::ErrorTooManyOperations(_) => limit("operation limit exceeded".to_owned()),
+        EvalAltResult::ErrorStackOverflow(_) => limit("call depth limit exceeded".to_owned()),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let what = what.to_ascii_lowercase();
+            let message = if what.contains("string") {
+                "string size limit exceeded"
+            } else if what.contains("array") {
+                "array size limit exceeded"
+            } else if what.contains("map") {
+                "map size limit exceeded"
+            } else {
+                "data size limit exceeded"
+            };
+            limit(message.to_owned())
         }
+        EvalAltResult::ErrorRuntime(value, pos) if nesting::too_deep(value) => ScriptFailure {
+            kind: FailureKind::Error,
+            message: format!(
+                "{} ({pos})",
+                nesting::too_deep_message("the thrown value cannot be shown")
+            ),
+        },
+        _ => ScriptFailure {
+            kind: FailureKind::Error,
+            // One line: Rhai puts "in call to function ..." on a line of its own.
+            message: err.to_string().replace('\n', " "),
+        },
     }
 }
 
@@ -168,7 +244,7 @@ fn innermost(err: &EvalAltResult) -> &EvalAltResult {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use shared::HttpRequest;
 

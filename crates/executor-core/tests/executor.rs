@@ -59,6 +59,7 @@ impl Harness {
                 script: ScriptName::parse(script).unwrap(),
                 input: InvocationInput::Http(req),
                 request_id: None,
+                limits: Default::default(),
             })
             .await
     }

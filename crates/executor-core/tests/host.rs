@@ -106,6 +106,7 @@ impl Harness {
                 script: ScriptName::parse(script).unwrap(),
                 input,
                 request_id: None,
+                limits: Default::default(),
             })
             .await
             .expect("the executor runs the script")
@@ -721,6 +722,7 @@ async fn a_run_whose_caller_gave_up_leaves_no_blob_object_behind() {
                 script: ScriptName::parse("slow").unwrap(),
                 input: InvocationInput::Http(HttpRequest::default()),
                 request_id: None,
+                limits: Default::default(),
             })
             .await
     });

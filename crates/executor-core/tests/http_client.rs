@@ -506,6 +506,7 @@ impl Harness {
                 script: name,
                 input: InvocationInput::Http(HttpRequest::default()),
                 request_id: None,
+                limits: Default::default(),
             })
             .await
             .unwrap()

@@ -1,6 +1,6 @@
 //! The control plane: the admin API (apps, scripts and their versions, triggers,
 //! invocation history, API tokens, dead letters, config and secrets, KV, blobs and the
-//! development mailbox, as JSON under `/api/v1`; the contract is `docs/admin-api.md`), the
+//! development mailbox, per-app and per-script limits, as JSON under `/api/v1`; the contract is `docs/admin-api.md`), the
 //! cron scheduler and the dead-letter retention sweeper.
 //!
 //! - `api::router` is the one way in: the whole route table (`ROUTES`), with bearer-token
@@ -18,7 +18,7 @@ mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap t
 pub mod cron; // schedules (next_fire, due_slot, validate) and the scheduler that fires them
 mod retention; // the dead-letter retention sweeper
 
-pub use api::{Access, ApiError, ManagerDeps, ROUTES, Route, router};
+pub use api::{Access, ApiError, ManagerDeps, ROUTES, Route, router, router_with_limits};
 pub use auth::{bootstrap_admin_token, hash_token};
 pub use cron::{CronCounts, CronError, CronScheduler};
 pub use retention::{InvocationSweeper, RetentionSweeper};

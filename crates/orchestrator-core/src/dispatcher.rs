@@ -25,6 +25,9 @@
 //!   by this node and the executor's queue is not flooded. An `Overloaded` answer is
 //!   rare; the event is released (`EventOutcome::Release`) to run about 100 ms later,
 //!   records no invocation, and its attempt counter does not move;
+//! - an event whose app (or script) is at its concurrency cap is released the same way
+//!   (`picloud_event_deferred_total`), due when the app should have room (`limits`), so
+//!   one app's events never hold every script thread;
 //! - a record is broadcast only after its commit, never for an event whose lease was lost;
 //! - `finish` stops claiming, lets the claimed events run to their end, commits them, and
 //!   only then returns.
@@ -43,6 +46,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::LimitTable;
 use crate::mailer::MailSender;
 use crate::recorder::FailureGate;
 use crate::retry::{after_failure, backoff};
@@ -102,6 +106,8 @@ struct Context {
     config: DispatchConfig,
     /// The app's failure-record budget, shared with its HTTP failures.
     failures: FailureGate,
+    /// Every app's limits (shared with the HTTP path) and the deferral pace.
+    limits: Arc<LimitTable>,
 }
 
 /// A finished run on its way to the committer, with the slot it holds until its commit.
@@ -127,6 +133,7 @@ impl Dispatcher {
         mut config: DispatchConfig,
         recorded: broadcast::Sender<InvocationRecord>,
         failures: FailureGate,
+        limits: Arc<LimitTable>,
     ) -> Self {
         config.batch_size = config.batch_size.max(1);
         config.max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
@@ -136,6 +143,7 @@ impl Dispatcher {
             mailer,
             config,
             failures,
+            limits,
         });
         let shutdown = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
@@ -308,12 +316,15 @@ fn failed(ctx: &Context, event: &Event, error: String) -> EventOutcome {
 }
 
 async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCommit {
+    let limits = ctx.limits.resolve(&event.app, &script).invocation;
+    let capped = limits.app_concurrency.is_some() || limits.script_concurrency.is_some();
     let invocation = Invocation {
         id: InvocationId::new(),
         app: event.app.clone(),
         script: script.clone(),
         input: InvocationInput::Event(event.clone()),
         request_id: None,
+        limits,
     };
     let id = invocation.id;
     let requested_at = Utc::now();
@@ -340,6 +351,13 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
     };
     let outcome = match ran {
         Ok(Ok(execution)) => {
+            if capped {
+                ctx.limits.deferrals.observe(
+                    &event.app,
+                    execution.duration,
+                    std::time::Instant::now(),
+                );
+            }
             record.version = Some(execution.version);
             record.started_at = execution.started_at;
             record.duration_ms = u64::try_from(execution.duration.as_millis()).unwrap_or(u64::MAX);
@@ -367,6 +385,23 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             let delay = chrono::Duration::from_std(OVERLOAD_DELAY.mul_f64(jitter))
                 .unwrap_or(chrono::Duration::zero());
             metrics::counter!("picloud_event_overloaded_total").increment(1);
+            return EventCommit {
+                event,
+                outcome: EventOutcome::Release {
+                    at: Utc::now() + delay,
+                },
+                record: None,
+            };
+        }
+        Ok(Err(ExecError::ConcurrencyLimit { limit, .. })) => {
+            // The app (or script) has its cap of runs: not a failure, and no run. It comes
+            // back when the app should have room, with the same attempt.
+            let delay = ctx
+                .limits
+                .deferrals
+                .delay(&event.app, limit, std::time::Instant::now());
+            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+            metrics::counter!("picloud_event_deferred_total").increment(1);
             return EventCommit {
                 event,
                 outcome: EventOutcome::Release {

@@ -73,6 +73,7 @@ mod tests {
             script: ScriptName::parse("s").unwrap(),
             input: InvocationInput::Http(HttpRequest::default()),
             request_id: None,
+            limits: Default::default(),
         }
     }
 

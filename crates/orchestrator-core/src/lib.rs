@@ -5,6 +5,8 @@
 //! - `routes` holds every app's route table, rebuilt on catalog changes; the hot path
 //!   never reads the database.
 //! - `lane` is the hand-off to the executor under the request's deadline.
+//! - `limits` holds every app's limits, reloaded on catalog changes, with this node's
+//!   request-rate buckets; a request over its app's rate or concurrency gets 429.
 //! - `recorder` writes invocation records in batches in the background and broadcasts
 //!   each one after its batch has committed.
 //! - `dispatcher` claims due outbox rows, runs them, commits their effects, the row's
@@ -15,6 +17,7 @@
 mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline
+mod limits; // every app's limits in memory, rate buckets, event deferral pace
 pub mod mailer; // email events: SMTP, or the development mailbox
 mod recorder; // batched invocation writer
 mod retry; // backoff with jitter, then dead letter

@@ -332,7 +332,7 @@ impl CatalogListener for RouteRefresher {
                     .rebuild_all(self.apps.as_ref(), self.triggers.as_ref())
                     .await;
             }
-            CatalogChange::Script { .. } => {}
+            CatalogChange::Script { .. } | CatalogChange::Limits { .. } => {}
         }
     }
 }

@@ -176,7 +176,10 @@ pub struct ExecutorSettings {
     pub queue_capacity: usize,
 }
 
-/// Per-invocation limits (`PICLOUD_LIMITS__TIMEOUT_MS=2000`, or `[limits]` in picloud.toml).
+/// Per-invocation limits (`PICLOUD_LIMITS__TIMEOUT_MS=2000`, or `[limits]` in picloud.toml):
+/// what every app gets unless an operator overrides some for an app or a script (admin API
+/// `/api/v1/apps/{app}/limits`). `max_operations` and `max_call_depth` are also the most an
+/// override may set (script thread stacks are sized from them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitSettings {
@@ -198,6 +201,11 @@ pub struct LimitSettings {
     pub max_effects_per_run: usize,
     /// Bytes one run may buffer: values and payloads as JSON, blob contents, keys, names.
     pub max_effect_bytes_per_run: usize,
+    /// Invocations of one app queued or running at once on a node (HTTP and events
+    /// together); past it HTTP gets 429 and events wait. 0: no cap.
+    pub max_concurrency: u32,
+    /// HTTP requests per second to one app on a node; past it 429. 0: no limit.
+    pub max_requests_per_sec: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +296,8 @@ impl Default for LimitSettings {
             max_invoke_depth: l.max_invoke_depth,
             max_effects_per_run: l.max_effects_per_run,
             max_effect_bytes_per_run: l.max_effect_bytes_per_run,
+            max_concurrency: 0,
+            max_requests_per_sec: 0,
         }
     }
 }
@@ -355,6 +365,36 @@ impl Config {
         }
     }
 
+    /// How long a claimed event stays this node's: `[events] lease_secs`, and at least
+    /// twice the run timeout (the dispatcher gives up on a run at 3/4 of it).
+    pub fn event_lease(&self) -> Duration {
+        Duration::from_secs(self.events.lease_secs.max(1))
+            .max(Duration::from_millis(self.limits.timeout_ms) * 2)
+    }
+
+    /// The defaults and ceilings of per-app and per-script limits: `[limits]`, and for
+    /// `timeout_ms` half the event lease (an event's run must end well inside it).
+    pub fn limit_policy(&self) -> shared::LimitPolicy {
+        let l = &self.limits;
+        let gate = |n: u32| (n > 0).then_some(u64::from(n));
+        let lease_ms = u64::try_from(self.event_lease().as_millis()).unwrap_or(u64::MAX);
+        shared::LimitPolicy {
+            defaults: shared::LimitOverrides {
+                max_operations: Some(l.max_operations),
+                timeout_ms: Some(l.timeout_ms),
+                max_call_depth: Some(l.max_call_depth as u64),
+                max_string_bytes: Some(l.max_string_bytes as u64),
+                max_array_len: Some(l.max_array_len as u64),
+                max_map_len: Some(l.max_map_len as u64),
+                max_output_bytes: Some(l.max_output_bytes as u64),
+                max_log_bytes: Some(l.max_log_bytes as u64),
+                max_concurrency: gate(l.max_concurrency),
+                max_requests_per_sec: gate(l.max_requests_per_sec),
+            },
+            max_timeout_ms: (lease_ms / 2).max(l.timeout_ms),
+        }
+    }
+
     /// A config for tests: the given data directory and database, a fixed admin token,
     /// two script threads and short limits so a runaway script ends quickly.
     pub fn for_tests(data_dir: &Path, database_url: &str) -> Config {
@@ -407,6 +447,24 @@ mod tests {
             assert_eq!(config.database_url(), "sqlite:///srv/pc/picloud.db");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_limit_policy_takes_limits_from_the_config_and_timeouts_from_the_lease() {
+        let mut config = Config::default();
+        config.limits.max_concurrency = 4;
+        config.events.lease_secs = 120;
+        let policy = config.limit_policy();
+        assert_eq!(policy.defaults.max_concurrency, Some(4));
+        assert_eq!(policy.defaults.max_requests_per_sec, None);
+        assert_eq!(policy.defaults.timeout_ms, Some(5_000));
+        assert_eq!(policy.max_timeout_ms, 60_000);
+        config.limits.timeout_ms = 90_000;
+        assert_eq!(
+            config.limit_policy().max_timeout_ms,
+            90_000,
+            "the lease grows with the server's timeout"
+        );
     }
 
     #[test]

@@ -314,12 +314,15 @@ fn manager_router(
     catalog: &Catalog,
     checker: Arc<dyn shared::ScriptChecker>,
 ) -> Router {
-    manager_core::router(manager_core::ManagerDeps {
-        store: store.clone(),
-        catalog: catalog.clone(),
-        checker,
-        max_script_bytes: config.http.max_script_bytes,
-    })
+    manager_core::router_with_limits(
+        manager_core::ManagerDeps {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            checker,
+            max_script_bytes: config.http.max_script_bytes,
+        },
+        config.limit_policy(),
+    )
 }
 
 /// The script threads, the public endpoints and the dispatcher, subscribed to this
@@ -352,6 +355,7 @@ async fn start_node(
             failures_per_sec: config.invocations.failures_per_sec,
             max_log_bytes: config.invocations.max_record_log_bytes,
         },
+        limits: config.limit_policy(),
     };
     let events = &config.events;
     let dispatch = DispatchConfig {
@@ -360,9 +364,9 @@ async fn start_node(
             .clone()
             .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple())),
         batch_size: events.batch_size.max(1),
-        // A lease outlives any run (the dispatcher gives up on a run at 3/4 of it).
-        lease: Duration::from_secs(events.lease_secs.max(1))
-            .max(Duration::from_millis(config.limits.timeout_ms) * 2),
+        // A lease outlives any run (the dispatcher gives up on a run at 3/4 of it); per-app
+        // timeouts are capped at half of it (`Config::limit_policy`).
+        lease: config.event_lease(),
         max_in_flight: events.max_in_flight.max(1),
         backoff_base: Duration::from_millis(events.backoff_base_ms),
         backoff_max: Duration::from_millis(events.backoff_max_ms),

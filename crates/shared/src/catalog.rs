@@ -1,4 +1,5 @@
-//! How a control-plane change reaches the caches that serve the hot path, on every node.
+//! How a control-plane change reaches the caches that serve the hot path (routes, compiled
+//! scripts, per-app limits), on every node.
 //!
 //! The manager publishes a `CatalogChange` after its store write has committed and awaits
 //! every listener on its own node before it answers, so a deploy's response means "the
@@ -26,6 +27,8 @@ pub enum CatalogChange {
     App { app: AppName },
     /// Changes may have been missed: reload everything from the store.
     Everything,
+    /// The limits of an app or of one of its scripts were set or reset.
+    Limits { app: AppName },
 }
 
 #[async_trait]

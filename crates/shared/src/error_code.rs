@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Internal,
     /// The client did not send its request in time (408).
     RequestTimeout,
+    /// An app's rate or concurrency limit refused the request (429, with `Retry-After`).
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -90,5 +93,6 @@ mod tests {
         assert_eq!(ErrorCode::CompileError.status().as_u16(), 422);
         assert_eq!(ErrorCode::Timeout.status().as_u16(), 504);
         assert_eq!(ErrorCode::RequestTimeout.status().as_u16(), 408);
+        assert_eq!(ErrorCode::TooManyRequests.status().as_u16(), 429);
     }
 }

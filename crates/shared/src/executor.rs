@@ -11,6 +11,8 @@ pub trait ExecutorClient: Send + Sync {
     ///
     /// # Errors
     /// `Overloaded` when the executor's queue is full (answer 503, do not wait);
+    /// `ConcurrencyLimit` when the app or script is at its concurrency cap (answer 429, or
+    /// put an event back for later);
     /// `ScriptNotFound` when the script has no active version; `WorkerLost` if the script
     /// thread died; `Store` when the script could not be loaded.
     async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError>;
@@ -20,6 +22,10 @@ pub trait ExecutorClient: Send + Sync {
 pub enum ExecError {
     #[error("the executor is at capacity, try again")]
     Overloaded,
+    /// The app (or the script) already has `limit` invocations queued or running on this
+    /// executor (`InvocationLimits`); nothing was queued.
+    #[error("the {of} is at its limit of {limit} invocations at once, try again")]
+    ConcurrencyLimit { of: &'static str, limit: u32 },
     #[error("script '{0}' does not exist")]
     ScriptNotFound(String),
     #[error("the script's worker was lost")]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Effects, Event};
 use crate::ids::{AppName, InvocationId, ScriptName};
+use crate::limits::InvocationLimits;
 
 /// A request for the executor to run an app's script once.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct Invocation {
     pub input: InvocationInput,
     /// The request id of the HTTP request that caused it, for log correlation.
     pub request_id: Option<String>,
+    /// The app's and script's limits (default: the executor's own, no concurrency cap).
+    pub limits: InvocationLimits,
 }
 
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! - `invocation`: what the orchestrator hands the executor and what comes back.
 //! - `store`: one repository trait per table family, implemented by the storage crate.
 //! - `bus`: the one notification bus that tells every node (catalog, outbox, realtime).
+//! - `limits`: what operators override per app and script, and the server's ceilings.
 //! - `catalog`: how a control-plane change reaches per-node caches (routes, compiled scripts).
 //! - `error_code`: the one table from an error code to an HTTP status.
 //!
@@ -15,6 +16,7 @@ pub mod event; // outbox events, effects, dead letters
 pub mod executor; // the ExecutorClient seam
 pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
+pub mod limits; // per-app and per-script limits: overrides, the server's policy
 pub mod store; // repository traits + StoreError
 
 pub use bus::{Channel, Heard, LocalBus, NotificationBus};
@@ -30,4 +32,5 @@ pub use invocation::{
     Execution, FailureKind, HttpRequest, Invocation, InvocationInput, InvocationRecord,
     InvocationStatus, LogLevel, LogLine, ScriptFailure, ScriptOutput,
 };
+pub use limits::{AppLimits, InvocationLimits, LimitOverrides, LimitPolicy};
 pub use store::{Store, StoreError};

@@ -25,6 +25,7 @@ use shared::{Store, StoreError};
 
 pub mod crypto;
 mod error;
+mod limits; // the limit columns both backends share
 mod meta; // facts a server checks when it starts
 pub mod objects;
 mod outbox; // the outbox's rules: routing, fan-out, dead letters, unreadable rows

@@ -25,8 +25,8 @@ async fn a_fresh_postgres_url_puts_the_tables_in_its_own_schema() {
     .expect("count tables");
     // apps, scripts, script_versions, triggers, invocations, api_tokens, _sqlx_migrations;
     // outbox, dead_letters, idempotency_keys; kv, blobs, app_config, app_secrets, mailbox;
-    // server_meta, invocation_drops
-    assert_eq!(tables, 17);
+    // server_meta, invocation_drops; app_limits, script_limits
+    assert_eq!(tables, 19);
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut conn)
         .await

@@ -8,49 +8,26 @@
 //!   never `block_in_place`.
 //! - The script sees `HttpError`'s text only: no address, port or lower-level error.
 //!
-//! The engine is shared by all executors of the process, so the client is found through
-//! a thread-local that each script thread sets (`attach`) before it runs a job.
-use std::cell::RefCell;
-use std::sync::Arc;
+//! The client is the executor's (`Runner::outbound`), found through the run's host
+//! context: outside an executor run, `http::*` is not available.
 use std::time::Duration;
 
 use bytes::Bytes;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, Map, Module};
 
+use crate::context;
 use crate::ssrf::{HttpError, OutboundClient, OutboundConfig, OutboundRequest, OutboundResponse};
 
-/// The client of one executor and the runtime its calls block on.
-pub(crate) struct Outbound {
-    client: Option<OutboundClient>,
-    rt: tokio::runtime::Handle,
-}
-
-impl Outbound {
-    /// Build the executor's client. A client that cannot be built (TLS setup) is logged
-    /// and leaves `http::*` answering "not available" rather than failing the executor.
-    pub(crate) fn start(config: &OutboundConfig, rt: tokio::runtime::Handle) -> Arc<Outbound> {
-        let client = match OutboundClient::new(config) {
-            Ok(client) => Some(client),
-            Err(error) => {
-                tracing::error!(?error, "outbound HTTP is disabled");
-                None
-            }
-        };
-        Arc::new(Outbound { client, rt })
-    }
-}
-
-thread_local! {
-    static CURRENT: RefCell<Option<Arc<Outbound>>> = const { RefCell::new(None) };
-}
-
-/// Make `outbound` the client of `http::*` calls on this thread.
-pub(crate) fn attach(outbound: &Arc<Outbound>) {
-    CURRENT.with_borrow_mut(|current| {
-        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, outbound)) {
-            *current = Some(Arc::clone(outbound));
+/// Build an executor's client. A client that cannot be built (TLS setup) is logged and
+/// leaves `http::*` answering "not available" rather than failing the executor.
+pub(crate) fn client(config: &OutboundConfig) -> Option<OutboundClient> {
+    match OutboundClient::new(config) {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::error!(?error, "outbound HTTP is disabled");
+            None
         }
-    });
+    }
 }
 
 pub(super) fn module() -> Module {
@@ -104,22 +81,18 @@ fn call(
         }
         request.timeout = Some(request.timeout.map_or(left, |t| t.min(left)));
     }
-    let outbound = CURRENT
-        .with_borrow(Clone::clone)
-        .ok_or_else(|| HttpError::Unavailable.to_string())?;
-    let client = outbound
-        .client
+    let cx = context::current("http").map_err(|_| HttpError::Unavailable.to_string())?;
+    let client = cx
+        .runner
+        .outbound
         .as_ref()
         .ok_or_else(|| HttpError::Unavailable.to_string())?;
     let span = tracing::debug_span!("host.http.request", method = %method);
     let _entered = span.enter();
-    let response = outbound
-        .rt
-        .block_on(client.send(request))
-        .map_err(|error| {
-            tracing::debug!(%error, outcome = error.outcome(), "outbound request failed");
-            error.to_string()
-        })?;
+    let response = cx.block_on(client.send(request)).map_err(|error| {
+        tracing::debug!(%error, outcome = error.outcome(), "outbound request failed");
+        error.to_string()
+    })?;
     Ok(to_result(response))
 }
 

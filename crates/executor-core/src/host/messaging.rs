@@ -18,7 +18,7 @@ use super::value::{check_options, opt_string, seconds, to_json};
 use crate::context::{self, Current};
 use crate::error::HostError;
 use crate::executor::Loaded;
-use crate::{input, run_state};
+use crate::input;
 
 /// Longest idempotency key of a `queue::send`.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -157,27 +157,31 @@ fn invoke(ctx: &NativeCallContext, script: &str, payload: &Dynamic) -> HostResul
     let _span = tracing::info_span!("host.invoke", app = %cx.app).entered();
     let script = script_name(CALL, script)?;
     let payload = to_json("invoke: payload", payload, cx.limits().max_payload_bytes)?;
-    let _depth = context::enter_invoke(cx.limits().max_invoke_depth)?;
-    let compiled = match cx.runner.load(&cx.app, &script) {
-        Ok(compiled) => compiled,
-        Err(Loaded::Missing(e)) => return Err(missing(CALL, &script, e).into()),
-        Err(Loaded::Broken { error, .. }) => {
-            return Err(HostError::refused(format!(
-                "invoke: script '{script}' does not compile: {error}"
-            ))
-            .into());
-        }
-    };
-    let mut scope = input::scope_for(&InvocationInput::Event(callee_event(&cx, &script, payload)));
-    let mark = context::begin_nested();
-    let imports = context::fresh_imports(&script);
-    let result = run_state::nested(|| {
-        ctx.engine()
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
-    });
-    drop(imports);
-    context::end_nested(&cx, mark, result.is_ok());
-    match result {
+    let event = callee_event(&cx, &script, payload);
+    let max_depth = cx.limits().max_invoke_depth;
+    // The outer `Err` is a callee that could not be loaded, the inner one its run's error.
+    let ran = context::nested_invoke(
+        &cx,
+        &script,
+        max_depth,
+        || -> Result<HostResult<Dynamic>, HostError> {
+            let compiled = match cx.runner.load(&cx.app, &script) {
+                Ok(compiled) => compiled,
+                Err(Loaded::Missing(e)) => return Err(missing(CALL, &script, e)),
+                Err(Loaded::Broken { error, .. }) => {
+                    return Err(HostError::refused(format!(
+                        "invoke: script '{script}' does not compile: {error}"
+                    )));
+                }
+            };
+            let mut scope = input::scope_for(&InvocationInput::Event(event));
+            Ok(ctx
+                .engine()
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast))
+        },
+        |ran| matches!(ran, Ok(Ok(_))),
+    )?;
+    match ran? {
         Ok(value) => Ok(value),
         Err(err) => {
             if err.is_catchable() {

@@ -4,11 +4,11 @@
 //! holds the handlers of its routes.
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, any, delete, get, post, put};
-use shared::{AppName, Catalog, ScriptChecker, Store};
+use axum::{Extension, Router};
+use shared::{AppName, Catalog, LimitPolicy, ScriptChecker, Store};
 
 mod access;
 mod apps;
@@ -18,6 +18,7 @@ mod error;
 mod extract;
 mod invocations;
 mod json;
+mod limits;
 mod mailbox;
 mod openapi;
 mod scripts;
@@ -114,6 +115,12 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/apps/{app}/blobs/{name}", Read),
     route("DELETE", "/api/v1/apps/{app}/blobs/{name}", Deploy),
     route("GET", "/api/v1/apps/{app}/mailbox", Read),
+    route("GET", "/api/v1/apps/{app}/limits", Read),
+    route("PUT", "/api/v1/apps/{app}/limits", Admin),
+    route("DELETE", "/api/v1/apps/{app}/limits", Admin),
+    route("GET", "/api/v1/apps/{app}/scripts/{name}/limits", Read),
+    route("PUT", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
+    route("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
     route("GET", "/api/v1/token", AnyToken),
     route("POST", "/api/v1/tokens", Admin),
     route("GET", "/api/v1/tokens", Admin),
@@ -172,6 +179,12 @@ fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
         ("GET", "/api/v1/apps/{app}/blobs/{name}") => get(data::blob_get),
         ("DELETE", "/api/v1/apps/{app}/blobs/{name}") => delete(data::blob_delete),
         ("GET", "/api/v1/apps/{app}/mailbox") => get(mailbox::list),
+        ("GET", "/api/v1/apps/{app}/limits") => get(limits::app_get),
+        ("PUT", "/api/v1/apps/{app}/limits") => put(limits::app_set),
+        ("DELETE", "/api/v1/apps/{app}/limits") => delete(limits::app_reset),
+        ("GET", "/api/v1/apps/{app}/scripts/{name}/limits") => get(limits::script_get),
+        ("PUT", "/api/v1/apps/{app}/scripts/{name}/limits") => put(limits::script_set),
+        ("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits") => delete(limits::script_reset),
         ("GET", "/api/v1/token") => get(tokens::current),
         ("POST", "/api/v1/tokens") => post(tokens::create),
         ("GET", "/api/v1/tokens") => get(tokens::list),
@@ -186,8 +199,16 @@ fn router_path(path: &'static str) -> String {
 }
 
 /// The admin API: every route of `ROUTES` under `/api/v1`, each behind its `Access`
-/// check, and every one but the `Public` ones behind a bearer token.
+/// check, and every one but the `Public` ones behind a bearer token. Per-app limits are
+/// checked against `LimitPolicy::default()`; a server passes its own to
+/// [`router_with_limits`].
 pub fn router(deps: ManagerDeps) -> Router {
+    router_with_limits(deps, LimitPolicy::default())
+}
+
+/// [`router`], with the server's defaults and ceilings for per-app limits (what the
+/// limits routes show as in force and check overrides against).
+pub fn router_with_limits(deps: ManagerDeps, limits: LimitPolicy) -> Router {
     // Escapes can double a source's size in JSON; the exact check on the decoded source
     // happens in the handler.
     let deploy_limit = deps
@@ -215,6 +236,7 @@ pub fn router(deps: ManagerDeps) -> Router {
         .merge(public)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(Extension(Arc::new(limits)))
         .with_state(state)
 }
 

@@ -382,7 +382,31 @@ pub(super) fn document() -> Value {
     mailbox["parameters"] = json!([limit(50, 500)]);
     add(
         "/apps/{app}/mailbox",
-        item(vec![app], json!({"get": mailbox})),
+        item(vec![app.clone()], json!({"get": mailbox})),
+    );
+    add(
+        "/apps/{app}/limits",
+        item(
+            vec![app.clone()],
+            json!({
+                "get": op("The app's limits: what it set, what is in force, what its scripts set", None, "200", Some("AppLimits")),
+                "put": op("Set the app's limits (only the fields to override; replaces what was set)",
+                    Some("LimitOverrides"), "200", Some("AppLimits")),
+                "delete": op("Reset the app's limits to the server's", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/scripts/{name}/limits",
+        item(
+            vec![app, name.clone()],
+            json!({
+                "get": op("The script's limits: what it set and what its runs get", None, "200", Some("ScriptLimits")),
+                "put": op("Set the script's limits (only the fields to override; replaces what was set)",
+                    Some("LimitOverrides"), "200", Some("ScriptLimits")),
+                "delete": op("Reset the script's limits to its app's", None, "204", None),
+            }),
+        ),
     );
     add(
         "/tokens",
@@ -550,6 +574,9 @@ pub(super) fn document() -> Value {
     if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), data_schemas) {
         all.extend(more);
     }
+    if let (Some(all), Value::Object(more)) = (schemas.as_object_mut(), limit_schemas()) {
+        all.extend(more);
+    }
     annotate_access(&mut paths);
 
     json!({
@@ -565,6 +592,40 @@ pub(super) fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas,
         }
+    })
+}
+
+/// The limits' schemas: every field an integer (or null: not set), none other accepted.
+fn limit_schemas() -> Value {
+    let policy = shared::LimitPolicy::default();
+    let mut fields = Map::new();
+    let mut effective = Map::new();
+    for &field in shared::LimitOverrides::FIELDS {
+        let range = policy.range(field).unwrap_or(0..=0);
+        fields.insert(
+            field.to_owned(),
+            json!({"type": ["integer", "null"], "minimum": range.start(),
+                "description": "null or absent: not set"}),
+        );
+        effective.insert(field.to_owned(), json!({"type": ["integer", "null"]}));
+    }
+    let overrides = json!({"type": "object", "properties": fields, "additionalProperties": false,
+        "description": "max_operations and max_call_depth at most the server's [limits]; timeout_ms at most half the event lease"});
+    let effective = json!({"type": "object", "properties": effective,
+        "description": "every field; max_concurrency and max_requests_per_sec null when not limited"});
+    let string = json!({"type": "string"});
+    json!({
+        "LimitOverrides": overrides,
+        "EffectiveLimits": effective,
+        "AppLimits": object(&["app", "overrides", "effective", "scripts"], json!({
+            "app": string, "overrides": schema_ref("LimitOverrides"),
+            "effective": schema_ref("EffectiveLimits"),
+            "scripts": {"type": "object", "additionalProperties": schema_ref("LimitOverrides")},
+        })),
+        "ScriptLimits": object(&["app", "script", "overrides", "effective"], json!({
+            "app": string, "script": string, "overrides": schema_ref("LimitOverrides"),
+            "effective": schema_ref("EffectiveLimits"),
+        })),
     })
 }
 

@@ -112,7 +112,7 @@ impl CatalogListener for CronScheduler {
                 self.shared.reload_all.store(true, Ordering::Release);
                 self.shared.wake.notify_one();
             }
-            CatalogChange::Script { .. } => {}
+            CatalogChange::Script { .. } | CatalogChange::Limits { .. } => {}
         }
     }
 }

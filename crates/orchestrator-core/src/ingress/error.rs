@@ -39,6 +39,13 @@ pub enum IngressError {
     ScriptFailed(InvocationId),
     #[error("the service is at capacity, try again (invocation {0})")]
     Unavailable(InvocationId),
+    /// The app's (or script's) request rate or concurrency limit refused the request
+    /// before it ran; `Retry-After` says when to come back.
+    #[error("too many requests: {reason}, try again later")]
+    TooManyRequests {
+        reason: String,
+        retry_after_secs: u64,
+    },
     #[error("the route's script does not exist (invocation {id})")]
     ScriptNotFound {
         id: InvocationId,
@@ -63,6 +70,7 @@ impl IngressError {
             IngressError::Timeout(_) => ErrorCode::Timeout,
             IngressError::ScriptFailed(_) => ErrorCode::ScriptFailed,
             IngressError::Unavailable(_) => ErrorCode::Unavailable,
+            IngressError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             IngressError::Internal { .. } => ErrorCode::Internal,
         }
     }
@@ -78,7 +86,8 @@ impl IngressError {
             IngressError::NotFound
             | IngressError::MethodNotAllowed { .. }
             | IngressError::PayloadTooLarge { .. }
-            | IngressError::UnreadableBody(_) => None,
+            | IngressError::UnreadableBody(_)
+            | IngressError::TooManyRequests { .. } => None,
         }
     }
 }
@@ -112,6 +121,11 @@ impl IntoResponse for IngressError {
             }
             IngressError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            IngressError::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }
@@ -149,6 +163,18 @@ mod tests {
         let response = IngressError::Unavailable(InvocationId::new()).into_response();
         assert_eq!(response.status().as_u16(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn too_many_requests_answers_429_with_its_retry_after_and_no_invocation() {
+        let response = IngressError::TooManyRequests {
+            reason: "at most 2 per second".into(),
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(response.status().as_u16(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert!(response.headers().get(INVOCATION_ID_HEADER).is_none());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The sync HTTP handler: match -> read body -> lane -> commit effects -> answer -> record.
+//! The sync HTTP handler: match -> rate -> read body -> lane -> commit effects -> answer ->
+//! record. A request over its app's (or script's) rate or concurrency limit is answered
+//! 429 with `Retry-After` and is not recorded: it never ran.
 //!
 //! Every step before the lane is in memory; the only I/O is the executor hand-off. The
 //! run and its record happen in their own task, so a caller that hangs up mid-run still
@@ -60,12 +62,17 @@ struct IngressMetrics {
     requests: Vec<OnceLock<Counter>>,
     duration: Histogram,
     sampled: Counter,
+    /// `picloud_http_throttled_total{reason}`: refused with 429 before running.
+    throttled_rate: Counter,
+    throttled_concurrency: Counter,
 }
 
 static METRICS: LazyLock<IngressMetrics> = LazyLock::new(|| IngressMetrics {
     requests: (100..600).map(|_| OnceLock::new()).collect(),
     duration: histogram!("picloud_http_request_duration_seconds"),
     sampled: counter!("picloud_invocation_records_sampled_total"),
+    throttled_rate: counter!("picloud_http_throttled_total", "reason" => "rate"),
+    throttled_concurrency: counter!("picloud_http_throttled_total", "reason" => "concurrency"),
 });
 
 impl IngressMetrics {
@@ -131,6 +138,17 @@ async fn serve(
         }
         RouteMatch::NotFound => return Err(IngressError::NotFound),
     };
+    let limits = orchestrator.limits.resolve(&routes.app.name, &script);
+    if let Err(wait) = orchestrator
+        .limits
+        .admit_request(&routes.app.name, &script, &limits)
+    {
+        METRICS.throttled_rate.increment(1);
+        return Err(IngressError::TooManyRequests {
+            reason: "over the app's request rate".into(),
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
     let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
 
     let invocation = Invocation {
@@ -138,6 +156,7 @@ async fn serve(
         app: routes.app.name.clone(),
         script,
         request_id,
+        limits: limits.invocation,
         input: InvocationInput::Http(HttpRequest {
             method: parts.method.as_str().to_owned(),
             path: path.to_owned(),
@@ -301,6 +320,14 @@ async fn run_and_record(
     let request_id = invocation.request_id.clone();
 
     let mut outcome = orchestrator.lane.run(invocation).await;
+    if let Outcome::Refused(ExecError::ConcurrencyLimit { of, limit }) = outcome {
+        // Not a run: no record, like a request over its rate.
+        METRICS.throttled_concurrency.increment(1);
+        return Err(IngressError::TooManyRequests {
+            reason: format!("the {of} is at its limit of {limit} invocations at once"),
+            retry_after_secs: 1,
+        });
+    }
     let effects = match &mut outcome {
         Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
         Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
@@ -421,7 +448,9 @@ fn settle(
         Outcome::Refused(e) => {
             let settled = not_run(InvocationStatus::Error, e.to_string());
             let answer = match e {
-                ExecError::Overloaded => IngressError::Unavailable(id),
+                ExecError::Overloaded | ExecError::ConcurrencyLimit { .. } => {
+                    IngressError::Unavailable(id)
+                }
                 e @ ExecError::ScriptNotFound(_) => IngressError::ScriptNotFound { id, source: e },
                 e @ (ExecError::WorkerLost | ExecError::Store(_)) => IngressError::Internal {
                     id,

@@ -10,11 +10,16 @@ mod http;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::{CatalogListener, ExecutorClient, InvocationRecord, Store, StoreError};
+use async_trait::async_trait;
+use shared::{
+    CatalogChange, CatalogListener, ExecutorClient, InvocationRecord, LimitPolicy, Store,
+    StoreError,
+};
 use tokio::sync::broadcast;
 
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::lane::Lane;
+use crate::limits::{LimitRefresher, LimitTable};
 use crate::mailer::MailSender;
 use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RateBudget, RecordBounds, Recorder};
 use crate::routes::{RouteRefresher, RouteTables};
@@ -34,6 +39,9 @@ pub struct IngressConfig {
     pub recorded_successes_per_sec: u32,
     /// What one app can make the recorder write: failure records per second, log bytes.
     pub records: RecordBounds,
+    /// The server's defaults and ceilings for per-app limits, on both the HTTP and the
+    /// event path.
+    pub limits: LimitPolicy,
 }
 
 impl Default for IngressConfig {
@@ -43,6 +51,7 @@ impl Default for IngressConfig {
             request_timeout: Duration::from_secs(30),
             recorded_successes_per_sec: 1_000,
             records: RecordBounds::default(),
+            limits: LimitPolicy::default(),
         }
     }
 }
@@ -54,6 +63,8 @@ pub struct Orchestrator {
     store: Store,
     /// Every app's routes, in memory.
     routes: Arc<RouteTables>,
+    /// Every app's limits and this node's rate buckets, in memory.
+    limits: Arc<LimitTable>,
     lane: Lane,
     recorder: Recorder,
     /// How many successful HTTP records may still be written this second.
@@ -65,11 +76,11 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Loads every http trigger into the route tables, spawns the recorder task and the
-    /// event dispatcher (email events go to `mailer`).
+    /// Loads every http trigger into the route tables and every app's limits, spawns the
+    /// recorder task and the event dispatcher (email events go to `mailer`).
     ///
     /// # Errors
-    /// When the triggers cannot be read from the store.
+    /// When the triggers or the limits cannot be read from the store.
     pub async fn start(
         store: Store,
         executor: Arc<dyn ExecutorClient>,
@@ -80,6 +91,7 @@ impl Orchestrator {
         let apps = store.apps.list().await?;
         let triggers = store.triggers.list_all().await?;
         let routes = Arc::new(RouteTables::from_triggers(&apps, &triggers));
+        let limits = Arc::new(LimitTable::load(store.limits.clone(), config.limits.clone()).await?);
         let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
         let failure_budgets = Arc::new(FailureBudgets::new(config.records.failures_per_sec));
         let dispatcher = Dispatcher::start(
@@ -89,11 +101,13 @@ impl Orchestrator {
             dispatch,
             recorder.announcer(),
             recorder.failure_gate(Arc::clone(&failure_budgets)),
+            Arc::clone(&limits),
         );
         let lane = Lane::new(executor, config.request_timeout);
         Ok(Arc::new(Orchestrator {
             store,
             routes,
+            limits,
             lane,
             recorder,
             success_budget: RateBudget::new(config.recorded_successes_per_sec),
@@ -117,12 +131,18 @@ impl Orchestrator {
         http::handle(axum::extract::State(self.clone()), request)
     }
 
-    /// Rebuilds one app's route table on `CatalogChange::Triggers` or `App`.
+    /// Rebuilds one app's route table on `CatalogChange::Triggers` or `App`, and reloads
+    /// its limits on `Limits`, `Script` or `App`.
     pub fn catalog_listener(self: &Arc<Self>) -> Arc<dyn CatalogListener> {
-        Arc::new(RouteRefresher {
-            tables: self.routes.clone(),
-            apps: self.store.apps.clone(),
-            triggers: self.store.triggers.clone(),
+        Arc::new(NodeCaches {
+            routes: RouteRefresher {
+                tables: self.routes.clone(),
+                apps: self.store.apps.clone(),
+                triggers: self.store.triggers.clone(),
+            },
+            limits: LimitRefresher {
+                table: self.limits.clone(),
+            },
         })
     }
 
@@ -137,5 +157,19 @@ impl Orchestrator {
     pub async fn finish(&self) {
         self.dispatcher.finish().await;
         self.recorder.finish().await;
+    }
+}
+
+/// The node's caches that follow the catalog: route tables and limits.
+struct NodeCaches {
+    routes: RouteRefresher,
+    limits: LimitRefresher,
+}
+
+#[async_trait]
+impl CatalogListener for NodeCaches {
+    async fn catalog_changed(&self, change: &CatalogChange) {
+        self.routes.catalog_changed(change).await;
+        self.limits.catalog_changed(change).await;
     }
 }

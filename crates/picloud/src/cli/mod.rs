@@ -15,6 +15,7 @@ mod data; // kv list|get|delete, blobs list|get|delete
 mod dead_letters; // dead-letters list|show|replay|delete|purge
 mod deploy; // deploy a file as a new script version, then bind routes
 mod invoke; // call a public endpoint
+mod limits; // limits show|set|reset, per app or per script
 mod logs; // invocation history, optionally followed
 mod mailbox; // the development mailbox
 mod output; // tables, times, JSON printing
@@ -82,6 +83,9 @@ pub enum Command {
     Secrets(settings::SecretsCommand),
     /// Show the development mailbox (emails sent without SMTP).
     Mailbox(mailbox::MailboxArgs),
+    /// Show, set and reset an app's or a script's limits.
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
 }
 
 /// Run one client command against `remote` and print its result to stdout.
@@ -109,6 +113,7 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Config(cmd) => settings::run_config(&api, cmd, json).await,
         Command::Secrets(cmd) => settings::run_secrets(&api, cmd, json).await,
         Command::Mailbox(args) => mailbox::run(&api, args, json).await,
+        Command::Limits(cmd) => limits::run(&api, cmd, json).await,
         Command::Invoke(_) => Ok(()),
     }
 }

@@ -8,6 +8,7 @@ mod dead_letters;
 mod error;
 mod invocations;
 mod kv;
+mod limits;
 mod outbox;
 mod scripts;
 mod settings;
@@ -20,6 +21,7 @@ pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;
 pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
+pub use limits::LimitRepository;
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
@@ -41,6 +43,7 @@ pub struct Store {
     pub objects: Arc<dyn ObjectStore>,
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
+    pub limits: Arc<dyn LimitRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -12,6 +12,7 @@ mod blobs;
 mod cron;
 mod dead_letters;
 mod kv;
+mod limits;
 mod outbox;
 mod settings;
 mod tokens;
@@ -19,6 +20,7 @@ pub use blobs::*;
 pub use cron::*;
 pub use dead_letters::*;
 pub use kv::*;
+pub use limits::*;
 pub use outbox::*;
 pub use settings::*;
 pub use tokens::*;
@@ -110,6 +112,10 @@ macro_rules! conformance_tests {
             settings_and_mail_for_a_missing_app_are_not_found,
             the_mailbox_lists_an_apps_messages_newest_first,
             deleting_an_app_removes_its_kv_blobs_config_secrets_and_mail,
+            limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_app,
+            setting_limits_replaces_them_and_setting_none_removes_them,
+            limits_for_a_missing_app_or_script_are_not_found,
+            limits_stay_across_deploys_and_go_with_their_script_or_app,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

@@ -18,6 +18,7 @@ mod bus;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod limits;
 mod meta;
 mod outbox;
 mod scripts;
@@ -64,6 +65,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "invocation_drops",
         include_str!("../../migrations/postgres/0006_invocation_drops.sql"),
     ),
+    (
+        "0007_limits.sql",
+        7,
+        "limits",
+        include_str!("../../migrations/postgres/0007_limits.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
@@ -85,8 +92,9 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
     let inserted = Arc::new(tokio::sync::Notify::new());
     let triggers = Arc::new(triggers::PgTriggers::new(pool.clone(), inserted.clone()));
     let bus = Arc::new(bus::PgBus::new(pool.clone()).await?);
+    let limits = Arc::new(limits::PgLimits(pool.clone()));
     Ok(crate::repo::store(
-        pool, data, MIGRATIONS, triggers, inserted, bus,
+        pool, data, MIGRATIONS, triggers, inserted, bus, limits,
     ))
 }
 

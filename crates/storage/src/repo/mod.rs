@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shared::bus::NotificationBus;
-use shared::store::{StoreHealth, TriggerRepository};
+use shared::store::{LimitRepository, StoreHealth, TriggerRepository};
 use shared::{Store, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Pool, SqlSafeStr};
@@ -62,6 +62,7 @@ pub(crate) fn store<DB: AllSql>(
     triggers: Arc<dyn TriggerRepository>,
     inserted: Arc<Notify>,
     bus: Arc<dyn NotificationBus>,
+    limits: Arc<dyn LimitRepository>,
 ) -> Store {
     Store {
         apps: Arc::new(apps::Apps(pool.clone())),
@@ -81,6 +82,7 @@ pub(crate) fn store<DB: AllSql>(
         objects: data.objects,
         settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
+        limits,
         health: Arc::new(Health {
             pool,
             migrations,

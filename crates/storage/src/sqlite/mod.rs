@@ -22,6 +22,7 @@ pub(crate) use blobs::default_blob_dir;
 mod dead_letters;
 mod invocations;
 mod kv;
+mod limits;
 mod meta;
 mod outbox;
 mod scripts;
@@ -67,6 +68,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         6,
         "invocation_drops",
         include_str!("../../migrations/sqlite/0006_invocation_drops.sql"),
+    ),
+    (
+        "0007_limits.sql",
+        7,
+        "limits",
+        include_str!("../../migrations/sqlite/0007_limits.sql"),
     ),
 ];
 
@@ -118,7 +125,8 @@ fn store(pool: SqlitePool, data: crate::DataParts) -> Store {
         inserted.clone(),
     ));
     let bus = Arc::new(shared::LocalBus::default());
-    crate::repo::store(pool, data, MIGRATIONS, triggers, inserted, bus)
+    let limits = Arc::new(limits::SqliteLimits(pool.clone()));
+    crate::repo::store(pool, data, MIGRATIONS, triggers, inserted, bus, limits)
 }
 
 /// `sqlite://p`, `sqlite:p` or `p`, without a `?query`.
