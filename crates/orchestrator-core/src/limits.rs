@@ -25,6 +25,8 @@ use shared::{
 /// The limits of every app that set any, and the rate buckets of this node.
 pub(crate) struct LimitTable {
     policy: LimitPolicy,
+    /// What an app that set nothing gets (most apps): resolved once.
+    unset: Resolved,
     repo: Arc<dyn LimitRepository>,
     apps: RwLock<HashMap<AppName, Arc<AppLimits>>>,
     /// By app, and by (app, script) for scripts with a rate of their own.
@@ -50,8 +52,14 @@ impl LimitTable {
             .into_iter()
             .map(|(app, limits)| (app, Arc::new(limits)))
             .collect();
+        // Any script name will do: an app that set nothing has no script limits either.
+        let unset = policy.resolve(
+            &AppLimits::default(),
+            &ScriptName::parse("_").map_err(StoreError::backend)?,
+        );
         Ok(LimitTable {
             policy,
+            unset,
             repo,
             apps: RwLock::new(apps),
             buckets: Mutex::new(HashMap::new()),
@@ -65,7 +73,7 @@ impl LimitTable {
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         match apps.get(app) {
             Some(limits) => self.policy.resolve(limits, script),
-            None => self.policy.resolve(&AppLimits::default(), script),
+            None => self.unset,
         }
     }
 

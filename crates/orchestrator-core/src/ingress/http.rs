@@ -145,7 +145,7 @@ async fn serve(
     {
         METRICS.throttled_rate.increment(1);
         return Err(IngressError::TooManyRequests {
-            reason: "over the app's request rate".into(),
+            reason: "over the request rate allowed to this app or script".into(),
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         });
     }
@@ -448,6 +448,7 @@ fn settle(
         Outcome::Refused(e) => {
             let settled = not_run(InvocationStatus::Error, e.to_string());
             let answer = match e {
+                // A concurrency refusal is answered (429) before settling.
                 ExecError::Overloaded | ExecError::ConcurrencyLimit { .. } => {
                     IngressError::Unavailable(id)
                 }
