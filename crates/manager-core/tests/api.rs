@@ -94,6 +94,7 @@ async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
         catalog,
         checker: executor,
         max_script_bytes,
+        realtime: None,
     });
     TestApp {
         router,

@@ -71,6 +71,7 @@ async fn setup(db: TestStore) -> Setup {
             catalog,
             checker: Arc::new(AcceptAll),
             max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+            realtime: None,
         },
         policy(),
     );

@@ -21,6 +21,7 @@ mod json;
 mod limits;
 mod mailbox;
 mod openapi;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -39,6 +40,9 @@ pub struct ManagerDeps {
     pub checker: Arc<dyn ScriptChecker>,
     /// The largest script source a deploy accepts (256 KiB by default).
     pub max_script_bytes: usize,
+    /// This node's realtime streams, for the subscriber counts of the topic list (`None`
+    /// on a server that serves no streams: counts are 0).
+    pub realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
 }
 
 impl ManagerDeps {
@@ -121,6 +125,21 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/apps/{app}/scripts/{name}/limits", Read),
     route("PUT", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
     route("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
+    route("GET", "/api/v1/apps/{app}/realtime/topics", Read),
+    route("PUT", "/api/v1/apps/{app}/realtime/topics/{topic}", Deploy),
+    route(
+        "DELETE",
+        "/api/v1/apps/{app}/realtime/topics/{topic}",
+        Deploy,
+    ),
+    route(
+        "POST",
+        "/api/v1/apps/{app}/realtime/topics/{topic}/publish",
+        Deploy,
+    ),
+    route("GET", "/api/v1/apps/{app}/realtime/cors", Read),
+    route("PUT", "/api/v1/apps/{app}/realtime/cors", Deploy),
+    route("POST", "/api/v1/apps/{app}/realtime/rotate-key", Deploy),
     route("GET", "/api/v1/token", AnyToken),
     route("POST", "/api/v1/tokens", Admin),
     route("GET", "/api/v1/tokens", Admin),
@@ -185,6 +204,13 @@ fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
         ("GET", "/api/v1/apps/{app}/scripts/{name}/limits") => get(limits::script_get),
         ("PUT", "/api/v1/apps/{app}/scripts/{name}/limits") => put(limits::script_set),
         ("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits") => delete(limits::script_reset),
+        ("GET", "/api/v1/apps/{app}/realtime/topics") => get(realtime::list),
+        ("PUT", "/api/v1/apps/{app}/realtime/topics/{topic}") => put(realtime::expose),
+        ("DELETE", "/api/v1/apps/{app}/realtime/topics/{topic}") => delete(realtime::unexpose),
+        ("POST", "/api/v1/apps/{app}/realtime/topics/{topic}/publish") => post(realtime::publish),
+        ("GET", "/api/v1/apps/{app}/realtime/cors") => get(realtime::cors_get),
+        ("PUT", "/api/v1/apps/{app}/realtime/cors") => put(realtime::cors_set),
+        ("POST", "/api/v1/apps/{app}/realtime/rotate-key") => post(realtime::rotate_key),
         ("GET", "/api/v1/token") => get(tokens::current),
         ("POST", "/api/v1/tokens") => post(tokens::create),
         ("GET", "/api/v1/tokens") => get(tokens::list),

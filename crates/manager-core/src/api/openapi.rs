@@ -384,6 +384,51 @@ pub(super) fn document() -> Value {
         "/apps/{app}/mailbox",
         item(vec![app.clone()], json!({"get": mailbox})),
     );
+    let topic = path_param(
+        "topic",
+        json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"}),
+    );
+    add(
+        "/apps/{app}/realtime/topics",
+        item(
+            vec![app.clone()],
+            json!({"get": op("The topics exposed to browsers, with the streams open on the answering node", None, "200", Some("RealtimeTopics"))}),
+        ),
+    );
+    add(
+        "/apps/{app}/realtime/topics/{topic}",
+        item(
+            vec![app.clone(), topic.clone()],
+            json!({
+                "put": op("Expose a topic to browsers (201 when newly exposed, 200 when it already was)", None, "201", Some("ExposedTopic")),
+                "delete": op("Make a topic private again", None, "204", None),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/realtime/topics/{topic}/publish",
+        item(
+            vec![app.clone(), topic],
+            json!({"post": op("Publish the JSON body to a topic, as pubsub::publish does (triggers, and browsers when exposed)", Some("Payload"), "202", Some("Published"))}),
+        ),
+    );
+    add(
+        "/apps/{app}/realtime/cors",
+        item(
+            vec![app.clone()],
+            json!({
+                "get": op("The origins whose pages may open the app's streams", None, "200", Some("CorsOrigins")),
+                "put": op("Set the origins whose pages may open the app's streams ('*': any)", Some("CorsOrigins"), "200", Some("CorsOrigins")),
+            }),
+        ),
+    );
+    add(
+        "/apps/{app}/realtime/rotate-key",
+        item(
+            vec![app.clone()],
+            json!({"post": op("Make a new realtime signing key: every earlier token stops working", None, "204", None)}),
+        ),
+    );
     add(
         "/apps/{app}/limits",
         item(
@@ -471,6 +516,14 @@ pub(super) fn document() -> Value {
         "SetSecret": object(&["value"], json!({"value": string})),
         "SecretState": object(&["name", "set"], json!({"name": string, "set": {"type": "boolean"}})),
         "SecretNames": object(&["secrets"], json!({"secrets": {"type": "array", "items": string}})),
+        "RealtimeTopics": object(&["topics"], json!({"topics": {"type": "array", "items": object(
+            &["topic", "subscribers"],
+            json!({"topic": string, "subscribers": {"type": "integer"}}),
+        )}})),
+        "ExposedTopic": object(&["topic", "exposed"], json!({"topic": string, "exposed": {"type": "boolean"}})),
+        "Published": object(&["topic", "realtime"], json!({"topic": string, "realtime": {"type": "boolean", "description": "whether browsers hear it (the topic is exposed)"}})),
+        "Payload": {"description": "any JSON value"},
+        "CorsOrigins": object(&["origins"], json!({"origins": {"type": "array", "items": string}})),
         "KvEntry": object(&["key", "value", "updated_at", "expires_at"], json!({
             "key": string, "value": {}, "updated_at": time,
             "expires_at": {"type": ["string", "null"], "format": "date-time"},

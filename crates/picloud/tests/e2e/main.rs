@@ -13,4 +13,5 @@ mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
+mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness

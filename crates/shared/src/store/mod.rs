@@ -10,6 +10,7 @@ mod invocations;
 mod kv;
 mod limits;
 mod outbox;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -23,6 +24,7 @@ pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
+pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
 pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
@@ -44,6 +46,7 @@ pub struct Store {
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
     pub limits: Arc<dyn LimitRepository>,
+    pub realtime: Arc<dyn RealtimeRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -21,6 +21,7 @@ mod kv;
 mod limits;
 mod meta;
 mod outbox;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -70,6 +71,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         7,
         "limits",
         include_str!("../../migrations/postgres/0007_limits.sql"),
+    ),
+    (
+        "0009_realtime.sql",
+        9,
+        "realtime",
+        include_str!("../../migrations/postgres/0009_realtime.sql"),
     ),
 ];
 

@@ -24,6 +24,7 @@ pub(crate) mod blobs;
 pub(crate) mod dead_letters;
 pub(crate) mod invocations;
 pub(crate) mod kv;
+pub(crate) mod realtime;
 pub(crate) mod scripts;
 pub(crate) mod settings;
 pub(crate) mod tokens;
@@ -39,6 +40,7 @@ pub(crate) trait AllSql:
     + MetaSql
     + dead_letters::DeadLettersSql
     + settings::SettingsSql
+    + realtime::RealtimeSql
     + OutboxSql
 {
 }
@@ -50,6 +52,7 @@ impl<DB> AllSql for DB where
         + MetaSql
         + dead_letters::DeadLettersSql
         + settings::SettingsSql
+        + realtime::RealtimeSql
         + OutboxSql
 {
 }
@@ -80,7 +83,8 @@ pub(crate) fn store<DB: AllSql>(
         kv: Arc::new(kv::Kv(pool.clone())),
         blobs: Arc::new(blobs::Blobs(pool.clone())),
         objects: data.objects,
-        settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
+        settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets.clone())),
+        realtime: Arc::new(realtime::Realtime::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
         health: Arc::new(Health {

@@ -25,6 +25,7 @@ mod kv;
 mod limits;
 mod meta;
 mod outbox;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -74,6 +75,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         7,
         "limits",
         include_str!("../../migrations/sqlite/0007_limits.sql"),
+    ),
+    (
+        "0009_realtime.sql",
+        9,
+        "realtime",
+        include_str!("../../migrations/sqlite/0009_realtime.sql"),
     ),
 ];
 
