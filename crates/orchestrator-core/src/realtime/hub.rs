@@ -85,6 +85,9 @@ pub struct Hub {
     pub(crate) closed: CancellationToken,
 }
 
+/// A joined stream: its receiver of the app's feed and its place in the counts.
+pub(crate) type Joined = (broadcast::Receiver<Arc<Frame>>, Admission);
+
 /// A stream's place in the counts, given back on drop.
 pub(crate) struct Admission {
     hub: Arc<Hub>,
@@ -157,7 +160,7 @@ impl Hub {
         self: &Arc<Self>,
         app: &AppName,
         topics: &[ChannelName],
-    ) -> Result<(broadcast::Receiver<Arc<Frame>>, Admission), RealtimeError> {
+    ) -> Result<Joined, RealtimeError> {
         if let Some(joined) = self.join_existing(app, topics)? {
             return Ok(joined);
         }
@@ -187,7 +190,7 @@ impl Hub {
         self: &Arc<Self>,
         app: &AppName,
         topics: &[ChannelName],
-    ) -> Result<Option<(broadcast::Receiver<Arc<Frame>>, Admission)>, RealtimeError> {
+    ) -> Result<Option<Joined>, RealtimeError> {
         let mut state = self.lock();
         self.check_limits(&state, app)?;
         if !state.feeds.contains_key(app) {
@@ -208,12 +211,7 @@ impl Hub {
     }
 
     /// Count a stream in; the app's feed exists.
-    fn admit(
-        self: &Arc<Self>,
-        state: &mut State,
-        app: &AppName,
-        topics: &[ChannelName],
-    ) -> (broadcast::Receiver<Arc<Frame>>, Admission) {
+    fn admit(self: &Arc<Self>, state: &mut State, app: &AppName, topics: &[ChannelName]) -> Joined {
         state.connections += 1;
         let feed = state.feeds.get_mut(app).expect("the feed was just checked");
         feed.connections += 1;

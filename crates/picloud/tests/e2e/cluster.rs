@@ -208,7 +208,9 @@ async fn a_realtime_subscriber_on_one_node_hears_a_publish_through_another_with_
     let mut on_b = crate::common::SseStream::new(res);
     let mut on_a = on_a;
     for n in 1..=3 {
-        let res = a.publish("shop", "orders", serde_json::json!({ "n": n })).await;
+        let res = a
+            .publish("shop", "orders", serde_json::json!({ "n": n }))
+            .await;
         assert_eq!(res.status(), 202);
     }
     let ids = |events: Vec<crate::common::SseMessage>| {
