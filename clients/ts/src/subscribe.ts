@@ -88,6 +88,8 @@ export interface Subscription {
 const DEFAULT_INITIAL_RETRY_MS = 1000;
 const DEFAULT_MAX_RETRY_MS = 30_000;
 const DEFAULT_HEARTBEAT_TIMEOUT_MS = 45_000;
+/** A `retry:` hint below this is raised to it, so that `retry: 0` cannot spin. */
+const MIN_SERVER_RETRY_MS = 100;
 /** Bound on one event's buffered text, so a broken stream cannot take all memory. */
 const MAX_EVENT_CHARS = 16 * 1024 * 1024;
 
@@ -219,7 +221,7 @@ export function subscribe(options: SubscribeOptions): Subscription {
     const parser = createParser({
       maxBufferSize: MAX_EVENT_CHARS,
       onRetry(ms) {
-        retryMs = ms;
+        retryMs = Math.max(ms, MIN_SERVER_RETRY_MS);
       },
       onEvent(message) {
         if (end !== undefined || closed) return;

@@ -99,14 +99,14 @@ describe("subscribe", { timeout: 20_000 }, () => {
     const first = await server.next();
     assert.equal(first.headers["last-event-id"], "5");
     openStream(first.res);
-    first.res.write("retry: 40\n\n");
+    first.res.write("retry: 120\n\n");
     first.res.write(event({ id: 6, event: "orders", data: { n: 6 } }));
     first.res.end(event({ id: 7, event: "orders", data: { n: 7 } }));
     assert.equal((await events.next()).id, "6");
     assert.equal((await events.next()).id, "7");
     const { error, info } = await errors.next();
     assert.equal(error.code, "disconnected");
-    assert.ok(info.delayMs >= 40 && info.delayMs <= 50, `delay ${info.delayMs} follows retry: 40`);
+    assert.ok(info.delayMs >= 120 && info.delayMs <= 150, `delay ${info.delayMs} follows retry: 120`);
     const second = await server.next();
     assert.equal(second.headers["last-event-id"], "7");
     assert.equal(sub.lastEventId, "7");
@@ -242,6 +242,17 @@ describe("subscribe", { timeout: 20_000 }, () => {
     assert.equal(error.code, "bad_stream");
     assert.equal(info.willRetry, true);
     await server.next();
+    sub.close();
+    await sub.done;
+  });
+
+  test("a retry: 0 hint cannot make the client spin", async () => {
+    const { sub, errors } = subscribed();
+    const { res } = await server.next();
+    openStream(res);
+    res.end("retry: 0\n\n");
+    const { info } = await errors.next();
+    assert.ok(info.delayMs >= 100, `delay ${info.delayMs}`);
     sub.close();
     await sub.done;
   });
