@@ -22,7 +22,10 @@ function binary() {
 }
 
 function psql(url, sql) {
-  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], { stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" },
+  });
 }
 
 /**
@@ -42,7 +45,7 @@ export async function startPiCloud(backend, env = {}) {
   const childEnv = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: process.env.HOME ?? dir,
-    RUST_LOG: process.env.RUST_LOG ?? "warn",
+    RUST_LOG: process.env.RUST_LOG ?? "error",
     PICLOUD_ADMIN_TOKEN: ADMIN_TOKEN,
     ...env,
   };
