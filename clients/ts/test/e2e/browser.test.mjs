@@ -36,19 +36,32 @@ const CLIENT_PAGE = `<!doctype html>
   });
 </script>`;
 
+// The plain-EventSource example of the README: the token in the query, and at `expired` a
+// new EventSource with a fresh token that resumes with `last_event_id`.
 const EVENTSOURCE_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <title>eventsource</title>
 <script type="module">
   window.received = [];
   window.opened = 0;
-  const res = await fetch("/shop/token", { method: "POST" });
-  const { token } = await res.json();
-  const source = new EventSource("/shop/_realtime?topics=orders&token=" + encodeURIComponent(token));
-  source.onopen = () => { window.opened += 1; };
-  source.addEventListener("orders", (e) => {
-    window.received.push({ id: e.lastEventId, topic: e.type, data: JSON.parse(e.data) });
-  });
+  const ttl = new URLSearchParams(location.search).get("ttl") ?? "300";
+  let lastId = "";
+  async function open() {
+    const { token } = await fetch("/shop/token?ttl=" + ttl, { method: "POST" }).then((r) => r.json());
+    const query = new URLSearchParams({ topics: "orders", token });
+    if (lastId) query.set("last_event_id", lastId);
+    const source = new EventSource("/shop/_realtime?" + query);
+    source.onopen = () => { window.opened += 1; };
+    source.addEventListener("orders", (e) => {
+      lastId = e.lastEventId;
+      window.received.push({ id: e.lastEventId, topic: e.type, data: JSON.parse(e.data) });
+    });
+    source.addEventListener("expired", () => {
+      source.close();
+      open();
+    });
+  }
+  open();
 </script>`;
 
 /** Serves the two pages, the built client and its one dependency; proxies the rest. */
@@ -145,6 +158,30 @@ describe("in Chromium", { timeout: 120_000 }, () => {
       ],
     );
     assert.ok(BigInt(received[1].id) > BigInt(received[0].id));
+  });
+
+  test("the browser's own EventSource reopens with a fresh token at expiry and misses nothing", async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${pages.url}/eventsource.html?ttl=1`);
+      await page.waitForFunction(() => window.opened >= 1);
+      const client = createClient({ url: picloud.url });
+      await client.call("shop", "POST /orders/x1", { body: { n: 1 } });
+      // While the first token expires and the page opens a second stream, publish more.
+      let n = 1;
+      while ((await page.evaluate(() => window.opened)) < 2 && n < 5_000) {
+        n += 1;
+        await client.call("shop", `POST /orders/x${n}`, { body: { n } });
+      }
+      assert.ok((await page.evaluate(() => window.opened)) >= 2, "the page reopened its stream");
+      n += 1;
+      await client.call("shop", `POST /orders/x${n}`, { body: { n } });
+      await page.waitForFunction((count) => window.received.length >= count, n);
+      const received = await page.evaluate(() => window.received.map((e) => e.data.n));
+      assert.deepEqual(received, Array.from({ length: n }, (_, i) => i + 1));
+    } finally {
+      await page.close();
+    }
   });
 
   test("the browser's own EventSource subscribes with ?token= and receives events", async () => {
