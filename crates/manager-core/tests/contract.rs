@@ -9,16 +9,17 @@ use http_body_util::BodyExt;
 use manager_core::{ManagerDeps, bootstrap_admin_token, router};
 use serde_json::{Value, json};
 use shared::Catalog;
-use storage::testing::TestStore;
+use storage::testing::TestDb;
+use testkit::{Backend, on_both_backends};
 use tower::ServiceExt;
 
 struct App {
     router: Router,
     token: String,
-    store: TestStore,
+    store: TestDb,
 }
 
-async fn app(store: TestStore) -> App {
+async fn app(store: TestDb) -> App {
     let token = bootstrap_admin_token(&store.store, None)
         .await
         .expect("bootstrap")
@@ -70,24 +71,13 @@ impl App {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::app(storage::testing::sqlite_store().await).await).await;
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::app(storage::testing::postgres_store().await).await).await;
-            })+
-        }
-    };
+/// The fixture for `on_both_backends!(with_app => ...)`: an admin router on a fresh store.
+async fn with_app(backend: Backend, test: impl AsyncFnOnce(App)) {
+    test(app(TestDb::new(backend).await).await).await;
 }
 
 on_both_backends!(
+    with_app =>
     a_body_of_the_wrong_shape_is_refused_in_plain_words,
     nul_in_a_config_value_secret_or_source_is_refused_not_failed,
     a_trigger_is_shown_by_its_id,
