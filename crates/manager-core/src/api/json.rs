@@ -185,8 +185,10 @@ fn got_words(got: &str) -> String {
             format!("the number {value}")
         }
         g if g.starts_with("boolean ") => g.replace('`', "").replace("boolean", "the value"),
-        g if g.starts_with("string ") => format!("the string {}", &g[7..]),
-        other => other.replace('`', "'"),
+        other => match other.strip_prefix("string ") {
+            Some(text) => format!("the string {text}"),
+            None => other.replace('`', "'"),
+        },
     }
 }
 
