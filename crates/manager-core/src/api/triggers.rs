@@ -50,6 +50,7 @@ pub(super) struct CreateTrigger {
     topic: Option<String>,
     queue: Option<String>,
     script: String,
+    #[serde(default, deserialize_with = "super::json::integral::opt_i64")]
     max_attempts: Option<i64>,
 }
 
