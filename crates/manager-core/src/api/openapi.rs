@@ -531,6 +531,9 @@ pub(super) fn document() -> Value {
             "queue": {"type": "string", "description": "queue only: the same rules as topic; one consumer per queue"},
             "script": string,
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+            "idempotency": {"type": "object", "additionalProperties": false,
+                "description": "http only: replay the stored answer to a repeated Idempotency-Key header",
+                "properties": {"ttl_secs": {"type": "integer", "minimum": 1, "maximum": 2_592_000, "default": 86_400}}},
         })),
         "Trigger": object(&["id", "app", "script", "kind", "max_attempts", "created_at"], json!({
             "id": uuid, "app": string, "script": string, "kind": string,
@@ -539,6 +542,8 @@ pub(super) fn document() -> Value {
             "max_attempts": {"type": "integer"}, "created_at": time,
             "last_fired_at": time,
             "next_fire_at": time,
+            "idempotency": {"type": "object", "properties": {"ttl_secs": {"type": "integer"}},
+                "description": "http triggers that opted in to idempotency keys"},
         })),
         "TriggerList": list_of("triggers", "Trigger"),
         "LogLine": object(&["at", "level", "message"], json!({

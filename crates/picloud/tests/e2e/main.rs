@@ -11,6 +11,7 @@ mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
+mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
