@@ -34,3 +34,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --no-fail-fast "$@"
 fi
+
+# The admin API against its generated OpenAPI document: schemathesis on the real server, on
+# SQLite and PostgreSQL, fresh and seeded (PICLOUD_SKIP_FUZZ=1 skips it).
+bash scripts/fuzz-api.sh

@@ -27,7 +27,7 @@ pub const DEFAULT_TTL_SECS: u32 = 24 * 3600;
 pub const MAX_TTL_SECS: u32 = 30 * 24 * 3600;
 
 /// An http trigger's opt-in: answers are replayed for `ttl_secs` after they were stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Idempotency {
     pub ttl_secs: u32,
 }
