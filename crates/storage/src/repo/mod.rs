@@ -22,6 +22,7 @@ use crate::sql::{Cols, Db, sql};
 pub(crate) mod apps;
 pub(crate) mod blobs;
 pub(crate) mod dead_letters;
+pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
 pub(crate) mod scripts;
@@ -83,6 +84,7 @@ pub(crate) fn store<DB: AllSql>(
         settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
+        idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
         health: Arc::new(Health {
             pool,
             migrations,
