@@ -19,6 +19,7 @@ pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
 pub mod limits; // per-app and per-script limits: overrides, the server's policy
 pub mod realtime; // realtime subscription tokens: mint and verify
+pub mod schema; // OpenAPI schemas of the validated names and ids
 pub mod store; // repository traits + StoreError
 
 pub use bus::{Channel, Heard, LocalBus, NotificationBus};

@@ -3,15 +3,22 @@
 //! names its kind, so new kinds add fields, not routes.
 //!
 //! What must stay true: a stored cron trigger has a schedule and zone `cron::validate`
-//! accepted (it fires within `cron::HORIZON_YEARS`); topic and queue names passed `ChannelName`; a queue has one consumer (409).
+//! accepted (it fires within `cron::HORIZON_YEARS`); topic and queue names passed `ChannelName`; a queue has one consumer (409);
+//! only http triggers take `idempotency`, with a TTL of 1 s to `MAX_TTL_SECS`.
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
-use shared::{AppName, CatalogChange, ChannelName, RoutePath, ScriptName, TriggerId};
+use serde_json::json;
+use shared::store::{
+    DEFAULT_TTL_SECS, HttpMethod, Idempotency, MAX_TTL_SECS, NewTrigger, Trigger, TriggerOptions,
+    TriggerSpec,
+};
+use shared::{AppName, CatalogChange, ChannelName, ErrorBody, RoutePath, ScriptName, TriggerId};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -47,14 +54,118 @@ pub(super) struct CreateTrigger {
     topic: Option<String>,
     queue: Option<String>,
     script: String,
+    #[serde(default, deserialize_with = "super::json::integral::opt_i64")]
     max_attempts: Option<i64>,
+    /// Http only: replay the answer to a repeated `Idempotency-Key`.
+    idempotency: Option<IdempotencyBody>,
+}
+
+/// `"idempotency": {}` (24 hours) or `{"ttl_secs": n}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdempotencyBody {
+    ttl_secs: Option<i64>,
+}
+
+impl IdempotencyBody {
+    fn validate(&self) -> Result<Idempotency, ApiError> {
+        let secs = self.ttl_secs.unwrap_or(i64::from(DEFAULT_TTL_SECS));
+        u32::try_from(secs)
+            .ok()
+            .and_then(|secs| Idempotency::new(secs).ok())
+            .ok_or_else(|| {
+                ApiError::InvalidInput(format!(
+                    "idempotency.ttl_secs must be between 1 and {MAX_TTL_SECS}"
+                ))
+            })
+    }
+}
+
+/// The part of the cron syntax the document states as a pattern: numbers, `*` and `*/n`,
+/// days 1 to 28 (so every matching schedule fires). The server takes the whole croner
+/// syntax (ranges, lists, names, `L`, `W`, `#`), as the field's description says.
+const CRON_PATTERN: &str = concat!(
+    r"^(([1-5]?[0-9]|\*) )?(\*|\*/[1-9]|[1-5]?[0-9]) (\*|\*/[1-9]|1?[0-9]|2[0-3]) ",
+    r"(\*|[1-9]|1[0-9]|2[0-8]) (\*|[1-9]|1[0-2]) (\*|[0-6])$"
+);
+
+/// The body as the document states it: one schema per kind, each with its own required
+/// fields, none other accepted.
+impl utoipa::PartialSchema for CreateTrigger {
+    fn schema() -> RefOr<Schema> {
+        let script = json!({"$ref": "#/components/schemas/ScriptName",
+            "description": "The script to run; it must be deployed."});
+        let max_attempts = json!({"type": "integer", "minimum": MAX_ATTEMPTS_RANGE.start(),
+            "maximum": MAX_ATTEMPTS_RANGE.end(), "default": DEFAULT_MAX_ATTEMPTS,
+            "description": "Event triggers: how many times an event is tried before it becomes a dead letter."});
+        let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+        let kind = |name: &str, required: &[&str], fields: serde_json::Value| {
+            let mut properties = json!({
+                "kind": {"type": "string", "enum": [name]},
+                "script": script,
+                "max_attempts": max_attempts,
+            });
+            if let (Some(all), serde_json::Value::Object(more)) =
+                (properties.as_object_mut(), fields)
+            {
+                all.extend(more);
+            }
+            let mut needed = vec!["kind", "script"];
+            needed.extend_from_slice(required);
+            json!({"type": "object", "title": name, "required": needed,
+                "properties": properties, "additionalProperties": false})
+        };
+        let schema = json!({
+            "description": "A trigger to create; `kind` says which fields apply.",
+            "oneOf": [
+                kind("http", &["method", "path"], json!({
+                    "method": {"$ref": "#/components/schemas/HttpMethod"},
+                    "path": {"$ref": "#/components/schemas/RoutePath"},
+                    "idempotency": {"type": "object", "additionalProperties": false,
+                        "description": "Replay the stored answer to a repeated `Idempotency-Key` header (docs/admin-api.md, Idempotency keys).",
+                        "properties": {"ttl_secs": {"type": "integer", "minimum": 1,
+                            "maximum": MAX_TTL_SECS, "default": DEFAULT_TTL_SECS,
+                            "description": "How long an answer is replayed, in seconds."}}},
+                })),
+                kind("cron", &["schedule"], json!({
+                    "schedule": {"type": "string", "pattern": CRON_PATTERN,
+                        "description": "5 fields (minute hour day month weekday) or 6 (second first), with a slot in the next 10 years. The pattern shows numbers, `*` and `*/n`; the server also takes ranges, lists, steps, names, `L`, `W` and `#` (croner)."},
+                    "timezone": {"type": "string", "enum": zones, "default": DEFAULT_TIMEZONE,
+                        "description": "An IANA time zone."},
+                })),
+                kind("topic", &["topic"], json!({
+                    "topic": {"$ref": "#/components/schemas/ChannelName"},
+                })),
+                kind("queue", &["queue"], json!({
+                    "queue": {"$ref": "#/components/schemas/ChannelName",
+                        "description": "One consumer per queue (409 for a second)."},
+                })),
+                kind("dead_letter", &[], json!({})),
+            ]
+        });
+        shared::schema::raw(schema)
+    }
+}
+
+impl ToSchema for CreateTrigger {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        use utoipa::PartialSchema;
+        for (name, schema) in [
+            (ScriptName::name(), ScriptName::schema()),
+            (HttpMethod::name(), HttpMethod::schema()),
+            (RoutePath::name(), RoutePath::schema()),
+            (ChannelName::name(), ChannelName::schema()),
+        ] {
+            schemas.push((name.into_owned(), schema));
+        }
+    }
 }
 
 impl CreateTrigger {
     /// A field of another kind (`method` on a cron trigger) is a mistake worth naming.
     fn refuse_foreign_fields(&self) -> Result<(), ApiError> {
         let allowed: &[&str] = match self.kind.as_str() {
-            "http" => &["method", "path"],
+            "http" => &["method", "path", "idempotency"],
             "cron" => &["schedule", "timezone"],
             "topic" => &["topic"],
             "queue" => &["queue"],
@@ -67,6 +178,7 @@ impl CreateTrigger {
             ("timezone", self.timezone.is_some()),
             ("topic", self.topic.is_some()),
             ("queue", self.queue.is_some()),
+            ("idempotency", self.idempotency.is_some()),
         ];
         match present
             .iter()
@@ -87,7 +199,7 @@ impl CreateTrigger {
         }
     }
 
-    fn into_new_trigger(self, app: AppName) -> Result<NewTrigger, ApiError> {
+    fn into_new_trigger(self, app: AppName) -> Result<(NewTrigger, TriggerOptions), ApiError> {
         let invalid = |e: shared::InvalidName| ApiError::InvalidInput(e.0);
         let script = ScriptName::parse(&self.script).map_err(invalid)?;
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -99,6 +211,13 @@ impl CreateTrigger {
             )));
         }
         self.refuse_foreign_fields()?;
+        let options = TriggerOptions {
+            idempotency: self
+                .idempotency
+                .as_ref()
+                .map(IdempotencyBody::validate)
+                .transpose()?,
+        };
         let spec = match self.kind.as_str() {
             "http" => {
                 let (Some(method), Some(path)) = (self.method, self.path) else {
@@ -150,26 +269,28 @@ impl CreateTrigger {
                 )));
             }
         };
-        Ok(NewTrigger {
+        let new = NewTrigger {
             app,
             script,
             spec,
             // In range 1..=100, so the conversion cannot fail.
             max_attempts: u32::try_from(max_attempts).unwrap_or(1),
-        })
+        };
+        Ok((new, options))
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TriggerList {
     triggers: Vec<TriggerView>,
 }
 
 /// A trigger as the API shows it: cron triggers also say when they fire next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TriggerView {
     #[serde(flatten)]
     trigger: Trigger,
+    /// Cron triggers: when it fires next.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_fire_at: Option<DateTime<Utc>>,
 }
@@ -191,25 +312,48 @@ impl TriggerView {
     }
 }
 
+/// Bind a script to a trigger.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/triggers",
+    operation_id = "create_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name")),
+    request_body = CreateTrigger,
+    responses(
+        (status = 201, description = "The new trigger", body = TriggerView, links(
+            ("get" = (operation_id = "get_trigger", parameters(("app" = "$response.body#/app"), ("id" = "$response.body#/id")))),
+            ("delete" = (operation_id = "delete_trigger", parameters(("app" = "$response.body#/app"), ("id" = "$response.body#/id")))),
+        )),
+        (status = 404, description = "No such app, or the script is not deployed (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The app has a trigger for this method and path, or this queue (`conflict`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
     ApiJson(body): ApiJson<CreateTrigger>,
 ) -> Result<(StatusCode, ApiJson<TriggerView>), ApiError> {
-    let new = body.into_new_trigger(app.clone())?;
+    let (new, options) = body.into_new_trigger(app.clone())?;
     require_app(&deps, &app).await?;
     let key = new.spec.unique_key().unwrap_or_default();
     let script = new.script.clone();
-    let trigger = deps.store.triggers.create(new).await.map_err(|e| match e {
-        shared::StoreError::Conflict(_) => {
-            ApiError::Conflict(format!("app '{app}' already has a trigger for {key}"))
-        }
-        e => ApiError::from_store(e, |what| match what {
-            "app" => app.to_string(),
-            _ => script.to_string(),
-        }),
-    })?;
+    let trigger = deps
+        .store
+        .triggers
+        .create_with(new, options)
+        .await
+        .map_err(|e| match e {
+            shared::StoreError::Conflict(_) => {
+                ApiError::Conflict(format!("app '{app}' already has a trigger for {key}"))
+            }
+            e => ApiError::from_store(e, |what| match what {
+                "app" => app.to_string(),
+                _ => script.to_string(),
+            }),
+        })?;
     deps.catalog
         .publish(CatalogChange::Triggers { app: app.clone() })
         .await;
@@ -220,6 +364,21 @@ pub(super) async fn create(
     ))
 }
 
+/// List an app's triggers, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/triggers",
+    operation_id = "list_triggers",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The triggers", body = TriggerList, links(
+            ("get" = (operation_id = "get_trigger", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/triggers/0/id")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -234,6 +393,44 @@ pub(super) async fn list(
     Ok(ApiJson(TriggerList { triggers }))
 }
 
+/// Show one trigger.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/triggers/{id}",
+    operation_id = "get_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
+    responses(
+        (status = 200, description = "The trigger", body = TriggerView),
+        (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
+pub(super) async fn get(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(TriggerPath { app, id }): ApiPath<TriggerPath>,
+) -> Result<ApiJson<TriggerView>, ApiError> {
+    require_app(&deps, &app).await?;
+    let triggers = deps.store.triggers.list(&app).await?;
+    match triggers.into_iter().find(|t| t.id == id) {
+        Some(trigger) => Ok(ApiJson(TriggerView::at(trigger, Utc::now()))),
+        None => Err(ApiError::not_found("trigger", id)),
+    }
+}
+
+/// Delete a trigger.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/triggers/{id}",
+    operation_id = "delete_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, trigger = %id))]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,

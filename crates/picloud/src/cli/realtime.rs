@@ -66,7 +66,7 @@ pub async fn run(api: &Api, cmd: RealtimeCommand, json: bool) -> anyhow::Result<
             let answer = api
                 .post(
                     &["apps", &app, "realtime", "topics", &topic, "publish"],
-                    &body,
+                    &json!({ "payload": body }),
                 )
                 .await?;
             print(json, &answer, |v| {

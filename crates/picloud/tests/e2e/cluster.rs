@@ -7,7 +7,8 @@ use reqwest::{Method, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestApp, TestDb, spawn_app};
+use crate::common::{TestApp, spawn_app};
+use testkit::{Backend, eventually};
 
 /// Long enough for any test machine; each wait ends as soon as the change is served.
 const BOUND: Duration = Duration::from_secs(20);
@@ -84,7 +85,7 @@ impl Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_through_one_node_are_served_by_another() {
-    let a = spawn_app(TestDb::Postgres).await;
+    let a = spawn_app(Backend::Postgres).await;
     let b = Node::join(&a).await;
 
     // A new app, script and route.
@@ -156,39 +157,25 @@ async fn changes_made_through_one_node_are_served_by_another() {
         .await
         .unwrap();
     assert_eq!(bound.status(), 201);
-    let started = Instant::now();
-    loop {
+    eventually("node a serves node b's change", BOUND, async || {
         let res = a.get("/shop/hello").await;
-        if res.status() == 200 && res.text().await.unwrap() == "from b" {
-            break;
-        }
-        assert!(
-            started.elapsed() < BOUND,
-            "node a never served node b's change"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (res.status() == 200 && res.text().await.unwrap() == "from b").then_some(())
+    })
+    .await;
     b.stop().await;
 }
 
 async fn wait_for_status(node: &Node, path: &str, status: StatusCode) -> (StatusCode, String) {
-    let started = Instant::now();
-    loop {
+    eventually(&format!("{path} answers {status}"), BOUND, async || {
         let (got, text) = node.get(path).await;
-        if got == status {
-            return (got, text);
-        }
-        assert!(
-            started.elapsed() < BOUND,
-            "{path} still answers {got} {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (got == status).then_some((got, text))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realtime_subscriber_on_one_node_hears_a_publish_through_another_with_the_same_ids() {
-    let a = spawn_app(TestDb::Postgres).await;
+    let a = spawn_app(Backend::Postgres).await;
     let b = Node::join(&a).await;
     a.token_endpoint("shop", r#"#{topics: ["orders"]}"#).await;
     a.expose("shop", "orders").await;

@@ -10,7 +10,9 @@ mod crash; // kill -9 with events in flight
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
+mod faults; // PostgreSQL cut and restored during a burst of events
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
+mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits

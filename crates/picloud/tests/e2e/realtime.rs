@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{SseStream, TestApp, TestDb, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{SseStream, TestApp, spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_browser_hears_what_commits_and_never_what_a_throwing_run_published,
@@ -31,7 +31,7 @@ async fn shop(app: &TestApp) {
     assert_eq!(app.expose("shop", "orders").await.status(), 201);
 }
 
-async fn a_browser_hears_what_commits_and_never_what_a_throwing_run_published(db: TestDb) {
+async fn a_browser_hears_what_commits_and_never_what_a_throwing_run_published(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     app.endpoint(
@@ -108,7 +108,7 @@ fn ids(events: &[crate::common::SseMessage]) -> Vec<u64> {
     events.iter().map(|e| e.id()).collect()
 }
 
-async fn a_client_resumes_after_its_last_event_id_with_no_gap_and_no_duplicate(db: TestDb) {
+async fn a_client_resumes_after_its_last_event_id_with_no_gap_and_no_duplicate(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     let token = app.token("shop").await;
@@ -153,7 +153,7 @@ async fn a_client_resumes_after_its_last_event_id_with_no_gap_and_no_duplicate(d
     assert_eq!(stream.next().await.unwrap().id(), 7);
 }
 
-async fn a_resume_under_concurrent_publishes_has_no_gap_and_no_duplicate_at_the_seam(db: TestDb) {
+async fn a_resume_under_concurrent_publishes_has_no_gap_and_no_duplicate_at_the_seam(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     let token = app.token("shop").await;
@@ -168,7 +168,7 @@ async fn a_resume_under_concurrent_publishes_has_no_gap_and_no_duplicate_at_the_
                     "{url}/api/v1/apps/shop/realtime/topics/orders/publish"
                 ))
                 .bearer_auth(picloud::config::TEST_ADMIN_TOKEN)
-                .json(&json!({ "n": n }))
+                .json(&json!({ "payload": { "n": n } }))
                 .send()
                 .await
                 .unwrap();
@@ -190,7 +190,7 @@ async fn a_resume_under_concurrent_publishes_has_no_gap_and_no_duplicate_at_the_
     }
 }
 
-async fn a_resume_point_older_than_the_buffer_gets_a_reset_naming_the_oldest_id(db: TestDb) {
+async fn a_resume_point_older_than_the_buffer_gets_a_reset_naming_the_oldest_id(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     let token = app.token("shop").await;
@@ -236,7 +236,7 @@ async fn a_resume_point_older_than_the_buffer_gets_a_reset_naming_the_oldest_id(
     assert_eq!(stream.next().await.unwrap().event.as_deref(), Some("reset"));
 }
 
-async fn a_stream_ends_with_expired_when_its_token_does(db: TestDb) {
+async fn a_stream_ends_with_expired_when_its_token_does(db: Backend) {
     let app = spawn_app(db).await;
     app.token_endpoint("shop", r#"#{topics: ["orders"], ttl: 1}"#)
         .await;
@@ -278,7 +278,7 @@ async fn refused(request: reqwest::RequestBuilder) -> (StatusCode, String) {
     (status, body["error"]["code"].as_str().unwrap().to_owned())
 }
 
-async fn bad_subscriptions_get_json_errors_before_any_stream(db: TestDb) {
+async fn bad_subscriptions_get_json_errors_before_any_stream(db: Backend) {
     let app = spawn_app(db).await;
     app.token_endpoint(
         "shop",
@@ -379,7 +379,7 @@ async fn bad_subscriptions_get_json_errors_before_any_stream(db: TestDb) {
         .await;
 }
 
-async fn a_rotated_key_refuses_earlier_tokens_and_the_key_survives_a_restart(db: TestDb) {
+async fn a_rotated_key_refuses_earlier_tokens_and_the_key_survives_a_restart(db: Backend) {
     let mut app = spawn_app(db).await;
     shop(&app).await;
     let before = app.token("shop").await;
@@ -401,7 +401,7 @@ async fn a_rotated_key_refuses_earlier_tokens_and_the_key_survives_a_restart(db:
         .await;
 }
 
-async fn connection_limits_answer_429_per_app_and_503_per_server(db: TestDb) {
+async fn connection_limits_answer_429_per_app_and_503_per_server(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.realtime.max_connections_per_app = 2;
         c.realtime.max_connections = 3;
@@ -454,7 +454,7 @@ async fn subscribers(app: &TestApp) -> u64 {
     list["topics"][0]["subscribers"].as_u64().unwrap()
 }
 
-async fn a_subscriber_that_stops_reading_is_cut_off_while_others_hear_everything(db: TestDb) {
+async fn a_subscriber_that_stops_reading_is_cut_off_while_others_hear_everything(db: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let app = spawn_app_with(db, |c| c.http.write_timeout_ms = 300).await;
@@ -493,7 +493,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_while_others_hear_everything
     assert_eq!(subscribers(&app).await, 1);
 }
 
-async fn cors_origins_set_per_app_are_answered_on_the_stream(db: TestDb) {
+async fn cors_origins_set_per_app_are_answered_on_the_stream(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     let token = app.token("shop").await;
@@ -561,7 +561,7 @@ async fn cors_origins_set_per_app_are_answered_on_the_stream(db: TestDb) {
     );
 }
 
-async fn the_admin_api_exposes_lists_and_unexposes_topics(db: TestDb) {
+async fn the_admin_api_exposes_lists_and_unexposes_topics(db: Backend) {
     let app = spawn_app(db).await;
     shop(&app).await;
     assert_eq!(app.expose("shop", "orders").await.status(), 200, "again");

@@ -6,6 +6,7 @@ mod apps;
 mod blobs;
 mod dead_letters;
 mod error;
+mod idempotency;
 mod invocations;
 mod kv;
 mod limits;
@@ -20,6 +21,10 @@ pub use apps::{App, AppRepository};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
 pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;
+pub use idempotency::{
+    Claimed, DEFAULT_TTL_SECS, Idempotency, IdempotencyKey, IdempotencyRepository, KeyAnswer,
+    KeyHold, MAX_TTL_SECS, StoredAnswer,
+};
 pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
@@ -28,7 +33,9 @@ pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeReposi
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
 pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
-pub use triggers::{HttpMethod, NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+pub use triggers::{
+    HttpMethod, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
+};
 
 /// A live connection to one database, seen through its repositories.
 #[derive(Clone)]
@@ -46,6 +53,8 @@ pub struct Store {
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
     pub limits: Arc<dyn LimitRepository>,
+    /// HTTP idempotency keys; answers are stored with `outbox.apply_answered`.
+    pub idempotency: Arc<dyn IdempotencyRepository>,
     pub realtime: Arc<dyn RealtimeRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on

@@ -6,11 +6,12 @@
 //! picloud_storage::conformance_tests!(picloud_storage::testing::sqlite_store);
 //! ```
 //!
-//! The setup path names an `async fn() -> testing::TestStore`. Timestamps written by the
+//! The setup path names an `async fn() -> testing::TestDb`. Timestamps written by the
 //! suite are whole milliseconds, the precision both backends are promised to keep.
 mod blobs;
 mod cron;
 mod dead_letters;
+mod idempotency;
 mod kv;
 mod limits;
 mod outbox;
@@ -19,6 +20,7 @@ mod tokens;
 pub use blobs::*;
 pub use cron::*;
 pub use dead_letters::*;
+pub use idempotency::*;
 pub use kv::*;
 pub use limits::*;
 pub use outbox::*;
@@ -116,6 +118,12 @@ macro_rules! conformance_tests {
             setting_limits_replaces_them_and_setting_none_removes_them,
             limits_for_a_missing_app_or_script_are_not_found,
             limits_stay_across_deploys_and_go_with_their_script_or_app,
+            http_idempotency_a_key_runs_once_and_its_answer_is_stored_with_the_effects,
+            http_idempotency_only_the_holder_answers_or_releases_and_a_released_key_runs_again,
+            http_idempotency_expired_keys_are_taken_over_and_purged_by_later_claims,
+            http_idempotency_keys_are_per_route_and_go_with_their_trigger,
+            http_idempotency_twenty_concurrent_claims_of_one_key_run_once,
+            an_idempotent_trigger_keeps_its_ttl_and_other_triggers_have_none,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

@@ -22,6 +22,7 @@ use crate::sql::{Cols, Db, sql};
 pub(crate) mod apps;
 pub(crate) mod blobs;
 pub(crate) mod dead_letters;
+pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
 pub(crate) mod realtime;
@@ -87,6 +88,7 @@ pub(crate) fn store<DB: AllSql>(
         realtime: Arc::new(realtime::Realtime::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
+        idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
         health: Arc::new(Health {
             pool,
             migrations,

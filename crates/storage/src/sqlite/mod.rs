@@ -20,6 +20,7 @@ mod apps;
 mod blobs;
 pub(crate) use blobs::default_blob_dir;
 mod dead_letters;
+mod idempotency;
 mod invocations;
 mod kv;
 mod limits;
@@ -75,6 +76,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         7,
         "limits",
         include_str!("../../migrations/sqlite/0007_limits.sql"),
+    ),
+    (
+        "0008_http_idempotency.sql",
+        8,
+        "http_idempotency",
+        include_str!("../../migrations/sqlite/0008_http_idempotency.sql"),
     ),
     (
         "0009_realtime.sql",
