@@ -22,6 +22,7 @@ mod limits;
 mod mailbox;
 mod openapi;
 mod scripts;
+mod session;
 mod settings;
 mod tokens;
 mod triggers;
@@ -125,6 +126,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/v1/tokens", Admin),
     route("GET", "/api/v1/tokens", Admin),
     route("DELETE", "/api/v1/tokens/{id}", Admin),
+    route("POST", "/api/v1/sessions", Public),
+    route("GET", "/api/v1/session", AnyToken),
+    route("DELETE", "/api/v1/session", AnyToken),
 ];
 
 /// Bodies other than a script's source are small.
@@ -189,6 +193,9 @@ fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
         ("POST", "/api/v1/tokens") => post(tokens::create),
         ("GET", "/api/v1/tokens") => get(tokens::list),
         ("DELETE", "/api/v1/tokens/{id}") => delete(tokens::delete),
+        ("POST", "/api/v1/sessions") => post(session::create),
+        ("GET", "/api/v1/session") => get(session::current),
+        ("DELETE", "/api/v1/session") => delete(session::delete),
         (method, path) => panic!("the route {method} {path} has no handler"),
     }
 }

@@ -429,6 +429,19 @@ pub(super) fn document() -> Value {
         ),
     );
 
+    add(
+        "/sessions",
+        json!({"post": op("Sign in to the dashboard with a token: sets an HttpOnly session cookie (401 for a token that is not valid)",
+            Some("SignIn"), "201", Some("Session"))}),
+    );
+    add(
+        "/session",
+        json!({
+            "get": op("The session of the calling cookie: its token, CSRF token and expiry (404 for a bearer call)", None, "200", Some("Session")),
+            "delete": op("Sign out: ends the session of the calling cookie", None, "204", None),
+        }),
+    );
+
     let deployed = object(
         &["app", "script", "version", "created_at"],
         json!({
@@ -568,6 +581,12 @@ pub(super) fn document() -> Value {
         })),
         "Token": object(&["id", "name", "role", "apps", "created_at"], token_props),
         "TokenList": list_of("tokens", "Token"),
+        "SignIn": object(&["token"], json!({"token": {"type": "string", "description": "an API token's secret"}})),
+        "Session": object(&["token", "csrf_token", "expires_at"], json!({
+            "token": schema_ref("Token"),
+            "csrf_token": {"type": "string", "description": "send it as X-CSRF-Token on every state-changing request made with the session cookie"},
+            "expires_at": time,
+        })),
         "CreatedToken": object(&["id", "name", "role", "apps", "created_at", "token"], created_token_props),
     });
 

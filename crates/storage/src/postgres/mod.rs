@@ -71,6 +71,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "limits",
         include_str!("../../migrations/postgres/0007_limits.sql"),
     ),
+    (
+        "0010_sessions.sql",
+        10,
+        "sessions",
+        include_str!("../../migrations/postgres/0010_sessions.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
