@@ -34,3 +34,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --no-fail-fast "$@"
 fi
+
+# The dashboard: its committed build is current and its browser tests pass.
+cargo build -p picloud
+PICLOUD_BIN=target/debug/picloud bash scripts/dashboard-test.sh
