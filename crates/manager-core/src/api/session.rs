@@ -14,20 +14,25 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shared::ErrorBody;
 use shared::store::ApiToken;
+use utoipa::ToSchema;
 
 use super::ManagerDeps;
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::auth::{self, ActiveSession};
 
-#[derive(Debug, Deserialize)]
+/// Signing in: an API token's secret.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignIn {
+    /// An API token's secret.
     token: String,
 }
 
-#[derive(Serialize)]
+/// A dashboard session: the token it acts as, its CSRF token and its end.
+#[derive(Serialize, ToSchema)]
 pub(super) struct SessionInfo {
     token: ApiToken,
     /// Send it back as `X-CSRF-Token` on every POST, PUT, PATCH and DELETE.
@@ -35,8 +40,23 @@ pub(super) struct SessionInfo {
     expires_at: DateTime<Utc>,
 }
 
-/// `POST /api/v1/sessions` `{"token"}`: `201` with the session and its cookie, or `401`
-/// for a token that is not valid (and no session).
+/// Sign in to the dashboard.
+///
+/// Opens a session acting as the token: `201` sets an HttpOnly, SameSite=Strict cookie
+/// (`picloud_session`, `Path=/api/v1`); a token that is not valid gets `401` and no session.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions",
+    operation_id = "create_session",
+    tag = "sessions",
+    security(()),
+    request_body = SignIn,
+    responses(
+        (status = 201, description = "The session; its cookie is in `Set-Cookie`", body = SessionInfo),
+        (status = 401, description = "The token is not valid (`unauthorized`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("public")))
+)]
 #[tracing::instrument(skip_all)]
 pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
@@ -67,28 +87,54 @@ pub(super) async fn create(
         expires_at,
     };
     Ok(with_cookie(
-        (StatusCode::CREATED, axum::Json(info)).into_response(),
+        (StatusCode::CREATED, ApiJson(info)).into_response(),
         &cookie,
     ))
 }
 
-/// `GET /api/v1/session`: the signed-in token, the CSRF token and the expiry.
+/// The calling session.
+///
+/// The signed-in token, the CSRF token to send as `X-CSRF-Token` and the expiry; `404`
+/// for a bearer-token call.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    operation_id = "get_session",
+    tag = "sessions",
+    responses(
+        (status = 200, description = "The session", body = SessionInfo),
+        (status = 404, description = "The call has no session (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("any_token")))
+)]
 pub(super) async fn current(
     Extension(token): Extension<ApiToken>,
     session: Option<Extension<ActiveSession>>,
-) -> Result<axum::Json<SessionInfo>, ApiError> {
+) -> Result<ApiJson<SessionInfo>, ApiError> {
     let Some(Extension(session)) = session else {
         return Err(no_session());
     };
-    Ok(axum::Json(SessionInfo {
+    Ok(ApiJson(SessionInfo {
         token,
         csrf_token: session.csrf_token,
         expires_at: session.expires_at,
     }))
 }
 
-/// `DELETE /api/v1/session`: sign out; the session is gone from the store, so its cookie
-/// no longer works anywhere.
+/// Sign out.
+///
+/// Ends the calling session on the server: its cookie no longer works anywhere.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    operation_id = "delete_session",
+    tag = "sessions",
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 404, description = "The call has no session (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("any_token")))
+)]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,
     headers: HeaderMap,

@@ -6,7 +6,7 @@ import createClient, { type Middleware } from 'openapi-fetch';
 import type { components, paths } from './schema';
 
 export type Schemas = components['schemas'];
-export type SessionInfo = Schemas['Session'];
+export type SessionInfo = Schemas['SessionInfo'];
 
 let csrfToken = '';
 let onExpired: () => void = () => {};
