@@ -200,6 +200,9 @@ pub async fn start_role(
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
         app = app.merge(manager_router(&config, &store, &catalog, checker));
     }
+    if role.manages() {
+        app = app.merge(crate::dashboard::router());
+    }
     // The platform's routes get a request id and a log span per request. The public
     // ingress does its own (cheaper) request ids: a span per call would cost as much as
     // running a small script.

@@ -27,6 +27,7 @@ mod mailbox;
 mod names;
 mod openapi;
 mod scripts;
+mod session;
 mod settings;
 mod tokens;
 mod triggers;
@@ -238,6 +239,9 @@ pub fn operations() -> Vec<Operation> {
         op!(tokens::create),
         op!(tokens::list),
         op!(tokens::delete),
+        op!(session::create),
+        op!(session::current),
+        op!(session::delete),
     ]
 }
 

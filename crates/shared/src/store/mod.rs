@@ -30,7 +30,9 @@ pub use limits::LimitRepository;
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
-pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
+pub use tokens::{
+    ApiToken, Bootstrap, NewToken, Session, TokenDeleted, TokenRepository, TokenRole,
+};
 pub use triggers::{
     HttpMethod, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
 };

@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             a_deleted_app_leaves_every_token_scope_that_named_it,
             the_last_admin_token_cannot_be_deleted_but_other_tokens_can,
             two_admins_deleting_each_other_at_once_always_leave_one,
+            sessions_act_as_their_token_until_they_expire_end_or_the_token_goes,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
             publish_fans_out_to_every_subscriber_and_to_nobody_without_one,

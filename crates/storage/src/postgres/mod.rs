@@ -78,6 +78,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "http_idempotency",
         include_str!("../../migrations/postgres/0008_http_idempotency.sql"),
     ),
+    (
+        "0010_sessions.sql",
+        10,
+        "sessions",
+        include_str!("../../migrations/postgres/0010_sessions.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
