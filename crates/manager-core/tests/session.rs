@@ -8,20 +8,15 @@ use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use manager_core::{ManagerDeps, bootstrap_admin_token, router};
 use serde_json::{Value, json};
-use shared::{Catalog, Store};
-use storage::testing::TestStore;
+use shared::Catalog;
+use storage::testing::TestDb;
+use testkit::{Backend, on_both_backends};
 use tower::ServiceExt;
 
 struct TestApp {
     router: Router,
-    store: Store,
     admin: String,
-    keep: Keep,
-}
-
-enum Keep {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(Box<TestStore>),
+    keep: TestDb,
 }
 
 struct Answer {
@@ -39,20 +34,9 @@ enum Auth<'a> {
     Cookie(&'a str, Option<&'a str>),
 }
 
-async fn spawn(postgres: bool) -> TestApp {
-    let (store, keep) = if postgres {
-        let test_store = storage::testing::postgres_store().await;
-        (
-            test_store.store.clone(),
-            Keep::Postgres(Box::new(test_store)),
-        )
-    } else {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = storage::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-            .await
-            .expect("connect");
-        (store, Keep::Sqlite(dir))
-    };
+async fn spawn(backend: Backend) -> TestApp {
+    let keep = TestDb::new(backend).await;
+    let store = keep.store.clone();
     let admin = bootstrap_admin_token(&store, None)
         .await
         .expect("bootstrap")
@@ -70,7 +54,6 @@ async fn spawn(postgres: bool) -> TestApp {
     });
     TestApp {
         router,
-        store,
         admin,
         keep,
     }
@@ -78,10 +61,7 @@ async fn spawn(postgres: bool) -> TestApp {
 
 impl TestApp {
     async fn close(self) {
-        match self.keep {
-            Keep::Sqlite(_) => self.store.health.close().await,
-            Keep::Postgres(t) => t.close().await,
-        }
+        self.keep.close().await;
     }
 
     async fn call(&self, auth: Auth<'_>, method: Method, uri: &str, body: Option<Value>) -> Answer {
@@ -358,28 +338,15 @@ async fn bearer_calls_need_no_csrf_token_and_have_no_session(t: &TestApp) {
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn(false).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-        mod on_postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn(true).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-    };
+/// Run `test` on a fresh server on `backend`, then close it.
+async fn with_app(backend: Backend, test: impl AsyncFnOnce(&TestApp)) {
+    let t = spawn(backend).await;
+    test(&t).await;
+    t.close().await;
 }
 
 on_both_backends!(
+    with_app =>
     signing_in_sets_an_http_only_same_site_strict_cookie_for_the_api,
     a_wrong_token_gets_401_and_no_cookie,
     a_state_changing_cookie_request_needs_the_sessions_csrf_token,

@@ -9,8 +9,8 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::common::{TestApp, TestDb, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{TestApp, spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_repeated_key_replays_the_first_answer_and_the_effect_happens_once,
@@ -70,7 +70,7 @@ async fn error_code(res: Response) -> (u16, String) {
     (status, body["error"]["code"].as_str().unwrap().to_owned())
 }
 
-async fn a_repeated_key_replays_the_first_answer_and_the_effect_happens_once(db: TestDb) {
+async fn a_repeated_key_replays_the_first_answer_and_the_effect_happens_once(db: Backend) {
     let app = spawn_app(db).await;
     orders_route(&app, "/orders", json!({})).await;
     let listed = app
@@ -162,7 +162,7 @@ async fn gate() -> Gate {
     Gate { url, started, open }
 }
 
-async fn a_duplicate_while_the_first_runs_is_a_conflict_and_then_a_replay(db: TestDb) {
+async fn a_duplicate_while_the_first_runs_is_a_conflict_and_then_a_replay(db: Backend) {
     let app = spawn_app_with(db, |c| c.limits.timeout_ms = 10_000).await;
     let mut gate = gate().await;
     let slow = format!(
@@ -215,7 +215,7 @@ async fn a_duplicate_while_the_first_runs_is_a_conflict_and_then_a_replay(db: Te
     assert_eq!(app.kv("shop", "orders").await, Some(json!(1)));
 }
 
-async fn a_failed_run_releases_its_key_so_a_retry_runs(db: TestDb) {
+async fn a_failed_run_releases_its_key_so_a_retry_runs(db: Backend) {
     let app = spawn_app(db).await;
     // The first try answers 503 (its count is kept); the retry succeeds.
     let flaky = r#"
@@ -275,7 +275,7 @@ if n == 1 { return response(503, "try again"); }
     );
 }
 
-async fn an_answer_is_replayed_until_its_ttl_and_then_the_key_runs_again(db: TestDb) {
+async fn an_answer_is_replayed_until_its_ttl_and_then_the_key_runs_again(db: Backend) {
     let app = spawn_app(db).await;
     orders_route(&app, "/orders", json!({"ttl_secs": 1})).await;
     let first = order(&app, "/orders", Some("short"), "tea").await;
@@ -301,7 +301,7 @@ async fn an_answer_is_replayed_until_its_ttl_and_then_the_key_runs_again(db: Tes
     assert_eq!(body["order"], 2, "the expired key ran again");
 }
 
-async fn a_route_without_the_opt_in_ignores_the_key(db: TestDb) {
+async fn a_route_without_the_opt_in_ignores_the_key(db: Backend) {
     let app = spawn_app(db).await;
     orders_route(&app, "/orders", Value::Null).await;
     for n in 1..=2 {
