@@ -20,6 +20,7 @@ mod invocations;
 mod json;
 mod limits;
 mod mailbox;
+mod nodes;
 mod openapi;
 mod scripts;
 mod settings;
@@ -121,6 +122,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/apps/{app}/scripts/{name}/limits", Read),
     route("PUT", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
     route("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
+    route("GET", "/api/v1/nodes", Read),
     route("GET", "/api/v1/token", AnyToken),
     route("POST", "/api/v1/tokens", Admin),
     route("GET", "/api/v1/tokens", Admin),
@@ -185,6 +187,7 @@ fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
         ("GET", "/api/v1/apps/{app}/scripts/{name}/limits") => get(limits::script_get),
         ("PUT", "/api/v1/apps/{app}/scripts/{name}/limits") => put(limits::script_set),
         ("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits") => delete(limits::script_reset),
+        ("GET", "/api/v1/nodes") => get(nodes::list),
         ("GET", "/api/v1/token") => get(tokens::current),
         ("POST", "/api/v1/tokens") => post(tokens::create),
         ("GET", "/api/v1/tokens") => get(tokens::list),

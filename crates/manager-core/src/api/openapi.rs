@@ -416,6 +416,10 @@ pub(super) fn document() -> Value {
         }),
     );
     add(
+        "/nodes",
+        json!({"get": op("Every node of the cluster: role, address, version, last heartbeat, load, up or down", None, "200", Some("NodeList"))}),
+    );
+    add(
         "/token",
         json!({"get": op("The calling token: its id, name, role and apps (never its secret)", None, "200", Some("Token"))}),
     );
@@ -568,6 +572,18 @@ pub(super) fn document() -> Value {
         })),
         "Token": object(&["id", "name", "role", "apps", "created_at"], token_props),
         "TokenList": list_of("tokens", "Token"),
+        "Node": object(&["id", "role", "address", "version", "started_at", "last_heartbeat",
+            "heartbeat_ms", "in_flight", "queue_depth", "status"], json!({
+            "id": string,
+            "role": {"type": "string", "enum": ["all", "manager", "node"]},
+            "address": string, "version": string, "started_at": time, "last_heartbeat": time,
+            "heartbeat_ms": {"type": "integer"},
+            "in_flight": {"type": "integer", "description": "events claimed and not yet committed"},
+            "queue_depth": {"type": "integer", "description": "invocations waiting for a script thread"},
+            "status": {"type": "string", "enum": ["up", "down"],
+                "description": "down after three missed heartbeats"},
+        })),
+        "NodeList": list_of("nodes", "Node"),
         "CreatedToken": object(&["id", "name", "role", "apps", "created_at", "token"], created_token_props),
     });
 

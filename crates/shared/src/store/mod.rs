@@ -9,6 +9,7 @@ mod error;
 mod invocations;
 mod kv;
 mod limits;
+mod nodes;
 mod outbox;
 mod scripts;
 mod settings;
@@ -22,6 +23,7 @@ pub use error::StoreError;
 pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
+pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
@@ -44,6 +46,8 @@ pub struct Store {
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
     pub limits: Arc<dyn LimitRepository>,
+    /// The cluster's nodes: registration, heartbeats, the nodes list.
+    pub nodes: Arc<dyn NodeRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -24,6 +24,7 @@ pub(crate) mod blobs;
 pub(crate) mod dead_letters;
 pub(crate) mod invocations;
 pub(crate) mod kv;
+pub(crate) mod nodes;
 pub(crate) mod scripts;
 pub(crate) mod settings;
 pub(crate) mod tokens;
@@ -39,6 +40,7 @@ pub(crate) trait AllSql:
     + MetaSql
     + dead_letters::DeadLettersSql
     + settings::SettingsSql
+    + nodes::NodesSql
     + OutboxSql
 {
 }
@@ -50,6 +52,7 @@ impl<DB> AllSql for DB where
         + MetaSql
         + dead_letters::DeadLettersSql
         + settings::SettingsSql
+        + nodes::NodesSql
         + OutboxSql
 {
 }
@@ -83,6 +86,7 @@ pub(crate) fn store<DB: AllSql>(
         settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
+        nodes: Arc::new(nodes::Nodes(pool.clone())),
         health: Arc::new(Health {
             pool,
             migrations,

@@ -24,6 +24,7 @@ mod invocations;
 mod kv;
 mod limits;
 mod meta;
+mod nodes;
 mod outbox;
 mod scripts;
 mod settings;
@@ -74,6 +75,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         7,
         "limits",
         include_str!("../../migrations/sqlite/0007_limits.sql"),
+    ),
+    (
+        "0011_nodes.sql",
+        11,
+        "nodes",
+        include_str!("../../migrations/sqlite/0011_nodes.sql"),
     ),
 ];
 
