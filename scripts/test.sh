@@ -23,9 +23,11 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 export PICLOUD_TEST_REQUIRE_S3=1
 
-# Each test makes its own picloud_t_* schema; drop the ones earlier runs left behind.
+# Each test makes its own picloud_t_<UUIDv7> schema and drops it when it ends, also when it
+# fails. A killed run leaves its schemas behind: drop only those older than a day (the UUIDv7
+# starts with its creation time in milliseconds), never one a running test still uses.
 if command -v psql >/dev/null 2>&1; then
-  psql "$PICLOUD_TEST_DATABASE_URL" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 'picloud\_t\_%'" \
+  psql "$PICLOUD_TEST_DATABASE_URL" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname ~ '^picloud_t_[0-9a-f]{12}7[0-9a-f]{19}$' AND ('x' || substr(nspname, 11, 12))::bit(48)::bigint < (extract(epoch FROM now() - interval '1 day') * 1000)::bigint" \
     | psql "$PICLOUD_TEST_DATABASE_URL" -q >/dev/null 2>&1 || true
 fi
 
@@ -34,3 +36,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --no-fail-fast "$@"
 fi
+
+# The admin API against its generated OpenAPI document: schemathesis on the real server, on
+# SQLite and PostgreSQL, fresh and seeded (PICLOUD_SKIP_FUZZ=1 skips it).
+bash scripts/fuzz-api.sh

@@ -143,10 +143,12 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let urls = [
-            Some(rt.block_on(storage::testing::fresh_postgres_url())),
-            Some(rt.block_on(storage::testing::fresh_postgres_url())),
+        // The schemas are dropped when these handles drop, after the run.
+        let schemas = [
+            rt.block_on(storage::testing::TestUrl::postgres()),
+            rt.block_on(storage::testing::TestUrl::postgres()),
         ];
+        let urls = [Some(schemas[0].url.clone()), Some(schemas[1].url.clone())];
         report.events.push(events::run(
             &picloud_bin,
             work.path(),

@@ -10,16 +10,16 @@ use shared::{
     HttpRequest, Invocation, InvocationId, InvocationInput, LogLevel, ScriptChecker, ScriptName,
     Store,
 };
-use storage::testing::{TestStore, postgres_store, sqlite_store};
+use storage::testing::{TestDb, postgres_store, sqlite_store};
 
 struct Harness {
-    db: TestStore,
+    db: TestDb,
     executor: Arc<Executor>,
     app: AppName,
 }
 
 impl Harness {
-    async fn on(db: TestStore, config: ExecutorConfig) -> Harness {
+    async fn on(db: TestDb, config: ExecutorConfig) -> Harness {
         let app = AppName::parse("shop").unwrap();
         db.store.apps.create(&app).await.unwrap();
         let executor = Executor::start(config, db.store.clone(), tokio::runtime::Handle::current());

@@ -19,7 +19,8 @@ use shared::{
     EventId, EventKind, Execution, ExecutorClient, FailureKind, HttpRequest, Invocation,
     InvocationId, InvocationInput, KvWrite, ScriptName, Store, StoreError,
 };
-use storage::testing::TestStore;
+use storage::testing::TestDb;
+use testkit::{Backend, on_both_backends};
 
 /// The real object store, with a record of what was put and deleted through it.
 struct Recording {
@@ -49,7 +50,7 @@ impl ObjectStore for Recording {
 }
 
 struct Harness {
-    db: TestStore,
+    db: TestDb,
     store: Store,
     objects: Arc<Recording>,
     executor: Arc<Executor>,
@@ -57,7 +58,7 @@ struct Harness {
 }
 
 impl Harness {
-    async fn on(db: TestStore, limits: Limits) -> Harness {
+    async fn on(db: TestDb, limits: Limits) -> Harness {
         let app = AppName::parse("shop").unwrap();
         db.store.apps.create(&app).await.unwrap();
         let objects = Arc::new(Recording {
@@ -630,30 +631,12 @@ fn small_limits() -> Limits {
     }
 }
 
-macro_rules! on_both_backends {
-    ($limits:expr => $($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = storage::testing::sqlite_store().await;
-                    super::$name(super::Harness::on(db, $limits).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = storage::testing::postgres_store().await;
-                    super::$name(super::Harness::on(db, $limits).await).await;
-                }
-            )*
-        }
-    };
+/// Run `test` on a harness with [`small_limits`] on a fresh database on `backend`.
+async fn with_small_limits(backend: Backend, test: impl AsyncFnOnce(Harness)) {
+    test(Harness::on(TestDb::new(backend).await, small_limits()).await).await;
 }
 
-on_both_backends!(super::small_limits() =>
+on_both_backends!(with_small_limits =>
     kv_reads_see_the_runs_own_writes_and_commit_as_effects,
     kv_list_pages_with_a_cursor_over_stored_and_buffered_keys,
     blobs_read_back_within_the_run_and_after_commit,

@@ -22,7 +22,7 @@ use shared::{
     AppName, CatalogChange, CatalogListener, Execution, ExecutorClient, HttpRequest, Invocation,
     InvocationId, InvocationInput, ScriptName,
 };
-use storage::testing::{TestStore, sqlite_store};
+use storage::testing::{TestDb, sqlite_store};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -460,7 +460,7 @@ async fn a_body_over_the_cap_is_an_error_whether_announced_or_streamed() {
 // ---- through scripts ------------------------------------------------------------
 
 struct Harness {
-    db: TestStore,
+    db: TestDb,
     executor: Arc<Executor>,
     app: AppName,
 }

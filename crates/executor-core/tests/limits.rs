@@ -10,16 +10,17 @@ use shared::{
     HttpRequest, Invocation, InvocationId, InvocationInput, InvocationLimits, LimitOverrides,
     ScriptName,
 };
-use storage::testing::{TestStore, postgres_store, sqlite_store};
+use storage::testing::TestDb;
+use testkit::{Backend, on_both_backends};
 
 struct Harness {
-    db: TestStore,
+    db: TestDb,
     executor: Arc<Executor>,
     app: AppName,
 }
 
 impl Harness {
-    async fn on(db: TestStore) -> Harness {
+    async fn on(db: TestDb) -> Harness {
         let app = AppName::parse("shop").unwrap();
         db.store.apps.create(&app).await.unwrap();
         let config = ExecutorConfig {
@@ -180,24 +181,13 @@ async fn a_capped_app_gets_its_slot_back_before_its_answer_arrives(h: Harness) {
     h.close().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Harness::on(super::sqlite_store().await).await).await
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Harness::on(super::postgres_store().await).await).await
-            })+
-        }
-    };
+/// Run `test` on a harness on a fresh database on `backend`.
+async fn with_harness(backend: Backend, test: impl AsyncFnOnce(Harness)) {
+    test(Harness::on(TestDb::new(backend).await).await).await;
 }
 
 on_both_backends!(
+    with_harness =>
     an_invocation_runs_under_its_overrides_and_the_next_under_the_servers,
     an_override_never_raises_the_operation_budget_or_the_call_depth,
     a_capped_app_gets_its_slot_back_before_its_answer_arrives,

@@ -3,7 +3,8 @@
 //! development mailbox, per-app and per-script limits, as JSON under `/api/v1`; the contract is `docs/admin-api.md`), the
 //! cron scheduler and the dead-letter retention sweeper.
 //!
-//! - `api::router` is the one way in: the whole route table (`ROUTES`), with bearer-token
+//! - `api::router` is the one way in: the whole route table (`operations()`, from the
+//!   handlers' `#[utoipa::path]`; `ROUTES` is its view), with bearer-token
 //!   auth on every route but `GET /api/v1/openapi.json`, and each route's `Access` (the
 //!   token's role, admin/deploy/read, and its app scope) checked before its handler.
 //! - Every committed change is published on the `shared::Catalog` and awaited before the
@@ -18,7 +19,10 @@ mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap t
 pub mod cron; // schedules (next_fire, due_slot, validate) and the scheduler that fires them
 mod retention; // the dead-letter retention sweeper
 
-pub use api::{Access, ApiError, ManagerDeps, ROUTES, Route, router, router_with_limits};
+pub use api::{
+    Access, ApiError, ManagerDeps, Operation, ROUTES, Route, Routes, openapi_document, operations,
+    router, router_with_limits,
+};
 pub use auth::{bootstrap_admin_token, hash_token};
 pub use cron::{CronCounts, CronError, CronScheduler};
 pub use retention::{InvocationSweeper, RetentionSweeper};

@@ -14,7 +14,8 @@ use shared::{
     AppName, Catalog, CatalogChange, CatalogListener, InvocationId, InvocationRecord,
     InvocationStatus, ScriptName, Store,
 };
-use storage::testing::TestStore;
+use storage::testing::TestDb;
+use testkit::{Backend, on_both_backends};
 use tower::ServiceExt;
 
 /// Every change the manager published, in order.
@@ -35,19 +36,7 @@ struct TestApp {
     changes: Arc<Recorder>,
     /// The SQLite file, for tests that read its bytes.
     db_path: Option<std::path::PathBuf>,
-    keep: Keep,
-}
-
-/// What keeps a test's database alive until `close`.
-enum Keep {
-    Sqlite(tempfile::TempDir),
-    Postgres(Box<TestStore>),
-}
-
-#[derive(Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
+    keep: TestDb,
 }
 
 struct Answer {
@@ -58,25 +47,17 @@ struct Answer {
 
 const DEFAULT_LIMIT: usize = 256 * 1024;
 
-async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
-    let (store, keep, db_path) = match db {
-        Db::Sqlite => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let db_path = dir.path().join("t.db");
-            let store = storage::connect(&format!("sqlite://{}", db_path.display()))
-                .await
-                .expect("connect");
-            (store, Keep::Sqlite(dir), Some(db_path))
-        }
-        Db::Postgres => {
-            let test_store = storage::testing::postgres_store().await;
-            (
-                test_store.store.clone(),
-                Keep::Postgres(Box::new(test_store)),
-                None,
-            )
-        }
-    };
+/// Run `test` on a fresh app on `backend`, then close it.
+async fn with_app(backend: Backend, test: impl AsyncFnOnce(&TestApp)) {
+    let t = spawn_app_on(backend, DEFAULT_LIMIT).await;
+    test(&t).await;
+    t.close().await;
+}
+
+async fn spawn_app_on(backend: Backend, max_script_bytes: usize) -> TestApp {
+    let keep = TestDb::new(backend).await;
+    let store = keep.store.clone();
+    let db_path = keep.db.sqlite_path();
     let token = bootstrap_admin_token(&store, None)
         .await
         .expect("bootstrap")
@@ -108,10 +89,7 @@ async fn spawn_app_on(db: Db, max_script_bytes: usize) -> TestApp {
 impl TestApp {
     /// Close the pool and drop what the test made (a PostgreSQL test's schema).
     async fn close(self) {
-        match self.keep {
-            Keep::Sqlite(_dir) => self.store.health.close().await,
-            Keep::Postgres(test_store) => test_store.close().await,
-        }
+        self.keep.close().await;
     }
 
     async fn send(&self, req: Request<Body>) -> Answer {
@@ -316,7 +294,16 @@ async fn requests_without_a_valid_token_are_unauthorized(t: &TestApp) {
     assert_eq!(wrong.headers[header::WWW_AUTHENTICATE], "Bearer");
 }
 
-async fn every_route_needs_a_token_except_the_openapi_document(t: &TestApp) {
+async fn every_route_is_registered_and_needs_a_token_except_the_openapi_document(t: &TestApp) {
+    // An unregistered path answers 401 without a token too, so a 401 alone proves nothing:
+    // with a token, each route must answer something an unregistered path does not.
+    let unregistered = |uri: &str| format!("route '{uri}' does not exist");
+    let unknown = t.call(Method::GET, "/api/v1/no-such-route", None).await;
+    assert_error(&unknown, 404, "not_found");
+    assert_eq!(
+        unknown.body["error"]["message"],
+        unregistered("/api/v1/no-such-route")
+    );
     for Route { method, path, .. } in ROUTES {
         let uri = path
             .replace("{app}", "shop")
@@ -329,9 +316,19 @@ async fn every_route_needs_a_token_except_the_openapi_document(t: &TestApp) {
         if *path == "/api/v1/openapi.json" {
             assert_eq!(answer.status, StatusCode::OK);
         } else {
-            // 401, not 404 or 405: the route is registered and guarded.
             assert_error(&answer, 401, "unauthorized");
         }
+        let known = t.call(method.clone(), &uri, None).await;
+        assert_ne!(
+            known.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        assert_ne!(
+            known.body["error"]["message"],
+            unregistered(&uri),
+            "{method} {uri} is not registered"
+        );
     }
 }
 
@@ -584,7 +581,7 @@ async fn unknown_apps_scripts_versions_and_triggers_answer_404(t: &TestApp) {
 
 #[tokio::test]
 async fn a_script_over_the_limit_answers_413_json() {
-    let t = spawn_app_on(Db::Sqlite, 1024).await;
+    let t = spawn_app_on(Backend::Sqlite, 1024).await;
     t.create_app("shop").await;
     let just_over = t
         .deploy("shop", "big", &format!("\"{}\"", "a".repeat(1100)))
@@ -603,7 +600,7 @@ async fn a_script_over_the_limit_answers_413_json() {
 
 #[tokio::test]
 async fn a_script_under_the_default_limit_may_be_larger_than_other_bodies() {
-    let t = spawn_app_on(Db::Sqlite, DEFAULT_LIMIT).await;
+    let t = spawn_app_on(Backend::Sqlite, DEFAULT_LIMIT).await;
     t.create_app("shop").await;
     // 200 KB: over the 64 KiB cap of other bodies, under the 256 KiB script limit.
     let source = format!("\"{}\"", "a".repeat(200_000));
@@ -1049,7 +1046,7 @@ async fn tokens_can_be_created_listed_and_deleted_but_not_the_last_one(t: &TestA
 
 #[tokio::test]
 async fn token_secrets_are_never_stored_in_clear() {
-    let t = spawn_app_on(Db::Sqlite, DEFAULT_LIMIT).await;
+    let t = spawn_app_on(Backend::Sqlite, DEFAULT_LIMIT).await;
     let created = t
         .call(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci"})))
         .await;
@@ -1144,35 +1141,14 @@ async fn an_unknown_route_answers_404_json_and_a_wrong_method_405_json(t: &TestA
     assert_error(&anonymous, 401, "unauthorized");
 }
 
-/// Each behaviour above, once on SQLite and once on PostgreSQL (a fresh schema per test).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn_app_on(super::Db::Sqlite, super::DEFAULT_LIMIT).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-        mod on_postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn_app_on(super::Db::Postgres, super::DEFAULT_LIMIT).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-    };
-}
-
 on_both_backends!(
+    with_app =>
     an_app_can_be_created_listed_shown_and_deleted,
     a_duplicate_app_is_a_conflict,
     reserved_and_malformed_app_names_are_refused,
     malformed_json_a_missing_field_and_an_unknown_field_answer_400_json,
     requests_without_a_valid_token_are_unauthorized,
-    every_route_needs_a_token_except_the_openapi_document,
+    every_route_is_registered_and_needs_a_token_except_the_openapi_document,
     the_openapi_document_is_served_and_lists_every_route,
     deploying_twice_returns_201_then_200_with_version_2,
     a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_version,

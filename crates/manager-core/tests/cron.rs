@@ -6,7 +6,8 @@ use std::time::Duration;
 use manager_core::CronScheduler;
 use shared::store::{NewTrigger, TriggerSpec};
 use shared::{AppName, ScriptName, Store};
-use storage::testing::{TestStore, postgres_store, sqlite_store};
+use storage::testing::TestDb;
+use testkit::{on_both_backends, with_db};
 use tokio_util::sync::CancellationToken;
 
 const QUIET: usize = 200;
@@ -28,7 +29,7 @@ async fn cron(store: &Store, app: &AppName, schedule: &str) {
         .expect("trigger");
 }
 
-async fn many_triggers_cost_a_wake_only_what_is_due(db: TestStore) {
+async fn many_triggers_cost_a_wake_only_what_is_due(db: TestDb) {
     let store = &db.store;
     let app = AppName::parse("shop").expect("app");
     store.apps.create(&app).await.expect("app");
@@ -49,14 +50,12 @@ async fn many_triggers_cost_a_wake_only_what_is_due(db: TestStore) {
 
     let shutdown = CancellationToken::new();
     let scheduler = CronScheduler::start(store.clone(), shutdown.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.outbox.pending(&app).await.expect("pending") < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "three fires of the every-second trigger"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::eventually(
+        "three fires of the every-second trigger",
+        Duration::from_secs(20),
+        async || (store.outbox.pending(&app).await.expect("pending") >= 3).then_some(()),
+    )
+    .await;
     shutdown.cancel();
     scheduler.stopped().await;
 
@@ -80,12 +79,4 @@ async fn many_triggers_cost_a_wake_only_what_is_due(db: TestStore) {
     db.close().await;
 }
 
-#[tokio::test]
-async fn on_sqlite_many_triggers_cost_a_wake_only_what_is_due() {
-    many_triggers_cost_a_wake_only_what_is_due(sqlite_store().await).await;
-}
-
-#[tokio::test]
-async fn on_postgres_many_triggers_cost_a_wake_only_what_is_due() {
-    many_triggers_cost_a_wake_only_what_is_due(postgres_store().await).await;
-}
+on_both_backends!(with_db => many_triggers_cost_a_wake_only_what_is_due);

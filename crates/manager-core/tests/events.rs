@@ -20,7 +20,8 @@ use shared::{
     AppName, BlobWrite, Catalog, CatalogChange, CatalogListener, CompileError, Effects,
     EmailMessage, Emit, KvWrite, ScriptChecker, ScriptName, Store, TriggerId,
 };
-use storage::testing::TestStore;
+use storage::testing::TestDb;
+use testkit::{Backend, eventually, on_both_backends};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -43,13 +44,16 @@ impl CatalogListener for Recorder {
     }
 }
 
+/// How long a loaded machine may take for what a test waits on; never a timing.
+const BOUND: Duration = Duration::from_secs(10);
+
 struct TestApp {
     router: Router,
     store: Store,
     token: String,
     catalog: Catalog,
     changes: Arc<Recorder>,
-    keep: TestStore,
+    keep: TestDb,
 }
 
 struct Answer {
@@ -59,17 +63,15 @@ struct Answer {
     body: Value,
 }
 
-#[derive(Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
+/// Run `test` on a fresh app on `backend`, then close it.
+async fn with_app(backend: Backend, test: impl AsyncFnOnce(&TestApp)) {
+    let t = spawn_app(backend).await;
+    test(&t).await;
+    t.close().await;
 }
 
-async fn spawn_app(db: Db) -> TestApp {
-    let keep = match db {
-        Db::Sqlite => storage::testing::sqlite_store().await,
-        Db::Postgres => storage::testing::postgres_store().await,
-    };
+async fn spawn_app(backend: Backend) -> TestApp {
+    let keep = TestDb::new(backend).await;
     let store = keep.store.clone();
     let token = manager_core::bootstrap_admin_token(&store, None)
         .await
@@ -1081,18 +1083,6 @@ async fn the_mailbox_lists_delivered_messages_newest_first(t: &TestApp) {
 // ---------------------------------------------------------------------------------------
 // Cron scheduler and retention sweeper
 
-/// Wait (bounded) until `check` holds; the scheduler under test has no hook to await.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cron_trigger(t: &TestApp, app: &str, schedule: &str) -> TriggerId {
     let created = t
         .add_trigger(
@@ -1115,8 +1105,8 @@ async fn an_every_second_trigger_fires_into_the_outbox_after_a_catalog_wake(t: &
     let scheduler = CronScheduler::start(t.store.clone(), shutdown.clone());
     t.catalog.subscribe(scheduler.clone());
     cron_trigger(t, "shop", "* * * * * *").await;
-    eventually("two cron events", async || {
-        t.store.outbox.pending(&app).await.expect("pending") >= 2
+    eventually("two cron events", BOUND, async || {
+        (t.store.outbox.pending(&app).await.expect("pending") >= 2).then_some(())
     })
     .await;
     let events = t
@@ -1162,8 +1152,8 @@ async fn a_trigger_last_fired_hours_ago_fires_once_for_the_latest_slot(t: &TestA
 
     let shutdown = CancellationToken::new();
     let scheduler = CronScheduler::start(t.store.clone(), shutdown.clone());
-    eventually("the catch-up fire", async || {
-        t.store.outbox.pending(&app).await.expect("pending") >= 2
+    eventually("the catch-up fire", BOUND, async || {
+        (t.store.outbox.pending(&app).await.expect("pending") >= 2).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1197,13 +1187,14 @@ async fn the_sweeper_purges_dead_letters_once_they_are_older_than_the_retention(
         1,
         "a young dead letter is kept"
     );
-    eventually("the purge", async || {
-        t.store
+    eventually("the purge", BOUND, async || {
+        (t.store
             .dead_letters
             .list(&app, None, 10)
             .await
             .expect("list")
-            .is_empty()
+            .is_empty())
+        .then_some(())
     })
     .await;
     assert_eq!(t.store.dead_letters.oldest().await.expect("oldest"), None);
@@ -1253,12 +1244,12 @@ async fn the_sweeper_purges_invocation_records_once_they_are_older_than_the_rete
     };
     let shutdown = CancellationToken::new();
     let task = InvocationSweeper::start(t.store.clone(), Duration::from_secs(3), shutdown.clone());
-    eventually("the old record's purge", async || {
-        listed().await == vec![young.id]
+    eventually("the old record's purge", BOUND, async || {
+        (listed().await == vec![young.id]).then_some(())
     })
     .await;
-    eventually("the young record's purge", async || {
-        listed().await.is_empty()
+    eventually("the young record's purge", BOUND, async || {
+        (listed().await.is_empty()).then_some(())
     })
     .await;
     assert_eq!(t.store.invocations.oldest().await.expect("oldest"), None);
@@ -1273,7 +1264,8 @@ async fn the_sweeper_purges_invocation_records_once_they_are_older_than_the_rete
 /// every slot exactly once.
 #[tokio::test]
 async fn two_schedulers_on_one_postgres_schema_fire_each_slot_once() {
-    let url = storage::testing::fresh_postgres_url().await;
+    let schema = storage::testing::TestUrl::postgres().await;
+    let url = schema.url.clone();
     let a = storage::connect(&url).await.expect("node a");
     let b = storage::connect(&url).await.expect("node b");
     let app = AppName::parse("shop").expect("app");
@@ -1313,49 +1305,11 @@ async fn two_schedulers_on_one_postgres_schema_fire_each_slot_once() {
     assert_eq!(slots.len(), events.len(), "no slot fired twice");
     a.health.close().await;
     b.health.close().await;
-    drop_schema(&url).await;
-}
-
-async fn drop_schema(url: &str) {
-    let schema = url
-        .rsplit_once("search_path%3D")
-        .map(|(_, s)| s.to_owned())
-        .expect("schema");
-    let base = url.split_once('?').map_or(url, |(b, _)| b);
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(base)
-        .await
-        .expect("connect");
-    // The schema name is the test helper's (a fixed prefix and hex digits), never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop schema");
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn_app(super::Db::Sqlite).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-        mod on_postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let t = super::spawn_app(super::Db::Postgres).await;
-                super::$name(&t).await;
-                t.close().await;
-            })*
-        }
-    };
+    schema.close().await;
 }
 
 on_both_backends!(
+    with_app =>
     event_triggers_of_every_kind_are_created_and_listed,
     bad_event_triggers_are_refused_with_the_problem_named,
     a_second_consumer_for_a_queue_is_a_conflict,

@@ -15,7 +15,8 @@ use shared::{
     Catalog, CatalogChange, CatalogListener, CompileError, LimitOverrides, LimitPolicy,
     ScriptChecker,
 };
-use storage::testing::TestStore;
+use storage::testing::TestDb;
+use testkit::{on_both_backends, with_db};
 use tower::ServiceExt;
 
 struct AcceptAll;
@@ -38,7 +39,7 @@ impl CatalogListener for Changes {
 
 struct Setup {
     router: Router,
-    db: TestStore,
+    db: TestDb,
     admin: String,
     changes: Arc<Changes>,
 }
@@ -57,7 +58,7 @@ fn policy() -> LimitPolicy {
     }
 }
 
-async fn setup(db: TestStore) -> Setup {
+async fn setup(db: TestDb) -> Setup {
     let admin = bootstrap_admin_token(&db.store, None)
         .await
         .expect("bootstrap")
@@ -140,31 +141,15 @@ impl Setup {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(storage::testing::sqlite_store().await).await
-            })+
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(storage::testing::postgres_store().await).await
-            })+
-        }
-    };
-}
-
 on_both_backends!(
+    with_db =>
     limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force,
     a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing,
     only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them,
     limits_of_a_missing_app_or_script_are_404,
 );
 
-async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: TestStore) {
+async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: TestDb) {
     let s = setup(db).await;
     s.changes();
     let (status, fresh) = s
@@ -264,7 +249,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
     s.db.close().await;
 }
 
-async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: TestStore) {
+async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: TestDb) {
     let s = setup(db).await;
     let (status, _) = s
         .call(
@@ -321,7 +306,7 @@ async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: Tes
     s.db.close().await;
 }
 
-async fn only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them(db: TestStore) {
+async fn only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them(db: TestDb) {
     let s = setup(db).await;
     let deploy = s.token("deploy", None).await;
     let read_shop = s.token("read", Some(&["shop"])).await;
@@ -363,7 +348,7 @@ async fn only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them(d
     s.db.close().await;
 }
 
-async fn limits_of_a_missing_app_or_script_are_404(db: TestStore) {
+async fn limits_of_a_missing_app_or_script_are_404(db: TestDb) {
     let s = setup(db).await;
     let body = Some(json!({"timeout_ms": 100}));
     for (method, uri, missing) in [

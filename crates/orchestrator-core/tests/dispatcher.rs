@@ -16,7 +16,7 @@ use shared::{
     AppName, ChannelName, Effects, EmailMessage, Emit, InvocationRecord, InvocationStatus,
     RoutePath, ScriptName, Store,
 };
-use storage::testing::{TestStore, postgres_store, sqlite_store};
+use storage::testing::{TestDb, postgres_store, sqlite_store};
 use tokio::sync::{broadcast, mpsc};
 
 const SHOP: &str = "shop";
@@ -77,7 +77,7 @@ async fn start_node_with(
     .expect("start orchestrator")
 }
 
-async fn new_app(db: &TestStore) -> Store {
+async fn new_app(db: &TestDb) -> Store {
     db.store.apps.create(&app()).await.expect("create app");
     db.store.clone()
 }
@@ -170,7 +170,7 @@ async fn next_record(
 
 // ---------------------------------------------------------------------------------------
 
-async fn a_published_event_runs_its_subscriber_and_commits_its_kv_write(db: TestStore) {
+async fn a_published_event_runs_its_subscriber_and_commits_its_kv_write(db: TestDb) {
     let store = new_app(&db).await;
     deploy(
         &store,
@@ -225,7 +225,7 @@ async fn a_published_event_runs_its_subscriber_and_commits_its_kv_write_on_postg
 }
 
 async fn a_throwing_handler_is_retried_then_dead_lettered_and_the_dead_letter_handler_runs(
-    db: TestStore,
+    db: TestDb,
 ) {
     let store = new_app(&db).await;
     deploy(
@@ -437,28 +437,6 @@ async fn an_event_inserted_after_the_dispatcher_went_idle_runs_within_a_second()
     db.close().await;
 }
 
-/// Drops the schema a `fresh_postgres_url` points at (what `TestStore::close` does for
-/// stores it made; this test needs two pools on one schema, so it connects itself).
-async fn drop_schema(url: &str) {
-    use sqlx::Connection;
-    let Some((_, schema)) = url.rsplit_once("search_path%3D") else {
-        panic!("not a fresh test schema URL");
-    };
-    let base = std::env::var("PICLOUD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| storage::testing::DEFAULT_TEST_DATABASE_URL.to_owned());
-    let mut conn = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to drop the schema");
-    // The schema name is the helper's own (a fixed prefix and hex digits), never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop the schema");
-    conn.close().await.ok();
-}
-
 /// Counts the successful `queue` records one node broadcasts.
 fn count_queue_runs(
     node: &Arc<Orchestrator>,
@@ -487,7 +465,8 @@ fn count_queue_runs(
 #[tokio::test]
 async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() {
     const EVENTS: usize = 1000;
-    let url = storage::testing::fresh_postgres_url().await;
+    let schema = storage::testing::TestUrl::postgres().await;
+    let url = schema.url.clone();
     // Two nodes: two pools on one schema, as two processes would have.
     let store = storage::connect(&url).await.expect("node a's store");
     let other = storage::connect(&url).await.expect("node b's store");
@@ -543,10 +522,10 @@ async fn two_dispatchers_on_one_postgres_schema_apply_each_event_exactly_once() 
     assert_eq!(store.outbox.pending(&app()).await.expect("pending"), 0);
     store.health.close().await;
     other.health.close().await;
-    drop_schema(&url).await;
+    schema.close().await;
 }
 
-async fn an_expired_lease_is_claimed_again_and_run(db: TestStore) {
+async fn an_expired_lease_is_claimed_again_and_run(db: TestDb) {
     let store = new_app(&db).await;
     deploy(&store, "worker", r#"kv::incr("runs", 1);"#).await;
     trigger(&store, "worker", queue("jobs"), 5).await;
@@ -867,7 +846,7 @@ async fn serve(node: &Arc<Orchestrator>) -> String {
     format!("http://{addr}/{SHOP}")
 }
 
-async fn sync_http_effects_are_committed_before_the_response(db: TestStore) {
+async fn sync_http_effects_are_committed_before_the_response(db: TestDb) {
     let store = new_app(&db).await;
     http_route(
         &store,
@@ -968,7 +947,7 @@ async fn effects_that_cannot_be_committed_answer_500_with_the_invocation_id() {
 
 // --- throughput ------------------------------------------------------------------------
 
-async fn many_events_are_dispatched_at_a_useful_rate(db: TestStore, backend: &str) {
+async fn many_events_are_dispatched_at_a_useful_rate(db: TestDb, backend: &str) {
     const EVENTS: usize = 3000;
     let store = new_app(&db).await;
     deploy(&store, "noop", r#"event.payload"#).await;

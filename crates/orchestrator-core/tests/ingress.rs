@@ -11,6 +11,7 @@ use shared::store::{HttpMethod, InvocationFilter, NewTrigger, TriggerSpec};
 use shared::{
     AppName, CatalogChange, InvocationRecord, InvocationStatus, RoutePath, ScriptName, Store,
 };
+use storage::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -23,7 +24,7 @@ struct TestApp {
     client: reqwest::Client,
     store: Store,
     orchestrator: Arc<Orchestrator>,
-    _dir: Option<tempfile::TempDir>,
+    _db: storage::testing::TestDb,
 }
 
 /// Scripts and their routes, deployed before the orchestrator starts.
@@ -44,30 +45,13 @@ impl Setup {
     }
 }
 
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
 async fn spawn_app(setup: Setup) -> TestApp {
-    spawn_app_on(Db::Sqlite, setup).await
+    spawn_app_on(Backend::Sqlite, setup).await
 }
 
-async fn spawn_app_on(db: Db, setup: Setup) -> TestApp {
-    let (store, dir) = match db {
-        Db::Sqlite => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let url = format!("sqlite://{}/t.db", dir.path().display());
-            (
-                storage::connect(&url).await.expect("sqlite store"),
-                Some(dir),
-            )
-        }
-        Db::Postgres => {
-            let url = storage::testing::fresh_postgres_url().await;
-            (storage::connect(&url).await.expect("postgres store"), None)
-        }
-    };
+async fn spawn_app_on(backend: Backend, setup: Setup) -> TestApp {
+    let db = storage::testing::TestDb::new(backend).await;
+    let store = db.store.clone();
     let app = app_name();
     store.apps.create(&app).await.expect("create app");
     for (method, path, script, source) in &setup.routes {
@@ -108,7 +92,7 @@ async fn spawn_app_on(db: Db, setup: Setup) -> TestApp {
         client: reqwest::Client::new(),
         store,
         orchestrator,
-        _dir: dir,
+        _db: db,
     }
 }
 
@@ -443,7 +427,7 @@ async fn a_successful_run_is_recorded_with_its_logs_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successful_run_is_recorded_with_its_logs_on_postgres() {
     let app = spawn_app_on(
-        Db::Postgres,
+        Backend::Postgres,
         Setup::with(&[("GET", "/hello", "hello", HELLO)]),
     )
     .await;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use orchestrator_core::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
 use shared::{AppName, EmailMessage};
-use storage::testing::{TestStore, postgres_store, sqlite_store};
+use storage::testing::TestDb;
+use testkit::{on_both_backends, with_db};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -192,7 +193,7 @@ async fn an_invalid_recipient_is_refused_before_any_connection() {
     assert_eq!(err.to_string(), "invalid email address in 'to'");
 }
 
-async fn the_development_mailbox_keeps_what_was_sent(db: TestStore) {
+async fn without_smtp_the_email_lands_in_the_apps_development_mailbox(db: TestDb) {
     db.store.apps.create(&app()).await.unwrap();
     let mailer = MailboxMailer::new(db.store.clone());
     mailer.send(&app(), &message()).await.unwrap();
@@ -207,12 +208,4 @@ async fn the_development_mailbox_keeps_what_was_sent(db: TestStore) {
     db.close().await;
 }
 
-#[tokio::test]
-async fn without_smtp_the_email_lands_in_the_apps_development_mailbox_on_sqlite() {
-    the_development_mailbox_keeps_what_was_sent(sqlite_store().await).await;
-}
-
-#[tokio::test]
-async fn without_smtp_the_email_lands_in_the_apps_development_mailbox_on_postgres() {
-    the_development_mailbox_keeps_what_was_sent(postgres_store().await).await;
-}
+on_both_backends!(with_db => without_smtp_the_email_lands_in_the_apps_development_mailbox);

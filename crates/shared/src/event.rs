@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::ids::{AppName, ChannelName, DeadLetterId, EventId, ScriptName, TriggerId};
 
 /// Where an event came from; also the `trigger` of its invocation record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// `pubsub::publish` to a `topic` trigger.
@@ -77,7 +77,7 @@ pub struct Event {
 }
 
 /// An email as `email::send` takes it, after validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct EmailMessage {
     pub to: Vec<String>,
     pub subject: String,
@@ -167,7 +167,7 @@ impl Effects {
 }
 
 /// A dead letter: an event that ran out of attempts, kept with its last error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct DeadLetter {
     pub id: DeadLetterId,
     pub app: AppName,

@@ -97,7 +97,7 @@ pub struct Execution {
     pub effects: Effects,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     Print,
@@ -120,14 +120,14 @@ impl LogLevel {
 }
 
 /// One line a script wrote with `print` or `log::*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct LogLine {
     pub at: DateTime<Utc>,
     pub level: LogLevel,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvocationStatus {
     Ok,
@@ -155,7 +155,7 @@ impl InvocationStatus {
 }
 
 /// The history entry of one run, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct InvocationRecord {
     pub id: InvocationId,
     pub app: AppName,

@@ -17,7 +17,8 @@ pub mod executor; // the ExecutorClient seam
 pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
 pub mod limits; // per-app and per-script limits: overrides, the server's policy
-pub mod store; // repository traits + StoreError
+pub mod schema;
+pub mod store; // repository traits + StoreError // OpenAPI schemas of the validated names and ids
 
 pub use bus::{Channel, Heard, LocalBus, NotificationBus};
 pub use catalog::{Catalog, CatalogChange, CatalogListener};

@@ -33,7 +33,7 @@ macro_rules! limit_fields {
     ($($(#[doc = $doc:literal])+ $field:ident,)+) => {
         /// Limits set for one app or one script; an unset field keeps what the app (for a
         /// script) or the server (`[limits]`) says. As JSON: only the set fields.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(deny_unknown_fields)]
         pub struct LimitOverrides {
             $(

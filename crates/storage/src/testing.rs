@@ -2,31 +2,164 @@
 //! directory, or one PostgreSQL schema per test on `PICLOUD_TEST_DATABASE_URL`. Tests
 //! therefore run in parallel without seeing each other's rows.
 //!
+//! Whatever a test made goes when its handle drops, also when the test panics: the
+//! temporary directory is removed and the PostgreSQL schema dropped. Schema names carry
+//! their creation time (`picloud_t_` and a UUIDv7), so a sweep can tell a leftover of a
+//! killed run (older than a day) from a schema a running test still uses.
+//!
 //! These helpers panic instead of returning errors: a test whose database cannot be made
 //! must fail, never be skipped.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use shared::Store;
+
+use crate::Backend;
 
 /// The PostgreSQL server tests use when `PICLOUD_TEST_DATABASE_URL` is not set.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// A store on a fresh database, with whatever keeps that database alive.
-pub struct TestStore {
-    pub store: Store,
-    /// Keeps a SQLite test's directory until the store is closed.
-    _dir: Option<tempfile::TempDir>,
-    /// A PostgreSQL test's schema, dropped on `close`.
-    schema: Option<String>,
+/// A fresh, empty database for a test that opens its own pools (a server, a second node):
+/// a SQLite file in a new temporary directory or a new PostgreSQL schema. Dropping it
+/// removes the directory or drops the schema; close the pools on it first.
+pub struct TestUrl {
+    pub url: String,
+    dir: Option<tempfile::TempDir>,
+    schema: Option<Schema>,
 }
 
-impl TestStore {
-    /// Close the pool, then remove what the test made: the SQLite directory or the
-    /// PostgreSQL schema. A test that panics before this leaves its schema behind.
+impl TestUrl {
+    /// # Panics
+    /// See [`TestUrl::sqlite`] and [`TestUrl::postgres`].
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite(),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    /// # Panics
+    /// When the temporary directory cannot be made.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self {
+            url: fresh_sqlite_url(dir.path()),
+            dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    /// # Panics
+    /// When the server cannot be reached or the schema cannot be created.
+    pub async fn postgres() -> Self {
+        let schema = Schema::create().await;
+        Self {
+            url: schema.url(),
+            dir: None,
+            schema: Some(schema),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.schema.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The PostgreSQL schema's name (`None` on SQLite).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_ref().map(|s| s.0.as_str())
+    }
+
+    /// The SQLite file (`None` on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("picloud.db"))
+    }
+
+    /// Remove the SQLite directory or drop the PostgreSQL schema now (dropping the handle
+    /// does the same); close every pool on it first.
+    pub async fn close(mut self) {
+        if let Some(mut schema) = self.schema.take() {
+            drop_schema(&std::mem::take(&mut schema.0)).await;
+        }
+    }
+}
+
+/// A migrated store on a fresh database ([`TestUrl`]), with whatever keeps it alive.
+pub struct TestDb {
+    pub store: Store,
+    pub db: TestUrl,
+}
+
+impl TestDb {
+    /// # Panics
+    /// When the database cannot be made or migrated.
+    pub async fn new(backend: Backend) -> Self {
+        let db = TestUrl::new(backend).await;
+        let store = crate::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("a fresh {backend:?} store: {e:?}"));
+        Self { store, db }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Close the pool, then remove what the test made. Dropping the handle removes it too,
+    /// without waiting for the pool to close first.
     pub async fn close(self) {
         self.store.health.close().await;
-        if let Some(schema) = self.schema {
-            drop_schema(&schema).await;
+        self.db.close().await;
+    }
+}
+
+/// A test's PostgreSQL schema; dropping it drops the schema (empty once dropped).
+struct Schema(String);
+
+impl Schema {
+    async fn create() -> Self {
+        // A UUIDv7 starts with its creation time in milliseconds: scripts/test.sh sweeps
+        // only schemas older than a day, never one a running test uses.
+        let schema = format!("picloud_t_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = connect_base().await;
+        // The schema name is ours (a fixed prefix and hex digits), never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test schema: {e}"));
+        sqlx::Connection::close(conn).await.ok();
+        Self(schema)
+    }
+
+    /// A URL whose connections use the schema as their `search_path`, so tables and the
+    /// migration history land in it.
+    fn url(&self) -> String {
+        let base = base_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-c%20search_path%3D{}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let schema = std::mem::take(&mut self.0);
+        if schema.is_empty() {
+            return;
+        }
+        // Drop cannot await and may run on a runtime's thread (which must not block on
+        // that runtime): a thread of its own with a runtime of its own does the work.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(drop_schema(&schema));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("a test schema was left behind (see the panic above)");
         }
     }
 }
@@ -36,63 +169,27 @@ fn base_url() -> String {
         .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
 }
 
-/// The schema a URL from [`fresh_postgres_url`] points at.
-fn schema_of(url: &str) -> Option<String> {
-    url.rsplit_once("search_path%3D").map(|(_, s)| s.to_owned())
-}
-
-/// A fresh, empty database for a test that opens its own pools: a SQLite file in a new
-/// temporary directory or a new PostgreSQL schema.
-pub struct TestUrl {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
-}
-
-impl TestUrl {
-    /// # Panics
-    /// When the temporary directory cannot be made.
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        Self {
-            url: fresh_sqlite_url(dir.path()),
-            _dir: Some(dir),
-            schema: None,
-        }
-    }
-
-    /// # Panics
-    /// See [`fresh_postgres_url`].
-    pub async fn postgres() -> Self {
-        let url = fresh_postgres_url().await;
-        Self {
-            schema: schema_of(&url),
-            url,
-            _dir: None,
-        }
-    }
-
-    /// Remove the SQLite directory or drop the PostgreSQL schema; close every pool on it
-    /// first.
-    pub async fn close(self) {
-        if let Some(schema) = self.schema {
-            drop_schema(&schema).await;
-        }
-    }
-}
-
-/// Drop a test schema and everything in it.
-async fn drop_schema(schema: &str) {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base_url())
+async fn connect_base() -> sqlx::PgConnection {
+    <sqlx::PgConnection as sqlx::Connection>::connect(&base_url())
         .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
+        .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"))
+}
+
+/// Drop a test schema and everything in it. A connection still inside a transaction on
+/// it (a server the test did not stop) holds locks: wait for those a bounded time.
+async fn drop_schema(schema: &str) {
+    let mut conn = connect_base().await;
+    sqlx::query("SET lock_timeout = '10s'")
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot set lock_timeout: {e}"));
     // The schema name is ours (a fixed prefix and hex digits), never input.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
     .execute(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("cannot drop the test schema: {e}"));
+    .unwrap_or_else(|e| panic!("cannot drop the test schema {schema}: {e}"));
     sqlx::Connection::close(conn).await.ok();
 }
 
@@ -101,45 +198,23 @@ pub fn fresh_sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("picloud.db").display())
 }
 
-/// Create a new schema `picloud_t_<uuid>` on `PICLOUD_TEST_DATABASE_URL` (default
-/// [`DEFAULT_TEST_DATABASE_URL`]) and return a URL whose connections use it as their
-/// `search_path`, so tables and the migration history land in it.
-///
-/// # Panics
-/// When the server cannot be reached or the schema cannot be created: the test fails.
-pub async fn fresh_postgres_url() -> String {
-    let base = base_url();
-    let schema = format!("picloud_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
-    // The schema name is ours (a fixed prefix and hex digits), never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create the test schema: {e}"));
-    sqlx::Connection::close(conn).await.ok();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
-
 /// A migrated PostgreSQL store in a new schema whose `now()` runs `behind_secs` seconds
 /// behind the server's clock: the database as a node whose clock is ahead of it sees it.
 ///
 /// # Panics
 /// When the server is unreachable, the function cannot be created or migrating fails.
-pub async fn skewed_postgres_store(behind_secs: u32) -> TestStore {
-    let url = fresh_postgres_url().await;
-    let schema = schema_of(&url).expect("a schema");
+pub async fn skewed_postgres_store(behind_secs: u32) -> TestDb {
+    let schema = Schema::create().await;
     // Named explicitly, pg_catalog comes after the schema, so the schema's now() wins.
-    let skewed = format!("{url}%2Cpg_catalog");
+    let skewed = format!("{}%2Cpg_catalog", schema.url());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&skewed)
         .await
         .unwrap_or_else(|e| panic!("the PostgreSQL test server is unreachable: {e}"));
     // The schema name is ours (a fixed prefix and hex digits), never input.
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE \
-         AS $$ SELECT pg_catalog.now() - interval '{behind_secs} seconds' $$"
+        "CREATE FUNCTION {}.now() RETURNS timestamptz LANGUAGE sql STABLE \
+         AS $$ SELECT pg_catalog.now() - interval '{behind_secs} seconds' $$",
+        schema.0
     )))
     .execute(&mut conn)
     .await
@@ -148,10 +223,13 @@ pub async fn skewed_postgres_store(behind_secs: u32) -> TestStore {
     let store = crate::connect(&skewed)
         .await
         .unwrap_or_else(|e| panic!("a fresh PostgreSQL store: {e:?}"));
-    TestStore {
+    TestDb {
         store,
-        _dir: None,
-        schema: Some(schema),
+        db: TestUrl {
+            url: skewed,
+            dir: None,
+            schema: Some(schema),
+        },
     }
 }
 
@@ -159,30 +237,14 @@ pub async fn skewed_postgres_store(behind_secs: u32) -> TestStore {
 ///
 /// # Panics
 /// When the directory or the database cannot be created.
-pub async fn sqlite_store() -> TestStore {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = crate::connect(&fresh_sqlite_url(dir.path()))
-        .await
-        .expect("a fresh SQLite store");
-    TestStore {
-        store,
-        _dir: Some(dir),
-        schema: None,
-    }
+pub async fn sqlite_store() -> TestDb {
+    TestDb::new(Backend::Sqlite).await
 }
 
 /// A migrated PostgreSQL store in a new schema.
 ///
 /// # Panics
 /// When the server is unreachable or migrating fails.
-pub async fn postgres_store() -> TestStore {
-    let url = fresh_postgres_url().await;
-    let store = crate::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("a fresh PostgreSQL store: {e:?}"));
-    TestStore {
-        store,
-        _dir: None,
-        schema: schema_of(&url),
-    }
+pub async fn postgres_store() -> TestDb {
+    TestDb::new(Backend::Postgres).await
 }

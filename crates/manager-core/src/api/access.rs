@@ -1,5 +1,6 @@
-//! Who may call a route: each route in `ROUTES` names an `Access`, and `authorize` checks
-//! the calling token's role and app scope against it before the handler runs.
+//! Who may call a route: each handler's `#[utoipa::path]` names an `Access` in its
+//! `x-picloud-access` extension (read back into `ROUTES`), and `authorize` checks the
+//! calling token's role and app scope against it before the handler runs.
 //!
 //! A token has a role (`read` < `deploy` < `admin`) and a scope (every app, or named
 //! apps; an admin token always covers every app). A call the token may not make answers
@@ -31,6 +32,33 @@ pub enum Access {
 }
 
 impl Access {
+    /// Every access, for tests and the document.
+    pub const ALL: [Access; 6] = [
+        Access::Public,
+        Access::AnyToken,
+        Access::Read,
+        Access::Deploy,
+        Access::CreateApp,
+        Access::Admin,
+    ];
+
+    /// The name the OpenAPI document gives it, as each operation's `x-picloud-access`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::AnyToken => "any_token",
+            Access::Read => "read",
+            Access::Deploy => "deploy",
+            Access::CreateApp => "create_app",
+            Access::Admin => "admin",
+        }
+    }
+
+    /// The access named `raw` (`as_str`), if any.
+    pub fn parse(raw: &str) -> Option<Access> {
+        Access::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
     /// The least role that passes, as the OpenAPI document states it.
     pub fn role(self) -> Option<TokenRole> {
         match self {
@@ -164,6 +192,10 @@ mod tests {
         assert!(!ok(Access::CreateApp, &deploy_shop, None));
         assert!(ok(Access::Admin, &admin, None));
         assert!(!ok(Access::Admin, &deploy_all, None));
+        for access in Access::ALL {
+            assert_eq!(Access::parse(access.as_str()), Some(access));
+        }
+        assert_eq!(Access::parse("owner"), None);
         let denied = Access::Deploy.check(&read_shop, Some("shop")).unwrap_err();
         assert_eq!(denied.code(), shared::ErrorCode::Forbidden);
         assert!(denied.to_string().contains("deploy"), "{denied}");

@@ -13,7 +13,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::store::{BlobMeta, KvEntry};
-use shared::{AppName, check_data_name};
+use shared::{AppName, ErrorBody, check_data_name};
+use utoipa::ToSchema;
+
+use super::names::{BlobName, BlobPrefix, KvKey, KvPrefix};
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -80,14 +83,14 @@ impl ListQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct KvPage {
     entries: Vec<KvEntry>,
     /// The key to pass as `after` for the next page; `null` on the last page.
     next_after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct BlobPage {
     blobs: Vec<BlobMeta>,
     /// The name to pass as `after` for the next page; `null` on the last page.
@@ -108,6 +111,25 @@ fn check(what: &str, raw: &str, max: usize) -> Result<(), ApiError> {
     check_data_name(what, raw, max).map_err(|e| ApiError::InvalidInput(e.0))
 }
 
+/// List KV entries in key order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/kv",
+    operation_id = "list_kv",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"),
+        ("prefix" = Option<KvPrefix>, Query, description = "Only names starting with this"),
+        ("after" = Option<KvKey>, Query, description = "The previous page's `next_after`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)")),
+    responses(
+        (status = 200, description = "A page of entries", body = KvPage, links(
+            ("get" = (operation_id = "get_kv", parameters(("app" = "$request.path.app"), ("key" = "$response.body#/entries/0/key")))),
+            ("delete" = (operation_id = "delete_kv", parameters(("app" = "$request.path.app"), ("key" = "$response.body#/entries/0/key")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn kv_list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -127,6 +149,19 @@ pub(super) async fn kv_list(
     }))
 }
 
+/// Show one KV entry.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/kv/{key}",
+    operation_id = "get_kv",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"), ("key" = KvKey, Path, description = "The key (percent-encoded)")),
+    responses(
+        (status = 200, description = "The entry", body = KvEntry),
+        (status = 404, description = "No such app or key (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn kv_get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(KeyPath { app, key }): ApiPath<KeyPath>,
@@ -141,6 +176,19 @@ pub(super) async fn kv_get(
     }
 }
 
+/// Delete one KV entry.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/kv/{key}",
+    operation_id = "delete_kv",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"), ("key" = KvKey, Path, description = "The key (percent-encoded)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or key (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn kv_delete(
     State(deps): State<Arc<ManagerDeps>>,
@@ -155,6 +203,25 @@ pub(super) async fn kv_delete(
     }
 }
 
+/// List blobs in name order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/blobs",
+    operation_id = "list_blobs",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"),
+        ("prefix" = Option<BlobPrefix>, Query, description = "Only names starting with this"),
+        ("after" = Option<BlobName>, Query, description = "The previous page's `next_after`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)")),
+    responses(
+        (status = 200, description = "A page of blobs", body = BlobPage, links(
+            ("get" = (operation_id = "get_blob", parameters(("app" = "$request.path.app"), ("name" = "$response.body#/blobs/0/name")))),
+            ("delete" = (operation_id = "delete_blob", parameters(("app" = "$request.path.app"), ("name" = "$response.body#/blobs/0/name")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn blob_list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -171,7 +238,21 @@ pub(super) async fn blob_list(
     Ok(ApiJson(BlobPage { blobs, next_after }))
 }
 
-/// The blob's exact bytes, with its content type.
+/// Download a blob.
+///
+/// Its exact bytes with its content type, as an attachment (`nosniff`, `sandbox`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/blobs/{name}",
+    operation_id = "get_blob",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = BlobName, Path, description = "The blob's name")),
+    responses(
+        (status = 200, description = "The blob's bytes", content_type = "*/*", body = Vec<u8>),
+        (status = 404, description = "No such app or blob (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn blob_get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(BlobPath { app, name }): ApiPath<BlobPath>,
@@ -210,6 +291,19 @@ pub(super) async fn blob_get(
     Ok(response)
 }
 
+/// Delete a blob.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/blobs/{name}",
+    operation_id = "delete_blob",
+    tag = "data",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = BlobName, Path, description = "The blob's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or blob (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn blob_delete(
     State(deps): State<Arc<ManagerDeps>>,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use shared::{AppName, DeadLetter, DeadLetterId, EventId};
+use shared::{AppName, DeadLetter, DeadLetterId, ErrorBody, EventId};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -34,23 +35,44 @@ pub(super) struct ListQuery {
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct DeadLetterPage {
     dead_letters: Vec<DeadLetter>,
     /// The id to pass as `before` for the next page; `null` on the last page.
     next_before: Option<DeadLetterId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Replayed {
     event_id: EventId,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Purged {
     purged: u64,
 }
 
+/// List dead letters, newest first.
+///
+/// Paged by id: pass the previous page's `next_before` as `before`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/dead-letters",
+    operation_id = "list_dead_letters",
+    tag = "dead letters",
+    params(("app" = AppName, Path, description = "The app's name"),
+        ("before" = Option<DeadLetterId>, Query, description = "The previous page's `next_before`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)")),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLetterPage, links(
+            ("get" = (operation_id = "get_dead_letter", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/dead_letters/0/id")))),
+            ("replay" = (operation_id = "replay_dead_letter", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/dead_letters/0/id")))),
+            ("delete" = (operation_id = "delete_dead_letter", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/dead_letters/0/id")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -82,6 +104,19 @@ pub(super) async fn list(
     }))
 }
 
+/// Show one dead letter.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/dead-letters/{id}",
+    operation_id = "get_dead_letter",
+    tag = "dead letters",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = DeadLetterId, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetter),
+        (status = 404, description = "No such app or dead letter (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(DeadLetterPath { app, id }): ApiPath<DeadLetterPath>,
@@ -95,6 +130,22 @@ pub(super) async fn get(
     }
 }
 
+/// Replay a dead letter.
+///
+/// The event goes back into the outbox (attempt 1) and the dead letter is deleted, in one
+/// transaction.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/dead-letters/{id}/replay",
+    operation_id = "replay_dead_letter",
+    tag = "dead letters",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = DeadLetterId, Path, description = "The dead letter's id")),
+    responses(
+        (status = 202, description = "The event is queued again", body = Replayed),
+        (status = 404, description = "No such app or dead letter (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, dead_letter = %id))]
 pub(super) async fn replay(
     State(deps): State<Arc<ManagerDeps>>,
@@ -111,6 +162,19 @@ pub(super) async fn replay(
     Ok((StatusCode::ACCEPTED, ApiJson(Replayed { event_id })))
 }
 
+/// Delete one dead letter.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/dead-letters/{id}",
+    operation_id = "delete_dead_letter",
+    tag = "dead letters",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = DeadLetterId, Path, description = "The dead letter's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or dead letter (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, dead_letter = %id))]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,
@@ -125,6 +189,19 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Purge every dead letter of the app.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/dead-letters",
+    operation_id = "purge_dead_letters",
+    tag = "dead letters",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "How many were deleted", body = Purged),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn purge(
     State(deps): State<Arc<ManagerDeps>>,

@@ -6,7 +6,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::store::InvocationFilter;
-use shared::{AppName, InvocationId, InvocationRecord, InvocationStatus, ScriptName};
+use shared::{AppName, ErrorBody, InvocationId, InvocationRecord, InvocationStatus, ScriptName};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -98,7 +99,7 @@ impl ListQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct InvocationPage {
     invocations: Vec<InvocationRecord>,
     /// The id to pass as `before` for the next page; `null` on the last page.
@@ -108,6 +109,29 @@ pub(super) struct InvocationPage {
     dropped: u64,
 }
 
+/// List invocations, newest first.
+///
+/// Paged by id: pass the previous page's `next_before` as `before`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/invocations",
+    operation_id = "list_invocations",
+    tag = "invocations",
+    params(("app" = AppName, Path, description = "The app's name"),
+        ("script" = Option<ScriptName>, Query, description = "Only this script's runs"),
+        ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so"),
+        ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started at or after this RFC 3339 time"),
+        ("until" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started before this RFC 3339 time"),
+        ("before" = Option<InvocationId>, Query, description = "The previous page's `next_before`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)")),
+    responses(
+        (status = 200, description = "A page of invocations", body = InvocationPage, links(
+            ("get" = (operation_id = "get_invocation", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/invocations/0/id")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -130,6 +154,19 @@ pub(super) async fn list(
     }))
 }
 
+/// Show one invocation with its logs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/invocations/{id}",
+    operation_id = "get_invocation",
+    tag = "invocations",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = InvocationId, Path, description = "The invocation's id")),
+    responses(
+        (status = 200, description = "The invocation", body = InvocationRecord),
+        (status = 404, description = "No such app or invocation (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(InvocationPath { app, id }): ApiPath<InvocationPath>,

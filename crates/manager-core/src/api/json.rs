@@ -2,12 +2,14 @@
 //! missing or unknown field, a wrong content type or an oversized body all answer with
 //! `{"error": {...}}` like every other failure.
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 
@@ -22,11 +24,72 @@ where
 {
     type Rejection = ApiError;
 
+    /// Every body the API takes is a JSON object: anything else is refused as such, before
+    /// serde (which would take an array for a struct) sees it.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::InvalidInput(
+                "expected a JSON body with 'Content-Type: application/json'".into(),
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge(
+                    "the request body is too large".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::InvalidInput(
+                    "the request body could not be read".into(),
+                ));
+            }
+        };
+        let starts_an_object = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        if !starts_an_object && let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+            return Err(ApiError::InvalidInput(format!(
+                "invalid request body: expected a JSON object, got {}",
+                kind(&value)
+            )));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(rejection_to_error(&rejection)),
         }
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -37,18 +100,12 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 }
 
 fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
-    // axum's texts start with a generic sentence before ": "; keep what follows, which is
-    // serde's own words about the body (never anything about the server).
-    let detail = |text: String| match text.split_once(": ") {
-        Some((_, rest)) => rest.to_owned(),
-        None => text,
-    };
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            ApiError::InvalidInput(format!("invalid request body: {}", detail(e.body_text())))
+            ApiError::InvalidInput(format!("invalid request body: {}", plain(&e.body_text())))
         }
         JsonRejection::JsonSyntaxError(e) => {
-            ApiError::InvalidInput(format!("malformed JSON: {}", detail(e.body_text())))
+            ApiError::InvalidInput(format!("malformed JSON: {}", plain(&e.body_text())))
         }
         JsonRejection::MissingJsonContentType(_) => ApiError::InvalidInput(
             "expected a JSON body with 'Content-Type: application/json'".into(),
@@ -57,5 +114,119 @@ fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
             ApiError::PayloadTooLarge("the request body is too large".into())
         }
         _ => ApiError::InvalidInput("the request body could not be read".into()),
+    }
+}
+
+/// serde's words about a body, in ours: axum's leading sentence goes, a field path is
+/// kept, and Rust's type names become JSON's (`expected struct DeployBody` says "expected
+/// a JSON object"; `invalid type: integer` says "got a number"). Messages we wrote
+/// ourselves (a name's rules) pass through.
+pub(super) fn plain(text: &str) -> String {
+    // axum: "Failed to deserialize the JSON body into the target type: <path>: <serde>".
+    let text = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    let text = text.split(" at line ").next().unwrap_or(text);
+    let (path, message) = match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() => (Some(path), rest),
+        _ => (None, text),
+    };
+    let message = if let Some(rest) = message.strip_prefix("invalid type: ") {
+        match rest.rsplit_once(", expected ") {
+            Some((got, want)) => format!("expected {}, got {}", expected(want), got_words(got)),
+            None => format!("wrong type: {rest}"),
+        }
+    } else if let Some(rest) = message.strip_prefix("invalid value: ") {
+        match rest.rsplit_once(", expected ") {
+            Some((got, want)) => format!("expected {}, got {}", expected(want), got_words(got)),
+            None => format!("wrong value: {rest}"),
+        }
+    } else if let Some(rest) = message.strip_prefix("invalid length ") {
+        match rest.split_once(", expected ") {
+            Some((len, want)) => format!("expected {}, got {len} items", expected(want)),
+            None => format!("wrong length {rest}"),
+        }
+    } else {
+        message.to_owned()
+    };
+    match path {
+        Some(path) if path != "." => format!("{path}: {message}"),
+        _ => message,
+    }
+}
+
+/// What serde says it expected, in JSON's words.
+fn expected(want: &str) -> String {
+    let want = want.trim();
+    let words = match want {
+        w if w.starts_with("struct ") || w.starts_with("internally tagged enum") => "a JSON object",
+        "a map" | "map" => "a JSON object",
+        "a sequence" | "sequence" => "an array",
+        "a string" | "a borrowed string" | "string" => "a string",
+        "a boolean" | "bool" => "true or false",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+        "f32" | "f64" => "a number",
+        w if w.starts_with("enum ") => "one of the documented values",
+        w if w.starts_with("tuple struct ") || w.starts_with("a tuple") => "an array",
+        "unit" => "null",
+        other => return other.to_owned(),
+    };
+    words.to_owned()
+}
+
+/// What serde says it got, in JSON's words.
+fn got_words(got: &str) -> String {
+    let got = got.trim();
+    match got {
+        "map" => "an object".into(),
+        "sequence" => "an array".into(),
+        "null" | "unit value" => "null".into(),
+        g if g.starts_with("integer ") || g.starts_with("floating point ") => {
+            let value = g.split_once(' ').map_or("", |(_, v)| v).trim_matches('`');
+            format!("the number {value}")
+        }
+        g if g.starts_with("boolean ") => g.replace('`', "").replace("boolean", "the value"),
+        g if g.starts_with("string ") => format!("the string {}", &g[7..]),
+        other => other.replace('`', "'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn serde_words_become_plain_ones_without_rust_type_names() {
+        for (raw, said) in [
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected struct DeployBody at line 1 column 3",
+                "expected a JSON object, got the string \"x\"",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: source: invalid type: integer `1`, expected a string at line 1 column 12",
+                "source: expected a string, got the number 1",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: version: invalid value: integer `-1`, expected u32 at line 1 column 5",
+                "version: expected a non-negative integer, got the number -1",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: sequence, expected a map at line 1 column 0",
+                "expected a JSON object, got an array",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: missing field `source` at line 1 column 2",
+                "missing field `source`",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: name: app name must be a lowercase slug: 1 to 63 of a-z at line 1 column 9",
+                "name: app name must be a lowercase slug: 1 to 63 of a-z",
+            ),
+        ] {
+            let out = plain(raw);
+            assert_eq!(out, said, "{raw}");
+            for rust in ["struct", "invalid type", "u32", "i64", "line 1"] {
+                assert!(!out.contains(rust), "{out}");
+            }
+        }
     }
 }

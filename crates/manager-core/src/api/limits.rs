@@ -15,8 +15,12 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use shared::{AppLimits, AppName, CatalogChange, LimitOverrides, LimitPolicy, ScriptName};
+use serde_json::{Map, Value, json};
+use shared::{
+    AppLimits, AppName, CatalogChange, ErrorBody, LimitOverrides, LimitPolicy, ScriptName,
+};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -35,16 +39,18 @@ pub(super) struct ScriptPath {
 }
 
 /// An app's limits: what it set, what is in force, and what its scripts set.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct AppLimitsView {
     app: AppName,
     overrides: LimitOverrides,
     effective: Effective,
+    /// What each script of the app set, by script name.
+    #[schema(value_type = std::collections::BTreeMap<String, LimitOverrides>)]
     scripts: std::collections::BTreeMap<ScriptName, LimitOverrides>,
 }
 
 /// A script's limits: what it set and what its runs get.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ScriptLimitsView {
     app: AppName,
     script: ScriptName,
@@ -56,6 +62,66 @@ pub(super) struct ScriptLimitsView {
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
 pub(super) struct Effective(Map<String, Value>);
+
+impl utoipa::PartialSchema for Effective {
+    fn schema() -> RefOr<Schema> {
+        let fields: Map<String, Value> = LimitOverrides::FIELDS
+            .iter()
+            .map(|f| {
+                (
+                    (*f).to_owned(),
+                    json!({"type": ["integer", "null"], "minimum": 0}),
+                )
+            })
+            .collect();
+        shared::schema::raw(json!({
+            "type": "object",
+            "required": LimitOverrides::FIELDS,
+            "properties": fields,
+            "additionalProperties": false,
+            "description": "Every limit in force; max_concurrency and max_requests_per_sec are null when not limited.",
+        }))
+    }
+}
+
+impl ToSchema for Effective {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("EffectiveLimits")
+    }
+}
+
+/// A PUT body: only the limits to override, each an integer in the server's range or
+/// `null` (not set). The ranges are those of a server with the default `[limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(super) struct LimitsBody(Map<String, Value>);
+
+impl utoipa::PartialSchema for LimitsBody {
+    fn schema() -> RefOr<Schema> {
+        let policy = LimitPolicy::default();
+        let fields: Map<String, Value> = LimitOverrides::FIELDS
+            .iter()
+            .map(|&f| {
+                let range = policy.range(f).unwrap_or(0..=0);
+                let schema = json!({"type": ["integer", "null"], "minimum": range.start(),
+                    "maximum": range.end(), "description": "null or absent: not set"});
+                (f.to_owned(), schema)
+            })
+            .collect();
+        shared::schema::raw(json!({
+            "type": "object",
+            "properties": fields,
+            "additionalProperties": false,
+            "description": "The limits to override; replaces what was set. max_operations and max_call_depth at most the server's [limits]; timeout_ms at most half the event lease. The maxima shown are a default server's.",
+        }))
+    }
+}
+
+impl ToSchema for LimitsBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("LimitsBody")
+    }
+}
 
 impl From<LimitOverrides> for Effective {
     fn from(limits: LimitOverrides) -> Self {
@@ -127,6 +193,21 @@ async fn require_script(
     }
 }
 
+/// The app's limits.
+///
+/// What it set, what is in force, and what its scripts set.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/limits",
+    operation_id = "get_app_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The limits", body = AppLimitsView),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn app_get(
     State(deps): State<Arc<ManagerDeps>>,
     Extension(policy): Extension<Arc<LimitPolicy>>,
@@ -137,12 +218,28 @@ pub(super) async fn app_get(
     Ok(ApiJson(app_view(&policy, app, limits)))
 }
 
+/// Set the app's limits.
+///
+/// Only the fields to override; replaces what was set.
+#[utoipa::path(
+    put,
+    path = "/api/v1/apps/{app}/limits",
+    operation_id = "set_app_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name")),
+    request_body = LimitsBody,
+    responses(
+        (status = 200, description = "The limits now", body = AppLimitsView),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn app_set(
     State(deps): State<Arc<ManagerDeps>>,
     Extension(policy): Extension<Arc<LimitPolicy>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(LimitsBody(body)): ApiJson<LimitsBody>,
 ) -> Result<ApiJson<AppLimitsView>, ApiError> {
     let overrides = parse(&policy, body)?;
     deps.store
@@ -156,6 +253,19 @@ pub(super) async fn app_set(
     Ok(ApiJson(app_view(&policy, app, limits)))
 }
 
+/// Reset the app's limits to the server's.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/limits",
+    operation_id = "reset_app_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn app_reset(
     State(deps): State<Arc<ManagerDeps>>,
@@ -171,6 +281,21 @@ pub(super) async fn app_reset(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The script's limits.
+///
+/// What it set and what its runs get.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/scripts/{name}/limits",
+    operation_id = "get_script_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    responses(
+        (status = 200, description = "The limits", body = ScriptLimitsView),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn script_get(
     State(deps): State<Arc<ManagerDeps>>,
     Extension(policy): Extension<Arc<LimitPolicy>>,
@@ -181,12 +306,28 @@ pub(super) async fn script_get(
     Ok(ApiJson(script_view(&policy, app, name, &limits)))
 }
 
+/// Set the script's limits.
+///
+/// Only the fields to override; replaces what was set.
+#[utoipa::path(
+    put,
+    path = "/api/v1/apps/{app}/scripts/{name}/limits",
+    operation_id = "set_script_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    request_body = LimitsBody,
+    responses(
+        (status = 200, description = "The limits now", body = ScriptLimitsView),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, script = %name))]
 pub(super) async fn script_set(
     State(deps): State<Arc<ManagerDeps>>,
     Extension(policy): Extension<Arc<LimitPolicy>>,
     ApiPath(ScriptPath { app, name }): ApiPath<ScriptPath>,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(LimitsBody(body)): ApiJson<LimitsBody>,
 ) -> Result<ApiJson<ScriptLimitsView>, ApiError> {
     let overrides = parse(&policy, body)?;
     require_app(&deps, &app).await?;
@@ -201,6 +342,19 @@ pub(super) async fn script_set(
     Ok(ApiJson(script_view(&policy, app, name, &limits)))
 }
 
+/// Reset the script's limits to its app's.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/scripts/{name}/limits",
+    operation_id = "reset_script_limits",
+    tag = "limits",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, script = %name))]
 pub(super) async fn script_reset(
     State(deps): State<Arc<ManagerDeps>>,

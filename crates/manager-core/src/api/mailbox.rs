@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::{AppName, EmailMessage};
+use shared::{AppName, EmailMessage, ErrorBody};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -26,17 +27,32 @@ pub(super) struct ListQuery {
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Delivered {
     at: DateTime<Utc>,
     message: EmailMessage,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Mailbox {
     messages: Vec<Delivered>,
 }
 
+/// The development mailbox, newest first.
+///
+/// Without an SMTP server, `email::send` delivers here.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/mailbox",
+    operation_id = "list_mailbox",
+    tag = "mailbox",
+    params(("app" = AppName, Path, description = "The app's name"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)")),
+    responses(
+        (status = 200, description = "The messages", body = Mailbox),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,

@@ -1,12 +1,16 @@
-//! The whole `/api/v1` route table: `ROUTES` lists every route with who may call it, and
-//! `router` serves exactly that list, so the OpenAPI document and the tests (the route x
-//! role x app matrix among them) are checked against the real table. Each resource module
-//! holds the handlers of its routes.
-use std::sync::Arc;
+//! The whole `/api/v1` route table. Each handler carries its `#[utoipa::path]` (method,
+//! path, parameters, bodies, every answer, links, and who may call it as the
+//! `x-picloud-access` extension); `operations` lists the handlers once, and the router, the
+//! access check, the OpenAPI document and `ROUTES` are all derived from that list, so the
+//! tests (the route x role x app matrix among them) check the real table. Each resource
+//! module holds the handlers of its routes.
+use std::sync::{Arc, LazyLock};
+
+use serde_json::Value;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{MethodRouter, any, delete, get, post, put};
+use axum::routing::{MethodRouter, any};
 use axum::{Extension, Router};
 use shared::{AppName, Catalog, LimitPolicy, ScriptChecker, Store};
 
@@ -20,6 +24,7 @@ mod invocations;
 mod json;
 mod limits;
 mod mailbox;
+mod names;
 mod nodes;
 mod openapi;
 mod scripts;
@@ -29,6 +34,7 @@ mod triggers;
 
 pub use access::Access;
 pub use error::ApiError;
+pub use openapi::document_text as openapi_document;
 
 /// What the admin API needs to run.
 #[derive(Clone)]
@@ -48,7 +54,7 @@ impl ManagerDeps {
 }
 
 /// One route of the admin API: its method, its path as the OpenAPI document writes it,
-/// and what it requires of the calling token.
+/// and what it requires of the calling token. A view of [`operations`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
@@ -56,78 +62,39 @@ pub struct Route {
     pub access: Access,
 }
 
-const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
-    Route {
-        method,
-        path,
-        access,
+/// Every route of the admin API, derived from [`operations`] (so from the handlers'
+/// `#[utoipa::path]` annotations): `for route in ROUTES` and `ROUTES.iter()` both work.
+pub const ROUTES: Routes = Routes;
+
+/// The type of [`ROUTES`].
+#[derive(Debug, Clone, Copy)]
+pub struct Routes;
+
+static ROUTE_LIST: LazyLock<Vec<Route>> =
+    LazyLock::new(|| operations().iter().map(|op| op.route).collect());
+
+impl Routes {
+    pub fn iter(self) -> std::slice::Iter<'static, Route> {
+        ROUTE_LIST.iter()
+    }
+
+    pub fn len(self) -> usize {
+        ROUTE_LIST.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        ROUTE_LIST.is_empty()
     }
 }
 
-use Access::{Admin, AnyToken, CreateApp, Deploy, Public, Read};
+impl IntoIterator for Routes {
+    type Item = &'static Route;
+    type IntoIter = std::slice::Iter<'static, Route>;
 
-/// Every route of the admin API. `router` is built from this list (and `endpoint` gives
-/// each its handler), so a route cannot be served without its line here, and each line
-/// states who may call it. Paths are written as in the OpenAPI document: the blob name
-/// `{name}` is a wildcard in the router (`{*name}`), so it may contain `/`.
-pub const ROUTES: &[Route] = &[
-    route("GET", "/api/v1/openapi.json", Public),
-    route("POST", "/api/v1/apps", CreateApp),
-    route("GET", "/api/v1/apps", AnyToken),
-    route("GET", "/api/v1/apps/{app}", Read),
-    route("DELETE", "/api/v1/apps/{app}", Admin),
-    route("GET", "/api/v1/apps/{app}/scripts", Read),
-    route("PUT", "/api/v1/apps/{app}/scripts/{name}", Deploy),
-    route("GET", "/api/v1/apps/{app}/scripts/{name}", Read),
-    route("DELETE", "/api/v1/apps/{app}/scripts/{name}", Deploy),
-    route("GET", "/api/v1/apps/{app}/scripts/{name}/versions", Read),
-    route(
-        "GET",
-        "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
-        Read,
-    ),
-    route("POST", "/api/v1/apps/{app}/scripts/{name}/rollback", Deploy),
-    route("POST", "/api/v1/apps/{app}/triggers", Deploy),
-    route("GET", "/api/v1/apps/{app}/triggers", Read),
-    route("DELETE", "/api/v1/apps/{app}/triggers/{id}", Deploy),
-    route("GET", "/api/v1/apps/{app}/invocations", Read),
-    route("GET", "/api/v1/apps/{app}/invocations/{id}", Read),
-    route("GET", "/api/v1/apps/{app}/dead-letters", Read),
-    route("DELETE", "/api/v1/apps/{app}/dead-letters", Deploy),
-    route("GET", "/api/v1/apps/{app}/dead-letters/{id}", Read),
-    route("DELETE", "/api/v1/apps/{app}/dead-letters/{id}", Deploy),
-    route(
-        "POST",
-        "/api/v1/apps/{app}/dead-letters/{id}/replay",
-        Deploy,
-    ),
-    route("GET", "/api/v1/apps/{app}/config", Read),
-    route("GET", "/api/v1/apps/{app}/config/{key}", Read),
-    route("PUT", "/api/v1/apps/{app}/config/{key}", Deploy),
-    route("DELETE", "/api/v1/apps/{app}/config/{key}", Deploy),
-    route("GET", "/api/v1/apps/{app}/secrets", Read),
-    route("GET", "/api/v1/apps/{app}/secrets/{name}", Read),
-    route("PUT", "/api/v1/apps/{app}/secrets/{name}", Deploy),
-    route("DELETE", "/api/v1/apps/{app}/secrets/{name}", Deploy),
-    route("GET", "/api/v1/apps/{app}/kv", Read),
-    route("GET", "/api/v1/apps/{app}/kv/{key}", Read),
-    route("DELETE", "/api/v1/apps/{app}/kv/{key}", Deploy),
-    route("GET", "/api/v1/apps/{app}/blobs", Read),
-    route("GET", "/api/v1/apps/{app}/blobs/{name}", Read),
-    route("DELETE", "/api/v1/apps/{app}/blobs/{name}", Deploy),
-    route("GET", "/api/v1/apps/{app}/mailbox", Read),
-    route("GET", "/api/v1/apps/{app}/limits", Read),
-    route("PUT", "/api/v1/apps/{app}/limits", Admin),
-    route("DELETE", "/api/v1/apps/{app}/limits", Admin),
-    route("GET", "/api/v1/apps/{app}/scripts/{name}/limits", Read),
-    route("PUT", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
-    route("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits", Admin),
-    route("GET", "/api/v1/nodes", Read),
-    route("GET", "/api/v1/token", AnyToken),
-    route("POST", "/api/v1/tokens", Admin),
-    route("GET", "/api/v1/tokens", Admin),
-    route("DELETE", "/api/v1/tokens/{id}", Admin),
-];
+    fn into_iter(self) -> Self::IntoIter {
+        ROUTE_LIST.iter()
+    }
+}
 
 /// Bodies other than a script's source are small.
 const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -136,64 +103,144 @@ const DEPLOY_BODY_SLACK: usize = 16 * 1024;
 
 type Endpoint = MethodRouter<Arc<ManagerDeps>>;
 
-/// The handler of one `ROUTES` line.
-///
-/// # Panics
-/// For a line without a handler: `router` then fails on its first call, in every test.
-fn endpoint(route: &Route, deploy_limit: usize) -> Endpoint {
-    match (route.method, route.path) {
-        ("GET", "/api/v1/openapi.json") => get(openapi::serve),
-        ("POST", "/api/v1/apps") => post(apps::create),
-        ("GET", "/api/v1/apps") => get(apps::list),
-        ("GET", "/api/v1/apps/{app}") => get(apps::get),
-        ("DELETE", "/api/v1/apps/{app}") => delete(apps::delete),
-        ("GET", "/api/v1/apps/{app}/scripts") => get(scripts::list),
-        ("PUT", "/api/v1/apps/{app}/scripts/{name}") => {
-            put(scripts::deploy).layer(DefaultBodyLimit::max(deploy_limit))
+/// The body a route reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyLimit {
+    /// `DEFAULT_BODY_LIMIT`.
+    Small,
+    /// A script's source: `max_script_bytes` with room for its JSON.
+    Script,
+}
+
+/// One operation of the admin API: its handler with the handler's `#[utoipa::path]`
+/// (method, path, parameters, bodies, answers, links, and who may call it as the
+/// operation's `x-picloud-access` extension), and the schemas that names.
+pub struct Operation {
+    pub route: Route,
+    handler: Endpoint,
+    body: BodyLimit,
+    /// The operation's path item, as the document writes it.
+    item: Value,
+    schemas: Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+}
+
+type Routed = (
+    Vec<(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )>,
+    utoipa::openapi::path::Paths,
+    Endpoint,
+);
+
+impl Operation {
+    /// # Panics
+    /// When the annotation does not declare exactly one operation with a valid
+    /// `x-picloud-access`: every test that builds the router then fails.
+    fn new((schemas, paths, handler): Routed) -> Operation {
+        let paths = serde_json::to_value(&paths).expect("paths serialize");
+        let (path, item) = paths
+            .as_object()
+            .and_then(|p| p.iter().next())
+            .map(|(path, item)| (path.clone(), item.clone()))
+            .expect("one path");
+        let (method, operation) = item
+            .as_object()
+            .and_then(|ops| ops.iter().find(|(k, _)| k.as_str() != "parameters"))
+            .expect("one operation");
+        let access = operation["x-picloud-access"]
+            .as_str()
+            .and_then(Access::parse)
+            .unwrap_or_else(|| panic!("{method} {path}: no valid x-picloud-access extension"));
+        let route = Route {
+            method: leak(method.to_ascii_uppercase()),
+            path: leak(path),
+            access,
+        };
+        Operation {
+            route,
+            handler,
+            body: BodyLimit::Small,
+            item,
+            schemas,
         }
-        ("GET", "/api/v1/apps/{app}/scripts/{name}") => get(scripts::get),
-        ("DELETE", "/api/v1/apps/{app}/scripts/{name}") => delete(scripts::delete),
-        ("GET", "/api/v1/apps/{app}/scripts/{name}/versions") => get(scripts::versions),
-        ("GET", "/api/v1/apps/{app}/scripts/{name}/versions/{version}") => get(scripts::version),
-        ("POST", "/api/v1/apps/{app}/scripts/{name}/rollback") => post(scripts::rollback),
-        ("POST", "/api/v1/apps/{app}/triggers") => post(triggers::create),
-        ("GET", "/api/v1/apps/{app}/triggers") => get(triggers::list),
-        ("DELETE", "/api/v1/apps/{app}/triggers/{id}") => delete(triggers::delete),
-        ("GET", "/api/v1/apps/{app}/invocations") => get(invocations::list),
-        ("GET", "/api/v1/apps/{app}/invocations/{id}") => get(invocations::get),
-        ("GET", "/api/v1/apps/{app}/dead-letters") => get(dead_letters::list),
-        ("DELETE", "/api/v1/apps/{app}/dead-letters") => delete(dead_letters::purge),
-        ("GET", "/api/v1/apps/{app}/dead-letters/{id}") => get(dead_letters::get),
-        ("DELETE", "/api/v1/apps/{app}/dead-letters/{id}") => delete(dead_letters::delete),
-        ("POST", "/api/v1/apps/{app}/dead-letters/{id}/replay") => post(dead_letters::replay),
-        ("GET", "/api/v1/apps/{app}/config") => get(settings::config_list),
-        ("GET", "/api/v1/apps/{app}/config/{key}") => get(settings::config_get),
-        ("PUT", "/api/v1/apps/{app}/config/{key}") => put(settings::config_set),
-        ("DELETE", "/api/v1/apps/{app}/config/{key}") => delete(settings::config_delete),
-        ("GET", "/api/v1/apps/{app}/secrets") => get(settings::secret_list),
-        ("GET", "/api/v1/apps/{app}/secrets/{name}") => get(settings::secret_get),
-        ("PUT", "/api/v1/apps/{app}/secrets/{name}") => put(settings::secret_set),
-        ("DELETE", "/api/v1/apps/{app}/secrets/{name}") => delete(settings::secret_delete),
-        ("GET", "/api/v1/apps/{app}/kv") => get(data::kv_list),
-        ("GET", "/api/v1/apps/{app}/kv/{key}") => get(data::kv_get),
-        ("DELETE", "/api/v1/apps/{app}/kv/{key}") => delete(data::kv_delete),
-        ("GET", "/api/v1/apps/{app}/blobs") => get(data::blob_list),
-        ("GET", "/api/v1/apps/{app}/blobs/{name}") => get(data::blob_get),
-        ("DELETE", "/api/v1/apps/{app}/blobs/{name}") => delete(data::blob_delete),
-        ("GET", "/api/v1/apps/{app}/mailbox") => get(mailbox::list),
-        ("GET", "/api/v1/apps/{app}/limits") => get(limits::app_get),
-        ("PUT", "/api/v1/apps/{app}/limits") => put(limits::app_set),
-        ("DELETE", "/api/v1/apps/{app}/limits") => delete(limits::app_reset),
-        ("GET", "/api/v1/apps/{app}/scripts/{name}/limits") => get(limits::script_get),
-        ("PUT", "/api/v1/apps/{app}/scripts/{name}/limits") => put(limits::script_set),
-        ("DELETE", "/api/v1/apps/{app}/scripts/{name}/limits") => delete(limits::script_reset),
-        ("GET", "/api/v1/nodes") => get(nodes::list),
-        ("GET", "/api/v1/token") => get(tokens::current),
-        ("POST", "/api/v1/tokens") => post(tokens::create),
-        ("GET", "/api/v1/tokens") => get(tokens::list),
-        ("DELETE", "/api/v1/tokens/{id}") => delete(tokens::delete),
-        (method, path) => panic!("the route {method} {path} has no handler"),
     }
+
+    fn script_body(mut self) -> Operation {
+        self.body = BodyLimit::Script;
+        self
+    }
+}
+
+/// Route paths live as long as the process (`ROUTES` is built once).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+macro_rules! op {
+    ($handler:path) => {
+        Operation::new(utoipa_axum::routes!($handler))
+    };
+}
+
+/// Every operation of the admin API, in the order the document lists them. The router,
+/// the access check, the OpenAPI document and `ROUTES` are all built from this list, so
+/// a route cannot be served without its annotation, nor documented without its handler.
+pub fn operations() -> Vec<Operation> {
+    vec![
+        op!(openapi::serve),
+        op!(apps::create),
+        op!(apps::list),
+        op!(apps::get),
+        op!(apps::delete),
+        op!(scripts::list),
+        op!(scripts::deploy).script_body(),
+        op!(scripts::get),
+        op!(scripts::delete),
+        op!(scripts::versions),
+        op!(scripts::version),
+        op!(scripts::rollback),
+        op!(triggers::create),
+        op!(triggers::list),
+        op!(triggers::get),
+        op!(triggers::delete),
+        op!(invocations::list),
+        op!(invocations::get),
+        op!(dead_letters::list),
+        op!(dead_letters::purge),
+        op!(dead_letters::get),
+        op!(dead_letters::delete),
+        op!(dead_letters::replay),
+        op!(settings::config_list),
+        op!(settings::config_get),
+        op!(settings::config_set),
+        op!(settings::config_delete),
+        op!(settings::secret_list),
+        op!(settings::secret_get),
+        op!(settings::secret_set),
+        op!(settings::secret_delete),
+        op!(data::kv_list),
+        op!(data::kv_get),
+        op!(data::kv_delete),
+        op!(data::blob_list),
+        op!(data::blob_get),
+        op!(data::blob_delete),
+        op!(mailbox::list),
+        op!(nodes::list),
+        op!(limits::app_get),
+        op!(limits::app_set),
+        op!(limits::app_reset),
+        op!(limits::script_get),
+        op!(limits::script_set),
+        op!(limits::script_reset),
+        op!(tokens::current),
+        op!(tokens::create),
+        op!(tokens::list),
+        op!(tokens::delete),
+    ]
 }
 
 /// The path as the router matches it: a blob's name is a wildcard.
@@ -221,9 +268,13 @@ pub fn router_with_limits(deps: ManagerDeps, limits: LimitPolicy) -> Router {
     let state = Arc::new(deps);
     let mut guarded = Router::new();
     let mut public = Router::new();
-    for r in ROUTES {
-        let handler = endpoint(r, deploy_limit);
-        if r.access == Public {
+    for op in operations() {
+        let r = op.route;
+        let handler = match op.body {
+            BodyLimit::Small => op.handler,
+            BodyLimit::Script => op.handler.layer(DefaultBodyLimit::max(deploy_limit)),
+        };
+        if r.access == Access::Public {
             public = public.route(&router_path(r.path), handler);
         } else {
             let handler = handler.route_layer(from_fn_with_state(r.access, access::authorize));

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
 use shared::store::NodeInfo;
 
 use super::ManagerDeps;
 use super::error::ApiError;
 use super::json::ApiJson;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Node {
     id: String,
     role: String,
@@ -24,10 +26,11 @@ pub(super) struct Node {
     in_flight: u64,
     queue_depth: u64,
     /// `up`, or `down` when its heartbeats stopped.
+    #[schema(value_type = String, pattern = "^(up|down)$")]
     status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct NodeList {
     nodes: Vec<Node>,
 }
@@ -48,6 +51,20 @@ fn node(n: NodeInfo, now: DateTime<Utc>) -> Node {
     }
 }
 
+/// List the cluster's nodes.
+///
+/// Every server process that shares this database, with its load at its last heartbeat;
+/// a node silent for three of its heartbeat intervals is `down`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    operation_id = "list_nodes",
+    tag = "nodes",
+    responses(
+        (status = 200, description = "The nodes, as their heartbeats left them", body = NodeList),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
 ) -> Result<ApiJson<NodeList>, ApiError> {

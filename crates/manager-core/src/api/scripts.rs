@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::store::{ScriptInfo, ScriptVersion, VersionInfo};
-use shared::{AppName, CatalogChange, ScriptName};
+use shared::{AppName, CatalogChange, ErrorBody, ScriptName};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -35,20 +36,25 @@ pub(super) struct VersionPath {
     version: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeployBody {
+    /// The script's Rhai source; it must compile (else 422 `compile_error`). At most the
+    /// server's `max_script_bytes` (256 KiB by default) of UTF-8.
+    #[schema(max_length = 65536, pattern = r"^[^\u0000]*$")]
     source: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RollbackBody {
+    /// An existing version of the script.
+    #[schema(minimum = 1, maximum = 2147483647)]
     version: i64,
 }
 
 /// The answer to a deploy or a rollback: which version is now active.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Deployed {
     app: AppName,
     script: ScriptName,
@@ -67,12 +73,12 @@ impl From<ScriptVersion> for Deployed {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ScriptList {
     scripts: Vec<ScriptInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ScriptDetail {
     #[serde(flatten)]
     info: ScriptInfo,
@@ -80,12 +86,12 @@ pub(super) struct ScriptDetail {
     source: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct VersionList {
     versions: Vec<VersionInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct VersionDetail {
     version: i64,
     created_at: DateTime<Utc>,
@@ -93,6 +99,42 @@ pub(super) struct VersionDetail {
     source: String,
 }
 
+/// Deploy a new version of a script.
+///
+/// The source is compiled first: a script that does not compile is refused (422) and the
+/// active version keeps serving. 201 for the first version, 200 after.
+#[utoipa::path(
+    put,
+    path = "/api/v1/apps/{app}/scripts/{name}",
+    operation_id = "deploy_script",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    request_body = DeployBody,
+    responses(
+        (status = 201, description = "The first version, now active", body = Deployed, links(
+            ("get" = (operation_id = "get_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("versions" = (operation_id = "list_script_versions", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("version" = (operation_id = "get_script_version", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script"), ("version" = "$response.body#/version")))),
+            ("rollback" = (operation_id = "rollback_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")), request_body = json!({"version": "$response.body#/version"}))),
+            ("limits" = (operation_id = "get_script_limits", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("set_limits" = (operation_id = "set_script_limits", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("delete" = (operation_id = "delete_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+        )),
+        (status = 200, description = "A new version, now active", body = Deployed, links(
+            ("get" = (operation_id = "get_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("versions" = (operation_id = "list_script_versions", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("version" = (operation_id = "get_script_version", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script"), ("version" = "$response.body#/version")))),
+            ("rollback" = (operation_id = "rollback_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")), request_body = json!({"version": "$response.body#/version"}))),
+            ("limits" = (operation_id = "get_script_limits", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("set_limits" = (operation_id = "set_script_limits", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+            ("delete" = (operation_id = "delete_script", parameters(("app" = "$response.body#/app"), ("name" = "$response.body#/script")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The source is larger than the server's `max_script_bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 422, description = "The source does not compile (`compile_error`, with `line` and `column`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, script = %name))]
 pub(super) async fn deploy(
     State(deps): State<Arc<ManagerDeps>>,
@@ -112,6 +154,11 @@ pub(super) async fn deploy(
     };
     if source.len() > deps.max_script_bytes {
         return Err(too_large());
+    }
+    if source.contains('\0') {
+        return Err(ApiError::InvalidInput(
+            "a script's source may not contain NUL (U+0000)".into(),
+        ));
     }
     require_app(&deps, &app).await?;
     let source = check(&deps, source).await?;
@@ -153,6 +200,21 @@ async fn check(deps: &ManagerDeps, source: String) -> Result<String, ApiError> {
     }
 }
 
+/// List an app's scripts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/scripts",
+    operation_id = "list_scripts",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The scripts, by name", body = ScriptList, links(
+            ("get" = (operation_id = "get_script", parameters(("app" = "$request.path.app"), ("name" = "$response.body#/scripts/0/name")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -162,6 +224,19 @@ pub(super) async fn list(
     Ok(ApiJson(ScriptList { scripts }))
 }
 
+/// Show a script with its active source.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/scripts/{name}",
+    operation_id = "get_script",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    responses(
+        (status = 200, description = "The script", body = ScriptDetail),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(ScriptPath { app, name }): ApiPath<ScriptPath>,
@@ -179,6 +254,19 @@ pub(super) async fn get(
     }
 }
 
+/// List a script's versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/scripts/{name}/versions",
+    operation_id = "list_script_versions",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    responses(
+        (status = 200, description = "The versions", body = VersionList),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn versions(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(ScriptPath { app, name }): ApiPath<ScriptPath>,
@@ -193,6 +281,19 @@ pub(super) async fn versions(
     Ok(ApiJson(VersionList { versions }))
 }
 
+/// Show one version with its source.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/scripts/{name}/versions/{version}",
+    operation_id = "get_script_version",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name"), ("version" = i64, Path, minimum = 1, maximum = 2147483647, description = "The version number")),
+    responses(
+        (status = 200, description = "The version", body = VersionDetail),
+        (status = 404, description = "No such app, script or version (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn version(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(VersionPath { app, name, version }): ApiPath<VersionPath>,
@@ -211,6 +312,20 @@ pub(super) async fn version(
     }))
 }
 
+/// Make an earlier version active.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/scripts/{name}/rollback",
+    operation_id = "rollback_script",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    request_body = RollbackBody,
+    responses(
+        (status = 200, description = "The version now active", body = Deployed),
+        (status = 404, description = "No such app, script or version (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, script = %name, version = body.version))]
 pub(super) async fn rollback(
     State(deps): State<Arc<ManagerDeps>>,
@@ -240,6 +355,19 @@ pub(super) async fn rollback(
     Ok(ApiJson(active.into()))
 }
 
+/// Delete a script with its versions and the triggers bound to it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/scripts/{name}",
+    operation_id = "delete_script",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = ScriptName, Path, description = "The script's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or script (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, script = %name))]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,

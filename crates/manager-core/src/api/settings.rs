@@ -9,7 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use shared::{AppName, check_data_name};
+use shared::{AppName, ErrorBody, check_data_name};
+use utoipa::ToSchema;
+
+use super::names::{ConfigKey, ConfigValue, SecretName, has_nul};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -36,15 +39,19 @@ pub(super) struct SecretPath {
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SetConfig {
+    /// Any JSON value; its strings and keys may not contain NUL.
+    #[schema(value_type = ConfigValue)]
     value: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SetSecret {
+    /// The secret; stored encrypted and never shown again. No NUL (U+0000).
+    #[schema(pattern = r"^[^\u0000]*$")]
     value: String,
 }
 
@@ -55,24 +62,24 @@ impl std::fmt::Debug for SetSecret {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ConfigEntry {
     key: String,
     value: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ConfigMap {
     config: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct SecretState {
     name: String,
     set: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct SecretNames {
     secrets: Vec<String>,
 }
@@ -81,6 +88,19 @@ fn check(what: &str, raw: &str) -> Result<(), ApiError> {
     check_data_name(what, raw, MAX_NAME_BYTES).map_err(|e| ApiError::InvalidInput(e.0))
 }
 
+/// Every config value of the app.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/config",
+    operation_id = "list_config",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The config, by key", body = ConfigMap),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn config_list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -92,6 +112,19 @@ pub(super) async fn config_list(
     }))
 }
 
+/// Show one config value.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/config/{key}",
+    operation_id = "get_config",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("key" = ConfigKey, Path, description = "The config key (percent-encoded)")),
+    responses(
+        (status = 200, description = "The value", body = ConfigEntry),
+        (status = 404, description = "No such app or key (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn config_get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(KeyPath { app, key }): ApiPath<KeyPath>,
@@ -106,6 +139,23 @@ pub(super) async fn config_get(
     }
 }
 
+/// Set a config value (any JSON).
+#[utoipa::path(
+    put,
+    path = "/api/v1/apps/{app}/config/{key}",
+    operation_id = "set_config",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("key" = ConfigKey, Path, description = "The config key (percent-encoded)")),
+    request_body = SetConfig,
+    responses(
+        (status = 200, description = "The value set", body = ConfigEntry, links(
+            ("get" = (operation_id = "get_config", parameters(("app" = "$request.path.app"), ("key" = "$request.path.key")))),
+            ("delete" = (operation_id = "delete_config", parameters(("app" = "$request.path.app"), ("key" = "$request.path.key")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn config_set(
     State(deps): State<Arc<ManagerDeps>>,
@@ -113,6 +163,11 @@ pub(super) async fn config_set(
     ApiJson(body): ApiJson<SetConfig>,
 ) -> Result<ApiJson<ConfigEntry>, ApiError> {
     check("config key", &key)?;
+    if has_nul(&body.value) {
+        return Err(ApiError::InvalidInput(
+            "a config value's strings and keys may not contain NUL (U+0000)".into(),
+        ));
+    }
     deps.store
         .settings
         .config_set(&app, &key, &body.value)
@@ -124,6 +179,19 @@ pub(super) async fn config_set(
     }))
 }
 
+/// Delete a config value.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/config/{key}",
+    operation_id = "delete_config",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("key" = ConfigKey, Path, description = "The config key (percent-encoded)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or key (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn config_delete(
     State(deps): State<Arc<ManagerDeps>>,
@@ -138,6 +206,19 @@ pub(super) async fn config_delete(
     }
 }
 
+/// The names of the app's secrets (never their values).
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/secrets",
+    operation_id = "list_secrets",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The names", body = SecretNames),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn secret_list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -147,7 +228,21 @@ pub(super) async fn secret_list(
     Ok(ApiJson(SecretNames { secrets }))
 }
 
-/// Whether a secret is set; never its value.
+/// Whether a secret is set.
+///
+/// Never its value.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/secrets/{name}",
+    operation_id = "get_secret",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = SecretName, Path, description = "The secret's name (percent-encoded)")),
+    responses(
+        (status = 200, description = "It is set", body = SecretState),
+        (status = 404, description = "No such app or secret (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn secret_get(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(SecretPath { app, name }): ApiPath<SecretPath>,
@@ -162,6 +257,23 @@ pub(super) async fn secret_get(
     }
 }
 
+/// Set a secret (encrypted at rest; never returned).
+#[utoipa::path(
+    put,
+    path = "/api/v1/apps/{app}/secrets/{name}",
+    operation_id = "set_secret",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = SecretName, Path, description = "The secret's name (percent-encoded)")),
+    request_body = SetSecret,
+    responses(
+        (status = 200, description = "It is set", body = SecretState, links(
+            ("get" = (operation_id = "get_secret", parameters(("app" = "$request.path.app"), ("name" = "$request.path.name")))),
+            ("delete" = (operation_id = "delete_secret", parameters(("app" = "$request.path.app"), ("name" = "$request.path.name")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn secret_set(
     State(deps): State<Arc<ManagerDeps>>,
@@ -169,6 +281,11 @@ pub(super) async fn secret_set(
     ApiJson(body): ApiJson<SetSecret>,
 ) -> Result<ApiJson<SecretState>, ApiError> {
     check("secret name", &name)?;
+    if body.value.contains('\0') {
+        return Err(ApiError::InvalidInput(
+            "a secret's value may not contain NUL (U+0000)".into(),
+        ));
+    }
     deps.store
         .settings
         .secret_set(&app, &name, &body.value)
@@ -178,6 +295,19 @@ pub(super) async fn secret_set(
     Ok(ApiJson(SecretState { name, set: true }))
 }
 
+/// Delete a secret.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/secrets/{name}",
+    operation_id = "delete_secret",
+    tag = "settings",
+    params(("app" = AppName, Path, description = "The app's name"), ("name" = SecretName, Path, description = "The secret's name (percent-encoded)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or secret (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn secret_delete(
     State(deps): State<Arc<ManagerDeps>>,

@@ -10,8 +10,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use shared::store::{ApiToken, NewToken, TokenDeleted, TokenRole};
-use shared::{AppName, TokenId};
+use shared::{AppName, ErrorBody, TokenId};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::ManagerDeps;
 use super::error::ApiError;
@@ -35,12 +38,46 @@ pub(super) struct CreateToken {
     apps: Option<Vec<AppName>>,
 }
 
+/// The body as the document states it: `apps` only with role `deploy` or `read`.
+impl utoipa::PartialSchema for CreateToken {
+    fn schema() -> RefOr<Schema> {
+        let name_char = r"[^\u0000-\u001F\u007F-\u009F]";
+        shared::schema::raw(json!({
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS,
+                    "pattern": format!(r"^{name_char}*[^\s\u0000-\u001F\u007F-\u009F]{name_char}*$"),
+                    "description": "1 to 64 characters (after trimming spaces), without control characters."},
+                "role": {"$ref": "#/components/schemas/TokenRole", "default": "admin"},
+                "apps": {"type": "array", "minItems": 1, "maxItems": MAX_SCOPE_APPS,
+                    "items": {"$ref": "#/components/schemas/AppName"},
+                    "description": "The existing apps the token covers (not with role admin, which covers every app); absent is every app."},
+            },
+            "anyOf": [
+                {"not": {"required": ["apps"]}},
+                {"required": ["role", "apps"], "properties": {"role": {"enum": ["deploy", "read"]}}},
+            ],
+        }))
+    }
+}
+
+impl ToSchema for CreateToken {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((TokenRole::name().into_owned(), TokenRole::schema()));
+        schemas.push((AppName::name().into_owned(), AppName::schema()));
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenPath {
     id: TokenId,
 }
 
-#[derive(Serialize)]
+/// A new token, with its secret.
+#[derive(Serialize, ToSchema)]
 pub(super) struct Created {
     id: TokenId,
     name: String,
@@ -51,11 +88,29 @@ pub(super) struct Created {
     token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TokenList {
     tokens: Vec<ApiToken>,
 }
 
+/// Create a token.
+///
+/// Its secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    operation_id = "create_token",
+    tag = "tokens",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The new token with its secret", body = Created, links(
+            ("delete" = (operation_id = "delete_token", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 404, description = "An app in `apps` does not exist (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A token of that name exists (`conflict`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all)]
 pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
@@ -125,12 +180,35 @@ async fn scope(
     Ok(Some(apps))
 }
 
-/// The calling token (never its secret): what a client shows its user, e.g. which apps
-/// a scoped token covers.
+/// The calling token.
+///
+/// Its id, name, role and apps (never its secret): what a client shows its user, e.g.
+/// which apps a scoped token covers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/token",
+    operation_id = "get_current_token",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The calling token", body = ApiToken),
+    ),
+    extensions(("x-picloud-access" = json!("any_token")))
+)]
 pub(super) async fn current(Extension(token): Extension<ApiToken>) -> ApiJson<ApiToken> {
     ApiJson(token)
 }
 
+/// List tokens (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    operation_id = "list_tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The tokens, oldest first", body = TokenList),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
 ) -> Result<ApiJson<TokenList>, ApiError> {
@@ -138,6 +216,22 @@ pub(super) async fn list(
     Ok(ApiJson(TokenList { tokens }))
 }
 
+/// Delete a token.
+///
+/// The last admin token cannot be deleted (409).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    operation_id = "delete_token",
+    tag = "tokens",
+    params(("id" = TokenId, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such token (`not_found`)", body = ErrorBody),
+        (status = 409, description = "It is the last admin token (`conflict`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("admin")))
+)]
 #[tracing::instrument(skip_all, fields(token = %id))]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,

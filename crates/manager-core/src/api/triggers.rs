@@ -10,8 +10,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
-use shared::{AppName, CatalogChange, ChannelName, RoutePath, ScriptName, TriggerId};
+use shared::{AppName, CatalogChange, ChannelName, ErrorBody, RoutePath, ScriptName, TriggerId};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::error::ApiError;
 use super::extract::ApiPath;
@@ -48,6 +51,81 @@ pub(super) struct CreateTrigger {
     queue: Option<String>,
     script: String,
     max_attempts: Option<i64>,
+}
+
+/// The part of the cron syntax the document states as a pattern: numbers, `*` and `*/n`,
+/// days 1 to 28 (so every matching schedule fires). The server takes the whole croner
+/// syntax (ranges, lists, names, `L`, `W`, `#`), as the field's description says.
+const CRON_PATTERN: &str = concat!(
+    r"^(([1-5]?[0-9]|\*) )?(\*|\*/[1-9]|[1-5]?[0-9]) (\*|\*/[1-9]|1?[0-9]|2[0-3]) ",
+    r"(\*|[1-9]|1[0-9]|2[0-8]) (\*|[1-9]|1[0-2]) (\*|[0-6])$"
+);
+
+/// The body as the document states it: one schema per kind, each with its own required
+/// fields, none other accepted.
+impl utoipa::PartialSchema for CreateTrigger {
+    fn schema() -> RefOr<Schema> {
+        let script = json!({"$ref": "#/components/schemas/ScriptName",
+            "description": "The script to run; it must be deployed."});
+        let max_attempts = json!({"type": "integer", "minimum": MAX_ATTEMPTS_RANGE.start(),
+            "maximum": MAX_ATTEMPTS_RANGE.end(), "default": DEFAULT_MAX_ATTEMPTS,
+            "description": "Event triggers: how many times an event is tried before it becomes a dead letter."});
+        let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+        let kind = |name: &str, required: &[&str], fields: serde_json::Value| {
+            let mut properties = json!({
+                "kind": {"type": "string", "enum": [name]},
+                "script": script,
+                "max_attempts": max_attempts,
+            });
+            if let (Some(all), serde_json::Value::Object(more)) =
+                (properties.as_object_mut(), fields)
+            {
+                all.extend(more);
+            }
+            let mut needed = vec!["kind", "script"];
+            needed.extend_from_slice(required);
+            json!({"type": "object", "title": name, "required": needed,
+                "properties": properties, "additionalProperties": false})
+        };
+        let schema = json!({
+            "description": "A trigger to create; `kind` says which fields apply.",
+            "oneOf": [
+                kind("http", &["method", "path"], json!({
+                    "method": {"$ref": "#/components/schemas/HttpMethod"},
+                    "path": {"$ref": "#/components/schemas/RoutePath"},
+                })),
+                kind("cron", &["schedule"], json!({
+                    "schedule": {"type": "string", "pattern": CRON_PATTERN,
+                        "description": "5 fields (minute hour day month weekday) or 6 (second first), with a slot in the next 10 years. The pattern shows numbers, `*` and `*/n`; the server also takes ranges, lists, steps, names, `L`, `W` and `#` (croner)."},
+                    "timezone": {"type": "string", "enum": zones, "default": DEFAULT_TIMEZONE,
+                        "description": "An IANA time zone."},
+                })),
+                kind("topic", &["topic"], json!({
+                    "topic": {"$ref": "#/components/schemas/ChannelName"},
+                })),
+                kind("queue", &["queue"], json!({
+                    "queue": {"$ref": "#/components/schemas/ChannelName",
+                        "description": "One consumer per queue (409 for a second)."},
+                })),
+                kind("dead_letter", &[], json!({})),
+            ]
+        });
+        shared::schema::raw(schema)
+    }
+}
+
+impl ToSchema for CreateTrigger {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        use utoipa::PartialSchema;
+        for (name, schema) in [
+            (ScriptName::name(), ScriptName::schema()),
+            (HttpMethod::name(), HttpMethod::schema()),
+            (RoutePath::name(), RoutePath::schema()),
+            (ChannelName::name(), ChannelName::schema()),
+        ] {
+            schemas.push((name.into_owned(), schema));
+        }
+    }
 }
 
 impl CreateTrigger {
@@ -160,16 +238,17 @@ impl CreateTrigger {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TriggerList {
     triggers: Vec<TriggerView>,
 }
 
 /// A trigger as the API shows it: cron triggers also say when they fire next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TriggerView {
     #[serde(flatten)]
     trigger: Trigger,
+    /// Cron triggers: when it fires next.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_fire_at: Option<DateTime<Utc>>,
 }
@@ -191,6 +270,24 @@ impl TriggerView {
     }
 }
 
+/// Bind a script to a trigger.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/triggers",
+    operation_id = "create_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name")),
+    request_body = CreateTrigger,
+    responses(
+        (status = 201, description = "The new trigger", body = TriggerView, links(
+            ("get" = (operation_id = "get_trigger", parameters(("app" = "$response.body#/app"), ("id" = "$response.body#/id")))),
+            ("delete" = (operation_id = "delete_trigger", parameters(("app" = "$response.body#/app"), ("id" = "$response.body#/id")))),
+        )),
+        (status = 404, description = "No such app, or the script is not deployed (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The app has a trigger for this method and path, or this queue (`conflict`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app))]
 pub(super) async fn create(
     State(deps): State<Arc<ManagerDeps>>,
@@ -220,6 +317,21 @@ pub(super) async fn create(
     ))
 }
 
+/// List an app's triggers, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/triggers",
+    operation_id = "list_triggers",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name")),
+    responses(
+        (status = 200, description = "The triggers", body = TriggerList, links(
+            ("get" = (operation_id = "get_trigger", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/triggers/0/id")))),
+        )),
+        (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
 pub(super) async fn list(
     State(deps): State<Arc<ManagerDeps>>,
     ApiPath(AppPath { app }): ApiPath<AppPath>,
@@ -234,6 +346,44 @@ pub(super) async fn list(
     Ok(ApiJson(TriggerList { triggers }))
 }
 
+/// Show one trigger.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/{app}/triggers/{id}",
+    operation_id = "get_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
+    responses(
+        (status = 200, description = "The trigger", body = TriggerView),
+        (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("read")))
+)]
+pub(super) async fn get(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(TriggerPath { app, id }): ApiPath<TriggerPath>,
+) -> Result<ApiJson<TriggerView>, ApiError> {
+    require_app(&deps, &app).await?;
+    let triggers = deps.store.triggers.list(&app).await?;
+    match triggers.into_iter().find(|t| t.id == id) {
+        Some(trigger) => Ok(ApiJson(TriggerView::at(trigger, Utc::now()))),
+        None => Err(ApiError::not_found("trigger", id)),
+    }
+}
+
+/// Delete a trigger.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apps/{app}/triggers/{id}",
+    operation_id = "delete_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
 #[tracing::instrument(skip_all, fields(app = %app, trigger = %id))]
 pub(super) async fn delete(
     State(deps): State<Arc<ManagerDeps>>,

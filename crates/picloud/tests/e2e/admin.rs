@@ -3,8 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestDb, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     admin_routes_refuse_missing_and_wrong_tokens,
@@ -26,7 +26,7 @@ async fn error_of(res: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
-async fn admin_routes_refuse_missing_and_wrong_tokens(db: TestDb) {
+async fn admin_routes_refuse_missing_and_wrong_tokens(db: Backend) {
     let app = spawn_app(db).await;
     let res = app
         .client
@@ -74,7 +74,7 @@ async fn admin_routes_refuse_missing_and_wrong_tokens(db: TestDb) {
     assert!(doc["paths"]["/api/v1/apps"].is_object(), "{doc}");
 }
 
-async fn malformed_json_and_missing_fields_get_400_with_a_message(db: TestDb) {
+async fn malformed_json_and_missing_fields_get_400_with_a_message(db: Backend) {
     let app = spawn_app(db).await;
     let res = app
         .admin(Method::POST, "/apps")
@@ -119,7 +119,7 @@ async fn malformed_json_and_missing_fields_get_400_with_a_message(db: TestDb) {
     assert_eq!(error_of(res).await.0, 400);
 }
 
-async fn app_names_that_clash_with_platform_paths_or_are_not_slugs_get_400(db: TestDb) {
+async fn app_names_that_clash_with_platform_paths_or_are_not_slugs_get_400(db: Backend) {
     let app = spawn_app(db).await;
     for name in [
         "api",
@@ -141,7 +141,7 @@ async fn app_names_that_clash_with_platform_paths_or_are_not_slugs_get_400(db: T
     assert_eq!(status, 409);
 }
 
-async fn routes_starting_with_underscore_get_400(db: TestDb) {
+async fn routes_starting_with_underscore_get_400(db: Backend) {
     let app = spawn_app(db).await;
     app.create_app("shop").await;
     app.deploy("shop", "hello", "\"hi\"").await;
@@ -159,7 +159,7 @@ async fn routes_starting_with_underscore_get_400(db: TestDb) {
     assert_eq!(status, 409);
 }
 
-async fn unknown_apps_scripts_and_routes_get_404(db: TestDb) {
+async fn unknown_apps_scripts_and_routes_get_404(db: Backend) {
     let app = spawn_app(db).await;
     let (status, body) = error_of(app.admin(Method::GET, "/apps/nope").send().await.unwrap()).await;
     assert_eq!(
@@ -214,7 +214,7 @@ async fn unknown_apps_scripts_and_routes_get_404(db: TestDb) {
     assert_eq!(app.get("/shop/hello").await.text().await.unwrap(), "hi");
 }
 
-async fn a_syntax_error_gets_422_with_line_and_column_and_keeps_the_previous_version(db: TestDb) {
+async fn a_syntax_error_gets_422_with_line_and_column_and_keeps_the_previous_version(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", "\"good\"")
         .await;
@@ -248,7 +248,7 @@ async fn a_syntax_error_gets_422_with_line_and_column_and_keeps_the_previous_ver
     assert_eq!(script["latest_version"], 1);
 }
 
-async fn a_request_body_over_the_limit_gets_413(db: TestDb) {
+async fn a_request_body_over_the_limit_gets_413(db: Backend) {
     let app = spawn_app_with(db, |c| c.http.max_body_bytes = 1024).await;
     app.endpoint("shop", "echo", "POST /echo", "request.body.len()")
         .await;
@@ -291,7 +291,7 @@ async fn a_request_body_over_the_limit_gets_413(db: TestDb) {
     );
 }
 
-async fn a_created_token_works_and_stops_working_once_deleted(db: TestDb) {
+async fn a_created_token_works_and_stops_working_once_deleted(db: Backend) {
     let app = spawn_app(db).await;
     let res = app
         .admin(Method::POST, "/tokens")
@@ -347,7 +347,7 @@ async fn a_created_token_works_and_stops_working_once_deleted(db: TestDb) {
     );
 }
 
-async fn deleting_an_app_removes_its_endpoints_and_history(db: TestDb) {
+async fn deleting_an_app_removes_its_endpoints_and_history(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", "\"hi\"").await;
     app.endpoint("other", "hello", "GET /hello", "\"still here\"")

@@ -11,8 +11,8 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::common::{TestApp, TestDb, invocation_id, record_of, record_where, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{TestApp, invocation_id, record_of, record_where, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_busy_app_is_held_to_its_concurrency_limit_while_another_app_is_served,
@@ -96,7 +96,7 @@ async fn text(res: Response) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-async fn a_busy_app_is_held_to_its_concurrency_limit_while_another_app_is_served(db: TestDb) {
+async fn a_busy_app_is_held_to_its_concurrency_limit_while_another_app_is_served(db: Backend) {
     // Two script threads: without a cap, `busy` alone could take both.
     let app = spawn_app_with(db, |c| {
         c.executor.threads = 2;
@@ -144,7 +144,7 @@ async fn a_busy_app_is_held_to_its_concurrency_limit_while_another_app_is_served
 }
 
 async fn a_lower_app_limit_stops_its_script_while_another_app_runs_the_same_script_fine(
-    db: TestDb,
+    db: Backend,
 ) {
     let app = spawn_app_with(db, |_| {}).await;
     let mut recorded = app.recorded();
@@ -208,7 +208,7 @@ async fn a_lower_app_limit_stops_its_script_while_another_app_runs_the_same_scri
     );
 }
 
-async fn an_apps_events_wait_for_its_concurrency_cap_without_using_attempts(db: TestDb) {
+async fn an_apps_events_wait_for_its_concurrency_cap_without_using_attempts(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.executor.threads = 2;
         c.limits.timeout_ms = 10_000;
@@ -280,7 +280,7 @@ async fn an_apps_events_wait_for_its_concurrency_cap_without_using_attempts(db: 
     assert!(app.dead_letters("jobs").await.is_empty());
 }
 
-async fn requests_over_an_apps_rate_get_429_with_retry_after(db: TestDb) {
+async fn requests_over_an_apps_rate_get_429_with_retry_after(db: Backend) {
     let app = spawn_app_with(db, |_| {}).await;
     app.endpoint("limited", "hi", "GET /hi", r#""hi""#).await;
     app.endpoint("free", "hi", "GET /hi", r#""hi""#).await;
@@ -336,7 +336,7 @@ async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
     .unwrap()
 }
 
-async fn the_cli_sets_shows_and_resets_an_apps_limits(db: TestDb) {
+async fn the_cli_sets_shows_and_resets_an_apps_limits(db: Backend) {
     let app = spawn_app_with(db, |_| {}).await;
     app.endpoint("shop", "hi", "GET /hi", r#""hi""#).await;
     let (ok, out) = cli(&app, &["limits", "set", "shop", "--timeout-ms", "1500"]).await;

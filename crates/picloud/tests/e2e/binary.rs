@@ -184,7 +184,8 @@ fn the_binary_runs_the_readme_walkthrough_on_sqlite_and_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_switches_to_postgres_with_picloud_database_url() {
-    let url = storage::testing::fresh_postgres_url().await;
+    let db = storage::testing::TestUrl::postgres().await;
+    let url = db.url.clone();
     let dir = tempfile::tempdir().unwrap();
     let token = "pct_binary_test_admin_token";
     let path = dir.path().to_path_buf();

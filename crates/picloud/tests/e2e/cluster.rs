@@ -7,7 +7,8 @@ use reqwest::{Method, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestApp, TestDb, spawn_app};
+use crate::common::{TestApp, spawn_app};
+use testkit::{Backend, eventually};
 
 /// Long enough for any test machine; each wait ends as soon as the change is served.
 const BOUND: Duration = Duration::from_secs(20);
@@ -84,7 +85,7 @@ impl Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_through_one_node_are_served_by_another() {
-    let a = spawn_app(TestDb::Postgres).await;
+    let a = spawn_app(Backend::Postgres).await;
     let b = Node::join(&a).await;
 
     // A new app, script and route.
@@ -156,34 +157,20 @@ async fn changes_made_through_one_node_are_served_by_another() {
         .await
         .unwrap();
     assert_eq!(bound.status(), 201);
-    let started = Instant::now();
-    loop {
+    eventually("node a serves node b's change", BOUND, async || {
         let res = a.get("/shop/hello").await;
-        if res.status() == 200 && res.text().await.unwrap() == "from b" {
-            break;
-        }
-        assert!(
-            started.elapsed() < BOUND,
-            "node a never served node b's change"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (res.status() == 200 && res.text().await.unwrap() == "from b").then_some(())
+    })
+    .await;
     b.stop().await;
 }
 
 async fn wait_for_status(node: &Node, path: &str, status: StatusCode) -> (StatusCode, String) {
-    let started = Instant::now();
-    loop {
+    eventually(&format!("{path} answers {status}"), BOUND, async || {
         let (got, text) = node.get(path).await;
-        if got == status {
-            return (got, text);
-        }
-        assert!(
-            started.elapsed() < BOUND,
-            "{path} still answers {got} {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (got == status).then_some((got, text))
+    })
+    .await
 }
 
 /// `GET /api/v1/nodes` as JSON.
@@ -199,7 +186,7 @@ async fn nodes(client: &reqwest::Client, url: &str) -> Vec<serde_json::Value> {
     body["nodes"].as_array().unwrap().clone()
 }
 
-async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: TestDb) {
+async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: Backend) {
     let app = crate::common::spawn_app_with(db, |c| c.cluster.heartbeat_ms = 50).await;
     let listed = nodes(&app.client, &app.url).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -231,19 +218,11 @@ async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: TestDb) {
     assert_eq!(anonymous.status(), 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_server_lists_itself_up_and_its_heartbeat_moves() {
-    a_server_lists_itself_up_and_its_heartbeat_moves(TestDb::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_server_lists_itself_up_and_its_heartbeat_moves() {
-    a_server_lists_itself_up_and_its_heartbeat_moves(TestDb::Postgres).await;
-}
+testkit::on_both_backends!(a_server_lists_itself_up_and_its_heartbeat_moves);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_lists_the_others_a_silent_one_is_down_and_a_stopped_one_leaves() {
-    let a = spawn_app(TestDb::Postgres).await;
+    let a = spawn_app(Backend::Postgres).await;
     let b = Node::join(&a).await;
     for url in [&a.url, &b.url] {
         let listed = nodes(&a.client, url).await;

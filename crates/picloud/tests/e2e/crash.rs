@@ -2,7 +2,7 @@
 //! every event's effect is there exactly once (a KV counter per event, committed in the
 //! same transaction as the event's outbox row deletion).
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -47,14 +47,11 @@ impl Admin {
 
     /// Wait (bounded) until the counter reaches `at_least`.
     async fn wait_total(&self, at_least: u64, within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
-        loop {
+        testkit::eventually(&format!("a total of {at_least}"), within, async || {
             let total = self.total().await;
-            if total >= at_least || Instant::now() > deadline {
-                return total;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (total >= at_least).then_some(total)
+        })
+        .await
     }
 }
 
@@ -189,11 +186,11 @@ async fn sqlite_kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing() {
-    let url = storage::testing::fresh_postgres_url().await;
+    let db = storage::testing::TestUrl::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(
         dir.path(),
-        vec![("PICLOUD_DATABASE_URL".into(), url)],
+        vec![("PICLOUD_DATABASE_URL".into(), db.url.clone())],
     )
     .await;
 }

@@ -4,8 +4,11 @@ use axum::routing::get;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestDb, encode, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{encode, spawn_app, spawn_app_with};
+use testkit::{Backend, eventually, on_both_backends};
+
+/// How long a loaded machine may take for what a test waits on; never a timing.
+const BOUND: std::time::Duration = std::time::Duration::from_secs(20);
 
 on_both_backends!(
     kv_writes_are_read_back_by_scripts_and_the_admin_api,
@@ -36,7 +39,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-async fn deleting_an_app_removes_its_blob_files(db: TestDb) {
+async fn deleting_an_app_removes_its_blob_files(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint(
         "files",
@@ -76,7 +79,7 @@ async fn deleting_an_app_removes_its_blob_files(db: TestDb) {
     );
 }
 
-async fn kv_writes_are_read_back_by_scripts_and_the_admin_api(db: TestDb) {
+async fn kv_writes_are_read_back_by_scripts_and_the_admin_api(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint(
         "shop",
@@ -159,7 +162,7 @@ async fn kv_writes_are_read_back_by_scripts_and_the_admin_api(db: TestDb) {
     assert_eq!(app.kv("shop", "user:1").await, None);
 }
 
-async fn apps_cannot_reach_each_others_keys_or_blobs_even_with_crafted_names(db: TestDb) {
+async fn apps_cannot_reach_each_others_keys_or_blobs_even_with_crafted_names(db: Backend) {
     let app = spawn_app(db).await;
     let writer = r#"kv::set("secret", "alpha only"); blob::put("secret.txt", "alpha blob"); "ok""#;
     app.endpoint("alpha", "write", "POST /write", writer).await;
@@ -221,7 +224,7 @@ async fn apps_cannot_reach_each_others_keys_or_blobs_even_with_crafted_names(db:
     assert_eq!(app.kv("alpha", "secret").await, Some(json!("alpha only")));
 }
 
-async fn blobs_round_trip_bytes_and_content_type_and_empty_blobs_are_valid(db: TestDb) {
+async fn blobs_round_trip_bytes_and_content_type_and_empty_blobs_are_valid(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint(
         "files",
@@ -301,7 +304,7 @@ async fn blobs_round_trip_bytes_and_content_type_and_empty_blobs_are_valid(db: T
     assert_eq!(app.get("/files/files/docs/readme.md").await.status(), 404);
 }
 
-async fn a_script_imports_another_script_of_its_app(db: TestDb) {
+async fn a_script_imports_another_script_of_its_app(db: Backend) {
     let app = spawn_app(db).await;
     app.create_app("shop").await;
     assert!(
@@ -352,7 +355,7 @@ async fn a_script_imports_another_script_of_its_app(db: TestDb) {
     );
 }
 
-async fn config_and_secrets_reach_scripts_and_secret_values_never_leave_the_api(db: TestDb) {
+async fn config_and_secrets_reach_scripts_and_secret_values_never_leave_the_api(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "settings", "GET /settings", r#"#{ currency: config::get("currency"), has_key: secrets::get("stripe") == "sk_live_42", none: config::get("nope") }"#)
         .await;
@@ -405,7 +408,9 @@ async fn config_and_secrets_reach_scripts_and_secret_values_never_leave_the_api(
     assert_eq!(names["secrets"], json!(["stripe"]));
 }
 
-async fn outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_loopback(db: TestDb) {
+async fn outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_loopback(
+    db: Backend,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = format!("http://{}", listener.local_addr().unwrap());
     let router =
@@ -446,7 +451,7 @@ async fn outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_lo
     assert_eq!(strict.get("/shop/file").await.status(), 500);
 }
 
-async fn email_without_smtp_lands_in_the_development_mailbox(db: TestDb) {
+async fn email_without_smtp_lands_in_the_development_mailbox(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint(
         "shop",
@@ -481,8 +486,7 @@ async fn email_without_smtp_lands_in_the_development_mailbox(db: TestDb) {
             .unwrap(),
         "sent"
     );
-    let mut messages = Vec::new();
-    for _ in 0..100 {
+    let messages = eventually("the email in the mailbox", BOUND, async || {
         let res: Value = app
             .admin(Method::GET, "/apps/shop/mailbox")
             .send()
@@ -491,12 +495,10 @@ async fn email_without_smtp_lands_in_the_development_mailbox(db: TestDb) {
             .json()
             .await
             .unwrap();
-        messages = res["messages"].as_array().unwrap().clone();
-        if !messages.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        let messages = res["messages"].as_array().unwrap().clone();
+        (!messages.is_empty()).then_some(messages)
+    })
+    .await;
     assert_eq!(messages.len(), 1, "exactly the valid email arrived");
     assert_eq!(messages[0]["message"]["subject"], "Welcome");
     assert_eq!(messages[0]["message"]["to"], json!(["ada@example.com"]));

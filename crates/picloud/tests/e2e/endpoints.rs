@@ -3,8 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestDb, invocation_id, record_of, spawn_app};
-use crate::on_both_backends;
+use crate::common::{invocation_id, record_of, spawn_app};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_deployed_script_answers_on_its_route,
@@ -16,7 +16,7 @@ on_both_backends!(
     apps_do_not_see_each_others_routes,
 );
 
-async fn a_deployed_script_answers_on_its_route(db: TestDb) {
+async fn a_deployed_script_answers_on_its_route(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", r#""Hello, " + "world!""#)
         .await;
@@ -33,7 +33,7 @@ async fn a_deployed_script_answers_on_its_route(db: TestDb) {
     assert_eq!(res.text().await.unwrap(), "Hello, world!");
 }
 
-async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: TestDb) {
+async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: Backend) {
     let app = spawn_app(db).await;
     let source = r#"
         #{
@@ -73,7 +73,7 @@ async fn the_request_reaches_the_script_with_params_query_headers_and_body(db: T
     assert_eq!(body["name"], "Ada");
 }
 
-async fn a_map_becomes_json_and_response_sets_status_and_headers(db: TestDb) {
+async fn a_map_becomes_json_and_response_sets_status_and_headers(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "list", "GET /items", "[1, 2, #{ three: 3 }]")
         .await;
@@ -109,7 +109,7 @@ async fn a_map_becomes_json_and_response_sets_status_and_headers(db: TestDb) {
     assert_eq!(res.text().await.unwrap(), "short and stout");
 }
 
-async fn redeploying_serves_the_new_version_and_rollback_the_old_one(db: TestDb) {
+async fn redeploying_serves_the_new_version_and_rollback_the_old_one(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", r#""v1""#).await;
     assert_eq!(app.get("/shop/hello").await.text().await.unwrap(), "v1");
@@ -150,7 +150,7 @@ async fn redeploying_serves_the_new_version_and_rollback_the_old_one(db: TestDb)
     assert_eq!(app.get("/shop/hello").await.text().await.unwrap(), "v3");
 }
 
-async fn invocations_list_status_duration_version_and_captured_logs(db: TestDb) {
+async fn invocations_list_status_duration_version_and_captured_logs(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.endpoint(
@@ -222,7 +222,7 @@ async fn invocations_list_status_duration_version_and_captured_logs(db: TestDb) 
 }
 
 async fn a_script_error_reaches_the_caller_as_500_with_an_invocation_id_and_no_internals(
-    db: TestDb,
+    db: Backend,
 ) {
     let app = spawn_app(db).await;
     app.endpoint(
@@ -261,7 +261,7 @@ async fn a_script_error_reaches_the_caller_as_500_with_an_invocation_id_and_no_i
     }
 }
 
-async fn apps_do_not_see_each_others_routes(db: TestDb) {
+async fn apps_do_not_see_each_others_routes(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("alpha", "secret", "GET /secret", r#""alpha's secret""#)
         .await;

@@ -6,8 +6,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shared::InvocationStatus;
 
-use crate::common::{TestDb, invocation_id, record_where, spawn_app};
-use crate::on_both_backends;
+use crate::common::{invocation_id, record_where, spawn_app};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_published_event_runs_every_subscriber_and_commits_its_writes,
@@ -21,7 +21,7 @@ on_both_backends!(
     invoke_recursion_past_the_depth_limit_is_a_clear_error,
 );
 
-async fn a_published_event_runs_every_subscriber_and_commits_its_writes(db: TestDb) {
+async fn a_published_event_runs_every_subscriber_and_commits_its_writes(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     let topic = json!({"kind": "topic", "topic": "orders"});
@@ -61,7 +61,7 @@ async fn a_published_event_runs_every_subscriber_and_commits_its_writes(db: Test
     assert_eq!(app.kv("shop", "b").await, Some(json!(2)));
 }
 
-async fn a_queue_message_is_delivered_once_per_idempotency_key_and_after_its_delay(db: TestDb) {
+async fn a_queue_message_is_delivered_once_per_idempotency_key_and_after_its_delay(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.handler(
@@ -113,7 +113,7 @@ async fn a_queue_message_is_delivered_once_per_idempotency_key_and_after_its_del
     assert_eq!(app.kv("shop", "jobs:two").await, Some(json!(1)));
 }
 
-async fn invoke_returns_the_callee_result_and_invoke_async_runs_it_later(db: TestDb) {
+async fn invoke_returns_the_callee_result_and_invoke_async_runs_it_later(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.create_app("shop").await;
@@ -141,7 +141,7 @@ async fn invoke_returns_the_callee_result_and_invoke_async_runs_it_later(db: Tes
 }
 
 async fn a_failing_handler_is_retried_then_dead_lettered_and_the_dead_letter_handler_runs(
-    db: TestDb,
+    db: Backend,
 ) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
@@ -233,7 +233,7 @@ async fn a_failing_handler_is_retried_then_dead_lettered_and_the_dead_letter_han
     assert!(app.dead_letters("shop").await.is_empty());
 }
 
-async fn a_failing_dead_letter_handler_never_produces_another_dead_letter_event(db: TestDb) {
+async fn a_failing_dead_letter_handler_never_produces_another_dead_letter_event(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.handler(
@@ -310,7 +310,7 @@ async fn a_failing_dead_letter_handler_never_produces_another_dead_letter_event(
     );
 }
 
-async fn a_throwing_script_commits_neither_writes_nor_events(db: TestDb) {
+async fn a_throwing_script_commits_neither_writes_nor_events(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.handler(
@@ -350,7 +350,7 @@ async fn a_throwing_script_commits_neither_writes_nor_events(db: TestDb) {
     );
 }
 
-async fn a_cron_trigger_fires_on_its_schedule(db: TestDb) {
+async fn a_cron_trigger_fires_on_its_schedule(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.handler(
@@ -380,7 +380,7 @@ async fn a_cron_trigger_fires_on_its_schedule(db: TestDb) {
     );
 }
 
-async fn bad_trigger_input_gets_a_clear_error(db: TestDb) {
+async fn bad_trigger_input_gets_a_clear_error(db: Backend) {
     let app = spawn_app(db).await;
     app.create_app("shop").await;
     app.deploy("shop", "s", "1").await;
@@ -439,7 +439,7 @@ async fn bad_trigger_input_gets_a_clear_error(db: TestDb) {
     );
 }
 
-async fn invoke_recursion_past_the_depth_limit_is_a_clear_error(db: TestDb) {
+async fn invoke_recursion_past_the_depth_limit_is_a_clear_error(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     app.create_app("shop").await;

@@ -4,15 +4,15 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{TestDb, invocation_id, record_of, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{invocation_id, record_of, spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id,
     a_script_past_its_wall_clock_gets_504_while_other_requests_are_served,
 );
 
-async fn runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id(db: TestDb) {
+async fn runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id(db: Backend) {
     let app = spawn_app(db).await;
     let mut recorded = app.recorded();
     let cases = [
@@ -58,7 +58,7 @@ async fn runaway_scripts_are_stopped_reported_and_answered_with_an_invocation_id
     }
 }
 
-async fn a_script_past_its_wall_clock_gets_504_while_other_requests_are_served(db: TestDb) {
+async fn a_script_past_its_wall_clock_gets_504_while_other_requests_are_served(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.limits.max_operations = u64::MAX / 2;
         c.limits.timeout_ms = 1_500;

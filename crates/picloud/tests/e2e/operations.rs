@@ -1,15 +1,15 @@
 //! Health, readiness, metrics and the shutdown order.
 use std::time::Duration;
 
-use crate::common::{TestDb, invocation_id, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{invocation_id, spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     health_readiness_and_metrics_answer_without_a_token,
     shutdown_finishes_in_flight_requests_and_flushes_their_records,
 );
 
-async fn health_readiness_and_metrics_answer_without_a_token(db: TestDb) {
+async fn health_readiness_and_metrics_answer_without_a_token(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", "\"hi\"").await;
     app.get("/shop/hello").await;
@@ -20,8 +20,8 @@ async fn health_readiness_and_metrics_answer_without_a_token(db: TestDb) {
     assert_eq!(res.status(), 200);
     let ready: serde_json::Value = res.json().await.unwrap();
     let backend = match db {
-        TestDb::Sqlite => "sqlite",
-        TestDb::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
     };
     assert_eq!(ready["database"], backend);
 
@@ -29,7 +29,7 @@ async fn health_readiness_and_metrics_answer_without_a_token(db: TestDb) {
     assert!(metrics.contains("picloud_http_requests_total"), "{metrics}");
 }
 
-async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: TestDb) {
+async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Backend) {
     // A busy loop for 400 ms: enough operations that the test's usual budget would stop it.
     let mut app = spawn_app_with(db, |c| c.limits.max_operations = 1_000_000_000).await;
     app.endpoint(

@@ -8,8 +8,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestDb, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::spawn_app_with;
+use storage::testing::TestUrl;
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_changed_admin_token_revokes_the_previous_one_and_a_revoked_one_stays_revoked,
@@ -43,12 +44,22 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     })
 }
 
-async fn fresh(db: TestDb, dir: &Path) -> Config {
-    let url = match db {
-        TestDb::Sqlite => storage::testing::fresh_sqlite_url(dir),
-        TestDb::Postgres => storage::testing::fresh_postgres_url().await,
-    };
-    Config::for_tests(&dir.join("data"), &url)
+/// A config on a fresh database (SQLite in `dir`), and the PostgreSQL schema's handle,
+/// which drops the schema when the test ends.
+async fn fresh(db: Backend, dir: &Path) -> (Config, Option<TestUrl>) {
+    match db {
+        Backend::Sqlite => (
+            Config::for_tests(&dir.join("data"), &storage::testing::fresh_sqlite_url(dir)),
+            None,
+        ),
+        Backend::Postgres => {
+            let schema = TestUrl::postgres().await;
+            (
+                Config::for_tests(&dir.join("data"), &schema.url),
+                Some(schema),
+            )
+        }
+    }
 }
 
 async fn list_apps(url: &str, token: &str) -> StatusCode {
@@ -62,10 +73,10 @@ async fn list_apps(url: &str, token: &str) -> StatusCode {
 }
 
 async fn a_changed_admin_token_revokes_the_previous_one_and_a_revoked_one_stays_revoked(
-    db: TestDb,
+    db: Backend,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = fresh(db, dir.path()).await;
+    let (mut config, _schema) = fresh(db, dir.path()).await;
     let first = "first-admin-token-0123456789";
     let second = "second-admin-token-0123456789";
 
@@ -132,9 +143,9 @@ async fn a_changed_admin_token_revokes_the_previous_one_and_a_revoked_one_stays_
     server.stop().await;
 }
 
-async fn a_missing_or_wrong_secrets_key_with_stored_secrets_stops_the_start(db: TestDb) {
+async fn a_missing_or_wrong_secrets_key_with_stored_secrets_stops_the_start(db: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let config = fresh(db, dir.path()).await;
+    let (config, _schema) = fresh(db, dir.path()).await;
     let key_file = config.data_dir.join("secret.key");
 
     // A start with no secrets stored: a lost key file is simply made anew.
@@ -197,19 +208,19 @@ async fn a_missing_or_wrong_secrets_key_with_stored_secrets_stops_the_start(db: 
     server.stop().await;
 }
 
-async fn readiness_fails_when_the_schema_is_not_migrated(db: TestDb) {
+async fn readiness_fails_when_the_schema_is_not_migrated(db: Backend) {
     let app = spawn_app_with(db, |_| {}).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     // The newest migration's record disappears (a database restored from an older backup).
     let forget =
         "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)";
     match db {
-        TestDb::Sqlite => {
+        Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
             sqlx::query(forget).execute(&pool).await.unwrap();
             pool.close().await;
         }
-        TestDb::Postgres => {
+        Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
             sqlx::query(forget).execute(&pool).await.unwrap();
             pool.close().await;
@@ -228,7 +239,7 @@ async fn readiness_fails_when_the_schema_is_not_migrated(db: TestDb) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_directory_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let config = fresh(TestDb::Sqlite, dir.path()).await;
+    let (config, _schema) = fresh(Backend::Sqlite, dir.path()).await;
     let first = start(config.clone()).await.unwrap();
     let err = format!("{:#}", start(config.clone()).await.err().expect("refused"));
     assert!(err.contains("is in use by another PiCloud server"), "{err}");
@@ -242,7 +253,7 @@ async fn a_second_server_on_the_same_data_directory_fails_with_a_clear_message()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_token_shorter_than_16_characters_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = fresh(TestDb::Sqlite, dir.path()).await;
+    let (mut config, _schema) = fresh(Backend::Sqlite, dir.path()).await;
     config.admin_token = Some("x".into());
     let err = format!("{:#}", start(config.clone()).await.err().expect("refused"));
     assert!(
@@ -257,7 +268,7 @@ async fn an_admin_token_shorter_than_16_characters_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_and_everything_in_it_are_private_to_the_server_user() {
     use std::os::unix::fs::PermissionsExt;
-    let app = spawn_app_with(TestDb::Sqlite, |c| c.database_url = None).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| c.database_url = None).await;
     app.endpoint(
         "shop",
         "put",

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use crate::ids::AppName;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct App {
     pub name: AppName,
     pub created_at: DateTime<Utc>,

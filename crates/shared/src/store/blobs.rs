@@ -7,7 +7,7 @@ use super::StoreError;
 use crate::ids::AppName;
 
 /// A blob's metadata; the bytes live in the object store under `object`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct BlobMeta {
     pub name: String,
     pub size: u64,

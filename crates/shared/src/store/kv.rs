@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::StoreError;
 use crate::ids::AppName;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct KvEntry {
     pub key: String,
     pub value: Value,

@@ -17,7 +17,7 @@ pub struct ScriptVersion {
 }
 
 /// A script as listed: which version is active and which is the newest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct ScriptInfo {
     pub name: ScriptName,
     pub active_version: i64,
@@ -26,7 +26,7 @@ pub struct ScriptInfo {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct VersionInfo {
     pub version: i64,
     pub created_at: DateTime<Utc>,

@@ -6,7 +6,19 @@ use super::StoreError;
 use crate::ids::{AppName, TokenId};
 
 /// What a token may do; the apps it may do it on are its scope (`ApiToken::apps`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    utoipa::ToSchema,
+    Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenRole {
     /// Only reads; never a secret's value (no route returns one).
@@ -49,7 +61,7 @@ impl std::fmt::Display for TokenRole {
 }
 
 /// An admin API token as listed: never its secret, which is stored only as a hash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct ApiToken {
     pub id: TokenId,
     pub name: String,

@@ -9,7 +9,7 @@ use crate::ids::{AppName, ChannelName, InvalidName, RoutePath, ScriptName, Trigg
 
 /// What makes a script run. Stored as a kind plus a JSON config, so new kinds need no
 /// new columns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TriggerSpec {
     /// `{METHOD} /{app}{path}` runs the script synchronously.
@@ -47,7 +47,7 @@ impl TriggerSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct Trigger {
     pub id: TriggerId,
     pub app: AppName,

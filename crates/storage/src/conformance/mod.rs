@@ -6,7 +6,7 @@
 //! picloud_storage::conformance_tests!(picloud_storage::testing::sqlite_store);
 //! ```
 //!
-//! The setup path names an `async fn() -> testing::TestStore`. Timestamps written by the
+//! The setup path names an `async fn() -> testing::TestDb`. Timestamps written by the
 //! suite are whole milliseconds, the precision both backends are promised to keep.
 mod blobs;
 mod cron;

@@ -216,7 +216,7 @@ mod on_postgres {
 
     use shared::bus::{Channel, Heard};
 
-    use crate::testing::fresh_postgres_url;
+    use crate::testing::TestUrl;
 
     /// Long enough for any machine; every wait below ends as soon as the notice arrives.
     const BOUND: Duration = Duration::from_secs(20);
@@ -246,10 +246,12 @@ mod on_postgres {
 
     #[tokio::test]
     async fn a_notice_reaches_every_node_of_the_schema_and_no_other_schema() {
-        let url = fresh_postgres_url().await;
+        let schema = TestUrl::postgres().await;
+        let url = schema.url.clone();
         let a = crate::connect(&url).await.unwrap();
         let b = crate::connect(&url).await.unwrap();
-        let elsewhere = crate::connect(&fresh_postgres_url().await).await.unwrap();
+        let other_schema = TestUrl::postgres().await;
+        let elsewhere = crate::connect(&other_schema.url).await.unwrap();
         let mut hears_a = a.bus.subscribe();
         let mut hears_b = b.bus.subscribe();
         let mut hears_elsewhere = elsewhere.bus.subscribe();
@@ -298,7 +300,8 @@ mod on_postgres {
 
     #[tokio::test]
     async fn a_dropped_listening_connection_comes_back_and_says_notices_were_missed() {
-        let url = fresh_postgres_url().await;
+        let schema = TestUrl::postgres().await;
+        let url = schema.url.clone();
         let store = crate::connect(&url).await.unwrap();
         let mut heard = store.bus.subscribe();
         loop {

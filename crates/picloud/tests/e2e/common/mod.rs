@@ -9,15 +9,12 @@ use picloud::{Config, Server};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use shared::InvocationRecord;
+use storage::testing::TestUrl;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy)]
-pub enum TestDb {
-    Sqlite,
-    Postgres,
-}
+pub use testkit::Backend;
 
 pub struct TestApp {
     pub url: String,
@@ -27,18 +24,24 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
     server: Option<Server>,
+    /// A PostgreSQL test's schema, dropped after the server (declared last: dropped last).
+    _schema: Option<TestUrl>,
 }
 
 /// A fresh server on `127.0.0.1:0` with its own database and data directory.
-pub async fn spawn_app(db: TestDb) -> TestApp {
+pub async fn spawn_app(db: Backend) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
 
-pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+pub async fn spawn_app_with(db: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = match db {
-        TestDb::Sqlite => storage::testing::fresh_sqlite_url(dir.path()),
-        TestDb::Postgres => storage::testing::fresh_postgres_url().await,
+    let schema = match db {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestUrl::postgres().await),
+    };
+    let database_url = match &schema {
+        None => storage::testing::fresh_sqlite_url(dir.path()),
+        Some(schema) => schema.url.clone(),
     };
     let mut config = Config::for_tests(&dir.path().join("data"), &database_url);
     tweak(&mut config);
@@ -56,6 +59,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
         dir,
         shutdown,
         server: Some(server),
+        _schema: schema,
     }
 }
 
@@ -264,23 +268,4 @@ pub fn invocation_id(res: &Response) -> String {
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-/// One `#[tokio::test]` per backend for each listed `async fn name(db: TestDb)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::common::TestDb::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name($crate::common::TestDb::Postgres).await }
-            )*
-        }
-    };
 }

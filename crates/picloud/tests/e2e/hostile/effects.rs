@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::common::{TestApp, TestDb, invocation_id, record_of, record_where, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{TestApp, invocation_id, record_of, record_where, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     sleeping_on_every_script_thread_ends_at_the_wall_clock_and_other_apps_still_answer,
@@ -42,7 +42,7 @@ async fn failure_of(app: &TestApp, path: &str, status: u16) -> String {
 }
 
 async fn sleeping_on_every_script_thread_ends_at_the_wall_clock_and_other_apps_still_answer(
-    db: TestDb,
+    db: Backend,
 ) {
     // Two script threads (as in every test config), one second of wall clock.
     let app = spawn_app_with(db, |c| c.limits.timeout_ms = 1_000).await;
@@ -90,7 +90,7 @@ fn rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn a_flood_of_buffered_writes_stops_at_the_effects_caps_and_commits_nothing(db: TestDb) {
+async fn a_flood_of_buffered_writes_stops_at_the_effects_caps_and_commits_nothing(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.limits.max_operations = 50_000_000;
         c.limits.timeout_ms = 10_000;
@@ -148,7 +148,7 @@ async fn a_flood_of_buffered_writes_stops_at_the_effects_caps_and_commits_nothin
     others_still_answer(&app).await;
 }
 
-async fn an_increment_past_the_64_bit_range_is_a_script_error_and_keeps_the_value(db: TestDb) {
+async fn an_increment_past_the_64_bit_range_is_a_script_error_and_keeps_the_value(db: Backend) {
     let app = spawn_app_with(db, |_| {}).await;
     app.endpoint(
         "lab",
@@ -189,7 +189,7 @@ fn objects_of(app: &TestApp, name: &str) -> Vec<String> {
     }
 }
 
-async fn failed_and_timed_out_runs_leave_no_blob_object_behind(db: TestDb) {
+async fn failed_and_timed_out_runs_leave_no_blob_object_behind(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.limits.timeout_ms = 1_000;
         c.limits.max_operations = u64::MAX / 2;
@@ -250,7 +250,7 @@ async fn holding_server(started: Arc<Notify>, release: Arc<Notify>) -> String {
     url
 }
 
-async fn a_run_cannot_write_into_an_app_deleted_and_created_again_under_its_name(db: TestDb) {
+async fn a_run_cannot_write_into_an_app_deleted_and_created_again_under_its_name(db: Backend) {
     let app = spawn_app_with(db, |c| c.limits.timeout_ms = 10_000).await;
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let url = holding_server(Arc::clone(&started), Arc::clone(&release)).await;

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestDb, record_where, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{record_where, spawn_app, spawn_app_with};
+use testkit::{Backend, eventually, on_both_backends};
+
+/// How long a loaded machine may take for what a test waits on; never a timing.
+const BOUND: Duration = Duration::from_secs(20);
 
 on_both_backends!(
     schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire,
@@ -17,7 +20,7 @@ on_both_backends!(
     refused_emails_share_their_apps_failure_record_bound,
 );
 
-async fn schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire(db: TestDb) {
+async fn schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "tick", "GET /tick", r#""tock""#).await;
     for schedule in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
@@ -79,7 +82,7 @@ const FLOOD_PER_SEC: u32 = 5;
 const RECORD_LOG_BYTES: usize = 2048;
 
 async fn a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest(
-    db: TestDb,
+    db: Backend,
 ) {
     let app = spawn_app_with(db, |c| {
         c.invocations.failures_per_sec = FLOOD_PER_SEC;
@@ -122,15 +125,13 @@ async fn a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_t
     assert_eq!(blog.status, shared::InvocationStatus::Error);
 
     let total = CLIENTS * EACH;
-    let mut page = app.invocations("shop", "limit=500").await;
-    for _ in 0..200 {
+    let page = eventually("every record stored or counted", BOUND, async || {
+        let page = app.invocations("shop", "limit=500").await;
         let stored = page["invocations"].as_array().unwrap().len();
-        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() == total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        page = app.invocations("shop", "limit=500").await;
-    }
+        let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+        (stored + dropped >= total).then_some(page)
+    })
+    .await;
     let stored = page["invocations"].as_array().unwrap();
     let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
     assert_eq!(
@@ -173,7 +174,7 @@ async fn a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_t
     );
 }
 
-async fn a_script_cannot_send_email_from_an_address_the_operator_did_not_allow(db: TestDb) {
+async fn a_script_cannot_send_email_from_an_address_the_operator_did_not_allow(db: Backend) {
     let app = spawn_app_with(db, |c| {
         c.smtp.allowed_from = vec!["news@shop.test".into()];
     })
@@ -218,7 +219,7 @@ async fn a_script_cannot_send_email_from_an_address_the_operator_did_not_allow(d
 
 /// An endpoint that fans out into failing events cannot fill the disk with their records
 /// either: they count against the same per-app bound, and each is stored or counted.
-async fn failing_events_share_their_apps_failure_record_bound(db: TestDb) {
+async fn failing_events_share_their_apps_failure_record_bound(db: Backend) {
     const EVENTS: usize = 60;
     let app = spawn_app_with(db, |c| c.invocations.failures_per_sec = FLOOD_PER_SEC).await;
     app.handler(
@@ -244,15 +245,13 @@ async fn failing_events_share_their_apps_failure_record_bound(db: TestDb) {
             .status(),
         200
     );
-    let mut page = app.invocations("shop", "script=fails&limit=500").await;
-    for _ in 0..400 {
+    let page = eventually("every record stored or counted", BOUND, async || {
+        let page = app.invocations("shop", "script=fails&limit=500").await;
         let stored = page["invocations"].as_array().unwrap().len();
-        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() >= EVENTS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        page = app.invocations("shop", "script=fails&limit=500").await;
-    }
+        let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+        (stored + dropped >= EVENTS).then_some(page)
+    })
+    .await;
     let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
     let stored = page["invocations"].as_array().unwrap().len();
     let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
@@ -260,14 +259,11 @@ async fn failing_events_share_their_apps_failure_record_bound(db: TestDb) {
     assert!(stored <= usize::try_from(FLOOD_PER_SEC * (seconds + 1)).unwrap());
     assert!(dropped > 0);
     // Every event still ended (the list shows 50 at most), its record kept or not.
-    let mut letters = app.dead_letters("shop").await.len();
-    for _ in 0..200 {
-        if letters >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        letters = app.dead_letters("shop").await.len();
-    }
+    let letters = eventually("50 dead letters", BOUND, async || {
+        let letters = app.dead_letters("shop").await.len();
+        (letters >= 50).then_some(letters)
+    })
+    .await;
     assert_eq!(letters, 50);
 }
 
@@ -303,7 +299,7 @@ async fn refusing_smtp_server() -> u16 {
 
 /// A script that sends mail the server refuses cannot fill the disk with the records of
 /// those failures: they count against the app's one failure-record bound.
-async fn refused_emails_share_their_apps_failure_record_bound(db: TestDb) {
+async fn refused_emails_share_their_apps_failure_record_bound(db: Backend) {
     const EMAILS: usize = 40;
     let port = refusing_smtp_server().await;
     let app = spawn_app_with(db, |c| {
@@ -325,15 +321,13 @@ async fn refused_emails_share_their_apps_failure_record_bound(db: TestDb) {
     let started = Instant::now();
     let res = app.call(Method::POST, "/shop/spam").send().await.unwrap();
     assert_eq!(res.status(), 200);
-    let mut page = app.invocations("shop", "script=email&limit=500").await;
-    for _ in 0..400 {
+    let page = eventually("every record stored or counted", BOUND, async || {
+        let page = app.invocations("shop", "script=email&limit=500").await;
         let stored = page["invocations"].as_array().unwrap().len();
-        if stored + usize::try_from(page["dropped"].as_u64().unwrap()).unwrap() >= EMAILS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        page = app.invocations("shop", "script=email&limit=500").await;
-    }
+        let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();
+        (stored + dropped >= EMAILS).then_some(page)
+    })
+    .await;
     let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
     let records = page["invocations"].as_array().unwrap();
     let dropped = usize::try_from(page["dropped"].as_u64().unwrap()).unwrap();

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{TestApp, TestDb, spawn_app_with};
+use crate::common::{TestApp, spawn_app_with};
+use testkit::Backend;
 
 /// Long enough for any test machine; the server's own timeouts in these tests are short.
 const BOUND: Duration = Duration::from_secs(20);
@@ -69,7 +70,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
-    let mut app = spawn_app_with(TestDb::Sqlite, |c| {
+    let mut app = spawn_app_with(Backend::Sqlite, |c| {
         c.http.header_read_timeout_ms = 300;
         c.http.body_read_timeout_ms = 300;
         c.http.idle_timeout_ms = 300;
@@ -162,7 +163,7 @@ const BIG_ANSWER: usize = 12 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_its_answer_is_cut_off_while_others_are_served() {
-    let app = spawn_app_with(TestDb::Sqlite, |c| {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
         c.http.write_timeout_ms = 300;
         c.limits.max_string_bytes = 2 * BIG_ANSWER;
         c.limits.max_output_bytes = 2 * BIG_ANSWER;
@@ -209,7 +210,7 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_while_others_are_serv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_cleanly_until_one_closes() {
     const LIMIT: usize = 3;
-    let app = spawn_app_with(TestDb::Sqlite, |c| c.http.max_connections = LIMIT).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| c.http.max_connections = LIMIT).await;
 
     // Fill every slot with a kept-alive connection that has been answered once. (A slot a
     // previous connection held may take a moment to be released: ask again then.)
@@ -284,7 +285,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_cleartext_is_refused_unless_configured() {
-    let app = spawn_app_with(TestDb::Sqlite, |_| {}).await;
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
     let mut stream = connect(&app).await;
     stream.write_all(H2_PREFACE).await.unwrap();
     let said = read_until_closed(&mut stream).await;
@@ -296,7 +297,7 @@ async fn http2_cleartext_is_refused_unless_configured() {
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
 
-    let app = spawn_app_with(TestDb::Sqlite, |c| c.http.h2c = true).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| c.http.h2c = true).await;
     let mut stream = connect(&app).await;
     stream.write_all(H2_PREFACE).await.unwrap();
     // Empty SETTINGS from the client; the server answers with its own SETTINGS frame.

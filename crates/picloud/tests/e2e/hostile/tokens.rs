@@ -7,8 +7,8 @@ use reqwest::header::HOST;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, TestDb, spawn_app, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{TestApp, spawn_app, spawn_app_with};
+use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
     a_read_token_cannot_deploy_change_replay_or_delete_anything,
@@ -48,7 +48,7 @@ async fn assert_forbidden(res: reqwest::Response, what: &str) {
     assert_eq!(body["error"]["code"], "forbidden", "{what}: {body}");
 }
 
-async fn a_read_token_cannot_deploy_change_replay_or_delete_anything(db: TestDb) {
+async fn a_read_token_cannot_deploy_change_replay_or_delete_anything(db: Backend) {
     let app = spawn_app(db).await;
     app.endpoint("shop", "hello", "GET /hello", r#""v1""#).await;
     let (_, read) = token(&app, "read", None).await;
@@ -117,7 +117,7 @@ async fn a_read_token_cannot_deploy_change_replay_or_delete_anything(db: TestDb)
     assert_eq!(res.text().await.unwrap(), "v1");
 }
 
-async fn a_token_scoped_to_one_app_cannot_read_or_change_another(db: TestDb) {
+async fn a_token_scoped_to_one_app_cannot_read_or_change_another(db: Backend) {
     let app = spawn_app(db).await;
     // `blog` keeps a secret; a deploy token for `shop` goes after it.
     app.endpoint("blog", "hello", "GET /hello", r#""blog""#)
@@ -176,7 +176,7 @@ async fn a_token_scoped_to_one_app_cannot_read_or_change_another(db: TestDb) {
     assert_eq!(app.get("/blog/hello").await.text().await.unwrap(), "blog");
 }
 
-async fn two_admin_tokens_deleting_each_other_at_once_always_leave_one(db: TestDb) {
+async fn two_admin_tokens_deleting_each_other_at_once_always_leave_one(db: Backend) {
     let app = spawn_app(db).await;
     let listed: Value = app
         .admin(Method::GET, "/tokens")
@@ -258,7 +258,7 @@ async fn two_admin_tokens_deleting_each_other_at_once_always_leave_one(db: TestD
 
 /// A server that serves `{app}.apps.test` as the app's own origin; `app_paths` as given.
 async fn app_hosts(app_paths: bool) -> TestApp {
-    let app = spawn_app_with(TestDb::Sqlite, |config| {
+    let app = spawn_app_with(Backend::Sqlite, |config| {
         config.http.app_base_domain = Some("apps.test".into());
         config.http.app_paths = app_paths;
     })

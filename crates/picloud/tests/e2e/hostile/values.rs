@@ -2,15 +2,15 @@
 //! returned), a chain of closures that capture each other, and an event whose every run
 //! is cut off by the death of its process. None of them may take the server down, and a
 //! poison event ends in the dead letters instead of crash-looping the node.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::binary::start;
-use crate::common::{TestDb, invocation_id, record_of, record_where, spawn_app_with};
-use crate::on_both_backends;
+use crate::common::{invocation_id, record_of, record_where, spawn_app_with};
+use testkit::{Backend, eventually, on_both_backends};
 
 on_both_backends!(
     deep_values_and_closure_chains_are_stopped_and_other_apps_are_still_served,
@@ -22,7 +22,7 @@ fn linked_list(levels: u32) -> String {
     format!("let l = (); for i in 0..{levels} {{ l = #{{ n: take(l) }}; }}\n")
 }
 
-async fn deep_values_and_closure_chains_are_stopped_and_other_apps_are_still_served(db: TestDb) {
+async fn deep_values_and_closure_chains_are_stopped_and_other_apps_are_still_served(db: Backend) {
     let app = spawn_app_with(db, |c| {
         // The default budget: the stack must hold whatever it lets a script build.
         c.limits.max_operations = 10_000_000;
@@ -112,14 +112,11 @@ async fn deep_values_and_closure_chains_are_stopped_and_other_apps_are_still_ser
 }
 
 async fn wait_for_dead_letters(app: &crate::common::TestApp, name: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("a dead letter", Duration::from_secs(20), async || {
         let letters = app.dead_letters(name).await;
-        if !letters.is_empty() || Instant::now() > deadline {
-            return letters;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await
 }
 
 const TOKEN: &str = "pct_poison_test_admin_token";
@@ -127,7 +124,7 @@ const TOKEN: &str = "pct_poison_test_admin_token";
 /// A queue handler that blocks on a request to this test's listener, so the test knows
 /// its run has started, then `kill -9` while it runs: twice with `max_attempts: 2`. The
 /// third start must dead-letter the event without running it again.
-async fn an_event_interrupted_by_kill_9_max_attempts_times_is_dead_lettered(db: TestDb) {
+async fn an_event_interrupted_by_kill_9_max_attempts_times_is_dead_lettered(db: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let trap = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_url = format!("http://{}/hang", trap.local_addr().unwrap());
@@ -140,11 +137,12 @@ async fn an_event_interrupted_by_kill_9_max_attempts_times_is_dead_lettered(db: 
             "[\"127.0.0.1/32\"]".into(),
         ),
     ];
-    if let TestDb::Postgres = db {
-        env.push((
-            "PICLOUD_DATABASE_URL".into(),
-            storage::testing::fresh_postgres_url().await,
-        ));
+    let schema = match db {
+        Backend::Postgres => Some(storage::testing::TestUrl::postgres().await),
+        Backend::Sqlite => None,
+    };
+    if let Some(schema) = &schema {
+        env.push(("PICLOUD_DATABASE_URL".into(), schema.url.clone()));
     }
     let spawn = || {
         let dir = dir.path().to_path_buf();
@@ -223,18 +221,18 @@ async fn an_event_interrupted_by_kill_9_max_attempts_times_is_dead_lettered(db: 
         running = spawn().await.unwrap();
     }
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let letters = loop {
+    let letters = eventually("a dead letter", Duration::from_secs(30), async || {
         let res = admin(&running, Method::GET, "/apps/poison/dead-letters")
             .send()
             .await
             .unwrap();
         let letters = res.json::<Value>().await.unwrap()["dead_letters"].clone();
-        if letters.as_array().is_some_and(|l| !l.is_empty()) || Instant::now() > deadline {
-            break letters;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        letters
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+            .then_some(letters)
+    })
+    .await;
     assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
     assert!(
         letters[0]["error"]

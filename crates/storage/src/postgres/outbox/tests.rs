@@ -59,7 +59,8 @@ async fn next_due_at_is_measured_on_the_database_clock() {
 
 #[tokio::test]
 async fn an_insert_on_one_node_wakes_another_node_through_notify() {
-    let url = crate::testing::fresh_postgres_url().await;
+    let schema = crate::testing::TestUrl::postgres().await;
+    let url = schema.url.clone();
     let a = crate::connect(&url).await.expect("node a");
     let b = crate::connect(&url).await.expect("node b");
     // The first call starts b's listener, which wakes once when it is listening.
