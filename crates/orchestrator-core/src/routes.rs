@@ -21,8 +21,12 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use percent_encoding::percent_decode_str;
-use shared::store::{App, AppRepository, HttpMethod, Trigger, TriggerRepository, TriggerSpec};
-use shared::{AppName, CatalogChange, CatalogListener, RoutePath, ScriptName, StoreError};
+use shared::store::{
+    App, AppRepository, HttpMethod, Idempotency, Trigger, TriggerRepository, TriggerSpec,
+};
+use shared::{
+    AppName, CatalogChange, CatalogListener, RoutePath, ScriptName, StoreError, TriggerId,
+};
 
 /// One segment of a route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +53,13 @@ struct Route {
     segments: Vec<Segment>,
     script: ScriptName,
     pattern: RoutePath,
+    /// The trigger: idempotency keys are kept per route.
+    trigger: TriggerId,
+    idempotency: Option<Idempotency>,
 }
 
 impl Route {
-    fn new(method: HttpMethod, pattern: RoutePath, script: ScriptName) -> Self {
+    fn new(method: HttpMethod, pattern: RoutePath, trigger: &Trigger) -> Self {
         let segments = pattern
             .segments()
             .map(|seg| {
@@ -68,8 +75,10 @@ impl Route {
         Route {
             method,
             segments,
-            script,
+            script: trigger.script.clone(),
             pattern,
+            trigger: trigger.id,
+            idempotency: trigger.idempotency,
         }
     }
 
@@ -127,6 +136,9 @@ pub(crate) enum RouteMatch {
         /// The pattern that matched, for logs.
         pattern: RoutePath,
         params: BTreeMap<String, String>,
+        /// The route's trigger and, if it opted in, its idempotency keys' TTL.
+        trigger: TriggerId,
+        idempotency: Option<Idempotency>,
     },
     /// The path exists, but not for this method; the methods it has, for `Allow`.
     MethodNotAllowed {
@@ -150,9 +162,7 @@ impl AppRoutes {
         let routes = triggers
             .into_iter()
             .filter_map(|t| match &t.spec {
-                TriggerSpec::Http { method, path } => {
-                    Some(Route::new(*method, path.clone(), t.script.clone()))
-                }
+                TriggerSpec::Http { method, path } => Some(Route::new(*method, path.clone(), t)),
                 _ => None,
             })
             .collect();
@@ -185,6 +195,8 @@ impl AppRoutes {
                 script: route.script.clone(),
                 pattern: route.pattern.clone(),
                 params,
+                trigger: route.trigger,
+                idempotency: route.idempotency,
             },
             None if other_methods.is_empty() => RouteMatch::NotFound,
             None => RouteMatch::MethodNotAllowed {
@@ -341,7 +353,6 @@ impl CatalogListener for RouteRefresher {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use shared::TriggerId;
 
     fn trigger(method: &str, path: &str, script: &str) -> Trigger {
         Trigger {
@@ -355,6 +366,7 @@ mod tests {
             max_attempts: 1,
             created_at: Utc::now(),
             last_fired_at: None,
+            idempotency: None,
         }
     }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use executor_core::{Executor, ExecutorConfig};
 use orchestrator_core::{DispatchConfig, IngressConfig, MailboxMailer, Orchestrator};
 use serde_json::json;
-use shared::store::{App, EventCommit, OutboxRepository};
+use shared::store::{App, EventCommit, KeyAnswer, OutboxRepository};
 use shared::{AppName, Effects, Emit, Event, EventId, ScriptName, StoreError};
 
 const SKEW_SECS: u32 = 3;
@@ -42,6 +42,14 @@ impl OutboxRepository for CountingClaims {
     }
     async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
         self.inner.apply_to(app, effects).await
+    }
+    async fn apply_answered(
+        &self,
+        app: &App,
+        effects: &Effects,
+        answer: &KeyAnswer<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.apply_answered(app, effects, answer).await
     }
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.inner.next_due_at().await

@@ -7,6 +7,7 @@
 //! - `cli` is the `picloud` command's client side: it talks to the admin API over HTTP.
 pub mod cli; // client commands (apps, deploy, logs, ...)
 pub mod config; // Config: file + environment
+mod dashboard; // the embedded web dashboard at /dashboard/
 mod data_dir; // private data directory, one server at a time
 mod front; // platform paths to the router, app paths to the ingress
 mod health; // /healthz, /readyz, /metrics

@@ -250,6 +250,9 @@ pub async fn start_role(
             shutdown.clone(),
         ));
     }
+    if role.manages() {
+        app = app.merge(crate::dashboard::router());
+    }
     // The platform's routes get a request id and a log span per request. The public
     // ingress does its own (cheaper) request ids: a span per call would cost as much as
     // running a small script.

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// An app's rate or concurrency limit refused the request (429, with `Retry-After`).
     TooManyRequests,
+    /// An `Idempotency-Key` came again with a different request (422).
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
@@ -43,6 +45,7 @@ impl ErrorCode {
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }
@@ -94,5 +97,10 @@ mod tests {
         assert_eq!(ErrorCode::Timeout.status().as_u16(), 504);
         assert_eq!(ErrorCode::RequestTimeout.status().as_u16(), 408);
         assert_eq!(ErrorCode::TooManyRequests.status().as_u16(), 429);
+        assert_eq!(ErrorCode::IdempotencyKeyReused.status().as_u16(), 422);
+        assert_eq!(
+            serde_json::to_value(ErrorCode::IdempotencyKeyReused).unwrap(),
+            "idempotency_key_reused"
+        );
     }
 }

@@ -181,18 +181,44 @@ fn got_words(got: &str) -> String {
         "sequence" => "an array".into(),
         "null" | "unit value" => "null".into(),
         g if g.starts_with("integer ") || g.starts_with("floating point ") => {
-            let value = g.split_once(' ').map_or("", |(_, v)| v).trim_matches('`');
+            let value = g.rsplit_once(' ').map_or("", |(_, v)| v).trim_matches('`');
             format!("the number {value}")
         }
         g if g.starts_with("boolean ") => g.replace('`', "").replace("boolean", "the value"),
-        g if g.starts_with("string ") => format!("the string {}", &g[7..]),
-        other => other.replace('`', "'"),
+        other => match other.strip_prefix("string ") {
+            Some(text) => format!("the string {text}"),
+            None => other.replace('`', "'"),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::plain;
+
+    #[test]
+    fn an_integral_float_is_an_integer() {
+        use super::integral;
+        #[derive(serde::Deserialize)]
+        struct V {
+            #[serde(deserialize_with = "integral::i64")]
+            v: i64,
+        }
+        let v: V = serde_json::from_str(r#"{"v": 3.0}"#).unwrap();
+        assert_eq!(v.v, 3);
+        assert!(serde_json::from_str::<V>(r#"{"v": 3.5}"#).is_err());
+        assert_eq!(
+            integral::as_u64(&serde_json::json!(1863341.0)),
+            Some(1_863_341)
+        );
+        assert_eq!(integral::as_u64(&serde_json::json!(-1.0)), None);
+        assert_eq!(
+            plain(
+                "Failed to deserialize the JSON body into the target type: x: invalid type: floating point `1.5`, expected i64 at line 1 column 2"
+            ),
+            "x: expected an integer, got the number 1.5"
+        );
+    }
 
     #[test]
     fn serde_words_become_plain_ones_without_rust_type_names() {
@@ -228,5 +254,49 @@ mod tests {
                 assert!(!out.contains(rust), "{out}");
             }
         }
+    }
+}
+
+/// Integers as JSON Schema counts them: `1.0` is the integer 1.
+pub(super) mod integral {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// An integer, or a number with no fraction within `i64`.
+    pub(crate) fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        from_number(serde_json::Number::deserialize(d)?)
+    }
+
+    /// `Option` of [`i64`]: `null` or absent is `None`.
+    pub(crate) fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(from_number)
+            .transpose()
+    }
+
+    fn from_number<E: Error>(n: serde_json::Number) -> Result<i64, E> {
+        if let Some(i) = n.as_i64() {
+            return Ok(i);
+        }
+        match n.as_f64() {
+            #[allow(clippy::cast_possible_truncation)]
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+            _ => Err(E::custom(format!(
+                "expected an integer, got the number {n}"
+            ))),
+        }
+    }
+
+    /// A JSON number as a `u64`, `1.0` included.
+    pub(crate) fn as_u64(value: &serde_json::Value) -> Option<u64> {
+        value.as_u64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..9.0e15).contains(f))
+                .map(|f| {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let n = f as u64;
+                    n
+                })
+        })
     }
 }

@@ -147,7 +147,7 @@ fn parse(policy: &LimitPolicy, body: Map<String, Value>) -> Result<LimitOverride
         };
         let parsed = match &value {
             Value::Null => None,
-            other => match other.as_u64().filter(|v| range.contains(v)) {
+            other => match super::json::integral::as_u64(other).filter(|v| range.contains(v)) {
                 Some(v) => Some(v),
                 None => return Err(ApiError::InvalidInput(policy.out_of_range(&key, &range))),
             },

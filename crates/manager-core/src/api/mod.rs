@@ -28,6 +28,7 @@ mod names;
 mod nodes;
 mod openapi;
 mod scripts;
+mod session;
 mod settings;
 mod tokens;
 mod triggers;
@@ -240,6 +241,9 @@ pub fn operations() -> Vec<Operation> {
         op!(tokens::create),
         op!(tokens::list),
         op!(tokens::delete),
+        op!(session::create),
+        op!(session::current),
+        op!(session::delete),
     ]
 }
 

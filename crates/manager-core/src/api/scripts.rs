@@ -50,6 +50,7 @@ pub(super) struct DeployBody {
 pub(super) struct RollbackBody {
     /// An existing version of the script.
     #[schema(minimum = 1, maximum = 2147483647)]
+    #[serde(deserialize_with = "super::json::integral::i64")]
     version: i64,
 }
 

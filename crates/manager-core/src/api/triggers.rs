@@ -3,7 +3,8 @@
 //! names its kind, so new kinds add fields, not routes.
 //!
 //! What must stay true: a stored cron trigger has a schedule and zone `cron::validate`
-//! accepted (it fires within `cron::HORIZON_YEARS`); topic and queue names passed `ChannelName`; a queue has one consumer (409).
+//! accepted (it fires within `cron::HORIZON_YEARS`); topic and queue names passed `ChannelName`; a queue has one consumer (409);
+//! only http triggers take `idempotency`, with a TTL of 1 s to `MAX_TTL_SECS`.
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,7 +12,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::store::{HttpMethod, NewTrigger, Trigger, TriggerSpec};
+use shared::store::{
+    DEFAULT_TTL_SECS, HttpMethod, Idempotency, MAX_TTL_SECS, NewTrigger, Trigger, TriggerOptions,
+    TriggerSpec,
+};
 use shared::{AppName, CatalogChange, ChannelName, ErrorBody, RoutePath, ScriptName, TriggerId};
 use utoipa::ToSchema;
 use utoipa::openapi::{RefOr, Schema};
@@ -50,7 +54,31 @@ pub(super) struct CreateTrigger {
     topic: Option<String>,
     queue: Option<String>,
     script: String,
+    #[serde(default, deserialize_with = "super::json::integral::opt_i64")]
     max_attempts: Option<i64>,
+    /// Http only: replay the answer to a repeated `Idempotency-Key`.
+    idempotency: Option<IdempotencyBody>,
+}
+
+/// `"idempotency": {}` (24 hours) or `{"ttl_secs": n}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdempotencyBody {
+    ttl_secs: Option<i64>,
+}
+
+impl IdempotencyBody {
+    fn validate(&self) -> Result<Idempotency, ApiError> {
+        let secs = self.ttl_secs.unwrap_or(i64::from(DEFAULT_TTL_SECS));
+        u32::try_from(secs)
+            .ok()
+            .and_then(|secs| Idempotency::new(secs).ok())
+            .ok_or_else(|| {
+                ApiError::InvalidInput(format!(
+                    "idempotency.ttl_secs must be between 1 and {MAX_TTL_SECS}"
+                ))
+            })
+    }
 }
 
 /// The part of the cron syntax the document states as a pattern: numbers, `*` and `*/n`,
@@ -93,6 +121,11 @@ impl utoipa::PartialSchema for CreateTrigger {
                 kind("http", &["method", "path"], json!({
                     "method": {"$ref": "#/components/schemas/HttpMethod"},
                     "path": {"$ref": "#/components/schemas/RoutePath"},
+                    "idempotency": {"type": "object", "additionalProperties": false,
+                        "description": "Replay the stored answer to a repeated `Idempotency-Key` header (docs/admin-api.md, Idempotency keys).",
+                        "properties": {"ttl_secs": {"type": "integer", "minimum": 1,
+                            "maximum": MAX_TTL_SECS, "default": DEFAULT_TTL_SECS,
+                            "description": "How long an answer is replayed, in seconds."}}},
                 })),
                 kind("cron", &["schedule"], json!({
                     "schedule": {"type": "string", "pattern": CRON_PATTERN,
@@ -132,7 +165,7 @@ impl CreateTrigger {
     /// A field of another kind (`method` on a cron trigger) is a mistake worth naming.
     fn refuse_foreign_fields(&self) -> Result<(), ApiError> {
         let allowed: &[&str] = match self.kind.as_str() {
-            "http" => &["method", "path"],
+            "http" => &["method", "path", "idempotency"],
             "cron" => &["schedule", "timezone"],
             "topic" => &["topic"],
             "queue" => &["queue"],
@@ -145,6 +178,7 @@ impl CreateTrigger {
             ("timezone", self.timezone.is_some()),
             ("topic", self.topic.is_some()),
             ("queue", self.queue.is_some()),
+            ("idempotency", self.idempotency.is_some()),
         ];
         match present
             .iter()
@@ -165,7 +199,7 @@ impl CreateTrigger {
         }
     }
 
-    fn into_new_trigger(self, app: AppName) -> Result<NewTrigger, ApiError> {
+    fn into_new_trigger(self, app: AppName) -> Result<(NewTrigger, TriggerOptions), ApiError> {
         let invalid = |e: shared::InvalidName| ApiError::InvalidInput(e.0);
         let script = ScriptName::parse(&self.script).map_err(invalid)?;
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -177,6 +211,13 @@ impl CreateTrigger {
             )));
         }
         self.refuse_foreign_fields()?;
+        let options = TriggerOptions {
+            idempotency: self
+                .idempotency
+                .as_ref()
+                .map(IdempotencyBody::validate)
+                .transpose()?,
+        };
         let spec = match self.kind.as_str() {
             "http" => {
                 let (Some(method), Some(path)) = (self.method, self.path) else {
@@ -228,13 +269,14 @@ impl CreateTrigger {
                 )));
             }
         };
-        Ok(NewTrigger {
+        let new = NewTrigger {
             app,
             script,
             spec,
             // In range 1..=100, so the conversion cannot fail.
             max_attempts: u32::try_from(max_attempts).unwrap_or(1),
-        })
+        };
+        Ok((new, options))
     }
 }
 
@@ -294,19 +336,24 @@ pub(super) async fn create(
     ApiPath(AppPath { app }): ApiPath<AppPath>,
     ApiJson(body): ApiJson<CreateTrigger>,
 ) -> Result<(StatusCode, ApiJson<TriggerView>), ApiError> {
-    let new = body.into_new_trigger(app.clone())?;
+    let (new, options) = body.into_new_trigger(app.clone())?;
     require_app(&deps, &app).await?;
     let key = new.spec.unique_key().unwrap_or_default();
     let script = new.script.clone();
-    let trigger = deps.store.triggers.create(new).await.map_err(|e| match e {
-        shared::StoreError::Conflict(_) => {
-            ApiError::Conflict(format!("app '{app}' already has a trigger for {key}"))
-        }
-        e => ApiError::from_store(e, |what| match what {
-            "app" => app.to_string(),
-            _ => script.to_string(),
-        }),
-    })?;
+    let trigger = deps
+        .store
+        .triggers
+        .create_with(new, options)
+        .await
+        .map_err(|e| match e {
+            shared::StoreError::Conflict(_) => {
+                ApiError::Conflict(format!("app '{app}' already has a trigger for {key}"))
+            }
+            e => ApiError::from_store(e, |what| match what {
+                "app" => app.to_string(),
+                _ => script.to_string(),
+            }),
+        })?;
     deps.catalog
         .publish(CatalogChange::Triggers { app: app.clone() })
         .await;

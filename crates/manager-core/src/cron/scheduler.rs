@@ -361,6 +361,7 @@ mod tests {
             max_attempts: 1,
             created_at: Utc::now(),
             last_fired_at: None,
+            idempotency: None,
         }
     }
 

@@ -46,6 +46,15 @@ pub enum IngressError {
         reason: String,
         retry_after_secs: u64,
     },
+    /// The `Idempotency-Key` header is not a key (the text says why).
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// The first request with this key is still running.
+    #[error("a request with this Idempotency-Key is still running, try again later")]
+    IdempotencyKeyInFlight,
+    /// The key was used before with a different request (method, path, query or body).
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("the route's script does not exist (invocation {id})")]
     ScriptNotFound {
         id: InvocationId,
@@ -66,7 +75,11 @@ impl IngressError {
             IngressError::NotFound | IngressError::ScriptNotFound { .. } => ErrorCode::NotFound,
             IngressError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             IngressError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            IngressError::UnreadableBody(_) => ErrorCode::InvalidInput,
+            IngressError::UnreadableBody(_) | IngressError::InvalidIdempotencyKey(_) => {
+                ErrorCode::InvalidInput
+            }
+            IngressError::IdempotencyKeyInFlight => ErrorCode::Conflict,
+            IngressError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             IngressError::Timeout(_) => ErrorCode::Timeout,
             IngressError::ScriptFailed(_) => ErrorCode::ScriptFailed,
             IngressError::Unavailable(_) => ErrorCode::Unavailable,
@@ -87,6 +100,9 @@ impl IngressError {
             | IngressError::MethodNotAllowed { .. }
             | IngressError::PayloadTooLarge { .. }
             | IngressError::UnreadableBody(_)
+            | IngressError::InvalidIdempotencyKey(_)
+            | IngressError::IdempotencyKeyInFlight
+            | IngressError::IdempotencyKeyReused
             | IngressError::TooManyRequests { .. } => None,
         }
     }
@@ -119,7 +135,7 @@ impl IntoResponse for IngressError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            IngressError::Unavailable(_) => {
+            IngressError::Unavailable(_) | IngressError::IdempotencyKeyInFlight => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             IngressError::TooManyRequests {

@@ -2,6 +2,12 @@
 //! record. A request over its app's (or script's) rate or concurrency limit is answered
 //! 429 with `Retry-After` and is not recorded: it never ran.
 //!
+//! On a route that opted in, a request with an `Idempotency-Key` takes its key before it
+//! runs (`shared::store::IdempotencyRepository`): a key already answered is replayed with
+//! `Idempotency-Replayed: true` and nothing runs; a key still running is a 409; a key used
+//! with a different request a 422. The run's answer is stored in the transaction that
+//! commits its effects; an answer that is not stored (a failure, a 5xx) releases the key.
+//!
 //! Every step before the lane is in memory; the only I/O is the executor hand-off. The
 //! run and its record happen in their own task, so a caller that hangs up mid-run still
 //! leaves a record for the app's owner. A successful run's storage writes and emitted
@@ -21,10 +27,11 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::{Counter, Histogram, counter, histogram};
-use shared::store::App;
+use sha2::{Digest, Sha256};
+use shared::store::{App, Claimed, IdempotencyKey, KeyAnswer, KeyHold, StoredAnswer};
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
@@ -40,6 +47,13 @@ use crate::routes::RouteMatch;
 const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A longer request id is cut to this many characters.
 const MAX_REQUEST_ID_LEN: usize = 128;
+/// The caller's key for a request that must not run twice.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on an answer replayed from a stored one.
+const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+/// How long past the request timeout a key stays taken by a run that never ended (a
+/// crash): after that, a retry takes it over.
+const KEY_GRACE: TimeDelta = TimeDelta::seconds(60);
 /// The record's error when a successful run's effects could not be committed.
 const EFFECTS_NOT_COMMITTED: &str = "effects could not be committed";
 
@@ -128,8 +142,14 @@ async fn serve(
     let (parts, body) = request.into_parts();
     let (app, path) = split_app(parts.uri.path());
     let routes = orchestrator.routes.app(app).ok_or(IngressError::NotFound)?;
-    let (script, params) = match routes.find(&parts.method, path) {
-        RouteMatch::Found { script, params, .. } => (script, params),
+    let (script, params, trigger, idempotency) = match routes.find(&parts.method, path) {
+        RouteMatch::Found {
+            script,
+            params,
+            trigger,
+            idempotency,
+            ..
+        } => (script, params, trigger, idempotency),
         RouteMatch::MethodNotAllowed { allow } => {
             return Err(IngressError::MethodNotAllowed {
                 method: parts.method.to_string(),
@@ -150,6 +170,43 @@ async fn serve(
         });
     }
     let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
+    let keyed = match idempotency {
+        Some(policy) => match idempotency_key(&parts.headers)? {
+            Some(key) => {
+                let hold = KeyHold {
+                    app: routes.app.name.clone(),
+                    trigger,
+                    key,
+                    holder: id,
+                };
+                let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
+                let running_until = Utc::now()
+                    + TimeDelta::from_std(orchestrator.config.request_timeout)
+                        .unwrap_or(TimeDelta::MAX)
+                    + KEY_GRACE;
+                let claimed = orchestrator
+                    .store
+                    .idempotency
+                    .claim(&hold, &fingerprint, running_until)
+                    .await
+                    .map_err(|e| IngressError::Internal {
+                        id,
+                        source: Box::new(e),
+                    })?;
+                match claimed {
+                    Claimed::Run => Some(Keyed {
+                        hold,
+                        ttl: TimeDelta::from_std(policy.ttl()).unwrap_or(TimeDelta::MAX),
+                    }),
+                    Claimed::Running => return Err(IngressError::IdempotencyKeyInFlight),
+                    Claimed::Reused => return Err(IngressError::IdempotencyKeyReused),
+                    Claimed::Answered(answer) => return Ok(replay(answer)),
+                }
+            }
+            None => None,
+        },
+        None => None,
+    };
 
     let invocation = Invocation {
         id,
@@ -175,9 +232,87 @@ async fn serve(
             invocation,
             parts.method,
             parts.uri,
+            keyed,
         ),
     )
     .await
+}
+
+/// A request that took its idempotency key: its answer is stored for `ttl`.
+struct Keyed {
+    hold: KeyHold,
+    ttl: TimeDelta,
+}
+
+/// The request's `Idempotency-Key`, if it sent one (400 when it is no key, or sent twice).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, IngressError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(raw) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(IngressError::InvalidIdempotencyKey(
+            "a request may carry one Idempotency-Key".into(),
+        ));
+    }
+    IdempotencyKey::parse(raw.as_bytes())
+        .map(Some)
+        .map_err(|e| IngressError::InvalidIdempotencyKey(e.0))
+}
+
+/// What names a request for its key: method, path with query, and the body's hash. Only
+/// used to refuse a key sent again with a different request, never as a key itself.
+fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b" ");
+    hash.update(
+        uri.path_and_query()
+            .map_or(uri.path(), |pq| pq.as_str())
+            .as_bytes(),
+    );
+    hash.update(b"\n");
+    hash.update(body);
+    format!("{:x}", hash.finalize())
+}
+
+/// A stored answer as it was sent, marked as replayed.
+fn replay(answer: StoredAnswer) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// A script's answer as it will be stored, and the answer again to send (its body is
+/// whole bytes already, so reading it does not wait).
+async fn to_stored(response: Response) -> Result<(Response, StoredAnswer), axum::Error> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await?;
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let stored = StoredAnswer {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.clone(),
+    };
+    Ok((Response::from_parts(parts, Body::from(body)), stored))
 }
 
 /// Polls a future in place; when dropped before it is done (the caller hung up), the rest
@@ -312,6 +447,7 @@ async fn run_and_record(
     invocation: Invocation,
     method: Method,
     uri: Uri,
+    keyed: Option<Keyed>,
 ) -> Result<Response, IngressError> {
     let clock = Instant::now();
     let id = invocation.id;
@@ -323,6 +459,7 @@ async fn run_and_record(
     if let Outcome::Refused(ExecError::ConcurrencyLimit { of, limit }) = outcome {
         // Not a run: no record, like a request over its rate.
         METRICS.throttled_concurrency.increment(1);
+        release(&orchestrator, keyed.as_ref()).await;
         return Err(IngressError::TooManyRequests {
             reason: format!("the {of} is at its limit of {limit} invocations at once"),
             retry_after_secs: 1,
@@ -332,17 +469,22 @@ async fn run_and_record(
         Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
         Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
     };
-    let (mut settled, mut answer) = settle(id, outcome, &orchestrator.config);
-    if answer.is_ok()
-        && !effects.is_empty()
-        && let Err(error) = orchestrator.store.outbox.apply_to(&owner, &effects).await
-    {
-        settled.status = InvocationStatus::Error;
-        settled.error = Some(EFFECTS_NOT_COMMITTED.into());
-        answer = Err(IngressError::Internal {
-            id,
-            source: Box::new(error),
-        });
+    let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
+    let (answer, stored) = match answer {
+        Ok(response) => {
+            match commit(&orchestrator, &owner, &effects, response, keyed.as_ref()).await {
+                Ok((response, stored)) => (Ok(response), stored),
+                Err(source) => {
+                    settled.status = InvocationStatus::Error;
+                    settled.error = Some(EFFECTS_NOT_COMMITTED.into());
+                    (Err(IngressError::Internal { id, source }), false)
+                }
+            }
+        }
+        Err(error) => (Err(error), false),
+    };
+    if !stored {
+        release(&orchestrator, keyed.as_ref()).await;
     }
     let http_status = match &answer {
         Ok(response) => response.status(),
@@ -377,6 +519,49 @@ async fn run_and_record(
         attempt: None,
     });
     answer
+}
+
+/// Commit a successful run's effects: with its answer for a keyed request whose answer
+/// can be replayed, alone otherwise (touching no database when there are none). Returns
+/// the answer to send and whether it was stored for its key.
+async fn commit(
+    orchestrator: &Orchestrator,
+    owner: &App,
+    effects: &Effects,
+    response: Response,
+    keyed: Option<&Keyed>,
+) -> Result<(Response, bool), Box<dyn std::error::Error + Send + Sync>> {
+    match keyed {
+        // A 5xx is not replayed: its key is released, so a retry runs.
+        Some(keyed) if !response.status().is_server_error() => {
+            let (response, answer) = to_stored(response).await?;
+            let answer = KeyAnswer {
+                hold: &keyed.hold,
+                answer: &answer,
+                expires_at: Utc::now() + keyed.ttl,
+            };
+            orchestrator
+                .store
+                .outbox
+                .apply_answered(owner, effects, &answer)
+                .await?;
+            Ok((response, true))
+        }
+        _ if effects.is_empty() => Ok((response, false)),
+        _ => {
+            orchestrator.store.outbox.apply_to(owner, effects).await?;
+            Ok((response, false))
+        }
+    }
+}
+
+/// Let go of a key whose answer was not stored, so a retry runs. Best effort: a key left
+/// taken expires after the request timeout and `KEY_GRACE`.
+async fn release(orchestrator: &Orchestrator, keyed: Option<&Keyed>) {
+    let Some(keyed) = keyed else { return };
+    if let Err(error) = orchestrator.store.idempotency.release(&keyed.hold).await {
+        tracing::warn!(error = ?error, invocation = %keyed.hold.holder, "could not release an idempotency key; it expires on its own");
+    }
 }
 
 /// What the record keeps of an outcome; `None` fields are filled from the request's clock.

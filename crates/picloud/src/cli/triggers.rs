@@ -72,6 +72,14 @@ pub enum TriggersCommand {
         /// How many times a failed event is attempted before it is a dead letter (server default: 5).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// --http only: a repeated Idempotency-Key header gets the first answer replayed
+        /// (for 24 hours unless --idempotency-ttl says otherwise).
+        #[arg(long)]
+        idempotent: bool,
+        /// --http only: how many seconds answers to idempotency keys are replayed (implies
+        /// --idempotent; 1 to 2592000).
+        #[arg(long, value_name = "SECS")]
+        idempotency_ttl: Option<u32>,
     },
     /// Delete a trigger by id.
     Delete { app: String, id: String },
@@ -98,21 +106,55 @@ pub struct TriggerSource {
     pub dead_letter: bool,
 }
 
+/// An http trigger's opt-in to idempotency keys: off, on with the server's TTL, or on
+/// with a TTL in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idempotent {
+    #[default]
+    Off,
+    On,
+    Ttl(u32),
+}
+
+impl Idempotent {
+    /// From the `--idempotent` and `--idempotency-ttl` flags.
+    pub fn from_flags(on: bool, ttl: Option<u32>) -> Self {
+        match (on, ttl) {
+            (_, Some(secs)) => Idempotent::Ttl(secs),
+            (true, None) => Idempotent::On,
+            (false, None) => Idempotent::Off,
+        }
+    }
+}
+
 /// The body that creates a trigger of any kind.
 ///
 /// # Errors
-/// A `timezone` without a cron schedule.
+/// A `timezone` without a cron schedule; idempotency without an http route.
 pub fn trigger_body(
     source: &TriggerSource,
     timezone: Option<&str>,
     script: &str,
     max_attempts: Option<u32>,
+    idempotent: Idempotent,
 ) -> Result<Value, String> {
     if timezone.is_some() && source.cron.is_none() {
         return Err("--timezone goes with --cron only".to_owned());
     }
+    if idempotent != Idempotent::Off && source.http.is_none() {
+        return Err("--idempotent and --idempotency-ttl go with --http only".to_owned());
+    }
     let mut body = if let Some(route) = &source.http {
-        return Ok(http_trigger_body(route, script, max_attempts));
+        let mut body = http_trigger_body(route, script, max_attempts);
+        let idempotency = match idempotent {
+            Idempotent::Off => None,
+            Idempotent::On => Some(json!({})),
+            Idempotent::Ttl(secs) => Some(json!({"ttl_secs": secs})),
+        };
+        if let (Some(idempotency), Some(obj)) = (idempotency, body.as_object_mut()) {
+            obj.insert("idempotency".into(), idempotency);
+        }
+        return Ok(body);
     } else if let Some(schedule) = &source.cron {
         let mut body = json!({"kind": "cron", "schedule": schedule, "script": script});
         if let (Some(tz), Some(obj)) = (timezone, body.as_object_mut()) {
@@ -158,9 +200,18 @@ pub async fn run(api: &Api, cmd: TriggersCommand, json: bool) -> anyhow::Result<
             source,
             timezone,
             max_attempts,
+            idempotent,
+            idempotency_ttl,
         } => {
-            let body = trigger_body(&source, timezone.as_deref(), &script, max_attempts)
-                .map_err(anyhow::Error::msg)?;
+            let idempotent = Idempotent::from_flags(idempotent, idempotency_ttl);
+            let body = trigger_body(
+                &source,
+                timezone.as_deref(),
+                &script,
+                max_attempts,
+                idempotent,
+            )
+            .map_err(anyhow::Error::msg)?;
             let answer = api.post(&["apps", &app, "triggers"], &body).await?;
             print(json, &answer, |t| {
                 format!("added trigger {}: {}", field(t, "id"), describe(t))
@@ -226,10 +277,18 @@ fn format_list(answer: &Value) -> String {
     )
 }
 
-/// The list's SOURCE column: the route, the schedule and zone, the topic or the queue.
+/// The list's SOURCE column: the route (and its idempotency keys' TTL), the schedule and
+/// zone, the topic or the queue.
 fn source_of(trigger: &Value) -> String {
     match field(trigger, "kind").as_str() {
-        "http" => format!("{} {}", field(trigger, "method"), field(trigger, "path")),
+        "http" => match trigger.pointer("/idempotency/ttl_secs") {
+            Some(ttl) => format!(
+                "{} {} (idempotency keys {ttl}s)",
+                field(trigger, "method"),
+                field(trigger, "path")
+            ),
+            None => format!("{} {}", field(trigger, "method"), field(trigger, "path")),
+        },
         "cron" => format!(
             "{} ({})",
             field(trigger, "schedule"),
@@ -302,13 +361,20 @@ mod tests {
             source,
             timezone,
             max_attempts,
+            ..
         }) = command
         else {
             panic!("not triggers add");
         };
         assert_eq!(app, "shop");
         assert_eq!(
-            trigger_body(&source, timezone.as_deref(), &script, max_attempts),
+            trigger_body(
+                &source,
+                timezone.as_deref(),
+                &script,
+                max_attempts,
+                Idempotent::Off
+            ),
             Ok(
                 json!({"kind": "http", "method": "GET", "path": "/users/:id", "script": "user", "max_attempts": 3})
             )
@@ -335,12 +401,47 @@ mod tests {
             source,
             timezone,
             max_attempts,
+            idempotent,
+            idempotency_ttl,
             ..
         }) = command
         else {
             panic!("not triggers add");
         };
-        trigger_body(&source, timezone.as_deref(), &script, max_attempts)
+        let idempotent = Idempotent::from_flags(idempotent, idempotency_ttl);
+        trigger_body(
+            &source,
+            timezone.as_deref(),
+            &script,
+            max_attempts,
+            idempotent,
+        )
+    }
+
+    #[test]
+    fn triggers_add_opts_an_http_route_in_to_idempotency_keys() {
+        assert_eq!(
+            add_body(&["--http", "POST /orders", "--idempotent"]).expect("http"),
+            json!({"kind": "http", "method": "POST", "path": "/orders", "script": "job",
+                "idempotency": {}})
+        );
+        assert_eq!(
+            add_body(&["--http", "POST /orders", "--idempotency-ttl", "3600"]).expect("http"),
+            json!({"kind": "http", "method": "POST", "path": "/orders", "script": "job",
+                "idempotency": {"ttl_secs": 3600}})
+        );
+        assert_eq!(
+            add_body(&["--topic", "a", "--idempotent"]),
+            Err("--idempotent and --idempotency-ttl go with --http only".to_owned())
+        );
+        let out = format_list(&json!({"triggers": [{
+            "id": "t1", "script": "order", "kind": "http", "method": "POST",
+            "path": "/orders", "max_attempts": 5, "idempotency": {"ttl_secs": 86400}
+        }]}));
+        assert!(
+            out.contains("POST /orders (idempotency keys 86400s)"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod faults; // PostgreSQL cut and restored during a burst of events
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
+mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness

@@ -6,6 +6,7 @@ mod apps;
 mod blobs;
 mod dead_letters;
 mod error;
+mod idempotency;
 mod invocations;
 mod kv;
 mod limits;
@@ -20,6 +21,10 @@ pub use apps::{App, AppRepository};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
 pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;
+pub use idempotency::{
+    Claimed, DEFAULT_TTL_SECS, Idempotency, IdempotencyKey, IdempotencyRepository, KeyAnswer,
+    KeyHold, MAX_TTL_SECS, StoredAnswer,
+};
 pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
@@ -27,8 +32,12 @@ pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
-pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
-pub use triggers::{HttpMethod, NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+pub use tokens::{
+    ApiToken, Bootstrap, NewToken, Session, TokenDeleted, TokenRepository, TokenRole,
+};
+pub use triggers::{
+    HttpMethod, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
+};
 
 /// A live connection to one database, seen through its repositories.
 #[derive(Clone)]
@@ -48,6 +57,8 @@ pub struct Store {
     pub limits: Arc<dyn LimitRepository>,
     /// The cluster's nodes: registration, heartbeats, the nodes list.
     pub nodes: Arc<dyn NodeRepository>,
+    /// HTTP idempotency keys; answers are stored with `outbox.apply_answered`.
+    pub idempotency: Arc<dyn IdempotencyRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{App, StoreError};
+use super::{App, KeyAnswer, StoreError};
 use crate::event::{Effects, Event};
 use crate::ids::{AppName, EventId};
 use crate::invocation::InvocationRecord;
@@ -64,6 +64,20 @@ pub trait OutboxRepository: Send + Sync {
     /// # Errors
     /// `NotFound("app")` when that app was deleted meanwhile (even if another has its name).
     async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError>;
+
+    /// `apply_to`, and in the same transaction store `answer` as its key's answer (even
+    /// when `effects` is empty): the effects and the answer a replay sends are committed
+    /// together or not at all.
+    ///
+    /// # Errors
+    /// As `apply_to`; `Conflict("idempotency key")` when the run no longer holds its key
+    /// (it expired and another request took it): then nothing is committed.
+    async fn apply_answered(
+        &self,
+        app: &App,
+        effects: &Effects,
+        answer: &KeyAnswer<'_>,
+    ) -> Result<(), StoreError>;
 
     /// When the next row becomes due: `None` when the outbox has no claimable row. A row
     /// under a live lease counts as due when its lease expires.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{Idempotency, StoreError};
 use crate::ids::{AppName, ChannelName, InvalidName, RoutePath, ScriptName, TriggerId};
 
 /// What makes a script run. Stored as a kind plus a JSON config, so new kinds need no
@@ -60,6 +60,9 @@ pub struct Trigger {
     /// Cron triggers: the slot it last fired for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fired_at: Option<DateTime<Utc>>,
+    /// Http triggers that opted in: a repeated `Idempotency-Key` replays the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,12 +73,30 @@ pub struct NewTrigger {
     pub max_attempts: u32,
 }
 
+/// What a trigger may have besides its spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TriggerOptions {
+    /// Http triggers only: replay answers to a repeated `Idempotency-Key`.
+    pub idempotency: Option<Idempotency>,
+}
+
 #[async_trait]
 pub trait TriggerRepository: Send + Sync {
     /// # Errors
     /// `NotFound("app")`, `NotFound("script")` when the script has no version,
     /// `Conflict("trigger")` when the app already has a trigger with the same unique key.
-    async fn create(&self, new: NewTrigger) -> Result<Trigger, StoreError>;
+    async fn create(&self, new: NewTrigger) -> Result<Trigger, StoreError> {
+        self.create_with(new, TriggerOptions::default()).await
+    }
+    /// `create`, with options.
+    ///
+    /// # Errors
+    /// As `create`. Only http triggers use `idempotency` (the API refuses it on others).
+    async fn create_with(
+        &self,
+        new: NewTrigger,
+        options: TriggerOptions,
+    ) -> Result<Trigger, StoreError>;
     /// The app's triggers, oldest first.
     async fn list(&self, app: &AppName) -> Result<Vec<Trigger>, StoreError>;
     /// Every trigger of every app, for building the route tables at start.

@@ -11,6 +11,7 @@
 mod blobs;
 mod cron;
 mod dead_letters;
+mod idempotency;
 mod kv;
 mod limits;
 mod nodes;
@@ -20,6 +21,7 @@ mod tokens;
 pub use blobs::*;
 pub use cron::*;
 pub use dead_letters::*;
+pub use idempotency::*;
 pub use kv::*;
 pub use limits::*;
 pub use nodes::*;
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             a_deleted_app_leaves_every_token_scope_that_named_it,
             the_last_admin_token_cannot_be_deleted_but_other_tokens_can,
             two_admins_deleting_each_other_at_once_always_leave_one,
+            sessions_act_as_their_token_until_they_expire_end_or_the_token_goes,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
             publish_fans_out_to_every_subscriber_and_to_nobody_without_one,
@@ -120,6 +123,12 @@ macro_rules! conformance_tests {
             setting_limits_replaces_them_and_setting_none_removes_them,
             limits_for_a_missing_app_or_script_are_not_found,
             limits_stay_across_deploys_and_go_with_their_script_or_app,
+            http_idempotency_a_key_runs_once_and_its_answer_is_stored_with_the_effects,
+            http_idempotency_only_the_holder_answers_or_releases_and_a_released_key_runs_again,
+            http_idempotency_expired_keys_are_taken_over_and_purged_by_later_claims,
+            http_idempotency_keys_are_per_route_and_go_with_their_trigger,
+            http_idempotency_twenty_concurrent_claims_of_one_key_run_once,
+            an_idempotent_trigger_keeps_its_ttl_and_other_triggers_have_none,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

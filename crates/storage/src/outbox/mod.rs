@@ -9,6 +9,8 @@
 //!   routed by the app's triggers as they are at that moment (`plan`): a topic reaches
 //!   every subscriber, a queue message its consumer or, without one, waits parked; a
 //!   repeated idempotency key sends nothing;
+//! - a sync run's answer to an HTTP idempotency key is stored in the transaction that
+//!   commits its effects (`apply_answered`), or neither is committed;
 //! - a dead event leaves a dead letter and, unless it is itself a dead-letter event (the
 //!   recursion stop), one `dead_letter` event per dead-letter trigger of its app;
 //! - one event whose KV or blob writes cannot be applied is retried on its own, or dead at
@@ -27,14 +29,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::bus::{Channel, Heard, NotificationBus};
-use shared::store::{App, EventCommit, ObjectStore, OutboxRepository};
+use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository};
 use shared::{AppName, Effects, Event, EventId, StoreError};
 use sqlx::Pool;
 use tokio::sync::Notify;
 
 use crate::error::db;
 use crate::now;
-use crate::repo::{blobs::BlobsSql, invocations::InvocationsSql, kv::KvSql};
+use crate::repo::{
+    blobs::BlobsSql, idempotency::IdempotencySql, invocations::InvocationsSql, kv::KvSql,
+};
 use crate::sql::{Cols, Db, sql};
 
 mod effects; // a run's KV and blob writes; when they fail; the objects they leave
@@ -68,7 +72,7 @@ pub(crate) fn json(value: &impl serde::Serialize) -> Result<String, StoreError> 
 
 /// The outbox's statements, with their arguments in placeholder order, and what a backend
 /// does its own way.
-pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql {
+pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql + IdempotencySql {
     /// (app): a row while the app exists, kept from deletion until the commit.
     const LOCK_APP: &'static str;
     /// (app, created_at): the same, only for the app created then (not one deleted and
@@ -154,6 +158,7 @@ impl<DB: OutboxSql> Outbox<DB> {
         app: &AppName,
         created_at: Option<DateTime<Utc>>,
         effects: &Effects,
+        answer: Option<&KeyAnswer<'_>>,
     ) -> Result<(), StoreError> {
         let now = now();
         let result = async {
@@ -172,6 +177,9 @@ impl<DB: OutboxSql> Outbox<DB> {
             plan.emits::<DB>(&mut tx, app, &effects.emitted, now)
                 .await?;
             let inserted = plan.insert::<DB>(&mut tx, now).await?;
+            if let Some(answer) = answer {
+                crate::repo::idempotency::answer::<DB>(&mut tx, answer).await?;
+            }
             tx.commit().await.map_err(db)?;
             Ok::<_, StoreError>((stale, inserted))
         }
@@ -278,11 +286,21 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     }
 
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(app, None, effects).await
+        self.apply_as_of(app, None, effects, None).await
     }
 
     async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(&app.name, Some(app.created_at), effects)
+        self.apply_as_of(&app.name, Some(app.created_at), effects, None)
+            .await
+    }
+
+    async fn apply_answered(
+        &self,
+        app: &App,
+        effects: &Effects,
+        answer: &KeyAnswer<'_>,
+    ) -> Result<(), StoreError> {
+        self.apply_as_of(&app.name, Some(app.created_at), effects, Some(answer))
             .await
     }
 

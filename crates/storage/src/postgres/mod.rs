@@ -16,6 +16,7 @@ mod apps;
 mod blobs;
 mod bus;
 mod dead_letters;
+mod idempotency;
 mod invocations;
 mod kv;
 mod limits;
@@ -71,6 +72,18 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         7,
         "limits",
         include_str!("../../migrations/postgres/0007_limits.sql"),
+    ),
+    (
+        "0008_http_idempotency.sql",
+        8,
+        "http_idempotency",
+        include_str!("../../migrations/postgres/0008_http_idempotency.sql"),
+    ),
+    (
+        "0010_sessions.sql",
+        10,
+        "sessions",
+        include_str!("../../migrations/postgres/0010_sessions.sql"),
     ),
     (
         "0011_nodes.sql",

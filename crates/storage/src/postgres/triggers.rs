@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+use shared::store::{
+    Idempotency, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
+};
 use shared::{AppName, EventId, EventKind, ScriptName, StoreError, TriggerId};
 use sqlx::Postgres;
 use sqlx::Row;
@@ -24,11 +26,14 @@ const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = $1";
 /// Locks the script row against a concurrent delete until the trigger is in.
 const SCRIPT_EXISTS: &str = "SELECT 1 FROM scripts WHERE app = $1 AND name = $2 FOR KEY SHARE";
 const INSERT: &str =
-    "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+    "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at,
+         idempotency_ttl_secs)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at,
+         idempotency_ttl_secs
      FROM triggers WHERE app = $1 ORDER BY created_at, id";
-const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at,
+         idempotency_ttl_secs
      FROM triggers ORDER BY app, created_at, id";
 const DELETE: &str = "DELETE FROM triggers WHERE app = $1 AND id = $2";
 /// Parked messages keep their own due time; the consumer only gives them a route.
@@ -64,12 +69,31 @@ fn row_to_trigger(row: &PgRow) -> Result<Trigger, StoreError> {
         last_fired_at: row
             .try_get::<Option<DateTime<Utc>>, _>("last_fired_at")
             .map_err(db)?,
+        idempotency: idempotency(
+            row.try_get::<Option<i32>, _>("idempotency_ttl_secs")
+                .map_err(db)?
+                .map(i64::from),
+        )?,
     })
+}
+
+/// The stored TTL as the trigger's opt-in.
+fn idempotency(ttl_secs: Option<i64>) -> Result<Option<Idempotency>, StoreError> {
+    ttl_secs
+        .map(|secs| {
+            let secs = u32::try_from(secs).map_err(StoreError::backend)?;
+            Idempotency::new(secs).map_err(StoreError::backend)
+        })
+        .transpose()
 }
 
 #[async_trait]
 impl TriggerRepository for PgTriggers {
-    async fn create(&self, new: NewTrigger) -> Result<Trigger, StoreError> {
+    async fn create_with(
+        &self,
+        new: NewTrigger,
+        options: TriggerOptions,
+    ) -> Result<Trigger, StoreError> {
         let trigger = Trigger {
             id: TriggerId::new(),
             app: new.app,
@@ -78,6 +102,7 @@ impl TriggerRepository for PgTriggers {
             max_attempts: new.max_attempts,
             created_at: now(),
             last_fired_at: None,
+            idempotency: options.idempotency,
         };
         let config = serde_json::to_string(&trigger.spec).map_err(StoreError::backend)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -103,6 +128,11 @@ impl TriggerRepository for PgTriggers {
             .bind(trigger.spec.unique_key())
             .bind(i32::try_from(trigger.max_attempts).unwrap_or(i32::MAX))
             .bind(trigger.created_at)
+            .bind(
+                trigger
+                    .idempotency
+                    .map(|i| i32::try_from(i.ttl_secs).unwrap_or(i32::MAX)),
+            )
             .execute(&mut *tx)
             .await
             .map_err(conflict_as("trigger"))?;

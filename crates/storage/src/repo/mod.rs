@@ -22,6 +22,7 @@ use crate::sql::{Cols, Db, sql};
 pub(crate) mod apps;
 pub(crate) mod blobs;
 pub(crate) mod dead_letters;
+pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
 pub(crate) mod nodes;
@@ -87,6 +88,7 @@ pub(crate) fn store<DB: AllSql>(
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
         nodes: Arc::new(nodes::Nodes(pool.clone())),
+        idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
         health: Arc::new(Health {
             pool,
             migrations,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shared::store::{NewTrigger, Trigger, TriggerRepository, TriggerSpec};
+use shared::store::{
+    Idempotency, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
+};
 use shared::{AppName, EventId, EventKind, ScriptName, StoreError, TriggerId};
 use sqlx::Row;
 use sqlx::Sqlite;
@@ -22,11 +24,14 @@ use crate::{decode, now};
 const APP_EXISTS: &str = "SELECT 1 FROM apps WHERE name = ?";
 const SCRIPT_EXISTS: &str = "SELECT 1 FROM scripts WHERE app = ? AND name = ?";
 const INSERT: &str =
-    "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+    "INSERT INTO triggers (id, app, script, kind, config, unique_key, max_attempts, created_at,
+         idempotency_ttl_secs)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const LIST: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at,
+         idempotency_ttl_secs
      FROM triggers WHERE app = ? ORDER BY created_at, id";
-const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at
+const LIST_ALL: &str = "SELECT id, app, script, config, max_attempts, created_at, last_fired_at,
+         idempotency_ttl_secs
      FROM triggers ORDER BY app, created_at, id";
 const DELETE: &str = "DELETE FROM triggers WHERE app = ? AND id = ?";
 /// Parked messages keep their own due time; the consumer only gives them a route.
@@ -62,12 +67,30 @@ fn row_to_trigger(row: &SqliteRow) -> Result<Trigger, StoreError> {
         max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
         created_at: parse_ts(row.try_get("created_at").map_err(db)?)?,
         last_fired_at: last_fired_at.map(parse_ts).transpose()?,
+        idempotency: idempotency(
+            row.try_get::<Option<i64>, _>("idempotency_ttl_secs")
+                .map_err(db)?,
+        )?,
     })
+}
+
+/// The stored TTL as the trigger's opt-in.
+fn idempotency(ttl_secs: Option<i64>) -> Result<Option<Idempotency>, StoreError> {
+    ttl_secs
+        .map(|secs| {
+            let secs = u32::try_from(secs).map_err(StoreError::backend)?;
+            Idempotency::new(secs).map_err(StoreError::backend)
+        })
+        .transpose()
 }
 
 #[async_trait]
 impl TriggerRepository for SqliteTriggers {
-    async fn create(&self, new: NewTrigger) -> Result<Trigger, StoreError> {
+    async fn create_with(
+        &self,
+        new: NewTrigger,
+        options: TriggerOptions,
+    ) -> Result<Trigger, StoreError> {
         let trigger = Trigger {
             id: TriggerId::new(),
             app: new.app,
@@ -76,6 +99,7 @@ impl TriggerRepository for SqliteTriggers {
             max_attempts: new.max_attempts,
             created_at: now(),
             last_fired_at: None,
+            idempotency: options.idempotency,
         };
         let config = serde_json::to_string(&trigger.spec).map_err(StoreError::backend)?;
         let mut tx = begin_write(&self.pool).await?;
@@ -101,6 +125,7 @@ impl TriggerRepository for SqliteTriggers {
             .bind(trigger.spec.unique_key())
             .bind(i64::from(trigger.max_attempts))
             .bind(ts(trigger.created_at))
+            .bind(trigger.idempotency.map(|i| i64::from(i.ttl_secs)))
             .execute(&mut *tx)
             .await
             .map_err(conflict_as("trigger"))?;
