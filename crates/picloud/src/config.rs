@@ -36,6 +36,28 @@ pub struct Config {
     pub blobs: BlobSettings,
     pub smtp: SmtpSettings,
     pub outbound: OutboundSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// This node in the cluster's `nodes` table (`[cluster]`, `PICLOUD_CLUSTER__...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// How often the node writes its heartbeat (one small UPDATE per interval); it is shown
+    /// `down` after missing three.
+    pub heartbeat_ms: u64,
+    /// `PICLOUD_CLUSTER__ADVERTISE_URL`: the address the nodes list shows for this node;
+    /// the address it listens on when unset.
+    pub advertise_url: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            heartbeat_ms: 5_000,
+            advertise_url: None,
+        }
+    }
 }
 
 /// The outbox dispatcher and dead letters (`[events]`, `PICLOUD_EVENTS__...`).
@@ -264,6 +286,7 @@ impl Default for Config {
             blobs: BlobSettings::default(),
             smtp: SmtpSettings::default(),
             outbound: OutboundSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ mod json;
 mod limits;
 mod mailbox;
 mod names;
+mod nodes;
 mod openapi;
 mod scripts;
 mod session;
@@ -229,6 +230,7 @@ pub fn operations() -> Vec<Operation> {
         op!(data::blob_get),
         op!(data::blob_delete),
         op!(mailbox::list),
+        op!(nodes::list),
         op!(limits::app_get),
         op!(limits::app_set),
         op!(limits::app_reset),

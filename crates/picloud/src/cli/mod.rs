@@ -18,6 +18,7 @@ mod invoke; // call a public endpoint
 mod limits; // limits show|set|reset, per app or per script
 mod logs; // invocation history, optionally followed
 mod mailbox; // the development mailbox
+mod nodes; // the cluster's nodes, up or down
 mod output; // tables, times, JSON printing
 mod scripts; // scripts list|versions|show|rollback|delete
 mod settings; // config set|get|list|delete, secrets set|list|delete
@@ -86,6 +87,8 @@ pub enum Command {
     /// Show, set and reset an app's or a script's limits.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// List the cluster's nodes: role, address, heartbeat, load, up or down.
+    Nodes,
 }
 
 /// Run one client command against `remote` and print its result to stdout.
@@ -114,6 +117,7 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Secrets(cmd) => settings::run_secrets(&api, cmd, json).await,
         Command::Mailbox(args) => mailbox::run(&api, args, json).await,
         Command::Limits(cmd) => limits::run(&api, cmd, json).await,
+        Command::Nodes => nodes::run(&api, json).await,
         Command::Invoke(_) => Ok(()),
     }
 }

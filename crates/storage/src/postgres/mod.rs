@@ -21,6 +21,7 @@ mod invocations;
 mod kv;
 mod limits;
 mod meta;
+mod nodes;
 mod outbox;
 mod scripts;
 mod settings;
@@ -83,6 +84,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         10,
         "sessions",
         include_str!("../../migrations/postgres/0010_sessions.sql"),
+    ),
+    (
+        "0011_nodes.sql",
+        11,
+        "nodes",
+        include_str!("../../migrations/postgres/0011_nodes.sql"),
     ),
 ];
 

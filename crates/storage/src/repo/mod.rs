@@ -25,6 +25,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
+pub(crate) mod nodes;
 pub(crate) mod scripts;
 pub(crate) mod settings;
 pub(crate) mod tokens;
@@ -40,6 +41,7 @@ pub(crate) trait AllSql:
     + MetaSql
     + dead_letters::DeadLettersSql
     + settings::SettingsSql
+    + nodes::NodesSql
     + OutboxSql
 {
 }
@@ -51,6 +53,7 @@ impl<DB> AllSql for DB where
         + MetaSql
         + dead_letters::DeadLettersSql
         + settings::SettingsSql
+        + nodes::NodesSql
         + OutboxSql
 {
 }
@@ -84,6 +87,7 @@ pub(crate) fn store<DB: AllSql>(
         settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
+        nodes: Arc::new(nodes::Nodes(pool.clone())),
         idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
         health: Arc::new(Health {
             pool,

@@ -25,6 +25,7 @@ mod invocations;
 mod kv;
 mod limits;
 mod meta;
+mod nodes;
 mod outbox;
 mod scripts;
 mod settings;
@@ -87,6 +88,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         10,
         "sessions",
         include_str!("../../migrations/sqlite/0010_sessions.sql"),
+    ),
+    (
+        "0011_nodes.sql",
+        11,
+        "nodes",
+        include_str!("../../migrations/sqlite/0011_nodes.sql"),
     ),
 ];
 
