@@ -3,7 +3,9 @@ use super::*;
 
 async fn every_new_route_needs_a_token(t: &TestApp) {
     for Route { method, path, .. } in ROUTES {
-        if *path == "/api/v1/openapi.json" {
+        // The document is public and signing in takes its token in the body (both checked
+        // by the api binary's routes module).
+        if *path == "/api/v1/openapi.json" || *path == "/api/v1/sessions" {
             continue;
         }
         let uri = path
