@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use utoipa::ToSchema;
 use shared::store::NodeInfo;
+use utoipa::ToSchema;
 
 use super::ManagerDeps;
 use super::error::ApiError;
