@@ -40,3 +40,7 @@ fi
 # The admin API against its generated OpenAPI document: schemathesis on the real server, on
 # SQLite and PostgreSQL, fresh and seeded (PICLOUD_SKIP_FUZZ=1 skips it).
 bash scripts/fuzz-api.sh
+
+# The dashboard: its committed build is current and its browser tests pass.
+cargo build -p picloud
+PICLOUD_BIN=target/debug/picloud bash scripts/dashboard-test.sh

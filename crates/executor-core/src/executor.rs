@@ -151,6 +151,11 @@ impl Executor {
         Sandbox::new(&limits)
     }
 
+    /// Invocations waiting for a script thread right now (the nodes list shows it).
+    pub fn queue_depth(&self) -> usize {
+        self.pool.queued()
+    }
+
     /// Stop taking jobs and join the script threads; a running script ends by its
     /// wall-clock limit at the latest. Idempotent.
     ///

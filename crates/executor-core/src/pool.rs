@@ -72,6 +72,12 @@ impl<J: Send + 'static> Pool<J> {
         })
     }
 
+    /// Jobs waiting for a thread (not those running).
+    pub(crate) fn queued(&self) -> usize {
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        jobs.as_ref().map_or(0, |tx| tx.len())
+    }
+
     /// Stop taking jobs, let the threads finish what is queued and running, join them.
     /// Idempotent.
     pub(crate) fn shutdown(&self) {

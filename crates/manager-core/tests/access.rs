@@ -111,6 +111,10 @@ fn allowed(route: &Route, role: Role, in_scope: bool) -> bool {
         // The deploy token in the matrix is scoped, so only admin creates apps here.
         ("POST", "/api/v1/apps") => role == Role::Admin,
         ("GET", "/api/v1/apps" | "/api/v1/token") => true,
+        // The cluster's nodes name no app: every role may read them.
+        ("GET", "/api/v1/nodes") => true,
+        // Signing in needs no token; a session acts as its token, so any token has one.
+        ("POST", "/api/v1/sessions") | ("GET" | "DELETE", "/api/v1/session") => true,
         // A deploy token must not raise its own app's limits.
         ("PUT" | "DELETE", p) if p.ends_with("/limits") => role == Role::Admin,
         (method, p) if p.starts_with("/api/v1/apps/{app}") => {

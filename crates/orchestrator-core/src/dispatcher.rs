@@ -119,6 +119,9 @@ struct Finished {
 /// The running dispatcher of one node.
 pub(crate) struct Dispatcher {
     shutdown: CancellationToken,
+    /// The in-flight slots, to report how many are taken.
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
     claimer: Mutex<Option<JoinHandle<()>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -155,12 +158,28 @@ impl Dispatcher {
             recorded,
             committed.clone(),
         ));
-        let claimer = tokio::spawn(claim_loop(ctx, slots, committed, done, shutdown.clone()));
+        let max_in_flight = ctx.config.max_in_flight;
+        let claimer = tokio::spawn(claim_loop(
+            ctx,
+            slots.clone(),
+            committed,
+            done,
+            shutdown.clone(),
+        ));
         Dispatcher {
             shutdown,
+            slots,
+            max_in_flight,
             claimer: Mutex::new(Some(claimer)),
             committer: Mutex::new(Some(committer)),
         }
+    }
+
+    /// Events claimed and not yet committed (a slot is held from claim until commit;
+    /// during a claim, the slots it asked for).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.slots.available_permits())
     }
 
     /// Stop claiming, wait for the claimed events to run and be committed.

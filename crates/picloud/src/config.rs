@@ -37,6 +37,7 @@ pub struct Config {
     pub smtp: SmtpSettings,
     pub outbound: OutboundSettings,
     pub realtime: RealtimeSettings,
+    pub cluster: ClusterSettings,
 }
 
 /// Realtime streams (`[realtime]`, `PICLOUD_REALTIME__...`; docs/realtime.md).
@@ -78,6 +79,27 @@ impl Default for RealtimeSettings {
             retention_count: 1000,
             retention_secs: 24 * 60 * 60,
             prune_interval_secs: 60,
+        }
+    }
+}
+
+/// This node in the cluster's `nodes` table (`[cluster]`, `PICLOUD_CLUSTER__...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// How often the node writes its heartbeat (one small UPDATE per interval); it is shown
+    /// `down` after missing three.
+    pub heartbeat_ms: u64,
+    /// `PICLOUD_CLUSTER__ADVERTISE_URL`: the address the nodes list shows for this node;
+    /// the address it listens on when unset.
+    pub advertise_url: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            heartbeat_ms: 5_000,
+            advertise_url: None,
         }
     }
 }
@@ -309,6 +331,7 @@ impl Default for Config {
             smtp: SmtpSettings::default(),
             outbound: OutboundSettings::default(),
             realtime: RealtimeSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! - `cli` is the `picloud` command's client side: it talks to the admin API over HTTP.
 pub mod cli; // client commands (apps, deploy, logs, ...)
 pub mod config; // Config: file + environment
+mod dashboard; // the embedded web dashboard at /dashboard/
 mod data_dir; // private data directory, one server at a time
 mod front; // platform paths to the router, app paths to the ingress
 mod health; // /healthz, /readyz, /metrics
 mod listener; // accept loop: connection limit, HTTP/1.1 (h2c on request), drain
+mod membership; // this process in the nodes table: register, heartbeat, leave
 pub mod process; // a server process: args, bind, signals
 mod serve; // wiring and shutdown order
 mod timeouts; // header, body and idle timeouts of a connection

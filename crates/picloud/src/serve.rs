@@ -25,6 +25,7 @@ use crate::data_dir;
 use crate::front::{AppHosts, Front};
 use crate::health;
 use crate::listener::{self, ListenerOptions};
+use crate::membership;
 use crate::timeouts::ClientTimeouts;
 
 /// `n` days (a configured retention), saturating rather than overflowing.
@@ -59,6 +60,15 @@ impl Role {
 
     fn runs_scripts(self) -> bool {
         matches!(self, Role::All | Role::Node)
+    }
+
+    /// The role's name in the nodes list.
+    fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Manager => "manager",
+            Role::Node => "node",
+        }
     }
 }
 
@@ -147,6 +157,14 @@ pub async fn start_role(
     } else {
         None
     };
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
+    let address = match &config.cluster.advertise_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
     let (options, key) = store_options(&config, role)?;
     let store = storage::connect_with(&config.database_url(), options)
         .await
@@ -195,7 +213,7 @@ pub async fn start_role(
         }
     }
     if role.runs_scripts() {
-        let (executor, orchestrator) = start_node(&config, &store, &catalog).await?;
+        let (executor, orchestrator) = start_node(&config, &store, &catalog, &node_id).await?;
         if role.manages() {
             let subscribers: Arc<dyn shared::realtime::Subscribers> =
                 orchestrator.realtime().clone();
@@ -220,6 +238,41 @@ pub async fn start_role(
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
         app = app.merge(manager_router(&config, &store, &catalog, checker, None));
+    }
+    // This process in the nodes table, with its load at each heartbeat.
+    let me = shared::store::NodeInfo {
+        id: node_id,
+        role: role.name().to_owned(),
+        address,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        key_fingerprint: storage::crypto::key_fingerprint(&key.key),
+        started_at: chrono::Utc::now(),
+        heartbeat_at: chrono::Utc::now(),
+        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_ms.max(10)),
+        in_flight: 0,
+        queue_depth: 0,
+    };
+    membership::register(&store, &me)
+        .await
+        .context("cannot register this node in the nodes table")?;
+    {
+        let parts = node.as_ref().map(|(e, o)| (e.clone(), o.clone()));
+        let load = move || match &parts {
+            Some((executor, orchestrator)) => shared::store::NodeLoad {
+                in_flight: orchestrator.events_in_flight() as u64,
+                queue_depth: executor.queue_depth() as u64,
+            },
+            None => shared::store::NodeLoad::default(),
+        };
+        background.spawn(membership::heartbeat(
+            store.clone(),
+            me,
+            load,
+            shutdown.clone(),
+        ));
+    }
+    if role.manages() {
+        app = app.merge(crate::dashboard::router());
     }
     // The platform's routes get a request id and a log span per request. The public
     // ingress does its own (cheaper) request ids: a span per call would cost as much as
@@ -367,6 +420,7 @@ async fn start_node(
     config: &Config,
     store: &Store,
     catalog: &Catalog,
+    node_id: &str,
 ) -> anyhow::Result<(Arc<executor_core::Executor>, Arc<Orchestrator>)> {
     let threads = match config.executor.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -397,10 +451,7 @@ async fn start_node(
     };
     let events = &config.events;
     let dispatch = DispatchConfig {
-        node_id: config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple())),
+        node_id: node_id.to_owned(),
         batch_size: events.batch_size.max(1),
         // A lease outlives any run (the dispatcher gives up on a run at 3/4 of it); per-app
         // timeouts are capped at half of it (`Config::limit_policy`).

@@ -25,9 +25,11 @@ mod json;
 mod limits;
 mod mailbox;
 mod names;
+mod nodes;
 mod openapi;
 mod realtime;
 mod scripts;
+mod session;
 mod settings;
 mod tokens;
 mod triggers;
@@ -232,6 +234,7 @@ pub fn operations() -> Vec<Operation> {
         op!(data::blob_get),
         op!(data::blob_delete),
         op!(mailbox::list),
+        op!(nodes::list),
         op!(limits::app_get),
         op!(limits::app_set),
         op!(limits::app_reset),
@@ -249,6 +252,9 @@ pub fn operations() -> Vec<Operation> {
         op!(tokens::create),
         op!(tokens::list),
         op!(tokens::delete),
+        op!(session::create),
+        op!(session::current),
+        op!(session::delete),
     ]
 }
 

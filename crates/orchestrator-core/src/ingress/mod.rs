@@ -165,6 +165,11 @@ impl Orchestrator {
         &self.realtime
     }
 
+    /// Events this node has claimed and not yet committed (the nodes list shows it).
+    pub fn events_in_flight(&self) -> usize {
+        self.dispatcher.in_flight()
+    }
+
     /// Called after HTTP has drained: stops claiming events, lets the running ones finish
     /// and commits them, then writes the queued records and stops the recorder.
     pub async fn finish(&self) {

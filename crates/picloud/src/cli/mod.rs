@@ -18,6 +18,7 @@ mod invoke; // call a public endpoint
 mod limits; // limits show|set|reset, per app or per script
 mod logs; // invocation history, optionally followed
 mod mailbox; // the development mailbox
+mod nodes; // the cluster's nodes, up or down
 mod output; // tables, times, JSON printing
 mod realtime; // realtime expose|unexpose|list|publish|rotate-key|cors
 mod scripts; // scripts list|versions|show|rollback|delete
@@ -90,6 +91,8 @@ pub enum Command {
     /// Expose topics to browsers, publish, rotate the signing key, set CORS origins.
     #[command(subcommand)]
     Realtime(realtime::RealtimeCommand),
+    /// List the cluster's nodes: role, address, heartbeat, load, up or down.
+    Nodes,
 }
 
 /// Run one client command against `remote` and print its result to stdout.
@@ -119,6 +122,7 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Mailbox(args) => mailbox::run(&api, args, json).await,
         Command::Limits(cmd) => limits::run(&api, cmd, json).await,
         Command::Realtime(cmd) => realtime::run(&api, cmd, json).await,
+        Command::Nodes => nodes::run(&api, json).await,
         Command::Invoke(_) => Ok(()),
     }
 }

@@ -215,3 +215,101 @@ async fn a_realtime_subscriber_on_one_node_hears_a_publish_through_another_with_
     );
     b.stop().await;
 }
+
+/// `GET /api/v1/nodes` as JSON.
+async fn nodes(client: &reqwest::Client, url: &str) -> Vec<serde_json::Value> {
+    let res = client
+        .get(format!("{url}/api/v1/nodes"))
+        .bearer_auth(picloud::config::TEST_ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["nodes"].as_array().unwrap().clone()
+}
+
+async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: Backend) {
+    let app = crate::common::spawn_app_with(db, |c| c.cluster.heartbeat_ms = 50).await;
+    let listed = nodes(&app.client, &app.url).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let me = &listed[0];
+    assert_eq!(me["role"], "all");
+    assert_eq!(me["address"], app.url.as_str());
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(me["status"], "up");
+    assert_eq!(me["heartbeat_ms"], 50);
+    assert!(me.get("key_fingerprint").is_none(), "{me}");
+    let first = me["last_heartbeat"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let now = nodes(&app.client, &app.url).await;
+        if now[0]["last_heartbeat"].as_str().unwrap() != first {
+            assert_eq!(now[0]["started_at"], me["started_at"]);
+            break;
+        }
+        assert!(started.elapsed() < BOUND, "the heartbeat never moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A read token may see the nodes; no token may not.
+    let anonymous = app
+        .client
+        .get(format!("{}/api/v1/nodes", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+testkit::on_both_backends!(a_server_lists_itself_up_and_its_heartbeat_moves);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_lists_the_others_a_silent_one_is_down_and_a_stopped_one_leaves() {
+    let a = spawn_app(Backend::Postgres).await;
+    let b = Node::join(&a).await;
+    for url in [&a.url, &b.url] {
+        let listed = nodes(&a.client, url).await;
+        let addresses: Vec<&str> = listed
+            .iter()
+            .map(|n| n["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(addresses, [a.url.as_str(), b.url.as_str()], "{listed:?}");
+        assert!(listed.iter().all(|n| n["status"] == "up"), "{listed:?}");
+    }
+
+    // A node that stopped heartbeating a minute ago (killed: its row stays).
+    let long_ago = chrono::Utc::now() - chrono::Duration::seconds(60);
+    a.store
+        .nodes
+        .register(
+            &shared::store::NodeInfo {
+                id: "node-killed".into(),
+                role: "node".into(),
+                address: "http://127.0.0.1:9".into(),
+                version: "0.0.9".into(),
+                key_fingerprint: "x".into(),
+                started_at: long_ago,
+                heartbeat_at: long_ago,
+                heartbeat_interval: Duration::from_secs(5),
+                in_flight: 4,
+                queue_depth: 1,
+            },
+            long_ago - chrono::Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let listed = nodes(&b.client, &b.url).await;
+    let killed = listed.iter().find(|n| n["id"] == "node-killed").unwrap();
+    assert_eq!(killed["status"], "down");
+    assert_eq!(killed["in_flight"], 4);
+
+    // A clean shutdown removes the node's row.
+    let b_url = b.url.clone();
+    b.stop().await;
+    let listed = nodes(&a.client, &a.url).await;
+    assert!(
+        listed.iter().all(|n| n["address"] != b_url.as_str()),
+        "{listed:?}"
+    );
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}

@@ -10,6 +10,7 @@ mod idempotency;
 mod invocations;
 mod kv;
 mod limits;
+mod nodes;
 mod outbox;
 mod realtime;
 mod scripts;
@@ -28,11 +29,14 @@ pub use idempotency::{
 pub use invocations::{InvocationFilter, InvocationRepository};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
+pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
 pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
-pub use tokens::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
+pub use tokens::{
+    ApiToken, Bootstrap, NewToken, Session, TokenDeleted, TokenRepository, TokenRole,
+};
 pub use triggers::{
     HttpMethod, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
 };
@@ -53,6 +57,8 @@ pub struct Store {
     pub settings: Arc<dyn SettingsRepository>,
     pub mailbox: Arc<dyn MailboxRepository>,
     pub limits: Arc<dyn LimitRepository>,
+    /// The cluster's nodes: registration, heartbeats, the nodes list.
+    pub nodes: Arc<dyn NodeRepository>,
     /// HTTP idempotency keys; answers are stored with `outbox.apply_answered`.
     pub idempotency: Arc<dyn IdempotencyRepository>,
     pub realtime: Arc<dyn RealtimeRepository>,

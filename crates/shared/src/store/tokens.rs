@@ -135,6 +135,34 @@ pub trait TokenRepository: Send + Sync {
         name: &str,
         secret_hash: &str,
     ) -> Result<Bootstrap, StoreError>;
+    /// Open a dashboard session acting as `token`, stored by the hash of its secret, until
+    /// `expires_at`. Sessions that expired before `now` are removed on the way.
+    ///
+    /// # Errors
+    /// `NotFound("token")` if the token is gone; `Conflict("session")` for a stored hash.
+    async fn create_session(
+        &self,
+        secret_hash: &str,
+        token: TokenId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The session stored under `secret_hash` if it has not expired at `now`, with the
+    /// token it acts as. A revoked token has no sessions left.
+    async fn find_session(
+        &self,
+        secret_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError>;
+    /// End a session; whether one was stored.
+    async fn delete_session(&self, secret_hash: &str) -> Result<bool, StoreError>;
+}
+
+/// A dashboard session: the token it acts as and when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub token: ApiToken,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// What `TokenRepository::install_bootstrap` did.

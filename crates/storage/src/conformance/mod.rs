@@ -14,6 +14,7 @@ mod dead_letters;
 mod idempotency;
 mod kv;
 mod limits;
+mod nodes;
 mod outbox;
 mod settings;
 mod tokens;
@@ -23,6 +24,7 @@ pub use dead_letters::*;
 pub use idempotency::*;
 pub use kv::*;
 pub use limits::*;
+pub use nodes::*;
 pub use outbox::*;
 pub use settings::*;
 pub use tokens::*;
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             a_deleted_app_leaves_every_token_scope_that_named_it,
             the_last_admin_token_cannot_be_deleted_but_other_tokens_can,
             two_admins_deleting_each_other_at_once_always_leave_one,
+            sessions_act_as_their_token_until_they_expire_end_or_the_token_goes,
             ping_answers_and_the_backend_names_itself,
             concurrent_deploys_of_one_script_get_distinct_consecutive_versions,
             publish_fans_out_to_every_subscriber_and_to_nobody_without_one,
@@ -115,6 +118,8 @@ macro_rules! conformance_tests {
             the_mailbox_lists_an_apps_messages_newest_first,
             deleting_an_app_removes_its_kv_blobs_config_secrets_and_mail,
             limits_of_an_app_and_its_scripts_are_stored_exactly_and_listed_per_app,
+            nodes_register_heartbeat_with_their_load_and_deregister,
+            a_node_is_down_after_missing_three_of_its_heartbeats_and_forgotten_much_later,
             setting_limits_replaces_them_and_setting_none_removes_them,
             limits_for_a_missing_app_or_script_are_not_found,
             limits_stay_across_deploys_and_go_with_their_script_or_app,

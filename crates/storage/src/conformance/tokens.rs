@@ -210,3 +210,81 @@ pub async fn a_deleted_app_leaves_every_token_scope_that_named_it(store: &Store)
         "an every-app token is untouched"
     );
 }
+
+pub async fn sessions_act_as_their_token_until_they_expire_end_or_the_token_goes(store: &Store) {
+    use chrono::{Duration, Utc};
+    let keep = store
+        .tokens
+        .create(&admin("keep", "hash-keep"))
+        .await
+        .expect("create");
+    let ops = store
+        .tokens
+        .create(&admin("ops", "hash-ops"))
+        .await
+        .expect("create");
+    let now = Utc::now();
+    let hour = Duration::hours(1);
+    store
+        .tokens
+        .create_session("s-1", ops.id, now, now + hour)
+        .await
+        .expect("session");
+    let found = store
+        .tokens
+        .find_session("s-1", now)
+        .await
+        .expect("find")
+        .expect("a live session");
+    assert_eq!(found.token, ops);
+    assert_eq!(
+        found.expires_at.timestamp_micros(),
+        (now + hour).timestamp_micros()
+    );
+    // Expired: not found, and removed when the next session opens.
+    assert_eq!(
+        store
+            .tokens
+            .find_session("s-1", now + hour)
+            .await
+            .expect("find"),
+        None
+    );
+    assert!(matches!(
+        store
+            .tokens
+            .create_session("s-1", keep.id, now, now + hour)
+            .await,
+        Err(StoreError::Conflict("session"))
+    ));
+    store
+        .tokens
+        .create_session("s-2", keep.id, now + hour * 2, now + hour * 3)
+        .await
+        .expect("session");
+    assert!(!store.tokens.delete_session("s-1").await.expect("delete"));
+    // Ended: gone.
+    assert!(store.tokens.delete_session("s-2").await.expect("delete"));
+    assert_eq!(
+        store.tokens.find_session("s-2", now).await.expect("find"),
+        None
+    );
+    // A revoked token takes its sessions with it; a missing one cannot open any.
+    store
+        .tokens
+        .create_session("s-3", ops.id, now, now + hour)
+        .await
+        .expect("session");
+    store.tokens.delete(ops.id).await.expect("revoke");
+    assert_eq!(
+        store.tokens.find_session("s-3", now).await.expect("find"),
+        None
+    );
+    assert!(matches!(
+        store
+            .tokens
+            .create_session("s-4", ops.id, now, now + hour)
+            .await,
+        Err(StoreError::NotFound("token"))
+    ));
+}

@@ -21,6 +21,7 @@ mod invocations;
 mod kv;
 mod limits;
 mod meta;
+mod nodes;
 mod outbox;
 mod realtime;
 mod scripts;
@@ -84,6 +85,18 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         9,
         "realtime",
         include_str!("../../migrations/postgres/0009_realtime.sql"),
+    ),
+    (
+        "0010_sessions.sql",
+        10,
+        "sessions",
+        include_str!("../../migrations/postgres/0010_sessions.sql"),
+    ),
+    (
+        "0011_nodes.sql",
+        11,
+        "nodes",
+        include_str!("../../migrations/postgres/0011_nodes.sql"),
     ),
 ];
 

@@ -25,6 +25,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
+pub(crate) mod nodes;
 pub(crate) mod realtime;
 pub(crate) mod scripts;
 pub(crate) mod settings;
@@ -42,6 +43,7 @@ pub(crate) trait AllSql:
     + dead_letters::DeadLettersSql
     + settings::SettingsSql
     + realtime::RealtimeSql
+    + nodes::NodesSql
     + OutboxSql
 {
 }
@@ -54,6 +56,7 @@ impl<DB> AllSql for DB where
         + dead_letters::DeadLettersSql
         + settings::SettingsSql
         + realtime::RealtimeSql
+        + nodes::NodesSql
         + OutboxSql
 {
 }
@@ -88,6 +91,7 @@ pub(crate) fn store<DB: AllSql>(
         realtime: Arc::new(realtime::Realtime::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
+        nodes: Arc::new(nodes::Nodes(pool.clone())),
         idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
         health: Arc::new(Health {
             pool,

@@ -2,7 +2,10 @@
 //! be deleted: a delete reads every admin row and the target under a lock that two
 //! deletes cannot both hold, so the count it decides on is never stale.
 use async_trait::async_trait;
-use shared::store::{ApiToken, Bootstrap, NewToken, TokenDeleted, TokenRepository, TokenRole};
+use chrono::{DateTime, Utc};
+use shared::store::{
+    ApiToken, Bootstrap, NewToken, Session, TokenDeleted, TokenRepository, TokenRole,
+};
 use shared::{StoreError, TokenId};
 use sqlx::Pool;
 
@@ -27,6 +30,14 @@ pub(crate) trait TokensSql: Db {
     const DELETE: &'static str;
     /// () -> n
     const COUNT: &'static str;
+    /// (secret_hash, token_id, created_at, expires_at)
+    const INSERT_SESSION: &'static str;
+    /// (now): every session that expired before it
+    const DELETE_EXPIRED_SESSIONS: &'static str;
+    /// (secret_hash) -> a token row (id, name, role, apps, created_at) and `expires_at`
+    const FIND_SESSION: &'static str;
+    /// (secret_hash)
+    const DELETE_SESSION: &'static str;
 }
 
 pub(crate) struct Tokens<DB: Db>(pub(crate) Pool<DB>);
@@ -122,5 +133,65 @@ impl<DB: TokensSql + MetaSql> TokenRepository for Tokens<DB> {
         secret_hash: &str,
     ) -> Result<Bootstrap, StoreError> {
         crate::meta::install_bootstrap(&self.0, name, secret_hash).await
+    }
+
+    async fn create_session(
+        &self,
+        secret_hash: &str,
+        token: TokenId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sql::<DB>(DB::DELETE_EXPIRED_SESSIONS)
+            .bind(now)
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        sql::<DB>(DB::INSERT_SESSION)
+            .bind(secret_hash)
+            .bind(token.0)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.0)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d)
+                    if matches!(d.kind(), sqlx::error::ErrorKind::ForeignKeyViolation) =>
+                {
+                    StoreError::NotFound("token")
+                }
+                _ => conflict_as("session")(e),
+            })?;
+        Ok(())
+    }
+
+    async fn find_session(
+        &self,
+        secret_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sql::<DB>(DB::FIND_SESSION)
+            .bind(secret_hash)
+            .fetch_optional(&self.0)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let expires_at = row.ts("expires_at")?;
+        if expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some(Session {
+            token: row_to_token(&row)?,
+            expires_at,
+        }))
+    }
+
+    async fn delete_session(&self, secret_hash: &str) -> Result<bool, StoreError> {
+        let n = sql::<DB>(DB::DELETE_SESSION)
+            .bind(secret_hash)
+            .execute(&self.0)
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
     }
 }

@@ -15,4 +15,13 @@ impl TokensSql for Sqlite {
         "SELECT id, role FROM api_tokens WHERE role = 'admin' OR id = ? ORDER BY id";
     const DELETE: &'static str = "DELETE FROM api_tokens WHERE id = ?";
     const COUNT: &'static str = "SELECT COUNT(*) AS n FROM api_tokens";
+    const INSERT_SESSION: &'static str = "INSERT INTO dashboard_sessions
+         (secret_hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)";
+    const DELETE_EXPIRED_SESSIONS: &'static str =
+        "DELETE FROM dashboard_sessions WHERE expires_at < ?";
+    const FIND_SESSION: &'static str =
+        "SELECT t.id, t.name, t.role, t.apps, t.created_at, s.expires_at
+         FROM dashboard_sessions s JOIN api_tokens t ON t.id = s.token_id
+         WHERE s.secret_hash = ?";
+    const DELETE_SESSION: &'static str = "DELETE FROM dashboard_sessions WHERE secret_hash = ?";
 }
