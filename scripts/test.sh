@@ -39,8 +39,21 @@ fi
 
 # The admin API against its generated OpenAPI document: schemathesis on the real server, on
 # SQLite and PostgreSQL, fresh and seeded (PICLOUD_SKIP_FUZZ=1 skips it).
+start=$SECONDS
 bash scripts/fuzz-api.sh
+echo "== fuzz-api: $((SECONDS - start)) s"
+
+# The server binary for the browser and client tests, with the same features as the tests
+# above (so nothing is built twice).
+cargo build --workspace --all-features --bin picloud
 
 # The dashboard: its committed build is current and its browser tests pass.
-cargo build -p picloud
+start=$SECONDS
 PICLOUD_BIN=target/debug/picloud bash scripts/dashboard-test.sh
+echo "== dashboard tests: $((SECONDS - start)) s"
+
+# The TypeScript client (@picloud/client): unit tests, then end-to-end and Chromium tests
+# against the real server on SQLite and PostgreSQL.
+start=$SECONDS
+PICLOUD_BIN=target/debug/picloud bash clients/ts/test.sh
+echo "== TypeScript client tests: $((SECONDS - start)) s"

@@ -41,7 +41,13 @@ pub struct ExecutorConfig {
     /// The only `from` addresses `email::send` accepts (compared without case); a message
     /// without `from` goes out from the mailer's default sender.
     pub email_senders: Vec<String>,
+    /// The longest life `realtime::token` gives a token; a longer `ttl` is cut to it.
+    pub max_realtime_token_ttl: std::time::Duration,
 }
+
+/// The default of `ExecutorConfig::max_realtime_token_ttl`: one hour.
+pub const DEFAULT_MAX_REALTIME_TOKEN_TTL: std::time::Duration =
+    std::time::Duration::from_secs(3600);
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
@@ -51,6 +57,7 @@ impl Default for ExecutorConfig {
             limits: Limits::default(),
             outbound: crate::ssrf::OutboundConfig::default(),
             email_senders: Vec::new(),
+            max_realtime_token_ttl: DEFAULT_MAX_REALTIME_TOKEN_TTL,
         }
     }
 }
@@ -73,6 +80,8 @@ pub(crate) struct Runner {
     pub(crate) email_senders: Vec<String>,
     /// The one client of `http::*` (`None` when it could not be built).
     pub(crate) outbound: Option<OutboundClient>,
+    /// The cap on a realtime token's ttl.
+    pub(crate) max_realtime_token_ttl: std::time::Duration,
 }
 
 pub struct Executor {
@@ -97,6 +106,7 @@ impl Executor {
             rt,
             email_senders: config.email_senders.clone(),
             outbound: crate::host::http::client(&config.outbound),
+            max_realtime_token_ttl: config.max_realtime_token_ttl,
         });
         let worker_runner = Arc::clone(&runner);
         let pool = Pool::start(

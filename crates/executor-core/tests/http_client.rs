@@ -480,6 +480,7 @@ impl Harness {
             outbound,
             limits,
             email_senders: Vec::new(),
+            ..ExecutorConfig::default()
         };
         let executor = Executor::start(config, db.store.clone(), tokio::runtime::Handle::current());
         Harness { db, executor, app }

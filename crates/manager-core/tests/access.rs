@@ -37,6 +37,7 @@ async fn setup() -> Setup {
         catalog: Catalog::default(),
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+        realtime: None,
     });
     Setup {
         router,

@@ -34,6 +34,7 @@ async fn app(store: TestDb) -> App {
         catalog: Catalog::default(),
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+        realtime: None,
     });
     App {
         router,
@@ -230,6 +231,15 @@ async fn an_integer_written_with_a_zero_fraction_is_taken(t: App) {
         )
         .await;
     assert_eq!(trigger["max_attempts"], 98);
+    let route = t
+        .ok(
+            Method::POST,
+            "/api/v1/apps/shop/triggers",
+            json!({"kind": "http", "method": "PUT", "path": "/once", "script": "hello",
+                "idempotency": {"ttl_secs": 2_041_136.0}}),
+        )
+        .await;
+    assert_eq!(route["idempotency"]["ttl_secs"], 2_041_136);
     let rolled = t
         .ok(
             Method::POST,

@@ -72,6 +72,7 @@ async fn setup(db: TestDb) -> Setup {
             catalog,
             checker: Arc::new(AcceptAll),
             max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+            realtime: None,
         },
         policy(),
     );

@@ -51,6 +51,7 @@ async fn spawn(backend: Backend) -> TestApp {
         catalog: Catalog::default(),
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+        realtime: None,
     });
     TestApp {
         router,

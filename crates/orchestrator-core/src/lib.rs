@@ -13,12 +13,15 @@
 //!   deletion and the invocation record in one transaction (in groups).
 //! - `wake` says why the dispatcher wakes: an insert, a commit, the next due time.
 //! - `retry` is the backoff with jitter, then the dead letter.
+//! - `realtime` serves `/{app}/_realtime`: SSE streams of an app's exposed topics, fed
+//!   from the replay buffer after each commit's bus notice.
 //! - `mailer` delivers `email` events over SMTP, or into the development mailbox.
 mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline
 mod limits; // every app's limits in memory, rate buckets, event deferral pace
 pub mod mailer; // email events: SMTP, or the development mailbox
+pub mod realtime; // SSE streams: subscription checks, per-app feeds, replay
 mod recorder; // batched invocation writer
 mod retry; // backoff with jitter, then dead letter
 mod routes; // per-app route tables and the catalog listener
@@ -27,5 +30,6 @@ mod wake; // no fixed polling tick anywhere
 pub use dispatcher::DispatchConfig;
 pub use ingress::{INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
 pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
+pub use realtime::{Hub as RealtimeHub, RealtimeConfig};
 pub use recorder::RecordBounds;
 pub use retry::backoff;

@@ -36,7 +36,51 @@ pub struct Config {
     pub blobs: BlobSettings,
     pub smtp: SmtpSettings,
     pub outbound: OutboundSettings,
+    pub realtime: RealtimeSettings,
     pub cluster: ClusterSettings,
+}
+
+/// Realtime streams (`[realtime]`, `PICLOUD_REALTIME__...`; docs/realtime.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RealtimeSettings {
+    /// The longest life `realtime::token` gives a token; a longer `ttl` is cut to it.
+    pub max_token_ttl_secs: u64,
+    /// A heartbeat comment on every stream this often.
+    pub heartbeat_ms: u64,
+    /// The `retry:` hint: how long a disconnected client waits before reconnecting.
+    pub retry_ms: u64,
+    /// Topics one subscription may name.
+    pub max_topics: usize,
+    /// Streams open at once on this node (past it: 503).
+    pub max_connections: usize,
+    /// Streams open at once on this node for one app (past it: 429).
+    pub max_connections_per_app: usize,
+    /// Events a stream may fall behind before it is disconnected (it resumes by id).
+    pub buffer: usize,
+    /// The replay buffer keeps each app's newest this many events ...
+    pub retention_count: u64,
+    /// ... and none older than this.
+    pub retention_secs: u64,
+    /// How often the replay buffer is pruned.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            max_token_ttl_secs: 3600,
+            heartbeat_ms: 15_000,
+            retry_ms: 3_000,
+            max_topics: 16,
+            max_connections: 20_000,
+            max_connections_per_app: 10_000,
+            buffer: 1024,
+            retention_count: 1000,
+            retention_secs: 24 * 60 * 60,
+            prune_interval_secs: 60,
+        }
+    }
 }
 
 /// This node in the cluster's `nodes` table (`[cluster]`, `PICLOUD_CLUSTER__...`).
@@ -286,6 +330,7 @@ impl Default for Config {
             blobs: BlobSettings::default(),
             smtp: SmtpSettings::default(),
             outbound: OutboundSettings::default(),
+            realtime: RealtimeSettings::default(),
             cluster: ClusterSettings::default(),
         }
     }

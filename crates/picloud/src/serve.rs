@@ -200,6 +200,11 @@ pub async fn start_role(
         let sweeper =
             manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
         background.spawn(async move { sweeper.await.ok() });
+        background.spawn(prune_realtime(
+            store.clone(),
+            config.realtime.clone(),
+            shutdown.clone(),
+        ));
         if config.invocations.retention_days > 0 {
             let keep = days(config.invocations.retention_days);
             let sweeper =
@@ -210,13 +215,29 @@ pub async fn start_role(
     if role.runs_scripts() {
         let (executor, orchestrator) = start_node(&config, &store, &catalog, &node_id).await?;
         if role.manages() {
-            app = app.merge(manager_router(&config, &store, &catalog, executor.clone()));
+            let subscribers: Arc<dyn shared::realtime::Subscribers> =
+                orchestrator.realtime().clone();
+            app = app.merge(manager_router(
+                &config,
+                &store,
+                &catalog,
+                executor.clone(),
+                Some(subscribers),
+            ));
         }
+        // Open streams never finish on their own: they end when shutdown begins, so the
+        // drain does not wait for them.
+        let hub = orchestrator.realtime().clone();
+        let closing = shutdown.clone();
+        tokio::spawn(async move {
+            closing.cancelled().await;
+            hub.close();
+        });
         ingress = Some(orchestrator.clone());
         node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
-        app = app.merge(manager_router(&config, &store, &catalog, checker));
+        app = app.merge(manager_router(&config, &store, &catalog, checker, None));
     }
     // This process in the nodes table, with its load at each heartbeat.
     let me = shared::store::NodeInfo {
@@ -361,11 +382,25 @@ fn listener_options(config: &Config) -> ListenerOptions {
     }
 }
 
+/// How this node's realtime streams behave, from `[realtime]`.
+fn realtime_config(r: &crate::config::RealtimeSettings) -> orchestrator_core::RealtimeConfig {
+    orchestrator_core::RealtimeConfig {
+        heartbeat: Duration::from_millis(r.heartbeat_ms.max(10)),
+        retry: Duration::from_millis(r.retry_ms),
+        max_topics: r.max_topics.max(1),
+        max_connections: r.max_connections,
+        max_connections_per_app: r.max_connections_per_app,
+        buffer: r.buffer.max(1),
+        ..orchestrator_core::RealtimeConfig::default()
+    }
+}
+
 fn manager_router(
     config: &Config,
     store: &Store,
     catalog: &Catalog,
     checker: Arc<dyn shared::ScriptChecker>,
+    realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
 ) -> Router {
     manager_core::router_with_limits(
         manager_core::ManagerDeps {
@@ -373,6 +408,7 @@ fn manager_router(
             catalog: catalog.clone(),
             checker,
             max_script_bytes: config.http.max_script_bytes,
+            realtime,
         },
         config.limit_policy(),
     )
@@ -397,6 +433,7 @@ async fn start_node(
             limits: config.executor_limits(),
             outbound: outbound_config(config)?,
             email_senders: email_senders(&config.smtp),
+            max_realtime_token_ttl: Duration::from_secs(config.realtime.max_token_ttl_secs.max(1)),
         },
         store.clone(),
         tokio::runtime::Handle::current(),
@@ -410,6 +447,7 @@ async fn start_node(
             max_log_bytes: config.invocations.max_record_log_bytes,
         },
         limits: config.limit_policy(),
+        realtime: realtime_config(&config.realtime),
     };
     let events = &config.events;
     let dispatch = DispatchConfig {
@@ -590,6 +628,37 @@ fn mailer(config: &Config, store: &Store) -> anyhow::Result<Arc<dyn MailSender>>
     })
     .context("invalid SMTP settings")?;
     Ok(Arc::new(mailer))
+}
+
+/// Keep the realtime replay buffer within its retention (count per app, age): now, then
+/// every `prune_interval_secs` (a maintenance timer: one or two deletes per wake-up).
+async fn prune_realtime(
+    store: Store,
+    settings: crate::config::RealtimeSettings,
+    shutdown: CancellationToken,
+) {
+    let every = Duration::from_secs(settings.prune_interval_secs.max(1));
+    let max_age = chrono::TimeDelta::seconds(
+        i64::try_from(settings.retention_secs).unwrap_or(i64::MAX / 1000),
+    );
+    loop {
+        let older_than = chrono::Utc::now()
+            .checked_sub_signed(max_age)
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        match store
+            .realtime
+            .prune(settings.retention_count, older_than)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "pruned the realtime replay buffer"),
+            Err(e) => tracing::warn!(error = %e, "realtime replay buffer prune failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Remove temp files a crash left in the blob store: now, then once an hour (a maintenance

@@ -14,11 +14,13 @@ pub mod catalog; // control-plane change notifications
 pub mod error_code; // ErrorCode -> HTTP status, the JSON error body
 pub mod event; // outbox events, effects, dead letters
 pub mod executor; // the ExecutorClient seam
+pub mod hmac; // HMAC-SHA256 for script crypto and realtime tokens
 pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
 pub mod limits; // per-app and per-script limits: overrides, the server's policy
-pub mod schema;
-pub mod store; // repository traits + StoreError // OpenAPI schemas of the validated names and ids
+pub mod realtime; // realtime subscription tokens: mint and verify
+pub mod schema; // OpenAPI schemas of the validated names and ids
+pub mod store; // repository traits + StoreError
 
 pub use bus::{Channel, Heard, LocalBus, NotificationBus};
 pub use catalog::{Catalog, CatalogChange, CatalogListener};

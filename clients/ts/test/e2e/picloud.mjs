@@ -101,7 +101,7 @@ export async function startPiCloud(backend, env = {}) {
     },
     expose: (app, topic) => admin("PUT", `/apps/${app}/realtime/topics/${encodeURIComponent(topic)}`),
     publish: (app, topic, payload) =>
-      admin("POST", `/apps/${app}/realtime/topics/${encodeURIComponent(topic)}/publish`, payload),
+      admin("POST", `/apps/${app}/realtime/topics/${encodeURIComponent(topic)}/publish`, { payload }),
     async stop() {
       child.kill("SIGTERM");
       await exited;

@@ -1,12 +1,10 @@
 //! `crypto::sha256(text)` and `crypto::hmac_sha256(key, message)`, as lowercase hex.
 //!
-//! HMAC (RFC 2104) is written out over `sha2` 0.10 here: the `hmac` crate that pairs
-//! with it (0.12) is not in the offline registry, and the construction is a few lines,
-//! checked below against the RFC 4231 test vectors.
+//! HMAC (RFC 2104) is `shared::hmac`, shared with realtime tokens; checked here against
+//! the RFC 4231 test vectors.
 use rhai::{EvalAltResult, ImmutableString, Module};
 use sha2::{Digest, Sha256};
-
-const BLOCK: usize = 64;
+pub(crate) use shared::hmac::hmac_sha256;
 
 pub(super) fn module() -> Module {
     let mut m = Module::new();
@@ -23,26 +21,6 @@ pub(super) fn module() -> Module {
         },
     );
     m
-}
-
-pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new()
-        .chain_update(&ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(&opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
 }
 
 #[cfg(test)]

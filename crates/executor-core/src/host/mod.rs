@@ -19,6 +19,7 @@ mod kv;
 mod log;
 mod messaging;
 mod page;
+mod realtime;
 mod settings;
 mod sleep;
 mod time;
@@ -43,6 +44,7 @@ pub(crate) fn register_all(engine: &mut Engine) {
         ("config", settings::config_module()),
         ("secrets", settings::secrets_module()),
         ("email", email::module()),
+        ("realtime", realtime::module()),
     ];
     for (name, module) in modules {
         engine.register_static_module(name, Shared::new(module));

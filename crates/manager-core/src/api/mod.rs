@@ -27,6 +27,7 @@ mod mailbox;
 mod names;
 mod nodes;
 mod openapi;
+mod realtime;
 mod scripts;
 mod session;
 mod settings;
@@ -47,6 +48,9 @@ pub struct ManagerDeps {
     pub checker: Arc<dyn ScriptChecker>,
     /// The largest script source a deploy accepts (256 KiB by default).
     pub max_script_bytes: usize,
+    /// This node's realtime streams, for the subscriber counts of the topic list (`None`
+    /// on a server that serves no streams: counts are 0).
+    pub realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
 }
 
 impl ManagerDeps {
@@ -237,6 +241,13 @@ pub fn operations() -> Vec<Operation> {
         op!(limits::script_get),
         op!(limits::script_set),
         op!(limits::script_reset),
+        op!(realtime::list),
+        op!(realtime::expose),
+        op!(realtime::unexpose),
+        op!(realtime::publish),
+        op!(realtime::cors_get),
+        op!(realtime::cors_set),
+        op!(realtime::rotate_key),
         op!(tokens::current),
         op!(tokens::create),
         op!(tokens::list),

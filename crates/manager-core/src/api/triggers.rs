@@ -64,6 +64,7 @@ pub(super) struct CreateTrigger {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IdempotencyBody {
+    #[serde(default, deserialize_with = "super::json::integral::opt_i64")]
     ttl_secs: Option<i64>,
 }
 

@@ -75,6 +75,7 @@ async fn spawn_app_on(backend: Backend, max_script_bytes: usize) -> TestApp {
         catalog,
         checker: executor,
         max_script_bytes,
+        realtime: None,
     });
     TestApp {
         router,

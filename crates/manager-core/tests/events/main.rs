@@ -85,6 +85,7 @@ async fn spawn_app(backend: Backend) -> TestApp {
         catalog: catalog.clone(),
         checker: Arc::new(AcceptAll),
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
+        realtime: None,
     });
     TestApp {
         router,

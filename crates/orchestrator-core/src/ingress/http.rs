@@ -108,6 +108,10 @@ pub(super) async fn handle(
     State(orchestrator): State<Arc<Orchestrator>>,
     request: Request,
 ) -> Response {
+    if let Some(app) = crate::realtime::is_realtime_path(request.uri().path()) {
+        let app = app.to_owned();
+        return crate::realtime::subscribe(orchestrator.realtime.clone(), app, request).await;
+    }
     let started = Instant::now();
     let id = InvocationId::new();
     let request_id = request_id(request.headers());

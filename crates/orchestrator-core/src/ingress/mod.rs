@@ -21,6 +21,7 @@ use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::lane::Lane;
 use crate::limits::{LimitRefresher, LimitTable};
 use crate::mailer::MailSender;
+use crate::realtime::{Hub, RealtimeConfig};
 use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RateBudget, RecordBounds, Recorder};
 use crate::routes::{RouteRefresher, RouteTables};
 
@@ -42,6 +43,8 @@ pub struct IngressConfig {
     /// The server's defaults and ceilings for per-app limits, on both the HTTP and the
     /// event path.
     pub limits: LimitPolicy,
+    /// Realtime streams (`/{app}/_realtime`).
+    pub realtime: RealtimeConfig,
 }
 
 impl Default for IngressConfig {
@@ -52,6 +55,7 @@ impl Default for IngressConfig {
             recorded_successes_per_sec: 1_000,
             records: RecordBounds::default(),
             limits: LimitPolicy::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Orchestrator {
     /// How many failure records each app may still write this second.
     failure_budgets: Arc<FailureBudgets>,
     dispatcher: Dispatcher,
+    /// This node's realtime streams.
+    realtime: Arc<Hub>,
     config: IngressConfig,
 }
 
@@ -104,6 +110,7 @@ impl Orchestrator {
             Arc::clone(&limits),
         );
         let lane = Lane::new(executor, config.request_timeout);
+        let realtime = Hub::start(store.clone(), config.realtime.clone());
         Ok(Arc::new(Orchestrator {
             store,
             routes,
@@ -113,6 +120,7 @@ impl Orchestrator {
             success_budget: RateBudget::new(config.recorded_successes_per_sec),
             failure_budgets,
             dispatcher,
+            realtime,
             config,
         }))
     }
@@ -150,6 +158,11 @@ impl Orchestrator {
     /// committed.
     pub fn subscribe_recorded(&self) -> broadcast::Receiver<InvocationRecord> {
         self.recorder.subscribe()
+    }
+
+    /// This node's realtime streams: their counts, and `close` to end them on shutdown.
+    pub fn realtime(&self) -> &Arc<Hub> {
+        &self.realtime
     }
 
     /// Events this node has claimed and not yet committed (the nodes list shows it).

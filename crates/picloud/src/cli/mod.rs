@@ -20,6 +20,7 @@ mod logs; // invocation history, optionally followed
 mod mailbox; // the development mailbox
 mod nodes; // the cluster's nodes, up or down
 mod output; // tables, times, JSON printing
+mod realtime; // realtime expose|unexpose|list|publish|rotate-key|cors
 mod scripts; // scripts list|versions|show|rollback|delete
 mod settings; // config set|get|list|delete, secrets set|list|delete
 mod tokens; // tokens list|whoami|create|delete
@@ -87,6 +88,9 @@ pub enum Command {
     /// Show, set and reset an app's or a script's limits.
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Expose topics to browsers, publish, rotate the signing key, set CORS origins.
+    #[command(subcommand)]
+    Realtime(realtime::RealtimeCommand),
     /// List the cluster's nodes: role, address, heartbeat, load, up or down.
     Nodes,
 }
@@ -117,6 +121,7 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Secrets(cmd) => settings::run_secrets(&api, cmd, json).await,
         Command::Mailbox(args) => mailbox::run(&api, args, json).await,
         Command::Limits(cmd) => limits::run(&api, cmd, json).await,
+        Command::Realtime(cmd) => realtime::run(&api, cmd, json).await,
         Command::Nodes => nodes::run(&api, json).await,
         Command::Invoke(_) => Ok(()),
     }

@@ -173,6 +173,49 @@ async fn wait_for_status(node: &Node, path: &str, status: StatusCode) -> (Status
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_subscriber_on_one_node_hears_a_publish_through_another_with_the_same_ids() {
+    let a = spawn_app(Backend::Postgres).await;
+    let b = Node::join(&a).await;
+    a.token_endpoint("shop", r#"#{topics: ["orders"]}"#).await;
+    a.expose("shop", "orders").await;
+    // Minted on node a, checked on node b: the key is shared through the database.
+    let token = a.token("shop").await;
+    let on_a = a
+        .subscribe(a.realtime("shop", "orders").bearer_auth(&token))
+        .await;
+    let res = b
+        .client
+        .get(format!("{}/shop/_realtime?topics=orders", b.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut on_b = crate::common::SseStream::new(res);
+    let mut on_a = on_a;
+    for n in 1..=3 {
+        let res = a
+            .publish("shop", "orders", serde_json::json!({ "n": n }))
+            .await;
+        assert_eq!(res.status(), 202);
+    }
+    let ids = |events: Vec<crate::common::SseMessage>| {
+        events
+            .iter()
+            .map(|e| (e.id(), e.json()))
+            .collect::<Vec<_>>()
+    };
+    let heard_b = ids(on_b.take(3).await);
+    let heard_a = ids(on_a.take(3).await);
+    assert_eq!(heard_b, heard_a);
+    assert_eq!(
+        heard_b.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    b.stop().await;
+}
+
 /// `GET /api/v1/nodes` as JSON.
 async fn nodes(client: &reqwest::Client, url: &str) -> Vec<serde_json::Value> {
     let res = client

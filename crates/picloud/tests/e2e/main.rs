@@ -15,4 +15,5 @@ mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
+mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness

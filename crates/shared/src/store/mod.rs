@@ -12,6 +12,7 @@ mod kv;
 mod limits;
 mod nodes;
 mod outbox;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -30,6 +31,7 @@ pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
 pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
+pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};
 pub use tokens::{
@@ -59,6 +61,7 @@ pub struct Store {
     pub nodes: Arc<dyn NodeRepository>,
     /// HTTP idempotency keys; answers are stored with `outbox.apply_answered`.
     pub idempotency: Arc<dyn IdempotencyRepository>,
+    pub realtime: Arc<dyn RealtimeRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -78,4 +78,6 @@ pub(crate) struct Batch {
     pub(crate) orphans: Vec<String>,
     /// Outbox rows inserted.
     pub(crate) inserted: u64,
+    /// Realtime events inserted: per app, its newest id (announced after the commit).
+    pub(crate) realtime: Vec<(shared::AppName, u64)>,
 }

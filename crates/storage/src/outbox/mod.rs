@@ -11,6 +11,9 @@
 //!   repeated idempotency key sends nothing;
 //! - a sync run's answer to an HTTP idempotency key is stored in the transaction that
 //!   commits its effects (`apply_answered`), or neither is committed;
+//! - a publish on a topic exposed to browsers also becomes a realtime event in the same
+//!   transaction, its id taken from the app's counter (`plan`), and is announced on the
+//!   bus only after the commit;
 //! - a dead event leaves a dead letter and, unless it is itself a dead-letter event (the
 //!   recursion stop), one `dead_letter` event per dead-letter trigger of its app;
 //! - one event whose KV or blob writes cannot be applied is retried on its own, or dead at
@@ -90,6 +93,13 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql + IdempotencySql {
     const DELETE_HELD: &'static str;
     /// (app) -> n: the app's rows.
     const PENDING: &'static str;
+    /// (app, topic) -> a row when the topic is exposed to browsers.
+    const TOPIC_EXPOSED: &'static str;
+    /// (app, n) -> last_id: move the app's last realtime id on by n (creating its row),
+    /// keeping the row locked until the transaction ends.
+    const TAKE_REALTIME_IDS: &'static str;
+    /// (app, id, topic, payload, created_at)
+    const INSERT_REALTIME: &'static str;
 
     /// Lease up to `limit` due rows to `node` for `lease`; the claimed rows, with the
     /// columns `row::row_to_event` reads.
@@ -181,14 +191,15 @@ impl<DB: OutboxSql> Outbox<DB> {
                 crate::repo::idempotency::answer::<DB>(&mut tx, answer).await?;
             }
             tx.commit().await.map_err(db)?;
-            Ok::<_, StoreError>((stale, inserted))
+            Ok::<_, StoreError>((stale, inserted, plan.published()))
         }
         .await;
         match result {
-            Ok((stale, inserted)) => {
+            Ok((stale, inserted, published)) => {
                 if inserted > 0 {
                     self.inserted.notify_one();
                 }
+                self.announce(&published).await;
                 self.remove_objects(&stale).await;
                 Ok(())
             }
@@ -221,6 +232,18 @@ impl<DB: OutboxSql> Outbox<DB> {
         .await;
         if let Err(error) = result {
             tracing::error!(error = ?error, "could not dead-letter an unreadable outbox row");
+        }
+    }
+
+    /// Tell every node's streams that realtime events were committed: `<app> <newest id>`
+    /// per app. A lost notice delays nothing for long: the next one, or a `Missed`, makes
+    /// the streams read everything after what they have.
+    async fn announce(&self, published: &[(AppName, u64)]) {
+        for (app, last) in published {
+            let notice = format!("{app} {last}");
+            if let Err(error) = self.bus.notify(Channel::Realtime, &notice).await {
+                tracing::warn!(error = ?error, "a realtime notice could not be sent");
+            }
         }
     }
 
@@ -280,6 +303,7 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         if acc.inserted > 0 {
             self.inserted.notify_one();
         }
+        self.announce(&acc.realtime).await;
         self.remove_objects(&acc.stale).await;
         self.remove_objects(&acc.orphans).await;
         Ok(acc.skipped)

@@ -85,13 +85,26 @@ pub(crate) struct Letter {
     pub(crate) trigger: Option<TriggerId>,
 }
 
+/// A publish on an exposed topic: an event for the app's realtime replay buffer.
+pub(crate) struct RealtimeRow {
+    app: AppName,
+    topic: String,
+    /// The payload as JSON text.
+    payload: String,
+}
+
 /// What a transaction will insert once its rules have run, and the trigger lookups it
 /// made to route them.
 #[derive(Default)]
 pub(crate) struct Plan {
     rows: Vec<NewRow>,
     letters: Vec<Letter>,
+    realtime: Vec<RealtimeRow>,
     routes: Routes,
+    /// Whether (app, topic) is exposed, as this transaction saw it.
+    exposed: HashMap<(String, String), bool>,
+    /// Each app's newest realtime id inserted so far: what to announce after the commit.
+    published: Vec<(AppName, u64)>,
 }
 
 impl Plan {
@@ -112,13 +125,20 @@ impl Plan {
     }
 
     /// Where the plan stands, to go back to with `truncate` when a savepoint rolls back.
-    pub(crate) fn mark(&self) -> (usize, usize) {
-        (self.rows.len(), self.letters.len())
+    pub(crate) fn mark(&self) -> (usize, usize, usize) {
+        (self.rows.len(), self.letters.len(), self.realtime.len())
     }
 
-    pub(crate) fn truncate(&mut self, (rows, letters): (usize, usize)) {
+    pub(crate) fn truncate(&mut self, (rows, letters, realtime): (usize, usize, usize)) {
         self.rows.truncate(rows);
         self.letters.truncate(letters);
+        self.realtime.truncate(realtime);
+    }
+
+    /// The realtime events inserted so far, per app its newest id, to announce on the bus
+    /// once the transaction has committed (a hint: subscribers read the rows).
+    pub(crate) fn published(&mut self) -> Vec<(AppName, u64)> {
+        std::mem::take(&mut self.published)
     }
 
     /// Insert the planned rows and letters (`OutboxSql::insert`) and forget them; the
@@ -131,7 +151,76 @@ impl Plan {
         let inserted = DB::insert(conn, &self.rows, &self.letters, now).await?;
         self.rows.clear();
         self.letters.clear();
+        self.insert_realtime::<DB>(conn, now).await?;
         Ok(inserted)
+    }
+
+    /// Give the planned realtime events their ids and insert them. Ids are taken from the
+    /// app's `realtime_apps` row, which the update keeps locked until the transaction ends
+    /// (PostgreSQL; SQLite has one writer): a later transaction's ids wait for this one's
+    /// commit, so ids become visible in order. Apps are taken in name order, so two
+    /// transactions never wait on each other's rows.
+    async fn insert_realtime<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if self.realtime.is_empty() {
+            return Ok(());
+        }
+        let mut rows = std::mem::take(&mut self.realtime);
+        // Stable: an app's events keep their order.
+        rows.sort_by(|a, b| a.app.as_str().cmp(b.app.as_str()));
+        for group in rows.chunk_by(|a, b| a.app == b.app) {
+            let app = &group[0].app;
+            let n = i64::try_from(group.len()).map_err(StoreError::backend)?;
+            let last = sql::<DB>(DB::TAKE_REALTIME_IDS)
+                .bind(app.as_str())
+                .bind(n)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?
+                .int("last_id")?;
+            for (id, row) in (last - n + 1..).zip(group) {
+                sql::<DB>(DB::INSERT_REALTIME)
+                    .bind(app.as_str())
+                    .bind(id)
+                    .bind(row.topic.as_str())
+                    .bind(row.payload.as_str())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
+            let last = u64::try_from(last).map_err(StoreError::backend)?;
+            match self.published.iter_mut().find(|(a, _)| a == app) {
+                Some((_, newest)) => *newest = (*newest).max(last),
+                None => self.published.push((app.clone(), last)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `topic` is exposed to browsers, once per transaction.
+    async fn is_exposed<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        app: &AppName,
+        topic: &str,
+    ) -> Result<bool, StoreError> {
+        let key = (app.to_string(), topic.to_owned());
+        if let Some(found) = self.exposed.get(&key) {
+            return Ok(*found);
+        }
+        let found = sql::<DB>(DB::TOPIC_EXPOSED)
+            .bind(app.as_str())
+            .bind(topic)
+            .fetch_optional(conn)
+            .await
+            .map_err(db)?
+            .is_some();
+        self.exposed.insert(key, found);
+        Ok(found)
     }
 
     /// Plan a run's emitted events as rows, in order. Idempotency keys are remembered right
@@ -150,10 +239,18 @@ impl Plan {
                         .routes
                         .get::<DB>(conn, DB::TOPIC_SUBSCRIBERS, app, Some(topic.as_str()))
                         .await?;
-                    if subscribers.is_empty() {
+                    let exposed = self.is_exposed::<DB>(conn, app, topic.as_str()).await?;
+                    if subscribers.is_empty() && !exposed {
                         continue;
                     }
                     let payload = json(payload)?;
+                    if exposed {
+                        self.realtime.push(RealtimeRow {
+                            app: app.clone(),
+                            topic: topic.to_string(),
+                            payload: payload.clone(),
+                        });
+                    }
                     for route in subscribers {
                         let mut row =
                             NewRow::routed(app, EventKind::Topic, route, payload.clone(), now);

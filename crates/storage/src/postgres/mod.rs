@@ -23,6 +23,7 @@ mod limits;
 mod meta;
 mod nodes;
 mod outbox;
+mod realtime;
 mod scripts;
 mod settings;
 mod tokens;
@@ -78,6 +79,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         8,
         "http_idempotency",
         include_str!("../../migrations/postgres/0008_http_idempotency.sql"),
+    ),
+    (
+        "0009_realtime.sql",
+        9,
+        "realtime",
+        include_str!("../../migrations/postgres/0009_realtime.sql"),
     ),
     (
         "0010_sessions.sql",

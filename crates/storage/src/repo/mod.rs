@@ -26,6 +26,7 @@ pub(crate) mod idempotency;
 pub(crate) mod invocations;
 pub(crate) mod kv;
 pub(crate) mod nodes;
+pub(crate) mod realtime;
 pub(crate) mod scripts;
 pub(crate) mod settings;
 pub(crate) mod tokens;
@@ -41,6 +42,7 @@ pub(crate) trait AllSql:
     + MetaSql
     + dead_letters::DeadLettersSql
     + settings::SettingsSql
+    + realtime::RealtimeSql
     + nodes::NodesSql
     + OutboxSql
 {
@@ -53,6 +55,7 @@ impl<DB> AllSql for DB where
         + MetaSql
         + dead_letters::DeadLettersSql
         + settings::SettingsSql
+        + realtime::RealtimeSql
         + nodes::NodesSql
         + OutboxSql
 {
@@ -84,7 +87,8 @@ pub(crate) fn store<DB: AllSql>(
         kv: Arc::new(kv::Kv(pool.clone())),
         blobs: Arc::new(blobs::Blobs(pool.clone())),
         objects: data.objects,
-        settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets)),
+        settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets.clone())),
+        realtime: Arc::new(realtime::Realtime::new(pool.clone(), data.secrets)),
         mailbox: Arc::new(settings::Mailbox(pool.clone())),
         limits,
         nodes: Arc::new(nodes::Nodes(pool.clone())),

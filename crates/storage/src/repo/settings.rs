@@ -149,7 +149,16 @@ impl<DB: SettingsSql> SettingsRepository for Settings<DB> {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(|row| row.string("name")).collect()
+        // Names with control characters are the platform's own (the realtime signing
+        // key): users cannot give such names, and do not see them.
+        let mut names = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let name = row.string("name")?;
+            if !name.chars().any(char::is_control) {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 }
 

@@ -60,6 +60,15 @@ impl OutboxSql for Sqlite {
      VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
     const DELETE_HELD: &'static str = "DELETE FROM outbox WHERE id = ? AND lease_owner = ?";
     const PENDING: &'static str = "SELECT COUNT(*) AS n FROM outbox WHERE app = ?";
+    const TOPIC_EXPOSED: &'static str =
+        "SELECT 1 FROM realtime_topics WHERE app = ?1 AND topic = ?2";
+    const TAKE_REALTIME_IDS: &'static str =
+        "INSERT INTO realtime_apps (app, last_id) VALUES (?1, ?2)
+     ON CONFLICT (app) DO UPDATE SET last_id = last_id + excluded.last_id
+     RETURNING last_id";
+    const INSERT_REALTIME: &'static str =
+        "INSERT INTO realtime_events (app, id, topic, payload, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
 
     async fn claim(
         pool: &Pool<Sqlite>,
@@ -297,6 +306,8 @@ impl Commit<'_> {
         if let Some(record) = &c.record {
             Sqlite::insert_records(conn, &[record]).await?;
         }
+        // A hint only: if the savepoint rolls back, subscribers find nothing new.
+        self.acc.realtime.extend(self.plan.published());
         Ok(Part::Held { stale, inserted })
     }
 }

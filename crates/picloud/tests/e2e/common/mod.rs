@@ -269,3 +269,170 @@ pub fn invocation_id(res: &Response) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// One message of an SSE stream, as the WHATWG rules read it (a comment is a message with
+/// only `comment` set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl SseMessage {
+    /// The id as a number (panics without one).
+    pub fn id(&self) -> u64 {
+        self.id
+            .as_deref()
+            .expect("an id")
+            .parse()
+            .expect("a numeric id")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("data")).expect("JSON data")
+    }
+}
+
+/// An open `text/event-stream` answer, read message by message.
+pub struct SseStream {
+    response: Response,
+    buffer: String,
+}
+
+/// How long a test waits for the next message of a stream.
+pub const SSE_WAIT: Duration = Duration::from_secs(20);
+
+impl SseStream {
+    pub fn new(response: Response) -> Self {
+        SseStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next message, comments included; `None` when the stream ended.
+    pub async fn next_any(&mut self) -> Option<SseMessage> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = SseMessage::default();
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        message.comment = Some(comment.trim().to_owned());
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                    match field {
+                        "id" => message.id = Some(value),
+                        "event" => message.event = Some(value),
+                        "data" => message.data = Some(value),
+                        "retry" => message.retry = Some(value),
+                        other => panic!("unknown SSE field {other:?}"),
+                    }
+                }
+                return Some(message);
+            }
+            let chunk = tokio::time::timeout(SSE_WAIT, self.response.chunk())
+                .await
+                .expect("the stream said something within the wait")
+                .ok()??;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// The next message that is not a heartbeat comment nor the `retry:` hint.
+    pub async fn next(&mut self) -> Option<SseMessage> {
+        loop {
+            let message = self.next_any().await?;
+            if message.comment.is_none() && message.retry.is_none() {
+                return Some(message);
+            }
+        }
+    }
+
+    /// The next `n` events.
+    pub async fn take(&mut self, n: usize) -> Vec<SseMessage> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.next().await.expect("the stream goes on"));
+        }
+        out
+    }
+}
+
+impl TestApp {
+    /// Expose `topic` of `app` to browsers.
+    pub async fn expose(&self, app: &str, topic: &str) -> Response {
+        self.admin(Method::PUT, &format!("/apps/{app}/realtime/topics/{topic}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Publish `payload` to `topic` through the admin API.
+    pub async fn publish(&self, app: &str, topic: &str, payload: Value) -> Response {
+        self.admin(
+            Method::POST,
+            &format!("/apps/{app}/realtime/topics/{topic}/publish"),
+        )
+        .json(&json!({ "payload": payload }))
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Deploy `GET /token` on `app`: it answers a token minted with `options` (a Rhai map).
+    pub async fn token_endpoint(&self, app: &str, options: &str) {
+        let source = format!("realtime::token({options})");
+        self.endpoint(app, "token", "GET /token", &source).await;
+    }
+
+    /// A token from the app's `GET /token` endpoint.
+    pub async fn token(&self, app: &str) -> String {
+        let res = self.get(&format!("/{app}/token")).await;
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap()
+    }
+
+    /// `GET /{app}/_realtime?topics=...`.
+    pub fn realtime(&self, app: &str, topics: &str) -> reqwest::RequestBuilder {
+        self.realtime_with(app, &[("topics", topics)])
+    }
+
+    /// `GET /{app}/_realtime?k=v&...`, each value percent-encoded.
+    pub fn realtime_with(&self, app: &str, query: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let query: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        self.client
+            .get(format!("{}/{app}/_realtime?{}", self.url, query.join("&")))
+    }
+
+    /// An open stream (asserting a 200 `text/event-stream` answer).
+    pub async fn subscribe(&self, request: reqwest::RequestBuilder) -> SseStream {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.headers());
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        SseStream::new(res)
+    }
+
+    /// Stop the server and start it again on the same database and data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let config = Config::for_tests(&self.dir.path().join("data"), &self.database_url);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.url = format!("http://{}", listener.local_addr().unwrap());
+        self.shutdown = CancellationToken::new();
+        let server = picloud::start(listener, config, self.shutdown.clone())
+            .await
+            .unwrap();
+        self.store = server.store.clone();
+        self.server = Some(server);
+    }
+}

@@ -111,6 +111,7 @@ pub(super) async fn commit_batch(
         records.extend(record);
     }
     acc.inserted += plan.insert::<Postgres>(conn, now).await?;
+    acc.realtime.extend(plan.published());
     let records: Vec<&InvocationRecord> = records.iter().map(AsRef::as_ref).collect();
     Postgres::insert_records(conn, &records).await
 }

@@ -45,6 +45,15 @@ impl OutboxSql for Postgres {
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
     const DELETE_HELD: &'static str = "DELETE FROM outbox WHERE id = $1 AND lease_owner = $2";
     const PENDING: &'static str = "SELECT COUNT(*) AS n FROM outbox WHERE app = $1";
+    const TOPIC_EXPOSED: &'static str =
+        "SELECT 1 AS one FROM realtime_topics WHERE app = $1 AND topic = $2";
+    const TAKE_REALTIME_IDS: &'static str =
+        "INSERT INTO realtime_apps (app, last_id) VALUES ($1, $2)
+     ON CONFLICT (app) DO UPDATE SET last_id = realtime_apps.last_id + EXCLUDED.last_id
+     RETURNING last_id";
+    const INSERT_REALTIME: &'static str =
+        "INSERT INTO realtime_events (app, id, topic, payload, created_at)
+     VALUES ($1, $2, $3, $4, $5)";
 
     async fn claim(
         pool: &Pool<Postgres>,
