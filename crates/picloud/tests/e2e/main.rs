@@ -17,4 +17,5 @@ mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
+mod s3; // two nodes share one S3-compatible bucket (moto)
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
