@@ -167,8 +167,13 @@ async fn second_node(first: &TestApp) -> TestApp {
 async fn caddy_balances_two_nodes_routes_app_hosts_streams_sse_and_survives_a_node_going_down() {
     let a = spawn_app(Backend::Postgres).await;
     let mut b = second_node(&a).await;
-    a.endpoint("shop", "hello", "GET /hello", r#"`hi from ${request.path}`"#)
-        .await;
+    a.endpoint(
+        "shop",
+        "hello",
+        "GET /hello",
+        r#"`hi from ${request.path}`"#,
+    )
+    .await;
     a.token_endpoint("shop", r#"#{topics: ["orders"]}"#).await;
     assert!(a.expose("shop", "orders").await.status().is_success());
     eventually("node b serves the app", BOUND, async || {
@@ -265,7 +270,10 @@ async fn caddy_balances_two_nodes_routes_app_hosts_streams_sse_and_survives_a_no
     let published = client
         .request(
             Method::POST,
-            caddy.url(ADMIN_HOST, "/api/v1/apps/shop/realtime/topics/orders/publish"),
+            caddy.url(
+                ADMIN_HOST,
+                "/api/v1/apps/shop/realtime/topics/orders/publish",
+            ),
         )
         .bearer_auth(picloud::config::TEST_ADMIN_TOKEN)
         .json(&json!({ "payload": { "n": 1 } }))
@@ -305,7 +313,11 @@ fn the_test_caddyfile_is_the_repository_one_with_test_global_options() {
     assert!(!file.contains("# email ops@example.com"));
     let site = CADDYFILE.find("(picloud_nodes)").unwrap();
     assert!(file.ends_with(&CADDYFILE[site..]));
-    for needle in ["health_uri /readyz", "flush_interval -1", "{$PICLOUD_NODES}"] {
+    for needle in [
+        "health_uri /readyz",
+        "flush_interval -1",
+        "{$PICLOUD_NODES}",
+    ] {
         assert!(CADDYFILE.contains(needle), "{needle}");
     }
 }

@@ -19,3 +19,4 @@ mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod s3; // two nodes share one S3-compatible bucket (moto)
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
+mod traces; // traceparent through requests, events and queues; OTLP export

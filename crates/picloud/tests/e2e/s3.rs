@@ -105,7 +105,10 @@ async fn a_blob_written_through_one_node_is_read_and_deleted_through_the_other()
         (StatusCode::OK, "written on a".to_owned())
     );
     let b_blobs = b.dir.path().join("data").join("blobs");
-    assert!(!b_blobs.join("files").exists(), "node b keeps no local copy");
+    assert!(
+        !b_blobs.join("files").exists(),
+        "node b keeps no local copy"
+    );
     let stored = keys(&moto).await;
     assert!(
         stored.len() == 1 && stored[0].starts_with("files/"),
