@@ -133,6 +133,8 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Spawns the claimer and the committer on the current runtime. `recorded` receives
     /// each event invocation record after its commit.
+    // The dispatcher's collaborators, each owned elsewhere; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         store: Store,
         executor: Arc<dyn ExecutorClient>,
