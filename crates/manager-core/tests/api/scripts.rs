@@ -124,7 +124,12 @@ async fn a_check_compiles_without_storing_and_needs_no_app(t: &TestApp) {
         .await;
     assert_eq!(checked.status, StatusCode::OK);
     let scripts = t.call(Method::GET, "/api/v1/apps/shop/scripts", None).await;
-    assert_eq!(scripts.body["scripts"], serde_json::json!([]), "{}", scripts.body);
+    assert_eq!(
+        scripts.body["scripts"],
+        serde_json::json!([]),
+        "{}",
+        scripts.body
+    );
 }
 
 async fn rollback_makes_an_earlier_version_active(t: &TestApp) {

@@ -65,7 +65,11 @@ fn unreachable(err: &anyhow::Error) -> bool {
         f.is_transport()
             || matches!(
                 f.status(),
-                Some(StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT)
+                Some(
+                    StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::BAD_GATEWAY
+                        | StatusCode::GATEWAY_TIMEOUT
+                )
             )
     })
 }
@@ -120,7 +124,11 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
                 Ok(Synced::Refused) => pending = false,
                 Err(e) if unreachable(&e) => {
                     let wait = push_backoff.next();
-                    out!("[{}] {e}: trying again in {:.1} s", now(), wait.as_secs_f64());
+                    out!(
+                        "[{}] {e}: trying again in {:.1} s",
+                        now(),
+                        wait.as_secs_f64()
+                    );
                     push_at = Instant::now() + wait;
                 }
                 Err(e) => {
@@ -134,7 +142,11 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
             wake = wake.min(push_at);
         }
         if tail.is_none() {
-            wake = if pending { push_at } else { Instant::now() + Duration::from_secs(3600) };
+            wake = if pending {
+                push_at
+            } else {
+                Instant::now() + Duration::from_secs(3600)
+            };
         }
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
@@ -270,7 +282,13 @@ mod tests {
     #[test]
     fn only_scripts_the_manifest_and_env_count() {
         let dir = Path::new("/app");
-        for p in ["/app/hello.rhai", "/app/lib/x.rhai", "/app/picloud.toml", "/app/.env", "/app/app.toml"] {
+        for p in [
+            "/app/hello.rhai",
+            "/app/lib/x.rhai",
+            "/app/picloud.toml",
+            "/app/.env",
+            "/app/app.toml",
+        ] {
             assert!(relevant_path(dir, Path::new(p)), "{p}");
         }
         for p in [

@@ -39,7 +39,11 @@ pub const DEFAULT_IDEMPOTENCY_TTL: u32 = shared::store::DEFAULT_TTL_SECS;
 )]
 pub struct Manifest {
     /// The app's name (created by `picloud push` when it does not exist).
-    #[schemars(with = "String", regex(pattern = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[schemars(
+        with = "String",
+        regex(pattern = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
     pub app: Spanned<String>,
     /// Secret NAMES (`secrets::get`). Each value comes from the environment variable of
     /// the same name, or from the folder's `.env` file (never commit it).
@@ -120,7 +124,10 @@ pub enum IdempotencyEntry {
 #[serde(deny_unknown_fields)]
 pub struct HttpEntry {
     /// `"METHOD /path"` (GET POST PUT PATCH DELETE HEAD OPTIONS ANY), e.g. `"GET /users/:id"`.
-    #[schemars(with = "String", regex(pattern = r"^(?i)(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|ANY) /"))]
+    #[schemars(
+        with = "String",
+        regex(pattern = r"^(?i)(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|ANY) /")
+    )]
     pub route: Spanned<String>,
     /// The script the route runs.
     #[schemars(with = "String")]
@@ -399,11 +406,7 @@ pub fn manifest_path(dir: &Path) -> Option<PathBuf> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
 
@@ -423,7 +426,12 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// An error in the manifest at a byte range: `picloud.toml:7:11: key 'x': message`.
-fn at(file: &str, text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> anyhow::Error {
+fn at(
+    file: &str,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: &str,
+) -> anyhow::Error {
     match span {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
@@ -485,7 +493,10 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
         let rel = entry.file.get_ref().replace('\\', "/");
         let full = dir.join(&rel);
         if !full.is_file() {
-            return Err(err(entry.file.span(), &format!("no file {rel} in the folder")));
+            return Err(err(
+                entry.file.span(),
+                &format!("no file {rel} in the folder"),
+            ));
         }
         let name = match &entry.name {
             Some(n) => n.clone(),
@@ -507,7 +518,8 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
             Some(n) => n.clone(),
             None => stem(Path::new(&rel)).unwrap_or_default(),
         };
-        ScriptName::parse(&name).map_err(|e| anyhow::anyhow!("{rel}: script name '{name}': {e}"))?;
+        ScriptName::parse(&name)
+            .map_err(|e| anyhow::anyhow!("{rel}: script name '{name}': {e}"))?;
         if let Some(other) = scripts.iter().find(|s| s.name == name) {
             anyhow::bail!(
                 "{rel} and {} are both script '{name}': rename one, or name it in a [[script]] entry of {file}",
@@ -552,7 +564,9 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
         let route = parse_route(h.route.get_ref()).map_err(|e| err(h.route.span(), &e))?;
         RoutePath::parse(&route.path).map_err(|e| err(h.route.span(), &e.to_string()))?;
         let script = known(&h.script)?;
-        if let Some(owner) = routes.insert((route.method.clone(), route.path.clone()), script.clone()) {
+        if let Some(owner) =
+            routes.insert((route.method.clone(), route.path.clone()), script.clone())
+        {
             return Err(err(
                 h.route.span(),
                 &format!("route {route} is bound twice (to '{owner}' and to '{script}')"),
@@ -563,7 +577,10 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
             Some(IdempotencyEntry::On(true)) => Some(DEFAULT_IDEMPOTENCY_TTL),
             Some(IdempotencyEntry::TtlSecs(n)) if (1..=2_592_000).contains(&n) => Some(n),
             Some(IdempotencyEntry::TtlSecs(_)) => {
-                return Err(err(h.route.span(), "idempotency must be true or 1 to 2592000 seconds"));
+                return Err(err(
+                    h.route.span(),
+                    "idempotency must be true or 1 to 2592000 seconds",
+                ));
             }
         };
         triggers.push(Trigger {
@@ -590,7 +607,10 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
         if let Some(owner) = queues.insert(q.queue.clone(), script.clone()) {
             return Err(err(
                 q.script.span(),
-                &format!("queue {} has two consumers ('{owner}' and '{script}'): a queue has one", q.queue),
+                &format!(
+                    "queue {} has two consumers ('{owner}' and '{script}'): a queue has one",
+                    q.queue
+                ),
             ));
         }
         triggers.push(Trigger {
@@ -717,11 +737,11 @@ fn rhai_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<
         let kind = entry.file_type()?;
         if kind.is_dir() {
             rhai_files(root, &path, out)?;
-        } else if name.ends_with(".rhai") {
-            if let Ok(rel) = path.strip_prefix(root) {
-                let rel: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
-                out.push(rel.join("/"));
-            }
+        } else if name.ends_with(".rhai")
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            let rel: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+            out.push(rel.join("/"));
         }
     }
     Ok(())
@@ -732,7 +752,9 @@ pub fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::from(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         toml::Value::Boolean(b) => Value::from(*b),
         toml::Value::Datetime(d) => Value::from(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
@@ -815,7 +837,10 @@ limit = 5
         assert_eq!(f.app, "shop");
         let names: Vec<&str> = f.scripts.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["hello", "count"]);
-        assert_eq!(f.script("count").map(|s| s.file.as_str()), Some("lib/count.rhai"));
+        assert_eq!(
+            f.script("count").map(|s| s.file.as_str()),
+            Some("lib/count.rhai")
+        );
         assert_eq!(f.triggers.len(), 3);
         assert_eq!(
             f.triggers[0].body(),
@@ -831,7 +856,10 @@ limit = 5
         let bad = "app = \"shop\"\n\n[[topic]]\ntopic = \"orders\"\nscript = \"count\"\ncolour = \"red\"\n";
         let err = parse_manifest("picloud.toml", bad).expect_err("unknown field");
         let text = err.to_string();
-        assert!(text.starts_with("picloud.toml:6:1: key 'colour': unknown field `colour`"), "{text}");
+        assert!(
+            text.starts_with("picloud.toml:6:1: key 'colour': unknown field `colour`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -839,17 +867,27 @@ limit = 5
         let bad = "app = \"shop\"\n[limits]\ntimeout_ms = \"fast\"\n";
         let err = parse_manifest("picloud.toml", bad).expect_err("wrong type");
         let text = err.to_string();
-        assert!(text.starts_with("picloud.toml:3:14: key 'timeout_ms': invalid type"), "{text}");
+        assert!(
+            text.starts_with("picloud.toml:3:14: key 'timeout_ms': invalid type"),
+            "{text}"
+        );
     }
 
     #[test]
     fn bad_references_and_clashes_are_refused_with_their_line() {
         let dir = folder(&[
-            ("picloud.toml", "app = \"shop\"\n[[http]]\nroute = \"GET /a\"\nscript = \"nope\"\n"),
+            (
+                "picloud.toml",
+                "app = \"shop\"\n[[http]]\nroute = \"GET /a\"\nscript = \"nope\"\n",
+            ),
             ("hello.rhai", "1"),
         ]);
         let err = load_with_env(dir.path(), |_| None).expect_err("no script");
-        assert!(err.to_string().starts_with("picloud.toml:4:10: key 'script': no script 'nope'"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("picloud.toml:4:10: key 'script': no script 'nope'"),
+            "{err}"
+        );
         let dir = folder(&[
             (
                 "picloud.toml",
@@ -859,8 +897,15 @@ limit = 5
             ("b.rhai", "1"),
         ]);
         let err = load_with_env(dir.path(), |_| None).expect_err("clash");
-        assert!(err.to_string().contains("route GET /a is bound twice"), "{err}");
-        let dir = folder(&[("picloud.toml", "app = \"shop\"\n"), ("a.rhai", "1"), ("x/a.rhai", "1")]);
+        assert!(
+            err.to_string().contains("route GET /a is bound twice"),
+            "{err}"
+        );
+        let dir = folder(&[
+            ("picloud.toml", "app = \"shop\"\n"),
+            ("a.rhai", "1"),
+            ("x/a.rhai", "1"),
+        ]);
         let err = load_with_env(dir.path(), |_| None).expect_err("two a");
         assert!(err.to_string().contains("are both script 'a'"), "{err}");
     }
@@ -868,7 +913,10 @@ limit = 5
     #[test]
     fn secret_values_come_from_the_environment_then_the_env_file() {
         let dir = folder(&[
-            ("picloud.toml", "app = \"shop\"\nsecrets = [\"A\", \"B\", \"C\"]\n"),
+            (
+                "picloud.toml",
+                "app = \"shop\"\nsecrets = [\"A\", \"B\", \"C\"]\n",
+            ),
             (".env", "B=from-file\nC=file\n"),
         ]);
         let f = load_with_env(dir.path(), |n| (n == "C").then(|| "env".to_owned())).expect("loads");
@@ -879,7 +927,14 @@ limit = 5
 
     #[test]
     fn editor_files_are_ignored() {
-        for name in [".hello.rhai.swp", "hello.rhai~", ".#hello.rhai", "4913", "#hello.rhai#", ".git"] {
+        for name in [
+            ".hello.rhai.swp",
+            "hello.rhai~",
+            ".#hello.rhai",
+            "4913",
+            "#hello.rhai#",
+            ".git",
+        ] {
             assert!(is_ignored_name(name), "{name}");
         }
         for name in ["hello.rhai", "picloud.toml", ".env"] {

@@ -134,7 +134,11 @@ impl Tail {
     }
 
     /// Print the records not printed before, oldest first; return how many were new.
-    pub(super) fn show(&mut self, newest_first: Vec<(InvocationRecord, Value)>, json: bool) -> usize {
+    pub(super) fn show(
+        &mut self,
+        newest_first: Vec<(InvocationRecord, Value)>,
+        json: bool,
+    ) -> usize {
         let fresh = self.take_new(newest_first);
         for (record, raw) in &fresh {
             if json {

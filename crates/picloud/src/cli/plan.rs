@@ -62,7 +62,9 @@ pub async fn fetch(api: &Api, app: &str) -> Result<RemoteApp, ApiFailure> {
     }
     let triggers = api.get(&["apps", app, "triggers"], &[]).await?;
     for t in items(&triggers, "triggers") {
-        if let (Some(id), Some(trigger)) = (t.get("id").and_then(Value::as_str), Trigger::from_server(t)) {
+        if let (Some(id), Some(trigger)) =
+            (t.get("id").and_then(Value::as_str), Trigger::from_server(t))
+        {
             remote.triggers.push((id.to_owned(), trigger));
         }
     }
@@ -85,7 +87,12 @@ pub async fn fetch(api: &Api, app: &str) -> Result<RemoteApp, ApiFailure> {
     remote.limits = limits
         .get("overrides")
         .and_then(Value::as_object)
-        .map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(remote)
 }
@@ -203,7 +210,10 @@ pub fn compute(folder: &Folder, remote: &RemoteApp, opts: Options) -> Plan {
                 if rebinding && !opts.prune {
                     let what = match &want.source {
                         Source::Queue(q) => format!("queue {q} is consumed"),
-                        other => format!("route {} is bound", other.to_string().trim_start_matches("http ")),
+                        other => format!(
+                            "route {} is bound",
+                            other.to_string().trim_start_matches("http ")
+                        ),
                     };
                     plan.problems.push(format!(
                         "{what} by script '{}' on the server; the folder binds it to '{}' (--prune rebinds it)",
@@ -231,7 +241,9 @@ pub fn compute(folder: &Folder, remote: &RemoteApp, opts: Options) -> Plan {
     for (key, value) in &folder.config {
         match remote.config.get(key) {
             Some(v) if v == value => {}
-            old => plan.set_config.push((key.clone(), old.cloned(), value.clone())),
+            old => plan
+                .set_config
+                .push((key.clone(), old.cloned(), value.clone())),
         }
     }
     for key in remote.config.keys() {
@@ -355,8 +367,16 @@ fn line_changes(old: &str, new: &str) -> (usize, usize) {
     for l in new.lines() {
         *counts.entry(l).or_default() += 1;
     }
-    let added = counts.values().filter(|n| **n > 0).map(|n| *n as usize).sum();
-    let removed = counts.values().filter(|n| **n < 0).map(|n| n.unsigned_abs() as usize).sum();
+    let added = counts
+        .values()
+        .filter(|n| **n > 0)
+        .map(|n| *n as usize)
+        .sum();
+    let removed = counts
+        .values()
+        .filter(|n| **n < 0)
+        .map(|n| n.unsigned_abs() as usize)
+        .sum();
     (added, removed)
 }
 
@@ -397,10 +417,14 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     for name in &plan.delete_scripts {
-        lines.push(format!("- {name} (not in the folder: deleted, with its triggers)"));
+        lines.push(format!(
+            "- {name} (not in the folder: deleted, with its triggers)"
+        ));
     }
     for name in &plan.kept_scripts {
-        lines.push(format!("= {name} (not in the folder: kept; --prune deletes it)"));
+        lines.push(format!(
+            "= {name} (not in the folder: kept; --prune deletes it)"
+        ));
     }
     if !plan.unchanged_scripts.is_empty() {
         lines.push(format!("= {} unchanged", plan.unchanged_scripts.len()));
@@ -426,7 +450,9 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     for t in &plan.kept_triggers {
-        lines.push(format!("= {t} (not in the folder: kept; --prune deletes it)"));
+        lines.push(format!(
+            "= {t} (not in the folder: kept; --prune deletes it)"
+        ));
     }
     section(w, "triggers", lines);
 
@@ -441,7 +467,9 @@ pub fn render(plan: &Plan) -> String {
         lines.push(format!("- {key}"));
     }
     for key in &plan.kept_config {
-        lines.push(format!("= {key} (not in the folder: kept; --prune deletes it)"));
+        lines.push(format!(
+            "= {key} (not in the folder: kept; --prune deletes it)"
+        ));
     }
     section(w, "config", lines);
 
@@ -453,7 +481,9 @@ pub fn render(plan: &Plan) -> String {
         lines.push(format!("- {name}"));
     }
     for name in &plan.kept_secrets {
-        lines.push(format!("= {name} (not in the folder: kept; --prune deletes it)"));
+        lines.push(format!(
+            "= {name} (not in the folder: kept; --prune deletes it)"
+        ));
     }
     section(w, "secrets", lines);
 
@@ -465,7 +495,9 @@ pub fn render(plan: &Plan) -> String {
         lines.push(format!("- expose {t}"));
     }
     for t in &plan.kept_topics {
-        lines.push(format!("= expose {t} (not in the folder: kept; --prune makes it private)"));
+        lines.push(format!(
+            "= expose {t} (not in the folder: kept; --prune makes it private)"
+        ));
     }
     if let Some((old, new)) = &plan.cors {
         lines.push(format!("~ cors {old:?} -> {new:?}"));
@@ -525,21 +557,27 @@ pub async fn apply(api: &Api, plan: &Plan, say: &mut dyn FnMut(String)) -> Resul
             api.delete(&["apps", app, "limits"]).await?;
             say("reset the app's limits".to_owned());
         } else {
-            api.put(&["apps", app, "limits"], &Value::Object(wanted.clone())).await?;
+            api.put(&["apps", app, "limits"], &Value::Object(wanted.clone()))
+                .await?;
             say("set the app's limits".to_owned());
         }
     }
     for (key, _, value) in &plan.set_config {
-        api.put(&["apps", app, "config", key], &json!({ "value": value })).await?;
+        api.put(&["apps", app, "config", key], &json!({ "value": value }))
+            .await?;
         say(format!("set config {key}"));
     }
     for (name, value) in &plan.set_secrets {
-        api.put(&["apps", app, "secrets", name], &json!({ "value": value })).await?;
+        api.put(&["apps", app, "secrets", name], &json!({ "value": value }))
+            .await?;
         say(format!("set secret {name}"));
     }
     for d in &plan.deploy {
         let answer = api
-            .put(&["apps", app, "scripts", &d.name], &json!({ "source": d.source }))
+            .put(
+                &["apps", app, "scripts", &d.name],
+                &json!({ "source": d.source }),
+            )
             .await?;
         say(format!(
             "deployed {} version {} ({})",
@@ -562,16 +600,21 @@ pub async fn apply(api: &Api, plan: &Plan, say: &mut dyn FnMut(String)) -> Resul
         say(format!("added trigger {t}"));
     }
     for topic in &plan.expose {
-        api.put(&["apps", app, "realtime", "topics", topic], &json!({})).await?;
+        api.put(&["apps", app, "realtime", "topics", topic], &json!({}))
+            .await?;
         say(format!("exposed {topic}"));
     }
     if let Some((_, origins)) = &plan.cors {
-        api.put(&["apps", app, "realtime", "cors"], &json!({ "origins": origins }))
-            .await?;
+        api.put(
+            &["apps", app, "realtime", "cors"],
+            &json!({ "origins": origins }),
+        )
+        .await?;
         say("set the realtime CORS origins".to_owned());
     }
     for topic in &plan.unexpose {
-        api.delete(&["apps", app, "realtime", "topics", topic]).await?;
+        api.delete(&["apps", app, "realtime", "topics", topic])
+            .await?;
         say(format!("made {topic} private"));
     }
     for name in &plan.delete_scripts {
@@ -630,8 +673,17 @@ mod tests {
     fn same_as(f: &Folder) -> RemoteApp {
         RemoteApp {
             exists: true,
-            scripts: f.scripts.iter().map(|s| (s.name.clone(), s.source.clone())).collect(),
-            triggers: f.triggers.iter().enumerate().map(|(i, t)| (i.to_string(), t.clone())).collect(),
+            scripts: f
+                .scripts
+                .iter()
+                .map(|s| (s.name.clone(), s.source.clone()))
+                .collect(),
+            triggers: f
+                .triggers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i.to_string(), t.clone()))
+                .collect(),
             config: f.config.clone().into_iter().collect(),
             ..RemoteApp::default()
         }
@@ -655,14 +707,23 @@ mod tests {
         let f = folder();
         let mut remote = same_as(&f);
         remote.scripts.insert("old".into(), "1".into());
-        remote.triggers.push(("9".into(), route("GET", "/old", "old")));
+        remote
+            .triggers
+            .push(("9".into(), route("GET", "/old", "old")));
         remote.config.insert("b".into(), json!(2));
         remote.topics.insert("news".into());
         let kept = compute(&f, &remote, Options::default());
         assert_eq!(kept.changes(), 0);
         assert_eq!(kept.kept_scripts, ["old"]);
         assert_eq!(kept.kept_triggers.len(), 1);
-        let pruned = compute(&f, &remote, Options { prune: true, update_secrets: false });
+        let pruned = compute(
+            &f,
+            &remote,
+            Options {
+                prune: true,
+                update_secrets: false,
+            },
+        );
         assert_eq!(pruned.delete_scripts, ["old"]);
         assert_eq!(pruned.delete_triggers.len(), 1);
         assert_eq!(pruned.delete_config, ["b"]);
@@ -677,14 +738,25 @@ mod tests {
         remote.triggers = vec![("1".into(), route("GET", "/hello", "other"))];
         let plan = compute(&f, &remote, Options::default());
         assert_eq!(plan.problems.len(), 1, "{:?}", plan.problems);
-        assert!(plan.problems[0].contains("route GET /hello is bound by script 'other'"), "{}", plan.problems[0]);
+        assert!(
+            plan.problems[0].contains("route GET /hello is bound by script 'other'"),
+            "{}",
+            plan.problems[0]
+        );
         let mut changed = route("GET", "/hello", "hello");
         changed.max_attempts = 3;
         remote.triggers = vec![("1".into(), changed)];
         let plan = compute(&f, &remote, Options::default());
         assert!(plan.problems.is_empty());
-        assert_eq!((plan.delete_triggers.len(), plan.add_triggers.len()), (1, 1));
-        assert!(render(&plan).contains("~ http GET /hello -> hello (max_attempts 3)  =>  http GET /hello -> hello"));
+        assert_eq!(
+            (plan.delete_triggers.len(), plan.add_triggers.len()),
+            (1, 1)
+        );
+        assert!(
+            render(&plan).contains(
+                "~ http GET /hello -> hello (max_attempts 3)  =>  http GET /hello -> hello"
+            )
+        );
     }
 
     #[test]
@@ -693,14 +765,24 @@ mod tests {
         f.secrets.insert("KEY".into(), None);
         f.secrets.insert("SET".into(), Some("v".into()));
         let plan = compute(&f, &same_as(&f), Options::default());
-        assert_eq!(plan.problems, ["no value for secret KEY: set it in the environment or in the folder's .env"]);
+        assert_eq!(
+            plan.problems,
+            ["no value for secret KEY: set it in the environment or in the folder's .env"]
+        );
         assert_eq!(plan.set_secrets, [("SET".to_owned(), "v".to_owned())]);
         let mut remote = same_as(&f);
         remote.secrets = ["KEY".to_owned(), "SET".to_owned()].into();
         let plan = compute(&f, &remote, Options::default());
         assert!(plan.problems.is_empty());
         assert_eq!(plan.changes(), 0);
-        let plan = compute(&f, &remote, Options { prune: false, update_secrets: true });
+        let plan = compute(
+            &f,
+            &remote,
+            Options {
+                prune: false,
+                update_secrets: true,
+            },
+        );
         assert_eq!(plan.problems.len(), 1);
     }
 
@@ -715,8 +797,18 @@ mod tests {
         remote.limits.insert("max_concurrency".into(), json!(4));
         let plan = compute(&f, &remote, Options::default());
         let (_, wanted) = plan.limits.expect("a change");
-        assert_eq!(Value::Object(wanted), json!({"max_concurrency": 4, "timeout_ms": 2000}));
-        let plan = compute(&f, &remote, Options { prune: true, update_secrets: false });
+        assert_eq!(
+            Value::Object(wanted),
+            json!({"max_concurrency": 4, "timeout_ms": 2000})
+        );
+        let plan = compute(
+            &f,
+            &remote,
+            Options {
+                prune: true,
+                update_secrets: false,
+            },
+        );
         let (_, wanted) = plan.limits.expect("a change");
         assert_eq!(Value::Object(wanted), json!({"timeout_ms": 2000}));
     }
@@ -725,8 +817,14 @@ mod tests {
     fn a_changed_script_shows_its_line_counts() {
         let f = folder();
         let mut remote = same_as(&f);
-        remote.scripts.insert("hello".into(), "\"hello\"\nlet x = 1;".into());
+        remote
+            .scripts
+            .insert("hello".into(), "\"hello\"\nlet x = 1;".into());
         let plan = compute(&f, &remote, Options::default());
-        assert!(render(&plan).contains("~ hello (hello.rhai: +1 -2 lines)"), "{}", render(&plan));
+        assert!(
+            render(&plan).contains("~ hello (hello.rhai: +1 -2 lines)"),
+            "{}",
+            render(&plan)
+        );
     }
 }

@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::client::Api;
 use super::folder::{
-    self, CronEntry, DeadLetterEntry, ENV_FILE, HttpEntry, IdempotencyEntry, Limits, Manifest,
-    QueueEntry, RealtimeEntry, Source, TopicEntry, DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_ATTEMPTS,
+    self, CronEntry, DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_ATTEMPTS, DeadLetterEntry, ENV_FILE,
+    HttpEntry, IdempotencyEntry, Limits, Manifest, QueueEntry, RealtimeEntry, Source, TopicEntry,
 };
 use super::output::out;
 use super::plan::{self, Options, Plan};
@@ -134,7 +134,8 @@ fn confirm(changes: usize) -> anyhow::Result<bool> {
 
 /// The plan as JSON (`--json`): every change by kind, and the problems.
 fn plan_json(plan: &Plan) -> Value {
-    let triggers = |ts: &[folder::Trigger]| -> Vec<String> { ts.iter().map(ToString::to_string).collect() };
+    let triggers =
+        |ts: &[folder::Trigger]| -> Vec<String> { ts.iter().map(ToString::to_string).collect() };
     serde_json::json!({
         "app": plan.app,
         "create_app": plan.create_app,
@@ -175,7 +176,8 @@ pub async fn run_pull(api: &Api, args: PullArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", dir.join("picloud.toml").display()))?;
     for (name, source) in &remote.scripts {
         let path = dir.join(format!("{name}.rhai"));
-        std::fs::write(&path, source).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, source)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let gitignore = dir.join(".gitignore");
     let ignored = std::fs::read_to_string(&gitignore).unwrap_or_default();
@@ -283,13 +285,23 @@ mod tests {
     #[test]
     fn push_and_pull_parse() {
         let (_, cmd) = parse(&["push", "--dry-run", "--prune"]).expect("parses");
-        let Command::Push(args) = cmd else { panic!("not push") };
+        let Command::Push(args) = cmd else {
+            panic!("not push")
+        };
         assert!(args.dry_run && args.prune && !args.yes);
         assert_eq!(args.dir, PathBuf::from("."));
-        assert!(parse(&["push", "--dry-run", "--yes"]).is_err(), "conflicting flags");
+        assert!(
+            parse(&["push", "--dry-run", "--yes"]).is_err(),
+            "conflicting flags"
+        );
         let (_, cmd) = parse(&["pull", "shop", "out"]).expect("parses");
-        let Command::Pull(args) = cmd else { panic!("not pull") };
-        assert_eq!((args.app.as_str(), args.dir), ("shop", Some(PathBuf::from("out"))));
+        let Command::Pull(args) = cmd else {
+            panic!("not pull")
+        };
+        assert_eq!(
+            (args.app.as_str(), args.dir),
+            ("shop", Some(PathBuf::from("out")))
+        );
     }
 
     #[test]
@@ -302,21 +314,81 @@ mod tests {
         };
         let remote = RemoteApp {
             exists: true,
-            scripts: [("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())].into(),
+            scripts: [
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "2".to_owned()),
+            ]
+            .into(),
             triggers: vec![
-                ("1".into(), trigger(Source::Http { method: "POST".into(), path: "/a/:id".into() }, "a", 5, Some(86400))),
-                ("2".into(), trigger(Source::Http { method: "GET".into(), path: "/b".into() }, "b", 5, Some(60))),
-                ("3".into(), trigger(Source::Topic("orders".into()), "b", 3, None)),
-                ("4".into(), trigger(Source::Queue("jobs".into()), "a", 5, None)),
-                ("5".into(), trigger(Source::Cron { schedule: "0 * * * *".into(), timezone: "Europe/Berlin".into() }, "a", 5, None)),
-                ("6".into(), trigger(Source::Cron { schedule: "0 0 * * *".into(), timezone: "UTC".into() }, "b", 5, None)),
+                (
+                    "1".into(),
+                    trigger(
+                        Source::Http {
+                            method: "POST".into(),
+                            path: "/a/:id".into(),
+                        },
+                        "a",
+                        5,
+                        Some(86400),
+                    ),
+                ),
+                (
+                    "2".into(),
+                    trigger(
+                        Source::Http {
+                            method: "GET".into(),
+                            path: "/b".into(),
+                        },
+                        "b",
+                        5,
+                        Some(60),
+                    ),
+                ),
+                (
+                    "3".into(),
+                    trigger(Source::Topic("orders".into()), "b", 3, None),
+                ),
+                (
+                    "4".into(),
+                    trigger(Source::Queue("jobs".into()), "a", 5, None),
+                ),
+                (
+                    "5".into(),
+                    trigger(
+                        Source::Cron {
+                            schedule: "0 * * * *".into(),
+                            timezone: "Europe/Berlin".into(),
+                        },
+                        "a",
+                        5,
+                        None,
+                    ),
+                ),
+                (
+                    "6".into(),
+                    trigger(
+                        Source::Cron {
+                            schedule: "0 0 * * *".into(),
+                            timezone: "UTC".into(),
+                        },
+                        "b",
+                        5,
+                        None,
+                    ),
+                ),
                 ("7".into(), trigger(Source::DeadLetter, "b", 9, None)),
             ],
-            config: json!({"n": 1, "s": "x", "o": {"deep": [1.5, true]}}).as_object().cloned().unwrap_or_default(),
+            config: json!({"n": 1, "s": "x", "o": {"deep": [1.5, true]}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             secrets: ["KEY".to_owned()].into(),
             topics: ["orders".to_owned()].into(),
             cors: vec!["https://a.example".into()],
-            limits: json!({"timeout_ms": 2000}).as_object().cloned().unwrap_or_default(),
+            limits: json!({"timeout_ms": 2000})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         };
         let (manifest, skipped) = manifest_of("shop", &remote);
         assert!(skipped.is_empty());

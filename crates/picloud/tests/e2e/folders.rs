@@ -69,14 +69,22 @@ fn json(url: &str, args: &[&str]) -> Value {
 fn apps(url: &str) -> Vec<String> {
     json(url, &["apps", "list"])["apps"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["name"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn scripts(url: &str, app: &str) -> Vec<String> {
     json(url, &["scripts", "list", app])["scripts"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["name"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -148,7 +156,11 @@ fn shop(dir: &Path) {
         "order.rhai",
         "pubsub::publish(\"orders\", #{ sku: request.params.sku });\n\"queued \" + secrets::get(\"API_KEY\").len()\n",
     );
-    write(dir, "handlers/count.rhai", "kv::incr(\"orders:\" + event.payload.sku, 1);\n");
+    write(
+        dir,
+        "handlers/count.rhai",
+        "kv::incr(\"orders:\" + event.payload.sku, 1);\n",
+    );
 }
 
 fn push_scenario(database_url: Option<&str>) {
@@ -164,16 +176,37 @@ fn push_scenario(database_url: Option<&str>) {
     // A dry run into an empty server: the plan, exit 2, nothing applied.
     let out = cli_env(&url, &["push", d, "--dry-run"], &secret);
     assert_eq!(out.code, 2, "{}", out.text);
-    assert!(out.text.contains("app shop (new: it will be created)"), "{}", out.text);
-    assert!(out.text.contains("+ hello (hello.rhai, new)"), "{}", out.text);
-    assert!(out.text.contains("+ count (handlers/count.rhai, new)"), "{}", out.text);
-    assert!(out.text.contains("+ http POST /orders/:sku -> order (idempotency keys 3600s)"), "{}", out.text);
+    assert!(
+        out.text.contains("app shop (new: it will be created)"),
+        "{}",
+        out.text
+    );
+    assert!(
+        out.text.contains("+ hello (hello.rhai, new)"),
+        "{}",
+        out.text
+    );
+    assert!(
+        out.text.contains("+ count (handlers/count.rhai, new)"),
+        "{}",
+        out.text
+    );
+    assert!(
+        out.text
+            .contains("+ http POST /orders/:sku -> order (idempotency keys 3600s)"),
+        "{}",
+        out.text
+    );
     assert!(apps(&url).is_empty(), "a dry run applies nothing");
 
     // Without the secret's value: the plan says which, nothing is applied.
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 1, "{}", out.text);
-    assert!(out.text.contains("no value for secret API_KEY"), "{}", out.text);
+    assert!(
+        out.text.contains("no value for secret API_KEY"),
+        "{}",
+        out.text
+    );
     assert!(out.text.contains("nothing was applied"), "{}", out.text);
     assert!(apps(&url).is_empty());
 
@@ -183,7 +216,11 @@ fn push_scenario(database_url: Option<&str>) {
     assert_eq!(out.code, 1, "{}", out.text);
     assert!(out.text.contains("handlers/count.rhai:2:"), "{}", out.text);
     assert!(apps(&url).is_empty(), "a compile error applies nothing");
-    write(&dir, "handlers/count.rhai", "kv::incr(\"orders:\" + event.payload.sku, 1);\n");
+    write(
+        &dir,
+        "handlers/count.rhai",
+        "kv::incr(\"orders:\" + event.payload.sku, 1);\n",
+    );
 
     // Without a terminal and without --yes: nothing applied.
     let out = cli_env(&url, &["push", d], &secret);
@@ -195,14 +232,33 @@ fn push_scenario(database_url: Option<&str>) {
     let out = cli_env(&url, &["push", d, "--yes"], &secret);
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.contains("created app shop"), "{}", out.text);
-    assert_eq!(invoke(&url, "shop", "/hello?name=Pi", &[]).trim_end().lines().last(), Some("Hello, Pi!"));
+    assert_eq!(
+        invoke(&url, "shop", "/hello?name=Pi", &[])
+            .trim_end()
+            .lines()
+            .last(),
+        Some("Hello, Pi!")
+    );
     assert!(invoke(&url, "shop", "/orders/42", &["-X", "POST"]).contains("queued 7"));
     let triggers = json(&url, &["triggers", "list", "shop"]);
-    assert_eq!(triggers["triggers"].as_array().map(Vec::len), Some(4), "{triggers}");
+    assert_eq!(
+        triggers["triggers"].as_array().map(Vec::len),
+        Some(4),
+        "{triggers}"
+    );
     assert_eq!(json(&url, &["config", "get", "shop", "limit"])["value"], 5);
-    assert_eq!(json(&url, &["secrets", "list", "shop"])["secrets"], serde_json::json!(["API_KEY"]));
-    assert_eq!(json(&url, &["limits", "show", "shop"])["overrides"]["timeout_ms"], 2000);
-    assert_eq!(json(&url, &["realtime", "cors", "shop"])["origins"], serde_json::json!(["https://shop.example"]));
+    assert_eq!(
+        json(&url, &["secrets", "list", "shop"])["secrets"],
+        serde_json::json!(["API_KEY"])
+    );
+    assert_eq!(
+        json(&url, &["limits", "show", "shop"])["overrides"]["timeout_ms"],
+        2000
+    );
+    assert_eq!(
+        json(&url, &["realtime", "cors", "shop"])["origins"],
+        serde_json::json!(["https://shop.example"])
+    );
     let topics = json(&url, &["realtime", "list", "shop"]);
     assert_eq!(topics["topics"][0]["topic"], "orders", "{topics}");
 
@@ -220,7 +276,11 @@ fn push_scenario(database_url: Option<&str>) {
     write(&dir, "hello.rhai", &HELLO.replace("world", "there"));
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 0, "{}", out.text);
-    assert!(out.text.contains("~ hello (hello.rhai: +1 -1 lines)"), "{}", out.text);
+    assert!(
+        out.text.contains("~ hello (hello.rhai: +1 -1 lines)"),
+        "{}",
+        out.text
+    );
     assert!(out.text.contains("1 change"), "{}", out.text);
     assert_eq!(versions(&url, "shop", "hello"), 2);
     assert_eq!(versions(&url, "shop", "order"), 1);
@@ -236,7 +296,12 @@ fn push_scenario(database_url: Option<&str>) {
     write(&dir, "picloud.toml", &trimmed);
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 0, "{}", out.text);
-    assert!(out.text.contains("= count (not in the folder: kept; --prune deletes it)"), "{}", out.text);
+    assert!(
+        out.text
+            .contains("= count (not in the folder: kept; --prune deletes it)"),
+        "{}",
+        out.text
+    );
     assert!(out.text.trim_end().ends_with("no changes"), "{}", out.text);
     assert!(scripts(&url, "shop").contains(&"count".to_owned()));
     let out = cli(&url, &["push", d, "--dry-run", "--prune"]);
@@ -245,24 +310,56 @@ fn push_scenario(database_url: Option<&str>) {
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.contains("deleted script count"), "{}", out.text);
     assert_eq!(scripts(&url, "shop"), ["hello", "order"]);
-    assert_eq!(json(&url, &["triggers", "list", "shop"])["triggers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        json(&url, &["triggers", "list", "shop"])["triggers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     let config = json(&url, &["config", "list", "shop"]);
     assert!(config["config"].get("limit").is_none(), "{config}");
 
     // An unknown key: file, line and key named, nothing applied.
-    write(&dir, "picloud.toml", &trimmed.replace("[[http]]\nroute = \"GET /hello\"\n", "[[http]]\nroute = \"GET /hello\"\ncolour = \"red\"\n"));
+    write(
+        &dir,
+        "picloud.toml",
+        &trimmed.replace(
+            "[[http]]\nroute = \"GET /hello\"\n",
+            "[[http]]\nroute = \"GET /hello\"\ncolour = \"red\"\n",
+        ),
+    );
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 1, "{}", out.text);
-    assert!(out.text.contains("picloud.toml:6:1: key 'colour': unknown field `colour`"), "{}", out.text);
+    assert!(
+        out.text
+            .contains("picloud.toml:6:1: key 'colour': unknown field `colour`"),
+        "{}",
+        out.text
+    );
     write(&dir, "picloud.toml", &trimmed);
 
     // A route another script holds on the server: refused in the plan.
     write(&dir, "other.rhai", "1");
-    write(&dir, "picloud.toml", &trimmed.replace("route = \"GET /hello\"\nscript = \"hello\"", "route = \"GET /hello\"\nscript = \"other\""));
+    write(
+        &dir,
+        "picloud.toml",
+        &trimmed.replace(
+            "route = \"GET /hello\"\nscript = \"hello\"",
+            "route = \"GET /hello\"\nscript = \"other\"",
+        ),
+    );
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 1, "{}", out.text);
-    assert!(out.text.contains("route GET /hello is bound by script 'hello' on the server"), "{}", out.text);
-    assert!(!scripts(&url, "shop").contains(&"other".to_owned()), "nothing applied");
+    assert!(
+        out.text
+            .contains("route GET /hello is bound by script 'hello' on the server"),
+        "{}",
+        out.text
+    );
+    assert!(
+        !scripts(&url, "shop").contains(&"other".to_owned()),
+        "nothing applied"
+    );
     std::fs::remove_file(dir.join("other.rhai")).unwrap();
     write(&dir, "picloud.toml", &trimmed);
 
@@ -277,7 +374,11 @@ fn push_scenario(database_url: Option<&str>) {
     assert_eq!(out.code, 0, "{}", out.text);
     assert!(out.text.trim_end().ends_with("no changes"), "{}", out.text);
     let out = cli(&url, &["pull", "shop", pulled.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "a second pull does not overwrite: {}", out.text);
+    assert_eq!(
+        out.code, 1,
+        "a second pull does not overwrite: {}",
+        out.text
+    );
     drop(running);
 }
 
@@ -425,7 +526,11 @@ fn example_scenario(database_url: Option<&str>) {
     let out = cli(&url, &["push", d, "--yes"]);
     assert_eq!(out.code, 0, "{}", out.text);
     let out = cli(&url, &["push", d, "--dry-run"]);
-    assert_eq!(out.code, 0, "the example is in step after one push: {}", out.text);
+    assert_eq!(
+        out.code, 0,
+        "the example is in step after one push: {}",
+        out.text
+    );
 
     let signed = json(
         &url,
@@ -448,11 +553,17 @@ fn example_scenario(database_url: Option<&str>) {
         let entries = json(&url, &["invoke", "guestbook", "/entries"]);
         if entries["body"]["signatures"] == 1 {
             assert_eq!(entries["body"]["title"], "Our guestbook", "{entries}");
-            assert_eq!(entries["body"]["entries"][0]["message"], "Hello from the example", "{entries}");
+            assert_eq!(
+                entries["body"]["entries"][0]["message"], "Hello from the example",
+                "{entries}"
+            );
             assert_eq!(entries["body"]["entries"][0]["name"], "Ada", "{entries}");
             break;
         }
-        assert!(Instant::now() < deadline, "the signature was not counted: {entries}");
+        assert!(
+            Instant::now() < deadline,
+            "the signature was not counted: {entries}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let triggers = json(&url, &["triggers", "list", "guestbook"]);
