@@ -106,8 +106,16 @@ pub async fn run_push(api: &Api, args: PushArgs, json: bool) -> anyhow::Result<(
     if !args.yes && !confirm(plan.changes())? {
         anyhow::bail!("nothing was applied");
     }
-    plan::apply(api, &plan, &mut |line| out!("{line}")).await?;
-    out!("applied {} to {}", count(plan.changes()), plan.app);
+    // With --json the plan above is the whole output.
+    plan::apply(api, &plan, &mut |line| {
+        if !json {
+            out!("{line}");
+        }
+    })
+    .await?;
+    if !json {
+        out!("applied {} to {}", count(plan.changes()), plan.app);
+    }
     Ok(())
 }
 

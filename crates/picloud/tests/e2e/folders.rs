@@ -508,6 +508,20 @@ fn dev_pushes_good_saves_keeps_the_running_version_on_bad_ones_and_tails() {
     dev.expect("note: script extra is on the server but not in the folder");
     assert!(scripts(&url, "shop").contains(&"extra".to_owned()));
     assert_eq!(versions(&url, "shop", "hello"), 3);
+
+    // The server goes away: a save is retried with a backoff and pushed once the server is
+    // back (on the same address, the same data).
+    let addr = url.trim_start_matches("http://").to_owned();
+    drop(running);
+    write(&dir, "hello.rhai", &HELLO.replace("world", "again"));
+    dev.expect("trying again in");
+    let running = start(
+        data.path(),
+        &[("PICLOUD_ADMIN_TOKEN", TOKEN), ("PICLOUD_BIND", &addr)],
+    );
+    assert_eq!(running.url, url);
+    dev.expect("deployed hello version 4");
+    assert!(invoke(&url, "shop", "/hello", &[]).contains("Hello, again!"));
     drop(dev);
     drop(running);
 }
