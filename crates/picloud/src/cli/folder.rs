@@ -126,7 +126,9 @@ pub struct HttpEntry {
     /// `"METHOD /path"` (GET POST PUT PATCH DELETE HEAD OPTIONS ANY), e.g. `"GET /users/:id"`.
     #[schemars(
         with = "String",
-        regex(pattern = r"^(?i)(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|ANY) /")
+        regex(
+            pattern = r"^((GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|ANY|get|post|put|patch|delete|head|options|any) +)?/[^ ]*$"
+        )
     )]
     pub route: Spanned<String>,
     /// The script the route runs.
@@ -247,9 +249,43 @@ impl Limits {
 /// The JSON Schema of `picloud.toml`, as committed in `schemas/picloud.schema.json`.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(Manifest);
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    let mut value = serde_json::to_value(&schema).unwrap_or_default();
+    drop_null(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// TOML has no null: an optional field is absent, never `null`, so the schema of an
+/// `Option<T>` is T's (editors would otherwise offer `null`).
+fn drop_null(v: &mut Value) {
+    let is_null = |s: &Value| s.get("type").and_then(Value::as_str) == Some("null");
+    match v {
+        Value::Object(obj) => {
+            if let Some(Value::Array(types)) = obj.get_mut("type") {
+                types.retain(|t| t.as_str() != Some("null"));
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    obj.insert("type".into(), only);
+                }
+            }
+            let single = match obj.get("anyOf") {
+                Some(Value::Array(any)) if any.len() == 2 && any.iter().any(is_null) => {
+                    any.iter().find(|s| !is_null(s)).cloned()
+                }
+                _ => None,
+            };
+            if let Some(Value::Object(inner)) = single {
+                obj.remove("anyOf");
+                for (k, val) in inner {
+                    obj.entry(k).or_insert(val);
+                }
+            }
+            obj.values_mut().for_each(drop_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
 }
 
 /// What a trigger listens to, in one form for the folder and the server.
@@ -954,6 +990,10 @@ limit = 5
     fn the_committed_schema_is_current() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/picloud.schema.json");
         let generated = schema_json();
+        // TOML has no null, and editors read ECMA-262 patterns (no inline flags).
+        assert!(!generated.contains("\"null\""), "{generated}");
+        assert!(!generated.contains("(?"), "{generated}");
+        assert!(generated.contains("\"additionalProperties\": false"));
         if std::env::var_os("PICLOUD_BLESS").is_some() {
             std::fs::write(&path, &generated).expect("write the schema");
         }
