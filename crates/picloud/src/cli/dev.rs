@@ -101,6 +101,9 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
     })?;
     debouncer.watch(&dir, RecursiveMode::Recursive)?;
     out!("watching {} (Ctrl-C stops)", dir.display());
+    if let Some(warning) = folder::env_file_warning(&dir) {
+        out!("{warning}");
+    }
 
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

@@ -717,6 +717,33 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
     })
 }
 
+/// A warning when the folder has a `.env` that no `.gitignore` (of the folder or a parent,
+/// up to the repository's root) lists: its secret values could be committed.
+pub fn env_file_warning(dir: &Path) -> Option<String> {
+    if !dir.join(ENV_FILE).is_file() {
+        return None;
+    }
+    let lists_env = |text: &str| {
+        text.lines()
+            .map(str::trim)
+            .any(|l| matches!(l, ".env" | "/.env" | ".env*" | "*.env" | "**/.env"))
+    };
+    let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for d in start.ancestors() {
+        if std::fs::read_to_string(d.join(".gitignore")).is_ok_and(|t| lists_env(&t)) {
+            return None;
+        }
+        if d.join(".git").exists() {
+            break;
+        }
+    }
+    Some(format!(
+        "warning: {} holds secret values and no .gitignore lists it: add `.env` to {} so it is never committed",
+        dir.join(ENV_FILE).display(),
+        dir.join(".gitignore").display()
+    ))
+}
+
 /// `NAME=value` lines of the folder's `.env`, if it has one (the process environment is
 /// left alone).
 fn read_env_file(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
@@ -959,6 +986,25 @@ limit = 5
         assert_eq!(f.secrets["A"], None);
         assert_eq!(f.secrets["B"].as_deref(), Some("from-file"));
         assert_eq!(f.secrets["C"].as_deref(), Some("env"));
+    }
+
+    #[test]
+    fn an_env_file_that_git_would_commit_is_warned_about() {
+        let dir = folder(&[
+            ("picloud.toml", "app = \"shop\"\n"),
+            (".env", "A=1\n"),
+            (".git/HEAD", "x"),
+        ]);
+        let warning = env_file_warning(dir.path()).expect("not ignored");
+        assert!(warning.contains("no .gitignore lists it"), "{warning}");
+        std::fs::write(dir.path().join(".gitignore"), "target\n.env\n").expect("write");
+        assert_eq!(env_file_warning(dir.path()), None);
+        let without = folder(&[("picloud.toml", "app = \"shop\"\n")]);
+        assert_eq!(
+            env_file_warning(without.path()),
+            None,
+            "no .env, nothing to warn about"
+        );
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub async fn run_push(api: &Api, args: PushArgs, json: bool) -> anyhow::Result<(
         prune: args.prune,
         update_secrets: args.update_secrets,
     };
+    if let Some(warning) = folder::env_file_warning(&args.dir) {
+        eprintln!("{warning}");
+    }
     let plan = plan_folder(api, &args.dir, opts).await?;
     if json {
         out!("{}", plan_json(&plan));
