@@ -79,6 +79,9 @@ pub struct Manifest {
     /// The app's limits over the server's (setting them needs an admin token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// One script's limits over its app's: `[script_limits.report]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub script_limits: BTreeMap<String, Limits>,
 }
 
 impl Manifest {
@@ -96,6 +99,7 @@ impl Manifest {
             secrets: Vec::new(),
             realtime: None,
             limits: None,
+            script_limits: BTreeMap::new(),
         }
     }
 }
@@ -422,6 +426,7 @@ pub struct Folder {
     pub realtime_topics: BTreeSet<String>,
     pub cors: Option<Vec<String>>,
     pub limits: Option<Limits>,
+    pub script_limits: BTreeMap<String, Limits>,
 }
 
 impl Folder {
@@ -699,6 +704,12 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
         secrets.insert(n.clone(), value);
     }
 
+    for name in manifest.script_limits.keys() {
+        if !scripts.iter().any(|l| &l.name == name) {
+            anyhow::bail!("{file}: [script_limits.{name}]: no script '{name}' in the folder");
+        }
+    }
+
     let (realtime_topics, cors) = match &manifest.realtime {
         Some(r) => (r.topics.iter().cloned().collect(), r.cors.clone()),
         None => (BTreeSet::new(), None),
@@ -714,6 +725,7 @@ pub fn load_with_env(dir: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow
         realtime_topics,
         cors,
         limits: manifest.limits.clone(),
+        script_limits: manifest.script_limits.clone(),
     })
 }
 

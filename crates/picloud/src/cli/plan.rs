@@ -33,6 +33,20 @@ pub struct RemoteApp {
     pub cors: Vec<String>,
     /// The app's limit overrides (only the fields set).
     pub limits: Map<String, Value>,
+    /// Each script's limit overrides, for the scripts that have some.
+    pub script_limits: BTreeMap<String, Map<String, Value>>,
+}
+
+/// The fields of an overrides object that are set.
+fn set_fields(v: Option<&Value>) -> Map<String, Value> {
+    v.and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Read everything `compute` compares.
@@ -84,16 +98,15 @@ pub async fn fetch(api: &Api, app: &str) -> Result<RemoteApp, ApiFailure> {
     let cors = api.get(&["apps", app, "realtime", "cors"], &[]).await?;
     remote.cors = items(&cors, "origins").iter().map(text).collect();
     let limits = api.get(&["apps", app, "limits"], &[]).await?;
-    remote.limits = limits
-        .get("overrides")
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    remote.limits = set_fields(limits.get("overrides"));
+    if let Some(scripts) = limits.get("scripts").and_then(Value::as_object) {
+        for (name, overrides) in scripts {
+            let fields = set_fields(Some(overrides));
+            if !fields.is_empty() {
+                remote.script_limits.insert(name.clone(), fields);
+            }
+        }
+    }
     Ok(remote)
 }
 
@@ -144,6 +157,8 @@ pub struct Plan {
     pub cors: Option<(Vec<String>, Vec<String>)>,
     /// The server's overrides and the ones to set (empty: reset).
     pub limits: Option<(Map<String, Value>, Map<String, Value>)>,
+    /// The same per script: name, the server's, the ones to set.
+    pub script_limits: Vec<(String, Map<String, Value>, Map<String, Value>)>,
     /// Why the plan cannot be applied; nothing is applied while there is one.
     pub problems: Vec<String>,
 }
@@ -164,6 +179,7 @@ impl Plan {
             + self.unexpose.len()
             + usize::from(self.cors.is_some())
             + usize::from(self.limits.is_some())
+            + self.script_limits.len()
     }
 }
 
@@ -320,7 +336,47 @@ pub fn compute(folder: &Folder, remote: &RemoteApp, opts: Options) -> Plan {
     {
         plan.limits = Some((remote.limits.clone(), wanted));
     }
+
+    let none = Map::new();
+    let names: BTreeSet<&String> = folder
+        .script_limits
+        .keys()
+        .chain(remote.script_limits.keys())
+        .collect();
+    for name in names {
+        if plan.delete_scripts.contains(name) {
+            continue; // its limits go with it
+        }
+        let have = remote.script_limits.get(name).unwrap_or(&none);
+        let wanted = match (folder.script_limits.get(name), opts.prune) {
+            (Some(l), true) => l.to_map(),
+            (Some(l), false) => {
+                let mut merged = have.clone();
+                merged.extend(l.to_map());
+                merged
+            }
+            (None, true) => Map::new(),
+            (None, false) => continue,
+        };
+        if wanted != *have {
+            plan.script_limits
+                .push((name.clone(), have.clone(), wanted));
+        }
+    }
     plan
+}
+
+/// `~ timeout_ms: 100 -> 2000` for each field that differs.
+fn limit_lines(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| old.get(*n) != new.get(*n))
+        .map(|n| {
+            let v = |m: &Map<String, Value>| m.get(n).map_or("-".to_owned(), Value::to_string);
+            format!("~ {n}: {} -> {}", v(old), v(new))
+        })
+        .collect()
 }
 
 /// Compile every script the plan deploys on the server (nothing is stored); each error
@@ -505,16 +561,14 @@ pub fn render(plan: &Plan) -> String {
     section(w, "realtime", lines);
 
     if let Some((old, new)) = &plan.limits {
-        let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-        let lines = names
-            .into_iter()
-            .filter(|n| old.get(*n) != new.get(*n))
-            .map(|n| {
-                let v = |m: &Map<String, Value>| m.get(n).map_or("-".to_owned(), Value::to_string);
-                format!("~ {n}: {} -> {}", v(old), v(new))
-            })
-            .collect();
-        section(w, "limits", lines);
+        section(w, "limits", limit_lines(old, new));
+    }
+    for (name, old, new) in &plan.script_limits {
+        section(
+            w,
+            &format!("limits of script {name}"),
+            limit_lines(old, new),
+        );
     }
 
     if !plan.problems.is_empty() {
@@ -586,6 +640,20 @@ pub async fn apply(api: &Api, plan: &Plan, say: &mut dyn FnMut(String)) -> Resul
             d.file
         ));
     }
+    for (name, _, wanted) in &plan.script_limits {
+        if wanted.is_empty() {
+            api.delete(&["apps", app, "scripts", name, "limits"])
+                .await?;
+            say(format!("reset the limits of script {name}"));
+        } else {
+            api.put(
+                &["apps", app, "scripts", name, "limits"],
+                &Value::Object(wanted.clone()),
+            )
+            .await?;
+            say(format!("set the limits of script {name}"));
+        }
+    }
     for (id, t) in &plan.delete_triggers {
         match api.delete(&["apps", app, "triggers", id]).await {
             Ok(_) => {}
@@ -655,6 +723,7 @@ mod tests {
             realtime_topics: BTreeSet::new(),
             cors: None,
             limits: None,
+            script_limits: BTreeMap::new(),
         }
     }
 
@@ -811,6 +880,56 @@ mod tests {
         );
         let (_, wanted) = plan.limits.expect("a change");
         assert_eq!(Value::Object(wanted), json!({"timeout_ms": 2000}));
+    }
+
+    #[test]
+    fn script_limits_are_set_merged_and_pruned() {
+        let mut f = folder();
+        f.script_limits.insert(
+            "hello".into(),
+            super::super::folder::Limits {
+                timeout_ms: Some(1500),
+                ..Default::default()
+            },
+        );
+        let mut remote = same_as(&f);
+        let plan = compute(&f, &remote, Options::default());
+        assert_eq!(plan.script_limits.len(), 1);
+        assert!(
+            render(&plan).contains("limits of script hello:\n  ~ timeout_ms: - -> 1500"),
+            "{}",
+            render(&plan)
+        );
+        remote.script_limits.insert(
+            "hello".into(),
+            json!({"timeout_ms": 1500})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        remote.script_limits.insert(
+            "old".into(),
+            json!({"max_operations": 10})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        remote.scripts.insert("old".into(), "1".into());
+        let plan = compute(&f, &remote, Options::default());
+        assert!(plan.script_limits.is_empty(), "in step; old's kept");
+        let plan = compute(
+            &f,
+            &remote,
+            Options {
+                prune: true,
+                update_secrets: false,
+            },
+        );
+        assert!(
+            plan.script_limits.is_empty(),
+            "old is deleted with its limits"
+        );
+        assert_eq!(plan.delete_scripts, ["old"]);
     }
 
     #[test]

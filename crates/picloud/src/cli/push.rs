@@ -163,6 +163,7 @@ fn plan_json(plan: &Plan) -> Value {
         "unexpose": plan.unexpose,
         "cors": plan.cors.as_ref().map(|(_, new)| new),
         "limits": plan.limits.as_ref().map(|(_, new)| new),
+        "script_limits": plan.script_limits.iter().map(|(name, _, new)| (name.clone(), Value::Object(new.clone()))).collect::<serde_json::Map<_, _>>(),
         "problems": plan.problems,
     })
 }
@@ -279,6 +280,11 @@ pub fn manifest_of(app: &str, remote: &plan::RemoteApp) -> (Manifest, Vec<String
     }
     if !remote.limits.is_empty() {
         m.limits = serde_json::from_value::<Limits>(Value::Object(remote.limits.clone())).ok();
+    }
+    for (name, fields) in &remote.script_limits {
+        if let Ok(limits) = serde_json::from_value::<Limits>(Value::Object(fields.clone())) {
+            m.script_limits.insert(name.clone(), limits);
+        }
     }
     (m, skipped)
 }
@@ -400,6 +406,14 @@ mod tests {
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
+            script_limits: [(
+                "a".to_owned(),
+                json!({"max_operations": 5000})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )]
+            .into(),
         };
         let (manifest, skipped) = manifest_of("shop", &remote);
         assert!(skipped.is_empty());

@@ -143,6 +143,9 @@ cors = ["https://shop.example"]
 
 [limits]
 timeout_ms = 2000
+
+[script_limits.hello]
+timeout_ms = 1500
 "#;
 
 const HELLO: &str = "let name = request.query.name ?? \"world\";\nconfig::get(\"greeting\") + \", \" + name + \"!\"\n";
@@ -254,6 +257,10 @@ fn push_scenario(database_url: Option<&str>) {
     assert_eq!(
         json(&url, &["limits", "show", "shop"])["overrides"]["timeout_ms"],
         2000
+    );
+    assert_eq!(
+        json(&url, &["limits", "show", "shop", "--script", "hello"])["overrides"]["timeout_ms"],
+        1500
     );
     assert_eq!(
         json(&url, &["realtime", "cors", "shop"])["origins"],
