@@ -129,6 +129,9 @@ pub struct Deploy {
     pub previous: Option<String>,
 }
 
+/// Limit fields that are set, as the API names them.
+pub type Overrides = Map<String, Value>;
+
 /// Every change, and what stops the plan from being applied.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -156,9 +159,9 @@ pub struct Plan {
     /// The server's origins and the folder's, when they differ.
     pub cors: Option<(Vec<String>, Vec<String>)>,
     /// The server's overrides and the ones to set (empty: reset).
-    pub limits: Option<(Map<String, Value>, Map<String, Value>)>,
+    pub limits: Option<(Overrides, Overrides)>,
     /// The same per script: name, the server's, the ones to set.
-    pub script_limits: Vec<(String, Map<String, Value>, Map<String, Value>)>,
+    pub script_limits: Vec<(String, Overrides, Overrides)>,
     /// Why the plan cannot be applied; nothing is applied while there is one.
     pub problems: Vec<String>,
 }
