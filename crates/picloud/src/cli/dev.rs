@@ -6,8 +6,8 @@
 //!   a compile error anywhere applies nothing, so the running version keeps serving while
 //!   the error is printed as `file:line:column`. A deleted file is reported, not deleted.
 //! - The app's invocations are printed as they are recorded (status, duration, logs,
-//!   errors): a client-side tail of the invocations list, asked every second with a
-//!   cursor (`since`), like `picloud logs --follow`.
+//!   errors) from the moment `dev` started: a client-side tail of the invocations list,
+//!   asked every second with a cursor (`since`), like `picloud logs --follow`.
 //! - When the server is unreachable (restarting), the push and the tail are retried with
 //!   a backoff (0.25 s doubling to 10 s), never in a busy loop; the pending push is made
 //!   once the server answers again.
@@ -105,6 +105,7 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
         out!("{warning}");
     }
 
+    let started = chrono::Utc::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut pending = true;
@@ -167,7 +168,7 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
         if let Some((app, state)) = tail.as_mut()
             && Instant::now() >= tail_at
         {
-            match follow(api, app, state).await {
+            match follow(api, app, state, started).await {
                 Ok(()) => {
                     if tail_backoff.reset() {
                         out!("[{}] the server answers again", now());
@@ -223,25 +224,24 @@ async fn cycle(api: &Api, dir: &Path) -> anyhow::Result<Synced> {
     Ok(Synced::App(plan.app))
 }
 
-/// Print the invocations recorded since the last call.
-async fn follow(api: &Api, app: &str, tail: &mut Tail) -> Result<(), ApiFailure> {
-    let mut query = vec![("limit", "500".to_owned())];
-    let first = tail.since().is_none() && !tail.primed;
-    if let Some(since) = tail.since() {
-        query.push(("since", since));
-    }
+/// Print the invocations recorded since the last call; only those that started after
+/// `dev` did (what ran before is history: `picloud logs` shows it).
+async fn follow(
+    api: &Api,
+    app: &str,
+    tail: &mut Tail,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiFailure> {
+    let since = tail.since().unwrap_or_else(|| started.to_rfc3339());
+    let query = vec![("limit", "500".to_owned()), ("since", since)];
     let answer = match api.get(&["apps", app, "invocations"], &query).await {
         Ok(a) => a,
         Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let records = logs::records(&answer).map_err(|e| ApiFailure::Transport(e.to_string()))?;
-    if first {
-        // What ran before `dev` started is history: remember it, print only what is new.
-        tail.prime(records);
-    } else {
-        tail.show(records, false);
-    }
+    let mut records = logs::records(&answer).map_err(|e| ApiFailure::Transport(e.to_string()))?;
+    records.retain(|(r, _)| r.started_at >= started);
+    tail.show(records, false);
     Ok(())
 }
 

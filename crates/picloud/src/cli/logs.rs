@@ -112,8 +112,6 @@ pub(super) fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, V
 /// What `--follow` has printed so far.
 #[derive(Default)]
 pub(super) struct Tail {
-    /// Whether the history before the tail started was taken in (`prime`).
-    pub(super) primed: bool,
     /// Ids printed, with their start time (ms since the epoch), while inside the lag window.
     seen: HashMap<InvocationId, i64>,
     /// The start time (ms) of the newest record printed.
@@ -125,12 +123,6 @@ pub(super) struct Tail {
 impl Tail {
     pub(super) fn since(&self) -> Option<String> {
         self.since.clone()
-    }
-
-    /// Take `newest_first` in as seen without printing it.
-    pub(super) fn prime(&mut self, newest_first: Vec<(InvocationRecord, Value)>) {
-        self.take_new(newest_first);
-        self.primed = true;
     }
 
     /// Print the records not printed before, oldest first; return how many were new.
