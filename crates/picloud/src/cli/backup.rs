@@ -120,7 +120,8 @@ pub async fn backup(api: &Api, args: BackupArgs, json: bool) -> anyhow::Result<(
     let mut file = tokio::fs::File::create(&partial)
         .await
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut progress = Progress::new("received", response.content_length());
+    let expected = response.content_length();
+    let mut progress = Progress::new("received", expected);
     let copied: anyhow::Result<()> = async {
         while let Some(chunk) = response.chunk().await.map_err(|e| api.transport(&e))? {
             file.write_all(&chunk).await?;
@@ -128,7 +129,7 @@ pub async fn backup(api: &Api, args: BackupArgs, json: bool) -> anyhow::Result<(
         }
         file.flush().await?;
         file.sync_all().await?;
-        if response.content_length().is_some_and(|n| n != progress.done) {
+        if expected.is_some_and(|n| n != progress.done) {
             anyhow::bail!("the download was cut off; no archive was written");
         }
         Ok(())
