@@ -243,7 +243,9 @@ fn read_manifest(text: &[u8], schema_version: i64) -> Result<Manifest, ArchiveEr
         return Err(invalid("this is not a PiCloud backup archive"));
     }
     // Version first, so a newer archive is named as such, whatever else changed in it.
-    let version = raw.get("format_version").and_then(serde_json::Value::as_u64);
+    let version = raw
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
     let written_by = raw
         .get("picloud_version")
         .and_then(serde_json::Value::as_str)
@@ -416,7 +418,10 @@ mod tests {
         let mut bad = good.clone();
         bad[at] ^= 1;
         let err = verify(&mut file_of(&bad), 3).expect_err("corrupt");
-        assert!(err.to_string().contains("checksum of objects/shop/1"), "{err}");
+        assert!(
+            err.to_string().contains("checksum of objects/shop/1"),
+            "{err}"
+        );
         for cut in [good.len() / 3, good.len() / 2, good.len() - 1100] {
             let err = verify(&mut file_of(&good[..cut]), 3).expect_err("truncated");
             assert!(err.to_string().contains("truncated"), "{cut}: {err}");

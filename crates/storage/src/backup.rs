@@ -69,7 +69,11 @@ pub(crate) enum Disposition {
 use Disposition::{Kept, Left};
 use Kind::{Bytes, Flag, Int, Int4, Json, Text, Ts};
 
-const fn kept(name: &'static str, cols: &'static [(&'static str, Kind)], order: &'static str) -> Disposition {
+const fn kept(
+    name: &'static str,
+    cols: &'static [(&'static str, Kind)],
+    order: &'static str,
+) -> Disposition {
     Kept(Table {
         name,
         cols,
@@ -95,6 +99,22 @@ macro_rules! with_limits {
             ("max_concurrency", Int),
             ("max_requests_per_sec", Int),
             ("updated_at", Ts),
+        ]
+    };
+}
+
+/// An event's columns (`outbox`, `dead_letters`): what it is and where it goes, then `rest`.
+macro_rules! event_cols {
+    ($($rest:expr),* $(,)?) => {
+        &[
+            ("id", Kind::Uuid),
+            ("app", Text),
+            ("kind", Text),
+            ("script", Text),
+            ("trigger_id", Kind::Uuid),
+            ("source", Text),
+            ("payload", Json),
+            $($rest,)*
         ]
     };
 }
@@ -188,14 +208,7 @@ pub(crate) const TABLES: &[Disposition] = &[
     ),
     kept(
         "outbox",
-        &[
-            ("id", Kind::Uuid),
-            ("app", Text),
-            ("kind", Text),
-            ("script", Text),
-            ("trigger_id", Kind::Uuid),
-            ("source", Text),
-            ("payload", Json),
+        event_cols!(
             ("attempt", Int4),
             ("max_attempts", Int4),
             ("parked", Flag),
@@ -205,24 +218,17 @@ pub(crate) const TABLES: &[Disposition] = &[
             ("lease_owner", Text),
             ("lease_expires_at", Ts),
             ("last_error", Text),
-        ],
+        ),
         "id",
     ),
     kept(
         "dead_letters",
-        &[
-            ("id", Kind::Uuid),
-            ("app", Text),
-            ("kind", Text),
-            ("script", Text),
-            ("trigger_id", Kind::Uuid),
-            ("source", Text),
-            ("payload", Json),
+        event_cols!(
             ("attempts", Int4),
             ("error", Text),
             ("event_id", Kind::Uuid),
             ("created_at", Ts),
-        ],
+        ),
         "id",
     ),
     kept(
@@ -364,11 +370,7 @@ pub(crate) trait BackupSql: Db {
 }
 
 fn select<DB: BackupSql>(t: &Table) -> String {
-    let cols: Vec<String> = t
-        .cols
-        .iter()
-        .map(|(c, k)| DB::select_col(c, *k))
-        .collect();
+    let cols: Vec<String> = t.cols.iter().map(|(c, k)| DB::select_col(c, *k)).collect();
     format!(
         "SELECT {} FROM {} ORDER BY {}",
         cols.join(", "),
@@ -385,7 +387,11 @@ fn insert<DB: BackupSql>(t: &Table) -> String {
         .enumerate()
         .map(|(i, (_, k))| DB::placeholder(i + 1, *k))
         .collect();
-    let conflict = if t.merge { " ON CONFLICT DO NOTHING" } else { "" };
+    let conflict = if t.merge {
+        " ON CONFLICT DO NOTHING"
+    } else {
+        ""
+    };
     format!(
         "INSERT INTO {} ({}) VALUES ({}){conflict}",
         t.name,
@@ -402,9 +408,9 @@ fn read(row: &impl Cols, col: &str, kind: Kind) -> Result<Value, StoreError> {
         Int4 => row.opt_int4(col)?.map_or(Value::Null, Value::from),
         Flag => Value::Bool(row.flag(col)?),
         Bytes => Value::String(hex::encode(row.bytes(col)?)),
-        Ts => row
-            .opt_ts(col)?
-            .map_or(Value::Null, |t| t.to_rfc3339_opts(SecondsFormat::Micros, true).into()),
+        Ts => row.opt_ts(col)?.map_or(Value::Null, |t| {
+            t.to_rfc3339_opts(SecondsFormat::Micros, true).into()
+        }),
         Kind::Uuid => row
             .opt_uuid(col)?
             .map_or(Value::Null, |u| u.to_string().into()),
@@ -510,7 +516,9 @@ fn archive_apps(tables: &[TableRows]) -> Result<Vec<shared::AppName>, RestoreErr
             row.get("name")
                 .and_then(Value::as_str)
                 .and_then(|n| shared::AppName::parse(n).ok())
-                .ok_or_else(|| RestoreError::Archive("the archive holds an invalid app name".into()))
+                .ok_or_else(|| {
+                    RestoreError::Archive("the archive holds an invalid app name".into())
+                })
         })
         .collect()
 }
@@ -530,11 +538,7 @@ impl<DB: BackupSql> BackupRepository for Backup<DB> {
     }
 
     async fn snapshot(&self, with_invocations: bool) -> Result<Snapshot, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(db)?;
+        let mut tx = self.pool.begin_with(DB::BEGIN_SNAPSHOT).await.map_err(db)?;
         let schema_version = sql::<DB>(crate::repo::SCHEMA_VERSION)
             .fetch_one(&mut *tx)
             .await
@@ -654,13 +658,12 @@ mod tests {
                 .await
                 .expect("tables");
                 for (name,) in tables {
-                    let cols: Vec<(String, String)> = sqlx::query_as(
-                        "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
-                    )
-                    .bind(&name)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("columns");
+                    let cols: Vec<(String, String)> =
+                        sqlx::query_as("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+                            .bind(&name)
+                            .fetch_all(&pool)
+                            .await
+                            .expect("columns");
                     out.insert(name, cols);
                 }
                 pool.close().await;
@@ -714,7 +717,10 @@ mod tests {
             );
         }
         for name in &known {
-            assert!(found.contains_key(*name), "backup::TABLES names {name}, which the schema lacks");
+            assert!(
+                found.contains_key(*name),
+                "backup::TABLES names {name}, which the schema lacks"
+            );
         }
         for t in kept_tables(true) {
             let cols = &found[t.name];
@@ -723,7 +729,11 @@ mod tests {
             let mut sorted = names.clone();
             sorted.sort_unstable();
             expected.sort_unstable();
-            assert_eq!(sorted, expected, "the columns of {} differ from backup::TABLES", t.name);
+            assert_eq!(
+                sorted, expected,
+                "the columns of {} differ from backup::TABLES",
+                t.name
+            );
             if url.backend() == crate::Backend::Postgres {
                 for (col, kind) in t.cols {
                     let ty = &cols.iter().find(|(c, _)| c == col).expect("column").1;

@@ -23,8 +23,8 @@ use shared::{InvalidName, StoreError};
 use sqlx::error::BoxDynError;
 use sqlx::query::Query;
 use sqlx::{
-    Arguments, AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
-    Transaction, Type,
+    Arguments, AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
+    Row, Transaction, Type,
 };
 use uuid::Uuid;
 

@@ -172,7 +172,11 @@ pub(super) async fn backup(
         writer.finish(manifest)
     })
     .await?;
-    tracing::info!(bytes = size, ms = started.elapsed().as_millis() as u64, "backup written");
+    tracing::info!(
+        bytes = size,
+        ms = started.elapsed().as_millis() as u64,
+        "backup written"
+    );
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
@@ -318,7 +322,11 @@ pub(super) async fn restore(
     };
     remove_objects(&deps, restored.freed_objects.iter()).await;
     deps.catalog.publish(CatalogChange::Everything).await;
-    tracing::info!(apps = apps.len(), objects = renamed.len(), "backup restored");
+    tracing::info!(
+        apps = apps.len(),
+        objects = renamed.len(),
+        "backup restored"
+    );
     Ok(ApiJson(RestoreAnswer {
         apps,
         replaced,
@@ -339,7 +347,11 @@ fn names(tables: &[TableRows], table: &str, col: &str) -> Vec<String> {
 
 /// Secrets sealed with another key would restore as unreadable: refused, unless the
 /// archive has none.
-fn check_key(deps: &ManagerDeps, manifest: &Manifest, tables: &[TableRows]) -> Result<(), ApiError> {
+fn check_key(
+    deps: &ManagerDeps,
+    manifest: &Manifest,
+    tables: &[TableRows],
+) -> Result<(), ApiError> {
     let ours = deps.store.backup.key_fingerprint();
     let secrets = tables
         .iter()
@@ -351,12 +363,20 @@ fn check_key(deps: &ManagerDeps, manifest: &Manifest, tables: &[TableRows]) -> R
     }
     Err(ApiError::Conflict(format!(
         "the archive's secrets are sealed with another key (fingerprint {}) than this server's ({ours}): start this server with the secrets key file of the server the archive came from, then restore again",
-        manifest.key_fingerprint.chars().take(80).collect::<String>()
+        manifest
+            .key_fingerprint
+            .chars()
+            .take(80)
+            .collect::<String>()
     )))
 }
 
 /// Refuse a server that has apps unless `force`; returns the apps that will be replaced.
-async fn check_target(deps: &ManagerDeps, apps: &[String], force: bool) -> Result<Vec<String>, ApiError> {
+async fn check_target(
+    deps: &ManagerDeps,
+    apps: &[String],
+    force: bool,
+) -> Result<Vec<String>, ApiError> {
     let existing: Vec<String> = deps
         .store
         .apps

@@ -104,7 +104,8 @@ async fn failure(response: reqwest::Response) -> anyhow::Error {
 pub async fn backup(api: &Api, args: BackupArgs, json: bool) -> anyhow::Result<()> {
     let mut url = api.url(&["backup"]);
     if args.with_invocations {
-        url.query_pairs_mut().append_pair("with_invocations", "true");
+        url.query_pairs_mut()
+            .append_pair("with_invocations", "true");
     }
     eprintln!("the server is reading a snapshot of its data...");
     let mut response = api
@@ -143,9 +144,14 @@ pub async fn backup(api: &Api, args: BackupArgs, json: bool) -> anyhow::Result<(
     tokio::fs::rename(&partial, &args.out)
         .await
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    let answer = serde_json::json!({"file": args.out.display().to_string(), "bytes": progress.done});
+    let answer =
+        serde_json::json!({"file": args.out.display().to_string(), "bytes": progress.done});
     print(json, &answer, |_| {
-        format!("backup written to {} ({})", args.out.display(), size(progress.done))
+        format!(
+            "backup written to {} ({})",
+            args.out.display(),
+            size(progress.done)
+        )
     });
     Ok(())
 }
@@ -208,7 +214,12 @@ fn format_restored(answer: &Value) -> String {
     let names = |key: &str| -> Vec<String> {
         answer[key]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let apps = names("apps");
@@ -220,10 +231,16 @@ fn format_restored(answer: &Value) -> String {
     let mut text = format!(
         "restored {} app(s): {} ({} rows, {} blob objects; from PiCloud {} on {})",
         apps.len(),
-        if apps.is_empty() { "-".to_owned() } else { apps.join(", ") },
+        if apps.is_empty() {
+            "-".to_owned()
+        } else {
+            apps.join(", ")
+        },
         rows,
         answer["objects"].as_u64().unwrap_or(0),
-        answer["manifest"]["picloud_version"].as_str().unwrap_or("?"),
+        answer["manifest"]["picloud_version"]
+            .as_str()
+            .unwrap_or("?"),
         answer["manifest"]["backend"].as_str().unwrap_or("?"),
     );
     if !replaced.is_empty() {
@@ -240,10 +257,19 @@ mod tests {
     fn the_commands_parse() {
         let (_, cmd) = super::super::tests::parse(&["backup", "out.tar", "--with-invocations"])
             .expect("backup");
-        assert!(matches!(cmd, super::super::Command::Backup(BackupArgs { with_invocations: true, .. })));
+        assert!(matches!(
+            cmd,
+            super::super::Command::Backup(BackupArgs {
+                with_invocations: true,
+                ..
+            })
+        ));
         let (_, cmd) =
             super::super::tests::parse(&["restore", "in.tar", "--force"]).expect("restore");
-        assert!(matches!(cmd, super::super::Command::Restore(RestoreArgs { force: true, .. })));
+        assert!(matches!(
+            cmd,
+            super::super::Command::Restore(RestoreArgs { force: true, .. })
+        ));
         assert!(super::super::tests::parse(&["restore"]).is_err());
     }
 

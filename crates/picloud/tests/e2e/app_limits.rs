@@ -313,7 +313,6 @@ async fn requests_over_an_apps_rate_get_429_with_retry_after(db: Backend) {
     }
 }
 
-
 async fn the_cli_sets_shows_and_resets_an_apps_limits(db: Backend) {
     let app = spawn_app_with(db, |_| {}).await;
     app.endpoint("shop", "hi", "GET /hi", r#""hi""#).await;

@@ -62,7 +62,9 @@ queue::send("failing", #{ n: 1 });
 async fn fill(app: &TestApp) -> String {
     assert_eq!(app.create_app("shop").await.status(), 201);
     for v in ["v1", "v2", "v3"] {
-        let res = app.deploy("shop", "show", &SHOW.replace("VERSION", v)).await;
+        let res = app
+            .deploy("shop", "show", &SHOW.replace("VERSION", v))
+            .await;
         assert!(res.status().is_success(), "deploy {v}");
     }
     let res = app
@@ -72,7 +74,10 @@ async fn fill(app: &TestApp) -> String {
         .await
         .unwrap();
     assert!(res.status().is_success(), "rollback");
-    assert_eq!(app.add_route("shop", "GET", "/show", "show").await.status(), 201);
+    assert_eq!(
+        app.add_route("shop", "GET", "/show", "show").await.status(),
+        201
+    );
     app.endpoint("shop", "seed", "POST /seed", SEED).await;
     app.handler(
         "shop",
@@ -88,8 +93,13 @@ async fn fill(app: &TestApp) -> String {
         r#"kv::set("dead", event.kind); ()"#,
     )
     .await;
-    app.handler("shop", "news", json!({"kind": "topic", "topic": "news"}), "()")
-        .await;
+    app.handler(
+        "shop",
+        "news",
+        json!({"kind": "topic", "topic": "news"}),
+        "()",
+    )
+    .await;
     app.handler(
         "shop",
         "tick",
@@ -106,10 +116,21 @@ async fn fill(app: &TestApp) -> String {
         ("/apps/shop/config/currency", json!({"value": "EUR"})),
         ("/apps/shop/secrets/stripe", json!({"value": "sk_live_42"})),
         ("/apps/shop/limits", json!({"timeout_ms": 1500})),
-        ("/apps/shop/scripts/show/limits", json!({"max_operations": 100000})),
-        ("/apps/shop/realtime/cors", json!({"origins": ["https://shop.example"]})),
+        (
+            "/apps/shop/scripts/show/limits",
+            json!({"max_operations": 100000}),
+        ),
+        (
+            "/apps/shop/realtime/cors",
+            json!({"origins": ["https://shop.example"]}),
+        ),
     ] {
-        let res = app.admin(Method::PUT, path).json(&body).send().await.unwrap();
+        let res = app
+            .admin(Method::PUT, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(res.status().is_success(), "{path}: {}", res.status());
     }
     app.endpoint("blog", "post", "GET /post", r#"#{ title: "first" }"#)
@@ -117,9 +138,11 @@ async fn fill(app: &TestApp) -> String {
     let seeded = app.call(Method::POST, "/shop/seed").send().await.unwrap();
     assert_eq!(seeded.status(), 200);
     // The failing message becomes a dead letter, whose trigger writes `dead`.
-    eventually("the dead letter's trigger ran", Duration::from_secs(20), async || {
-        app.kv("shop", "dead").await
-    })
+    eventually(
+        "the dead letter's trigger ran",
+        Duration::from_secs(20),
+        async || app.kv("shop", "dead").await,
+    )
     .await;
     let res = app
         .admin(Method::POST, "/tokens")
@@ -195,19 +218,46 @@ async fn moves(from: Backend, to: Backend) {
     let shown = target.get("/shop/show").await;
     assert_eq!(shown.status(), 200);
     let shown: Value = shown.json().await.unwrap();
-    assert_eq!(shown, source.get("/shop/show").await.json::<Value>().await.unwrap());
+    assert_eq!(
+        shown,
+        source
+            .get("/shop/show")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+    );
     assert_eq!(shown["version"], "v2");
-    assert_eq!(shown["secret"], "sk_live_42", "secrets are readable by scripts");
+    assert_eq!(
+        shown["secret"], "sk_live_42",
+        "secrets are readable by scripts"
+    );
     assert_eq!(shown["nested"]["big"], json!(9_007_199_254_740_993_i64));
     assert_eq!(shown["size"], 256);
-    assert_eq!(target.get("/blog/post").await.json::<Value>().await.unwrap()["title"], "first");
+    assert_eq!(
+        target
+            .get("/blog/post")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["title"],
+        "first"
+    );
     for path in SAME {
-        assert_eq!(admin_json(&target, path).await, admin_json(&source, path).await, "{path}");
+        assert_eq!(
+            admin_json(&target, path).await,
+            admin_json(&source, path).await,
+            "{path}"
+        );
     }
     // KV and blobs byte for byte.
     for key in ["plain", "nested", "expiring", "dead"] {
         let path = format!("/apps/shop/kv/{key}");
-        assert_eq!(bytes(&target, &path).await, bytes(&source, &path).await, "{path}");
+        assert_eq!(
+            bytes(&target, &path).await,
+            bytes(&source, &path).await,
+            "{path}"
+        );
     }
     for name in ["bytes.bin", "dir%2Fhello.txt"] {
         let path = format!("/apps/shop/blobs/{name}");
@@ -225,10 +275,21 @@ async fn moves(from: Backend, to: Backend) {
         .await
         .unwrap();
     assert!(res.status().is_success());
-    assert_eq!(target.get("/shop/show").await.json::<Value>().await.unwrap()["version"], "v3");
+    assert_eq!(
+        target
+            .get("/shop/show")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["version"],
+        "v3"
+    );
     // Invocation records came along (`--with-invocations`).
     let listed = target.invocations("shop", "limit=100").await;
-    assert!(!listed["invocations"].as_array().unwrap().is_empty(), "{listed}");
+    assert!(
+        !listed["invocations"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
     // The read token and the realtime signing key work on the new server.
     let res = target
         .client
@@ -244,16 +305,25 @@ async fn moves(from: Backend, to: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(stream.status(), 200, "a token minted before the move still opens a stream");
+    assert_eq!(
+        stream.status(),
+        200,
+        "a token minted before the move still opens a stream"
+    );
     drop(stream);
     // The queue message that waited for a consumer is delivered once there is one.
     let res = target
-        .add_trigger("shop", json!({"kind": "queue", "queue": "later", "script": "later"}))
+        .add_trigger(
+            "shop",
+            json!({"kind": "queue", "queue": "later", "script": "later"}),
+        )
         .await;
     assert_eq!(res.status(), 201);
-    let later = eventually("the waiting message ran", Duration::from_secs(20), async || {
-        target.kv("shop", "later").await
-    })
+    let later = eventually(
+        "the waiting message ran",
+        Duration::from_secs(20),
+        async || target.kv("shop", "later").await,
+    )
     .await;
     assert_eq!(later, json!(7));
 }
@@ -276,7 +346,15 @@ async fn small_archive(db: Backend) -> (TestApp, Vec<u8>) {
         .await
         .unwrap();
     assert!(res.status().is_success());
-    assert_eq!(source.call(Method::POST, "/shop/seed").send().await.unwrap().status(), 200);
+    assert_eq!(
+        source
+            .call(Method::POST, "/shop/seed")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let res = source.admin(Method::GET, "/backup").send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/x-tar");
@@ -295,7 +373,10 @@ async fn restore(target: &TestApp, bytes: Vec<u8>, query: &str) -> (StatusCode, 
         .unwrap();
     let status = res.status();
     let body: Value = res.json().await.unwrap();
-    let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     (status, message)
 }
 
@@ -312,7 +393,10 @@ fn files_under(dir: &Path) -> usize {
 /// Nothing was restored: no app, no blob object left behind.
 async fn nothing_restored(target: &TestApp) {
     assert_eq!(admin_json(target, "/apps").await["apps"], json!([]));
-    assert_eq!(files_under(&target.dir.path().join("data").join("blobs")), 0);
+    assert_eq!(
+        files_under(&target.dir.path().join("data").join("blobs")),
+        0
+    );
 }
 
 /// Rewrite an archive with `change` applied to its manifest and tables (sums recomputed).
@@ -360,7 +444,10 @@ async fn a_damaged_truncated_or_newer_archive_restores_nothing(db: Backend) {
     flipped[at + 3] = b'B';
     let (status, message) = restore(&target, flipped, "").await;
     assert_eq!(status, 400);
-    assert!(message.contains("corrupted") && message.contains("checksum"), "{message}");
+    assert!(
+        message.contains("corrupted") && message.contains("checksum"),
+        "{message}"
+    );
     nothing_restored(&target).await;
 
     for cut in [good.len() / 2, good.len() - 1100, 100] {
@@ -376,7 +463,10 @@ async fn a_damaged_truncated_or_newer_archive_restores_nothing(db: Backend) {
     assert!(message.contains("newer PiCloud"), "{message}");
     let newer = rewrite(&good, |m, _| m.schema_version += 1);
     let (status, message) = restore(&target, newer, "").await;
-    assert!(message.contains("newer PiCloud") && message.contains("schema migration"), "{message}");
+    assert!(
+        message.contains("newer PiCloud") && message.contains("schema migration"),
+        "{message}"
+    );
     assert_eq!(status, 400);
     nothing_restored(&target).await;
 
@@ -408,9 +498,7 @@ async fn a_server_with_apps_or_another_key_refuses_the_restore(db: Backend) {
 
     let key = key_of(&source);
     let target = spawn_app_with(db, |c| c.secrets_key_file = Some(key)).await;
-    target
-        .endpoint("shop", "old", "GET /old", r#""old""#)
-        .await;
+    target.endpoint("shop", "old", "GET /old", r#""old""#).await;
     target.endpoint("mine", "x", "GET /x", r#""x""#).await;
     let path = target.dir.path().join("in.tar");
     std::fs::write(&path, &good).unwrap();
@@ -420,18 +508,29 @@ async fn a_server_with_apps_or_another_key_refuses_the_restore(db: Backend) {
     assert!(out.contains("would replace shop"), "{out}");
     assert!(out.contains("mine would stay"), "{out}");
     assert!(out.contains("--force"), "{out}");
-    assert_eq!(target.get("/shop/old").await.status(), 200, "nothing was replaced");
+    assert_eq!(
+        target.get("/shop/old").await.status(),
+        200,
+        "nothing was replaced"
+    );
 
     let (ok, out) = cli(&target, &["restore", path.to_str().unwrap(), "--force"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("replaced: shop"), "{out}");
-    assert_eq!(target.get("/shop/old").await.status(), 404, "the old shop is gone");
+    assert_eq!(
+        target.get("/shop/old").await.status(),
+        404,
+        "the old shop is gone"
+    );
     assert_eq!(target.get("/mine/x").await.status(), 200, "other apps stay");
     let blob = bytes(&target, "/apps/shop/blobs/a.txt").await;
     assert_eq!(blob, b"AAAAAAAAAAAAAAAAAAAA");
     // A second forced restore replaces the first one's objects, which are removed.
     let (ok, out) = cli(&target, &["restore", path.to_str().unwrap(), "--force"]).await;
     assert!(ok, "{out}");
-    assert_eq!(files_under(&target.dir.path().join("data").join("blobs")), 1);
+    assert_eq!(
+        files_under(&target.dir.path().join("data").join("blobs")),
+        1
+    );
     assert_eq!(bytes(&target, "/apps/shop/blobs/a.txt").await, blob);
 }

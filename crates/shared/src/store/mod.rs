@@ -20,9 +20,7 @@ mod tokens;
 mod triggers;
 
 pub use apps::{App, AppRepository};
-pub use backup::{
-    BackupRepository, BackupRow, Restored, RestoreError, Snapshot, TableRows,
-};
+pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
 pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;

@@ -59,7 +59,7 @@ impl<DB> AllSql for DB where
         + realtime::RealtimeSql
         + nodes::NodesSql
         + OutboxSql
-    + crate::backup::BackupSql
+        + crate::backup::BackupSql
 {
 }
 
@@ -85,7 +85,10 @@ pub(crate) fn store<DB: AllSql>(
             inserted.clone(),
             bus.clone(),
         )),
-        dead_letters: Arc::new(dead_letters::DeadLetters::new(pool.clone(), inserted.clone())),
+        dead_letters: Arc::new(dead_letters::DeadLetters::new(
+            pool.clone(),
+            inserted.clone(),
+        )),
         kv: Arc::new(kv::Kv(pool.clone())),
         blobs: Arc::new(blobs::Blobs(pool.clone())),
         objects: data.objects,
