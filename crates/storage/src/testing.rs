@@ -248,3 +248,91 @@ pub async fn sqlite_store() -> TestDb {
 pub async fn postgres_store() -> TestDb {
     TestDb::new(Backend::Postgres).await
 }
+
+/// An S3-compatible server for tests, with a bucket `picloud-test`: the one at
+/// `PICLOUD_TEST_S3_ENDPOINT` (the bucket must exist there), or a `moto_server` (pip
+/// `moto[server]`) started on a free loopback port and ended on drop.
+pub struct S3Server {
+    pub endpoint: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl S3Server {
+    /// The bucket every test uses.
+    pub const BUCKET: &'static str = "picloud-test";
+
+    /// `None` (said on stderr) when there is neither an endpoint nor `moto_server`: S3 is
+    /// optional, the local store is the default.
+    ///
+    /// # Panics
+    /// When `PICLOUD_TEST_REQUIRE_S3` is set and there is no S3 server (scripts/test.sh, and
+    /// so CI, installs moto and requires the S3 tests), or moto fails to start.
+    pub async fn start() -> Option<S3Server> {
+        if let Ok(endpoint) = std::env::var("PICLOUD_TEST_S3_ENDPOINT") {
+            return Some(S3Server {
+                endpoint,
+                child: None,
+            });
+        }
+        let Some(server) = Self::start_moto() else {
+            assert!(
+                std::env::var_os("PICLOUD_TEST_REQUIRE_S3").is_none(),
+                "PICLOUD_TEST_REQUIRE_S3 is set but moto_server is not installed"
+            );
+            eprintln!("no S3 server: set PICLOUD_TEST_S3_ENDPOINT or install moto[server]");
+            return None;
+        };
+        server.create_bucket(Self::BUCKET).await;
+        Some(server)
+    }
+
+    /// Start `moto_server` and wait until it says it listens; `None` when it is not
+    /// installed.
+    fn start_moto() -> Option<S3Server> {
+        use std::io::BufRead;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let ready = lines
+            .by_ref()
+            .any(|l| l.is_ok_and(|l| l.contains("Running on")));
+        assert!(ready, "moto_server exited before listening");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        })
+    }
+
+    async fn create_bucket(&self, bucket: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let request = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}

@@ -10,6 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, cli, spawn_app, spawn_app_with};
+use picloud::Config;
+use storage::testing::S3Server;
 use testkit::{Backend, eventually, on_both_backends};
 
 on_both_backends!(
@@ -193,8 +195,23 @@ fn key_of(app: &TestApp) -> PathBuf {
     app.dir.path().join("data").join("secret.key")
 }
 
+/// PostgreSQL servers keep their blobs in S3 (when there is an S3 server to test with),
+/// SQLite servers in their data directory: each move reads from one store and writes to
+/// the other.
+fn blob_store(db: Backend, s3: Option<&S3Server>, config: &mut Config) {
+    if let (Backend::Postgres, Some(s3)) = (db, s3) {
+        let blobs = &mut config.blobs;
+        blobs.s3_endpoint = Some(s3.endpoint.clone());
+        blobs.s3_bucket = Some(S3Server::BUCKET.into());
+        blobs.s3_access_key_id = Some("test".into());
+        blobs.s3_secret_access_key = Some("test".into());
+        blobs.s3_allow_http = true;
+    }
+}
+
 async fn moves(from: Backend, to: Backend) {
-    let source = spawn_app(from).await;
+    let s3 = S3Server::start().await;
+    let source = spawn_app_with(from, |c| blob_store(from, s3.as_ref(), c)).await;
     let read_token = fill(&source).await;
     let realtime_token = source.token("shop").await;
     let file = source.dir.path().join("server.tar");
@@ -208,7 +225,11 @@ async fn moves(from: Backend, to: Backend) {
     assert!(out.contains("received"), "progress: {out}");
 
     let key = key_of(&source);
-    let target = spawn_app_with(to, |c| c.secrets_key_file = Some(key)).await;
+    let target = spawn_app_with(to, |c| {
+        c.secrets_key_file = Some(key);
+        blob_store(to, s3.as_ref(), c);
+    })
+    .await;
     let (ok, out) = cli(&target, &["restore", file.to_str().unwrap()]).await;
     assert!(ok, "{out}");
     assert!(out.contains("restored 2 app(s): blog, shop"), "{out}");
@@ -266,6 +287,17 @@ async fn moves(from: Backend, to: Backend) {
         if name == "bytes.bin" {
             assert_eq!(copied, (0..=255).collect::<Vec<u8>>());
         }
+    }
+    let local = |app: &TestApp| files_under(&app.dir.path().join("data").join("blobs"));
+    if s3.is_some() {
+        // The PostgreSQL side's objects are in S3, none in its data directory.
+        let (sqlite, postgres) = if to == Backend::Postgres {
+            (&source, &target)
+        } else {
+            (&target, &source)
+        };
+        assert_eq!(local(postgres), 0);
+        assert_eq!(local(sqlite), 2);
     }
     // The version history is intact: rolling forward serves the third version.
     let res = target
