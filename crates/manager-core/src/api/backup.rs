@@ -27,12 +27,37 @@ use shared::store::{RestoreError, TableRows};
 use shared::{AppName, CatalogChange, ErrorBody, StoreError};
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 use super::ManagerDeps;
 use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::json::ApiJson;
 use crate::backup::{self as archive, ArchiveError, ArchiveWriter, Manifest};
+
+/// A backup archive's schema: binary, a tar file with a manifest (docs/backup.md).
+pub(super) struct Archive;
+
+impl utoipa::PartialSchema for Archive {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                .description(Some(
+                    "A tar file: tables/*.jsonl, objects/*, and manifest.json last (docs/backup.md).",
+                ))
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for Archive {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Archive")
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +127,7 @@ fn text<'a>(row: &'a serde_json::Map<String, Value>, col: &str) -> &'a str {
     tag = "backup",
     params(("with_invocations" = Option<bool>, Query, description = "Also keep the invocation records (default false)")),
     responses(
-        (status = 200, description = "The archive", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 200, description = "The archive", content_type = "application/x-tar", body = Archive),
     ),
     extensions(("x-picloud-access" = json!("admin")))
 )]
@@ -205,7 +230,10 @@ pub(super) async fn backup(
     operation_id = "restore",
     tag = "backup",
     params(("force" = Option<bool>, Query, description = "Restore into a server that already has apps, replacing those the archive also has (default false)")),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "An archive from `GET /api/v1/backup`"),
+    request_body(content(
+        (Archive = "application/x-tar"),
+        (Archive = "application/octet-stream"),
+    ), description = "An archive from `GET /api/v1/backup`"),
     responses(
         (status = 200, description = "Restored", body = RestoreAnswer),
         (status = 409, description = "The server already has apps and `force` is not set, or the archive's secrets are sealed with another key (`conflict`)", body = ErrorBody),
