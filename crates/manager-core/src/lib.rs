@@ -16,6 +16,7 @@
 //!   expired invocation records (each sleeping until the oldest one expires).
 mod api; // the route table, one module per resource, the error and extractor types
 mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap token
+pub mod backup; // the backup archive: its manifest, writing it, checking it
 pub mod cron; // schedules (next_fire, due_slot, validate) and the scheduler that fires them
 mod retention; // the dead-letter retention sweeper
 

@@ -107,6 +107,8 @@ enum Role {
 fn allowed(route: &Route, role: Role, in_scope: bool) -> bool {
     match (route.method, route.path) {
         (_, p) if p.starts_with("/api/v1/tokens") => role == Role::Admin,
+        // The whole server's data, every app's secrets among it.
+        ("GET", "/api/v1/backup") | ("POST", "/api/v1/restore") => role == Role::Admin,
         ("DELETE", "/api/v1/apps/{app}") => role == Role::Admin,
         // The deploy token in the matrix is scoped, so only admin creates apps here.
         ("POST", "/api/v1/apps") => role == Role::Admin,

@@ -23,6 +23,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use shared::store::ObjectStore;
 use shared::{Store, StoreError};
 
+mod backup; // backup and restore: every table, once for both backends
 pub mod crypto;
 mod error;
 mod limits; // the limit columns both backends share

@@ -431,27 +431,10 @@ mod tests {
     /// says so on stderr: S3 is optional, the local store is the default.
     #[tokio::test]
     async fn s3_objects_round_trip_against_a_local_s3_compatible_server() {
-        let _moto;
-        let endpoint = match std::env::var("PICLOUD_TEST_S3_ENDPOINT") {
-            Ok(endpoint) => endpoint,
-            Err(_) => match crate::testing::Moto::start() {
-                Some(moto) => {
-                    moto.create_bucket("picloud-test").await;
-                    let endpoint = moto.endpoint.clone();
-                    _moto = moto;
-                    endpoint
-                }
-                None => {
-                    // scripts/test.sh (and so CI) installs moto and requires this test.
-                    assert!(
-                        std::env::var_os("PICLOUD_TEST_REQUIRE_S3").is_none(),
-                        "PICLOUD_TEST_REQUIRE_S3 is set but moto_server is not installed"
-                    );
-                    eprintln!("no S3 server: set PICLOUD_TEST_S3_ENDPOINT or install moto[server]");
-                    return;
-                }
-            },
+        let Some(s3) = crate::testing::S3Server::start().await else {
+            return;
         };
+        let endpoint = s3.endpoint.clone();
         let objects = S3Objects::new(&S3Options {
             endpoint: Some(endpoint),
             bucket: "picloud-test".into(),

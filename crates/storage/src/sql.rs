@@ -13,6 +13,7 @@
 //! JSON goes in and comes out as text on both; PostgreSQL's SQL casts it to and from
 //! `jsonb`. Integers are `i64`, except the columns PostgreSQL keeps as `INTEGER`, which are
 //! bound and read as `i32` (SQLite reads either from its one integer type).
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -22,8 +23,8 @@ use shared::{InvalidName, StoreError};
 use sqlx::error::BoxDynError;
 use sqlx::query::Query;
 use sqlx::{
-    Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
-    Transaction, Type,
+    Arguments, AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
+    Row, Transaction, Type,
 };
 use uuid::Uuid;
 
@@ -96,7 +97,7 @@ impl<'c, DB: Db> On<'c, DB> for &'c mut <DB as Database>::Connection {
 
 /// One statement and its arguments; `sqlx::query` for the shared code.
 pub(crate) struct Stmt<DB: Db> {
-    sql: &'static str,
+    sql: Cow<'static, str>,
     args: DB::Arguments,
     /// The first argument that could not be encoded; reported when the statement runs.
     error: Option<BoxDynError>,
@@ -105,7 +106,17 @@ pub(crate) struct Stmt<DB: Db> {
 /// A statement of `sql`, its arguments bound next in placeholder order.
 pub(crate) fn sql<DB: Db>(sql: &'static str) -> Stmt<DB> {
     Stmt {
-        sql,
+        sql: Cow::Borrowed(sql),
+        args: DB::Arguments::default(),
+        error: None,
+    }
+}
+
+/// A statement assembled at run time from names the code itself holds (never from input):
+/// the backup's statements, built from its table list.
+pub(crate) fn sql_built<DB: Db>(sql: String) -> Stmt<DB> {
+    Stmt {
+        sql: Cow::Owned(sql),
         args: DB::Arguments::default(),
         error: None,
     }
@@ -124,7 +135,7 @@ impl<DB: Db> Stmt<DB> {
     fn query(self) -> Result<Query<'static, DB, DB::Arguments>, sqlx::Error> {
         match self.error {
             Some(e) => Err(sqlx::Error::Encode(e)),
-            None => Ok(sqlx::query_with(self.sql, self.args)),
+            None => Ok(sqlx::query_with(AssertSqlSafe(self.sql), self.args)),
         }
     }
 

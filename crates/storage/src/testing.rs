@@ -249,28 +249,55 @@ pub async fn postgres_store() -> TestDb {
     TestDb::new(Backend::Postgres).await
 }
 
-/// A `moto_server` (pip `moto[server]`, an S3-compatible server) on a free loopback port,
-/// ended on drop.
-pub struct Moto {
-    child: std::process::Child,
-    /// `http://127.0.0.1:<port>`.
+/// An S3-compatible server for tests, with a bucket `picloud-test`: the one at
+/// `PICLOUD_TEST_S3_ENDPOINT` (the bucket must exist there), or a `moto_server` (pip
+/// `moto[server]`) started on a free loopback port and ended on drop.
+pub struct S3Server {
     pub endpoint: String,
+    child: Option<std::process::Child>,
 }
 
-impl Drop for Moto {
+impl Drop for S3Server {
     fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
+        if let Some(child) = &mut self.child {
+            child.kill().ok();
+            child.wait().ok();
+        }
     }
 }
 
-impl Moto {
-    /// Start `moto_server` and wait until it says it listens; `None` when it is not
-    /// installed.
+impl S3Server {
+    /// The bucket every test uses.
+    pub const BUCKET: &'static str = "picloud-test";
+
+    /// `None` (said on stderr) when there is neither an endpoint nor `moto_server`: S3 is
+    /// optional, the local store is the default.
     ///
     /// # Panics
-    /// When it starts but exits before listening.
-    pub fn start() -> Option<Moto> {
+    /// When `PICLOUD_TEST_REQUIRE_S3` is set and there is no S3 server (scripts/test.sh, and
+    /// so CI, installs moto and requires the S3 tests), or moto fails to start.
+    pub async fn start() -> Option<S3Server> {
+        if let Ok(endpoint) = std::env::var("PICLOUD_TEST_S3_ENDPOINT") {
+            return Some(S3Server {
+                endpoint,
+                child: None,
+            });
+        }
+        let Some(server) = Self::start_moto() else {
+            assert!(
+                std::env::var_os("PICLOUD_TEST_REQUIRE_S3").is_none(),
+                "PICLOUD_TEST_REQUIRE_S3 is set but moto_server is not installed"
+            );
+            eprintln!("no S3 server: set PICLOUD_TEST_S3_ENDPOINT or install moto[server]");
+            return None;
+        };
+        server.create_bucket(Self::BUCKET).await;
+        Some(server)
+    }
+
+    /// Start `moto_server` and wait until it says it listens; `None` when it is not
+    /// installed.
+    fn start_moto() -> Option<S3Server> {
         use std::io::BufRead;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -290,16 +317,16 @@ impl Moto {
         assert!(ready, "moto_server exited before listening");
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Some(Moto {
-            child,
+        Some(S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
         })
     }
 
     /// Create `bucket` (moto accepts any credentials).
     ///
     /// # Panics
-    /// When moto does not answer 200.
+    /// When the server does not answer 200.
     pub async fn create_bucket(&self, bucket: &str) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = self.endpoint.trim_start_matches("http://");

@@ -16,6 +16,7 @@ use shared::{AppName, Catalog, LimitPolicy, ScriptChecker, Store};
 
 mod access;
 mod apps;
+mod backup;
 mod data;
 mod dead_letters;
 mod error;
@@ -115,6 +116,8 @@ enum BodyLimit {
     Small,
     /// A script's source: `max_script_bytes` with room for its JSON.
     Script,
+    /// A backup archive: streamed to a file, no limit (admins only).
+    Archive,
 }
 
 /// One operation of the admin API: its handler with the handler's `#[utoipa::path]`
@@ -176,6 +179,11 @@ impl Operation {
 
     fn script_body(mut self) -> Operation {
         self.body = BodyLimit::Script;
+        self
+    }
+
+    fn archive_body(mut self) -> Operation {
+        self.body = BodyLimit::Archive;
         self
     }
 }
@@ -256,6 +264,8 @@ pub fn operations() -> Vec<Operation> {
         op!(session::create),
         op!(session::current),
         op!(session::delete),
+        op!(backup::backup),
+        op!(backup::restore).archive_body(),
     ]
 }
 
@@ -289,6 +299,7 @@ pub fn router_with_limits(deps: ManagerDeps, limits: LimitPolicy) -> Router {
         let handler = match op.body {
             BodyLimit::Small => op.handler,
             BodyLimit::Script => op.handler.layer(DefaultBodyLimit::max(deploy_limit)),
+            BodyLimit::Archive => op.handler.layer(DefaultBodyLimit::disable()),
         };
         if r.access == Access::Public {
             public = public.route(&router_path(r.path), handler);

@@ -117,6 +117,16 @@ impl Api {
         self.send(Method::DELETE, self.url(segments), None).await
     }
 
+    /// A request with the token, for the commands that stream a body (`backup`, `restore`).
+    pub fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.http.request(method, url).bearer_auth(&self.token)
+    }
+
+    /// A transport failure, described with the server's URL.
+    pub fn transport(&self, err: &reqwest::Error) -> ApiFailure {
+        transport(&self.base, err)
+    }
+
     async fn send(
         &self,
         method: Method,

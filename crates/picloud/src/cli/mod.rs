@@ -10,6 +10,7 @@
 //! Nothing here prints an error itself: `run` returns it and `main` prints
 //! `error: {err}` and exits 1.
 mod apps; // apps list|create|get|delete
+mod backup; // backup OUT, restore IN: the whole server as one archive
 mod client; // the admin API over HTTP, error bodies -> ApiFailure
 mod data; // kv list|get|delete, blobs list|get|delete
 mod dead_letters; // dead-letters list|show|replay|delete|purge
@@ -104,6 +105,10 @@ pub enum Command {
     Realtime(realtime::RealtimeCommand),
     /// List the cluster's nodes: role, address, heartbeat, load, up or down.
     Nodes,
+    /// Write a backup of the whole server (every app and its data) to an archive file.
+    Backup(backup::BackupArgs),
+    /// Restore a backup archive into this server (refused if it has apps, unless --force).
+    Restore(backup::RestoreArgs),
 }
 
 /// Run one client command against `remote` and print its result to stdout.
@@ -137,6 +142,8 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
         Command::Limits(cmd) => limits::run(&api, cmd, json).await,
         Command::Realtime(cmd) => realtime::run(&api, cmd, json).await,
         Command::Nodes => nodes::run(&api, json).await,
+        Command::Backup(args) => backup::backup(&api, args, json).await,
+        Command::Restore(args) => backup::restore(&api, args, json).await,
         Command::Invoke(_) => Ok(()),
     }
 }

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use picloud::config::TEST_ADMIN_TOKEN;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::common::{TestApp, invocation_id, record_of, record_where, spawn_app_with};
+use crate::common::{TestApp, cli, invocation_id, record_of, record_where, spawn_app_with};
 use testkit::{Backend, on_both_backends};
 
 on_both_backends!(
@@ -312,28 +311,6 @@ async fn requests_over_an_apps_rate_get_429_with_retry_after(db: Backend) {
             "another app is not limited"
         );
     }
-}
-
-/// The real `picloud` binary as a client of `app`, off the runtime.
-async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let url = app.url.clone();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
-            .args(&args)
-            .env("PICLOUD_URL", url)
-            .env("PICLOUD_TOKEN", TEST_ADMIN_TOKEN)
-            .output()
-            .expect("run the picloud CLI");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    })
-    .await
-    .unwrap()
 }
 
 async fn the_cli_sets_shows_and_resets_an_apps_limits(db: Backend) {

@@ -4,6 +4,7 @@ mod common;
 
 mod admin; // the admin API's bad-input table
 mod app_limits; // limits per app and per script: concurrency, rate, operations, time
+mod backup; // backup on one backend, restore on the other; bad archives restore nothing
 mod binary; // the real `picloud` binary and its CLI
 mod caddy; // Caddy in front of two nodes: balancing, health checks, app hosts, SSE, TLS
 mod cluster; // several nodes on one PostgreSQL: changes reach every node

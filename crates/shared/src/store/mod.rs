@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 mod apps;
+mod backup;
 mod blobs;
 mod dead_letters;
 mod error;
@@ -19,6 +20,7 @@ mod tokens;
 mod triggers;
 
 pub use apps::{App, AppRepository};
+pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
 pub use dead_letters::DeadLetterRepository;
 pub use error::StoreError;
@@ -62,6 +64,8 @@ pub struct Store {
     /// HTTP idempotency keys; answers are stored with `outbox.apply_answered`.
     pub idempotency: Arc<dyn IdempotencyRepository>,
     pub realtime: Arc<dyn RealtimeRepository>,
+    /// The whole server's data as one snapshot, and back (docs/backup.md).
+    pub backup: Arc<dyn BackupRepository>,
     pub health: Arc<dyn StoreHealth>,
     /// Tells every node on this database: in-process for SQLite, LISTEN/NOTIFY on
     /// PostgreSQL.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::error::db;
 
 mod apps;
+mod backup;
 mod blobs;
 mod bus;
 mod dead_letters;

@@ -45,6 +45,7 @@ pub(crate) trait AllSql:
     + realtime::RealtimeSql
     + nodes::NodesSql
     + OutboxSql
+    + crate::backup::BackupSql
 {
 }
 
@@ -58,6 +59,7 @@ impl<DB> AllSql for DB where
         + realtime::RealtimeSql
         + nodes::NodesSql
         + OutboxSql
+        + crate::backup::BackupSql
 {
 }
 
@@ -83,7 +85,10 @@ pub(crate) fn store<DB: AllSql>(
             inserted.clone(),
             bus.clone(),
         )),
-        dead_letters: Arc::new(dead_letters::DeadLetters::new(pool.clone(), inserted)),
+        dead_letters: Arc::new(dead_letters::DeadLetters::new(
+            pool.clone(),
+            inserted.clone(),
+        )),
         kv: Arc::new(kv::Kv(pool.clone())),
         blobs: Arc::new(blobs::Blobs(pool.clone())),
         objects: data.objects,
@@ -93,6 +98,13 @@ pub(crate) fn store<DB: AllSql>(
         limits,
         nodes: Arc::new(nodes::Nodes(pool.clone())),
         idempotency: Arc::new(idempotency::Idempotency(pool.clone())),
+        backup: Arc::new(crate::backup::Backup::new(
+            pool.clone(),
+            migrations,
+            data.key_fingerprint,
+            inserted.clone(),
+            bus.clone(),
+        )),
         health: Arc::new(Health {
             pool,
             migrations,
@@ -121,7 +133,7 @@ pub(crate) fn migrator(migrations: Migrations) -> Migrator {
 }
 
 /// The newest migration applied: `/readyz` wants the last one this build embeds.
-const SCHEMA_VERSION: &str =
+pub(crate) const SCHEMA_VERSION: &str =
     "SELECT COALESCE(MAX(version), 0) AS version FROM _sqlx_migrations WHERE success";
 
 struct Health<DB: Db> {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::error::db;
 
 mod apps;
+mod backup;
 mod blobs;
 pub(crate) use blobs::default_blob_dir;
 mod dead_letters;

@@ -436,3 +436,26 @@ impl TestApp {
         self.server = Some(server);
     }
 }
+
+/// The real `picloud` binary as a client of `app`, off the runtime: whether it succeeded,
+/// and its stdout then stderr.
+pub async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let url = app.url.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+            .args(&args)
+            .env("PICLOUD_URL", url)
+            .env("PICLOUD_TOKEN", TEST_ADMIN_TOKEN)
+            .output()
+            .expect("run the picloud CLI");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
