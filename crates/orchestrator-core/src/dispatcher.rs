@@ -741,6 +741,7 @@ mod tests {
             max_attempts: 5,
             scheduled_at: Utc::now(),
             created_at: Utc::now(),
+            lease: None,
         }
     }
 

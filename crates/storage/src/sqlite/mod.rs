@@ -102,6 +102,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "nodes",
         include_str!("../../migrations/sqlite/0011_nodes.sql"),
     ),
+    (
+        "0012_lease_tokens.sql",
+        12,
+        "lease_tokens",
+        include_str!("../../migrations/sqlite/0012_lease_tokens.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;

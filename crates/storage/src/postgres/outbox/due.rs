@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shared::StoreError;
+use shared::{LeaseToken, StoreError};
 use sqlx::postgres::{PgPool, PgRow};
 
 use crate::error::db;
@@ -14,7 +14,7 @@ use crate::outbox::MAX_DELAY;
 const CLAIM: &str = "WITH picked AS (
          SELECT id FROM outbox WHERE NOT parked AND available_at <= now()
          ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-     UPDATE outbox o SET lease_owner = $1,
+     UPDATE outbox o SET lease_owner = $1, lease_token = $4,
          attempt = o.attempt + (CASE WHEN o.lease_owner IS NULL THEN 0 ELSE 1 END),
          lease_expires_at = now() + make_interval(secs => $3),
          available_at = now() + make_interval(secs => $3)
@@ -26,10 +26,11 @@ const CLAIM: &str = "WITH picked AS (
 const NEXT_DUE: &str =
     "SELECT MIN(available_at) AS due, now() AS db_now FROM outbox WHERE NOT parked";
 
-/// Lease up to `limit` due rows to `node`; two nodes never get the same row.
+/// Lease up to `limit` due rows to `node` under `token`; two nodes never get the same row.
 pub(super) async fn claim(
     pool: &PgPool,
     node: &str,
+    token: LeaseToken,
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<PgRow>, StoreError> {
@@ -37,6 +38,7 @@ pub(super) async fn claim(
         .bind(node)
         .bind(i64::from(limit))
         .bind(lease.min(MAX_DELAY).as_secs_f64())
+        .bind(token.0)
         .fetch_all(pool)
         .await
         .map_err(db)
