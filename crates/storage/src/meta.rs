@@ -25,6 +25,9 @@ pub(crate) trait MetaSql: Db {
     const GET: &'static str;
     /// (key, value): insert or replace.
     const SET: &'static str;
+    /// (fingerprint) -> address, heartbeat_at, heartbeat_ms of the registered nodes whose
+    /// secrets key has another fingerprint.
+    const OTHER_KEYS: &'static str;
     /// () -> app, name, nonce, ciphertext of any one stored secret.
     const ONE_SECRET: &'static str;
     /// (secret_hash)
@@ -59,14 +62,19 @@ async fn set<DB: MetaSql>(
     Ok(())
 }
 
-/// Refuse a key that cannot open the stored secrets; record the key's fingerprint.
+/// Refuse a key that cannot open the stored secrets, or that differs from the key of a
+/// running node of the cluster; record the key's fingerprint.
 ///
 /// The fingerprint decides when one is recorded; a database from before fingerprints
 /// tries its key on one stored secret instead. With no secrets stored, any key is fine
-/// and becomes the recorded one.
+/// and becomes the recorded one, unless a node that is up (`nodes`, heartbeat within
+/// `MISSED_HEARTBEATS_DOWN` of its intervals) registered with another: then secrets the
+/// two seal would be garbage to each other, so the newcomer is refused before it records
+/// anything.
 ///
 /// # Errors
-/// `KeyMismatch` (as a backend error) when a stored secret rules the key out.
+/// `KeyMismatch` (as a backend error) when a stored secret rules the key out;
+/// `ClusterKeyMismatch` when a running node uses another key.
 pub(crate) async fn check_secret_key<DB: MetaSql>(
     pool: &Pool<DB>,
     secrets: &SecretBox,
@@ -74,6 +82,23 @@ pub(crate) async fn check_secret_key<DB: MetaSql>(
 ) -> Result<(), StoreError> {
     let mut tx = DB::begin_write(pool).await?;
     let recorded = get::<DB>(&mut tx, KEY_FINGERPRINT).await?;
+    let others = sql::<DB>(DB::OTHER_KEYS)
+        .bind(fingerprint)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let now = crate::now();
+    for row in &others {
+        let beat = row.ts("heartbeat_at")?;
+        let interval = std::time::Duration::from_millis(row.count("heartbeat_ms")?);
+        let down_after = interval.saturating_mul(shared::store::MISSED_HEARTBEATS_DOWN);
+        let down_after = chrono::TimeDelta::from_std(down_after).unwrap_or(chrono::TimeDelta::MAX);
+        if beat.checked_add_signed(down_after).is_none_or(|up_until| up_until >= now) {
+            return Err(StoreError::backend(crate::crypto::ClusterKeyMismatch {
+                address: row.string("address")?,
+            }));
+        }
+    }
     if recorded.as_deref() == Some(fingerprint) {
         return Ok(());
     }
