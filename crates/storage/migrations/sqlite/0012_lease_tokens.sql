@@ -5,3 +5,8 @@
 -- none of its effects are committed. Rows leased before this migration have no token:
 -- their runs cannot commit, and the rows are claimed again when their leases run out.
 ALTER TABLE outbox ADD COLUMN lease_token TEXT;
+
+-- The rows under a claim, live or expired: few (the events in flight), so claims look for
+-- expired leases first at little cost, and a dead node's events are taken over as soon as
+-- their leases end instead of behind a backlog that became due after them.
+CREATE INDEX outbox_leased ON outbox (available_at) WHERE lease_owner IS NOT NULL;

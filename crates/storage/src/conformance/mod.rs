@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             an_idempotency_key_sends_once_per_queue,
             a_delayed_send_is_not_claimable_before_its_time,
             a_claim_leases_rows_until_the_lease_expires_and_counts_the_unfinished_run,
+            an_expired_claim_is_taken_over_before_rows_that_waited_behind_it,
             a_row_that_does_not_decode_becomes_a_dead_letter_and_the_others_run,
             a_done_commit_deletes_the_row_applies_emits_and_records_the_attempt,
             a_retry_bumps_the_attempt_and_the_due_time,

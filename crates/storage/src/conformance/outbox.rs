@@ -336,6 +336,28 @@ pub async fn a_claim_leases_rows_until_the_lease_expires_and_counts_the_unfinish
     );
 }
 
+/// A claim whose lease ran out (its node died) is taken over before rows that became due
+/// while it was leased: a dead node's events do not wait behind a whole backlog.
+pub async fn an_expired_claim_is_taken_over_before_rows_that_waited_behind_it(store: &Store) {
+    setup(store, "shop", &["w"]).await;
+    emit(store, "shop", (1..=5).map(|n| invoke("w", json!(n))).collect()).await;
+    let dead = store
+        .outbox
+        .claim_due("n1", 1, Duration::from_millis(300))
+        .await
+        .expect("claim");
+    assert_eq!(dead.len(), 1);
+    // The other four were due before the lease ends, so they sort before it by due time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = store.outbox.claim_due("n2", 1, LONG).await.expect("claim");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id, dead[0].id, "the expired claim comes first");
+    assert_eq!(next[0].attempt, 2);
+    let rest = claim(store, "n2").await;
+    assert_eq!(rest.len(), 4, "then every other due row");
+    assert!(rest.iter().all(|e| e.id != dead[0].id && e.attempt == 1));
+}
+
 pub async fn a_row_that_does_not_decode_becomes_a_dead_letter_and_the_others_run(store: &Store) {
     setup(store, "shop", &["w"]).await;
     // Deeper than any JSON reader accepts (128 levels): written, but never readable.

@@ -22,12 +22,22 @@ use crate::repo::invocations::InvocationsSql;
 use crate::sql::sql;
 
 /// A row still leased when claimed again had a run that never finished (its process
-/// stopped or hung): that run counts as an attempt.
+/// stopped or hung): that run counts as an attempt. Rows whose lease ran out come first
+/// (through the small `outbox_leased` index), then the others by due time.
 const CLAIM: &str = "UPDATE outbox SET
          attempt = attempt + (CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END),
          lease_owner = ?1, lease_token = ?5, lease_expires_at = ?2, available_at = ?2
-     WHERE id IN (SELECT id FROM outbox WHERE parked = 0 AND available_at <= ?3
-                  ORDER BY available_at LIMIT ?4)
+     WHERE id IN (
+         SELECT id FROM (
+             SELECT id, 0 AS rank, available_at FROM (
+                 SELECT id, available_at FROM outbox
+                 WHERE lease_owner IS NOT NULL AND parked = 0 AND available_at <= ?3
+                 ORDER BY available_at LIMIT ?4)
+             UNION
+             SELECT id, 1 AS rank, available_at FROM (
+                 SELECT id, available_at FROM outbox WHERE parked = 0 AND available_at <= ?3
+                 ORDER BY available_at LIMIT ?4))
+         ORDER BY rank, available_at LIMIT ?4)
      RETURNING id, app, kind, script, trigger_id, source, payload, attempt, max_attempts,
                scheduled_at, created_at";
 /// Retrying, releasing and deleting touch a row only under the token of the claim that ran it.

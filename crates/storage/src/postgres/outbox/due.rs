@@ -11,9 +11,20 @@ use crate::outbox::MAX_DELAY;
 
 /// A row still leased when claimed again had a run that never finished (its process
 /// stopped or hung): that run counts as an attempt.
-const CLAIM: &str = "WITH picked AS (
-         SELECT id FROM outbox WHERE NOT parked AND available_at <= now()
-         ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+///
+/// Rows whose lease ran out come first (`rescued`, through the small `outbox_leased`
+/// index), then the others by due time: a dead node's claims are taken over as soon as
+/// their leases end, not behind a backlog that became due after them.
+const CLAIM: &str = "WITH rescued AS (
+         SELECT id FROM outbox
+         WHERE lease_owner IS NOT NULL AND NOT parked AND available_at <= now()
+         ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+     due AS (
+         SELECT id FROM outbox
+         WHERE NOT parked AND available_at <= now() AND id NOT IN (SELECT id FROM rescued)
+         ORDER BY available_at LIMIT ($2 - (SELECT COUNT(*) FROM rescued))
+         FOR UPDATE SKIP LOCKED),
+     picked AS (SELECT id FROM rescued UNION ALL SELECT id FROM due)
      UPDATE outbox o SET lease_owner = $1, lease_token = $4,
          attempt = o.attempt + (CASE WHEN o.lease_owner IS NULL THEN 0 ELSE 1 END),
          lease_expires_at = now() + make_interval(secs => $3),
