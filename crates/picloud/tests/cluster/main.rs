@@ -9,3 +9,4 @@ mod propagation; // every node serves; a deploy through one node reaches another
 mod reconnect; // a node cut off from PostgreSQL catches up when it reconnects
 mod schedule; // three nodes, one cron trigger: one fire per slot
 mod start; // bad input at start: another secrets key; two managers
+mod throughput; // events/s through one node and through two (printed)
