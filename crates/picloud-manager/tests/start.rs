@@ -22,7 +22,8 @@ fn without_a_postgres_database_url_it_refuses_to_start_and_says_what_to_set() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{url:?}: {stderr}");
         assert!(
-            stderr.contains("needs PostgreSQL") && stderr.contains("PICLOUD_DATABASE_URL=postgres://"),
+            stderr.contains("needs PostgreSQL")
+                && stderr.contains("PICLOUD_DATABASE_URL=postgres://"),
             "{url:?}: {stderr}"
         );
         assert!(!dir.exists(), "nothing was created before the refusal");

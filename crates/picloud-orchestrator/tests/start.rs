@@ -7,7 +7,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_picloud-orchestrator");
 
 #[test]
 fn without_a_postgres_database_url_it_refuses_to_start_and_says_what_to_set() {
-    let dir = std::env::temp_dir().join(format!("picloud-orchestrator-start-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("picloud-orchestrator-start-{}", std::process::id()));
     for url in [None, Some("sqlite://picloud.db"), Some("")] {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
@@ -22,7 +23,8 @@ fn without_a_postgres_database_url_it_refuses_to_start_and_says_what_to_set() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{url:?}: {stderr}");
         assert!(
-            stderr.contains("needs PostgreSQL") && stderr.contains("PICLOUD_DATABASE_URL=postgres://"),
+            stderr.contains("needs PostgreSQL")
+                && stderr.contains("PICLOUD_DATABASE_URL=postgres://"),
             "{url:?}: {stderr}"
         );
         assert!(!dir.exists(), "nothing was created before the refusal");

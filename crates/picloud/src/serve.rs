@@ -530,8 +530,7 @@ impl SecretsKey {
     /// Why the database could not be opened, in the operator's terms.
     fn explain(&self, e: shared::StoreError) -> anyhow::Error {
         let source = std::error::Error::source(&e);
-        if let Some(other) = source.and_then(|s| s.downcast_ref::<storage::ClusterKeyMismatch>())
-        {
+        if let Some(other) = source.and_then(|s| s.downcast_ref::<storage::ClusterKeyMismatch>()) {
             return anyhow::anyhow!(
                 "the secrets key {} is not the key of the running cluster (the node at {} \
                  uses another): copy the cluster's key file to this machine and point \

@@ -93,7 +93,10 @@ pub(crate) async fn check_secret_key<DB: MetaSql>(
         let interval = std::time::Duration::from_millis(row.count("heartbeat_ms")?);
         let down_after = interval.saturating_mul(shared::store::MISSED_HEARTBEATS_DOWN);
         let down_after = chrono::TimeDelta::from_std(down_after).unwrap_or(chrono::TimeDelta::MAX);
-        if beat.checked_add_signed(down_after).is_none_or(|up_until| up_until >= now) {
+        if beat
+            .checked_add_signed(down_after)
+            .is_none_or(|up_until| up_until >= now)
+        {
             return Err(StoreError::backend(crate::crypto::ClusterKeyMismatch {
                 address: row.string("address")?,
             }));

@@ -106,18 +106,26 @@ async fn kill_nine_of_a_node_in_a_burst_loses_nothing_repeats_nothing_and_fails_
         (status_of(&nodes, "node-a").as_deref() == Some("down")).then_some(nodes)
     })
     .await;
-    assert_eq!(status_of(&listed, "node-b").as_deref(), Some("up"), "{listed:?}");
+    assert_eq!(
+        status_of(&listed, "node-b").as_deref(),
+        Some("up"),
+        "{listed:?}"
+    );
     let down_after = killed.elapsed();
 
     // Its claims are taken over when their lease runs out and committed by node b.
-    testkit::eventually("node a's claims are finished by node b", BOUND, async || {
-        let left: i64 = sqlx::query_scalar(STILL_THERE)
-            .bind(&held)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        (left == 0).then_some(())
-    })
+    testkit::eventually(
+        "node a's claims are finished by node b",
+        BOUND,
+        async || {
+            let left: i64 = sqlx::query_scalar(STILL_THERE)
+                .bind(&held)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (left == 0).then_some(())
+        },
+    )
     .await;
     let failover = killed.elapsed();
     println!(

@@ -87,10 +87,7 @@ async fn a_node_cut_off_from_postgres_reloads_the_catalog_and_loses_no_event() {
         cluster.db.url
     );
     let proxy = Proxy::start().await;
-    let through_proxy = cluster
-        .db
-        .url
-        .replace(POSTGRES, &proxy.addr.to_string());
+    let through_proxy = cluster.db.url.replace(POSTGRES, &proxy.addr.to_string());
     let a = cluster.start("node-a", &[]).await;
     let b = cluster
         .start("node-b", &[("PICLOUD_DATABASE_URL", &through_proxy)])
@@ -155,7 +152,10 @@ async fn a_node_cut_off_from_postgres_reloads_the_catalog_and_loses_no_event() {
         "node b served the changes made while it was cut off {:?} after the connection came back",
         restored.elapsed()
     );
-    assert_eq!(b.get("/shop/hello").await, (StatusCode::OK, "v2".to_owned()));
+    assert_eq!(
+        b.get("/shop/hello").await,
+        (StatusCode::OK, "v2".to_owned())
+    );
 
     let events = 1500;
     let done = testkit::eventually("every event is counted", BOUND, async || {

@@ -15,7 +15,10 @@ async fn a_node_with_another_secrets_key_is_refused_at_start_and_told_what_to_do
     let other = cluster.dir.path().join("other.key");
     write_key(&other);
     let (code, stderr) = cluster
-        .refused("node-b", &[("PICLOUD_SECRETS_KEY_FILE", other.to_str().unwrap())])
+        .refused(
+            "node-b",
+            &[("PICLOUD_SECRETS_KEY_FILE", other.to_str().unwrap())],
+        )
         .await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -118,11 +121,20 @@ async fn two_managers_on_one_database_both_serve_the_admin_api() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["id"].as_str().unwrap(), n["role"].as_str().unwrap(), n["status"].as_str().unwrap()))
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap(),
+                    n["role"].as_str().unwrap(),
+                    n["status"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             roles,
-            [("manager-1", "manager", "up"), ("manager-2", "manager", "up")]
+            [
+                ("manager-1", "manager", "up"),
+                ("manager-2", "manager", "up")
+            ]
         );
     }
     stop_one.cancel();

@@ -340,7 +340,12 @@ pub async fn a_claim_leases_rows_until_the_lease_expires_and_counts_the_unfinish
 /// while it was leased: a dead node's events do not wait behind a whole backlog.
 pub async fn an_expired_claim_is_taken_over_before_rows_that_waited_behind_it(store: &Store) {
     setup(store, "shop", &["w"]).await;
-    emit(store, "shop", (1..=5).map(|n| invoke("w", json!(n))).collect()).await;
+    emit(
+        store,
+        "shop",
+        (1..=5).map(|n| invoke("w", json!(n))).collect(),
+    )
+    .await;
     let dead = store
         .outbox
         .claim_due("n1", 1, Duration::from_millis(300))
@@ -650,7 +655,12 @@ pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_clai
     store: &Store,
 ) {
     setup(store, "shop", &["w", "out"]).await;
-    emit(store, "shop", (1..=4).map(|n| invoke("w", json!(n))).collect()).await;
+    emit(
+        store,
+        "shop",
+        (1..=4).map(|n| invoke("w", json!(n))).collect(),
+    )
+    .await;
     let stale = store
         .outbox
         .claim_due("n1", 10, Duration::from_millis(50))
@@ -663,7 +673,10 @@ pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_clai
     assert_eq!(fresh.len(), 4);
     let tokens: HashSet<_> = stale.iter().chain(&fresh).map(|e| e.lease).collect();
     assert_eq!(tokens.len(), 2, "one fresh token per claim: {tokens:?}");
-    assert!(!tokens.contains(&None), "a claimed event carries its claim's token");
+    assert!(
+        !tokens.contains(&None),
+        "a claimed event carries its claim's token"
+    );
 
     let of = |events: &[Event], n: i64| {
         events
@@ -724,7 +737,11 @@ pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_clai
     let mut all: Vec<_> = stale.iter().map(|e| e.id).collect();
     all.sort();
     assert_eq!(lost, all, "every part of the stale claim is refused");
-    assert_eq!(count().await, None, "the stale run's writes were not applied");
+    assert_eq!(
+        count().await,
+        None,
+        "the stale run's writes were not applied"
+    );
     assert_eq!(letters().await, 0, "no dead letter from the stale claim");
     for record in old.iter().filter_map(|c| c.record.as_ref()) {
         let found = store
@@ -734,7 +751,11 @@ pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_clai
             .expect("get");
         assert_eq!(found, None, "no record of a refused run");
     }
-    assert_eq!(pending(store, "shop").await, 4, "nothing finished or emitted");
+    assert_eq!(
+        pending(store, "shop").await,
+        4,
+        "nothing finished or emitted"
+    );
     assert!(
         claim(store, "n2").await.is_empty(),
         "nothing was retried or released: the rows are still the new claim's"
@@ -758,7 +779,10 @@ pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_clai
         .commit("n1", &outcomes(&fresh))
         .await
         .expect("commit");
-    assert!(lost.is_empty(), "the new claim finishes every row: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "the new claim finishes every row: {lost:?}"
+    );
     assert_eq!(count().await, Some(json!(1)));
     assert_eq!(letters().await, 1);
     assert_eq!(

@@ -20,7 +20,8 @@ use crate::repo::invocations::InvocationsSql;
 
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
 /// Each statement touches a row only under the token of the claim that ran it.
-const DELETE_HELD: &str = "DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
+const DELETE_HELD: &str =
+    "DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
      WHERE o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $3
      RETURNING o.id";
 const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available_at = t.at,
