@@ -170,3 +170,92 @@ pub(crate) async fn install_bootstrap<DB: MetaSql>(
     tx.commit().await.map_err(db)?;
     Ok(Bootstrap::Installed { revoked })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use shared::store::NodeInfo;
+
+    use crate::crypto::{self, ClusterKeyMismatch};
+    use crate::testing::TestUrl;
+    use crate::{StoreOptions, connect_with};
+
+    fn options(dir: &std::path::Path, key: [u8; crypto::KEY_LEN]) -> StoreOptions {
+        StoreOptions {
+            blob_dir: dir.join("blobs"),
+            s3: None,
+            secret_key: key,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down_on_sqlite() {
+        let db = TestUrl::sqlite();
+        a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(&db.url).await;
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down_on_postgres() {
+        let db = TestUrl::postgres().await;
+        a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(&db.url).await;
+        db.close().await;
+    }
+
+    /// With no secrets stored, only the nodes that are up tell a wrong key: the newcomer
+    /// is refused while one runs with another key, and nothing of it is recorded.
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(url: &str) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (ours, theirs) = (crypto::random_key(), crypto::random_key());
+        let store = connect_with(url, options(dir.path(), ours))
+            .await
+            .expect("connect");
+        let node = |beat: chrono::DateTime<Utc>| NodeInfo {
+            id: "node-a".into(),
+            role: "all".into(),
+            address: "http://127.0.0.1:9".into(),
+            version: "1".into(),
+            key_fingerprint: crypto::key_fingerprint(&ours),
+            started_at: beat,
+            heartbeat_at: beat,
+            heartbeat_interval: Duration::from_secs(5),
+            in_flight: 0,
+            queue_depth: 0,
+        };
+        let now = Utc::now();
+        let forget = now - chrono::Duration::days(2);
+        store
+            .nodes
+            .register(&node(now), forget)
+            .await
+            .expect("register");
+
+        let refused = connect_with(url, options(dir.path(), theirs))
+            .await
+            .err()
+            .expect("another key is refused while node-a runs");
+        let mismatch = std::error::Error::source(&refused)
+            .and_then(|s| s.downcast_ref::<ClusterKeyMismatch>())
+            .expect("a cluster key mismatch");
+        assert_eq!(mismatch.address, "http://127.0.0.1:9");
+        let same = connect_with(url, options(dir.path(), ours))
+            .await
+            .expect("the cluster's key is fine");
+        same.health.close().await;
+
+        // Silent for three of its intervals: down, and no longer a reason to refuse.
+        let long_ago = now - chrono::Duration::seconds(60);
+        store
+            .nodes
+            .register(&node(long_ago), forget)
+            .await
+            .expect("register");
+        let other = connect_with(url, options(dir.path(), theirs))
+            .await
+            .expect("no node that is up has another key");
+        other.health.close().await;
+        store.health.close().await;
+    }
+}
