@@ -613,6 +613,7 @@ async fn an_event_input_is_seen_as_the_event_map(h: Harness) {
         scheduled_at: now,
         created_at: now,
         lease: None,
+        trace: None,
     };
     let e = h.execute("consumer", InvocationInput::Event(event)).await;
     assert_eq!(

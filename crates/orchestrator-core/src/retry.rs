@@ -72,6 +72,7 @@ mod tests {
             scheduled_at: Utc::now(),
             created_at: Utc::now(),
             lease: None,
+            trace: None,
         }
     }
 

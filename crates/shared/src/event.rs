@@ -78,6 +78,11 @@ pub struct Event {
     /// was not claimed. Never shown to a handler.
     #[serde(skip)]
     pub lease: Option<LeaseToken>,
+    /// The W3C `traceparent` of the span that emitted it (docs/tracing.md): its handler's
+    /// span is a child of that one. `None` for rows written before tracing or by the
+    /// platform itself (cron, the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The token of one claim of an outbox row. Every claim stamps each row it takes with a
@@ -176,6 +181,9 @@ pub struct Effects {
     pub kv: Vec<KvWrite>,
     pub blobs: Vec<BlobWrite>,
     pub emitted: Vec<Emit>,
+    /// The W3C `traceparent` of the run that made these effects; every event it emitted
+    /// carries it in its outbox row (`Event::trace`).
+    pub trace: Option<String>,
 }
 
 impl Effects {

@@ -217,5 +217,6 @@ fn callee_event(cx: &Current, script: &ScriptName, payload: serde_json::Value) -
         scheduled_at: now,
         created_at: now,
         lease: None,
+        trace: None,
     }
 }

@@ -41,6 +41,7 @@ pub(crate) fn row_to_event(row: &impl Cols) -> Result<Event, StoreError> {
         created_at: row.ts("created_at")?,
         // Set by the claim that read the row.
         lease: None,
+        trace: row.opt_string("trace_context")?,
     })
 }
 

@@ -108,6 +108,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "lease_tokens",
         include_str!("../../migrations/sqlite/0012_lease_tokens.sql"),
     ),
+    (
+        "0013_traces.sql",
+        13,
+        "traces",
+        include_str!("../../migrations/sqlite/0013_traces.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
