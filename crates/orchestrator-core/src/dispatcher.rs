@@ -770,6 +770,7 @@ mod tests {
             max_attempts: 5,
             scheduled_at: Utc::now(),
             created_at: Utc::now(),
+            lease: None,
             trace: None,
         }
     }

@@ -141,6 +141,7 @@ pub async fn start_role(
     shutdown: CancellationToken,
     role: Role,
 ) -> anyhow::Result<Server> {
+    check_cluster_database(&config, role)?;
     config
         .executor_limits()
         .validate()
@@ -494,6 +495,33 @@ async fn start_node(
     Ok((executor, orchestrator))
 }
 
+/// Cluster roles share one database between processes and machines: only PostgreSQL can
+/// be shared that way, so anything else is refused before anything is opened.
+fn check_cluster_database(config: &Config, role: Role) -> anyhow::Result<()> {
+    if role == Role::All {
+        return Ok(());
+    }
+    let url = config.database_url();
+    if storage::backend_of(&url) == Ok(storage::Backend::Postgres) {
+        return Ok(());
+    }
+    let set = config
+        .database_url
+        .as_deref()
+        .is_some_and(|url| !url.trim().is_empty());
+    let given = if set {
+        "PICLOUD_DATABASE_URL does not name a PostgreSQL database"
+    } else {
+        "PICLOUD_DATABASE_URL is not set"
+    };
+    anyhow::bail!(
+        "the `{}` role runs in a cluster and needs PostgreSQL, but {given}: set \
+         PICLOUD_DATABASE_URL=postgres://user:password@host/database (the same database on \
+         every node), or run `picloud serve` for a single server on SQLite",
+        role.name()
+    )
+}
+
 /// The key that seals app secrets: read from its file, or made new when there is none.
 /// A new key is written only after the database has accepted it, so a lost key file with
 /// secrets still stored is refused at start instead of being replaced.
@@ -523,8 +551,17 @@ impl SecretsKey {
 
     /// Why the database could not be opened, in the operator's terms.
     fn explain(&self, e: shared::StoreError) -> anyhow::Error {
-        let mismatch = std::error::Error::source(&e)
-            .is_some_and(|s| s.downcast_ref::<storage::KeyMismatch>().is_some());
+        let source = std::error::Error::source(&e);
+        if let Some(other) = source.and_then(|s| s.downcast_ref::<storage::ClusterKeyMismatch>()) {
+            return anyhow::anyhow!(
+                "the secrets key {} is not the key of the running cluster (the node at {} \
+                 uses another): copy the cluster's key file to this machine and point \
+                 PICLOUD_SECRETS_KEY_FILE at it (every node must use the same key)",
+                self.file.display(),
+                other.address
+            );
+        }
+        let mismatch = source.is_some_and(|s| s.downcast_ref::<storage::KeyMismatch>().is_some());
         match (mismatch, self.new) {
             (true, true) => anyhow::anyhow!(
                 "the secrets key file {} is missing, but the database holds secrets sealed \

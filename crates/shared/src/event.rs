@@ -74,11 +74,36 @@ pub struct Event {
     /// When the event first became due (a delayed send's due time, a cron slot).
     pub scheduled_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The claim this run holds (`OutboxRepository::claim_due`); `None` for an event that
+    /// was not claimed. Never shown to a handler.
+    #[serde(skip)]
+    pub lease: Option<LeaseToken>,
     /// The W3C `traceparent` of the span that emitted it (docs/tracing.md): its handler's
     /// span is a child of that one. `None` for rows written before tracing or by the
     /// platform itself (cron, the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+}
+
+/// The token of one claim of an outbox row. Every claim stamps each row it takes with a
+/// fresh random token, and finishing, retrying, releasing or dead-lettering the row needs
+/// it: a run whose row was claimed again after its lease ran out holds a stale token, so
+/// nothing of that run is committed, even when the new claim comes from the same node id
+/// (a node restarted with a fixed `PICLOUD_NODE_ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(pub uuid::Uuid);
+
+impl LeaseToken {
+    /// A new random token (UUID v4: unguessable, unlike the time-ordered ids).
+    pub fn new() -> Self {
+        LeaseToken(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for LeaseToken {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// An email as `email::send` takes it, after validation.

@@ -25,7 +25,9 @@ pub mod store; // repository traits + StoreError
 pub use bus::{Channel, Heard, LocalBus, NotificationBus};
 pub use catalog::{Catalog, CatalogChange, CatalogListener};
 pub use error_code::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{BlobWrite, DeadLetter, Effects, EmailMessage, Emit, Event, EventKind, KvWrite};
+pub use event::{
+    BlobWrite, DeadLetter, Effects, EmailMessage, Emit, Event, EventKind, KvWrite, LeaseToken,
+};
 pub use executor::{CompileError, ExecError, ExecutorClient, ScriptChecker};
 pub use ids::{
     AppName, ChannelName, DeadLetterId, EventId, InvalidName, InvocationId, RESERVED_APP_NAMES,

@@ -187,6 +187,18 @@ pub fn key_fingerprint(key: &[u8; KEY_LEN]) -> String {
 )]
 pub struct KeyMismatch;
 
+/// A running node of the cluster uses another secrets key than the one this server was
+/// given: secrets sealed by one would be garbage to the other.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the secrets key differs from the key of the running node at {address}: every node of a \
+     cluster must use the same key file"
+)]
+pub struct ClusterKeyMismatch {
+    /// The advertised address of a running node with another key.
+    pub address: String,
+}
+
 fn read_key(path: &Path) -> io::Result<[u8; KEY_LEN]> {
     let file = std::fs::File::open(path)?;
     let mut raw = Vec::with_capacity(KEY_LEN + 1);

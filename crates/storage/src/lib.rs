@@ -37,7 +37,9 @@ mod sql; // statements and rows without naming the backend
 mod sqlite; // SQLite's SQL
 mod token_scope; // a token's app list as stored: comma-separated names
 
-pub use crypto::{KeyMismatch, load_or_create_key, read_key_file, write_key_file};
+pub use crypto::{
+    ClusterKeyMismatch, KeyMismatch, load_or_create_key, read_key_file, write_key_file,
+};
 pub use objects::{LocalObjects, S3Objects, S3Options};
 #[cfg(feature = "conformance")]
 pub(crate) use outbox::UNREADABLE_EVENT;

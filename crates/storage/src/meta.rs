@@ -25,6 +25,9 @@ pub(crate) trait MetaSql: Db {
     const GET: &'static str;
     /// (key, value): insert or replace.
     const SET: &'static str;
+    /// (fingerprint) -> address, heartbeat_at, heartbeat_ms of the registered nodes whose
+    /// secrets key has another fingerprint.
+    const OTHER_KEYS: &'static str;
     /// () -> app, name, nonce, ciphertext of any one stored secret.
     const ONE_SECRET: &'static str;
     /// (secret_hash)
@@ -59,14 +62,19 @@ async fn set<DB: MetaSql>(
     Ok(())
 }
 
-/// Refuse a key that cannot open the stored secrets; record the key's fingerprint.
+/// Refuse a key that cannot open the stored secrets, or that differs from the key of a
+/// running node of the cluster; record the key's fingerprint.
 ///
 /// The fingerprint decides when one is recorded; a database from before fingerprints
 /// tries its key on one stored secret instead. With no secrets stored, any key is fine
-/// and becomes the recorded one.
+/// and becomes the recorded one, unless a node that is up (`nodes`, heartbeat within
+/// `MISSED_HEARTBEATS_DOWN` of its intervals) registered with another: then secrets the
+/// two seal would be garbage to each other, so the newcomer is refused before it records
+/// anything.
 ///
 /// # Errors
-/// `KeyMismatch` (as a backend error) when a stored secret rules the key out.
+/// `KeyMismatch` (as a backend error) when a stored secret rules the key out;
+/// `ClusterKeyMismatch` when a running node uses another key.
 pub(crate) async fn check_secret_key<DB: MetaSql>(
     pool: &Pool<DB>,
     secrets: &SecretBox,
@@ -74,6 +82,26 @@ pub(crate) async fn check_secret_key<DB: MetaSql>(
 ) -> Result<(), StoreError> {
     let mut tx = DB::begin_write(pool).await?;
     let recorded = get::<DB>(&mut tx, KEY_FINGERPRINT).await?;
+    let others = sql::<DB>(DB::OTHER_KEYS)
+        .bind(fingerprint)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let now = crate::now();
+    for row in &others {
+        let beat = row.ts("heartbeat_at")?;
+        let interval = std::time::Duration::from_millis(row.count("heartbeat_ms")?);
+        let down_after = interval.saturating_mul(shared::store::MISSED_HEARTBEATS_DOWN);
+        let down_after = chrono::TimeDelta::from_std(down_after).unwrap_or(chrono::TimeDelta::MAX);
+        if beat
+            .checked_add_signed(down_after)
+            .is_none_or(|up_until| up_until >= now)
+        {
+            return Err(StoreError::backend(crate::crypto::ClusterKeyMismatch {
+                address: row.string("address")?,
+            }));
+        }
+    }
     if recorded.as_deref() == Some(fingerprint) {
         return Ok(());
     }
@@ -141,4 +169,93 @@ pub(crate) async fn install_bootstrap<DB: MetaSql>(
     set::<DB>(&mut tx, BOOTSTRAP_TOKEN, secret_hash).await?;
     tx.commit().await.map_err(db)?;
     Ok(Bootstrap::Installed { revoked })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use shared::store::NodeInfo;
+
+    use crate::crypto::{self, ClusterKeyMismatch};
+    use crate::testing::TestUrl;
+    use crate::{StoreOptions, connect_with};
+
+    fn options(dir: &std::path::Path, key: [u8; crypto::KEY_LEN]) -> StoreOptions {
+        StoreOptions {
+            blob_dir: dir.join("blobs"),
+            s3: None,
+            secret_key: key,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down_on_sqlite() {
+        let db = TestUrl::sqlite();
+        a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(&db.url).await;
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down_on_postgres() {
+        let db = TestUrl::postgres().await;
+        a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(&db.url).await;
+        db.close().await;
+    }
+
+    /// With no secrets stored, only the nodes that are up tell a wrong key: the newcomer
+    /// is refused while one runs with another key, and nothing of it is recorded.
+    async fn a_key_other_than_a_running_nodes_is_refused_until_that_node_is_down(url: &str) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (ours, theirs) = (crypto::random_key(), crypto::random_key());
+        let store = connect_with(url, options(dir.path(), ours))
+            .await
+            .expect("connect");
+        let node = |beat: chrono::DateTime<Utc>| NodeInfo {
+            id: "node-a".into(),
+            role: "all".into(),
+            address: "http://127.0.0.1:9".into(),
+            version: "1".into(),
+            key_fingerprint: crypto::key_fingerprint(&ours),
+            started_at: beat,
+            heartbeat_at: beat,
+            heartbeat_interval: Duration::from_secs(5),
+            in_flight: 0,
+            queue_depth: 0,
+        };
+        let now = Utc::now();
+        let forget = now - chrono::Duration::days(2);
+        store
+            .nodes
+            .register(&node(now), forget)
+            .await
+            .expect("register");
+
+        let refused = connect_with(url, options(dir.path(), theirs))
+            .await
+            .err()
+            .expect("another key is refused while node-a runs");
+        let mismatch = std::error::Error::source(&refused)
+            .and_then(|s| s.downcast_ref::<ClusterKeyMismatch>())
+            .expect("a cluster key mismatch");
+        assert_eq!(mismatch.address, "http://127.0.0.1:9");
+        let same = connect_with(url, options(dir.path(), ours))
+            .await
+            .expect("the cluster's key is fine");
+        same.health.close().await;
+
+        // Silent for three of its intervals: down, and no longer a reason to refuse.
+        let long_ago = now - chrono::Duration::seconds(60);
+        store
+            .nodes
+            .register(&node(long_ago), forget)
+            .await
+            .expect("register");
+        let other = connect_with(url, options(dir.path(), theirs))
+            .await
+            .expect("no node that is up has another key");
+        other.health.close().await;
+        store.health.close().await;
+    }
 }

@@ -216,6 +216,7 @@ fn callee_event(cx: &Current, script: &ScriptName, payload: serde_json::Value) -
         max_attempts: 1,
         scheduled_at: now,
         created_at: now,
+        lease: None,
         trace: None,
     }
 }

@@ -35,9 +35,11 @@ pub enum EventOutcome {
 
 #[async_trait]
 pub trait OutboxRepository: Send + Sync {
-    /// Claim up to `limit` due rows (available_at <= now, no live lease), oldest due first,
-    /// and lease them to `node` for `lease`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two
-    /// nodes never claim the same row; an expired lease can be claimed again by anyone.
+    /// Claim up to `limit` due rows (available_at <= now, no live lease): rows whose lease
+    /// ran out first, then the others oldest due first. They are leased to `node` for
+    /// `lease`, each stamped with this claim's fresh token (`Event::lease`). PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row; an expired lease
+    /// can be claimed again by anyone.
     async fn claim_due(
         &self,
         node: &str,
@@ -46,8 +48,9 @@ pub trait OutboxRepository: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 
     /// Commit a batch of finished events in ONE transaction (group commit). Each event's
-    /// part is all-or-nothing and happens only if `node` still holds its lease; the ids of
-    /// events whose lease was lost (and so were skipped) are returned.
+    /// part is all-or-nothing and happens only if its row is still held by `node` under
+    /// the event's lease token (a row claimed again since, by any node, is not); the ids
+    /// of events whose lease was lost (and so were skipped) are returned.
     async fn commit(&self, node: &str, batch: &[EventCommit]) -> Result<Vec<EventId>, StoreError>;
 
     /// Apply a sync run's effects (KV, blobs, emitted events) in one transaction, to

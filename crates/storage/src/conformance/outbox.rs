@@ -337,6 +337,33 @@ pub async fn a_claim_leases_rows_until_the_lease_expires_and_counts_the_unfinish
     );
 }
 
+/// A claim whose lease ran out (its node died) is taken over before rows that became due
+/// while it was leased: a dead node's events do not wait behind a whole backlog.
+pub async fn an_expired_claim_is_taken_over_before_rows_that_waited_behind_it(store: &Store) {
+    setup(store, "shop", &["w"]).await;
+    emit(
+        store,
+        "shop",
+        (1..=5).map(|n| invoke("w", json!(n))).collect(),
+    )
+    .await;
+    let dead = store
+        .outbox
+        .claim_due("n1", 1, Duration::from_millis(300))
+        .await
+        .expect("claim");
+    assert_eq!(dead.len(), 1);
+    // The other four were due before the lease ends, so they sort before it by due time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = store.outbox.claim_due("n2", 1, LONG).await.expect("claim");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id, dead[0].id, "the expired claim comes first");
+    assert_eq!(next[0].attempt, 2);
+    let rest = claim(store, "n2").await;
+    assert_eq!(rest.len(), 4, "then every other due row");
+    assert!(rest.iter().all(|e| e.id != dead[0].id && e.attempt == 1));
+}
+
 pub async fn a_row_that_does_not_decode_becomes_a_dead_letter_and_the_others_run(store: &Store) {
     setup(store, "shop", &["w"]).await;
     // Deeper than any JSON reader accepts (128 levels): written, but never readable.
@@ -618,6 +645,152 @@ pub async fn a_commit_with_a_lost_lease_skips_only_that_event(store: &Store) {
         .await
         .expect("commit");
     assert!(lost.is_empty(), "the new holder still commits");
+}
+
+/// Leases are per claim, not per node: a run whose row was claimed again after its lease
+/// ran out (its node hung or lost the database, or was restarted under the same
+/// `PICLOUD_NODE_ID`) cannot finish, retry, release or dead-letter the row, even when the
+/// new claim came from the same node id; nothing of that run is committed. Only the new
+/// claim finishes the rows.
+pub async fn a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_claimed_again(
+    store: &Store,
+) {
+    setup(store, "shop", &["w", "out"]).await;
+    emit(
+        store,
+        "shop",
+        (1..=4).map(|n| invoke("w", json!(n))).collect(),
+    )
+    .await;
+    let stale = store
+        .outbox
+        .claim_due("n1", 10, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    assert_eq!(stale.len(), 4);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The same node id claims them again, as a node restarted with a fixed id would.
+    let fresh = claim(store, "n1").await;
+    assert_eq!(fresh.len(), 4);
+    let tokens: HashSet<_> = stale.iter().chain(&fresh).map(|e| e.lease).collect();
+    assert_eq!(tokens.len(), 2, "one fresh token per claim: {tokens:?}");
+    assert!(
+        !tokens.contains(&None),
+        "a claimed event carries its claim's token"
+    );
+
+    let of = |events: &[Event], n: i64| {
+        events
+            .iter()
+            .find(|e| e.payload == json!(n))
+            .cloned()
+            .expect("the event")
+    };
+    let effects = |e: &Event| Effects {
+        kv: vec![KvWrite::Incr {
+            key: "count".into(),
+            by: 1,
+        }],
+        emitted: vec![invoke("out", e.payload.clone())],
+        ..Effects::default()
+    };
+    // Done, retry, release and dead: every way a run can end.
+    let outcomes = |events: &[Event]| {
+        let (one, two, three, four) = (of(events, 1), of(events, 2), of(events, 3), of(events, 4));
+        vec![
+            done(&one, effects(&one)),
+            EventCommit {
+                outcome: EventOutcome::Retry {
+                    at: Utc::now(),
+                    error: "boom".into(),
+                },
+                record: Some(record_of(&two, InvocationStatus::Error)),
+                event: two,
+            },
+            EventCommit {
+                event: three,
+                outcome: EventOutcome::Release { at: Utc::now() },
+                record: None,
+            },
+            dead(&four, "gave up"),
+        ]
+    };
+    let count = async || {
+        store
+            .kv
+            .get(&app("shop"), "count")
+            .await
+            .expect("kv get")
+            .map(|e| e.value)
+    };
+    let letters = async || {
+        store
+            .dead_letters
+            .list(&app("shop"), None, 10)
+            .await
+            .expect("dead letters")
+            .len()
+    };
+
+    let old = outcomes(&stale);
+    let mut lost = store.outbox.commit("n1", &old).await.expect("commit");
+    lost.sort();
+    let mut all: Vec<_> = stale.iter().map(|e| e.id).collect();
+    all.sort();
+    assert_eq!(lost, all, "every part of the stale claim is refused");
+    assert_eq!(
+        count().await,
+        None,
+        "the stale run's writes were not applied"
+    );
+    assert_eq!(letters().await, 0, "no dead letter from the stale claim");
+    for record in old.iter().filter_map(|c| c.record.as_ref()) {
+        let found = store
+            .invocations
+            .get(&app("shop"), record.id)
+            .await
+            .expect("get");
+        assert_eq!(found, None, "no record of a refused run");
+    }
+    assert_eq!(
+        pending(store, "shop").await,
+        4,
+        "nothing finished or emitted"
+    );
+    assert!(
+        claim(store, "n2").await.is_empty(),
+        "nothing was retried or released: the rows are still the new claim's"
+    );
+
+    // An event that no claim handed out holds nothing either.
+    let unclaimed = Event {
+        lease: None,
+        ..of(&fresh, 1)
+    };
+    let lost = store
+        .outbox
+        .commit("n1", &[done(&unclaimed, effects(&unclaimed))])
+        .await
+        .expect("commit");
+    assert_eq!(lost, [unclaimed.id]);
+    assert_eq!(count().await, None);
+
+    let lost = store
+        .outbox
+        .commit("n1", &outcomes(&fresh))
+        .await
+        .expect("commit");
+    assert!(
+        lost.is_empty(),
+        "the new claim finishes every row: {lost:?}"
+    );
+    assert_eq!(count().await, Some(json!(1)));
+    assert_eq!(letters().await, 1);
+    assert_eq!(
+        pending(store, "shop").await,
+        3,
+        "the retried and the released rows, and the done run's emit"
+    );
 }
 
 pub async fn an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits(store: &Store) {

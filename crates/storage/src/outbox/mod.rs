@@ -3,8 +3,10 @@
 //!
 //! What must stay true:
 //! - a finished event's row is deleted in the same transaction as its storage effects and
-//!   its invocation record, and only while `node` still holds its lease: that is what makes
-//!   storage effects exactly-once per event;
+//!   its invocation record, and only while the run's claim still holds the row: the row's
+//!   lease token is the one that claim stamped on it (`Event::lease`). That is what makes
+//!   storage effects exactly-once per event: a run whose row was claimed again after its
+//!   lease ran out (by any node, its own node id included) commits nothing;
 //! - emitted events become rows inside the transaction that commits the run's writes,
 //!   routed by the app's triggers as they are at that moment (`plan`): a topic reaches
 //!   every subscriber, a queue message its consumer or, without one, waits parked; a
@@ -18,8 +20,9 @@
 //!   recursion stop), one `dead_letter` event per dead-letter trigger of its app;
 //! - one event whose KV or blob writes cannot be applied is retried on its own, or dead at
 //!   its last attempt (`effects`), and never aborts the rest of its batch;
-//! - a claim moves `available_at` to the end of the lease, so a leased row is not due and
-//!   an expired lease makes it due again; a claimed row that does not decode becomes a
+//! - a claim stamps each row it takes with a fresh lease token and moves `available_at` to
+//!   the end of the lease, so a leased row is not due and an expired lease makes it due
+//!   again; a claimed row that does not decode becomes a
 //!   dead letter that can be read and says why (`row`), and never stalls the claim.
 //!
 //! The rules live here. A backend supplies its statements and the four things it does its
@@ -33,7 +36,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::bus::{Channel, Heard, NotificationBus};
 use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository};
-use shared::{AppName, Effects, Event, EventId, StoreError};
+use shared::{AppName, Effects, Event, EventId, LeaseToken, StoreError};
 use sqlx::Pool;
 use tokio::sync::Notify;
 
@@ -89,7 +92,7 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql + IdempotencySql {
     const DEAD_LETTER_TRIGGERS: &'static str;
     /// (app, queue, key, created_at): remember an idempotency key; no row if it was there.
     const INSERT_KEY: &'static str;
-    /// (id, node): delete a row `node` holds.
+    /// (id, node, token): delete a row `node` holds under the claim `token`.
     const DELETE_HELD: &'static str;
     /// (app) -> n: the app's rows.
     const PENDING: &'static str;
@@ -101,16 +104,19 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql + IdempotencySql {
     /// (app, id, topic, payload, created_at)
     const INSERT_REALTIME: &'static str;
 
-    /// Lease up to `limit` due rows to `node` for `lease`; the claimed rows, with the
-    /// columns `row::row_to_event` reads.
+    /// Lease up to `limit` due rows to `node` for `lease`, stamping each with `token`; the
+    /// claimed rows, with the columns `row::row_to_event` reads.
     fn claim(
         pool: &Pool<Self>,
         node: &str,
+        token: LeaseToken,
         limit: u32,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
 
-    /// Every part of `batch`, on the caller's transaction; what it did goes into `acc`.
+    /// Every part of `batch`, on the caller's transaction; what it did goes into `acc`. A
+    /// part is done only if its row is still held by `node` under the part's
+    /// `event.lease`; an event without a lease is never held.
     fn commit_batch<'a>(
         conn: &'a mut Self::Connection,
         node: &'a str,
@@ -220,13 +226,14 @@ impl<DB: OutboxSql> Outbox<DB> {
     /// Turn a claimed row that does not decode into a dead letter that can be read. Best
     /// effort: failing here must not fail the claim of the good rows; the row is claimed
     /// (and dead-lettered) again after its lease.
-    async fn dead_letter_unreadable(&self, row: &DB::Row, node: &str) {
+    async fn dead_letter_unreadable(&self, row: &DB::Row, node: &str, token: LeaseToken) {
         let result = async {
             let (id, letter) = row::salvage(row, now())?;
             let mut tx = DB::begin_write(&self.pool).await?;
             let deleted = sql::<DB>(DB::DELETE_HELD)
                 .bind(id.0)
                 .bind(node)
+                .bind(token.0)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -272,16 +279,21 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<Event>, StoreError> {
-        let rows = DB::claim(&self.pool, node, limit, lease).await?;
+        // Fresh for every claim: only this claim's runs can finish the rows it takes.
+        let token = LeaseToken::new();
+        let rows = DB::claim(&self.pool, node, token, limit, lease).await?;
         // One row that does not decode must not stall every claim: it becomes a dead
         // letter, the others run.
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             match row::row_to_event(row) {
-                Ok(event) => events.push(event),
+                Ok(event) => events.push(Event {
+                    lease: Some(token),
+                    ..event
+                }),
                 Err(error) => {
                     tracing::error!(%error, "an outbox row that does not decode is dead-lettered");
-                    self.dead_letter_unreadable(row, node).await;
+                    self.dead_letter_unreadable(row, node, token).await;
                 }
             }
         }

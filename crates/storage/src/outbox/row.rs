@@ -39,6 +39,8 @@ pub(crate) fn row_to_event(row: &impl Cols) -> Result<Event, StoreError> {
         max_attempts: row.attempts("max_attempts")?,
         scheduled_at: row.ts("scheduled_at")?,
         created_at: row.ts("created_at")?,
+        // Set by the claim that read the row.
+        lease: None,
         trace: row.opt_string("trace_context")?,
     })
 }

@@ -104,6 +104,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_nodes.sql"),
     ),
     (
+        "0012_lease_tokens.sql",
+        12,
+        "lease_tokens",
+        include_str!("../../migrations/sqlite/0012_lease_tokens.sql"),
+    ),
+    (
         "0013_traces.sql",
         13,
         "traces",

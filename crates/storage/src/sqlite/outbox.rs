@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shared::StoreError;
 use shared::store::{EventCommit, EventOutcome};
+use shared::{LeaseToken, StoreError};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Pool, Sqlite};
 
@@ -22,22 +22,33 @@ use crate::repo::invocations::InvocationsSql;
 use crate::sql::sql;
 
 /// A row still leased when claimed again had a run that never finished (its process
-/// stopped or hung): that run counts as an attempt.
+/// stopped or hung): that run counts as an attempt. Rows whose lease ran out come first
+/// (through the small `outbox_leased` index), then the others by due time.
 const CLAIM: &str = "UPDATE outbox SET
          attempt = attempt + (CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END),
-         lease_owner = ?1, lease_expires_at = ?2, available_at = ?2
-     WHERE id IN (SELECT id FROM outbox WHERE parked = 0 AND available_at <= ?3
-                  ORDER BY available_at LIMIT ?4)
+         lease_owner = ?1, lease_token = ?5, lease_expires_at = ?2, available_at = ?2
+     WHERE id IN (
+         SELECT id FROM (
+             SELECT id, 0 AS rank, available_at FROM (
+                 SELECT id, available_at FROM outbox
+                 WHERE lease_owner IS NOT NULL AND parked = 0 AND available_at <= ?3
+                 ORDER BY available_at LIMIT ?4)
+             UNION
+             SELECT id, 1 AS rank, available_at FROM (
+                 SELECT id, available_at FROM outbox WHERE parked = 0 AND available_at <= ?3
+                 ORDER BY available_at LIMIT ?4))
+         ORDER BY rank, available_at LIMIT ?4)
      RETURNING id, app, kind, script, trigger_id, source, payload, attempt, max_attempts,
                scheduled_at, created_at,
                trace_context";
+/// Retrying, releasing and deleting touch a row only under the token of the claim that ran it.
 const RETRY_HELD: &str = "UPDATE outbox SET attempt = attempt + 1, available_at = ?1,
-         last_error = ?2, lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = ?3 AND lease_owner = ?4";
+         last_error = ?2, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+     WHERE id = ?3 AND lease_owner = ?4 AND lease_token = ?5";
 /// Puts back a row that did not run; its attempt counter does not move.
 const RELEASE_HELD: &str = "UPDATE outbox SET available_at = ?1, lease_owner = NULL,
-         lease_expires_at = NULL
-     WHERE id = ?2 AND lease_owner = ?3";
+         lease_token = NULL, lease_expires_at = NULL
+     WHERE id = ?2 AND lease_owner = ?3 AND lease_token = ?4";
 const INSERT_ROW: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
          attempt, max_attempts, parked, available_at, scheduled_at, created_at, trace_context)
      VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)";
@@ -59,7 +70,8 @@ impl OutboxSql for Sqlite {
      WHERE app = ?1 AND kind = 'dead_letter' ORDER BY created_at, id";
     const INSERT_KEY: &'static str = "INSERT INTO idempotency_keys (app, queue, key, created_at)
      VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING";
-    const DELETE_HELD: &'static str = "DELETE FROM outbox WHERE id = ? AND lease_owner = ?";
+    const DELETE_HELD: &'static str =
+        "DELETE FROM outbox WHERE id = ? AND lease_owner = ? AND lease_token = ?";
     const PENDING: &'static str = "SELECT COUNT(*) AS n FROM outbox WHERE app = ?";
     const TOPIC_EXPOSED: &'static str =
         "SELECT 1 FROM realtime_topics WHERE app = ?1 AND topic = ?2";
@@ -74,6 +86,7 @@ impl OutboxSql for Sqlite {
     async fn claim(
         pool: &Pool<Sqlite>,
         node: &str,
+        token: LeaseToken,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<SqliteRow>, StoreError> {
@@ -84,6 +97,7 @@ impl OutboxSql for Sqlite {
             .bind(ts(after(now, lease)))
             .bind(ts(now))
             .bind(i64::from(limit))
+            .bind(token.0.to_string())
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
@@ -259,10 +273,14 @@ impl Commit<'_> {
         c: &EventCommit,
     ) -> Result<Part, StoreError> {
         let (id, node, now) = (c.event.id.0, self.node, self.now);
+        // Not from a claim: it holds no row.
+        let Some(token) = c.event.lease else {
+            return Ok(Part::Lost);
+        };
         let mut stale = Vec::new();
         let held = match &c.outcome {
             EventOutcome::Done { effects } => {
-                let held = delete_held(conn, id, node).await?;
+                let held = delete_held(conn, id, node, token).await?;
                 if held && !effects.is_empty() {
                     stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
                     let (app, emitted) = (&c.event.app, &effects.emitted);
@@ -279,6 +297,7 @@ impl Commit<'_> {
                     .bind(error.as_str())
                     .bind(id.to_string())
                     .bind(node)
+                    .bind(token.0.to_string())
                     .execute(&mut *conn)
                     .await
                     .map_err(db)?;
@@ -289,13 +308,14 @@ impl Commit<'_> {
                     .bind(ts(*at))
                     .bind(id.to_string())
                     .bind(node)
+                    .bind(token.0.to_string())
                     .execute(&mut *conn)
                     .await
                     .map_err(db)?;
                 done.rows_affected() > 0
             }
             EventOutcome::Dead { error } => {
-                let held = delete_held(conn, id, node).await?;
+                let held = delete_held(conn, id, node, token).await?;
                 if held {
                     self.plan
                         .dead_letter::<Sqlite>(conn, &c.event, error, now)
@@ -321,10 +341,12 @@ async fn delete_held(
     conn: &mut SqliteConnection,
     id: uuid::Uuid,
     node: &str,
+    token: LeaseToken,
 ) -> Result<bool, StoreError> {
     let deleted = sql::<Sqlite>(Sqlite::DELETE_HELD)
         .bind(id)
         .bind(node)
+        .bind(token.0)
         .execute(conn)
         .await
         .map_err(db)?;

@@ -19,17 +19,21 @@ use crate::outbox::{
 use crate::repo::invocations::InvocationsSql;
 
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
-const DELETE_HELD: &str = "DELETE FROM outbox WHERE id = ANY($1) AND lease_owner = $2 RETURNING id";
+/// Each statement touches a row only under the token of the claim that ran it.
+const DELETE_HELD: &str =
+    "DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
+     WHERE o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $3
+     RETURNING o.id";
 const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available_at = t.at,
-         last_error = t.error, lease_owner = NULL, lease_expires_at = NULL
-     FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, at, error)
-     WHERE o.id = t.id AND o.lease_owner = $4
+         last_error = t.error, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+     FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[]) AS t(id, at, error, token)
+     WHERE o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $5
      RETURNING o.id";
 /// Puts back rows that did not run; their attempt counters do not move.
 const RELEASE_HELD: &str = "UPDATE outbox o SET available_at = t.at, lease_owner = NULL,
-         lease_expires_at = NULL
-     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at)
-     WHERE o.id = t.id AND o.lease_owner = $3
+         lease_token = NULL, lease_expires_at = NULL
+     FROM UNNEST($1::uuid[], $2::timestamptz[], $3::uuid[]) AS t(id, at, token)
+     WHERE o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $4
      RETURNING o.id";
 /// Puts back a row whose run's effects could not commit, as its next attempt.
 const REINSERT: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
@@ -121,34 +125,44 @@ pub(super) async fn commit_batch(
     Postgres::insert_records(conn, &records).await
 }
 
-/// Delete, retry or release the batch's rows this node still holds, one statement each;
-/// returns the ids it held.
+/// Delete, retry or release the batch's rows this node still holds under each event's
+/// claim, one statement each; returns the ids it held. An event without a claim's token
+/// holds nothing.
 async fn hold(
     conn: &mut PgConnection,
     node: &str,
     batch: &[EventCommit],
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let mut finished = Vec::new();
-    let mut retry = (Vec::new(), Vec::new(), Vec::new());
-    let mut release = (Vec::new(), Vec::new());
+    let mut finished = (Vec::new(), Vec::new());
+    let mut retry = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut release = (Vec::new(), Vec::new(), Vec::new());
     for c in batch {
+        let Some(token) = c.event.lease else {
+            continue;
+        };
         match &c.outcome {
             EventOutcome::Retry { at, error } => {
                 retry.0.push(c.event.id.0);
                 retry.1.push(*at);
                 retry.2.push(error.as_str());
+                retry.3.push(token.0);
             }
             EventOutcome::Release { at } => {
                 release.0.push(c.event.id.0);
                 release.1.push(*at);
+                release.2.push(token.0);
             }
-            EventOutcome::Done { .. } | EventOutcome::Dead { .. } => finished.push(c.event.id.0),
+            EventOutcome::Done { .. } | EventOutcome::Dead { .. } => {
+                finished.0.push(c.event.id.0);
+                finished.1.push(token.0);
+            }
         }
     }
     let mut held: HashSet<Uuid> = HashSet::with_capacity(batch.len());
-    if !finished.is_empty() {
+    if !finished.0.is_empty() {
         let ids: Vec<Uuid> = sqlx::query_scalar(DELETE_HELD)
-            .bind(finished)
+            .bind(finished.0)
+            .bind(finished.1)
             .bind(node)
             .fetch_all(&mut *conn)
             .await
@@ -159,6 +173,7 @@ async fn hold(
         let ids: Vec<Uuid> = sqlx::query_scalar(RELEASE_HELD)
             .bind(release.0)
             .bind(release.1)
+            .bind(release.2)
             .bind(node)
             .fetch_all(&mut *conn)
             .await
@@ -170,6 +185,7 @@ async fn hold(
             .bind(retry.0)
             .bind(retry.1)
             .bind(retry.2)
+            .bind(retry.3)
             .bind(node)
             .fetch_all(&mut *conn)
             .await

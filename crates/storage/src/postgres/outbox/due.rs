@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shared::StoreError;
+use shared::{LeaseToken, StoreError};
 use sqlx::postgres::{PgPool, PgRow};
 
 use crate::error::db;
@@ -11,10 +11,21 @@ use crate::outbox::MAX_DELAY;
 
 /// A row still leased when claimed again had a run that never finished (its process
 /// stopped or hung): that run counts as an attempt.
-const CLAIM: &str = "WITH picked AS (
-         SELECT id FROM outbox WHERE NOT parked AND available_at <= now()
-         ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-     UPDATE outbox o SET lease_owner = $1,
+///
+/// Rows whose lease ran out come first (`rescued`, through the small `outbox_leased`
+/// index), then the others by due time: a dead node's claims are taken over as soon as
+/// their leases end, not behind a backlog that became due after them.
+const CLAIM: &str = "WITH rescued AS (
+         SELECT id FROM outbox
+         WHERE lease_owner IS NOT NULL AND NOT parked AND available_at <= now()
+         ORDER BY available_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+     due AS (
+         SELECT id FROM outbox
+         WHERE NOT parked AND available_at <= now() AND id NOT IN (SELECT id FROM rescued)
+         ORDER BY available_at LIMIT ($2 - (SELECT COUNT(*) FROM rescued))
+         FOR UPDATE SKIP LOCKED),
+     picked AS (SELECT id FROM rescued UNION ALL SELECT id FROM due)
+     UPDATE outbox o SET lease_owner = $1, lease_token = $4,
          attempt = o.attempt + (CASE WHEN o.lease_owner IS NULL THEN 0 ELSE 1 END),
          lease_expires_at = now() + make_interval(secs => $3),
          available_at = now() + make_interval(secs => $3)
@@ -27,10 +38,11 @@ const CLAIM: &str = "WITH picked AS (
 const NEXT_DUE: &str =
     "SELECT MIN(available_at) AS due, now() AS db_now FROM outbox WHERE NOT parked";
 
-/// Lease up to `limit` due rows to `node`; two nodes never get the same row.
+/// Lease up to `limit` due rows to `node` under `token`; two nodes never get the same row.
 pub(super) async fn claim(
     pool: &PgPool,
     node: &str,
+    token: LeaseToken,
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<PgRow>, StoreError> {
@@ -38,6 +50,7 @@ pub(super) async fn claim(
         .bind(node)
         .bind(i64::from(limit))
         .bind(lease.min(MAX_DELAY).as_secs_f64())
+        .bind(token.0)
         .fetch_all(pool)
         .await
         .map_err(db)

@@ -2,8 +2,10 @@
 //! committing at once need.
 //!
 //! What must stay true here, beyond the rules in `crate::outbox`:
-//! - claims use `FOR UPDATE SKIP LOCKED` and move `available_at` to the end of the lease on
-//!   the database's clock, so two nodes never claim one row (`due`);
+//! - claims use `FOR UPDATE SKIP LOCKED`, stamp the claim's token and move `available_at`
+//!   to the end of the lease on the database's clock, so two nodes never claim one row
+//!   (`due`); a batch finishes only the rows still stamped with its events' tokens
+//!   (`commit`);
 //! - a batch is one transaction with a fixed number of multi-row statements (UNNEST), plus
 //!   a savepoint only for events with KV or blob writes (`commit`, `insert`);
 //! - the apps of a batch are locked (`FOR KEY SHARE`) first, so an app deleted meanwhile
@@ -14,8 +16,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shared::StoreError;
 use shared::store::EventCommit;
+use shared::{LeaseToken, StoreError};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Pool, Postgres};
 
@@ -43,7 +45,8 @@ impl OutboxSql for Postgres {
      WHERE app = $1 AND kind = 'dead_letter' ORDER BY created_at, id";
     const INSERT_KEY: &'static str = "INSERT INTO idempotency_keys (app, queue, key, created_at)
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-    const DELETE_HELD: &'static str = "DELETE FROM outbox WHERE id = $1 AND lease_owner = $2";
+    const DELETE_HELD: &'static str =
+        "DELETE FROM outbox WHERE id = $1 AND lease_owner = $2 AND lease_token = $3";
     const PENDING: &'static str = "SELECT COUNT(*) AS n FROM outbox WHERE app = $1";
     const TOPIC_EXPOSED: &'static str =
         "SELECT 1 AS one FROM realtime_topics WHERE app = $1 AND topic = $2";
@@ -58,10 +61,11 @@ impl OutboxSql for Postgres {
     async fn claim(
         pool: &Pool<Postgres>,
         node: &str,
+        token: LeaseToken,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<PgRow>, StoreError> {
-        due::claim(pool, node, limit, lease).await
+        due::claim(pool, node, token, limit, lease).await
     }
 
     async fn commit_batch<'a>(
