@@ -217,6 +217,7 @@ pub(crate) const TABLES: &[Disposition] = &[
             ("created_at", Ts),
             ("lease_owner", Text),
             ("lease_expires_at", Ts),
+            ("lease_token", Kind::Uuid),
             ("last_error", Text),
             ("trace_context", Text),
         ),
