@@ -1,4 +1,5 @@
 //! `picloud-executor`: cluster mode's executor, wiring only (the logic is in the `*-core` crates).
+//! Usually started by `picloud-orchestrator`; see docs/cluster.md.
 fn main() {
-    picloud::process::cluster_main(picloud::Role::Node)
+    picloud::process::executor_main()
 }

@@ -16,4 +16,5 @@ mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
+mod split; // picloud-orchestrator + its picloud-executor process: parity, kill -9 of the executor
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
