@@ -380,13 +380,19 @@ async fn supervise(
                     child.kill().await;
                 }
             }
-            Err(error) => {
-                if let Some(first) = first.take() {
+            Err(error) => match (first.take(), &endpoint) {
+                // A child that cannot start now will not start later: say why at once.
+                (Some(first), Endpoint::Spawn { .. }) => {
                     let _ = first.send(Err(error));
                     return;
                 }
-                tracing::error!(%error, "could not start or reach the executor");
-            }
+                // An executor someone else starts may come up after us: keep trying
+                // until `start` gives up.
+                (waiting, _) => {
+                    first = waiting;
+                    tracing::warn!(%error, "could not start or reach the executor");
+                }
+            },
         }
         delay = if began.elapsed() >= STABLE {
             MIN_DELAY

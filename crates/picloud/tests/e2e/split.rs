@@ -92,38 +92,77 @@ impl Orchestrator {
 struct Cluster {
     manager_url: String,
     http: reqwest::Client,
-    node: Orchestrator,
+    node: Option<Orchestrator>,
     shutdown: CancellationToken,
     manager: Option<Server>,
-    _dir: tempfile::TempDir,
-    _schema: TestUrl,
+    dir: tempfile::TempDir,
+    schema: TestUrl,
+}
+
+/// Reads a process's stdout until a line starts with `prefix`, returns the rest of that
+/// line, and keeps draining the pipe so the process never blocks on it.
+async fn line_after(stdout: std::process::ChildStdout, prefix: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let rest = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the process printed '{prefix}...'"))
+                .unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break rest.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        rest
+    })
+    .await
+    .unwrap()
 }
 
 impl Cluster {
+    /// The manager and a node that starts its own executor.
     async fn start(extra_env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::manager().await;
+        cluster.start_node(extra_env).await;
+        cluster
+    }
+
+    async fn manager() -> Cluster {
         let schema = TestUrl::postgres().await;
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("secret.key");
-        let blobs = dir.path().join("blobs");
         let mut config = Config::for_tests(&dir.path().join("manager"), &schema.url);
-        config.secrets_key_file = Some(key.clone());
-        config.blobs.dir = Some(blobs.clone());
+        config.secrets_key_file = Some(dir.path().join("secret.key"));
+        config.blobs.dir = Some(dir.path().join("blobs"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let manager_url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let manager = picloud::start_role(listener, config, shutdown.clone(), Role::Manager)
             .await
             .unwrap();
+        Cluster {
+            manager_url,
+            http: reqwest::Client::new(),
+            node: None,
+            shutdown,
+            manager: Some(manager),
+            dir,
+            schema,
+        }
+    }
 
-        let mut cmd = Command::new(sibling("picloud-orchestrator"));
+    /// A cluster binary with the cluster's database, key and blobs in its environment.
+    fn command(&self, binary: &str, data_dir: &str) -> Command {
+        let dir = self.dir.path();
+        let mut cmd = Command::new(sibling(binary));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PICLOUD_BIND", "127.0.0.1:0")
-            .env("PICLOUD_DATA_DIR", dir.path().join("node"))
-            .env("PICLOUD_CONFIG", dir.path().join("absent.toml"))
-            .env("PICLOUD_DATABASE_URL", &schema.url)
-            .env("PICLOUD_SECRETS_KEY_FILE", &key)
-            .env("PICLOUD_BLOBS__DIR", &blobs)
+            .env("PICLOUD_DATA_DIR", dir.join(data_dir))
+            .env("PICLOUD_CONFIG", dir.join("absent.toml"))
+            .env("PICLOUD_DATABASE_URL", &self.schema.url)
+            .env("PICLOUD_SECRETS_KEY_FILE", dir.join("secret.key"))
+            .env("PICLOUD_BLOBS__DIR", dir.join("blobs"))
             .env("PICLOUD_EXECUTOR__THREADS", "2")
             .env("PICLOUD_LIMITS__TIMEOUT_MS", "2000")
             .env("PICLOUD_LIMITS__MAX_OPERATIONS", "2000000")
@@ -133,37 +172,34 @@ impl Cluster {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        cmd
+    }
+
+    async fn start_node(&mut self, extra_env: &[(&str, &str)]) {
+        let mut cmd = self.command("picloud-orchestrator", "node");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start picloud-orchestrator");
-        let stdout = child.stdout.take().unwrap();
-        let url = tokio::task::spawn_blocking(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let url = loop {
-                let line = lines
-                    .next()
-                    .expect("picloud-orchestrator printed its address")
-                    .unwrap();
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    break url.trim().to_owned();
-                }
-            };
-            // Keep draining, so the orchestrator never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-            url
-        })
-        .await
-        .unwrap();
-        Cluster {
-            manager_url,
-            http: reqwest::Client::new(),
-            node: Orchestrator { child, url },
-            shutdown,
-            manager: Some(manager),
-            _dir: dir,
-            _schema: schema,
+        let url = line_after(child.stdout.take().unwrap(), "listening on ").await;
+        self.node = Some(Orchestrator { child, url });
+    }
+
+    /// A `picloud-executor` on its own, listening on `socket`.
+    async fn start_executor(&self, socket: &Path) -> Orchestrator {
+        let mut cmd = self.command("picloud-executor", "executor");
+        cmd.arg("--socket").arg(socket);
+        let mut child = cmd.spawn().expect("start picloud-executor");
+        let at = line_after(child.stdout.take().unwrap(), "executor listening on ").await;
+        assert_eq!(Path::new(&at), socket);
+        Orchestrator {
+            child,
+            url: String::new(),
         }
+    }
+
+    fn node(&self) -> &Orchestrator {
+        self.node.as_ref().expect("a node was started")
     }
 
     fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -173,7 +209,7 @@ impl Cluster {
     }
 
     fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.node.url))
+        self.http.request(method, format!("{}{path}", self.node().url))
     }
 
     async fn stop(mut self) {
@@ -289,7 +325,7 @@ async fn seen(res: reqwest::Response) -> (u16, String, Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
     let serve = spawn_app(Backend::Postgres).await;
-    let cluster = Cluster::start(&[]).await;
+    let mut cluster = Cluster::start(&[]).await;
     let scripts = [
         ("hello", r#""hello""#, http("GET", "/hello")),
         (
@@ -402,17 +438,48 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
         .unwrap();
     let listed = nodes["nodes"].as_array().unwrap();
     assert!(
-        listed.iter().any(|n| n["role"] == "node" && n["address"] == cluster.node.url.as_str()),
+        listed.iter().any(|n| n["role"] == "node" && n["address"] == cluster.node().url.as_str()),
         "{nodes}"
     );
+
+    // SIGTERM: the orchestrator drains, stops its executor and exits cleanly.
+    let executor = cluster.node().executor().await;
+    let mut node = cluster.node.take().unwrap();
+    signal("-TERM", node.child.id());
+    let status = tokio::task::spawn_blocking(move || node.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    eventually("the executor stopped with its orchestrator", BOUND, async || {
+        gone(executor).then_some(())
+    })
+    .await;
     cluster.stop().await;
+}
+
+fn signal(which: &str, pid: u32) {
+    let sent = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Whether process `pid` has exited (a zombie waiting for its reaper counts).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some("Z")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once() {
     let trap = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_url = format!("http://{}/hang", trap.local_addr().unwrap());
-    let cluster = Cluster::start(&[
+    let mut cluster = Cluster::start(&[
         ("PICLOUD_LIMITS__TIMEOUT_MS", "30000"),
         ("PICLOUD_OUTBOUND__TIMEOUT_MS", "60000"),
         ("PICLOUD_HTTP__REQUEST_TIMEOUT_MS", "60000"),
@@ -440,7 +507,7 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
         (res.status() == 200).then_some(())
     })
     .await;
-    let first = cluster.node.executor().await;
+    let first = cluster.node().executor().await;
 
     // One event and one request in flight, each stuck in its run.
     let sent = cluster.call(Method::POST, "/crash/send").send().await.unwrap();
@@ -455,11 +522,7 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
         stuck.push(conn);
     }
 
-    let killed = Command::new("kill")
-        .args(["-KILL", &first.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal("-KILL", first);
 
     // The request in flight: 503, naming its invocation in the header and the body.
     let res = request.await.unwrap().unwrap();
@@ -479,7 +542,7 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
 
     // A new executor, and the node keeps serving.
     let second = eventually("a new executor", BOUND, async || {
-        match cluster.node.executors()[..] {
+        match cluster.node().executors()[..] {
             [pid] if pid != first => Some(pid),
             _ => None,
         }
@@ -533,5 +596,57 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
     assert_eq!(status, "error");
     assert!(error.as_str().unwrap().contains("executor"), "{error}");
     assert_eq!(kv(&cluster, "crash", "done").await, Some(json!(1)));
+
+    // kill -9 of the orchestrator: its executor notices (stdin closed) and exits too.
+    let mut node = cluster.node.take().unwrap();
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    eventually("the orphaned executor exited", BOUND, async || {
+        gone(second).then_some(())
+    })
+    .await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_connects_to_an_executor_socket_and_reconnects_when_it_returns() {
+    let mut cluster = Cluster::manager().await;
+    let socket = cluster.dir.path().join("exec.sock");
+    let mut executor = cluster.start_executor(&socket).await;
+    let socket_env = socket.to_str().unwrap().to_owned();
+    cluster
+        .start_node(&[("PICLOUD_EXECUTOR__SOCKET", &socket_env)])
+        .await;
+    deploy(
+        &cluster,
+        "apart",
+        &[("hello", r#"kv::incr("n", 1); "hello""#, http("GET", "/hello"))],
+    )
+    .await;
+    eventually("the node serves the app", BOUND, async || {
+        let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    // It started no executor of its own.
+    assert!(cluster.node().executors().is_empty());
+
+    // The executor dies; until one listens again the node answers 503, then serves.
+    executor.child.kill().unwrap();
+    executor.child.wait().unwrap();
+    let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let _executor = cluster.start_executor(&socket).await;
+    eventually("the node reconnected", BOUND, async || {
+        let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    let n = kv(&cluster, "apart", "n").await.unwrap().as_u64().unwrap();
+    let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "hello");
+    assert_eq!(kv(&cluster, "apart", "n").await, Some(json!(n + 1)));
     cluster.stop().await;
 }
