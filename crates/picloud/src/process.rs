@@ -142,7 +142,13 @@ pub fn executor_main() {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run_executor_process(args.serve, args.socket, args.from_parent)));
+        .and_then(|runtime| {
+            runtime.block_on(run_executor_process(
+                args.serve,
+                args.socket,
+                args.from_parent,
+            ))
+        });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -164,8 +170,8 @@ async fn run_executor_process(
         .await
         .context("cannot read stdin")?
         .context("cannot read the configuration from stdin")?;
-        let config: Config = serde_json::from_str(&line)
-            .context("the configuration on stdin is not valid")?;
+        let config: Config =
+            serde_json::from_str(&line).context("the configuration on stdin is not valid")?;
         // The orchestrator holds the other end: when it ends, so does this process.
         let orphaned = shutdown.clone();
         std::thread::spawn(move || {

@@ -505,7 +505,8 @@ async fn remote_executor(
                 );
             }
             // The child reads its configuration (this process's, as resolved) from stdin.
-            let mut stdin = serde_json::to_vec(config).context("cannot encode the configuration")?;
+            let mut stdin =
+                serde_json::to_vec(config).context("cannot encode the configuration")?;
             stdin.push(b'\n');
             let arg = socket.clone();
             Endpoint::Spawn {
@@ -575,9 +576,10 @@ async fn start_node(
         max_record_log_bytes: config.invocations.max_record_log_bytes,
     };
     let mailer = mailer(config, store)?;
-    let orchestrator = Orchestrator::start(store.clone(), executor.client(), mailer, ingress, dispatch)
-        .await
-        .context("cannot load the route tables")?;
+    let orchestrator =
+        Orchestrator::start(store.clone(), executor.client(), mailer, ingress, dispatch)
+            .await
+            .context("cannot load the route tables")?;
 
     // A separate executor process follows the catalog itself.
     if let NodeExecutor::Local(executor) = &executor {
@@ -841,11 +843,7 @@ pub async fn run_executor(
         tokio::spawn(async move { catalog.follow(shutdown.cancelled_owned()).await })
     };
     let listener = bind_socket(socket)?;
-    println!(
-        "{}{}",
-        executor_core::remote::READY_LINE,
-        socket.display()
-    );
+    println!("{}{}", executor_core::remote::READY_LINE, socket.display());
     std::io::Write::flush(&mut std::io::stdout())?;
     tracing::info!(socket = %socket.display(), "the executor is serving");
     executor_core::remote::serve(listener, executor.clone(), shutdown.cancelled()).await;

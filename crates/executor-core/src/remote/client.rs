@@ -275,7 +275,7 @@ impl ExecutorClient for RemoteExecutor {
         let id = link.next.fetch_add(1, Ordering::Relaxed);
         let frame = wire::encode(&ToExecutor::Run {
             id,
-            invocation: invocation.into(),
+            invocation: Box::new(invocation.into()),
         });
         let (reply, done) = oneshot::channel();
         {

@@ -66,7 +66,7 @@ async fn connection(stream: UnixStream, executor: Arc<Executor>) {
                 let runs = Arc::clone(&runs);
                 tasks.spawn(async move {
                     let result = tokio::select! {
-                        result = executor.execute(invocation.into()) => result,
+                        result = executor.execute((*invocation).into()) => result,
                         // Cancelled: dropping the run's future closes its reply.
                         _ = cancelled => return,
                     };

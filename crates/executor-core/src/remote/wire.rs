@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
     AppName, BlobWrite, ChannelName, Effects, EmailMessage, Emit, Event, ExecError, Execution,
-    FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput, InvocationLimits,
-    KvWrite, LimitOverrides, LogLine, ScriptFailure, ScriptName, ScriptOutput, StoreError,
+    FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput, InvocationLimits, KvWrite,
+    LimitOverrides, LogLine, ScriptFailure, ScriptName, ScriptOutput, StoreError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -27,7 +27,10 @@ pub(crate) const MAX_FRAME: usize = 1 << 30;
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum ToExecutor {
     /// Run one invocation; answered by `Done` with the same id.
-    Run { id: u64, invocation: WireInvocation },
+    Run {
+        id: u64,
+        invocation: Box<WireInvocation>,
+    },
     /// The caller gave up (deadline, client gone): drop the run's reply, delete its objects.
     Cancel { id: u64 },
 }

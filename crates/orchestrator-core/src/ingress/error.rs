@@ -86,9 +86,7 @@ impl IngressError {
             IngressError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             IngressError::Timeout(_) => ErrorCode::Timeout,
             IngressError::ScriptFailed(_) => ErrorCode::ScriptFailed,
-            IngressError::Unavailable(_) | IngressError::ExecutorLost(_) => {
-                ErrorCode::Unavailable
-            }
+            IngressError::Unavailable(_) | IngressError::ExecutorLost(_) => ErrorCode::Unavailable,
             IngressError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             IngressError::Internal { .. } => ErrorCode::Internal,
         }
@@ -196,11 +194,20 @@ mod tests {
         let response = IngressError::ExecutorLost(id).into_response();
         assert_eq!(response.status().as_u16(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(response.headers()[INVOCATION_ID_HEADER], id.to_string().as_str());
-        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        assert_eq!(
+            response.headers()[INVOCATION_ID_HEADER],
+            id.to_string().as_str()
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
         let body: ErrorBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(body.error.code, ErrorCode::Unavailable);
-        assert!(body.error.message.contains(&id.to_string()), "{}", body.error.message);
+        assert!(
+            body.error.message.contains(&id.to_string()),
+            "{}",
+            body.error.message
+        );
     }
 
     #[test]

@@ -78,12 +78,14 @@ impl Orchestrator {
 
     /// Its one running executor, once there is one.
     async fn executor(&self) -> u32 {
-        eventually("the orchestrator runs one executor", BOUND, async || {
-            match self.executors()[..] {
+        eventually(
+            "the orchestrator runs one executor",
+            BOUND,
+            async || match self.executors()[..] {
                 [pid] => Some(pid),
                 _ => None,
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -209,7 +211,8 @@ impl Cluster {
     }
 
     fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.node().url))
+        self.http
+            .request(method, format!("{}{path}", self.node().url))
     }
 
     async fn stop(mut self) {
@@ -238,7 +241,12 @@ impl Admin for TestApp {
 }
 
 async fn send(admin: &impl Admin, method: Method, path: &str, body: Value) -> reqwest::Response {
-    admin.admin_request(method, path).json(&body).send().await.unwrap()
+    admin
+        .admin_request(method, path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Create `app` and deploy each `(script, source, trigger)`.
@@ -256,7 +264,13 @@ async fn deploy(admin: &impl Admin, app: &str, scripts: &[(&str, &str, Value)]) 
         assert!(res.status().is_success(), "{}", res.text().await.unwrap());
         let mut trigger = trigger.clone();
         trigger["script"] = json!(script);
-        let res = send(admin, Method::POST, &format!("/apps/{app}/triggers"), trigger).await;
+        let res = send(
+            admin,
+            Method::POST,
+            &format!("/apps/{app}/triggers"),
+            trigger,
+        )
+        .await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     }
 }
@@ -333,25 +347,49 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
             r#"#{ id: request.params.id, q: request.query.q, body: request.body, m: request.method }"#,
             http("POST", "/echo/:id"),
         ),
-        ("count", r#"kv::incr("hits", 1); "counted""#, http("POST", "/count")),
+        (
+            "count",
+            r#"kv::incr("hits", 1); "counted""#,
+            http("POST", "/count"),
+        ),
         ("boom", r#"throw "broken on purpose""#, http("GET", "/boom")),
-        ("typo", "let x = 1;\nx.no_such_method()", http("GET", "/typo")),
+        (
+            "typo",
+            "let x = 1;\nx.no_such_method()",
+            http("GET", "/typo"),
+        ),
         ("spin", "loop { }", http("GET", "/spin")),
         (
             "respond",
             r#"response(418, "short and stout", #{ "x-kind": "teapot" })"#,
             http("GET", "/respond"),
         ),
-        ("bput", r#"blob::put("greeting", "hi there"); "stored""#, http("POST", "/bput")),
+        (
+            "bput",
+            r#"blob::put("greeting", "hi there"); "stored""#,
+            http("POST", "/bput"),
+        ),
         ("bget", r#"blob::get("greeting")"#, http("GET", "/bget")),
-        ("produce", r#"pubsub::publish("work", #{ n: 1 }); "published""#, http("POST", "/produce")),
-        ("consume", r#"kv::incr("consumed", event.payload.n)"#, json!({ "kind": "topic", "topic": "work" })),
+        (
+            "produce",
+            r#"pubsub::publish("work", #{ n: 1 }); "published""#,
+            http("POST", "/produce"),
+        ),
+        (
+            "consume",
+            r#"kv::incr("consumed", event.payload.n)"#,
+            json!({ "kind": "topic", "topic": "work" }),
+        ),
     ];
     deploy(&serve, "same", &scripts).await;
     deploy(&cluster, "same", &scripts).await;
     // The node hears the deploys through the bus.
     eventually("the node serves the app", BOUND, async || {
-        let res = cluster.call(Method::GET, "/same/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/same/hello")
+            .send()
+            .await
+            .unwrap();
         (res.status() == 200).then_some(())
     })
     .await;
@@ -370,8 +408,24 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
     ];
     let mut failed_ids = Vec::new();
     for (method, path, body) in requests {
-        let on_serve = seen(serve.call(method.clone(), path).body(body).send().await.unwrap()).await;
-        let on_node = seen(cluster.call(method.clone(), path).body(body).send().await.unwrap()).await;
+        let on_serve = seen(
+            serve
+                .call(method.clone(), path)
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let on_node = seen(
+            cluster
+                .call(method.clone(), path)
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(
             (on_node.0, &on_node.1),
             (on_serve.0, &on_serve.1),
@@ -381,7 +435,11 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
             failed_ids.push((path, on_serve.2.unwrap(), on_node.2.unwrap()));
         }
     }
-    assert_eq!(failed_ids.len(), 3, "boom, typo and spin failed: {failed_ids:?}");
+    assert_eq!(
+        failed_ids.len(),
+        3,
+        "boom, typo and spin failed: {failed_ids:?}"
+    );
     // Script errors are recorded with the same text (line and column included).
     for (path, serve_id, node_id) in failed_ids {
         let on_serve = record(&serve, "same", &serve_id).await;
@@ -392,7 +450,13 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
 
     // A compile error is refused at deploy the same way, and the old version stays.
     let broken = json!({ "source": "let x = ;\n\"never\"" });
-    let on_serve = send(&serve, Method::PUT, "/apps/same/scripts/hello", broken.clone()).await;
+    let on_serve = send(
+        &serve,
+        Method::PUT,
+        "/apps/same/scripts/hello",
+        broken.clone(),
+    )
+    .await;
     let on_manager = send(&cluster, Method::PUT, "/apps/same/scripts/hello", broken).await;
     assert_eq!(on_manager.status(), on_serve.status());
     assert_eq!(on_manager.status(), 422);
@@ -400,7 +464,11 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
     let on_manager: Value = on_manager.json().await.unwrap();
     assert_eq!(on_manager, on_serve);
     assert_eq!(on_manager["error"]["line"], 1, "{on_manager}");
-    let res = cluster.call(Method::GET, "/same/hello").send().await.unwrap();
+    let res = cluster
+        .call(Method::GET, "/same/hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.text().await.unwrap(), "hello");
 
     // KV effects of concurrent requests through the socket: each exactly once.
@@ -416,7 +484,11 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
 
     // An event's effects: committed once, by the orchestrator.
     for _ in 0..5 {
-        let res = cluster.call(Method::POST, "/same/produce").send().await.unwrap();
+        let res = cluster
+            .call(Method::POST, "/same/produce")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
     }
     eventually("five events consumed", BOUND, async || {
@@ -438,7 +510,9 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
         .unwrap();
     let listed = nodes["nodes"].as_array().unwrap();
     assert!(
-        listed.iter().any(|n| n["role"] == "node" && n["address"] == cluster.node().url.as_str()),
+        listed
+            .iter()
+            .any(|n| n["role"] == "node" && n["address"] == cluster.node().url.as_str()),
         "{nodes}"
     );
 
@@ -450,9 +524,11 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
         .await
         .unwrap();
     assert!(status.success(), "{status}");
-    eventually("the executor stopped with its orchestrator", BOUND, async || {
-        gone(executor).then_some(())
-    })
+    eventually(
+        "the executor stopped with its orchestrator",
+        BOUND,
+        async || gone(executor).then_some(()),
+    )
     .await;
     cluster.stop().await;
 }
@@ -497,20 +573,36 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
         &[
             ("hello", r#""hello""#, http("GET", "/hello")),
             ("hang", &hang, http("GET", "/hang")),
-            ("send", r#"queue::send("jobs", #{}); "sent""#, http("POST", "/send")),
-            ("consumer", &consumer, json!({ "kind": "queue", "queue": "jobs" })),
+            (
+                "send",
+                r#"queue::send("jobs", #{}); "sent""#,
+                http("POST", "/send"),
+            ),
+            (
+                "consumer",
+                &consumer,
+                json!({ "kind": "queue", "queue": "jobs" }),
+            ),
         ],
     )
     .await;
     eventually("the node serves the app", BOUND, async || {
-        let res = cluster.call(Method::GET, "/crash/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/crash/hello")
+            .send()
+            .await
+            .unwrap();
         (res.status() == 200).then_some(())
     })
     .await;
     let first = cluster.node().executor().await;
 
     // One event and one request in flight, each stuck in its run.
-    let sent = cluster.call(Method::POST, "/crash/send").send().await.unwrap();
+    let sent = cluster
+        .call(Method::POST, "/crash/send")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(sent.status(), 200);
     let request = tokio::spawn(cluster.call(Method::GET, "/crash/hang").send());
     let mut stuck = Vec::new();
@@ -550,12 +642,20 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
     .await;
     assert_ne!(second, first);
     eventually("the node serves again", BOUND, async || {
-        let res = cluster.call(Method::GET, "/crash/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/crash/hello")
+            .send()
+            .await
+            .unwrap();
         (res.status() == 200).then_some(())
     })
     .await;
     for _ in 0..5 {
-        let res = cluster.call(Method::GET, "/crash/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/crash/hello")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.text().await.unwrap(), "hello");
     }
@@ -620,11 +720,19 @@ async fn an_orchestrator_connects_to_an_executor_socket_and_reconnects_when_it_r
     deploy(
         &cluster,
         "apart",
-        &[("hello", r#"kv::incr("n", 1); "hello""#, http("GET", "/hello"))],
+        &[(
+            "hello",
+            r#"kv::incr("n", 1); "hello""#,
+            http("GET", "/hello"),
+        )],
     )
     .await;
     eventually("the node serves the app", BOUND, async || {
-        let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/apart/hello")
+            .send()
+            .await
+            .unwrap();
         (res.status() == 200).then_some(())
     })
     .await;
@@ -634,18 +742,30 @@ async fn an_orchestrator_connects_to_an_executor_socket_and_reconnects_when_it_r
     // The executor dies; until one listens again the node answers 503, then serves.
     executor.child.kill().unwrap();
     executor.child.wait().unwrap();
-    let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+    let res = cluster
+        .call(Method::GET, "/apart/hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
     let _executor = cluster.start_executor(&socket).await;
     eventually("the node reconnected", BOUND, async || {
-        let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+        let res = cluster
+            .call(Method::GET, "/apart/hello")
+            .send()
+            .await
+            .unwrap();
         (res.status() == 200).then_some(())
     })
     .await;
     let n = kv(&cluster, "apart", "n").await.unwrap().as_u64().unwrap();
-    let res = cluster.call(Method::GET, "/apart/hello").send().await.unwrap();
+    let res = cluster
+        .call(Method::GET, "/apart/hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.text().await.unwrap(), "hello");
     assert_eq!(kv(&cluster, "apart", "n").await, Some(json!(n + 1)));
     cluster.stop().await;
