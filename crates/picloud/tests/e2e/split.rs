@@ -615,6 +615,7 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
     }
 
     signal("-KILL", first);
+    let killed_at = std::time::Instant::now();
 
     // The request in flight: 503, naming its invocation in the header and the body.
     let res = request.await.unwrap().unwrap();
@@ -650,6 +651,10 @@ async fn killing_the_executor_answers_503_restarts_it_and_retries_its_event_once
         (res.status() == 200).then_some(())
     })
     .await;
+    println!(
+        "kill -9 of the executor to a request served by its replacement: {:?}",
+        killed_at.elapsed()
+    );
     for _ in 0..5 {
         let res = cluster
             .call(Method::GET, "/crash/hello")
