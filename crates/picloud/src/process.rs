@@ -128,31 +128,41 @@ pub fn executor_main() {
     #[command(name = "picloud-executor", version)]
     struct Args {
         #[command(flatten)]
-        serve: ServeArgs,
-        /// The Unix socket to listen on (overrides PICLOUD_EXECUTOR__SOCKET).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Started by picloud-orchestrator: the configuration comes on stdin, and the
-        /// executor stops when stdin closes.
-        #[arg(long, hide = true)]
-        from_parent: bool,
+        executor: ExecutorArgs,
     }
     let args = <Args as clap::Parser>::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(run_executor_process(
-                args.serve,
-                args.socket,
-                args.from_parent,
-            ))
-        });
+        .and_then(|runtime| runtime.block_on(run_executor(args.executor)));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The arguments of an executor process (`picloud-executor`, `picloud executor`).
+#[derive(clap::Args, Debug, Default)]
+pub struct ExecutorArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The Unix socket to listen on (overrides PICLOUD_EXECUTOR__SOCKET).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Started by an orchestrator: the configuration comes on stdin, and the executor
+    /// stops when stdin closes.
+    #[arg(long, hide = true)]
+    pub from_parent: bool,
+}
+
+/// Run an executor process until SIGTERM (or, started by an orchestrator, until its stdin
+/// closes).
+///
+/// # Errors
+/// An invalid configuration, no socket, a database that cannot be opened.
+pub async fn run_executor(args: ExecutorArgs) -> anyhow::Result<()> {
+    run_executor_process(args.serve, args.socket, args.from_parent).await
 }
 
 async fn run_executor_process(
@@ -194,7 +204,33 @@ async fn run_executor_process(
     init_logging(&config.log_format);
     let socket = socket
         .or_else(|| config.executor.socket.clone())
-        .context("picloud-executor needs --socket or PICLOUD_EXECUTOR__SOCKET")?;
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    crate::serve::run_executor(config, &socket, shutdown).await
+        .context("the executor needs --socket or PICLOUD_EXECUTOR__SOCKET")?;
+    if from_parent {
+        // Its orchestrator decides when it stops (by closing stdin, after draining): a
+        // SIGTERM or Ctrl-C sent to the whole group must not cut the drain's runs short.
+        tokio::spawn(outlive_signals());
+    } else {
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+    }
+    crate::serve::serve_executor(config, &socket, shutdown).await
+}
+
+/// Take SIGTERM and SIGINT without stopping (a started executor stops when its
+/// orchestrator closes its stdin).
+async fn outlive_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = term.recv() => {}
+            Some(()) = int.recv() => {}
+            else => return,
+        }
+        tracing::debug!("signal ignored: the orchestrator stops this executor");
+    }
 }

@@ -487,11 +487,18 @@ async fn remote_executor(
             socket: socket.clone(),
         },
         None => {
-            let program = match &config.executor.binary {
-                Some(binary) => binary.clone(),
-                None => std::env::current_exe()
-                    .context("cannot find this program's path")?
-                    .with_file_name("picloud-executor"),
+            // `picloud orchestrator` starts `picloud executor`; `picloud-orchestrator` the
+            // `picloud-executor` next to it.
+            let (program, first_arg) = match &config.executor.binary {
+                Some(binary) => (binary.clone(), None),
+                None => {
+                    let me = std::env::current_exe().context("cannot find this program's path")?;
+                    if me.file_stem().is_some_and(|stem| stem == "picloud") {
+                        (me, Some("executor"))
+                    } else {
+                        (me.with_file_name("picloud-executor"), None)
+                    }
+                }
             };
             let socket = config
                 .data_dir
@@ -512,6 +519,7 @@ async fn remote_executor(
             Endpoint::Spawn {
                 command: Box::new(move || {
                     let mut command = std::process::Command::new(&program);
+                    command.args(first_arg);
                     command.arg("--from-parent").arg("--socket").arg(&arg);
                     command
                 }),
@@ -803,7 +811,7 @@ async fn sweep_objects(store: Store, shutdown: CancellationToken) {
 /// # Errors
 /// A SQLite database (a separate executor would not hear catalog changes), a missing
 /// secrets key, a database that cannot be opened, a socket that cannot be bound.
-pub async fn run_executor(
+pub async fn serve_executor(
     config: Config,
     socket: &std::path::Path,
     shutdown: CancellationToken,

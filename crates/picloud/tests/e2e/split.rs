@@ -1,5 +1,6 @@
-//! Cluster mode's split node: the real `picloud-orchestrator` binary starts its own
-//! `picloud-executor` process and reaches it over a Unix socket; a manager (in this test
+//! Cluster mode's split node: a real orchestrator process (`picloud orchestrator`, the
+//! code of `picloud-orchestrator`) starts its own executor process and reaches it over a
+//! Unix socket; a manager (in this test
 //! process) holds the admin API; all on one fresh PostgreSQL schema.
 //!
 //! - the node answers like `picloud serve`: the same statuses, bodies, script errors and
@@ -8,7 +9,7 @@
 //!   orchestrator starts a new executor and keeps serving, and the event that was running
 //!   is retried (counted as an attempt) and completes exactly once.
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,18 +26,6 @@ use crate::common::{TestApp, spawn_app};
 
 /// Long enough for any test machine; each wait ends as soon as its condition holds.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A binary of the workspace, next to `picloud` (`cargo nextest run --workspace` builds
-/// them all).
-fn sibling(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_picloud")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the whole workspace (cargo nextest run --workspace)",
-        path.display()
-    );
-    path
-}
 
 /// A `picloud-orchestrator` process.
 struct Orchestrator {
@@ -153,10 +142,13 @@ impl Cluster {
         }
     }
 
-    /// A cluster binary with the cluster's database, key and blobs in its environment.
-    fn command(&self, binary: &str, data_dir: &str) -> Command {
+    /// `picloud <role>` with the cluster's database, key and blobs in its environment.
+    /// (`picloud-orchestrator` and `picloud-executor` are the same code under their own
+    /// names; `picloud orchestrator` starts `picloud executor` the way they do.)
+    fn command(&self, role: &str, data_dir: &str) -> Command {
         let dir = self.dir.path();
-        let mut cmd = Command::new(sibling(binary));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_picloud"));
+        cmd.arg(role);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PICLOUD_BIND", "127.0.0.1:0")
@@ -178,20 +170,20 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, extra_env: &[(&str, &str)]) {
-        let mut cmd = self.command("picloud-orchestrator", "node");
+        let mut cmd = self.command("orchestrator", "node");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start picloud-orchestrator");
+        let mut child = cmd.spawn().expect("start the orchestrator");
         let url = line_after(child.stdout.take().unwrap(), "listening on ").await;
         self.node = Some(Orchestrator { child, url });
     }
 
     /// A `picloud-executor` on its own, listening on `socket`.
     async fn start_executor(&self, socket: &Path) -> Orchestrator {
-        let mut cmd = self.command("picloud-executor", "executor");
+        let mut cmd = self.command("executor", "executor");
         cmd.arg("--socket").arg(socket);
-        let mut child = cmd.spawn().expect("start picloud-executor");
+        let mut child = cmd.spawn().expect("start the executor");
         let at = line_after(child.stdout.take().unwrap(), "executor listening on ").await;
         assert_eq!(Path::new(&at), socket);
         Orchestrator {
@@ -516,10 +508,49 @@ async fn a_split_node_answers_like_picloud_serve_and_commits_effects_once() {
         "{nodes}"
     );
 
-    // SIGTERM: the orchestrator drains, stops its executor and exits cleanly.
+    // SIGTERM to both processes (as `systemctl stop` sends it): the orchestrator drains,
+    // the run in flight finishes on the executor, which stops only after it.
+    let gate = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_url = format!("http://{}/open", gate.local_addr().unwrap());
+    let source = format!(r#"http::get("{gate_url}").body"#);
+    deploy(
+        &cluster,
+        "drain",
+        &[("slow", &source, http("GET", "/slow"))],
+    )
+    .await;
     let executor = cluster.node().executor().await;
+    let slow = {
+        let req = cluster.call(Method::GET, "/drain/slow");
+        tokio::spawn(async move {
+            // Until the node has heard of the app, the route is a 404.
+            loop {
+                let res = req.try_clone().unwrap().send().await.unwrap();
+                if res.status() != 404 {
+                    return res;
+                }
+            }
+        })
+    };
+    // The run is in flight once it reaches the gate.
+    let (mut conn, _) = tokio::time::timeout(BOUND, gate.accept())
+        .await
+        .expect("the run started")
+        .unwrap();
     let mut node = cluster.node.take().unwrap();
+    signal("-TERM", executor);
     signal("-TERM", node.child.id());
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = [0u8; 1024];
+        let _ = conn.read(&mut head).await.unwrap();
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\ndrained")
+            .await
+            .unwrap();
+    }
+    let res = slow.await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "drained");
     let status = tokio::task::spawn_blocking(move || node.child.wait().unwrap())
         .await
         .unwrap();
