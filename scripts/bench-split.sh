@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The cost of the socket hop: hello-world requests/s through `picloud-orchestrator` + its
-# `picloud-executor` process vs `picloud serve` (executor in process), both on PostgreSQL,
-# loaded in alternating rounds with the same wrk settings.
+# The cost of the socket hop: hello-world requests/s through an orchestrator + its executor
+# process (`picloud orchestrator`, which starts `picloud executor`; the same code as the
+# `picloud-orchestrator` and `picloud-executor` binaries) vs `picloud serve` (executor in
+# process), both on PostgreSQL, loaded in alternating rounds with the same wrk settings.
 #
 # Usage: bash scripts/bench-split.sh [target dir, default target/debug]
 # Env: PICLOUD_TEST_DATABASE_URL (a PostgreSQL URL whose server may create databases),
@@ -14,9 +15,7 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 TOKEN="pct_bench_split_admin_token_0123456789"
-for b in picloud picloud-manager picloud-orchestrator picloud-executor; do
-  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --workspace --all-features --bins" >&2; exit 1; }
-done
+[ -x "$BIN/picloud" ] || { echo "missing $BIN/picloud: cargo build -p picloud" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
 
 WORK="$(mktemp -d /tmp/pcb.XXXXXX)"
@@ -68,10 +67,10 @@ deploy "$SERVE_URL"
 head -c 32 /dev/urandom >"$WORK/secret.key"
 export PICLOUD_SECRETS_KEY_FILE="$WORK/secret.key" PICLOUD_BLOBS__DIR="$WORK/blobs"
 PICLOUD_DATA_DIR="$WORK/m" PICLOUD_DATABASE_URL="$(db_url "$SPLIT_DB")" \
-  start manager "$BIN/picloud-manager"
+  start manager "$BIN/picloud" manager
 MANAGER_URL="$URL"
 PICLOUD_DATA_DIR="$WORK/n" PICLOUD_DATABASE_URL="$(db_url "$SPLIT_DB")" \
-  start node "$BIN/picloud-orchestrator"
+  start node "$BIN/picloud" orchestrator
 NODE_URL="$URL"
 deploy "$MANAGER_URL"
 for _ in $(seq 1 200); do

@@ -44,27 +44,33 @@ pub async fn serve(
 
 type Runs = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
 
+/// Cancels every run of a connection when the connection ends (or its task is aborted).
+struct CancelOnDrop(Runs);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        lock(&self.0).clear();
+    }
+}
+
 async fn connection(stream: UnixStream, executor: Arc<Executor>) {
     let (reader, writer) = stream.into_split();
     let (out, frames) = mpsc::unbounded_channel();
     let writing = tokio::spawn(write_frames(writer, frames));
-    // Dropping a run's sender cancels it.
+    // Dropping a run's sender cancels it; the guard drops them all when this ends.
     let runs: Runs = Arc::default();
+    let _cancel = CancelOnDrop(Arc::clone(&runs));
     let mut reader = tokio::io::BufReader::new(reader);
-    let mut tasks = tokio::task::JoinSet::new();
+    // Only the read is awaited here: a frame read half-way must never be dropped.
     loop {
-        let message = tokio::select! {
-            message = wire::read::<ToExecutor, _>(&mut reader) => message,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        match message {
+        match wire::read::<ToExecutor, _>(&mut reader).await {
             Ok(Some(ToExecutor::Run { id, invocation })) => {
                 let (cancel, cancelled) = oneshot::channel();
                 lock(&runs).insert(id, cancel);
                 let executor = Arc::clone(&executor);
                 let out = out.clone();
                 let runs = Arc::clone(&runs);
-                tasks.spawn(async move {
+                tokio::spawn(async move {
                     let result = tokio::select! {
                         result = executor.execute((*invocation).into()) => result,
                         // Cancelled: dropping the run's future closes its reply.
@@ -94,7 +100,6 @@ async fn connection(stream: UnixStream, executor: Arc<Executor>) {
     }
     // The orchestrator is gone: nobody will commit what is still running.
     lock(&runs).clear();
-    tasks.shutdown().await;
     drop(out);
     let _ = writing.await;
 }
