@@ -224,6 +224,8 @@ struct WireEffects {
     kv: Vec<WireKv>,
     blobs: Vec<WireBlob>,
     emitted: Vec<WireEmit>,
+    /// The run's `traceparent`, carried into the events it emitted.
+    trace: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -385,6 +387,7 @@ impl From<Effects> for WireEffects {
                     Emit::Email { message } => WireEmit::Email { message },
                 })
                 .collect(),
+            trace: e.trace,
         }
     }
 }
@@ -441,6 +444,7 @@ impl From<WireEffects> for Effects {
                     WireEmit::Email { message } => Emit::Email { message },
                 })
                 .collect(),
+            trace: w.trace,
         }
     }
 }
@@ -598,6 +602,7 @@ mod tests {
                         payload: serde_json::json!("x"),
                     },
                 ],
+                trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             },
         };
         let back: Execution = roundtrip(&WireExecution::from(execution.clone())).into();
