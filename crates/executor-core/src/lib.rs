@@ -19,6 +19,7 @@ mod modules; // `import "x"` resolves the app's own script x
 pub mod nesting; // how deep values may nest; checked printing and comparison
 mod output; // return value -> ScriptOutput, `response(...)`
 mod pool; // named script threads fed by a bounded channel
+pub mod remote; // the executor in its own process: the socket's client and server
 mod run_state; // the run in progress: one thread-local struct, one guard (RunScope)
 mod running; // capped invocations held per app and script
 pub mod sandbox; // the engine, compile and run, failure classification

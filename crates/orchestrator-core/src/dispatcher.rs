@@ -453,7 +453,10 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             };
         }
         Ok(Err(error)) => {
-            if matches!(error, ExecError::Store(_) | ExecError::WorkerLost) {
+            if matches!(
+                error,
+                ExecError::Store(_) | ExecError::WorkerLost | ExecError::ExecutorLost
+            ) {
                 tracing::error!(error = ?error, event = %event.id, "an event could not be run");
             }
             let text = error.to_string();

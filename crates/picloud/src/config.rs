@@ -267,6 +267,14 @@ pub struct ExecutorSettings {
     pub threads: usize,
     /// Invocations that may wait for a thread; past that, callers get 503.
     pub queue_capacity: usize,
+    /// `PICLOUD_EXECUTOR__SOCKET` (cluster mode): the Unix socket of the executor process.
+    /// `picloud-executor` listens on it; `picloud-orchestrator` connects to it (and
+    /// reconnects) instead of starting its own executor. Unset: the orchestrator starts
+    /// `picloud-executor` itself, on a socket in the data directory.
+    pub socket: Option<PathBuf>,
+    /// `PICLOUD_EXECUTOR__BINARY`: the `picloud-executor` program the orchestrator starts
+    /// (default: the one next to the `picloud-orchestrator` binary).
+    pub binary: Option<PathBuf>,
 }
 
 /// Per-invocation limits (`PICLOUD_LIMITS__TIMEOUT_MS=2000`, or `[limits]` in picloud.toml):
@@ -369,6 +377,8 @@ impl Default for ExecutorSettings {
         ExecutorSettings {
             threads: 0,
             queue_capacity: 256,
+            socket: None,
+            binary: None,
         }
     }
 }

@@ -18,4 +18,4 @@ mod serve; // wiring and shutdown order
 mod timeouts; // header, body and idle timeouts of a connection
 
 pub use config::Config;
-pub use serve::{Role, Server, serve, start, start_role};
+pub use serve::{Role, Server, serve, serve_executor, start, start_role};

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 /// returns freed memory instead of keeping per-thread arenas (idle RSS).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use picloud::process::{ServeArgs, run};
+use picloud::process::{ExecutorArgs, ServeArgs, run, run_executor};
 use picloud::{Role, cli};
 
 #[derive(Parser, Debug)]
@@ -26,6 +26,13 @@ struct Args {
 enum Top {
     /// Run the all-in-one server (SQLite in ./picloud-data unless PICLOUD_DATABASE_URL is set).
     Serve(ServeArgs),
+    /// Cluster mode: the manager (admin API, dashboard, cron), as `picloud-manager`.
+    Manager(ServeArgs),
+    /// Cluster mode: a node's orchestrator, as `picloud-orchestrator`; it starts
+    /// `picloud executor` itself unless PICLOUD_EXECUTOR__SOCKET names one to connect to.
+    Orchestrator(ServeArgs),
+    /// Cluster mode: a node's executor on a Unix socket, as `picloud-executor`.
+    Executor(ExecutorArgs),
     #[command(flatten)]
     Client(cli::Command),
 }
@@ -37,6 +44,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.command {
         Top::Serve(serve) => runtime.block_on(run(serve, Role::All)),
+        Top::Manager(serve) => runtime.block_on(run(serve, Role::Manager)),
+        Top::Orchestrator(serve) => runtime.block_on(run(serve, Role::Orchestrator)),
+        Top::Executor(args) => runtime.block_on(run_executor(args)),
         Top::Client(command) => {
             let result = runtime.block_on(cli::run(args.remote, command));
             // `push --dry-run` with changes: the plan is printed, the code says the rest.

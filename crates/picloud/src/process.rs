@@ -115,3 +115,122 @@ pub fn cluster_main(role: Role) {
         std::process::exit(1);
     }
 }
+
+/// `main` of `picloud-executor`: the sandbox and host API behind a Unix socket.
+///
+/// Started by `picloud-orchestrator` (`--from-parent`), it reads the orchestrator's
+/// resolved configuration as one JSON line on stdin and stops when stdin closes (the
+/// orchestrator ended, however it ended). Started on its own, it reads `picloud.toml` and
+/// `PICLOUD_*` like the other binaries and listens on `--socket` (or
+/// `PICLOUD_EXECUTOR__SOCKET`) until SIGTERM.
+pub fn executor_main() {
+    #[derive(clap::Parser)]
+    #[command(name = "picloud-executor", version)]
+    struct Args {
+        #[command(flatten)]
+        executor: ExecutorArgs,
+    }
+    let args = <Args as clap::Parser>::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run_executor(args.executor)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The arguments of an executor process (`picloud-executor`, `picloud executor`).
+#[derive(clap::Args, Debug, Default)]
+pub struct ExecutorArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The Unix socket to listen on (overrides PICLOUD_EXECUTOR__SOCKET).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Started by an orchestrator: the configuration comes on stdin, and the executor
+    /// stops when stdin closes.
+    #[arg(long, hide = true)]
+    pub from_parent: bool,
+}
+
+/// Run an executor process until SIGTERM (or, started by an orchestrator, until its stdin
+/// closes).
+///
+/// # Errors
+/// An invalid configuration, no socket, a database that cannot be opened.
+pub async fn run_executor(args: ExecutorArgs) -> anyhow::Result<()> {
+    run_executor_process(args.serve, args.socket, args.from_parent).await
+}
+
+async fn run_executor_process(
+    args: ServeArgs,
+    socket: Option<PathBuf>,
+    from_parent: bool,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let config = if from_parent {
+        let (line, stdin) = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let mut stdin = std::io::BufReader::new(std::io::stdin());
+            std::io::BufRead::read_line(&mut stdin, &mut line).map(|_| (line, stdin))
+        })
+        .await
+        .context("cannot read stdin")?
+        .context("cannot read the configuration from stdin")?;
+        let config: Config =
+            serde_json::from_str(&line).context("the configuration on stdin is not valid")?;
+        // The orchestrator holds the other end: when it ends, so does this process.
+        let orphaned = shutdown.clone();
+        std::thread::spawn(move || {
+            let mut stdin = stdin;
+            let mut sink = [0u8; 64];
+            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            orphaned.cancel();
+        });
+        config
+    } else {
+        let mut config = Config::load(&args.config).context("invalid configuration")?;
+        if let Some(dir) = args.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(url) = args.database_url {
+            config.database_url = Some(url);
+        }
+        config
+    };
+    init_logging(&config.log_format);
+    let socket = socket
+        .or_else(|| config.executor.socket.clone())
+        .context("the executor needs --socket or PICLOUD_EXECUTOR__SOCKET")?;
+    if from_parent {
+        // Its orchestrator decides when it stops (by closing stdin, after draining): a
+        // SIGTERM or Ctrl-C sent to the whole group must not cut the drain's runs short.
+        tokio::spawn(outlive_signals());
+    } else {
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+    }
+    crate::serve::serve_executor(config, &socket, shutdown).await
+}
+
+/// Take SIGTERM and SIGINT without stopping (a started executor stops when its
+/// orchestrator closes its stdin).
+async fn outlive_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = term.recv() => {}
+            Some(()) = int.recv() => {}
+            else => return,
+        }
+        tracing::debug!("signal ignored: the orchestrator stops this executor");
+    }
+}

@@ -51,6 +51,10 @@ pub enum Role {
     Manager,
     /// A worker node: public endpoints and the script threads (and health).
     Node,
+    /// A worker node whose scripts run in a separate `picloud-executor` process, reached
+    /// over a Unix socket (`picloud-orchestrator`): started and restarted by this process,
+    /// or connected to at `[executor] socket`.
+    Orchestrator,
 }
 
 impl Role {
@@ -59,7 +63,7 @@ impl Role {
     }
 
     fn runs_scripts(self) -> bool {
-        matches!(self, Role::All | Role::Node)
+        matches!(self, Role::All | Role::Node | Role::Orchestrator)
     }
 
     /// The role's name in the nodes list.
@@ -67,7 +71,7 @@ impl Role {
         match self {
             Role::All => "all",
             Role::Manager => "manager",
-            Role::Node => "node",
+            Role::Node | Role::Orchestrator => "node",
         }
     }
 }
@@ -214,15 +218,22 @@ pub async fn start_role(
         }
     }
     if role.runs_scripts() {
-        let (executor, orchestrator) = start_node(&config, &store, &catalog, &node_id).await?;
+        let (executor, orchestrator) =
+            start_node(&config, &store, &catalog, &node_id, role).await?;
         if role.manages() {
+            let checker: Arc<dyn shared::ScriptChecker> = match &executor {
+                NodeExecutor::Local(executor) => executor.clone(),
+                NodeExecutor::Remote(_) => {
+                    Arc::new(executor_core::Executor::checker(config.executor_limits()))
+                }
+            };
             let subscribers: Arc<dyn shared::realtime::Subscribers> =
                 orchestrator.realtime().clone();
             app = app.merge(manager_router(
                 &config,
                 &store,
                 &catalog,
-                executor.clone(),
+                checker,
                 Some(subscribers),
             ));
         }
@@ -322,7 +333,7 @@ pub async fn start_role(
                         "events still running after the shutdown grace; their leases will expire"
                     );
                 }
-                let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
+                executor.shutdown().await;
                 // The last runs' spans go out before the process ends.
                 orchestrator.tracing().shutdown(grace).await;
             }
@@ -417,6 +428,123 @@ fn manager_router(
     )
 }
 
+/// A node's executor: script threads in this process, or a `picloud-executor` process.
+#[derive(Clone)]
+enum NodeExecutor {
+    Local(Arc<executor_core::Executor>),
+    Remote(Arc<executor_core::remote::RemoteExecutor>),
+}
+
+impl NodeExecutor {
+    fn client(&self) -> Arc<dyn shared::ExecutorClient> {
+        match self {
+            NodeExecutor::Local(e) => e.clone(),
+            NodeExecutor::Remote(e) => e.clone(),
+        }
+    }
+
+    fn queue_depth(&self) -> usize {
+        match self {
+            NodeExecutor::Local(e) => e.queue_depth(),
+            NodeExecutor::Remote(e) => e.queue_depth(),
+        }
+    }
+
+    /// Stop the script threads (or the executor process) once the runs have finished.
+    async fn shutdown(self) {
+        match self {
+            NodeExecutor::Local(e) => {
+                let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+            }
+            NodeExecutor::Remote(e) => e.shutdown().await,
+        }
+    }
+}
+
+/// The executor's configuration, from `[executor]`, `[limits]`, `[outbound]`, `[smtp]`
+/// and `[realtime]`.
+fn executor_config(config: &Config) -> anyhow::Result<executor_core::ExecutorConfig> {
+    let threads = match config.executor.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    Ok(executor_core::ExecutorConfig {
+        threads,
+        queue_capacity: config.executor.queue_capacity,
+        limits: config.executor_limits(),
+        outbound: outbound_config(config)?,
+        email_senders: email_senders(&config.smtp),
+        max_realtime_token_ttl: Duration::from_secs(config.realtime.max_token_ttl_secs.max(1)),
+    })
+}
+
+/// The `picloud-executor` process of an orchestrator: started next to it (and restarted
+/// when it dies), or reached at `[executor] socket`.
+async fn remote_executor(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Arc<executor_core::remote::RemoteExecutor>> {
+    use executor_core::remote::{Endpoint, RemoteConfig, RemoteExecutor};
+    let endpoint = match &config.executor.socket {
+        Some(socket) => Endpoint::Connect {
+            socket: socket.clone(),
+        },
+        None => {
+            // `picloud orchestrator` starts `picloud executor`; `picloud-orchestrator` the
+            // `picloud-executor` next to it.
+            let (program, first_arg) = match &config.executor.binary {
+                Some(binary) => (binary.clone(), None),
+                None => {
+                    let me = std::env::current_exe().context("cannot find this program's path")?;
+                    if me.file_stem().is_some_and(|stem| stem == "picloud") {
+                        (me, Some("executor"))
+                    } else {
+                        (me.with_file_name("picloud-executor"), None)
+                    }
+                }
+            };
+            let socket = config
+                .data_dir
+                .join(format!("executor-{}.sock", std::process::id()));
+            // sun_path holds 108 bytes with the terminating NUL.
+            if socket.as_os_str().len() > 100 {
+                anyhow::bail!(
+                    "the executor socket path {} is too long for a Unix socket: use a shorter \
+                     PICLOUD_DATA_DIR or set PICLOUD_EXECUTOR__SOCKET",
+                    socket.display()
+                );
+            }
+            // The child reads its configuration (this process's, as resolved) from stdin.
+            let mut stdin =
+                serde_json::to_vec(config).context("cannot encode the configuration")?;
+            stdin.push(b'\n');
+            let arg = socket.clone();
+            Endpoint::Spawn {
+                command: Box::new(move || {
+                    let mut command = std::process::Command::new(&program);
+                    command.args(first_arg);
+                    command.arg("--from-parent").arg("--socket").arg(&arg);
+                    command
+                }),
+                stdin,
+                socket,
+            }
+        }
+    };
+    let remote = RemoteExecutor::start(
+        endpoint,
+        store.objects.clone(),
+        RemoteConfig {
+            grace: Duration::from_millis(config.http.shutdown_grace_ms),
+            ..RemoteConfig::default()
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+    .context("cannot start the executor")?;
+    Ok(remote)
+}
+
 /// This node's spans: exported over OTLP when `[tracing] otlp_endpoint` is set.
 fn tracing_of(config: &Config) -> anyhow::Result<orchestrator_core::Tracing> {
     let settings = &config.tracing;
@@ -436,30 +564,24 @@ fn tracing_of(config: &Config) -> anyhow::Result<orchestrator_core::Tracing> {
     .context("[tracing] otlp_endpoint")
 }
 
-/// The script threads, the public endpoints and the dispatcher, subscribed to this
-/// node's catalog.
+/// The script threads (or the executor process), the public endpoints and the
+/// dispatcher, subscribed to this node's catalog.
 async fn start_node(
     config: &Config,
     store: &Store,
     catalog: &Catalog,
     node_id: &str,
-) -> anyhow::Result<(Arc<executor_core::Executor>, Arc<Orchestrator>)> {
-    let threads = match config.executor.threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
+    role: Role,
+) -> anyhow::Result<(NodeExecutor, Arc<Orchestrator>)> {
+    let executor = if role == Role::Orchestrator {
+        NodeExecutor::Remote(remote_executor(config, store).await?)
+    } else {
+        NodeExecutor::Local(executor_core::Executor::start(
+            executor_config(config)?,
+            store.clone(),
+            tokio::runtime::Handle::current(),
+        ))
     };
-    let executor = executor_core::Executor::start(
-        executor_core::ExecutorConfig {
-            threads,
-            queue_capacity: config.executor.queue_capacity,
-            limits: config.executor_limits(),
-            outbound: outbound_config(config)?,
-            email_senders: email_senders(&config.smtp),
-            max_realtime_token_ttl: Duration::from_secs(config.realtime.max_token_ttl_secs.max(1)),
-        },
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    );
     let ingress = IngressConfig {
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
@@ -486,11 +608,14 @@ async fn start_node(
     };
     let mailer = mailer(config, store)?;
     let orchestrator =
-        Orchestrator::start(store.clone(), executor.clone(), mailer, ingress, dispatch)
+        Orchestrator::start(store.clone(), executor.client(), mailer, ingress, dispatch)
             .await
             .context("cannot load the route tables")?;
 
-    catalog.subscribe(executor.clone());
+    // A separate executor process follows the catalog itself.
+    if let NodeExecutor::Local(executor) = &executor {
+        catalog.subscribe(executor.clone());
+    }
     catalog.subscribe(orchestrator.catalog_listener());
     Ok((executor, orchestrator))
 }
@@ -735,4 +860,87 @@ async fn sweep_objects(store: Store, shutdown: CancellationToken) {
             () = tokio::time::sleep(EVERY) => {}
         }
     }
+}
+
+/// The `picloud-executor` process: the sandbox and the host API behind a Unix socket,
+/// until `shutdown` is cancelled. It reads the store (scripts, KV, blobs, settings) and
+/// writes blob bytes, but commits nothing: a run's effects go back to the orchestrator,
+/// which commits them (with the event's outbox row, under its lease).
+///
+/// # Errors
+/// A SQLite database (a separate executor would not hear catalog changes), a missing
+/// secrets key, a database that cannot be opened, a socket that cannot be bound.
+pub async fn serve_executor(
+    config: Config,
+    socket: &std::path::Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config
+        .executor_limits()
+        .validate()
+        .map_err(anyhow::Error::msg)?;
+    if storage::backend_of(&config.database_url()) != Ok(storage::Backend::Postgres) {
+        anyhow::bail!(
+            "picloud-executor needs PostgreSQL: set PICLOUD_DATABASE_URL to a postgres:// URL \
+             (cluster mode shares one PostgreSQL database)"
+        );
+    }
+    let (options, key) = store_options(&config, Role::Orchestrator)?;
+    if key.new {
+        anyhow::bail!(
+            "the secrets key file {} does not exist: the executor uses the cluster's key and \
+             never makes one",
+            key.file.display()
+        );
+    }
+    let store = storage::connect_with(&config.database_url(), options)
+        .await
+        .map_err(|e| key.explain(e))?;
+    let executor = executor_core::Executor::start(
+        executor_config(&config)?,
+        store.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    // Deploys and rollbacks reach the compiled-script cache through the bus.
+    let catalog = Catalog::with_bus(store.bus.clone());
+    catalog.subscribe(executor.clone());
+    let following = {
+        let catalog = catalog.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { catalog.follow(shutdown.cancelled_owned()).await })
+    };
+    let listener = bind_socket(socket)?;
+    println!("{}{}", executor_core::remote::READY_LINE, socket.display());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tracing::info!(socket = %socket.display(), "the executor is serving");
+    executor_core::remote::serve(listener, executor.clone(), shutdown.cancelled()).await;
+    let _ = std::fs::remove_file(socket);
+    let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
+    let _ = following.await;
+    store.health.close().await;
+    Ok(())
+}
+
+/// Listen on `socket` (only this user may connect). A socket file nobody listens on (left
+/// by a killed executor) is replaced; one in use is refused.
+fn bind_socket(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "another executor is listening on {} already",
+            socket.display()
+        );
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot replace {}", socket.display()));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    Ok(listener)
 }

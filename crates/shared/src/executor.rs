@@ -1,5 +1,6 @@
 //! The seam between dispatch and execution. In the all-in-one binary the executor runs in
-//! the same process; a cluster node may put a network hop behind the same trait.
+//! the same process; a cluster node (`picloud-orchestrator`) reaches its `picloud-executor`
+//! process over a local socket behind the same trait (`executor_core::remote`).
 use async_trait::async_trait;
 
 use crate::invocation::{Execution, Invocation};
@@ -14,7 +15,8 @@ pub trait ExecutorClient: Send + Sync {
     /// `ConcurrencyLimit` when the app or script is at its concurrency cap (answer 429, or
     /// put an event back for later);
     /// `ScriptNotFound` when the script has no active version; `WorkerLost` if the script
-    /// thread died; `Store` when the script could not be loaded.
+    /// thread died; `ExecutorLost` if the executor process (cluster mode) went away while
+    /// the run was in its hands; `Store` when the script could not be loaded.
     async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError>;
 }
 
@@ -30,6 +32,11 @@ pub enum ExecError {
     ScriptNotFound(String),
     #[error("the script's worker was lost")]
     WorkerLost,
+    /// The executor process stopped (crashed, was killed) or its socket closed after the
+    /// invocation was handed over: the run may have started, and none of its effects were
+    /// committed. An event counts it as an attempt; a request answers 503.
+    #[error("the executor process stopped during the run")]
+    ExecutorLost,
     #[error("internal error")]
     Store(#[from] StoreError),
 }

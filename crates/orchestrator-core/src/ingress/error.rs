@@ -39,6 +39,10 @@ pub enum IngressError {
     ScriptFailed(InvocationId),
     #[error("the service is at capacity, try again (invocation {0})")]
     Unavailable(InvocationId),
+    /// The executor process stopped during the run (cluster mode); its effects were not
+    /// committed and it is being restarted.
+    #[error("the executor stopped during the run, try again (invocation {0})")]
+    ExecutorLost(InvocationId),
     /// The app's (or script's) request rate or concurrency limit refused the request
     /// before it ran; `Retry-After` says when to come back.
     #[error("too many requests: {reason}, try again later")]
@@ -82,7 +86,7 @@ impl IngressError {
             IngressError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             IngressError::Timeout(_) => ErrorCode::Timeout,
             IngressError::ScriptFailed(_) => ErrorCode::ScriptFailed,
-            IngressError::Unavailable(_) => ErrorCode::Unavailable,
+            IngressError::Unavailable(_) | IngressError::ExecutorLost(_) => ErrorCode::Unavailable,
             IngressError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
             IngressError::Internal { .. } => ErrorCode::Internal,
         }
@@ -94,6 +98,7 @@ impl IngressError {
             IngressError::Timeout(id)
             | IngressError::ScriptFailed(id)
             | IngressError::Unavailable(id)
+            | IngressError::ExecutorLost(id)
             | IngressError::ScriptNotFound { id, .. }
             | IngressError::Internal { id, .. } => Some(*id),
             IngressError::NotFound
@@ -135,7 +140,9 @@ impl IntoResponse for IngressError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            IngressError::Unavailable(_) | IngressError::IdempotencyKeyInFlight => {
+            IngressError::Unavailable(_)
+            | IngressError::ExecutorLost(_)
+            | IngressError::IdempotencyKeyInFlight => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             IngressError::TooManyRequests {
@@ -179,6 +186,28 @@ mod tests {
         let response = IngressError::Unavailable(InvocationId::new()).into_response();
         assert_eq!(response.status().as_u16(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[tokio::test]
+    async fn a_lost_executor_answers_503_naming_the_invocation_in_the_body_and_header() {
+        let id = InvocationId::new();
+        let response = IngressError::ExecutorLost(id).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[INVOCATION_ID_HEADER],
+            id.to_string().as_str()
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unavailable);
+        assert!(
+            body.error.message.contains(&id.to_string()),
+            "{}",
+            body.error.message
+        );
     }
 
     #[test]

@@ -677,6 +677,9 @@ fn settle(
                     IngressError::Unavailable(id)
                 }
                 e @ ExecError::ScriptNotFound(_) => IngressError::ScriptNotFound { id, source: e },
+                // The executor process died with the run: nothing was committed, and the
+                // node is restarting it, so the caller may try again.
+                ExecError::ExecutorLost => IngressError::ExecutorLost(id),
                 e @ (ExecError::WorkerLost | ExecError::Store(_)) => IngressError::Internal {
                     id,
                     source: Box::new(e),

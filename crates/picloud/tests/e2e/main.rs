@@ -20,5 +20,6 @@ mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod s3; // two nodes share one S3-compatible bucket (moto)
+mod split; // picloud-orchestrator + its picloud-executor process: parity, kill -9 of the executor
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
 mod traces; // traceparent through requests, events and queues; OTLP export
