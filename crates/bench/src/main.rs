@@ -2,7 +2,7 @@
 //! events end to end on SQLite and PostgreSQL for three handlers (burst, long queue,
 //! paced delay); (a) a bare axum hello-world against (b) a deployed hello-world script and
 //! (c) a script doing one `kv::set` on the real `picloud serve`, with the same wrk
-//! settings, in interleaved rounds, with user-space instructions per request; deploy to
+//! settings, in interleaved rounds, with instructions per request (callgrind); deploy to
 //! first response under load; idle CPU and resident memory. Prints one table, each figure
 //! against its target.
 //!
@@ -14,10 +14,10 @@
 //! - `procfs`: CPU ticks and VmRSS of a process.
 //! - `report`: the table and the targets.
 mod baseline; // the bare axum server
+mod callgrind; // instructions per request under callgrind
 mod child; // server processes, killed on drop
 mod deploy; // deploy to first response of the new version, under load
 mod events; // events/s and publish->handler delay on SQLite and PostgreSQL
-mod perf; // perf stat: instructions of a process during a load
 mod picloud; // picloud serve + admin API setup
 mod procfs; // /proc/PID/{stat,status}
 mod report; // the comparison table and targets
@@ -89,6 +89,9 @@ struct Args {
     /// Backends to measure (sqlite, postgres); default both.
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
+    /// Seconds of load under callgrind for instructions per request (0: skip).
+    #[arg(long, default_value_t = 5)]
+    callgrind_secs: u64,
     /// Redeploys for the deploy-to-first-response figure (0: skip).
     #[arg(long, default_value_t = 100)]
     redeploys: usize,
@@ -245,16 +248,10 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     let mut kv_runs = Vec::new();
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
-        let (a, a_instr) = measure(
-            &baseline_server,
-            baseline::PATH,
-            load,
-            args.warmup,
-            work.path(),
-        )?;
+        let a = measure(&baseline_server, baseline::PATH, load, args.warmup)?;
         if let Some(server) = &mut picloud_server {
-            let (b, b_instr) = measure(server, picloud::PATH, load, args.warmup, work.path())?;
-            let (c, _) = measure(server, picloud::PUT_PATH, load, args.warmup, work.path())?;
+            let b = measure(server, picloud::PATH, load, args.warmup)?;
+            let c = measure(server, picloud::PUT_PATH, load, args.warmup)?;
             anyhow::ensure!(
                 server.is_running(),
                 "picloud exited during the load; its stderr:\n{}",
@@ -270,9 +267,6 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                     .kv_ratios
                     .push(c.requests_per_sec / b.requests_per_sec);
             }
-            if let (Some(ai), Some(bi)) = (a_instr, b_instr) {
-                report.instructions.push((ai, bi));
-            }
             picloud_runs.push(b);
             kv_runs.push(c);
         }
@@ -282,6 +276,21 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     report.baseline = report::median_run(baseline_runs);
     report.picloud = report::median_run(picloud_runs);
     report.kv = report::median_run(kv_runs);
+
+    if !args.baseline_only && args.callgrind_secs > 0 {
+        if callgrind::available() {
+            report.instructions.push(instructions(
+                &exe,
+                &picloud_bin,
+                work.path(),
+                args.callgrind_secs,
+            )?);
+        } else {
+            eprintln!(
+                "valgrind is not installed: no instruction counts (apt-get install -y valgrind)"
+            );
+        }
+    }
 
     if let Some(server) = &picloud_server
         && args.redeploys > 0
@@ -305,15 +314,37 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One measured wrk run (after its warm-up), and the server's user-space instructions
-/// per request during it when perf can count them.
-fn measure(
-    server: &Server,
-    path: &str,
-    load: Load,
-    warmup: u64,
+/// Instructions per request of the baseline and of picloud's hello, each server started
+/// again under callgrind.
+fn instructions(
+    exe: &std::path::Path,
+    picloud_bin: &std::path::Path,
     work: &std::path::Path,
-) -> anyhow::Result<(wrk::WrkResult, Option<f64>)> {
+    secs: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let dir = work.join("callgrind");
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--serve-baseline");
+    eprintln!("instructions: the baseline under callgrind");
+    let server = Server::start(callgrind::wrap(&cmd, &dir), &work.join("baseline-cg.log"))?;
+    picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
+    let a = callgrind::per_request(&server, baseline::PATH, secs, &dir)?;
+    drop(server);
+    eprintln!("instructions: picloud under callgrind");
+    let (server, _) = picloud::start_with(picloud_bin, work, "picloud-cg", |cmd| {
+        cmd.env(
+            "PICLOUD_HTTP__RECORDED_SUCCESSES_PER_SEC",
+            callgrind::RECORDED_PER_SEC,
+        );
+        callgrind::wrap(cmd, &dir)
+    })?;
+    let b = callgrind::per_request(&server, picloud::PATH, secs, &dir)?;
+    Ok((a, b))
+}
+
+/// One measured wrk run, after its warm-up.
+fn measure(server: &Server, path: &str, load: Load, warmup: u64) -> anyhow::Result<wrk::WrkResult> {
     if warmup > 0 {
         eprintln!("  warming up for {warmup} s");
         wrk::run(
@@ -329,13 +360,7 @@ fn measure(
         "  wrk -t{} -c{} -d{}s --latency http://{}{path}",
         load.threads, load.connections, load.duration_secs, server.addr
     );
-    let counter = perf::Counter::start(server.pid(), load.duration_secs, work);
-    let result = wrk::run(server.addr, path, load)?;
-    let instructions = counter.and_then(perf::Counter::finish);
-    let per_request = instructions
-        .filter(|_| result.requests > 0)
-        .map(|n| n as f64 / result.requests as f64);
-    Ok((result, per_request))
+    wrk::run(server.addr, path, load)
 }
 
 /// Wait 3 s after the load, then measure CPU time over `secs` and read VmRSS.

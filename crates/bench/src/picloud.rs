@@ -27,7 +27,23 @@ const PUT_SCRIPT: &str = "kv::set(\"last\", 1);\n\"ok\"\n";
 /// # Errors
 /// When the server does not start or the admin API refuses a step.
 pub fn start(bin: &Path, work: &Path) -> anyhow::Result<(Server, String)> {
-    let data_dir = work.join("picloud-data");
+    start_with(bin, work, "picloud", |cmd| {
+        std::mem::replace(cmd, Command::new(bin))
+    })
+}
+
+/// `start`, the command made by `wrap` (e.g. run under callgrind), its data dir and log
+/// named after `name`.
+///
+/// # Errors
+/// When the server does not start or the admin API refuses a step.
+pub fn start_with(
+    bin: &Path,
+    work: &Path,
+    name: &str,
+    wrap: impl FnOnce(&mut Command) -> Command,
+) -> anyhow::Result<(Server, String)> {
+    let data_dir = work.join(format!("{name}-data"));
     std::fs::create_dir_all(&data_dir).context("cannot create the data dir")?;
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let mut cmd = Command::new(bin);
@@ -38,7 +54,7 @@ pub fn start(bin: &Path, work: &Path) -> anyhow::Result<(Server, String)> {
         .env_remove("PICLOUD_DATABASE_URL")
         .env_remove("PICLOUD_CONFIG")
         .current_dir(work);
-    let server = Server::start(cmd, &work.join("picloud.log"))?;
+    let server = Server::start(wrap(&mut cmd), &work.join(format!("{name}.log")))?;
     anyhow::ensure!(
         server.addr.ip().is_loopback(),
         "picloud listens on {}, not on loopback",

@@ -109,8 +109,7 @@ pub struct Report {
     /// The `kv::set` endpoint's median run, and c/b of each round.
     pub kv: Option<WrkResult>,
     pub kv_ratios: Vec<f64>,
-    /// User-space instructions per request (axum, picloud hello) of each round where
-    /// perf could count.
+    /// Instructions per request (axum, picloud hello) under callgrind, per measurement.
     pub instructions: Vec<(f64, f64)>,
     pub idle: Option<Idle>,
     pub events: Vec<crate::events::EventRun>,
