@@ -179,7 +179,10 @@ impl Report {
             v.push(("kv::set / hello".into(), r >= TARGET_KV_RATIO));
         }
         if let Some(i) = &self.idle {
-            v.push(("idle ticks".into(), i.cpu_ticks <= TARGET_IDLE_TICKS));
+            v.push((
+                "idle ticks".into(),
+                i.cpu_ticks.saturating_sub(TARGET_IDLE_TICKS) == 0,
+            ));
             v.push(("idle RSS".into(), i.rss_ok()));
         }
         for e in &self.events {
@@ -303,7 +306,7 @@ impl Report {
                     "{:<28} {:>11.3}%   target {TARGET_IDLE_TICKS} ticks  {}  ({} ticks in {:.0} s, resolution {:.3} %)",
                     "idle CPU (picloud, 1 core)",
                     idle.cpu_pct(),
-                    verdict(idle.cpu_ticks <= TARGET_IDLE_TICKS),
+                    verdict(idle.cpu_ticks.saturating_sub(TARGET_IDLE_TICKS) == 0),
                     idle.cpu_ticks,
                     idle.window_secs,
                     idle.resolution_pct()
