@@ -98,6 +98,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "nodes",
         include_str!("../../migrations/postgres/0011_nodes.sql"),
     ),
+    (
+        "0013_traces.sql",
+        13,
+        "traces",
+        include_str!("../../migrations/postgres/0013_traces.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
