@@ -114,7 +114,9 @@ async fn commit_merged(
             match &c.outcome {
                 EventOutcome::Done { effects } => {
                     let (app, emitted) = (&c.event.app, &effects.emitted);
-                    plan.emits::<Postgres>(&mut sp, app, emitted, now).await?;
+                    let trace = effects.trace.as_deref();
+                    plan.emits::<Postgres>(&mut sp, app, emitted, trace, now)
+                        .await?;
                 }
                 EventOutcome::Retry { .. } | EventOutcome::Release { .. } => {}
                 EventOutcome::Dead { error } => {
