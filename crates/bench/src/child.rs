@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// How long a server may take to print its `listening on` line.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running server process and the address it printed.
 pub struct Server {
@@ -27,7 +27,7 @@ impl Server {
     /// child never blocks on a full pipe.
     ///
     /// # Errors
-    /// When it cannot be started, exits, or prints no address within a minute.
+    /// When it cannot be started, exits, or prints no address within two minutes.
     pub fn start(mut command: Command, stderr_path: &Path) -> anyhow::Result<Server> {
         let stderr = File::create(stderr_path).context("cannot create the server log file")?;
         command

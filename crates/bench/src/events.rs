@@ -1,12 +1,20 @@
-//! Events end to end: `picloud serve` on SQLite or PostgreSQL, a topic with a trivial
-//! subscriber, and a producer endpoint that publishes 1,000 events per request.
+//! Events end to end: `picloud serve` on SQLite or PostgreSQL, a subscriber running one of
+//! three handlers, and producer endpoints that publish (topic) or send (queue) 1,000
+//! events per request. Each measurement runs on a fresh server with its own database.
 //!
 //! - burst: publish N events as fast as the producer can, and time from the first publish
 //!   until the N-th handler run has committed (`picloud_events_total{outcome="done"}`),
 //!   which gives events/s; the delay quantiles come from the server's own
 //!   `picloud_event_delay_seconds` (due time -> handler start).
-//! - paced: a fresh server, 200 events/s for 5 s (one publish per request), to see the
-//!   delay when the dispatcher is not saturated.
+//! - queued: send M queue messages while the queue has no consumer (they wait, parked),
+//!   then create the consumer: all M are due at once, and events/s is M over the time from
+//!   the trigger's creation to the M-th commit. Against the burst's rate, it shows whether
+//!   the cost per event grows with the number of waiting rows.
+//! - paced: 200 events/s for 5 s (one publish per request), to see the delay when the
+//!   dispatcher is not saturated.
+//!
+//! After each run the handler's effects are checked: `incr` must have counted every event
+//! exactly once, `set` must have written the last event's key.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -17,32 +25,98 @@ use serde_json::json;
 
 use crate::child::Server;
 
-const PRODUCER: &str = r#"
+const PUBLISHER: &str = r#"
     let from = parse_int(request.query.from ?? "0");
     let count = parse_int(request.query.count ?? "1000");
     for n in from..from + count { pubsub::publish("bench", n); }
     "ok"
 "#;
-const SUBSCRIBER: &str = "()";
+const SENDER: &str = r#"
+    let from = parse_int(request.query.from ?? "0");
+    let count = parse_int(request.query.count ?? "1000");
+    for n in from..from + count { queue::send("bench", n); }
+    "ok"
+"#;
 
+/// What the subscriber does with each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// Writes nothing.
+    Noop,
+    /// `kv::incr` on one hot key.
+    Incr,
+    /// `kv::set` of a distinct key per event.
+    Set,
+}
+
+impl Handler {
+    pub const ALL: [Handler; 3] = [Handler::Noop, Handler::Incr, Handler::Set];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::Noop => "noop",
+            Handler::Incr => "kv::incr",
+            Handler::Set => "kv::set",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Handler::Noop => "()",
+            Handler::Incr => r#"kv::incr("count", 1);"#,
+            Handler::Set => r#"kv::set("k" + event.payload, event.payload);"#,
+        }
+    }
+}
+
+/// One backend and handler: the burst, and (unless skipped) the queued run.
 #[derive(Debug, Clone)]
 pub struct EventRun {
     pub backend: &'static str,
+    pub handler: Handler,
     pub events: u64,
     pub events_per_sec: f64,
     pub burst_p50_ms: f64,
     pub burst_p99_ms: f64,
-    pub paced_events: u64,
-    pub paced_p50_ms: f64,
-    pub paced_p99_ms: f64,
+    /// Events queued before the consumer existed, and their rate.
+    pub queued: Option<(u64, f64)>,
 }
 
-/// Start a server with a topic subscriber and the producer endpoint.
+impl EventRun {
+    /// The queued run's rate over the burst's (1.0: no slower with the longer queue).
+    pub fn queued_ratio(&self) -> Option<f64> {
+        let (_, rate) = self.queued?;
+        (self.events_per_sec > 0.0).then(|| rate / self.events_per_sec)
+    }
+}
+
+/// The delay of a paced run on one backend (handler: noop).
+#[derive(Debug, Clone)]
+pub struct PacedRun {
+    pub backend: &'static str,
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// What to measure per backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub burst: u64,
+    /// 0: no queued run.
+    pub queued: u64,
+    pub paced: u64,
+}
+
+/// Start a server with the producer endpoints and, for a burst, the topic subscriber
+/// (the queue consumer is created by the queued run once its messages wait).
 fn start(
     bin: &Path,
     work: &Path,
     name: &str,
     database_url: Option<&str>,
+    handler: Handler,
+    topic: bool,
 ) -> anyhow::Result<(Server, String)> {
     let data_dir = work.join(name);
     std::fs::create_dir_all(&data_dir)?;
@@ -62,76 +136,171 @@ fn start(
     let server = Server::start(cmd, &work.join(format!("{name}.log")))?;
     anyhow::ensure!(server.addr.ip().is_loopback(), "picloud is not on loopback");
     let addr = server.addr;
-    runtime()?.block_on(async {
-        let http = reqwest::Client::new();
-        let api = format!("http://{addr}/api/v1");
-        let steps = [
-            (reqwest::Method::POST, format!("{api}/apps"), json!({"name": "events"})),
-            (reqwest::Method::PUT, format!("{api}/apps/events/scripts/producer"), json!({"source": PRODUCER})),
-            (reqwest::Method::PUT, format!("{api}/apps/events/scripts/sink"), json!({"source": SUBSCRIBER})),
-            (
-                reqwest::Method::POST,
-                format!("{api}/apps/events/triggers"),
-                json!({"kind": "http", "method": "POST", "path": "/produce", "script": "producer"}),
-            ),
-            (
-                reqwest::Method::POST,
-                format!("{api}/apps/events/triggers"),
-                json!({"kind": "topic", "topic": "bench", "script": "sink"}),
-            ),
-        ];
-        for (method, url, body) in steps {
-            let res = http.request(method.clone(), &url).bearer_auth(&token).json(&body).send().await?;
-            anyhow::ensure!(res.status().is_success(), "{method} {url}: {}", res.text().await.unwrap_or_default());
-        }
-        Ok(())
-    })
-    .with_context(|| format!("setting up the events app failed; stderr:\n{}", server.stderr_tail()))?;
+    runtime()?
+        .block_on(async {
+            let http = reqwest::Client::new();
+            let api = format!("http://{addr}/api/v1");
+            let post = reqwest::Method::POST;
+            let put = reqwest::Method::PUT;
+            let mut steps = vec![
+                (post.clone(), format!("{api}/apps"), json!({"name": "events"})),
+                (put.clone(), format!("{api}/apps/events/scripts/producer"), json!({"source": PUBLISHER})),
+                (put.clone(), format!("{api}/apps/events/scripts/sender"), json!({"source": SENDER})),
+                (put, format!("{api}/apps/events/scripts/sink"), json!({"source": handler.source()})),
+                (
+                    post.clone(),
+                    format!("{api}/apps/events/triggers"),
+                    json!({"kind": "http", "method": "POST", "path": "/produce", "script": "producer"}),
+                ),
+                (
+                    post.clone(),
+                    format!("{api}/apps/events/triggers"),
+                    json!({"kind": "http", "method": "POST", "path": "/send", "script": "sender"}),
+                ),
+            ];
+            if topic {
+                steps.push((
+                    post,
+                    format!("{api}/apps/events/triggers"),
+                    json!({"kind": "topic", "topic": "bench", "script": "sink"}),
+                ));
+            }
+            for (method, url, body) in steps {
+                admin(&http, method, &url, &token, &body).await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+        .with_context(|| {
+            format!(
+                "setting up the events app failed; stderr:\n{}",
+                server.stderr_tail()
+            )
+        })?;
     Ok((server, token))
 }
 
-/// Measure one backend: a burst of `events` and a paced run, each on a fresh server with
-/// its own database (`database_urls`: burst, paced; `None` for SQLite in the data dir).
+async fn admin(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let res = http
+        .request(method.clone(), url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "{method} {url}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// POST `/events/{path}` for events `0..n`, 1,000 per request.
+async fn produce(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    n: u64,
+) -> anyhow::Result<()> {
+    let mut from = 0;
+    while from < n {
+        let count = (n - from).min(1000);
+        let res = http
+            .post(format!(
+                "http://{addr}/events/{path}?from={from}&count={count}"
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "{path}: {}", res.status());
+        from += count;
+    }
+    Ok(())
+}
+
+/// Measure one backend: per handler a burst and a queued run, then a paced run, each on a
+/// fresh server with its own database (`next_url`: a fresh PostgreSQL schema, or `None`
+/// for SQLite in the data dir).
 ///
 /// # Errors
-/// When a server does not start or a request fails.
+/// When a server does not start, a request fails or the effects are wrong.
 pub fn run(
     bin: &Path,
     work: &Path,
     backend: &'static str,
-    database_urls: [Option<String>; 2],
-    events: u64,
-) -> anyhow::Result<EventRun> {
-    let [burst_url, paced_url] = database_urls;
+    next_url: &mut dyn FnMut() -> anyhow::Result<Option<String>>,
+    plan: Plan,
+    handlers: &[Handler],
+) -> anyhow::Result<(Vec<EventRun>, PacedRun)> {
     let rt = runtime()?;
     let http = reqwest::Client::new();
+    let mut runs = Vec::new();
+    for (i, &handler) in handlers.iter().enumerate() {
+        let url = next_url()?;
+        let name = format!("{backend}-burst-{i}");
+        let (server, token) = start(bin, work, &name, url.as_deref(), handler, true)?;
+        let addr = server.addr;
+        let events = plan.burst;
+        eprintln!(
+            "events ({backend}, {}): burst of {events} on http://{addr}",
+            handler.name()
+        );
+        let (elapsed, delays) = rt.block_on(async {
+            let started = Instant::now();
+            produce(&http, addr, "produce", events).await?;
+            wait_done(&http, addr, "topic", events, Duration::from_secs(600)).await?;
+            let elapsed = started.elapsed();
+            check_effects(&http, addr, &token, handler, events).await?;
+            Ok::<_, anyhow::Error>((elapsed, delay_quantiles(&http, addr).await?))
+        })?;
+        drop(server);
 
-    let (burst_server, _) = start(bin, work, &format!("{backend}-burst"), burst_url.as_deref())?;
-    let addr = burst_server.addr;
-    eprintln!("events ({backend}): burst of {events} on http://{addr}");
-    let (elapsed, delays) = rt.block_on(async {
-        let started = Instant::now();
-        let mut from = 0;
-        while from < events {
-            let count = (events - from).min(1000);
-            let res = http
-                .post(format!(
-                    "http://{addr}/events/produce?from={from}&count={count}"
-                ))
-                .send()
-                .await?;
-            anyhow::ensure!(res.status().is_success(), "produce: {}", res.status());
-            from += count;
-        }
-        wait_done(&http, addr, events, Duration::from_secs(300)).await?;
-        let elapsed = started.elapsed();
-        Ok((elapsed, delay_quantiles(&http, addr).await?))
-    })?;
-    drop(burst_server);
+        let queued = if plan.queued > 0 {
+            let url = next_url()?;
+            let name = format!("{backend}-queued-{i}");
+            let (server, token) = start(bin, work, &name, url.as_deref(), handler, false)?;
+            let addr = server.addr;
+            let n = plan.queued;
+            eprintln!(
+                "events ({backend}, {}): {n} queued on http://{addr}",
+                handler.name()
+            );
+            let elapsed = rt.block_on(async {
+                produce(&http, addr, "send", n).await?;
+                let started = Instant::now();
+                let trigger = json!({"kind": "queue", "queue": "bench", "script": "sink"});
+                let url = format!("http://{addr}/api/v1/apps/events/triggers");
+                admin(&http, reqwest::Method::POST, &url, &token, &trigger).await?;
+                wait_done(&http, addr, "queue", n, Duration::from_secs(1800)).await?;
+                let elapsed = started.elapsed();
+                check_effects(&http, addr, &token, handler, n).await?;
+                Ok::<_, anyhow::Error>(elapsed)
+            })?;
+            drop(server);
+            Some((n, n as f64 / elapsed.as_secs_f64()))
+        } else {
+            None
+        };
+        runs.push(EventRun {
+            backend,
+            handler,
+            events,
+            events_per_sec: events as f64 / elapsed.as_secs_f64(),
+            burst_p50_ms: delays.0,
+            burst_p99_ms: delays.1,
+            queued,
+        });
+    }
 
-    let (paced_server, _) = start(bin, work, &format!("{backend}-paced"), paced_url.as_deref())?;
-    let addr = paced_server.addr;
-    let paced_events: u64 = 1_000;
+    let url = next_url()?;
+    let name = format!("{backend}-paced");
+    let (server, _) = start(bin, work, &name, url.as_deref(), Handler::Noop, true)?;
+    let addr = server.addr;
+    let paced_events = plan.paced.max(1);
     eprintln!("events ({backend}): {paced_events} paced at 200/s on http://{addr}");
     let paced = rt.block_on(async {
         let mut next = tokio::time::Instant::now();
@@ -144,32 +313,58 @@ pub fn run(
                 .await?;
             anyhow::ensure!(res.status().is_success(), "produce: {}", res.status());
         }
-        wait_done(&http, addr, paced_events, Duration::from_secs(60)).await?;
+        wait_done(&http, addr, "topic", paced_events, Duration::from_secs(60)).await?;
         delay_quantiles(&http, addr).await
     })?;
-    drop(paced_server);
-
-    Ok(EventRun {
-        backend,
-        events,
-        events_per_sec: events as f64 / elapsed.as_secs_f64(),
-        burst_p50_ms: delays.0,
-        burst_p99_ms: delays.1,
-        paced_events,
-        paced_p50_ms: paced.0,
-        paced_p99_ms: paced.1,
-    })
+    drop(server);
+    Ok((
+        runs,
+        PacedRun {
+            backend,
+            events: paced_events,
+            p50_ms: paced.0,
+            p99_ms: paced.1,
+        },
+    ))
 }
 
-/// Wait until `picloud_events_total{kind="topic",outcome="done"}` reaches `n`. The bench
-/// reads /metrics every 20 ms: a measuring client, not part of the server.
+/// Whether the handler's writes are all there: exactly `n` increments, or the last key.
+async fn check_effects(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    handler: Handler,
+    n: u64,
+) -> anyhow::Result<()> {
+    let (key, want) = match handler {
+        Handler::Noop => return Ok(()),
+        Handler::Incr => ("count".to_owned(), json!(n)),
+        Handler::Set => (format!("k{}", n - 1), json!(n - 1)),
+    };
+    let url = format!("http://{addr}/api/v1/apps/events/kv/{key}");
+    let res = http.get(&url).bearer_auth(token).send().await?;
+    anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
+    let entry: serde_json::Value = res.json().await?;
+    anyhow::ensure!(
+        entry["value"] == want,
+        "{}: kv {key} is {} after {n} events, want {want}",
+        handler.name(),
+        entry["value"]
+    );
+    Ok(())
+}
+
+/// Wait until `picloud_events_total{kind,outcome="done"}` reaches `n`. The bench reads
+/// /metrics every 20 ms: a measuring client, not part of the server.
 async fn wait_done(
     http: &reqwest::Client,
     addr: SocketAddr,
+    kind: &str,
     n: u64,
     within: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
+    let kind = format!("kind=\"{kind}\"");
     loop {
         let text = http
             .get(format!("http://{addr}/metrics"))
@@ -180,7 +375,7 @@ async fn wait_done(
         let done = metric_sum(
             &text,
             "picloud_events_total",
-            &["kind=\"topic\"", "outcome=\"done\""],
+            &[kind.as_str(), "outcome=\"done\""],
         );
         if done >= n as f64 {
             return Ok(());
@@ -192,7 +387,6 @@ async fn wait_done(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
 /// p50 and p99 of `picloud_event_delay_seconds`, in milliseconds, estimated from its
 /// buckets as Prometheus' `histogram_quantile` does.
 async fn delay_quantiles(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<(f64, f64)> {

@@ -1,6 +1,10 @@
-//! `picloud-bench`: in one run on loopback, load (a) a bare axum hello-world and (b) a
-//! deployed hello-world script on the real `picloud serve`, with the same wrk settings,
-//! then measure PiCloud's idle CPU and resident memory. Prints one comparison table.
+//! `picloud-bench`: in one run on loopback, every figure of the performance targets:
+//! events end to end on SQLite and PostgreSQL for three handlers (burst, long queue,
+//! paced delay); (a) a bare axum hello-world against (b) a deployed hello-world script and
+//! (c) a script doing one `kv::set` on the real `picloud serve`, with the same wrk
+//! settings, in interleaved rounds, with instructions per request (callgrind); deploy to
+//! first response under load; idle CPU and resident memory. Prints one table, each figure
+//! against its target.
 //!
 //! - `baseline`: the axum server, run as `picloud-bench --serve-baseline` so both servers
 //!   are separate processes with the same runtime setup.
@@ -10,7 +14,9 @@
 //! - `procfs`: CPU ticks and VmRSS of a process.
 //! - `report`: the table and the targets.
 mod baseline; // the bare axum server
+mod callgrind; // instructions per request under callgrind
 mod child; // server processes, killed on drop
+mod deploy; // deploy to first response of the new version, under load
 mod events; // events/s and publish->handler delay on SQLite and PostgreSQL
 mod picloud; // picloud serve + admin API setup
 mod procfs; // /proc/PID/{stat,status}
@@ -54,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Length of the idle CPU window.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     idle_secs: u64,
     /// Skip the idle CPU / RSS measurement.
     #[arg(long)]
@@ -68,9 +74,27 @@ struct Args {
     /// Exit non-zero when a target is missed.
     #[arg(long)]
     strict: bool,
-    /// Events published in the events burst, per backend.
+    /// Events published in the events burst, per backend and handler.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
+    /// Events queued before their consumer exists, per backend and handler (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    queued: u64,
+    /// Events published at 200/s for the unsaturated delay, per backend.
+    #[arg(long, default_value_t = 1_000)]
+    paced: u64,
+    /// Handlers to measure (noop, incr, set); default all three.
+    #[arg(long, value_delimiter = ',')]
+    handlers: Vec<String>,
+    /// Backends to measure (sqlite, postgres); default both.
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Seconds of load under callgrind for instructions per request (0: skip).
+    #[arg(long, default_value_t = 5)]
+    callgrind_secs: u64,
+    /// Redeploys for the deploy-to-first-response figure (0: skip).
+    #[arg(long, default_value_t = 100)]
+    redeploys: usize,
     /// Skip the events benchmark.
     #[arg(long)]
     skip_events: bool,
@@ -132,30 +156,60 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     let mut report = Report::new(load);
 
     if !args.skip_events && !args.baseline_only {
-        report.events.push(events::run(
-            &picloud_bin,
-            work.path(),
-            "sqlite",
-            [None, None],
-            args.events,
-        )?);
-        // Fresh schemas on PICLOUD_TEST_DATABASE_URL (default: the local `test` database).
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // The schemas are dropped when these handles drop, after the run.
-        let schemas = [
-            rt.block_on(storage::testing::TestUrl::postgres()),
-            rt.block_on(storage::testing::TestUrl::postgres()),
-        ];
-        let urls = [Some(schemas[0].url.clone()), Some(schemas[1].url.clone())];
-        report.events.push(events::run(
-            &picloud_bin,
-            work.path(),
-            "postgres",
-            urls,
-            args.events,
-        )?);
+        let handlers = if args.handlers.is_empty() {
+            events::Handler::ALL.to_vec()
+        } else {
+            args.handlers
+                .iter()
+                .map(|h| match h.as_str() {
+                    "noop" => Ok(events::Handler::Noop),
+                    "incr" => Ok(events::Handler::Incr),
+                    "set" => Ok(events::Handler::Set),
+                    other => anyhow::bail!("unknown handler {other} (noop, incr, set)"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let plan = events::Plan {
+            burst: args.events.max(1),
+            queued: args.queued,
+            paced: args.paced,
+        };
+        let wants = |b: &str| args.backends.is_empty() || args.backends.iter().any(|x| x == b);
+        if wants("sqlite") {
+            let (runs, paced) = events::run(
+                &picloud_bin,
+                work.path(),
+                "sqlite",
+                &mut || Ok(None),
+                plan,
+                &handlers,
+            )?;
+            report.events.extend(runs);
+            report.paced.push(paced);
+        }
+        if wants("postgres") {
+            // Fresh schemas on PICLOUD_TEST_DATABASE_URL (default: the local `test`
+            // database), dropped when these handles drop, after the run.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut schemas = Vec::new();
+            let (runs, paced) = events::run(
+                &picloud_bin,
+                work.path(),
+                "postgres",
+                &mut || {
+                    let schema = rt.block_on(storage::testing::TestUrl::postgres());
+                    let url = schema.url.clone();
+                    schemas.push(schema);
+                    Ok(Some(url))
+                },
+                plan,
+                &handlers,
+            )?;
+            report.events.extend(runs);
+            report.paced.push(paced);
+        }
     }
     if args.skip_http {
         return Ok(report);
@@ -168,16 +222,16 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     let baseline_server = Server::start(cmd, &work.path().join("baseline.log"))?;
     eprintln!("baseline: axum on http://{}", baseline_server.addr);
     picloud::wait_for_body(baseline_server.addr, baseline::PATH, baseline::BODY)?;
-    let mut picloud_server = if args.baseline_only {
-        None
+    let (mut picloud_server, token) = if args.baseline_only {
+        (None, String::new())
     } else {
-        let server = picloud::start(&picloud_bin, work.path())?;
+        let (server, token) = picloud::start(&picloud_bin, work.path())?;
         eprintln!(
             "picloud: {} on http://{}",
             picloud_bin.display(),
             server.addr
         );
-        Some(server)
+        (Some(server), token)
     };
     // Resident memory of the fresh server, before any load.
     let rss_before_kib = match &picloud_server {
@@ -191,11 +245,13 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     let rounds = args.rounds.max(1);
     let mut baseline_runs = Vec::new();
     let mut picloud_runs = Vec::new();
+    let mut kv_runs = Vec::new();
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
         let a = measure(&baseline_server, baseline::PATH, load, args.warmup)?;
         if let Some(server) = &mut picloud_server {
             let b = measure(server, picloud::PATH, load, args.warmup)?;
+            let c = measure(server, picloud::PUT_PATH, load, args.warmup)?;
             anyhow::ensure!(
                 server.is_running(),
                 "picloud exited during the load; its stderr:\n{}",
@@ -206,13 +262,47 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                     .round_ratios
                     .push(b.requests_per_sec / a.requests_per_sec);
             }
+            if b.requests_per_sec > 0.0 {
+                report
+                    .kv_ratios
+                    .push(c.requests_per_sec / b.requests_per_sec);
+            }
             picloud_runs.push(b);
+            kv_runs.push(c);
         }
         baseline_runs.push(a);
     }
     drop(baseline_server);
     report.baseline = report::median_run(baseline_runs);
     report.picloud = report::median_run(picloud_runs);
+    report.kv = report::median_run(kv_runs);
+
+    if !args.baseline_only && args.callgrind_secs > 0 {
+        if callgrind::available() {
+            report.instructions.push(instructions(
+                &exe,
+                &picloud_bin,
+                work.path(),
+                args.callgrind_secs,
+            )?);
+        } else {
+            eprintln!(
+                "valgrind is not installed: no instruction counts (apt-get install -y valgrind)"
+            );
+        }
+    }
+
+    if let Some(server) = &picloud_server
+        && args.redeploys > 0
+    {
+        eprintln!("redeploying {} times under load", args.redeploys);
+        report.redeploys = Some(deploy::run(
+            server.addr,
+            &token,
+            args.redeploys,
+            (args.connections / 4).max(1),
+        )?);
+    }
 
     if let Some(server) = &picloud_server
         && !args.skip_idle
@@ -224,6 +314,36 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Instructions per request of the baseline and of picloud's hello, each server started
+/// again under callgrind.
+fn instructions(
+    exe: &std::path::Path,
+    picloud_bin: &std::path::Path,
+    work: &std::path::Path,
+    secs: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let dir = work.join("callgrind");
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--serve-baseline");
+    eprintln!("instructions: the baseline under callgrind");
+    let server = Server::start(callgrind::wrap(&cmd, &dir), &work.join("baseline-cg.log"))?;
+    picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
+    let a = callgrind::per_request(&server, baseline::PATH, secs, &dir)?;
+    drop(server);
+    eprintln!("instructions: picloud under callgrind");
+    let (server, _) = picloud::start_with(picloud_bin, work, "picloud-cg", |cmd| {
+        cmd.env(
+            "PICLOUD_HTTP__RECORDED_SUCCESSES_PER_SEC",
+            callgrind::RECORDED_PER_SEC,
+        );
+        callgrind::wrap(cmd, &dir)
+    })?;
+    let b = callgrind::per_request(&server, picloud::PATH, secs, &dir)?;
+    Ok((a, b))
+}
+
+/// One measured wrk run, after its warm-up.
 fn measure(server: &Server, path: &str, load: Load, warmup: u64) -> anyhow::Result<wrk::WrkResult> {
     if warmup > 0 {
         eprintln!("  warming up for {warmup} s");

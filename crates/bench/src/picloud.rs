@@ -1,6 +1,7 @@
 //! Starting the real `picloud serve` for a run: a fresh data dir, a random admin token,
-//! port 0, and the hello-world script deployed through the admin API at `GET /hello` of
-//! app `bench`.
+//! port 0, and through the admin API, in app `bench`: the hello-world script at
+//! `GET /hello`, a script that does one `kv::set` at `GET /put`, and the script the
+//! redeploy measurement replaces at `GET /ver`.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -13,15 +14,36 @@ use crate::child::Server;
 
 /// The endpoint the bench loads: app `bench`, route `/hello`.
 pub const PATH: &str = "/bench/hello";
+/// The endpoint that does one `kv::set` and returns.
+pub const PUT_PATH: &str = "/bench/put";
+/// The endpoint whose script the redeploy measurement replaces.
+pub const VER_PATH: &str = "/bench/ver";
 const SCRIPT: &str = "\"Hello, world!\"\n";
 const BODY: &str = "Hello, world!";
+const PUT_SCRIPT: &str = "kv::set(\"last\", 1);\n\"ok\"\n";
 
 /// Start `picloud serve` and deploy the hello script.
 ///
 /// # Errors
 /// When the server does not start or the admin API refuses a step.
-pub fn start(bin: &Path, work: &Path) -> anyhow::Result<Server> {
-    let data_dir = work.join("picloud-data");
+pub fn start(bin: &Path, work: &Path) -> anyhow::Result<(Server, String)> {
+    start_with(bin, work, "picloud", |cmd| {
+        std::mem::replace(cmd, Command::new(bin))
+    })
+}
+
+/// `start`, the command made by `wrap` (e.g. run under callgrind), its data dir and log
+/// named after `name`.
+///
+/// # Errors
+/// When the server does not start or the admin API refuses a step.
+pub fn start_with(
+    bin: &Path,
+    work: &Path,
+    name: &str,
+    wrap: impl FnOnce(&mut Command) -> Command,
+) -> anyhow::Result<(Server, String)> {
+    let data_dir = work.join(format!("{name}-data"));
     std::fs::create_dir_all(&data_dir).context("cannot create the data dir")?;
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let mut cmd = Command::new(bin);
@@ -32,7 +54,7 @@ pub fn start(bin: &Path, work: &Path) -> anyhow::Result<Server> {
         .env_remove("PICLOUD_DATABASE_URL")
         .env_remove("PICLOUD_CONFIG")
         .current_dir(work);
-    let server = Server::start(cmd, &work.join("picloud.log"))?;
+    let server = Server::start(wrap(&mut cmd), &work.join(format!("{name}.log")))?;
     anyhow::ensure!(
         server.addr.ip().is_loopback(),
         "picloud listens on {}, not on loopback",
@@ -45,7 +67,8 @@ pub fn start(bin: &Path, work: &Path) -> anyhow::Result<Server> {
         )
     })?;
     wait_for_body(server.addr, PATH, BODY)?;
-    Ok(server)
+    wait_for_body(server.addr, PUT_PATH, "ok")?;
+    Ok((server, token))
 }
 
 fn deploy_hello(addr: SocketAddr, token: &str) -> anyhow::Result<()> {
@@ -67,6 +90,26 @@ fn deploy_hello(addr: SocketAddr, token: &str) -> anyhow::Result<()> {
                 reqwest::Method::POST,
                 format!("{api}/apps/bench/triggers"),
                 json!({"kind": "http", "method": "GET", "path": "/hello", "script": "hello"}),
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("{api}/apps/bench/scripts/put"),
+                json!({"source": PUT_SCRIPT}),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("{api}/apps/bench/triggers"),
+                json!({"kind": "http", "method": "GET", "path": "/put", "script": "put"}),
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("{api}/apps/bench/scripts/ver"),
+                json!({"source": "\"v0\""}),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("{api}/apps/bench/triggers"),
+                json!({"kind": "http", "method": "GET", "path": "/ver", "script": "ver"}),
             ),
         ];
         for (method, url, body) in steps {
@@ -116,13 +159,13 @@ pub fn wait_for_body(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))

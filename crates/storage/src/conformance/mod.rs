@@ -87,6 +87,7 @@ macro_rules! conformance_tests {
             a_commit_with_a_lost_lease_skips_only_that_event,
             a_stale_claim_cannot_finish_retry_release_or_dead_letter_a_row_claimed_again,
             an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits,
+            a_batch_of_hot_key_increments_and_sets_applies_every_events_writes_once,
             a_thousand_rows_claimed_by_four_concurrent_claimers_go_out_once,
             next_due_at_is_none_for_an_empty_outbox_and_the_oldest_row_otherwise,
             inserted_wakes_after_a_commit_that_inserted_rows,

@@ -855,6 +855,118 @@ pub async fn an_event_whose_writes_fail_is_retried_alone_and_the_batch_commits(s
     );
 }
 
+pub async fn a_batch_of_hot_key_increments_and_sets_applies_every_events_writes_once(
+    store: &Store,
+) {
+    setup(store, "shop", &["w"]).await;
+    let total = 70;
+    emit(
+        store,
+        "shop",
+        (0..total).map(|i| invoke("w", json!(i))).collect(),
+    )
+    .await;
+    let events = store
+        .outbox
+        .claim_due("n1", 100, LONG)
+        .await
+        .expect("claim");
+    assert_eq!(events.len(), total);
+    let batch = events
+        .iter()
+        .map(|e| {
+            let i = e.payload.as_i64().expect("a number");
+            done(
+                e,
+                Effects {
+                    kv: vec![
+                        KvWrite::Incr {
+                            key: "count".into(),
+                            by: 2,
+                        },
+                        KvWrite::Set {
+                            key: format!("k{i}"),
+                            value: json!(i),
+                            ttl: None,
+                        },
+                        KvWrite::Set {
+                            key: "last".into(),
+                            value: json!(i),
+                            ttl: None,
+                        },
+                    ],
+                    ..Effects::default()
+                },
+            )
+        })
+        .collect::<Vec<_>>();
+    let lost = store.outbox.commit("n1", &batch).await.expect("commit");
+    assert!(lost.is_empty());
+    let get = |key: String| async move {
+        store
+            .kv
+            .get(&app("shop"), &key)
+            .await
+            .expect("get")
+            .map(|e| e.value)
+    };
+    assert_eq!(get("count".into()).await, Some(json!(2 * total)));
+    for i in [0, 63, 64, 69] {
+        assert_eq!(get(format!("k{i}")).await, Some(json!(i)));
+    }
+    let last = batch.last().map(|c| c.event.payload.clone());
+    assert_eq!(get("last".into()).await, last, "the batch's last set wins");
+    assert_eq!(pending(store, "shop").await, 0);
+
+    // A key set by one event and incremented by the next, and increments of both signs,
+    // are applied in order.
+    emit(
+        store,
+        "shop",
+        (0..4).map(|i| invoke("w", json!(i))).collect(),
+    )
+    .await;
+    let events = claim(store, "n1").await;
+    assert_eq!(events.len(), 4);
+    let writes = |i: i64| match i {
+        0 => KvWrite::Set {
+            key: "mix".into(),
+            value: json!(10),
+            ttl: None,
+        },
+        1 => KvWrite::Incr {
+            key: "mix".into(),
+            by: 5,
+        },
+        2 => KvWrite::Incr {
+            key: "count".into(),
+            by: -7,
+        },
+        _ => KvWrite::Incr {
+            key: "count".into(),
+            by: 3,
+        },
+    };
+    let batch = events
+        .iter()
+        .map(|e| {
+            let i = e.payload.as_i64().expect("a number");
+            done(
+                e,
+                Effects {
+                    kv: vec![writes(i)],
+                    ..Effects::default()
+                },
+            )
+        })
+        .collect::<Vec<_>>();
+    let lost = store.outbox.commit("n1", &batch).await.expect("commit");
+    assert!(lost.is_empty());
+    assert_eq!(get("mix".into()).await, Some(json!(15)));
+    assert_eq!(get("count".into()).await, Some(json!(2 * total - 4)));
+    assert_eq!(pending(store, "shop").await, 0);
+}
+
 pub async fn a_thousand_rows_claimed_by_four_concurrent_claimers_go_out_once(store: &Store) {
     setup(store, "shop", &["w"]).await;
     let total = 1000;

@@ -41,4 +41,30 @@ impl KvSql for Postgres {
                      BETWEEN -9223372036854775808 AND 9223372036854775807 END";
     const PURGE_EXPIRED: &'static str =
         "DELETE FROM kv WHERE app = $1 AND expires_at IS NOT NULL AND expires_at <= $2";
+
+    fn set_many() -> &'static str {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let rows: Vec<String> = (0..crate::repo::kv::SET_MANY_ROWS)
+                .map(|i| {
+                    let n = i * 5;
+                    format!(
+                        "(${}, ${}, ${}::jsonb, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO kv (app, key, value, updated_at, expires_at) VALUES {}
+     ON CONFLICT (app, key) DO UPDATE SET
+         value = excluded.value, updated_at = excluded.updated_at,
+         expires_at = excluded.expires_at",
+                rows.join(", ")
+            )
+        });
+        SQL.as_str()
+    }
 }

@@ -8,7 +8,14 @@
 //!   concurrent increments never lose an update; a stored value that is not a JSON
 //!   integer, or a sum outside the 64-bit range, refuses the increment with
 //!   `Conflict("kv integer")` and is left as it was;
-//! - writes only happen through `apply_kv`, inside the caller's transaction.
+//! - writes only happen through `apply_kv` (or `apply_merged`), inside the caller's
+//!   transaction;
+//! - `merge` combines the writes of several events only when applying the result is the
+//!   same as applying each event's writes in order: per key, increments of one sign (a
+//!   prefix of them is then in range whenever their sum is) or sets and deletes (the last
+//!   one wins); a key both set and incremented is not merged. Whether the merged writes
+//!   succeed is the same as whether every event's would: `apply_merged` fails when any
+//!   part would have, and the caller then applies event by event.
 use async_trait::async_trait;
 use shared::event::KvWrite;
 use shared::store::{KvEntry, KvRepository};
@@ -37,6 +44,152 @@ pub(crate) trait KvSql: Db {
     const INCR: &'static str;
     /// (app, now): drop the app's expired entries.
     const PURGE_EXPIRED: &'static str;
+    /// `SET` of `SET_MANY_ROWS` entries in one statement: (app, key, value, updated_at,
+    /// expires_at) per entry, no key twice.
+    fn set_many() -> &'static str;
+}
+
+/// Entries per multi-row `SET`.
+pub(crate) const SET_MANY_ROWS: usize = 64;
+
+/// One key's merged writes.
+enum Merged<'a> {
+    /// The sum of its increments, all of one sign.
+    Incr(i64),
+    /// Its last set or delete.
+    Last(&'a KvWrite),
+}
+
+/// The KV writes of several events, merged per key (see the module's rules), in the order
+/// their keys were first written.
+pub(crate) struct MergedKv<'a> {
+    keys: Vec<(&'a AppName, &'a str, Merged<'a>)>,
+}
+
+impl MergedKv<'_> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Merge the writes of events, in order; `None` when they cannot be merged.
+pub(crate) fn merge<'a>(
+    events: impl IntoIterator<Item = (&'a AppName, &'a [KvWrite])>,
+) -> Option<MergedKv<'a>> {
+    let mut index: std::collections::HashMap<(&'a str, &'a str), usize> =
+        std::collections::HashMap::new();
+    let mut keys: Vec<(&'a AppName, &'a str, Merged<'a>)> = Vec::new();
+    for (app, writes) in events {
+        for write in writes {
+            let key = match write {
+                KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. } => {
+                    key.as_str()
+                }
+            };
+            let next = match (index.get(&(app.as_str(), key)).map(|&i| &keys[i].2), write) {
+                (None, KvWrite::Incr { by, .. }) => Merged::Incr(*by),
+                (None | Some(Merged::Last(_)), KvWrite::Set { .. } | KvWrite::Delete { .. }) => {
+                    Merged::Last(write)
+                }
+                (Some(Merged::Incr(sum)), KvWrite::Incr { by, .. })
+                    if (*sum >= 0) == (*by >= 0) || *sum == 0 || *by == 0 =>
+                {
+                    Merged::Incr(sum.checked_add(*by)?)
+                }
+                _ => return None,
+            };
+            match index.get(&(app.as_str(), key)) {
+                Some(&i) => keys[i].2 = next,
+                None => {
+                    index.insert((app.as_str(), key), keys.len());
+                    keys.push((app, key, next));
+                }
+            }
+        }
+    }
+    Some(MergedKv { keys })
+}
+
+/// Apply merged writes on `conn`: sets in multi-row statements, one increment per key,
+/// then drop each app's expired entries once.
+///
+/// # Errors
+/// As `apply_kv`: an increment that meets a non-integer or leaves the range refuses the
+/// whole call (`Conflict("kv integer")`); the caller rolls back and applies per event.
+pub(crate) async fn apply_merged<DB: KvSql>(
+    conn: &mut DB::Connection,
+    merged: &MergedKv<'_>,
+) -> Result<(), StoreError> {
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let mut sets = Vec::new();
+    for (app, key, write) in &merged.keys {
+        match write {
+            Merged::Last(KvWrite::Set { value, ttl, .. }) => {
+                let json = serde_json::to_string(value).map_err(StoreError::backend)?;
+                sets.push((*app, *key, json, expiry(at, *ttl)));
+            }
+            Merged::Last(_) => {
+                sql::<DB>(DB::DELETE)
+                    .bind(app.as_str())
+                    .bind(*key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
+            Merged::Incr(by) => {
+                let changed = sql::<DB>(DB::INCR)
+                    .bind(app.as_str())
+                    .bind(*key)
+                    .bind(*by)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(app_missing)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict("kv integer"));
+                }
+            }
+        }
+    }
+    let mut chunks = sets.chunks_exact(SET_MANY_ROWS);
+    for chunk in &mut chunks {
+        let mut query = sql::<DB>(DB::set_many());
+        for (app, key, json, expires) in chunk {
+            query = query
+                .bind(app.as_str())
+                .bind(*key)
+                .bind(json.as_str())
+                .bind(at)
+                .bind(*expires);
+        }
+        query.execute(&mut *conn).await.map_err(app_missing)?;
+    }
+    for (app, key, json, expires) in chunks.remainder() {
+        sql::<DB>(DB::SET)
+            .bind(app.as_str())
+            .bind(*key)
+            .bind(json.as_str())
+            .bind(at)
+            .bind(*expires)
+            .execute(&mut *conn)
+            .await
+            .map_err(app_missing)?;
+    }
+    let mut apps: Vec<&str> = merged.keys.iter().map(|(app, _, _)| app.as_str()).collect();
+    apps.sort_unstable();
+    apps.dedup();
+    for app in apps {
+        sql::<DB>(DB::PURGE_EXPIRED)
+            .bind(app)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
 }
 
 pub(crate) struct Kv<DB: Db>(pub(crate) Pool<DB>);
@@ -153,5 +306,78 @@ impl<DB: KvSql> KvRepository for Kv<DB> {
             .await
             .map_err(db)?;
         Ok(deleted > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shared::AppName;
+    use shared::event::KvWrite;
+
+    use super::{Merged, merge};
+
+    fn incr(key: &str, by: i64) -> KvWrite {
+        KvWrite::Incr {
+            key: key.into(),
+            by,
+        }
+    }
+
+    fn set(key: &str, v: i64) -> KvWrite {
+        KvWrite::Set {
+            key: key.into(),
+            value: json!(v),
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn increments_of_one_sign_add_up_and_the_last_set_or_delete_wins() {
+        let (a, b) = (AppName::parse("a").unwrap(), AppName::parse("b").unwrap());
+        let e1 = [incr("n", 1), set("x", 1)];
+        let e2 = [incr("n", 2), KvWrite::Delete { key: "x".into() }];
+        let e3 = [incr("n", 0), incr("n", 4), set("y", 3)];
+        let other = [incr("n", -1)];
+        let merged = merge([
+            (&a, &e1[..]),
+            (&a, &e2[..]),
+            (&b, &other[..]),
+            (&a, &e3[..]),
+        ])
+        .expect("mergeable");
+        let keys: Vec<(&str, &str)> = merged
+            .keys
+            .iter()
+            .map(|(app, key, _)| (app.as_str(), *key))
+            .collect();
+        assert_eq!(keys, [("a", "n"), ("a", "x"), ("b", "n"), ("a", "y")]);
+        assert!(matches!(merged.keys[0].2, Merged::Incr(7)));
+        assert!(matches!(
+            merged.keys[1].2,
+            Merged::Last(KvWrite::Delete { .. })
+        ));
+        assert!(matches!(merged.keys[2].2, Merged::Incr(-1)));
+        assert!(merge(std::iter::empty()).expect("nothing").is_empty());
+    }
+
+    #[test]
+    fn mixed_signs_a_set_and_an_increment_of_one_key_or_an_overflow_do_not_merge() {
+        let a = AppName::parse("a").unwrap();
+        let (up, down) = ([incr("n", 5)], [incr("n", -1)]);
+        assert!(merge([(&a, &up[..]), (&a, &down[..])]).is_none());
+        let (s, i) = ([set("n", 1)], [incr("n", 1)]);
+        assert!(merge([(&a, &s[..]), (&a, &i[..])]).is_none());
+        assert!(merge([(&a, &i[..]), (&a, &s[..])]).is_none());
+        let big = [incr("n", i64::MAX), incr("n", 1)];
+        assert!(merge([(&a, &big[..])]).is_none());
+        let zero_first = [incr("n", 0), incr("n", -3)];
+        assert!(matches!(
+            merge([(&a, &zero_first[..])])
+                .expect("zero has no sign")
+                .keys[0]
+                .2,
+            Merged::Incr(-3)
+        ));
     }
 }

@@ -35,6 +35,19 @@ impl KvSql for Sqlite {
                      ELSE CAST(kv.value AS INTEGER) >= -9223372036854775807 - 1 - ?3 END)";
     const PURGE_EXPIRED: &'static str =
         "DELETE FROM kv WHERE app = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2";
+
+    fn set_many() -> &'static str {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let rows = vec!["(?, ?, ?, ?, ?)"; crate::repo::kv::SET_MANY_ROWS].join(", ");
+            format!(
+                "INSERT INTO kv (app, key, value, updated_at, expires_at) VALUES {rows}
+     ON CONFLICT (app, key) DO UPDATE SET
+         value = excluded.value, updated_at = excluded.updated_at,
+         expires_at = excluded.expires_at"
+            )
+        });
+        SQL.as_str()
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! The outbox on SQLite: its statements, and a batch committed one event at a time.
 //!
 //! SQLite has one writer, so a claim is a single `UPDATE ... RETURNING` under the write
-//! lock, and a batch is one write transaction in which each event with KV or blob writes
-//! runs inside its own savepoint: one event whose writes cannot be applied is rolled back
-//! alone and committed again as a failed attempt.
+//! lock, and a batch is one write transaction. A batch without blob writes is first tried
+//! whole inside one savepoint, its KV writes merged (`repo::kv::merge`) and applied after
+//! every event's part, its records inserted in multi-row statements; if its writes cannot
+//! be merged or fail, the savepoint rolls back and the batch is committed one event at a
+//! time, each event with KV or blob writes inside its own savepoint: one event whose
+//! writes cannot be applied is rolled back alone and committed again as a failed attempt.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +22,7 @@ use crate::outbox::{
     json, new_objects,
 };
 use crate::repo::invocations::InvocationsSql;
+use crate::repo::kv::{apply_merged, merge};
 use crate::sql::sql;
 
 /// A row still leased when claimed again had a run that never finished (its process
@@ -112,6 +116,14 @@ impl OutboxSql for Sqlite {
         now: DateTime<Utc>,
         acc: &'a mut Batch,
     ) -> Result<(), StoreError> {
+        if let Some(merged) = commit_merged(conn, node, batch, now).await? {
+            acc.skipped.extend(merged.skipped);
+            acc.stale.extend(merged.stale);
+            acc.orphans.extend(merged.orphans);
+            acc.inserted += merged.inserted;
+            acc.realtime.extend(merged.realtime);
+            return Ok(());
+        }
         let mut commit = Commit {
             node,
             now,
@@ -176,6 +188,81 @@ impl OutboxSql for Sqlite {
     }
 }
 
+/// The whole batch inside one savepoint: every event's part without its KV writes, then
+/// the records in multi-row statements, then the held events' KV writes merged. `None`,
+/// with nothing done, when the batch has blob writes, its KV writes cannot be merged, or
+/// anything fails: the caller then commits it one event at a time (which meets the same
+/// error again if it was not about one event's writes).
+async fn commit_merged(
+    conn: &mut SqliteConnection,
+    node: &str,
+    batch: &[EventCommit],
+    now: DateTime<Utc>,
+) -> Result<Option<Batch>, StoreError> {
+    fn done(c: &EventCommit) -> Option<&shared::Effects> {
+        match &c.outcome {
+            EventOutcome::Done { effects } => Some(effects),
+            _ => None,
+        }
+    }
+    if batch.iter().filter_map(done).any(|e| !e.blobs.is_empty())
+        || merge(
+            batch
+                .iter()
+                .filter_map(|c| Some((&c.event.app, &done(c)?.kv[..]))),
+        )
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let mut acc = Batch::default();
+    let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+    let result = async {
+        let mut commit = Commit {
+            node,
+            now,
+            plan: Plan::default(),
+            acc: &mut acc,
+        };
+        let mut writes = Vec::new();
+        let mut records = Vec::new();
+        for c in batch {
+            match commit.part(&mut sp, c, Writes::Deferred).await? {
+                Part::Held { inserted, .. } => {
+                    commit.acc.inserted += inserted;
+                    records.extend(c.record.as_ref());
+                    if let Some(effects) = done(c) {
+                        writes.push((&c.event.app, &effects.kv[..]));
+                    }
+                }
+                Part::Lost => commit.acc.skipped.push(c.event.id),
+            }
+        }
+        Sqlite::insert_records(&mut sp, &records).await?;
+        let merged = merge(writes).ok_or(StoreError::Conflict("kv merge"))?;
+        apply_merged::<Sqlite>(&mut sp, &merged).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            sp.commit().await.map_err(db)?;
+            Ok(Some(acc))
+        }
+        Err(error) => {
+            sp.rollback().await.map_err(db)?;
+            tracing::debug!(error = ?error, "a merged batch rolled back; committing it event by event");
+            Ok(None)
+        }
+    }
+}
+
+/// Whether a part applies its event's KV and blob writes, or leaves them to the batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Apply,
+    Deferred,
+}
+
 /// A batch being committed, one event at a time.
 struct Commit<'a> {
     node: &'a str,
@@ -208,7 +295,7 @@ impl Commit<'_> {
         let attempt = if fallible {
             self.savepoint_part(conn, c).await
         } else {
-            self.part(conn, c).await
+            self.part(conn, c, Writes::Apply).await
         };
         let (result, applied) = match attempt {
             Err(e) if fallible => {
@@ -249,7 +336,7 @@ impl Commit<'_> {
     ) -> Result<Part, StoreError> {
         let mark = self.plan.mark();
         let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
-        match self.part(&mut sp, c).await {
+        match self.part(&mut sp, c, Writes::Apply).await {
             Ok(Part::Held { stale, inserted }) => {
                 sp.commit().await.map_err(db)?;
                 Ok(Part::Held { stale, inserted })
@@ -266,11 +353,13 @@ impl Commit<'_> {
         }
     }
 
-    /// One event's part: its outcome, its effects or dead letter, its record.
+    /// One event's part: its outcome, its effects or dead letter, its record (with
+    /// `Writes::Deferred`: neither its KV and blob writes nor its record).
     async fn part(
         &mut self,
         conn: &mut SqliteConnection,
         c: &EventCommit,
+        writes: Writes,
     ) -> Result<Part, StoreError> {
         let (id, node, now) = (c.event.id.0, self.node, self.now);
         // Not from a claim: it holds no row.
@@ -282,7 +371,9 @@ impl Commit<'_> {
             EventOutcome::Done { effects } => {
                 let held = delete_held(conn, id, node, token).await?;
                 if held && !effects.is_empty() {
-                    stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
+                    if writes == Writes::Apply {
+                        stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
+                    }
                     let (app, emitted) = (&c.event.app, &effects.emitted);
                     let trace = effects.trace.as_deref();
                     self.plan
@@ -328,7 +419,7 @@ impl Commit<'_> {
             return Ok(Part::Lost);
         }
         let inserted = self.plan.insert::<Sqlite>(conn, now).await?;
-        if let Some(record) = &c.record {
+        if let Some(record) = c.record.as_ref().filter(|_| writes == Writes::Apply) {
             Sqlite::insert_records(conn, &[record]).await?;
         }
         // A hint only: if the savepoint rolls back, subscribers find nothing new.

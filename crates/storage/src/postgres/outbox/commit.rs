@@ -1,6 +1,10 @@
 //! One batch in one transaction: the apps locked, the held rows deleted, retried or
-//! released in one statement each, then each event's effects (in a savepoint when it has
-//! KV or blob writes), dead letters, new rows and records.
+//! released in one statement each, then each event's effects, dead letters, new rows and
+//! records. When the held events have no blob writes and their KV writes merge
+//! (`repo::kv::merge`), everything after the hold is tried in one savepoint with the
+//! merged KV writes applied last (a hot key's row is locked only until the commit, and
+//! once per batch); otherwise, or when that fails, each event with KV or blob writes gets
+//! its own savepoint.
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -17,6 +21,7 @@ use crate::outbox::{
     retry_failed_effects_at,
 };
 use crate::repo::invocations::InvocationsSql;
+use crate::repo::kv::{apply_merged, merge};
 
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
 /// Each statement touches a row only under the token of the claim that ran it.
@@ -58,7 +63,100 @@ pub(super) async fn commit_batch(
         .await
         .map_err(db)?;
     let held = hold(conn, node, batch).await?;
+    if let Some(merged) = commit_merged(conn, batch, &held, now).await? {
+        acc.skipped.extend(merged.skipped);
+        acc.orphans.extend(merged.orphans);
+        acc.inserted += merged.inserted;
+        acc.realtime.extend(merged.realtime);
+        return Ok(());
+    }
+    per_event(conn, batch, &held, now, acc).await
+}
 
+/// Everything after the hold in one savepoint, the held events' KV writes merged and
+/// applied last. `None`, with nothing done, when a held event has blob writes, the
+/// writes cannot be merged, or anything fails: the caller then goes event by event.
+async fn commit_merged(
+    conn: &mut PgConnection,
+    batch: &[EventCommit],
+    held: &HashSet<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Option<Batch>, StoreError> {
+    fn done<'a>(c: &'a EventCommit, held: &HashSet<Uuid>) -> Option<&'a shared::Effects> {
+        match &c.outcome {
+            EventOutcome::Done { effects } if held.contains(&c.event.id.0) => Some(effects),
+            _ => None,
+        }
+    }
+    if batch
+        .iter()
+        .filter_map(|c| done(c, held))
+        .any(|e| !e.blobs.is_empty())
+    {
+        return Ok(None);
+    }
+    let Some(merged) = merge(
+        batch
+            .iter()
+            .filter_map(|c| Some((&c.event.app, &done(c, held)?.kv[..]))),
+    ) else {
+        return Ok(None);
+    };
+    let mut acc = Batch::default();
+    let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+    let result = async {
+        let mut plan = Plan::default();
+        let mut records: Vec<&InvocationRecord> = Vec::new();
+        for c in batch {
+            if !held.contains(&c.event.id.0) {
+                acc.skipped.push(c.event.id);
+                if let EventOutcome::Done { effects } = &c.outcome {
+                    acc.orphans.extend(new_objects(effects));
+                }
+                continue;
+            }
+            match &c.outcome {
+                EventOutcome::Done { effects } => {
+                    let (app, emitted) = (&c.event.app, &effects.emitted);
+                    let trace = effects.trace.as_deref();
+                    plan.emits::<Postgres>(&mut sp, app, emitted, trace, now)
+                        .await?;
+                }
+                EventOutcome::Retry { .. } | EventOutcome::Release { .. } => {}
+                EventOutcome::Dead { error } => {
+                    plan.dead_letter::<Postgres>(&mut sp, &c.event, error, now)
+                        .await?;
+                }
+            }
+            records.extend(c.record.as_ref());
+        }
+        acc.inserted += plan.insert::<Postgres>(&mut sp, now).await?;
+        acc.realtime.extend(plan.published());
+        Postgres::insert_records(&mut sp, &records).await?;
+        apply_merged::<Postgres>(&mut sp, &merged).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            sp.commit().await.map_err(db)?;
+            Ok(Some(acc))
+        }
+        Err(error) => {
+            sp.rollback().await.map_err(db)?;
+            tracing::debug!(error = ?error, "a merged batch rolled back; committing it event by event");
+            Ok(None)
+        }
+    }
+}
+
+/// Everything after the hold, each event with KV or blob writes in its own savepoint.
+async fn per_event(
+    conn: &mut PgConnection,
+    batch: &[EventCommit],
+    held: &HashSet<Uuid>,
+    now: DateTime<Utc>,
+    acc: &mut Batch,
+) -> Result<(), StoreError> {
     let mut plan = Plan::default();
     let mut records: Vec<Cow<'_, InvocationRecord>> = Vec::new();
     for c in batch {
