@@ -15,7 +15,10 @@
 //! - `retry` is the backoff with jitter, then the dead letter.
 //! - `realtime` serves `/{app}/_realtime`: SSE streams of an app's exposed topics, fed
 //!   from the replay buffer after each commit's bus notice.
+//! - `announce` relays each committed record's id onto the notification bus, for the
+//!   admin API's live invocation streams on every node.
 //! - `mailer` delivers `email` events over SMTP, or into the development mailbox.
+mod announce; // record ids onto the bus, for live invocation streams
 mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline

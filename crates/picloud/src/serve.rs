@@ -223,6 +223,7 @@ pub async fn start_role(
                 &catalog,
                 executor.clone(),
                 Some(subscribers),
+                shutdown.clone(),
             ));
         }
         // Open streams never finish on their own: they end when shutdown begins, so the
@@ -237,7 +238,14 @@ pub async fn start_role(
         node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
-        app = app.merge(manager_router(&config, &store, &catalog, checker, None));
+        app = app.merge(manager_router(
+            &config,
+            &store,
+            &catalog,
+            checker,
+            None,
+            shutdown.clone(),
+        ));
     }
     // This process in the nodes table, with its load at each heartbeat.
     let me = shared::store::NodeInfo {
@@ -401,6 +409,7 @@ fn manager_router(
     catalog: &Catalog,
     checker: Arc<dyn shared::ScriptChecker>,
     realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
+    closing: CancellationToken,
 ) -> Router {
     manager_core::router_with_limits(
         manager_core::ManagerDeps {
@@ -409,6 +418,7 @@ fn manager_router(
             checker,
             max_script_bytes: config.http.max_script_bytes,
             realtime,
+            closing,
         },
         config.limit_policy(),
     )

@@ -51,6 +51,9 @@ pub struct ManagerDeps {
     /// This node's realtime streams, for the subscriber counts of the topic list (`None`
     /// on a server that serves no streams: counts are 0).
     pub realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
+    /// Cancelled when shutdown begins: open streams (the live invocation tail) end then,
+    /// so the drain does not wait for them.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl ManagerDeps {
@@ -213,6 +216,7 @@ pub fn operations() -> Vec<Operation> {
         op!(triggers::get),
         op!(triggers::delete),
         op!(invocations::list),
+        op!(invocations::stream),
         op!(invocations::get),
         op!(dead_letters::list),
         op!(dead_letters::purge),

@@ -14,6 +14,7 @@ mod faults; // PostgreSQL cut and restored during a burst of events
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
+mod live; // the live invocation stream of the admin API
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
