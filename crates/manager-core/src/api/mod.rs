@@ -31,6 +31,7 @@ mod realtime;
 mod scripts;
 mod session;
 mod settings;
+mod stats;
 mod tokens;
 mod triggers;
 
@@ -215,11 +216,14 @@ pub fn operations() -> Vec<Operation> {
         op!(triggers::list),
         op!(triggers::get),
         op!(triggers::delete),
+        op!(triggers::run),
         op!(invocations::list),
         op!(invocations::stream),
+        op!(stats::invocations),
         op!(invocations::get),
         op!(dead_letters::list),
         op!(dead_letters::purge),
+        op!(dead_letters::replay_matching),
         op!(dead_letters::get),
         op!(dead_letters::delete),
         op!(dead_letters::replay),

@@ -7,6 +7,7 @@ mod app_limits; // limits per app and per script: concurrency, rate, operations,
 mod binary; // the real `picloud` binary and its CLI
 mod cluster; // several nodes on one PostgreSQL: changes reach every node
 mod crash; // kill -9 with events in flight
+mod dashboard_api; // cron next fires and run now, dead-letter filters and bulk replay, stats
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
