@@ -66,7 +66,9 @@ pub async fn run(api: &Api, args: LogsArgs, json: bool) -> anyhow::Result<()> {
     let mut tail = Tail::default();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut first = Some(answer);
+    // The first page is listed again once the stream is open: a record written between
+    // the list above and the stream's start would otherwise be missed.
+    let mut first = true;
     loop {
         let stream = api
             .stream(
@@ -76,15 +78,18 @@ pub async fn run(api: &Api, args: LogsArgs, json: bool) -> anyhow::Result<()> {
             .await;
         // Listening from here: list what came before (the first page, or since a little
         // before the newest seen), then what the stream says.
-        let answer = match first.take() {
-            Some(answer) => answer,
-            None => {
-                api.get(
-                    &["apps", &args.app, "invocations"],
-                    &query(&args, MAX_LIMIT, tail.since()),
-                )
-                .await?
-            }
+        let answer = if std::mem::take(&mut first) {
+            api.get(
+                &["apps", &args.app, "invocations"],
+                &query(&args, args.limit, None),
+            )
+            .await?
+        } else {
+            api.get(
+                &["apps", &args.app, "invocations"],
+                &query(&args, MAX_LIMIT, tail.since()),
+            )
+            .await?
         };
         tail.show(records(&answer)?, json);
         let mut stream = match stream {
@@ -202,7 +207,7 @@ fn query(args: &LogsArgs, limit: u32, since: Option<String>) -> Vec<(&'static st
 }
 
 /// The records of an answer, newest first as the API sends them.
-fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
+pub(super) fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
     items(answer, "invocations")
         .iter()
         .map(|raw| {
@@ -217,7 +222,7 @@ fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
 
 /// What `--follow` has printed so far.
 #[derive(Default)]
-struct Tail {
+pub(super) struct Tail {
     /// Ids printed, with their start time (ms since the epoch), while inside the lag window.
     seen: HashMap<InvocationId, i64>,
     /// The start time (ms) of the newest record printed.
@@ -227,7 +232,7 @@ struct Tail {
 }
 
 impl Tail {
-    fn since(&self) -> Option<String> {
+    pub(super) fn since(&self) -> Option<String> {
         self.since.clone()
     }
 
@@ -237,7 +242,11 @@ impl Tail {
     }
 
     /// Print the records not printed before, oldest first; return how many were new.
-    fn show(&mut self, newest_first: Vec<(InvocationRecord, Value)>, json: bool) -> usize {
+    pub(super) fn show(
+        &mut self,
+        newest_first: Vec<(InvocationRecord, Value)>,
+        json: bool,
+    ) -> usize {
         let fresh = self.take_new(newest_first);
         for (record, raw) in &fresh {
             if json {

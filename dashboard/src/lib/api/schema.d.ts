@@ -604,6 +604,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/apps/{app}/scripts/{name}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Compile a source without storing it.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     The same check a deploy makes, and nothing else: no version is made and nothing
+         *     changes, and the app need not exist yet (`picloud push` checks every script of a
+         *     folder before it creates the app or deploys anything). 422 `compile_error` with the
+         *     `line` and `column` when it does not compile.
+         */
+        post: operations["check_script"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/apps/{app}/scripts/{name}/limits": {
         parameters: {
             query?: never;
@@ -1037,6 +1062,13 @@ export interface components {
         BlobPrefix: string;
         /** @description A topic or queue name: 1 to 128 of letters, digits and '_', '-', '.', ':'. */
         ChannelName: string;
+        /** @description The answer to a compile check. */
+        Checked: {
+            app: components["schemas"]["AppName"];
+            /** @description Always `true`: a source that does not compile is answered 422. */
+            compiles: boolean;
+            script: components["schemas"]["ScriptName"];
+        };
         ConfigEntry: {
             key: string;
             value: unknown;
@@ -4857,6 +4889,98 @@ export interface operations {
             };
             /** @description No such app or script (`not_found`) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    check_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name (it need not exist) */
+                app: components["schemas"]["AppName"];
+                /** @description The script's name (it need not exist) */
+                name: components["schemas"]["ScriptName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeployBody"];
+            };
+        };
+        responses: {
+            /** @description The source compiles */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Checked"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The source is larger than the server's `max_script_bytes` (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The source does not compile (`compile_error`, with `line` and `column`) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
