@@ -38,6 +38,7 @@ async fn setup() -> Setup {
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
         realtime: None,
+        closing: Default::default(),
     });
     Setup {
         router,
@@ -75,6 +76,14 @@ impl Setup {
             .await
             .expect("infallible");
         let status = res.status();
+        // A live stream (`text/event-stream`) never ends: its status is the answer.
+        if res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == "text/event-stream")
+        {
+            return (status, Value::Null);
+        }
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, body)

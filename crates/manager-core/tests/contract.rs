@@ -35,6 +35,7 @@ async fn app(store: TestDb) -> App {
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
         realtime: None,
+        closing: Default::default(),
     });
     App {
         router,
@@ -54,6 +55,14 @@ impl App {
             .expect("request");
         let res = self.router.clone().oneshot(req).await.expect("infallible");
         let status = res.status();
+        // A live stream (`text/event-stream`) never ends: its status is the answer.
+        if res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == "text/event-stream")
+        {
+            return (status, Value::Null);
+        }
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
         (
             status,

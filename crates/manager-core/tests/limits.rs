@@ -73,6 +73,7 @@ async fn setup(db: TestDb) -> Setup {
             checker: Arc::new(AcceptAll),
             max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
             realtime: None,
+            closing: Default::default(),
         },
         policy(),
     );

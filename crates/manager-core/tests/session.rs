@@ -52,6 +52,7 @@ async fn spawn(backend: Backend) -> TestApp {
         checker: executor,
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
         realtime: None,
+        closing: Default::default(),
     });
     TestApp {
         router,

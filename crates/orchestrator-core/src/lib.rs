@@ -17,7 +17,10 @@
 //!   from the replay buffer after each commit's bus notice.
 //! - `trace` makes one span per run, continued from the caller's or the emitter's
 //!   `traceparent`, and exports spans over OTLP when configured.
+//! - `announce` relays each committed record's id onto the notification bus, for the
+//!   admin API's live invocation streams on every node.
 //! - `mailer` delivers `email` events over SMTP, or into the development mailbox.
+mod announce; // record ids onto the bus, for live invocation streams
 mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
 mod lane; // executor hand-off under a deadline

@@ -235,6 +235,7 @@ pub async fn start_role(
                 &catalog,
                 checker,
                 Some(subscribers),
+                shutdown.clone(),
             ));
         }
         // Open streams never finish on their own: they end when shutdown begins, so the
@@ -249,7 +250,14 @@ pub async fn start_role(
         node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
-        app = app.merge(manager_router(&config, &store, &catalog, checker, None));
+        app = app.merge(manager_router(
+            &config,
+            &store,
+            &catalog,
+            checker,
+            None,
+            shutdown.clone(),
+        ));
     }
     // This process in the nodes table, with its load at each heartbeat.
     let me = shared::store::NodeInfo {
@@ -415,6 +423,7 @@ fn manager_router(
     catalog: &Catalog,
     checker: Arc<dyn shared::ScriptChecker>,
     realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
+    closing: CancellationToken,
 ) -> Router {
     manager_core::router_with_limits(
         manager_core::ManagerDeps {
@@ -423,6 +432,7 @@ fn manager_router(
             checker,
             max_script_bytes: config.http.max_script_bytes,
             realtime,
+            closing,
         },
         config.limit_policy(),
     )

@@ -36,6 +36,9 @@ pub enum Channel {
     Outbox,
     /// Realtime events were committed: streams read them.
     Realtime,
+    /// Invocation records were committed (`invocation_notices`): the admin API's live
+    /// invocation streams read them.
+    Invocations,
 }
 
 impl Channel {
@@ -45,6 +48,7 @@ impl Channel {
             Channel::Catalog => 'c',
             Channel::Outbox => 'o',
             Channel::Realtime => 'r',
+            Channel::Invocations => 'i',
         }
     }
 
@@ -53,6 +57,7 @@ impl Channel {
             'c' => Some(Channel::Catalog),
             'o' => Some(Channel::Outbox),
             'r' => Some(Channel::Realtime),
+            'i' => Some(Channel::Invocations),
             _ => None,
         }
     }
@@ -231,5 +236,66 @@ mod tests {
             assert_eq!(Channel::from_tag(channel.tag()), Some(channel));
         }
         assert_eq!(Channel::from_tag('z'), None);
+    }
+}
+
+/// The `Channel::Invocations` payload that says "records were committed that no notice
+/// names" (the relay fell behind): live streams tell their clients to reload.
+pub const INVOCATIONS_MISSED: &str = "*";
+
+/// The `Channel::Invocations` notices that name `ids`, all of `app`: `<app> <id> <id> ...`,
+/// as few notices as fit `MAX_PAYLOAD`. Whoever hears one reads the records by id.
+pub fn invocation_notices(app: &str, ids: &[crate::InvocationId]) -> Vec<String> {
+    let mut notices = Vec::new();
+    let mut notice = String::new();
+    for id in ids {
+        let id = id.to_string();
+        if !notice.is_empty() && notice.len() + 1 + id.len() > MAX_PAYLOAD {
+            notices.push(std::mem::take(&mut notice));
+        }
+        if notice.is_empty() {
+            notice.push_str(app);
+        }
+        notice.push(' ');
+        notice.push_str(&id);
+    }
+    if !notice.is_empty() {
+        notices.push(notice);
+    }
+    notices
+}
+
+/// The app and the ids a `Channel::Invocations` notice names; `None` when it is not one.
+pub fn parse_invocation_notice(payload: &str) -> Option<(&str, Vec<crate::InvocationId>)> {
+    let mut parts = payload.split(' ');
+    let app = parts.next().filter(|a| !a.is_empty())?;
+    let ids = parts
+        .map(str::parse::<crate::InvocationId>)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((app, ids))
+}
+
+#[cfg(test)]
+mod invocation_notice_tests {
+    use super::*;
+    use crate::InvocationId;
+
+    #[test]
+    fn invocation_notices_name_every_id_and_fit_the_payload_limit() {
+        let ids: Vec<InvocationId> = (0..500).map(|_| InvocationId::new()).collect();
+        let notices = invocation_notices("shop", &ids);
+        assert!(notices.len() > 1, "500 ids do not fit one notice");
+        let mut heard = Vec::new();
+        for notice in &notices {
+            assert!(notice.len() <= MAX_PAYLOAD, "{} bytes", notice.len());
+            let (app, ids) = parse_invocation_notice(notice).expect("a notice");
+            assert_eq!(app, "shop");
+            heard.extend(ids);
+        }
+        assert_eq!(heard, ids);
+        assert!(invocation_notices("shop", &[]).is_empty());
+        assert_eq!(parse_invocation_notice("shop not-an-id"), None);
+        assert_eq!(parse_invocation_notice(""), None);
     }
 }

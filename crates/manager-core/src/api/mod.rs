@@ -32,6 +32,7 @@ mod realtime;
 mod scripts;
 mod session;
 mod settings;
+mod stats;
 mod tokens;
 mod triggers;
 
@@ -52,6 +53,9 @@ pub struct ManagerDeps {
     /// This node's realtime streams, for the subscriber counts of the topic list (`None`
     /// on a server that serves no streams: counts are 0).
     pub realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
+    /// Cancelled when shutdown begins: open streams (the live invocation tail) end then,
+    /// so the drain does not wait for them.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl ManagerDeps {
@@ -221,10 +225,14 @@ pub fn operations() -> Vec<Operation> {
         op!(triggers::list),
         op!(triggers::get),
         op!(triggers::delete),
+        op!(triggers::run),
         op!(invocations::list),
+        op!(invocations::stream),
+        op!(stats::invocations),
         op!(invocations::get),
         op!(dead_letters::list),
         op!(dead_letters::purge),
+        op!(dead_letters::replay_matching),
         op!(dead_letters::get),
         op!(dead_letters::delete),
         op!(dead_letters::replay),

@@ -294,23 +294,41 @@ pub(super) struct TriggerView {
     /// Cron triggers: when it fires next.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_fire_at: Option<DateTime<Utc>>,
+    /// Cron triggers: the next five fire times (UTC), computed in the trigger's zone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    next_fire_times: Vec<DateTime<Utc>>,
 }
+
+/// How many fire times a cron trigger's view lists.
+const NEXT_FIRES: usize = 5;
 
 impl TriggerView {
     fn at(trigger: Trigger, now: DateTime<Utc>) -> TriggerView {
-        let next_fire_at = match &trigger.spec {
-            TriggerSpec::Cron { schedule, timezone } => {
-                crate::cron::Schedule::parse(schedule, timezone)
-                    .ok()
-                    .and_then(|s| s.next_after(now))
+        let mut next_fire_times = Vec::new();
+        if let TriggerSpec::Cron { schedule, timezone } = &trigger.spec
+            && let Ok(schedule) = crate::cron::Schedule::parse(schedule, timezone)
+        {
+            let mut after = now;
+            while next_fire_times.len() < NEXT_FIRES {
+                let Some(next) = schedule.next_after(after) else {
+                    break;
+                };
+                next_fire_times.push(next);
+                after = next;
             }
-            _ => None,
-        };
+        }
         TriggerView {
             trigger,
-            next_fire_at,
+            next_fire_at: next_fire_times.first().copied(),
+            next_fire_times,
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TriggerRun {
+    /// The outbox event that runs the trigger's script.
+    event_id: shared::EventId,
 }
 
 /// Bind a script to a trigger.
@@ -445,4 +463,47 @@ pub(super) async fn delete(
         .map_err(|e| ApiError::from_store(e, |_| id.to_string()))?;
     deps.catalog.publish(CatalogChange::Triggers { app }).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a cron trigger now.
+///
+/// Queues one `cron` event for the trigger through the outbox, as its schedule would (the
+/// payload says `"manual": true` and its `slot` is now); the schedule is not moved.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/triggers/{id}/run",
+    operation_id = "run_trigger",
+    tag = "triggers",
+    params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
+    responses(
+        (status = 202, description = "The event is queued", body = TriggerRun),
+        (status = 400, description = "The trigger is not a cron trigger (`invalid_input`)", body = ErrorBody),
+        (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
+#[tracing::instrument(skip_all, fields(app = %app, trigger = %id))]
+pub(super) async fn run(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(TriggerPath { app, id }): ApiPath<TriggerPath>,
+) -> Result<(StatusCode, ApiJson<TriggerRun>), ApiError> {
+    require_app(&deps, &app).await?;
+    let triggers = deps.store.triggers.list(&app).await?;
+    let Some(trigger) = triggers.into_iter().find(|t| t.id == id) else {
+        return Err(ApiError::not_found("trigger", id));
+    };
+    if !matches!(trigger.spec, TriggerSpec::Cron { .. }) {
+        return Err(ApiError::InvalidInput(format!(
+            "only a cron trigger can be run now; this one is {}",
+            trigger.spec.kind()
+        )));
+    }
+    let event_id = deps
+        .store
+        .triggers
+        .run_cron_now(&app, id)
+        .await
+        .map_err(|e| ApiError::from_store(e, |_| id.to_string()))?;
+    tracing::info!(event = %event_id, "cron trigger run now");
+    Ok((StatusCode::ACCEPTED, ApiJson(TriggerRun { event_id })))
 }

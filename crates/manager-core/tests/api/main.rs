@@ -76,6 +76,7 @@ async fn spawn_app_on(backend: Backend, max_script_bytes: usize) -> TestApp {
         checker: executor,
         max_script_bytes,
         realtime: None,
+        closing: Default::default(),
     });
     TestApp {
         router,

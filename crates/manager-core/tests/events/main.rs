@@ -86,6 +86,7 @@ async fn spawn_app(backend: Backend) -> TestApp {
         checker: Arc::new(AcceptAll),
         max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
         realtime: None,
+        closing: Default::default(),
     });
     TestApp {
         router,

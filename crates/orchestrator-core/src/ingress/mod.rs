@@ -102,6 +102,7 @@ impl Orchestrator {
         let routes = Arc::new(RouteTables::from_triggers(&apps, &triggers));
         let limits = Arc::new(LimitTable::load(store.limits.clone(), config.limits.clone()).await?);
         let recorder = Recorder::start(store.invocations.clone(), QUEUE_CAPACITY);
+        crate::announce::spawn(store.bus.clone(), recorder.subscribe());
         let failure_budgets = Arc::new(FailureBudgets::new(config.records.failures_per_sec));
         let dispatcher = Dispatcher::start(
             store.clone(),

@@ -104,6 +104,38 @@ impl Api {
         self.send(Method::GET, url, None).await
     }
 
+    /// Open a `text/event-stream` GET; an error answer is decoded like any other.
+    pub async fn stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<reqwest::Response, ApiFailure> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| transport(&self.base, &e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport(&self.base, &e))?;
+        Err(decode(status, &bytes).err().unwrap_or_else(|| {
+            ApiFailure::Transport(format!("the server answered {status} to a stream"))
+        }))
+    }
+
     pub async fn post(&self, segments: &[&str], body: &Value) -> Result<Value, ApiFailure> {
         self.send(Method::POST, self.url(segments), Some(body))
             .await

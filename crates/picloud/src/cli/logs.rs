@@ -1,10 +1,12 @@
 //! `picloud logs APP [--script S] [--status ok|error|timeout] [--limit N] [--follow]`
 //!
 //! Prints invocations oldest to newest, one line each, with the script's log lines and
-//! error indented below. `--follow` is a client-side tail of a remote API: it asks again
-//! every second for records since a little before the newest one seen (records are
-//! written in batches, so one that started earlier can appear later) and skips the ids
-//! it has already printed. It stops on Ctrl-C.
+//! error indented below. `--follow` listens to the server's live invocation stream
+//! (`GET /api/v1/apps/{app}/invocations/stream`, pushed as each record is written on any
+//! node) and prints each new invocation with its logs. It opens the stream before it lists
+//! the newest records, so nothing falls between the two; when the stream ends or says it
+//! missed records, it lists again since a little before the newest one seen and connects
+//! again. Ids already printed are skipped. It stops on Ctrl-C.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use shared::{InvocationId, InvocationRecord};
 use super::client::Api;
 use super::output::{items, out, print};
 
-/// How often `--follow` asks again.
-const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How long `--follow` waits before connecting again after a stream broke.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// How far before the newest record seen `--follow` looks again for late records.
 const FOLLOW_LAG: Duration = Duration::from_secs(60);
 /// The largest page the API gives.
@@ -62,22 +64,131 @@ pub async fn run(api: &Api, args: LogsArgs, json: bool) -> anyhow::Result<()> {
     }
 
     let mut tail = Tail::default();
-    tail.show(records(&answer)?, json);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // The first page is listed again once the stream is open: a record written between
+    // the list above and the stream's start would otherwise be missed.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = &mut ctrl_c => return Ok(()),
-            () = tokio::time::sleep(FOLLOW_EVERY) => {}
-        }
-        let since = tail.since();
-        let answer = api
-            .get(
-                &["apps", &args.app, "invocations"],
-                &query(&args, MAX_LIMIT, since),
+        let stream = api
+            .stream(
+                &["apps", &args.app, "invocations", "stream"],
+                &filters(&args),
             )
-            .await?;
+            .await;
+        // Listening from here: list what came before (the first page, or since a little
+        // before the newest seen), then what the stream says.
+        let answer = if std::mem::take(&mut first) {
+            api.get(
+                &["apps", &args.app, "invocations"],
+                &query(&args, args.limit, None),
+            )
+            .await?
+        } else {
+            api.get(
+                &["apps", &args.app, "invocations"],
+                &query(&args, MAX_LIMIT, tail.since()),
+            )
+            .await?
+        };
         tail.show(records(&answer)?, json);
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) if e.status().is_some() => return Err(e.into()),
+            Err(_) => {
+                tokio::select! {
+                    _ = &mut ctrl_c => return Ok(()),
+                    () = tokio::time::sleep(RECONNECT_AFTER) => continue,
+                }
+            }
+        };
+        let mut events = SseEvents::default();
+        loop {
+            let chunk = tokio::select! {
+                _ = &mut ctrl_c => return Ok(()),
+                chunk = stream.chunk() => chunk,
+            };
+            let Ok(Some(chunk)) = chunk else { break };
+            let mut again = false;
+            for (event, data) in events.push(&chunk) {
+                match event.as_str() {
+                    "invocation" => {
+                        let Some(id) = serde_json::from_str::<Value>(&data)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        else {
+                            continue;
+                        };
+                        if tail.has_seen(&id) {
+                            continue;
+                        }
+                        match api.get(&["apps", &args.app, "invocations", &id], &[]).await {
+                            Ok(raw) => {
+                                let record = serde_json::from_value::<InvocationRecord>(
+                                    raw.clone(),
+                                )
+                                .map_err(|e| {
+                                    anyhow::anyhow!(
+                                        "the server sent an invocation this CLI cannot read: {e}"
+                                    )
+                                })?;
+                                tail.show(vec![(record, raw)], json);
+                            }
+                            // Purged meanwhile.
+                            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    "missed" | "end" => again = true,
+                    _ => {}
+                }
+            }
+            if again {
+                break;
+            }
+        }
+    }
+}
+
+/// The stream's filters: script and status.
+fn filters(args: &LogsArgs) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(s) = &args.script {
+        q.push(("script", s.clone()));
+    }
+    if let Some(s) = &args.status {
+        q.push(("status", s.clone()));
+    }
+    q
+}
+
+/// Server-sent events read from chunks: each complete event's name (`message` when it
+/// has none) and data. Comments and other fields are skipped.
+#[derive(Default)]
+struct SseEvents {
+    buffer: String,
+}
+
+impl SseEvents {
+    fn push(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+        self.buffer.push_str(&String::from_utf8_lossy(chunk));
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let mut event = "message".to_owned();
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim_start().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !data.is_empty() {
+                events.push((event, data.join("\n")));
+            }
+        }
+        events
     }
 }
 
@@ -123,6 +234,11 @@ pub(super) struct Tail {
 impl Tail {
     pub(super) fn since(&self) -> Option<String> {
         self.since.clone()
+    }
+
+    fn has_seen(&self, id: &str) -> bool {
+        id.parse::<InvocationId>()
+            .is_ok_and(|id| self.seen.contains_key(&id))
     }
 
     /// Print the records not printed before, oldest first; return how many were new.
@@ -267,6 +383,25 @@ mod tests {
         let ids: Vec<String> = fresh.iter().map(|(r, _)| r.id.to_string()).collect();
         assert_eq!(ids, vec![C.to_owned()]);
         assert_eq!(tail.since().as_deref(), Some("2026-11-22T09:59:02+00:00"));
+    }
+
+    #[test]
+    fn stream_events_are_read_across_chunks_and_comments_are_skipped() {
+        let mut events = SseEvents::default();
+        assert!(
+            events
+                .push(b"retry: 2000\n\n: hb\n\nevent: invoc")
+                .is_empty()
+        );
+        let got = events.push(b"ation\nid: 1\ndata: {\"id\":\"x\"}\n\nevent: missed\ndata: {}\n\n");
+        assert_eq!(
+            got,
+            vec![
+                ("invocation".to_owned(), r#"{"id":"x"}"#.to_owned()),
+                ("missed".to_owned(), "{}".to_owned()),
+            ]
+        );
+        assert!(events.buffer.is_empty());
     }
 
     #[test]

@@ -313,3 +313,34 @@ async fn every_node_lists_the_others_a_silent_one_is_down_and_a_stopped_one_leav
     );
     assert_eq!(listed.len(), 2, "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_on_one_node_hears_invocations_recorded_on_another() {
+    let a = spawn_app(Backend::Postgres).await;
+    let b = Node::join(&a).await;
+    a.endpoint("shop", "hello", "GET /hello", r#""v1""#).await;
+    b.serves("/shop/hello", StatusCode::OK, "v1").await;
+
+    let res = b
+        .admin(Method::GET, "/apps/shop/invocations/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stream = crate::common::SseStream::new(res);
+    // Run on node a: its record reaches b's stream through the bus, not b's recorder.
+    let called = a.get("/shop/hello").await;
+    assert_eq!(called.status(), 200);
+    let id = crate::common::invocation_id(&called);
+    // (b's own calls while it waited for the route may come first.)
+    let seen = loop {
+        let message = stream.next().await.expect("the stream goes on");
+        if message.event.as_deref() == Some("invocation") && message.json()["id"] == id.as_str() {
+            break message.json();
+        }
+    };
+    assert_eq!(seen["script"], "hello");
+    assert_eq!(seen["status"], "ok");
+    drop(stream);
+    b.stop().await;
+}

@@ -9,6 +9,7 @@ mod binary; // the real `picloud` binary and its CLI
 mod caddy; // Caddy in front of two nodes: balancing, health checks, app hosts, SSE, TLS
 mod cluster; // several nodes on one PostgreSQL: changes reach every node
 mod crash; // kill -9 with events in flight
+mod dashboard_api; // cron next fires and run now, dead-letter filters and bulk replay, stats
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
@@ -17,6 +18,7 @@ mod folders; // apps as folders: push, pull, dev, the example app
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
+mod live; // the live invocation stream of the admin API
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
 mod s3; // two nodes share one S3-compatible bucket (moto)

@@ -20,6 +20,22 @@ pub struct InvocationFilter {
     pub limit: u32,
 }
 
+/// One minute of an app's invocations: counts by status, and duration percentiles
+/// (nearest rank) of every run that started in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct MinuteStats {
+    /// The minute's start (UTC).
+    pub minute: DateTime<Utc>,
+    pub ok: u64,
+    pub error: u64,
+    pub timeout: u64,
+    /// Runs of `http` triggers; the rest ran for events.
+    pub http: u64,
+    pub p50_ms: u64,
+    pub p95_ms: u64,
+    pub p99_ms: u64,
+}
+
 #[async_trait]
 pub trait InvocationRepository: Send + Sync {
     /// Insert a batch of records in one transaction; records of apps that no longer exist
@@ -45,4 +61,11 @@ pub trait InvocationRepository: Send + Sync {
     async fn count_dropped(&self, drops: &[(AppName, u64)]) -> Result<(), StoreError>;
     /// How many of the app's records were not stored so far (0 when none).
     async fn dropped(&self, app: &AppName) -> Result<u64, StoreError>;
+    /// The app's records that started at or after `since`, aggregated per minute by the
+    /// database; oldest minute first, minutes without runs left out.
+    async fn stats(
+        &self,
+        app: &AppName,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MinuteStats>, StoreError>;
 }

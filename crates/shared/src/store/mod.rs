@@ -22,13 +22,13 @@ mod triggers;
 pub use apps::{App, AppRepository};
 pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
-pub use dead_letters::DeadLetterRepository;
+pub use dead_letters::{DeadLetterFilter, DeadLetterRepository};
 pub use error::StoreError;
 pub use idempotency::{
     Claimed, DEFAULT_TTL_SECS, Idempotency, IdempotencyKey, IdempotencyRepository, KeyAnswer,
     KeyHold, MAX_TTL_SECS, StoredAnswer,
 };
-pub use invocations::{InvocationFilter, InvocationRepository};
+pub use invocations::{InvocationFilter, InvocationRepository, MinuteStats};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
 pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};

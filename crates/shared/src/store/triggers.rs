@@ -109,6 +109,17 @@ pub trait TriggerRepository: Send + Sync {
     /// if it moved, insert the `cron` outbox event (payload `{"slot", "schedule",
     /// "timezone"}`, scheduled_at = slot). Returns whether this call fired.
     async fn fire_cron(&self, id: TriggerId, slot: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Run a cron trigger of `app` once now, outside its schedule: insert its `cron` outbox
+    /// event (payload `{"slot", "schedule", "timezone", "manual": true}`, slot = now)
+    /// without moving `last_fired_at`. Returns the event's id.
+    ///
+    /// # Errors
+    /// `NotFound("trigger")` when the app has no cron trigger with that id.
+    async fn run_cron_now(
+        &self,
+        app: &AppName,
+        id: TriggerId,
+    ) -> Result<crate::ids::EventId, StoreError>;
 }
 
 /// The methods an `http` trigger can bind; `Any` matches every method.

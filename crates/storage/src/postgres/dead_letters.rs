@@ -9,6 +9,20 @@ impl DeadLettersSql for Postgres {
             error, event_id, created_at
      FROM dead_letters WHERE app = $1 AND ($2::uuid IS NULL OR id < $2)
      ORDER BY id DESC LIMIT $3";
+    const LIST_MATCHING: &'static str =
+        "SELECT id, app, kind, script, source, payload::text AS payload, attempts,
+            error, event_id, created_at
+     FROM dead_letters
+     WHERE app = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::text IS NULL OR script = $3)
+       AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR strpos(error, $5) > 0)
+       AND ($6::timestamptz IS NULL OR created_at >= $6)
+       AND ($7::timestamptz IS NULL OR created_at < $7)
+     ORDER BY id DESC LIMIT $8";
+    const COUNT_MATCHING: &'static str = "SELECT COUNT(*) AS n FROM dead_letters
+     WHERE app = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::text IS NULL OR script = $3)
+       AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR strpos(error, $5) > 0)
+       AND ($6::timestamptz IS NULL OR created_at >= $6)
+       AND ($7::timestamptz IS NULL OR created_at < $7)";
     const GET: &'static str =
         "SELECT id, app, kind, script, source, payload::text AS payload, attempts,
             error, event_id, created_at

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use shared::store::DeadLetterRepository;
+use shared::store::{DeadLetterFilter, DeadLetterRepository};
 use shared::{
     AppName, DeadLetter, DeadLetterId, EventId, EventKind, ScriptName, StoreError, TriggerId,
 };
@@ -26,6 +26,11 @@ pub(crate) trait DeadLettersSql: OutboxSql {
     /// (app, before or NULL, limit) -> dead letter rows (id, app, kind, script, source,
     /// payload, attempts, error, event_id, created_at), newest first
     const LIST: &'static str;
+    /// (app, before, script, kind, error text, since, until, limit) -> dead letter rows,
+    /// newest first; every argument but app and limit may be NULL.
+    const LIST_MATCHING: &'static str;
+    /// (app, before, script, kind, error text, since, until) -> n: how many match.
+    const COUNT_MATCHING: &'static str;
     /// (app, id) -> a dead letter row
     const GET: &'static str;
     /// (app, id) -> kind, script, trigger_id, source, payload of the deleted letter
@@ -91,6 +96,45 @@ impl<DB: DeadLettersSql> DeadLetterRepository for DeadLetters<DB> {
             .await
             .map_err(db)?;
         rows.iter().map(row_to_dead_letter).collect()
+    }
+
+    async fn list_matching(
+        &self,
+        app: &AppName,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sql::<DB>(<DB as DeadLettersSql>::LIST_MATCHING)
+            .bind(app.as_str())
+            .bind(filter.before.map(|id| id.0))
+            .bind(filter.script.as_ref().map(ScriptName::as_str))
+            .bind(filter.kind.map(EventKind::as_str))
+            .bind(filter.error.as_deref())
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(row_to_dead_letter).collect()
+    }
+
+    async fn count_matching(
+        &self,
+        app: &AppName,
+        filter: &DeadLetterFilter,
+    ) -> Result<u64, StoreError> {
+        let row = sql::<DB>(<DB as DeadLettersSql>::COUNT_MATCHING)
+            .bind(app.as_str())
+            .bind(filter.before.map(|id| id.0))
+            .bind(filter.script.as_ref().map(ScriptName::as_str))
+            .bind(filter.kind.map(EventKind::as_str))
+            .bind(filter.error.as_deref())
+            .bind(filter.since)
+            .bind(filter.until)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(u64::try_from(row.int("n")?).unwrap_or(0))
     }
 
     async fn get(&self, app: &AppName, id: DeadLetterId) -> Result<Option<DeadLetter>, StoreError> {

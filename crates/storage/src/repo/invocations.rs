@@ -6,7 +6,7 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shared::store::{InvocationFilter, InvocationRepository};
+use shared::store::{InvocationFilter, InvocationRepository, MinuteStats};
 use shared::{AppName, InvocationId, InvocationRecord, InvocationStatus, ScriptName, StoreError};
 use sqlx::Pool;
 
@@ -31,6 +31,9 @@ pub(crate) trait InvocationsSql: Db {
     const COUNT_DROPPED: &'static str;
     /// (app) -> dropped
     const DROPPED: &'static str;
+    /// (app, first id kept, since) -> per minute of `started_at` (oldest first): minute
+    /// (`YYYY-MM-DDTHH:MM` text), ok, error, timeout, http, p50, p95, p99 (nearest rank).
+    const STATS: &'static str;
 
     /// Insert `batch` on `conn` (inside the caller's transaction); records whose app is
     /// gone, or that are there already, are skipped.
@@ -168,5 +171,40 @@ impl<DB: InvocationsSql> InvocationRepository for Invocations<DB> {
             .map_err(db)?;
         let Some(row) = row else { return Ok(0) };
         Ok(u64::try_from(row.int("dropped")?).unwrap_or(0))
+    }
+
+    async fn stats(
+        &self,
+        app: &AppName,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MinuteStats>, StoreError> {
+        let rows = sql::<DB>(DB::STATS)
+            .bind(app.as_str())
+            .bind(InvocationId::first_at(since).0)
+            .bind(since)
+            .fetch_all(&self.0)
+            .await
+            .map_err(db)?;
+        let count = |row: &DB::Row, col: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.opt_int(col)?.unwrap_or(0)).unwrap_or(0))
+        };
+        rows.iter()
+            .map(|row| {
+                let minute = row.text("minute")?;
+                let minute = DateTime::parse_from_rfc3339(&format!("{minute}:00Z"))
+                    .map_err(StoreError::backend)?
+                    .with_timezone(&Utc);
+                Ok(MinuteStats {
+                    minute,
+                    ok: count(row, "ok")?,
+                    error: count(row, "error")?,
+                    timeout: count(row, "timeout")?,
+                    http: count(row, "http")?,
+                    p50_ms: count(row, "p50")?,
+                    p95_ms: count(row, "p95")?,
+                    p99_ms: count(row, "p99")?,
+                })
+            })
+            .collect()
     }
 }

@@ -8,6 +8,18 @@ impl DeadLettersSql for Sqlite {
         "SELECT id, app, kind, script, source, payload, attempts, error, event_id,
             created_at
      FROM dead_letters WHERE app = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3";
+    const LIST_MATCHING: &'static str =
+        "SELECT id, app, kind, script, source, payload, attempts, error, event_id,
+            created_at
+     FROM dead_letters
+     WHERE app = ?1 AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR script = ?3)
+       AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR instr(error, ?5) > 0)
+       AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
+     ORDER BY id DESC LIMIT ?8";
+    const COUNT_MATCHING: &'static str = "SELECT COUNT(*) AS n FROM dead_letters
+     WHERE app = ?1 AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR script = ?3)
+       AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR instr(error, ?5) > 0)
+       AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)";
     const GET: &'static str =
         "SELECT id, app, kind, script, source, payload, attempts, error, event_id,
             created_at

@@ -96,6 +96,21 @@ impl InvocationsSql for Sqlite {
      SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?1)
      ON CONFLICT (app) DO UPDATE SET dropped = invocation_drops.dropped + excluded.dropped";
     const DROPPED: &'static str = "SELECT dropped FROM invocation_drops WHERE app = ?";
+    const STATS: &'static str = r#"WITH ranked AS (
+       SELECT substr(started_at, 1, 16) AS minute, status, "trigger", duration_ms,
+              ROW_NUMBER() OVER (PARTITION BY substr(started_at, 1, 16)
+                                 ORDER BY duration_ms) AS rn,
+              COUNT(*) OVER (PARTITION BY substr(started_at, 1, 16)) AS n
+       FROM invocations WHERE app = ?1 AND id >= ?2 AND started_at >= ?3)
+     SELECT minute,
+            SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+            SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS error,
+            SUM(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END) AS timeout,
+            SUM(CASE WHEN "trigger" = 'http' THEN 1 ELSE 0 END) AS http,
+            MIN(CASE WHEN rn * 100 >= n * 50 THEN duration_ms END) AS p50,
+            MIN(CASE WHEN rn * 100 >= n * 95 THEN duration_ms END) AS p95,
+            MIN(CASE WHEN rn * 100 >= n * 99 THEN duration_ms END) AS p99
+     FROM ranked GROUP BY minute ORDER BY minute"#;
 
     async fn insert_records(
         conn: &mut SqliteConnection,

@@ -38,6 +38,8 @@ const DELETE: &str = "DELETE FROM triggers WHERE app = ? AND id = ?";
 const RELEASE_PARKED: &str = "UPDATE outbox SET parked = 0, script = ?1, trigger_id = ?2,
          max_attempts = ?3
      WHERE app = ?4 AND parked = 1 AND kind = 'queue' AND source = ?5";
+const CRON_TRIGGER: &str = "SELECT app, script, config, max_attempts FROM triggers
+     WHERE app = ? AND id = ? AND kind = 'cron'";
 const FIRE: &str = "UPDATE triggers SET last_fired_at = ?1
      WHERE id = ?2 AND kind = 'cron' AND (last_fired_at IS NULL OR last_fired_at < ?1)
      RETURNING app, script, config, max_attempts";
@@ -219,5 +221,46 @@ impl TriggerRepository for SqliteTriggers {
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
         Ok(true)
+    }
+
+    async fn run_cron_now(&self, app: &AppName, id: TriggerId) -> Result<EventId, StoreError> {
+        let now = now();
+        let mut tx = begin_write(&self.pool).await?;
+        let row = sqlx::query(CRON_TRIGGER)
+            .bind(app.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound("trigger"))?;
+        let config: &str = row.try_get("config").map_err(db)?;
+        let max_attempts: i64 = row.try_get("max_attempts").map_err(db)?;
+        let TriggerSpec::Cron { schedule, timezone } =
+            serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?
+        else {
+            return Err(StoreError::NotFound("trigger"));
+        };
+        let payload = serde_json::json!({
+            "slot": now, "schedule": schedule, "timezone": timezone, "manual": true
+        });
+        let event = EventId::new();
+        let new = NewRow {
+            id: event,
+            app: app.clone(),
+            kind: EventKind::Cron,
+            script: Some(row.try_get("script").map_err(db)?),
+            trigger: Some(id),
+            source: Some(schedule),
+            payload: payload.to_string(),
+            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
+            parked: false,
+            available_at: now,
+            scheduled_at: now,
+            trace: None,
+        };
+        Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
+        tx.commit().await.map_err(db)?;
+        self.inserted.notify_one();
+        Ok(event)
     }
 }

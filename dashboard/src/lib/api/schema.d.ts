@@ -155,7 +155,8 @@ export interface paths {
          * List dead letters, newest first.
          * @description Needs a token of any role whose scope includes the app.
          *
-         *     Paged by id: pass the previous page's `next_before` as `before`.
+         *     Paged by id: pass the previous page's `next_before` as `before`. The filters combine;
+         *     `matching` counts every dead letter that matches them.
          */
         get: operations["list_dead_letters"];
         put?: never;
@@ -165,6 +166,31 @@ export interface paths {
          * @description Needs a deploy or admin token whose scope includes the app.
          */
         delete: operations["purge_dead_letters"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/dead-letters/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay every dead letter that matches a filter.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     The body is the filter (`{}`: every dead letter of the app). Each matching dead letter
+         *     goes back into the outbox (attempt 1) and is deleted, one transaction each, newest
+         *     first, at most 10000 per call; `remaining` says how many matching ones are left. One
+         *     that fails again becomes a new dead letter, which this call does not replay again.
+         */
+        post: operations["replay_dead_letters"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -231,6 +257,56 @@ export interface paths {
          *     Paged by id: pass the previous page's `next_before` as `before`.
          */
         get: operations["list_invocations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/invocations/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Invocations per minute.
+         * @description Needs a token of any role whose scope includes the app.
+         *
+         *     Counts by status (and how many were HTTP runs) and duration percentiles (p50, p95, p99,
+         *     nearest rank) per minute over the last `minutes` minutes, from the stored records (so
+         *     records not stored, over the app's bounds, are not counted).
+         */
+        get: operations["invocation_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/invocations/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow the app's invocations live (server-sent events).
+         * @description Needs a token of any role whose scope includes the app.
+         *
+         *     `text/event-stream`: one `event: invocation` per finished invocation, as it is
+         *     recorded on any node (`data` is a `LiveInvocation`, `id` its invocation id), oldest
+         *     first; `event: missed` when some could not be sent (reload the list to catch up); a
+         *     `: hb` comment every 15 seconds; `event: end` after 15 minutes (connect again). Nothing
+         *     is replayed: list the invocations for what happened before.
+         */
+        get: operations["stream_invocations"];
         put?: never;
         post?: never;
         delete?: never;
@@ -357,6 +433,126 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/apps/{app}/realtime/cors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Show the origins whose pages may open streams.
+         * @description Needs a token of any role whose scope includes the app.
+         */
+        get: operations["get_realtime_cors"];
+        /**
+         * Set the origins whose pages may open streams (replacing the list).
+         * @description Needs a deploy or admin token whose scope includes the app.
+         */
+        put: operations["set_realtime_cors"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/realtime/rotate-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate the app's signing key for realtime tokens.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     Every token signed before fails to verify; the key itself is never shown.
+         */
+        post: operations["rotate_realtime_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/realtime/topics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the exposed topics.
+         * @description Needs a token of any role whose scope includes the app.
+         *
+         *     Each with the number of streams naming it open on the node that answers.
+         */
+        get: operations["list_realtime_topics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/realtime/topics/{topic}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Expose a topic to browsers.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     Its publishes from now on reach realtime subscribers; exposing it again changes nothing.
+         */
+        put: operations["expose_realtime_topic"];
+        post?: never;
+        /**
+         * Stop exposing a topic.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     New events no longer enter its replay buffer and new subscriptions are refused;
+         *     streams already open stay open.
+         */
+        delete: operations["unexpose_realtime_topic"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/realtime/topics/{topic}/publish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Publish on a topic, as a script's `pubsub::publish` does.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     The body's `payload` is the event's payload. It reaches the topic's triggers and, when the topic is
+         *     exposed, its realtime subscribers.
+         */
+        post: operations["publish_realtime_topic"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/apps/{app}/scripts": {
         parameters: {
             query?: never;
@@ -403,6 +599,31 @@ export interface paths {
          * @description Needs a deploy or admin token whose scope includes the app.
          */
         delete: operations["delete_script"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/scripts/{name}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Compile a source without storing it.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     The same check a deploy makes, and nothing else: no version is made and nothing
+         *     changes, and the app need not exist yet (`picloud push` checks every script of a
+         *     folder before it creates the app or deploys anything). 422 `compile_error` with the
+         *     `line` and `column` when it does not compile.
+         */
+        post: operations["check_script"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -593,6 +814,52 @@ export interface paths {
          * @description Needs a deploy or admin token whose scope includes the app.
          */
         delete: operations["delete_trigger"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/apps/{app}/triggers/{id}/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run a cron trigger now.
+         * @description Needs a deploy or admin token whose scope includes the app.
+         *
+         *     Queues one `cron` event for the trigger through the outbox, as its schedule would (the
+         *     payload says `"manual": true` and its `slot` is now); the schedule is not moved.
+         */
+        post: operations["run_trigger"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the cluster's nodes.
+         * @description Needs a token of any role whose scope includes the app.
+         *
+         *     Every server process that shares this database, with its load at its last heartbeat;
+         *     a node silent for three of its heartbeat intervals is `down`.
+         */
+        get: operations["list_nodes"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -795,6 +1062,13 @@ export interface components {
         BlobPrefix: string;
         /** @description A topic or queue name: 1 to 128 of letters, digits and '_', '-', '.', ':'. */
         ChannelName: string;
+        /** @description The answer to a compile check. */
+        Checked: {
+            app: components["schemas"]["AppName"];
+            /** @description Always `true`: a source that does not compile is answered 422. */
+            compiles: boolean;
+            script: components["schemas"]["ScriptName"];
+        };
         ConfigEntry: {
             key: string;
             value: unknown;
@@ -809,6 +1083,10 @@ export interface components {
         /** @description Any JSON value; its strings and keys may not contain NUL (U+0000). */
         ConfigValue: (null | boolean | number) | string | components["schemas"]["ConfigValue"][] | {
             [key: string]: components["schemas"]["ConfigValue"];
+        };
+        CorsOrigins: {
+            /** @description The origins whose pages may open streams; empty is none. */
+            origins: string[];
         };
         CreateApp: {
             name: components["schemas"]["AppName"];
@@ -826,6 +1104,14 @@ export interface components {
         };
         /** @description A trigger to create; `kind` says which fields apply. */
         CreateTrigger: {
+            /** @description Replay the stored answer to a repeated `Idempotency-Key` header (docs/admin-api.md, Idempotency keys). */
+            idempotency?: {
+                /**
+                 * @description How long an answer is replayed, in seconds.
+                 * @default 86400
+                 */
+                ttl_secs: number;
+            };
             /** @enum {string} */
             kind: "http";
             /**
@@ -920,6 +1206,11 @@ export interface components {
         DeadLetterId: string;
         DeadLetterPage: {
             dead_letters: components["schemas"]["DeadLetter"][];
+            /**
+             * Format: int64
+             * @description How many dead letters match the filter, on every page.
+             */
+            matching: number;
             next_before?: components["schemas"]["DeadLetterId"] | null;
         };
         Delivered: {
@@ -970,7 +1261,7 @@ export interface components {
             error: components["schemas"]["ErrorDetail"];
         };
         /** @enum {string} */
-        ErrorCode: "not_found" | "conflict" | "invalid_input" | "compile_error" | "unauthorized" | "forbidden" | "payload_too_large" | "method_not_allowed" | "script_failed" | "timeout" | "unavailable" | "internal" | "request_timeout" | "too_many_requests";
+        ErrorCode: "not_found" | "conflict" | "invalid_input" | "compile_error" | "unauthorized" | "forbidden" | "payload_too_large" | "method_not_allowed" | "script_failed" | "timeout" | "unavailable" | "internal" | "request_timeout" | "too_many_requests" | "idempotency_key_reused";
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
             column?: number | null;
@@ -985,11 +1276,20 @@ export interface components {
          * @enum {string}
          */
         EventKind: "topic" | "queue" | "invoke" | "cron" | "dead_letter" | "email";
+        Exposed: {
+            exposed: boolean;
+            topic: components["schemas"]["ChannelName"];
+        };
         /**
          * @description ANY matches every method.
          * @enum {string}
          */
         HttpMethod: "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" | "ANY";
+        /** @description An http trigger's opt-in: answers are replayed for `ttl_secs` after they were stored. */
+        Idempotency: {
+            /** Format: int32 */
+            ttl_secs: number;
+        };
         /** Format: uuid */
         InvocationId: string;
         InvocationPage: {
@@ -1034,6 +1334,15 @@ export interface components {
              * @description The version that ran; `None` when the run never started (e.g. the executor was overloaded).
              */
             version?: number | null;
+        };
+        InvocationStats: {
+            /** @description One entry per minute that had runs, oldest first. */
+            minutes: components["schemas"]["MinuteStats"][];
+            /**
+             * Format: date-time
+             * @description The first minute covered (UTC); the last is the current one.
+             */
+            since: string;
         };
         /** @enum {string} */
         InvocationStatus: "ok" | "error" | "timeout";
@@ -1133,6 +1442,26 @@ export interface components {
             /** @description null or absent: not set */
             timeout_ms?: number | null;
         };
+        /** @description What the live stream sends of a record: all but its logs (open the record for those). */
+        LiveInvocation: {
+            /** Format: int32 */
+            attempt?: number | null;
+            /** Format: int64 */
+            duration_ms: number;
+            error?: string | null;
+            /** Format: int32 */
+            http_status?: number | null;
+            id: components["schemas"]["InvocationId"];
+            script: components["schemas"]["ScriptName"];
+            /** Format: date-time */
+            started_at: string;
+            status: components["schemas"]["InvocationStatus"];
+            summary: string;
+            /** @description `http`, or the event kind (`topic`, `queue`, `cron`, `dead_letter`, ...). */
+            trigger: string;
+            /** Format: int64 */
+            version?: number | null;
+        };
         /** @enum {string} */
         LogLevel: "print" | "debug" | "info" | "warn" | "error";
         /** @description One line a script wrote with `print` or `log::*`. */
@@ -1145,12 +1474,104 @@ export interface components {
         Mailbox: {
             messages: components["schemas"]["Delivered"][];
         };
+        /** @description The filter of a list or a bulk replay, validated one field at a time. */
+        Matching: {
+            /** @description Only those whose last error contains this text. */
+            error?: string | null;
+            kind?: components["schemas"]["EventKind"] | null;
+            script?: components["schemas"]["ScriptName"] | null;
+            /**
+             * Format: date-time
+             * @description Only those made at or after this RFC 3339 time.
+             */
+            since?: string | null;
+            /**
+             * Format: date-time
+             * @description Only those made before this RFC 3339 time.
+             */
+            until?: string | null;
+        };
+        /**
+         * @description One minute of an app's invocations: counts by status, and duration percentiles
+         *     (nearest rank) of every run that started in it.
+         */
+        MinuteStats: {
+            /** Format: int64 */
+            error: number;
+            /**
+             * Format: int64
+             * @description Runs of `http` triggers; the rest ran for events.
+             */
+            http: number;
+            /**
+             * Format: date-time
+             * @description The minute's start (UTC).
+             */
+            minute: string;
+            /** Format: int64 */
+            ok: number;
+            /** Format: int64 */
+            p50_ms: number;
+            /** Format: int64 */
+            p95_ms: number;
+            /** Format: int64 */
+            p99_ms: number;
+            /** Format: int64 */
+            timeout: number;
+        };
+        Node: {
+            address: string;
+            /** Format: int64 */
+            heartbeat_ms: number;
+            id: string;
+            /** Format: int64 */
+            in_flight: number;
+            /** Format: date-time */
+            last_heartbeat: string;
+            /** Format: int64 */
+            queue_depth: number;
+            role: string;
+            /** Format: date-time */
+            started_at: string;
+            /** @description `up`, or `down` when its heartbeats stopped. */
+            status: string;
+            version: string;
+        };
+        NodeList: {
+            nodes: components["schemas"]["Node"][];
+        };
+        /** @description An operator's publish (a body is always an object, so the payload is a field). */
+        PublishBody: {
+            /**
+             * @description The payload, as a script's `pubsub::publish` takes it: any JSON whose strings and
+             *     keys have no NUL.
+             */
+            payload: components["schemas"]["ConfigValue"];
+        };
+        Published: {
+            /** @description Whether realtime subscribers hear it (the topic is exposed). */
+            realtime: boolean;
+            topic: components["schemas"]["ChannelName"];
+        };
         Purged: {
             /** Format: int64 */
             purged: number;
         };
         Replayed: {
             event_id: components["schemas"]["EventId"];
+        };
+        ReplayedAll: {
+            /**
+             * Format: int64
+             * @description How many matching ones that existed at the call are left (over the per-call
+             *     bound); call again for those.
+             */
+            remaining: number;
+            /**
+             * Format: int64
+             * @description How many dead letters went back into the outbox.
+             */
+            replayed: number;
         };
         RollbackBody: {
             /**
@@ -1229,11 +1650,20 @@ export interface components {
          * @enum {string}
          */
         TokenRole: "read" | "deploy" | "admin";
+        TopicList: {
+            topics: components["schemas"]["TopicView"][];
+        };
+        TopicView: {
+            /** @description Streams naming the topic open on the node that answers. */
+            subscribers: number;
+            topic: components["schemas"]["ChannelName"];
+        };
         Trigger: components["schemas"]["TriggerSpec"] & {
             app: components["schemas"]["AppName"];
             /** Format: date-time */
             created_at: string;
             id: components["schemas"]["TriggerId"];
+            idempotency?: components["schemas"]["Idempotency"] | null;
             /**
              * Format: date-time
              * @description Cron triggers: the slot it last fired for.
@@ -1250,6 +1680,10 @@ export interface components {
         TriggerId: string;
         TriggerList: {
             triggers: components["schemas"]["TriggerView"][];
+        };
+        TriggerRun: {
+            /** @description The outbox event that runs the trigger's script. */
+            event_id: components["schemas"]["EventId"];
         };
         /**
          * @description What makes a script run. Stored as a kind plus a JSON config, so new kinds need no
@@ -1284,6 +1718,8 @@ export interface components {
              * @description Cron triggers: when it fires next.
              */
             next_fire_at?: string | null;
+            /** @description Cron triggers: the next five fire times (UTC), computed in the trigger's zone. */
+            next_fire_times?: string[];
         };
         VersionDetail: {
             active: boolean;
@@ -2177,6 +2613,16 @@ export interface operations {
     list_dead_letters: {
         parameters: {
             query?: {
+                /** @description Only this script's dead letters */
+                script?: components["schemas"]["ScriptName"];
+                /** @description Only this event kind */
+                kind?: components["schemas"]["EventKind"];
+                /** @description Only those whose last error contains this text */
+                error?: string;
+                /** @description Only those made at or after this RFC 3339 time */
+                since?: string;
+                /** @description Only those made before this RFC 3339 time */
+                until?: string;
                 /** @description The previous page's `next_before` */
                 before?: components["schemas"]["DeadLetterId"];
                 /** @description Page size (default 50) */
@@ -2200,7 +2646,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeadLetterPage"];
                 };
             };
-            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            /** @description A bad filter (`invalid_input`) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2306,6 +2752,96 @@ export interface operations {
             };
             /** @description No such app (`not_found`) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    replay_dead_letters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Matching"];
+            };
+        };
+        responses: {
+            /** @description The matching events are queued again */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplayedAll"];
+                };
+            };
+            /** @description A bad filter (`invalid_input`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large (`payload_too_large`). */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2603,6 +3139,168 @@ export interface operations {
                 };
             };
             /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    invocation_stats: {
+        parameters: {
+            query?: {
+                /** @description How many minutes back, the current one included (default 60) */
+                minutes?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Per-minute figures */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvocationStats"];
+                };
+            };
+            /** @description A bad `minutes` (`invalid_input`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stream_invocations: {
+        parameters: {
+            query?: {
+                /** @description Only this script's runs */
+                script?: components["schemas"]["ScriptName"];
+                /** @description Only runs that ended so */
+                status?: components["schemas"]["InvocationStatus"];
+            };
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A stream of `invocation` events, each a `LiveInvocation` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["LiveInvocation"];
+                };
+            };
+            /** @description A bad filter (`invalid_input`) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3299,6 +3997,582 @@ export interface operations {
             };
         };
     };
+    get_realtime_cors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The allowed origins */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CorsOrigins"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_realtime_cors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CorsOrigins"];
+            };
+        };
+        responses: {
+            /** @description The origins set */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CorsOrigins"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate_realtime_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key is rotated */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_realtime_topics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The exposed topics */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TopicList"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    expose_realtime_topic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+                /** @description The topic */
+                topic: components["schemas"]["ChannelName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The topic was already exposed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Exposed"];
+                };
+            };
+            /** @description The topic is now exposed */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Exposed"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    unexpose_realtime_topic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+                /** @description The topic */
+                topic: components["schemas"]["ChannelName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The topic is no longer exposed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app, or the topic is not exposed (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    publish_realtime_topic: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+                /** @description The topic */
+                topic: components["schemas"]["ChannelName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PublishBody"];
+            };
+        };
+        responses: {
+            /** @description Published (committed) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Published"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_scripts: {
         parameters: {
             query?: never;
@@ -3615,6 +4889,98 @@ export interface operations {
             };
             /** @description No such app or script (`not_found`) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    check_script: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name (it need not exist) */
+                app: components["schemas"]["AppName"];
+                /** @description The script's name (it need not exist) */
+                name: components["schemas"]["ScriptName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeployBody"];
+            };
+        };
+        responses: {
+            /** @description The source compiles */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Checked"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The source is larger than the server's `max_script_bytes` (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The source does not compile (`compile_error`, with `line` and `column`) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4772,6 +6138,141 @@ export interface operations {
             };
             /** @description No such app or trigger (`not_found`) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    run_trigger: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+                /** @description The trigger's id */
+                id: components["schemas"]["TriggerId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event is queued */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TriggerRun"];
+                };
+            };
+            /** @description The trigger is not a cron trigger (`invalid_input`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app or trigger (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_nodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The nodes, as their heartbeats left them */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeList"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
