@@ -98,6 +98,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "nodes",
         include_str!("../../migrations/postgres/0011_nodes.sql"),
     ),
+    (
+        "0016_node_realtime_streams.sql",
+        16,
+        "node realtime streams",
+        include_str!("../../migrations/postgres/0016_node_realtime_streams.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;
