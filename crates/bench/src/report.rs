@@ -198,7 +198,12 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let l = self.load;
-        if self.baseline.is_none() && self.picloud.is_none() && self.events.is_empty() {
+        if self.baseline.is_none()
+            && self.picloud.is_none()
+            && self.idle.is_none()
+            && self.events.is_empty()
+            && !self.realtime.is_empty()
+        {
             // A realtime-only run.
             self.render_realtime(&mut out);
             return out.trim_end().to_owned();
