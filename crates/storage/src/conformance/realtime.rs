@@ -264,7 +264,7 @@ pub async fn realtime_a_commit_tells_the_bus_its_apps_newest_id(store: &Store) {
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("not `shop <id>`: {notice:?}"));
     assert!(
-        id >= 2 && id % 2 == 0 && id <= 2 * commits,
+        id >= 2 && id.is_multiple_of(2) && id <= 2 * commits,
         "{notice} after {commits} commits"
     );
 }
