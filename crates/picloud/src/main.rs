@@ -37,6 +37,15 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.command {
         Top::Serve(serve) => runtime.block_on(run(serve, Role::All)),
-        Top::Client(command) => runtime.block_on(cli::run(args.remote, command)),
+        Top::Client(command) => {
+            let result = runtime.block_on(cli::run(args.remote, command));
+            // `push --dry-run` with changes: the plan is printed, the code says the rest.
+            if let Some(cli::Exit(code)) = result.as_ref().err().and_then(|e| e.downcast_ref()) {
+                let code = i32::from(*code);
+                drop(runtime);
+                std::process::exit(code);
+            }
+            result
+        }
     }
 }

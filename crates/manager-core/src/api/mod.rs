@@ -203,6 +203,7 @@ pub fn operations() -> Vec<Operation> {
         op!(apps::delete),
         op!(scripts::list),
         op!(scripts::deploy).script_body(),
+        op!(scripts::check_only).script_body(),
         op!(scripts::get),
         op!(scripts::delete),
         op!(scripts::versions),

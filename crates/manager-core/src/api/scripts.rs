@@ -1,4 +1,4 @@
-//! `/api/v1/apps/{app}/scripts`: deploy, list, show, versions, rollback and delete.
+//! `/api/v1/apps/{app}/scripts`: deploy, check, list, show, versions, rollback and delete.
 //!
 //! A deploy compiles the source before it is stored, so a script that does not compile
 //! never becomes a version and the active one keeps serving. Every deploy is a new
@@ -142,25 +142,7 @@ pub(super) async fn deploy(
     ApiPath(ScriptPath { app, name }): ApiPath<ScriptPath>,
     body: Result<ApiJson<DeployBody>, ApiError>,
 ) -> Result<(StatusCode, ApiJson<Deployed>), ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "a script may have at most {} bytes",
-            deps.max_script_bytes
-        ))
-    };
-    let source = match body {
-        Ok(ApiJson(body)) => body.source,
-        Err(ApiError::PayloadTooLarge(_)) => return Err(too_large()),
-        Err(e) => return Err(e),
-    };
-    if source.len() > deps.max_script_bytes {
-        return Err(too_large());
-    }
-    if source.contains('\0') {
-        return Err(ApiError::InvalidInput(
-            "a script's source may not contain NUL (U+0000)".into(),
-        ));
-    }
+    let source = checked_source(&deps, body)?;
     require_app(&deps, &app).await?;
     let source = check(&deps, source).await?;
     let version = deps
@@ -182,6 +164,76 @@ pub(super) async fn deploy(
         StatusCode::OK
     };
     Ok((status, ApiJson(version.into())))
+}
+
+/// The answer to a compile check.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Checked {
+    app: AppName,
+    script: ScriptName,
+    /// Always `true`: a source that does not compile is answered 422.
+    compiles: bool,
+}
+
+/// Compile a source without storing it.
+///
+/// The same check a deploy makes, and nothing else: no version is made and nothing
+/// changes, and the app need not exist yet (`picloud push` checks every script of a
+/// folder before it creates the app or deploys anything). 422 `compile_error` with the
+/// `line` and `column` when it does not compile.
+#[utoipa::path(
+    post,
+    path = "/api/v1/apps/{app}/scripts/{name}/check",
+    operation_id = "check_script",
+    tag = "scripts",
+    params(("app" = AppName, Path, description = "The app's name (it need not exist)"), ("name" = ScriptName, Path, description = "The script's name (it need not exist)")),
+    request_body = DeployBody,
+    responses(
+        (status = 200, description = "The source compiles", body = Checked),
+        (status = 413, description = "The source is larger than the server's `max_script_bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 422, description = "The source does not compile (`compile_error`, with `line` and `column`)", body = ErrorBody),
+    ),
+    extensions(("x-picloud-access" = json!("deploy")))
+)]
+pub(super) async fn check_only(
+    State(deps): State<Arc<ManagerDeps>>,
+    ApiPath(ScriptPath { app, name }): ApiPath<ScriptPath>,
+    body: Result<ApiJson<DeployBody>, ApiError>,
+) -> Result<ApiJson<Checked>, ApiError> {
+    let source = checked_source(&deps, body)?;
+    check(&deps, source).await?;
+    Ok(ApiJson(Checked {
+        app,
+        script: name,
+        compiles: true,
+    }))
+}
+
+/// The body's source within the server's `max_script_bytes`, without NUL.
+fn checked_source(
+    deps: &ManagerDeps,
+    body: Result<ApiJson<DeployBody>, ApiError>,
+) -> Result<String, ApiError> {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "a script may have at most {} bytes",
+            deps.max_script_bytes
+        ))
+    };
+    let source = match body {
+        Ok(ApiJson(body)) => body.source,
+        Err(ApiError::PayloadTooLarge(_)) => return Err(too_large()),
+        Err(e) => return Err(e),
+    };
+    if source.len() > deps.max_script_bytes {
+        return Err(too_large());
+    }
+    if source.contains('\0') {
+        return Err(ApiError::InvalidInput(
+            "a script's source may not contain NUL (U+0000)".into(),
+        ));
+    }
+    Ok(source)
 }
 
 /// Compile on a blocking thread: a large script can take milliseconds, which would stall

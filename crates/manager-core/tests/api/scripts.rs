@@ -91,6 +91,47 @@ async fn a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_v
     assert_eq!(versions.body["versions"].as_array().map(Vec::len), Some(1));
 }
 
+async fn a_check_compiles_without_storing_and_needs_no_app(t: &TestApp) {
+    let body = serde_json::json!({"source": "let a = 1;\na + 1\n"});
+    let ok = t
+        .call(
+            Method::POST,
+            "/api/v1/apps/later/scripts/hello/check",
+            Some(body),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["compiles"], true);
+    let broken = t
+        .call(
+            Method::POST,
+            "/api/v1/apps/later/scripts/hello/check",
+            Some(serde_json::json!({"source": "let a = 1;\nlet b = ;\n"})),
+        )
+        .await;
+    assert_error(&broken, 422, "compile_error");
+    assert_eq!(broken.body["error"]["line"], 2, "{}", broken.body);
+    // Nothing was made: no app, no script.
+    let apps = t.call(Method::GET, "/api/v1/apps", None).await;
+    assert_eq!(apps.body["apps"], serde_json::json!([]), "{}", apps.body);
+    t.create_app("shop").await;
+    let checked = t
+        .call(
+            Method::POST,
+            "/api/v1/apps/shop/scripts/hello/check",
+            Some(serde_json::json!({"source": "\"v1\""})),
+        )
+        .await;
+    assert_eq!(checked.status, StatusCode::OK);
+    let scripts = t.call(Method::GET, "/api/v1/apps/shop/scripts", None).await;
+    assert_eq!(
+        scripts.body["scripts"],
+        serde_json::json!([]),
+        "{}",
+        scripts.body
+    );
+}
+
 async fn rollback_makes_an_earlier_version_active(t: &TestApp) {
     t.create_app("shop").await;
     t.deploy("shop", "hello", "\"one\"").await;
@@ -172,4 +213,5 @@ on_both_backends!(
     deploying_twice_returns_201_then_200_with_version_2,
     a_compile_error_answers_422_with_line_and_column_and_keeps_the_active_version,
     rollback_makes_an_earlier_version_active,
+    a_check_compiles_without_storing_and_needs_no_app,
 );

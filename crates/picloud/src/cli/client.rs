@@ -18,12 +18,19 @@ pub enum ApiFailure {
         status: StatusCode,
         code: String,
         message: String,
+        /// A compile error's line and column (1-based), when the server gave them.
+        position: Option<(u32, u32)>,
     },
     /// The request did not get an answer at all, or the answer could not be read.
     Transport(String),
 }
 
 impl ApiFailure {
+    /// Whether the server was not reached or did not answer (worth retrying).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, ApiFailure::Transport(_))
+    }
+
     /// The HTTP status of an API error; `None` for transport failures.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -199,10 +206,15 @@ pub fn decode(status: StatusCode, body: &[u8]) -> Result<Value, ApiFailure> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let position = error.and_then(|e| {
+        let at = |k: &str| e.get(k).and_then(Value::as_u64).map(|n| n as u32);
+        Some((at("line")?, at("column")?))
+    });
     Err(ApiFailure::Api {
         status,
         code,
         message,
+        position,
     })
 }
 

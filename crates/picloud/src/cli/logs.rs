@@ -96,7 +96,7 @@ fn query(args: &LogsArgs, limit: u32, since: Option<String>) -> Vec<(&'static st
 }
 
 /// The records of an answer, newest first as the API sends them.
-fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
+pub(super) fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
     items(answer, "invocations")
         .iter()
         .map(|raw| {
@@ -111,7 +111,7 @@ fn records(answer: &Value) -> anyhow::Result<Vec<(InvocationRecord, Value)>> {
 
 /// What `--follow` has printed so far.
 #[derive(Default)]
-struct Tail {
+pub(super) struct Tail {
     /// Ids printed, with their start time (ms since the epoch), while inside the lag window.
     seen: HashMap<InvocationId, i64>,
     /// The start time (ms) of the newest record printed.
@@ -121,12 +121,16 @@ struct Tail {
 }
 
 impl Tail {
-    fn since(&self) -> Option<String> {
+    pub(super) fn since(&self) -> Option<String> {
         self.since.clone()
     }
 
     /// Print the records not printed before, oldest first; return how many were new.
-    fn show(&mut self, newest_first: Vec<(InvocationRecord, Value)>, json: bool) -> usize {
+    pub(super) fn show(
+        &mut self,
+        newest_first: Vec<(InvocationRecord, Value)>,
+        json: bool,
+    ) -> usize {
         let fresh = self.take_new(newest_first);
         for (record, raw) in &fresh {
             if json {

@@ -14,12 +14,16 @@ mod client; // the admin API over HTTP, error bodies -> ApiFailure
 mod data; // kv list|get|delete, blobs list|get|delete
 mod dead_letters; // dead-letters list|show|replay|delete|purge
 mod deploy; // deploy a file as a new script version, then bind routes
+mod dev; // watch a folder, push on save, tail the invocations
+pub mod folder; // an app as a folder: picloud.toml, its format and JSON Schema
 mod invoke; // call a public endpoint
 mod limits; // limits show|set|reset, per app or per script
 mod logs; // invocation history, optionally followed
 mod mailbox; // the development mailbox
 mod nodes; // the cluster's nodes, up or down
 mod output; // tables, times, JSON printing
+mod plan; // what push changes: fetch, compare, render, apply
+mod push; // push a folder (plan, confirm, apply), pull an app into one
 mod realtime; // realtime expose|unexpose|list|publish|rotate-key|cors
 mod scripts; // scripts list|versions|show|rollback|delete
 mod settings; // config set|get|list|delete, secrets set|list|delete
@@ -27,6 +31,7 @@ mod tokens; // tokens list|whoami|create|delete
 mod triggers; // triggers list|add|delete
 
 pub use client::ApiFailure;
+pub use push::Exit;
 
 /// Where the server is and how to authenticate; shared by every client command.
 #[derive(clap::Args, Debug, Clone)]
@@ -55,6 +60,12 @@ pub enum Command {
     Apps(apps::AppsCommand),
     /// Deploy a script file as a new version and optionally bind HTTP routes to it.
     Deploy(deploy::DeployArgs),
+    /// Apply an app's folder (picloud.toml and *.rhai): show the plan, confirm, apply.
+    Push(push::PushArgs),
+    /// Write an app's scripts, triggers, config, secret names, topics and limits into a folder.
+    Pull(push::PullArgs),
+    /// Watch an app's folder: push on every save and print the app's invocations.
+    Dev(dev::DevArgs),
     /// Inspect scripts and their versions, roll back or delete them.
     #[command(subcommand)]
     Scripts(scripts::ScriptsCommand),
@@ -110,6 +121,9 @@ pub async fn run(remote: Remote, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Apps(cmd) => apps::run(&api, cmd, json).await,
         Command::Deploy(args) => deploy::run(&api, args, json).await,
+        Command::Push(args) => push::run_push(&api, args, json).await,
+        Command::Pull(args) => push::run_pull(&api, args).await,
+        Command::Dev(args) => dev::run(&api, args).await,
         Command::Scripts(cmd) => scripts::run(&api, cmd, json).await,
         Command::Triggers(cmd) => triggers::run(&api, cmd, json).await,
         Command::Logs(args) => logs::run(&api, args, json).await,

@@ -11,6 +11,7 @@ mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
 mod endpoints; // deploy, call, redeploy, rollback, invocations
 mod events; // pub/sub, queues, invoke, retries, dead letters, cron
 mod faults; // PostgreSQL cut and restored during a burst of events
+mod folders; // apps as folders: push, pull, dev, the example app
 mod hostile; // hostile scripts, clients and tokens (docs/security.md)
 mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
