@@ -23,6 +23,13 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 export PICLOUD_TEST_REQUIRE_S3=1
 
+# The Caddy test (e2e/caddy.rs) runs caddy/Caddyfile with Debian's caddy on loopback.
+if ! command -v caddy >/dev/null 2>&1; then
+  echo "installing caddy for the reverse-proxy test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy
+fi
+export PICLOUD_TEST_REQUIRE_CADDY=1
+
 # Each test makes its own picloud_t_<UUIDv7> schema and drops it when it ends, also when it
 # fails. A killed run leaves its schemas behind: drop only those older than a day (the UUIDv7
 # starts with its creation time in milliseconds), never one a running test still uses.

@@ -612,6 +612,7 @@ async fn an_event_input_is_seen_as_the_event_map(h: Harness) {
         max_attempts: 5,
         scheduled_at: now,
         created_at: now,
+        trace: None,
     };
     let e = h.execute("consumer", InvocationInput::Event(event)).await;
     assert_eq!(

@@ -31,6 +31,8 @@
 //! - a record is broadcast only after its commit, never for an event whose lease was lost;
 //! - `finish` stops claiming, lets the claimed events run to their end, commits them, and
 //!   only then returns.
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +110,8 @@ struct Context {
     failures: FailureGate,
     /// Every app's limits (shared with the HTTP path) and the deferral pace.
     limits: Arc<LimitTable>,
+    /// Each run's span continues the trace its event was emitted in.
+    tracing: crate::trace::Tracing,
 }
 
 /// A finished run on its way to the committer, with the slot it holds until its commit.
@@ -129,6 +133,8 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Spawns the claimer and the committer on the current runtime. `recorded` receives
     /// each event invocation record after its commit.
+    // The dispatcher's collaborators, each owned elsewhere; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         store: Store,
         executor: Arc<dyn ExecutorClient>,
@@ -137,6 +143,7 @@ impl Dispatcher {
         recorded: broadcast::Sender<InvocationRecord>,
         failures: FailureGate,
         limits: Arc<LimitTable>,
+        tracing: crate::trace::Tracing,
     ) -> Self {
         config.batch_size = config.batch_size.max(1);
         config.max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
@@ -147,6 +154,7 @@ impl Dispatcher {
             config,
             failures,
             limits,
+            tracing,
         });
         let shutdown = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
@@ -346,6 +354,19 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
         limits,
     };
     let id = invocation.id;
+    let span = ctx.tracing.start(
+        format!("{} {}/{script}", event.kind.as_str(), event.app),
+        SpanKind::Consumer,
+        event.trace.as_deref(),
+        vec![
+            KeyValue::new("picloud.app", event.app.to_string()),
+            KeyValue::new("picloud.script", script.to_string()),
+            KeyValue::new("picloud.invocation_id", id.to_string()),
+            KeyValue::new("picloud.event_id", event.id.to_string()),
+            KeyValue::new("picloud.event_kind", event.kind.as_str()),
+            KeyValue::new("picloud.attempt", i64::from(event.attempt)),
+        ],
+    );
     let requested_at = Utc::now();
     let clock = std::time::Instant::now();
     // A run gives up well inside its lease, so its outcome is committed before the row
@@ -367,6 +388,7 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
         error: None,
         request_id: None,
         attempt: Some(event.attempt),
+        trace_id: Some(span.trace_id()),
     };
     let outcome = match ran {
         Ok(Ok(execution)) => {
@@ -385,9 +407,10 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             match execution.result {
                 Ok(_output) => {
                     record.status = InvocationStatus::Ok;
-                    EventOutcome::Done {
-                        effects: execution.effects,
-                    }
+                    let mut effects = execution.effects;
+                    // What it emitted continues its trace.
+                    effects.trace = Some(span.traceparent());
+                    EventOutcome::Done { effects }
                 }
                 Err(failure) => {
                     if failure.kind == FailureKind::Timeout {
@@ -447,6 +470,10 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
             failed(ctx, &event, text)
         }
     };
+    if let Some(error) = &record.error {
+        span.fail(error.clone());
+    }
+    drop(span);
     // A failure's record counts against its app's budget (shared with HTTP failures); the
     // event's outcome is committed either way.
     let keep = record.status == InvocationStatus::Ok || ctx.failures.admit(&event.app);
@@ -481,6 +508,7 @@ fn interrupted(mut event: Event) -> EventCommit {
         error: Some(INTERRUPTED.into()),
         request_id: None,
         attempt: Some(event.attempt),
+        trace_id: None,
     });
     EventCommit {
         event,
@@ -567,6 +595,7 @@ async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
             error,
             request_id: None,
             attempt: Some(event.attempt),
+            trace_id: None,
         })
         // A failed send's record counts against the app's failure budget, like a script's.
         .filter(|r| r.status == InvocationStatus::Ok || ctx.failures.admit(&event.app));
@@ -741,6 +770,7 @@ mod tests {
             max_attempts: 5,
             scheduled_at: Utc::now(),
             created_at: Utc::now(),
+            trace: None,
         }
     }
 

@@ -15,6 +15,8 @@
 //! - `retry` is the backoff with jitter, then the dead letter.
 //! - `realtime` serves `/{app}/_realtime`: SSE streams of an app's exposed topics, fed
 //!   from the replay buffer after each commit's bus notice.
+//! - `trace` makes one span per run, continued from the caller's or the emitter's
+//!   `traceparent`, and exports spans over OTLP when configured.
 //! - `mailer` delivers `email` events over SMTP, or into the development mailbox.
 mod dispatcher; // claim -> run -> group commit
 pub mod ingress; // public routes, the one error enum
@@ -25,6 +27,7 @@ pub mod realtime; // SSE streams: subscription checks, per-app feeds, replay
 mod recorder; // batched invocation writer
 mod retry; // backoff with jitter, then dead letter
 mod routes; // per-app route tables and the catalog listener
+pub mod trace; // W3C trace context through runs and the outbox, OTLP export
 mod wake; // no fixed polling tick anywhere
 
 pub use dispatcher::DispatchConfig;
@@ -33,3 +36,4 @@ pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, Smt
 pub use realtime::{Hub as RealtimeHub, RealtimeConfig};
 pub use recorder::RecordBounds;
 pub use retry::backoff;
+pub use trace::{TraceExport, Tracing};

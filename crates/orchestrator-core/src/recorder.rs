@@ -445,6 +445,7 @@ mod tests {
             error: None,
             request_id: None,
             attempt: None,
+            trace_id: None,
         }
     }
 

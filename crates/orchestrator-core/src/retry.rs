@@ -71,6 +71,7 @@ mod tests {
             max_attempts,
             scheduled_at: Utc::now(),
             created_at: Utc::now(),
+            trace: None,
         }
     }
 

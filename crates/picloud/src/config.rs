@@ -38,6 +38,33 @@ pub struct Config {
     pub outbound: OutboundSettings,
     pub realtime: RealtimeSettings,
     pub cluster: ClusterSettings,
+    pub tracing: TracingSettings,
+}
+
+/// Trace export (`[tracing]`, `PICLOUD_TRACING__...`; docs/tracing.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TracingSettings {
+    /// `PICLOUD_TRACING__OTLP_ENDPOINT`: an OTLP/HTTP collector (`http://collector:4318`,
+    /// `/v1/traces` added when the URL has no path). Unset: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long a span waits for others to share its export request.
+    pub export_delay_ms: u64,
+    /// How long one export request may take.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings {
+            otlp_endpoint: None,
+            service_name: "picloud".into(),
+            export_delay_ms: 1_000,
+            export_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Realtime streams (`[realtime]`, `PICLOUD_REALTIME__...`; docs/realtime.md).
@@ -332,6 +359,7 @@ impl Default for Config {
             outbound: OutboundSettings::default(),
             realtime: RealtimeSettings::default(),
             cluster: ClusterSettings::default(),
+            tracing: TracingSettings::default(),
         }
     }
 }

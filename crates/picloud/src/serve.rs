@@ -324,6 +324,8 @@ pub async fn start_role(
                     );
                 }
                 let _ = tokio::task::spawn_blocking(move || executor.shutdown()).await;
+                // The last runs' spans go out before the process ends.
+                orchestrator.tracing().shutdown(grace).await;
             }
             // The cron scheduler and the sweepers end on the shutdown token; a sweep under
             // way finishes its statement first.
@@ -416,6 +418,25 @@ fn manager_router(
     )
 }
 
+/// This node's spans: exported over OTLP when `[tracing] otlp_endpoint` is set.
+fn tracing_of(config: &Config) -> anyhow::Result<orchestrator_core::Tracing> {
+    let settings = &config.tracing;
+    let Some(endpoint) = settings
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    else {
+        return Ok(orchestrator_core::Tracing::off());
+    };
+    orchestrator_core::Tracing::exporting(&orchestrator_core::TraceExport {
+        endpoint: endpoint.to_owned(),
+        service_name: settings.service_name.clone(),
+        delay: Duration::from_millis(settings.export_delay_ms),
+        timeout: Duration::from_millis(settings.export_timeout_ms.max(1)),
+    })
+    .context("[tracing] otlp_endpoint")
+}
+
 /// The script threads, the public endpoints and the dispatcher, subscribed to this
 /// node's catalog.
 async fn start_node(
@@ -450,6 +471,7 @@ async fn start_node(
         },
         limits: config.limit_policy(),
         realtime: realtime_config(&config.realtime),
+        tracing: tracing_of(config)?,
     };
     let events = &config.events;
     let dispatch = DispatchConfig {

@@ -74,6 +74,11 @@ pub struct Event {
     /// When the event first became due (a delayed send's due time, a cron slot).
     pub scheduled_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the span that emitted it (docs/tracing.md): its handler's
+    /// span is a child of that one. `None` for rows written before tracing or by the
+    /// platform itself (cron, the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// An email as `email::send` takes it, after validation.
@@ -151,6 +156,9 @@ pub struct Effects {
     pub kv: Vec<KvWrite>,
     pub blobs: Vec<BlobWrite>,
     pub emitted: Vec<Emit>,
+    /// The W3C `traceparent` of the run that made these effects; every event it emitted
+    /// carries it in its outbox row (`Event::trace`).
+    pub trace: Option<String>,
 }
 
 impl Effects {

@@ -177,4 +177,8 @@ pub struct InvocationRecord {
     /// For event invocations: which attempt this was (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The W3C trace id (32 hex digits) of the run's span: the caller's `traceparent`
+    /// trace, or the trace of the event's emitter (docs/tracing.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }

@@ -426,60 +426,6 @@ mod tests {
         assert!(S3Objects::new(&options).is_ok());
     }
 
-    /// A `moto_server` (pip `moto[server]`) on a free loopback port, ended on drop.
-    struct Moto {
-        child: std::process::Child,
-        endpoint: String,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
-
-    /// Start `moto_server` and wait until it says it listens; `None` when it is not
-    /// installed.
-    fn start_moto() -> Option<Moto> {
-        use std::io::BufRead;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .ok()?;
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let ready = lines
-            .by_ref()
-            .any(|l| l.is_ok_and(|l| l.contains("Running on")));
-        assert!(ready, "moto_server exited before listening");
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Some(Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
-    }
-
-    async fn create_bucket(endpoint: &str, bucket: &str) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let host = endpoint.trim_start_matches("http://");
-        let mut conn = tokio::net::TcpStream::connect(host).await.expect("connect");
-        let request = format!(
-            "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        conn.write_all(request.as_bytes()).await.expect("send");
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await.expect("read");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    }
-
     /// Runs against `PICLOUD_TEST_S3_ENDPOINT` (a bucket `picloud-test` must exist there)
     /// or a `moto_server` it starts itself. Without either it has nothing to talk to and
     /// says so on stderr: S3 is optional, the local store is the default.
@@ -488,9 +434,9 @@ mod tests {
         let _moto;
         let endpoint = match std::env::var("PICLOUD_TEST_S3_ENDPOINT") {
             Ok(endpoint) => endpoint,
-            Err(_) => match start_moto() {
+            Err(_) => match crate::testing::Moto::start() {
                 Some(moto) => {
-                    create_bucket(&moto.endpoint, "picloud-test").await;
+                    moto.create_bucket("picloud-test").await;
                     let endpoint = moto.endpoint.clone();
                     _moto = moto;
                     endpoint

@@ -248,3 +248,68 @@ pub async fn sqlite_store() -> TestDb {
 pub async fn postgres_store() -> TestDb {
     TestDb::new(Backend::Postgres).await
 }
+
+/// A `moto_server` (pip `moto[server]`, an S3-compatible server) on a free loopback port,
+/// ended on drop.
+pub struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Moto {
+    /// Start `moto_server` and wait until it says it listens; `None` when it is not
+    /// installed.
+    ///
+    /// # Panics
+    /// When it starts but exits before listening.
+    pub fn start() -> Option<Moto> {
+        use std::io::BufRead;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let ready = lines
+            .by_ref()
+            .any(|l| l.is_ok_and(|l| l.contains("Running on")));
+        assert!(ready, "moto_server exited before listening");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Create `bucket` (moto accepts any credentials).
+    ///
+    /// # Panics
+    /// When moto does not answer 200.
+    pub async fn create_bucket(&self, bucket: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let request = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}

@@ -216,5 +216,6 @@ fn callee_event(cx: &Current, script: &ScriptName, payload: serde_json::Value) -
         max_attempts: 1,
         scheduled_at: now,
         created_at: now,
+        trace: None,
     }
 }

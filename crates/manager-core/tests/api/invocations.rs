@@ -22,6 +22,7 @@ fn record(
         error: None,
         request_id: None,
         attempt: None,
+        trace_id: None,
     }
 }
 

@@ -64,6 +64,7 @@ async fn the_sweeper_purges_invocation_records_once_they_are_older_than_the_rete
             error: None,
             request_id: None,
             attempt: None,
+            trace_id: None,
         }
     };
     let old = record(Utc::now() - chrono::Duration::hours(1));

@@ -30,6 +30,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::{Counter, Histogram, counter, histogram};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
 use shared::store::{App, Claimed, IdempotencyKey, KeyAnswer, KeyHold, StoredAnswer};
 use shared::{
@@ -42,6 +44,7 @@ use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
 use crate::recorder::cap_logs;
 use crate::routes::RouteMatch;
+use crate::trace::RunSpan;
 
 /// The request header whose value becomes the invocation's `request_id`.
 const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -458,6 +461,7 @@ async fn run_and_record(
     let app = invocation.app.clone();
     let script = invocation.script.clone();
     let request_id = invocation.request_id.clone();
+    let span = start_span(&orchestrator, &invocation, &method);
 
     let mut outcome = orchestrator.lane.run(invocation).await;
     if let Outcome::Refused(ExecError::ConcurrencyLimit { of, limit }) = outcome {
@@ -469,10 +473,12 @@ async fn run_and_record(
             retry_after_secs: 1,
         });
     }
-    let effects = match &mut outcome {
+    let mut effects = match &mut outcome {
         Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
         Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
     };
+    // What it emitted continues its trace.
+    effects.trace = Some(span.traceparent());
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
     let (answer, stored) = match answer {
         Ok(response) => {
@@ -494,6 +500,15 @@ async fn run_and_record(
         Ok(response) => response.status(),
         Err(error) => error.code().status(),
     };
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(http_status.as_u16()),
+    ));
+    if settled.status != InvocationStatus::Ok {
+        span.fail(settled.error.clone().unwrap_or_default());
+    }
+    let trace_id = span.trace_id();
+    drop(span);
     if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
         METRICS.sampled.increment(1);
         return answer;
@@ -521,8 +536,28 @@ async fn run_and_record(
         error: settled.error,
         request_id,
         attempt: None,
+        trace_id: Some(trace_id),
     });
     answer
+}
+
+/// The run's span: a child of the caller's `traceparent` header, or a new trace.
+fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
+    let parent = match &invocation.input {
+        InvocationInput::Http(request) => request.headers.get("traceparent").map(String::as_str),
+        InvocationInput::Event(_) => None,
+    };
+    orchestrator.config.tracing.start(
+        format!("{method} {}/{}", invocation.app, invocation.script),
+        SpanKind::Server,
+        parent,
+        vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("picloud.app", invocation.app.to_string()),
+            KeyValue::new("picloud.script", invocation.script.to_string()),
+            KeyValue::new("picloud.invocation_id", invocation.id.to_string()),
+        ],
+    )
 }
 
 /// Commit a successful run's effects: with its answer for a keyed request whose answer

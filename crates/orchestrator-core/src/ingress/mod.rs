@@ -45,6 +45,8 @@ pub struct IngressConfig {
     pub limits: LimitPolicy,
     /// Realtime streams (`/{app}/_realtime`).
     pub realtime: RealtimeConfig,
+    /// This node's spans (requests and events); ids only unless exporting.
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Default for IngressConfig {
@@ -56,6 +58,7 @@ impl Default for IngressConfig {
             records: RecordBounds::default(),
             limits: LimitPolicy::default(),
             realtime: RealtimeConfig::default(),
+            tracing: crate::trace::Tracing::off(),
         }
     }
 }
@@ -108,6 +111,7 @@ impl Orchestrator {
             recorder.announcer(),
             recorder.failure_gate(Arc::clone(&failure_budgets)),
             Arc::clone(&limits),
+            config.tracing.clone(),
         );
         let lane = Lane::new(executor, config.request_timeout);
         let realtime = Hub::start(store.clone(), config.realtime.clone());
@@ -123,6 +127,11 @@ impl Orchestrator {
             realtime,
             config,
         }))
+    }
+
+    /// This node's spans (to flush them on shutdown).
+    pub fn tracing(&self) -> &crate::trace::Tracing {
+        &self.config.tracing
     }
 
     /// Serves every path the platform does not claim (`/{app}/...`), for every method.

@@ -5,6 +5,7 @@ mod common;
 mod admin; // the admin API's bad-input table
 mod app_limits; // limits per app and per script: concurrency, rate, operations, time
 mod binary; // the real `picloud` binary and its CLI
+mod caddy; // Caddy in front of two nodes: balancing, health checks, app hosts, SSE, TLS
 mod cluster; // several nodes on one PostgreSQL: changes reach every node
 mod crash; // kill -9 with events in flight
 mod data; // KV, blobs, modules, config, secrets, outbound HTTP, email
@@ -17,4 +18,6 @@ mod idempotency; // HTTP idempotency keys: replay, conflicts, release, expiry
 mod limits; // runaway scripts are stopped and reported
 mod operations; // health, readiness, metrics, graceful shutdown
 mod realtime; // SSE streams: tokens, delivery after commit, resume, reset, limits
+mod s3; // two nodes share one S3-compatible bucket (moto)
 mod startup; // data directory lock and modes, secrets key, bootstrap token, readiness
+mod traces; // traceparent through requests, events and queues; OTLP export

@@ -203,6 +203,7 @@ fn record(app_name: &str, script_name: &str, minute: i64) -> InvocationRecord {
         error: None,
         request_id: None,
         attempt: None,
+        trace_id: None,
     }
 }
 

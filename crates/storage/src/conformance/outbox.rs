@@ -135,6 +135,7 @@ pub(super) fn record_of(event: &Event, status: InvocationStatus) -> InvocationRe
         error: None,
         request_id: None,
         attempt: Some(event.attempt),
+        trace_id: None,
     }
 }
 

@@ -184,8 +184,14 @@ impl<DB: OutboxSql> Outbox<DB> {
                 .ok_or(StoreError::NotFound("app"))?;
             let stale = apply_writes::<DB>(&mut tx, app, effects).await?;
             let mut plan = Plan::default();
-            plan.emits::<DB>(&mut tx, app, &effects.emitted, now)
-                .await?;
+            plan.emits::<DB>(
+                &mut tx,
+                app,
+                &effects.emitted,
+                effects.trace.as_deref(),
+                now,
+            )
+            .await?;
             let inserted = plan.insert::<DB>(&mut tx, now).await?;
             if let Some(answer) = answer {
                 crate::repo::idempotency::answer::<DB>(&mut tx, answer).await?;

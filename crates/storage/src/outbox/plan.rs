@@ -29,6 +29,8 @@ pub(crate) struct NewRow {
     pub(crate) parked: bool,
     pub(crate) available_at: DateTime<Utc>,
     pub(crate) scheduled_at: DateTime<Utc>,
+    /// The `traceparent` of the span that emitted it (`Event::trace`).
+    pub(crate) trace: Option<String>,
 }
 
 impl NewRow {
@@ -52,6 +54,7 @@ impl NewRow {
             parked: false,
             available_at: now,
             scheduled_at: now,
+            trace: None,
         }
     }
 
@@ -75,6 +78,7 @@ impl NewRow {
             parked: false,
             available_at: now,
             scheduled_at: now,
+            trace: None,
         }
     }
 }
@@ -230,6 +234,24 @@ impl Plan {
         conn: &mut DB::Connection,
         app: &AppName,
         emits: &[Emit],
+        trace: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let first = self.rows.len();
+        self.plan_emits::<DB>(conn, app, emits, now).await?;
+        if let Some(trace) = trace {
+            for row in &mut self.rows[first..] {
+                row.trace = Some(trace.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn plan_emits<DB: OutboxSql>(
+        &mut self,
+        conn: &mut DB::Connection,
+        app: &AppName,
+        emits: &[Emit],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         for emit in emits {
@@ -354,13 +376,16 @@ impl Plan {
             if !handlers.is_empty() {
                 let payload = json(&letter)?;
                 for route in handlers {
-                    self.rows.push(NewRow::routed(
+                    let mut row = NewRow::routed(
                         &event.app,
                         EventKind::DeadLetter,
                         route,
                         payload.clone(),
                         now,
-                    ));
+                    );
+                    // Its handler joins the trace of the event that died.
+                    row.trace.clone_from(&event.trace);
+                    self.rows.push(row);
                 }
             }
         }

@@ -39,6 +39,7 @@ pub(crate) fn row_to_event(row: &impl Cols) -> Result<Event, StoreError> {
         max_attempts: row.attempts("max_attempts")?,
         scheduled_at: row.ts("scheduled_at")?,
         created_at: row.ts("created_at")?,
+        trace: row.opt_string("trace_context")?,
     })
 }
 

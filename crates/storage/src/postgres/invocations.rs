@@ -10,21 +10,22 @@ use crate::repo::invocations::InvocationsSql;
 
 const INSERT_BATCH: &str = r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id, attempt)
+          summary, logs, error, request_id, attempt, trace_id)
      SELECT t.id, t.app, t.script, t.version, t.trig, t.status, t.started_at, t.duration_ms,
-            t.http_status, t.summary, t.logs::jsonb, t.error, t.request_id, t.attempt
+            t.http_status, t.summary, t.logs::jsonb, t.error, t.request_id, t.attempt,
+            t.trace_id
      FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
                  $7::timestamptz[], $8::int8[], $9::int4[], $10::text[], $11::text[],
-                 $12::text[], $13::text[], $14::int4[])
+                 $12::text[], $13::text[], $14::int4[], $15::text[])
           AS t(id, app, script, version, trig, status, started_at, duration_ms, http_status,
-               summary, logs, error, request_id, attempt)
+               summary, logs, error, request_id, attempt, trace_id)
      WHERE EXISTS (SELECT 1 FROM apps a WHERE a.name = t.app)
      ON CONFLICT (id) DO NOTHING"#;
 
 impl InvocationsSql for Postgres {
     const LIST: &'static str = r#"SELECT id, app, script, version, "trigger", status,
             started_at, duration_ms, http_status, summary, logs::text AS logs, error,
-            request_id, attempt
+            request_id, attempt, trace_id
      FROM invocations
      WHERE app = $1
        AND ($2::text IS NULL OR status = $2)
@@ -34,7 +35,7 @@ impl InvocationsSql for Postgres {
      ORDER BY id DESC LIMIT $6"#;
     const LIST_BY_SCRIPT: &'static str = r#"SELECT id, app, script, version, "trigger",
             status, started_at, duration_ms, http_status, summary, logs::text AS logs, error,
-            request_id, attempt
+            request_id, attempt, trace_id
      FROM invocations
      WHERE app = $1 AND script = $7
        AND ($2::text IS NULL OR status = $2)
@@ -44,7 +45,7 @@ impl InvocationsSql for Postgres {
      ORDER BY id DESC LIMIT $6"#;
     const GET: &'static str = r#"SELECT id, app, script, version, "trigger", status,
             started_at, duration_ms, http_status, summary, logs::text AS logs, error,
-            request_id, attempt
+            request_id, attempt, trace_id
      FROM invocations WHERE app = $1 AND id = $2"#;
     const PURGE_BEFORE: &'static str = "DELETE FROM invocations WHERE id IN
     (SELECT id FROM invocations WHERE id < $1 ORDER BY id LIMIT $2)";
@@ -105,6 +106,12 @@ impl InvocationsSql for Postgres {
                     .iter()
                     .map(|r| r.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
                     .collect::<Vec<Option<i32>>>(),
+            )
+            .bind(
+                batch
+                    .iter()
+                    .map(|r| r.trace_id.as_deref())
+                    .collect::<Vec<_>>(),
             )
             .execute(&mut *conn)
             .await

@@ -99,6 +99,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0011_nodes.sql"),
     ),
     (
+        "0013_traces.sql",
+        13,
+        "traces",
+        include_str!("../../migrations/postgres/0013_traces.sql"),
+    ),
+    (
         "0016_node_realtime_streams.sql",
         16,
         "node realtime streams",

@@ -223,6 +223,7 @@ impl TriggerRepository for PgTriggers {
             parked: false,
             available_at: now,
             scheduled_at: slot,
+            trace: None,
         };
         Plan::row(new).insert::<Postgres>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;

@@ -142,6 +142,7 @@ impl<DB: DeadLettersSql> DeadLetterRepository for DeadLetters<DB> {
             parked: false,
             available_at: now,
             scheduled_at: now,
+            trace: None,
         };
         Plan::row(new).insert::<DB>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;

@@ -67,6 +67,7 @@ fn row_to_record(row: &impl Cols) -> Result<InvocationRecord, StoreError> {
             .map(u32::try_from)
             .transpose()
             .map_err(StoreError::backend)?,
+        trace_id: row.opt_string("trace_id")?,
     })
 }
 

@@ -12,26 +12,26 @@ use crate::repo::invocations::InvocationsSql;
 
 const INSERT: &str = r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id, attempt)
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+          summary, logs, error, request_id, attempt, trace_id)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
      WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?2)
      ON CONFLICT (id) DO NOTHING"#;
 /// Records per multi-row insert: one statement (and one round trip to SQLite's worker
-/// thread) per chunk instead of per record. 32 rows x 14 columns stays far below SQLite's
+/// thread) per chunk instead of per record. 32 rows x 15 columns stays far below SQLite's
 /// bound-parameter limit.
 const CHUNK: usize = 32;
 
 /// `INSERT ... SELECT FROM (VALUES (..), ..)` for `rows` records; a record whose app is gone
 /// is skipped by the `WHERE EXISTS`. Only placeholders vary, never input.
 fn insert_many_sql(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; 14].join(", "));
+    let one = format!("({})", vec!["?"; 15].join(", "));
     let values = vec![one; rows].join(", ");
     format!(
         r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id, attempt)
+          summary, logs, error, request_id, attempt, trace_id)
      SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9,
-            column10, column11, column12, column13, column14
+            column10, column11, column12, column13, column14, column15
      FROM (VALUES {values})
      WHERE EXISTS (SELECT 1 FROM apps WHERE name = column2)
      ON CONFLICT (id) DO NOTHING"#
@@ -40,7 +40,7 @@ fn insert_many_sql(rows: usize) -> String {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
-/// Bind one record's 14 columns, in the order of `INSERT`'s column list.
+/// Bind one record's 15 columns, in the order of `INSERT`'s column list.
 fn bind_record<'q>(
     query: SqliteQuery<'q>,
     rec: &'q InvocationRecord,
@@ -60,12 +60,14 @@ fn bind_record<'q>(
         .bind(logs)
         .bind(rec.error.as_deref())
         .bind(rec.request_id.as_deref())
-        .bind(rec.attempt.map(i64::from)))
+        .bind(rec.attempt.map(i64::from))
+        .bind(rec.trace_id.as_deref()))
 }
 
 impl InvocationsSql for Sqlite {
     const LIST: &'static str = r#"SELECT id, app, script, version, "trigger", status,
-            started_at, duration_ms, http_status, summary, logs, error, request_id, attempt
+            started_at, duration_ms, http_status, summary, logs, error, request_id, attempt,
+            trace_id
      FROM invocations
      WHERE app = ?1
        AND (?2 IS NULL OR status = ?2)
@@ -75,7 +77,7 @@ impl InvocationsSql for Sqlite {
      ORDER BY id DESC LIMIT ?6"#;
     const LIST_BY_SCRIPT: &'static str = r#"SELECT id, app, script, version, "trigger",
             status, started_at, duration_ms, http_status, summary, logs, error, request_id,
-            attempt
+            attempt, trace_id
      FROM invocations
      WHERE app = ?1 AND script = ?7
        AND (?2 IS NULL OR status = ?2)
@@ -84,7 +86,8 @@ impl InvocationsSql for Sqlite {
        AND (?5 IS NULL OR id < ?5)
      ORDER BY id DESC LIMIT ?6"#;
     const GET: &'static str = r#"SELECT id, app, script, version, "trigger", status,
-            started_at, duration_ms, http_status, summary, logs, error, request_id, attempt
+            started_at, duration_ms, http_status, summary, logs, error, request_id, attempt,
+            trace_id
      FROM invocations WHERE app = ? AND id = ?"#;
     const PURGE_BEFORE: &'static str = "DELETE FROM invocations WHERE id IN
     (SELECT id FROM invocations WHERE id < ? ORDER BY id LIMIT ?)";

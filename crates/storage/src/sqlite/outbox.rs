@@ -29,7 +29,8 @@ const CLAIM: &str = "UPDATE outbox SET
      WHERE id IN (SELECT id FROM outbox WHERE parked = 0 AND available_at <= ?3
                   ORDER BY available_at LIMIT ?4)
      RETURNING id, app, kind, script, trigger_id, source, payload, attempt, max_attempts,
-               scheduled_at, created_at";
+               scheduled_at, created_at,
+               trace_context";
 const RETRY_HELD: &str = "UPDATE outbox SET attempt = attempt + 1, available_at = ?1,
          last_error = ?2, lease_owner = NULL, lease_expires_at = NULL
      WHERE id = ?3 AND lease_owner = ?4";
@@ -38,8 +39,8 @@ const RELEASE_HELD: &str = "UPDATE outbox SET available_at = ?1, lease_owner = N
          lease_expires_at = NULL
      WHERE id = ?2 AND lease_owner = ?3";
 const INSERT_ROW: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
-         attempt, max_attempts, parked, available_at, scheduled_at, created_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)";
+         attempt, max_attempts, parked, available_at, scheduled_at, created_at, trace_context)
+     VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)";
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
          (id, app, kind, script, trigger_id, source, payload, attempts, error, event_id,
           created_at)
@@ -146,6 +147,7 @@ impl OutboxSql for Sqlite {
                 .bind(ts(row.available_at))
                 .bind(ts(row.scheduled_at))
                 .bind(ts(now))
+                .bind(row.trace.as_deref())
                 .execute(&mut *conn)
                 .await
                 .map_err(db)?;
@@ -264,7 +266,10 @@ impl Commit<'_> {
                 if held && !effects.is_empty() {
                     stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
                     let (app, emitted) = (&c.event.app, &effects.emitted);
-                    self.plan.emits::<Sqlite>(conn, app, emitted, now).await?;
+                    let trace = effects.trace.as_deref();
+                    self.plan
+                        .emits::<Sqlite>(conn, app, emitted, trace, now)
+                        .await?;
                 }
                 held
             }

@@ -213,6 +213,7 @@ impl TriggerRepository for SqliteTriggers {
             parked: false,
             available_at: now,
             scheduled_at: slot,
+            trace: None,
         };
         Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;

@@ -33,8 +33,9 @@ const RELEASE_HELD: &str = "UPDATE outbox o SET available_at = t.at, lease_owner
      RETURNING o.id";
 /// Puts back a row whose run's effects could not commit, as its next attempt.
 const REINSERT: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
-         attempt, max_attempts, parked, available_at, scheduled_at, created_at, last_error)
-     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, false, $10, $11, $12, $13)";
+         attempt, max_attempts, parked, available_at, scheduled_at, created_at, last_error,
+         trace_context)
+     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, false, $10, $11, $12, $13, $14)";
 
 /// Everything one batch commits, on the caller's transaction.
 pub(super) async fn commit_batch(
@@ -68,7 +69,9 @@ pub(super) async fn commit_batch(
         match &c.outcome {
             EventOutcome::Done { effects } if effects.kv.is_empty() && effects.blobs.is_empty() => {
                 let (app, emitted) = (&c.event.app, &effects.emitted);
-                plan.emits::<Postgres>(conn, app, emitted, now).await?;
+                let trace = effects.trace.as_deref();
+                plan.emits::<Postgres>(conn, app, emitted, trace, now)
+                    .await?;
             }
             EventOutcome::Done { effects } => {
                 let mark = plan.mark();
@@ -76,7 +79,9 @@ pub(super) async fn commit_batch(
                 let applied = async {
                     let stale = apply_writes::<Postgres>(&mut sp, &c.event.app, effects).await?;
                     let (app, emitted) = (&c.event.app, &effects.emitted);
-                    plan.emits::<Postgres>(&mut sp, app, emitted, now).await?;
+                    let trace = effects.trace.as_deref();
+                    plan.emits::<Postgres>(&mut sp, app, emitted, trace, now)
+                        .await?;
                     Ok::<_, StoreError>(stale)
                 }
                 .await;
@@ -196,6 +201,7 @@ async fn reinsert(
         .bind(event.scheduled_at)
         .bind(event.created_at)
         .bind(error)
+        .bind(event.trace.as_deref())
         .execute(&mut *conn)
         .await
         .map_err(db)?;

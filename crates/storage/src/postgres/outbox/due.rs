@@ -20,7 +20,8 @@ const CLAIM: &str = "WITH picked AS (
          available_at = now() + make_interval(secs => $3)
      FROM picked WHERE o.id = picked.id
      RETURNING o.id, o.app, o.kind, o.script, o.trigger_id, o.source, o.payload::text AS payload,
-               o.attempt, o.max_attempts, o.scheduled_at, o.created_at";
+               o.attempt, o.max_attempts, o.scheduled_at, o.created_at,
+               o.trace_context";
 /// The database's own clock with the due time: claims compare against the database's
 /// `now()`, so the wait is measured on that clock and moved onto this node's.
 const NEXT_DUE: &str =

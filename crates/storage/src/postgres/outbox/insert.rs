@@ -10,13 +10,14 @@ use crate::error::db;
 use crate::outbox::{Letter, NewRow, json};
 
 const INSERT_ROWS: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
-         attempt, max_attempts, parked, available_at, scheduled_at, created_at)
+         attempt, max_attempts, parked, available_at, scheduled_at, created_at, trace_context)
      SELECT t.id, t.app, t.kind, t.script, t.trigger_id, t.source, t.payload::jsonb, 1,
-            t.max_attempts, t.parked, t.available_at, t.scheduled_at, $12
+            t.max_attempts, t.parked, t.available_at, t.scheduled_at, $12, t.trace_context
      FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
-                 $7::text[], $8::int4[], $9::bool[], $10::timestamptz[], $11::timestamptz[])
+                 $7::text[], $8::int4[], $9::bool[], $10::timestamptz[], $11::timestamptz[],
+                 $13::text[])
           AS t(id, app, kind, script, trigger_id, source, payload, max_attempts, parked,
-               available_at, scheduled_at)";
+               available_at, scheduled_at, trace_context)";
 const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters (id, app, kind, script, trigger_id,
          source, payload, attempts, error, event_id, created_at)
      SELECT t.id, t.app, t.kind, t.script, t.trigger_id, t.source, t.payload::jsonb,
@@ -70,6 +71,7 @@ async fn insert_rows(
         .bind(rows.iter().map(|r| r.available_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.scheduled_at).collect::<Vec<_>>())
         .bind(now)
+        .bind(column(|r| r.trace.clone()))
         .execute(&mut *conn)
         .await
         .map_err(db)?;
