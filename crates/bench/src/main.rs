@@ -12,6 +12,8 @@
 //! - `picloud`: starts `picloud serve` on a temp data dir and deploys the hello script.
 //! - `wrk`: runs wrk and parses requests/s, p50 and p99.
 //! - `procfs`: CPU ticks and VmRSS of a process.
+//! - `realtime`: N SSE subscribers of one topic, PiCloud against a bare axum SSE broadcast
+//!   server (`--serve-sse-baseline`): memory per stream, idle CPU, fan-out latency.
 //! - `report`: the table and the targets.
 mod baseline; // the bare axum server
 mod callgrind; // instructions per request under callgrind
@@ -20,6 +22,7 @@ mod deploy; // deploy to first response of the new version, under load
 mod events; // events/s and publish->handler delay on SQLite and PostgreSQL
 mod picloud; // picloud serve + admin API setup
 mod procfs; // /proc/PID/{stat,status}
+mod realtime; // SSE fan-out against a bare axum SSE broadcast server
 mod report; // the comparison table and targets
 mod wrk; // load generator and its report
 
@@ -101,12 +104,32 @@ struct Args {
     /// Skip the HTTP benchmark (and idle), run only the events benchmark.
     #[arg(long)]
     skip_http: bool,
+    /// Run the bare SSE broadcast server only (used by the bench itself).
+    #[arg(long, hide = true)]
+    serve_sse_baseline: bool,
+    /// Skip the realtime benchmark.
+    #[arg(long)]
+    skip_realtime: bool,
+    /// Run only the realtime benchmark.
+    #[arg(long)]
+    realtime_only: bool,
+    /// Subscriber counts of the realtime benchmark.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000])]
+    subscribers: Vec<usize>,
+    /// Publishes in the realtime burst.
+    #[arg(long, default_value_t = 50)]
+    realtime_publishes: u64,
+    /// Length of the idle-streams CPU window at the largest subscriber count (0: skip).
+    #[arg(long, default_value_t = 30)]
+    realtime_idle_secs: u64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = if args.serve_baseline {
         baseline::serve()
+    } else if args.serve_sse_baseline {
+        realtime::serve_baseline()
     } else {
         bench(&args).and_then(|report| {
             println!();
@@ -135,7 +158,10 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         args.threads > 0 && args.threads <= args.connections,
         "--threads must be between 1 and --connections"
     );
-    wrk::ensure_installed()?;
+    let skip_http = args.skip_http || args.realtime_only;
+    if !skip_http {
+        wrk::ensure_installed()?;
+    }
     let load = Load {
         threads: args.threads,
         connections: args.connections,
@@ -154,6 +180,32 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     }
     let work = tempfile::tempdir().context("cannot create a temp dir")?;
     let mut report = Report::new(load);
+
+    if !args.skip_realtime {
+        anyhow::ensure!(
+            args.realtime_publishes > 0,
+            "--realtime-publishes must be at least 1"
+        );
+        anyhow::ensure!(
+            args.subscribers.iter().all(|&n| n > 0),
+            "--subscribers must be positive"
+        );
+        let largest = args.subscribers.iter().copied().max().unwrap_or(0);
+        report.realtime = realtime::run(
+            &exe,
+            (!args.baseline_only).then_some(picloud_bin.as_path()),
+            work.path(),
+            &args.subscribers,
+            realtime::Plan {
+                publishes: args.realtime_publishes,
+                idle_secs: args.realtime_idle_secs,
+                idle_from: largest,
+            },
+        )?;
+    }
+    if args.realtime_only {
+        return Ok(report);
+    }
 
     if !args.skip_events && !args.baseline_only {
         let handlers = if args.handlers.is_empty() {
@@ -211,7 +263,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
             report.paced.push(paced);
         }
     }
-    if args.skip_http {
+    if skip_http {
         return Ok(report);
     }
 

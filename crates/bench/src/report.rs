@@ -1,6 +1,7 @@
 //! The comparison table and the targets it is judged against.
 use std::fmt::Write;
 
+use crate::realtime::RealtimeRun;
 use crate::wrk::{Load, WrkResult};
 
 /// PiCloud's requests/s must be at least this share of the bare axum handler's.
@@ -27,6 +28,13 @@ pub const TARGET_QUEUED_RATIO: f64 = 0.8;
 pub const TARGET_EVENT_P99_MS: f64 = 20.0;
 /// Deploy to first response of the new version: p99, over a warm call's p50.
 pub const TARGET_DEPLOY_OVER_WARM_MS: f64 = 5.0;
+/// Realtime: PiCloud's memory per open stream over the bare SSE server's, at
+/// `REALTIME_MEMORY_AT` subscribers and more.
+pub const TARGET_RT_MEMORY_RATIO: f64 = 1.2;
+pub const REALTIME_MEMORY_AT: usize = 10_000;
+/// Realtime fan-out: publish -> delivery p99, absolute and over the bare server's.
+pub const TARGET_RT_P99_MS: f64 = 100.0;
+pub const TARGET_RT_P99_RATIO: f64 = 1.5;
 
 /// The idle window: CPU ticks used over `window_secs`, and VmRSS at its end (after the
 /// load) and, when measured, of the fresh server before any load.
@@ -115,6 +123,44 @@ pub struct Report {
     pub events: Vec<crate::events::EventRun>,
     pub paced: Vec<crate::events::PacedRun>,
     pub redeploys: Option<crate::deploy::Redeploys>,
+    /// Bare then PiCloud, per subscriber count.
+    pub realtime: Vec<RealtimeRun>,
+}
+
+/// A realtime pair: the bare server's run and PiCloud's at the same N.
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimePair<'a> {
+    pub bare: &'a RealtimeRun,
+    pub picloud: &'a RealtimeRun,
+}
+
+impl RealtimePair<'_> {
+    pub fn memory_ratio(&self) -> f64 {
+        self.picloud.kib_per_connection() / self.bare.kib_per_connection().max(1e-9)
+    }
+
+    pub fn p99_ratio(&self) -> f64 {
+        self.picloud.p99_ms / self.bare.p99_ms.max(1e-9)
+    }
+
+    /// Memory is judged from `REALTIME_MEMORY_AT` subscribers on.
+    pub fn memory_judged(&self) -> bool {
+        self.picloud.subscribers >= REALTIME_MEMORY_AT
+    }
+
+    pub fn memory_ok(&self) -> bool {
+        !self.memory_judged() || self.memory_ratio() <= TARGET_RT_MEMORY_RATIO
+    }
+
+    pub fn p99_ok(&self) -> bool {
+        self.picloud.p99_ms < TARGET_RT_P99_MS && self.p99_ratio() <= TARGET_RT_P99_RATIO
+    }
+
+    pub fn complete(&self) -> bool {
+        [self.bare, self.picloud]
+            .iter()
+            .all(|r| r.delivered == r.publishes * r.subscribers as u64)
+    }
 }
 
 impl Report {
@@ -131,7 +177,23 @@ impl Report {
             events: Vec::new(),
             paced: Vec::new(),
             redeploys: None,
+            realtime: Vec::new(),
         }
+    }
+
+    /// The realtime runs paired by subscriber count (bare first, then PiCloud).
+    pub fn realtime_pairs(&self) -> Vec<RealtimePair<'_>> {
+        self.realtime
+            .iter()
+            .filter(|r| r.target.contains("bare"))
+            .filter_map(|bare| {
+                let picloud = self
+                    .realtime
+                    .iter()
+                    .find(|r| !r.target.contains("bare") && r.subscribers == bare.subscribers)?;
+                Some(RealtimePair { bare, picloud })
+            })
+            .collect()
     }
 
     /// picloud requests/s divided by the baseline's: the median of the rounds' ratios,
@@ -208,6 +270,14 @@ impl Report {
                 over < TARGET_DEPLOY_OVER_WARM_MS && d.stale == 0,
             ));
         }
+        for p in self.realtime_pairs() {
+            let n = p.picloud.subscribers;
+            if p.memory_judged() {
+                v.push((format!("realtime {n} memory / bare"), p.memory_ok()));
+            }
+            v.push((format!("realtime {n} fan-out p99"), p.p99_ok()));
+            v.push((format!("realtime {n} every event delivered"), p.complete()));
+        }
         v
     }
 
@@ -220,6 +290,16 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let l = self.load;
+        if self.baseline.is_none()
+            && self.picloud.is_none()
+            && self.idle.is_none()
+            && self.events.is_empty()
+            && !self.realtime.is_empty()
+        {
+            // A realtime-only run.
+            self.render_realtime(&mut out);
+            return out.trim_end().to_owned();
+        }
         let _ = writeln!(
             out,
             "PiCloud benchmark (loopback, wrk -t{} -c{} -d{}s --latency, GET /bench/hello)",
@@ -380,6 +460,9 @@ impl Report {
                 verdict(p.p99_ms < TARGET_EVENT_P99_MS),
             );
         }
+        if !self.realtime.is_empty() {
+            self.render_realtime(&mut out);
+        }
         if [&self.baseline, &self.picloud, &self.kv]
             .into_iter()
             .flatten()
@@ -391,6 +474,67 @@ impl Report {
             );
         }
         out.trim_end().to_owned()
+    }
+}
+
+impl Report {
+    fn render_realtime(&self, out: &mut String) {
+        let publishes = self.realtime.first().map_or(0, |r| r.publishes);
+        let _ = writeln!(
+            out,
+            "realtime: N SSE streams on one exposed topic, a burst of {publishes} publishes (picloud: the admin publish route)"
+        );
+        let _ = writeln!(
+            out,
+            "{:>6} {:<20} {:>9} {:>8} {:>8} {:>8} {:>13} {:>12}",
+            "N", "server", "KB/conn", "p50 ms", "p99 ms", "max ms", "delivered/s", "idle CPU"
+        );
+        for r in &self.realtime {
+            let idle = r.idle.map_or_else(
+                || "-".to_owned(),
+                |i| format!("{:.3}% ({} t/{:.0}s)", i.cpu_pct(), i.ticks, i.secs),
+            );
+            let _ = writeln!(
+                out,
+                "{:>6} {:<20} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>13.0} {:>12}{}",
+                r.subscribers,
+                r.target,
+                r.kib_per_connection(),
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.events_per_sec,
+                idle,
+                if r.delivered == r.publishes * r.subscribers as u64 {
+                    String::new()
+                } else {
+                    format!(
+                        "  ({} of {} delivered)",
+                        r.delivered,
+                        r.publishes * r.subscribers as u64
+                    )
+                }
+            );
+        }
+        for p in self.realtime_pairs() {
+            let memory = if p.memory_judged() {
+                format!(
+                    "target <= {TARGET_RT_MEMORY_RATIO:.1}x  {}",
+                    verdict(p.memory_ok())
+                )
+            } else {
+                "(judged from 10,000)".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "{:>6} picloud/bare: memory per connection {:.2}x {memory}; p99 {:.2} ms = {:.2}x  target < {TARGET_RT_P99_MS:.0} ms and <= {TARGET_RT_P99_RATIO:.1}x  {}",
+                p.picloud.subscribers,
+                p.memory_ratio(),
+                p.picloud.p99_ms,
+                p.p99_ratio(),
+                verdict(p.p99_ok())
+            );
+        }
     }
 }
 
@@ -510,6 +654,48 @@ mod tests {
         assert!(!report.all_targets_met());
         report.idle = Some(idle(None, 21));
         assert!(!report.all_targets_met());
+    }
+
+    fn rt(target: &'static str, n: usize, kib: u64, p99_ms: f64) -> RealtimeRun {
+        RealtimeRun {
+            target,
+            subscribers: n,
+            rss_before_kib: 10_000,
+            rss_after_kib: 10_000 + kib * n as u64,
+            publishes: 10,
+            delivered: 10 * n as u64,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+            max_ms: p99_ms,
+            events_per_sec: 1e5,
+            idle: None,
+        }
+    }
+
+    #[test]
+    fn realtime_memory_is_judged_at_ten_thousand_and_p99_at_every_n() {
+        let mut report = Report::new(load());
+        report.realtime = vec![
+            rt("(a) bare axum SSE", 1000, 10, 20.0),
+            rt("(b) picloud", 1000, 30, 25.0),
+            rt("(a) bare axum SSE", 10_000, 19, 40.0),
+            rt("(b) picloud", 10_000, 22, 50.0),
+        ];
+        let pairs = report.realtime_pairs();
+        assert_eq!(pairs.len(), 2);
+        assert!((pairs[1].memory_ratio() - 22.0 / 19.0).abs() < 1e-9);
+        // 3x the memory at 1,000 is shown, not judged.
+        assert!(report.all_targets_met(), "{}", report.render());
+        report.realtime[3] = rt("(b) picloud", 10_000, 25, 50.0);
+        assert!(!report.all_targets_met());
+        report.realtime[3] = rt("(b) picloud", 10_000, 22, 61.0);
+        assert!(!report.all_targets_met(), "p99 over 1.5x the bare server's");
+        report.realtime[3] = rt("(b) picloud", 10_000, 22, 50.0);
+        report.realtime[3].delivered -= 1;
+        assert!(!report.all_targets_met(), "a missing delivery");
+        let text = report.render();
+        assert!(text.contains("(99999 of 100000 delivered)"), "{text}");
+        assert!(text.contains("judged from 10,000"), "{text}");
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn echo(headers: HeaderMap, method: axum::http::Method, body: String) -> R
 }
 
 async fn slow() -> &'static str {
+    // A server that answers late is the point of the timeout tests that call it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     "late"
 }

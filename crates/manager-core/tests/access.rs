@@ -2,53 +2,30 @@
 //! router is built) x role (admin, deploy, read) x app (in the token's scope or not),
 //! through `router` with `oneshot` on a real SQLite store. A call the token may not make
 //! answers 403 `forbidden`; one it may make is never 401, 403, 405 nor a missing route.
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use manager_core::{ManagerDeps, ROUTES, Route, bootstrap_admin_token, router};
+use axum::http::{Method, StatusCode};
+use manager_core::{ROUTES, Route};
 use serde_json::{Value, json};
-use shared::{Catalog, Store};
-use tower::ServiceExt;
+use testkit::Backend;
+use testkit::admin::AdminApp;
 
-struct Setup {
-    router: Router,
-    store: Store,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
+/// The one admin test app (`testkit::admin`) on SQLite, with this file's shortcuts.
+struct Setup(AdminApp);
 
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = storage::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .expect("connect");
-    let admin = bootstrap_admin_token(&store, None)
-        .await
-        .expect("bootstrap")
-        .expect("a first token");
-    let executor = executor_core::Executor::start(
-        executor_core::ExecutorConfig::default(),
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    );
-    let router = router(ManagerDeps {
-        store: store.clone(),
-        catalog: Catalog::default(),
-        checker: executor,
-        max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
-        realtime: None,
-        closing: Default::default(),
-    });
-    Setup {
-        router,
-        store,
-        admin,
-        _dir: dir,
+impl std::ops::Deref for Setup {
+    type Target = AdminApp;
+
+    fn deref(&self) -> &AdminApp {
+        &self.0
     }
 }
 
+async fn setup() -> Setup {
+    Setup(AdminApp::start(Backend::Sqlite).await)
+}
+
 impl Setup {
+    /// Every call has a JSON body (`{}` when none is given), so a route that reads one
+    /// never refuses it before the access check.
     async fn call(
         &self,
         token: &str,
@@ -56,50 +33,18 @@ impl Setup {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).expect("method"))
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"));
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                req.body(Body::from("{}"))
-            }
-        };
-        let res = self
-            .router
-            .clone()
-            .oneshot(req.expect("request"))
-            .await
-            .expect("infallible");
-        let status = res.status();
-        // A live stream (`text/event-stream`) never ends: its status is the answer.
-        if res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v == "text/event-stream")
-        {
-            return (status, Value::Null);
-        }
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, body)
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let body = body.map_or_else(|| "{}".to_owned(), |b| b.to_string());
+        let answer = self
+            .0
+            .raw_as(token, method, uri, Some("application/json"), &body)
+            .await;
+        (answer.status, answer.body)
     }
 
     /// A new token's secret.
     async fn token(&self, role: &str, apps: Option<&[&str]>) -> String {
-        let mut body = json!({"name": format!("{role}-token"), "role": role});
-        if let Some(apps) = apps {
-            body["apps"] = json!(apps);
-        }
-        let (status, answer) = self
-            .call(&self.admin, "POST", "/api/v1/tokens", Some(body))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
-        answer["token"].as_str().expect("secret").to_owned()
+        self.0.new_token(role, apps).await
     }
 }
 
@@ -148,7 +93,7 @@ async fn every_route_answers_each_role_and_scope_as_the_policy_says() {
     let s = setup().await;
     for app in ["shop", "blog"] {
         let (status, _) = s
-            .call(&s.admin, "POST", "/api/v1/apps", Some(json!({"name": app})))
+            .call(&s.token, "POST", "/api/v1/apps", Some(json!({"name": app})))
             .await;
         assert_eq!(status, StatusCode::CREATED);
     }
@@ -157,7 +102,7 @@ async fn every_route_answers_each_role_and_scope_as_the_policy_says() {
     let deploy = s.token("deploy", Some(&["shop"])).await;
     let read = s.token("read", Some(&["shop"])).await;
     let tokens = [
-        (Role::Admin, s.admin.clone()),
+        (Role::Admin, s.token.clone()),
         (Role::Deploy, deploy),
         (Role::Read, read),
     ];
@@ -204,7 +149,7 @@ async fn every_route_answers_each_role_and_scope_as_the_policy_says() {
 async fn a_scoped_token_gets_403_for_an_app_that_does_not_exist_and_sees_only_its_apps() {
     let s = setup().await;
     for app in ["shop", "blog"] {
-        s.call(&s.admin, "POST", "/api/v1/apps", Some(json!({"name": app})))
+        s.call(&s.token, "POST", "/api/v1/apps", Some(json!({"name": app})))
             .await;
     }
     let read = s.token("read", Some(&["shop"])).await;
@@ -241,7 +186,7 @@ async fn a_scoped_token_gets_403_for_an_app_that_does_not_exist_and_sees_only_it
         (json!("read"), json!(["shop"]))
     );
     assert!(me.get("token").is_none() && me.get("secret_hash").is_none());
-    let (_, all) = s.call(&s.admin, "GET", "/api/v1/apps", None).await;
+    let (_, all) = s.call(&s.token, "GET", "/api/v1/apps", None).await;
     assert_eq!(all["apps"].as_array().map(Vec::len), Some(2));
     s.store.health.close().await;
 }
@@ -250,7 +195,7 @@ async fn a_scoped_token_gets_403_for_an_app_that_does_not_exist_and_sees_only_it
 async fn only_an_admin_or_an_all_apps_deploy_token_creates_apps() {
     let s = setup().await;
     s.call(
-        &s.admin,
+        &s.token,
         "POST",
         "/api/v1/apps",
         Some(json!({"name": "shop"})),
@@ -282,7 +227,7 @@ async fn only_an_admin_or_an_all_apps_deploy_token_creates_apps() {
 async fn token_scopes_are_checked_when_created_and_listed_with_role_and_apps() {
     let s = setup().await;
     s.call(
-        &s.admin,
+        &s.token,
         "POST",
         "/api/v1/apps",
         Some(json!({"name": "shop"})),
@@ -295,13 +240,13 @@ async fn token_scopes_are_checked_when_created_and_listed_with_role_and_apps() {
         json!({"name": "x", "role": "read", "apps": ["Not A Name"]}),
     ];
     for body in bad {
-        let (status, answer) = s.call(&s.admin, "POST", "/api/v1/tokens", Some(body)).await;
+        let (status, answer) = s.call(&s.token, "POST", "/api/v1/tokens", Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["code"], "invalid_input");
     }
     let (status, _) = s
         .call(
-            &s.admin,
+            &s.token,
             "POST",
             "/api/v1/tokens",
             Some(json!({"name": "x", "role": "read", "apps": ["ghost"]})),
@@ -310,7 +255,7 @@ async fn token_scopes_are_checked_when_created_and_listed_with_role_and_apps() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, created) = s
         .call(
-            &s.admin,
+            &s.token,
             "POST",
             "/api/v1/tokens",
             Some(json!({"name": "ci", "role": "deploy", "apps": ["shop", "shop"]})),
@@ -319,7 +264,7 @@ async fn token_scopes_are_checked_when_created_and_listed_with_role_and_apps() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["role"], "deploy");
     assert_eq!(created["apps"], json!(["shop"]));
-    let (_, listed) = s.call(&s.admin, "GET", "/api/v1/tokens", None).await;
+    let (_, listed) = s.call(&s.token, "GET", "/api/v1/tokens", None).await;
     let tokens = listed["tokens"].as_array().expect("tokens");
     assert_eq!(tokens[0]["role"], "admin");
     assert_eq!(tokens[0]["apps"], Value::Null);

@@ -2,72 +2,29 @@
 //! in plain words (never a Rust type name), and the regressions the API fuzzer
 //! (`scripts/fuzz-api.sh`) found, each a schema-valid request the server once refused or
 //! failed on.
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use manager_core::{ManagerDeps, bootstrap_admin_token, router};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::Catalog;
-use storage::testing::TestDb;
+use testkit::admin::AdminApp;
 use testkit::{Backend, on_both_backends};
-use tower::ServiceExt;
 
-struct App {
-    router: Router,
-    token: String,
-    store: TestDb,
-}
+/// The one admin test app (`testkit::admin`), with this file's shortcuts.
+struct App(AdminApp);
 
-async fn app(store: TestDb) -> App {
-    let token = bootstrap_admin_token(&store.store, None)
-        .await
-        .expect("bootstrap")
-        .expect("a first token");
-    let executor = executor_core::Executor::start(
-        executor_core::ExecutorConfig::default(),
-        store.store.clone(),
-        tokio::runtime::Handle::current(),
-    );
-    let router = router(ManagerDeps {
-        store: store.store.clone(),
-        catalog: Catalog::default(),
-        checker: executor,
-        max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
-        realtime: None,
-        closing: Default::default(),
-    });
-    App {
-        router,
-        token,
-        store,
+impl std::ops::Deref for App {
+    type Target = AdminApp;
+
+    fn deref(&self) -> &AdminApp {
+        &self.0
     }
 }
 
 impl App {
     async fn raw(&self, method: Method, uri: &str, body: &str) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_owned()))
-            .expect("request");
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        // A live stream (`text/event-stream`) never ends: its status is the answer.
-        if res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v == "text/event-stream")
-        {
-            return (status, Value::Null);
-        }
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let answer = self
+            .0
+            .raw(method, uri, Some("application/json"), body)
+            .await;
+        (answer.status, answer.body)
     }
 
     async fn call(&self, method: Method, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -83,7 +40,7 @@ impl App {
 
 /// The fixture for `on_both_backends!(with_app => ...)`: an admin router on a fresh store.
 async fn with_app(backend: Backend, test: impl AsyncFnOnce(App)) {
-    test(app(TestDb::new(backend).await).await).await;
+    test(App(AdminApp::start(backend).await)).await;
 }
 
 on_both_backends!(
@@ -136,7 +93,7 @@ async fn a_body_of_the_wrong_shape_is_refused_in_plain_words(t: App) {
         answer["error"]["message"],
         "invalid request body: expected a JSON object, got an array"
     );
-    t.store.close().await;
+    t.0.close().await;
 }
 
 async fn nul_in_a_config_value_secret_or_source_is_refused_not_failed(t: App) {
@@ -172,7 +129,7 @@ async fn nul_in_a_config_value_secret_or_source_is_refused_not_failed(t: App) {
         )
         .await;
     assert_eq!(set["value"], json!({"a": ["b", 1, null]}));
-    t.store.close().await;
+    t.0.close().await;
 }
 
 async fn a_trigger_is_shown_by_its_id(t: App) {
@@ -218,7 +175,7 @@ async fn a_trigger_is_shown_by_its_id(t: App) {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    t.store.close().await;
+    t.0.close().await;
 }
 
 /// Found by the fuzzer: JSON Schema's `integer` includes `1.0`, so the server takes it for
@@ -274,5 +231,5 @@ async fn an_integer_written_with_a_zero_fraction_is_taken(t: App) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    t.store.close().await;
+    t.0.close().await;
 }

@@ -2,46 +2,23 @@
 //! with `oneshot`, on SQLite and on PostgreSQL: what is set is stored and shown with what is
 //! in force, a bad body is a 400 that names the field and changes nothing, only an admin
 //! token sets or resets limits, and every change reaches the catalog before the answer.
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use manager_core::{ManagerDeps, bootstrap_admin_token, router_with_limits};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::{
-    Catalog, CatalogChange, CatalogListener, CompileError, LimitOverrides, LimitPolicy,
-    ScriptChecker,
-};
+use shared::{CatalogChange, LimitOverrides, LimitPolicy};
 use storage::testing::TestDb;
+use testkit::admin::{AdminApp, Checker, Options};
 use testkit::{on_both_backends, with_db};
-use tower::ServiceExt;
 
-struct AcceptAll;
+/// The one admin test app (`testkit::admin`) with limits and every source accepted, and
+/// this file's shortcuts.
+struct Setup(AdminApp);
 
-impl ScriptChecker for AcceptAll {
-    fn check(&self, _source: &str) -> Result<(), CompileError> {
-        Ok(())
+impl std::ops::Deref for Setup {
+    type Target = AdminApp;
+
+    fn deref(&self) -> &AdminApp {
+        &self.0
     }
-}
-
-#[derive(Default)]
-struct Changes(Mutex<Vec<CatalogChange>>);
-
-#[async_trait]
-impl CatalogListener for Changes {
-    async fn catalog_changed(&self, change: &CatalogChange) {
-        self.0.lock().unwrap().push(change.clone());
-    }
-}
-
-struct Setup {
-    router: Router,
-    db: TestDb,
-    admin: String,
-    changes: Arc<Changes>,
 }
 
 /// A server whose [limits] allow 1,000,000 operations, call depth 32, timeouts up to 10 s,
@@ -59,31 +36,13 @@ fn policy() -> LimitPolicy {
 }
 
 async fn setup(db: TestDb) -> Setup {
-    let admin = bootstrap_admin_token(&db.store, None)
-        .await
-        .expect("bootstrap")
-        .expect("a first token");
-    let catalog = Catalog::default();
-    let changes = Arc::new(Changes::default());
-    catalog.subscribe(changes.clone());
-    let router = router_with_limits(
-        ManagerDeps {
-            store: db.store.clone(),
-            catalog,
-            checker: Arc::new(AcceptAll),
-            max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
-            realtime: None,
-            closing: Default::default(),
-        },
-        policy(),
-    );
-    let s = Setup {
-        router,
-        db,
-        admin,
-        changes,
+    let options = Options {
+        checker: Checker::AcceptAll,
+        limits: Some(policy()),
+        ..Options::default()
     };
-    let admin = s.admin.clone();
+    let s = Setup(AdminApp::on(db, options).await);
+    let admin = s.token.clone();
     for app in ["shop", "blog"] {
         let (status, _) = s
             .call(&admin, "POST", "/api/v1/apps", Some(json!({"name": app})))
@@ -110,36 +69,21 @@ impl Setup {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).expect("method"))
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
-            .expect("request");
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let answer = self
+            .0
+            .raw_as(token, method, uri, Some("application/json"), &body)
+            .await;
+        (answer.status, answer.body)
     }
 
     async fn token(&self, role: &str, apps: Option<&[&str]>) -> String {
-        let mut body = json!({"name": format!("{role}-token"), "role": role});
-        if let Some(apps) = apps {
-            body["apps"] = json!(apps);
-        }
-        let (status, answer) = self
-            .call(&self.admin, "POST", "/api/v1/tokens", Some(body))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
-        answer["token"].as_str().expect("secret").to_owned()
+        self.0.new_token(role, apps).await
     }
 
-    fn changes(&self) -> Vec<CatalogChange> {
-        std::mem::take(&mut *self.changes.0.lock().unwrap())
+    async fn close(self) {
+        self.0.close().await;
     }
 }
 
@@ -155,7 +99,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
     let s = setup(db).await;
     s.changes();
     let (status, fresh) = s
-        .call(&s.admin, "GET", "/api/v1/apps/shop/limits", None)
+        .call(&s.token, "GET", "/api/v1/apps/shop/limits", None)
         .await;
     assert_eq!(status, StatusCode::OK, "{fresh}");
     assert_eq!(fresh["overrides"], json!({}));
@@ -168,7 +112,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
 
     let (status, set) = s
         .call(
-            &s.admin,
+            &s.token,
             "PUT",
             "/api/v1/apps/shop/limits",
             Some(json!({"timeout_ms": 2_000, "max_concurrency": 2, "max_requests_per_sec": 50})),
@@ -191,7 +135,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
 
     let (status, script) = s
         .call(
-            &s.admin,
+            &s.token,
             "PUT",
             "/api/v1/apps/shop/scripts/checkout/limits",
             Some(json!({"max_operations": 5_000, "max_concurrency": 1})),
@@ -206,7 +150,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
     // A PUT replaces: the app's timeout is gone, its concurrency stays only if named.
     let (_, replaced) = s
         .call(
-            &s.admin,
+            &s.token,
             "PUT",
             "/api/v1/apps/shop/limits",
             Some(json!({"max_concurrency": 3, "max_log_bytes": null})),
@@ -219,7 +163,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
         json!({"checkout": {"max_operations": 5_000, "max_concurrency": 1}})
     );
     let (_, other) = s
-        .call(&s.admin, "GET", "/api/v1/apps/blog/limits", None)
+        .call(&s.token, "GET", "/api/v1/apps/blog/limits", None)
         .await;
     assert_eq!(
         other["overrides"],
@@ -229,7 +173,7 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
 
     let (status, _) = s
         .call(
-            &s.admin,
+            &s.token,
             "DELETE",
             "/api/v1/apps/shop/scripts/checkout/limits",
             None,
@@ -237,25 +181,25 @@ async fn limits_set_for_an_app_and_a_script_are_shown_with_what_is_in_force(db: 
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = s
-        .call(&s.admin, "DELETE", "/api/v1/apps/shop/limits", None)
+        .call(&s.token, "DELETE", "/api/v1/apps/shop/limits", None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, after) = s
-        .call(&s.admin, "GET", "/api/v1/apps/shop/limits", None)
+        .call(&s.token, "GET", "/api/v1/apps/shop/limits", None)
         .await;
     assert_eq!(
         (after["overrides"].clone(), after["scripts"].clone()),
         (json!({}), json!({}))
     );
     assert_eq!(s.changes().len(), 4, "every change is published");
-    s.db.close().await;
+    s.close().await;
 }
 
 async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: TestDb) {
     let s = setup(db).await;
     let (status, _) = s
         .call(
-            &s.admin,
+            &s.token,
             "PUT",
             "/api/v1/apps/shop/limits",
             Some(json!({"timeout_ms": 1_000})),
@@ -285,7 +229,7 @@ async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: Tes
     ] {
         let (status, answer) = s
             .call(
-                &s.admin,
+                &s.token,
                 "PUT",
                 "/api/v1/apps/shop/limits",
                 Some(body.clone()),
@@ -301,11 +245,11 @@ async fn a_bad_limits_body_is_a_400_naming_the_field_and_changes_nothing(db: Tes
         );
     }
     let (_, kept) = s
-        .call(&s.admin, "GET", "/api/v1/apps/shop/limits", None)
+        .call(&s.token, "GET", "/api/v1/apps/shop/limits", None)
         .await;
     assert_eq!(kept["overrides"], json!({"timeout_ms": 1_000}));
     assert!(s.changes().is_empty(), "a refused body publishes nothing");
-    s.db.close().await;
+    s.close().await;
 }
 
 async fn only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them(db: TestDb) {
@@ -344,10 +288,10 @@ async fn only_an_admin_sets_or_resets_limits_but_any_covering_token_reads_them(d
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "out of the token's scope");
     let (_, unchanged) = s
-        .call(&s.admin, "GET", "/api/v1/apps/shop/limits", None)
+        .call(&s.token, "GET", "/api/v1/apps/shop/limits", None)
         .await;
     assert_eq!(unchanged["overrides"], json!({}));
-    s.db.close().await;
+    s.close().await;
 }
 
 async fn limits_of_a_missing_app_or_script_are_404(db: TestDb) {
@@ -378,7 +322,7 @@ async fn limits_of_a_missing_app_or_script_are_404(db: TestDb) {
             "app 'ghost'",
         ),
     ] {
-        let (status, answer) = s.call(&s.admin, method, uri, body.clone()).await;
+        let (status, answer) = s.call(&s.token, method, uri, body.clone()).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
         assert_eq!(
             answer["error"]["message"],
@@ -386,5 +330,5 @@ async fn limits_of_a_missing_app_or_script_are_404(db: TestDb) {
             "{method} {uri}"
         );
     }
-    s.db.close().await;
+    s.close().await;
 }

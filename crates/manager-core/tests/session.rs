@@ -2,106 +2,25 @@
 //! a token sets an HttpOnly, SameSite=Strict cookie; the cookie acts as the token; every
 //! state-changing cookie request needs the session's CSRF token; signing out or revoking
 //! the token ends the session on the server; bearer tokens work as before.
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use manager_core::{ManagerDeps, bootstrap_admin_token, router};
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use shared::Catalog;
-use storage::testing::TestDb;
+use testkit::admin::{AdminApp, Answer, Auth};
 use testkit::{Backend, on_both_backends};
-use tower::ServiceExt;
 
-struct TestApp {
-    router: Router,
-    admin: String,
-    keep: TestDb,
-}
+/// The one admin test app (`testkit::admin`), with this file's shortcuts.
+struct TestApp(AdminApp);
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
+impl std::ops::Deref for TestApp {
+    type Target = AdminApp;
 
-/// How a request authenticates.
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    None,
-    Bearer(&'a str),
-    /// The session cookie, and the CSRF header if any.
-    Cookie(&'a str, Option<&'a str>),
-}
-
-async fn spawn(backend: Backend) -> TestApp {
-    let keep = TestDb::new(backend).await;
-    let store = keep.store.clone();
-    let admin = bootstrap_admin_token(&store, None)
-        .await
-        .expect("bootstrap")
-        .expect("a first token");
-    let executor = executor_core::Executor::start(
-        executor_core::ExecutorConfig::default(),
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    );
-    let router = router(ManagerDeps {
-        store: store.clone(),
-        catalog: Catalog::default(),
-        checker: executor,
-        max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
-        realtime: None,
-        closing: Default::default(),
-    });
-    TestApp {
-        router,
-        admin,
-        keep,
+    fn deref(&self) -> &AdminApp {
+        &self.0
     }
 }
 
 impl TestApp {
-    async fn close(self) {
-        self.keep.close().await;
-    }
-
     async fn call(&self, auth: Auth<'_>, method: Method, uri: &str, body: Option<Value>) -> Answer {
-        let mut req = Request::builder().method(method).uri(uri);
-        match auth {
-            Auth::None => {}
-            Auth::Bearer(t) => req = req.header(header::AUTHORIZATION, format!("Bearer {t}")),
-            Auth::Cookie(secret, csrf) => {
-                req = req.header(
-                    header::COOKIE,
-                    format!("theme=dark; picloud_session={secret}"),
-                );
-                if let Some(csrf) = csrf {
-                    req = req.header("x-csrf-token", csrf);
-                }
-            }
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .expect("request");
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("JSON")
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        self.0.request(auth, method, uri, body).await
     }
 
     /// Signs in with `token`: the cookie's secret and the CSRF token.
@@ -132,7 +51,7 @@ async fn signing_in_sets_an_http_only_same_site_strict_cookie_for_the_api(t: &Te
             Auth::None,
             Method::POST,
             "/api/v1/sessions",
-            Some(json!({"token": t.admin})),
+            Some(json!({"token": t.token})),
         )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
@@ -140,11 +59,11 @@ async fn signing_in_sets_an_http_only_same_site_strict_cookie_for_the_api(t: &Te
     for part in ["HttpOnly", "SameSite=Strict", "Path=/api/v1", "Max-Age="] {
         assert!(cookie.contains(part), "{cookie}");
     }
-    assert!(!cookie.contains(&t.admin), "the token is never the cookie");
+    assert!(!cookie.contains(&t.token), "the token is never the cookie");
     assert_eq!(answer.body["token"]["name"], "admin");
     assert_eq!(answer.body["token"]["role"], "admin");
     assert!(answer.body["expires_at"].is_string());
-    let (secret, csrf) = t.sign_in(&t.admin).await;
+    let (secret, csrf) = t.sign_in(&t.token).await;
     let current = t
         .call(
             Auth::Cookie(&secret, None),
@@ -190,8 +109,8 @@ async fn a_wrong_token_gets_401_and_no_cookie(t: &TestApp) {
 }
 
 async fn a_state_changing_cookie_request_needs_the_sessions_csrf_token(t: &TestApp) {
-    let (secret, csrf) = t.sign_in(&t.admin).await;
-    let (_, other_csrf) = t.sign_in(&t.admin).await;
+    let (secret, csrf) = t.sign_in(&t.token).await;
+    let (_, other_csrf) = t.sign_in(&t.token).await;
     let body = || Some(json!({"name": "shop"}));
     for bad in [None, Some(""), Some(other_csrf.as_str()), Some("0")] {
         let refused = t
@@ -213,7 +132,7 @@ async fn a_state_changing_cookie_request_needs_the_sessions_csrf_token(t: &TestA
     }
     let missing = t
         .call(
-            Auth::Bearer(&t.admin),
+            Auth::Bearer(&t.token),
             Method::GET,
             "/api/v1/apps/shop",
             None,
@@ -241,7 +160,7 @@ async fn a_state_changing_cookie_request_needs_the_sessions_csrf_token(t: &TestA
 }
 
 async fn signing_out_ends_the_session_on_the_server(t: &TestApp) {
-    let (secret, csrf) = t.sign_in(&t.admin).await;
+    let (secret, csrf) = t.sign_in(&t.token).await;
     let without_csrf = t
         .call(
             Auth::Cookie(&secret, None),
@@ -277,7 +196,7 @@ async fn signing_out_ends_the_session_on_the_server(t: &TestApp) {
 async fn revoking_the_token_ends_its_sessions_and_a_session_keeps_its_tokens_role(t: &TestApp) {
     let created = t
         .call(
-            Auth::Bearer(&t.admin),
+            Auth::Bearer(&t.token),
             Method::POST,
             "/api/v1/tokens",
             Some(json!({"name": "viewer", "role": "read"})),
@@ -302,7 +221,7 @@ async fn revoking_the_token_ends_its_sessions_and_a_session_keeps_its_tokens_rol
     );
     let revoked = t
         .call(
-            Auth::Bearer(&t.admin),
+            Auth::Bearer(&t.token),
             Method::DELETE,
             &format!("/api/v1/tokens/{id}"),
             None,
@@ -323,7 +242,7 @@ async fn revoking_the_token_ends_its_sessions_and_a_session_keeps_its_tokens_rol
 async fn bearer_calls_need_no_csrf_token_and_have_no_session(t: &TestApp) {
     let created = t
         .call(
-            Auth::Bearer(&t.admin),
+            Auth::Bearer(&t.token),
             Method::POST,
             "/api/v1/apps",
             Some(json!({"name": "shop"})),
@@ -331,7 +250,7 @@ async fn bearer_calls_need_no_csrf_token_and_have_no_session(t: &TestApp) {
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let session = t
-        .call(Auth::Bearer(&t.admin), Method::GET, "/api/v1/session", None)
+        .call(Auth::Bearer(&t.token), Method::GET, "/api/v1/session", None)
         .await;
     assert_eq!(session.status, StatusCode::NOT_FOUND);
     let none = t
@@ -342,9 +261,9 @@ async fn bearer_calls_need_no_csrf_token_and_have_no_session(t: &TestApp) {
 
 /// Run `test` on a fresh server on `backend`, then close it.
 async fn with_app(backend: Backend, test: impl AsyncFnOnce(&TestApp)) {
-    let t = spawn(backend).await;
+    let t = TestApp(AdminApp::start(backend).await);
     test(&t).await;
-    t.close().await;
+    t.0.close().await;
 }
 
 on_both_backends!(

@@ -271,6 +271,7 @@ pub async fn start_role(
         heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_ms.max(10)),
         in_flight: 0,
         queue_depth: 0,
+        realtime_streams: 0,
     };
     membership::register(&store, &me)
         .await
@@ -281,6 +282,7 @@ pub async fn start_role(
             Some((executor, orchestrator)) => shared::store::NodeLoad {
                 in_flight: orchestrator.events_in_flight() as u64,
                 queue_depth: executor.queue_depth() as u64,
+                realtime_streams: orchestrator.realtime().connections() as u64,
             },
             None => shared::store::NodeLoad::default(),
         };

@@ -223,6 +223,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(5),
             in_flight: 0,
             queue_depth: 0,
+            realtime_streams: 0,
         };
         let now = Utc::now();
         let forget = now - chrono::Duration::days(2);

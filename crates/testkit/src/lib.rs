@@ -4,9 +4,14 @@
 //! - [`eventually`] awaits a condition with a deadline instead of sleeping a fixed time;
 //! - [`Beacon`] is a signal a test awaits instead of sleeping until something happened;
 //! - [`TestDb`] and [`TestUrl`] (from `storage::testing`) are fresh databases whose
-//!   PostgreSQL schema is dropped when the handle drops.
+//!   PostgreSQL schema is dropped when the handle drops;
+//! - `admin` (feature `admin`) is the one admin-API test app every manager-core test
+//!   file builds on.
 use std::sync::Arc;
 use std::time::Duration;
+
+#[cfg(feature = "admin")]
+pub mod admin;
 
 pub use storage::Backend;
 pub use storage::testing::{TestDb, TestUrl};

@@ -24,6 +24,8 @@ pub(super) struct Node {
     heartbeat_ms: u64,
     in_flight: u64,
     queue_depth: u64,
+    /// Realtime (SSE) streams open on the node at its last heartbeat.
+    realtime_streams: u64,
     /// `up`, or `down` when its heartbeats stopped.
     #[schema(value_type = String, pattern = "^(up|down)$")]
     status: &'static str,
@@ -47,6 +49,7 @@ fn node(n: NodeInfo, now: DateTime<Utc>) -> Node {
         last_heartbeat: n.heartbeat_at,
         in_flight: n.in_flight,
         queue_depth: n.queue_depth,
+        realtime_streams: n.realtime_streams,
     }
 }
 

@@ -94,7 +94,7 @@ async fn token_secrets_are_never_stored_in_clear() {
         .await;
     let secret = created.body["token"].as_str().expect("secret").to_owned();
     t.store.health.close().await;
-    let db_path = t.db_path.clone().expect("a SQLite test");
+    let db_path = t.sqlite_path().expect("a SQLite test");
     let mut bytes = std::fs::read(&db_path).expect("db file");
     let wal = db_path.with_extension("db-wal");
     if let Ok(more) = std::fs::read(&wal) {

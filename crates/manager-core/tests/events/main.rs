@@ -2,159 +2,48 @@
 //! secrets, KV, blobs, the mailbox), the cron scheduler and the retention sweeper, on real
 //! SQLite and PostgreSQL stores. Rows the API only reads are made through the storage API
 //! (`outbox.apply`, `claim_due`, `commit`), the way the dispatcher makes them.
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use chrono::Utc;
-use http_body_util::BodyExt;
-use manager_core::{
-    CronScheduler, InvocationSweeper, ManagerDeps, ROUTES, RetentionSweeper, Route, router,
-};
+use manager_core::{CronScheduler, InvocationSweeper, ROUTES, RetentionSweeper, Route};
 use serde_json::{Value, json};
 use shared::store::{EventCommit, EventOutcome, TriggerSpec};
 use shared::{
-    AppName, BlobWrite, Catalog, CatalogChange, CatalogListener, CompileError, Effects,
-    EmailMessage, Emit, KvWrite, ScriptChecker, ScriptName, Store, TriggerId,
+    AppName, BlobWrite, CatalogChange, Effects, EmailMessage, Emit, KvWrite, ScriptName, TriggerId,
 };
 use storage::testing::TestDb;
+use testkit::admin::{AdminApp, Answer, Checker, Options, assert_error};
 use testkit::{Backend, eventually, on_both_backends};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
-
-/// Accepts every source: these tests are about triggers and data, not compilation.
-struct AcceptAll;
-
-impl ScriptChecker for AcceptAll {
-    fn check(&self, _source: &str) -> Result<(), CompileError> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<CatalogChange>>);
-
-#[async_trait]
-impl CatalogListener for Recorder {
-    async fn catalog_changed(&self, change: &CatalogChange) {
-        self.0.lock().expect("lock").push(change.clone());
-    }
-}
 
 /// How long a loaded machine may take for what a test waits on; never a timing.
 const BOUND: Duration = Duration::from_secs(10);
 
-struct TestApp {
-    router: Router,
-    store: Store,
-    token: String,
-    catalog: Catalog,
-    changes: Arc<Recorder>,
-    keep: TestDb,
-}
+/// The one admin test app (`testkit::admin`) with every source accepted (these tests are
+/// about triggers and data, not compilation), and this file's shortcuts.
+struct TestApp(AdminApp);
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    bytes: Vec<u8>,
-    body: Value,
+impl std::ops::Deref for TestApp {
+    type Target = AdminApp;
+
+    fn deref(&self) -> &AdminApp {
+        &self.0
+    }
 }
 
 /// Run `test` on a fresh app on `backend`, then close it.
 async fn with_app(backend: Backend, test: impl AsyncFnOnce(&TestApp)) {
-    let t = spawn_app(backend).await;
+    let options = Options {
+        checker: Checker::AcceptAll,
+        ..Options::default()
+    };
+    let t = TestApp(AdminApp::on(TestDb::new(backend).await, options).await);
     test(&t).await;
-    t.close().await;
-}
-
-async fn spawn_app(backend: Backend) -> TestApp {
-    let keep = TestDb::new(backend).await;
-    let store = keep.store.clone();
-    let token = manager_core::bootstrap_admin_token(&store, None)
-        .await
-        .expect("bootstrap")
-        .expect("a first token");
-    let catalog = Catalog::default();
-    let changes = Arc::new(Recorder::default());
-    catalog.subscribe(changes.clone());
-    let router = router(ManagerDeps {
-        store: store.clone(),
-        catalog: catalog.clone(),
-        checker: Arc::new(AcceptAll),
-        max_script_bytes: ManagerDeps::DEFAULT_MAX_SCRIPT_BYTES,
-        realtime: None,
-        closing: Default::default(),
-    });
-    TestApp {
-        router,
-        store,
-        token,
-        catalog,
-        changes,
-        keep,
-    }
+    t.0.close().await;
 }
 
 impl TestApp {
-    async fn close(self) {
-        self.keep.close().await;
-    }
-
-    async fn send(&self, req: Request<Body>) -> Answer {
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes()
-            .to_vec();
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
-        let body = if is_json {
-            serde_json::from_slice(&bytes).expect("a JSON body")
-        } else {
-            Value::Null
-        };
-        Answer {
-            status,
-            headers,
-            bytes,
-            body,
-        }
-    }
-
-    async fn call_as(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        uri: &str,
-        body: Option<Value>,
-    ) -> Answer {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        };
-        self.send(req.expect("request")).await
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Answer {
-        let token = self.token.clone();
-        self.call_as(Some(&token), method, uri, body).await
-    }
-
     /// An app with a deployed script `handler`.
     async fn app_with_script(&self, name: &str) -> AppName {
         let created = self
@@ -217,15 +106,6 @@ impl TestApp {
             .expect("commit");
         assert!(lost.is_empty());
     }
-
-    fn changes(&self) -> Vec<CatalogChange> {
-        std::mem::take(&mut *self.changes.0.lock().expect("lock"))
-    }
-}
-
-fn assert_error(answer: &Answer, status: u16, code: &str) {
-    assert_eq!(answer.status.as_u16(), status, "body: {}", answer.body);
-    assert_eq!(answer.body["error"]["code"], code, "body: {}", answer.body);
 }
 
 fn message(answer: &Answer) -> String {

@@ -3,28 +3,37 @@ use super::*;
 
 async fn the_sweeper_purges_dead_letters_once_they_are_older_than_the_retention(t: &TestApp) {
     let app = t.app_with_script("shop").await;
-    t.dead_letter(&app, json!(1)).await;
+    let retention = Duration::from_secs(2);
+    let payloads = async || -> Vec<Value> {
+        let letters = t.store.dead_letters.list(&app, None, 10).await;
+        letters
+            .expect("list")
+            .into_iter()
+            .map(|l| l.payload)
+            .collect()
+    };
+    t.dead_letter(&app, json!("old")).await;
+    // A dead letter ages on the wall clock, which is what the sweeper reads: this waits
+    // for real time to pass, not for something to happen.
+    let made = t
+        .store
+        .dead_letters
+        .list(&app, None, 10)
+        .await
+        .expect("list")[0]
+        .created_at;
+    let aged = (made + retention - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(aged + Duration::from_millis(50)).await;
+    t.dead_letter(&app, json!("young")).await;
     let shutdown = CancellationToken::new();
-    let task = RetentionSweeper::start(t.store.clone(), Duration::from_secs(2), shutdown.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        t.store
-            .dead_letters
-            .list(&app, None, 10)
-            .await
-            .expect("list")
-            .len(),
-        1,
-        "a young dead letter is kept"
-    );
-    eventually("the purge", BOUND, async || {
-        (t.store
-            .dead_letters
-            .list(&app, None, 10)
-            .await
-            .expect("list")
-            .is_empty())
-        .then_some(())
+    let task = RetentionSweeper::start(t.store.clone(), retention, shutdown.clone());
+    // The sweep that purges the old letter is the sweep that must keep the young one.
+    eventually("the old letter's purge", BOUND, async || {
+        (payloads().await == [json!("young")]).then_some(())
+    })
+    .await;
+    eventually("the young letter's purge once it ages", BOUND, async || {
+        payloads().await.is_empty().then_some(())
     })
     .await;
     assert_eq!(t.store.dead_letters.oldest().await.expect("oldest"), None);

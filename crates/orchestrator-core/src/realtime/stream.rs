@@ -15,6 +15,7 @@
 //! stopped reading; it resumes by id).
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use shared::realtime::{Claims, TokenError, verify};
 use shared::store::RealtimeAccess;
 use shared::{AppName, ChannelName};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::RealtimeError;
 use super::hub::{Admission, Frame, Hub, encode};
@@ -250,7 +251,8 @@ struct Subscription {
     /// Sent before anything else: `retry:`, then maybe `reset`.
     preamble: VecDeque<Bytes>,
     heartbeat: Interval,
-    expires: Instant,
+    /// The token's expiry: one timer for the stream's life, not one per wake.
+    expires: Pin<Box<Sleep>>,
     done: bool,
     _admission: Admission,
 }
@@ -270,6 +272,7 @@ impl Subscription {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let left = claims.exp.saturating_sub(chrono::Utc::now().timestamp());
         let expires = Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        let expires = Box::pin(tokio::time::sleep_until(expires));
         let retry = format!("retry: {}\n\n", config.retry.as_millis());
         Subscription {
             hub: Arc::clone(hub),
@@ -318,7 +321,7 @@ impl Subscription {
             tokio::select! {
                 biased;
                 () = self.hub.closed.cancelled() => return None,
-                () = tokio::time::sleep_until(self.expires) => {
+                () = self.expires.as_mut() => {
                     self.done = true;
                     return Some(Bytes::from_static(EXPIRED));
                 }

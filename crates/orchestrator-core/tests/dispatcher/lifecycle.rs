@@ -66,8 +66,12 @@ async fn finish_lets_a_running_event_end_and_commits_it() {
     let mut records = node.subscribe_recorded();
 
     emit(&store, vec![send("slow", json!(1), None)]).await;
-    // Let the dispatcher claim it (it wakes on the insert at once).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the dispatcher has claimed it (or already ran it on a fast machine).
+    testkit::eventually("the claim", Duration::from_secs(10), async || {
+        let done = kv(&store, "slow_done").await.is_some();
+        (node.events_in_flight() > 0 || done).then_some(())
+    })
+    .await;
     node.finish().await;
 
     assert_eq!(kv(&store, "slow_done").await, Some(json!(300000)));

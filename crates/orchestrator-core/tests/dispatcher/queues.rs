@@ -48,6 +48,7 @@ async fn an_event_inserted_after_the_dispatcher_went_idle_runs_within_a_second()
     let mut records = node.subscribe_recorded();
     // An empty outbox: the dispatcher has nothing due and no timer to wait for.
     assert_eq!(store.outbox.next_due_at().await.expect("next due"), None);
+    // Real time is the point: the dispatcher sits idle a while before the first insert.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     const ROUNDS: usize = 20;

@@ -1,5 +1,6 @@
 //! `picloud nodes`: every node of the cluster, with its role, address, version, start,
-//! last heartbeat, in-flight events, executor queue depth and whether it is up or down.
+//! last heartbeat, in-flight events, executor queue depth, open realtime streams and
+//! whether it is up or down.
 use serde_json::Value;
 
 use super::client::Api;
@@ -28,6 +29,7 @@ fn format_nodes(answer: &Value) -> String {
                 time_field(n, "last_heartbeat"),
                 field(n, "in_flight"),
                 field(n, "queue_depth"),
+                field(n, "realtime_streams"),
                 field(n, "status"),
             ]
         })
@@ -42,6 +44,7 @@ fn format_nodes(answer: &Value) -> String {
             "HEARTBEAT",
             "IN-FLIGHT",
             "QUEUE",
+            "STREAMS",
             "STATUS",
         ],
         &rows,
@@ -68,10 +71,10 @@ mod tests {
         let out = format_nodes(&json!({"nodes": [
             {"id": "node-a", "role": "all", "address": "http://127.0.0.1:8080", "version": "0.1.0",
              "started_at": "2026-12-03T10:00:00.5Z", "last_heartbeat": "2026-12-03T10:05:00Z",
-             "in_flight": 12, "queue_depth": 3, "status": "up"},
+             "in_flight": 12, "queue_depth": 3, "realtime_streams": 4077, "status": "up"},
             {"id": "node-b", "role": "node", "address": "http://10.0.0.2:8080", "version": "0.1.0",
              "started_at": "2026-12-03T09:00:00Z", "last_heartbeat": "2026-12-03T09:30:00Z",
-             "in_flight": 0, "queue_depth": 0, "status": "down"}
+             "in_flight": 0, "queue_depth": 0, "realtime_streams": 0, "status": "down"}
         ]}));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
@@ -81,6 +84,10 @@ mod tests {
         );
         assert!(lines[1].contains("node-a") && lines[1].contains("2026-12-03 10:00:00"));
         assert!(lines[1].contains("12") && lines[1].ends_with("up"), "{out}");
+        assert!(
+            lines[1].contains("4077") && lines[0].contains("STREAMS"),
+            "{out}"
+        );
         assert!(lines[2].contains("http://10.0.0.2:8080") && lines[2].ends_with("down"));
         assert_eq!(format_nodes(&json!({"nodes": []})), "no nodes registered");
     }

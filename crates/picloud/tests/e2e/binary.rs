@@ -96,21 +96,20 @@ fn terminate(mut running: Running) {
     let pid = running.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "picloud exited cleanly on SIGTERM: {status}"
-            );
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "picloud stopped within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Wait for the exit itself (a thread blocked in wait), not in slices of time.
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = running.child.wait();
+        let _ = exited.send(status);
+    });
+    let status = exit
+        .recv_timeout(Duration::from_secs(20))
+        .expect("picloud stopped within 20 s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "picloud exited cleanly on SIGTERM: {status}"
+    );
 }
 
 fn walkthrough(data_dir: &Path, envs: &[(&str, &str)], token: Option<&str>) {
@@ -150,7 +149,8 @@ fn walkthrough(data_dir: &Path, envs: &[(&str, &str)], token: Option<&str>) {
     let (ok, out) = cli(&url, "pct_wrong", &["apps", "list"]);
     assert!(!ok, "a wrong token fails: {out}");
 
-    // The record is written in the background; give the CLI a few tries.
+    // The record is written in the background; give the CLI a few tries (a bounded
+    // retry of a blocking command: the sync twin of `testkit::eventually`).
     let mut seen = String::new();
     for _ in 0..50 {
         let (ok, out) = cli(&url, &token, &["logs", "shop"]);

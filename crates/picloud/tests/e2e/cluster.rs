@@ -62,17 +62,13 @@ impl Node {
     /// How long until `path` answers `status` with `body`, polled until the bound.
     async fn serves(&self, path: &str, status: StatusCode, body: &str) -> Duration {
         let started = Instant::now();
-        loop {
+        let what = format!("{path} answers {status} {body}");
+        eventually(&what, BOUND, async || {
             let (got, text) = self.get(path).await;
-            if got == status && text == body {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < BOUND,
-                "{path} still answers {got} {text}, not {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            (got == status && text == body).then_some(())
+        })
+        .await;
+        started.elapsed()
     }
 
     async fn stop(mut self) {
@@ -240,17 +236,46 @@ async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: Backend) {
     assert_eq!(me["status"], "up");
     assert_eq!(me["heartbeat_ms"], 50);
     assert!(me.get("key_fingerprint").is_none(), "{me}");
+    assert_eq!(me["realtime_streams"], 0);
     let first = me["last_heartbeat"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    loop {
+    let now = eventually("the heartbeat moves", BOUND, async || {
         let now = nodes(&app.client, &app.url).await;
-        if now[0]["last_heartbeat"].as_str().unwrap() != first {
-            assert_eq!(now[0]["started_at"], me["started_at"]);
-            break;
-        }
-        assert!(started.elapsed() < BOUND, "the heartbeat never moved");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (now[0]["last_heartbeat"].as_str().unwrap() != first).then_some(now)
+    })
+    .await;
+    assert_eq!(now[0]["started_at"], me["started_at"]);
+
+    // The realtime streams open on the node are counted at its heartbeats.
+    app.token_endpoint("shop", r#"#{topics: ["orders"], ttl: 300}"#)
+        .await;
+    assert_eq!(app.expose("shop", "orders").await.status(), 201);
+    let token = app.token("shop").await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let res = app
+            .realtime("shop", "orders")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let mut stream = crate::common::SseStream::new(res);
+        assert!(stream.next_any().await.is_some(), "the stream starts");
+        streams.push(stream);
     }
+    let streams_listed = async |want: u64| {
+        let what = format!("{want} realtime streams listed");
+        eventually(&what, BOUND, async || {
+            let now = nodes(&app.client, &app.url).await;
+            (now[0]["realtime_streams"] == want).then_some(())
+        })
+        .await;
+    };
+    streams_listed(2).await;
+    streams.pop();
+    streams_listed(1).await;
+    drop(streams);
+    streams_listed(0).await;
     // A read token may see the nodes; no token may not.
     let anonymous = app
         .client
@@ -293,6 +318,7 @@ async fn every_node_lists_the_others_a_silent_one_is_down_and_a_stopped_one_leav
                 heartbeat_interval: Duration::from_secs(5),
                 in_flight: 4,
                 queue_depth: 1,
+                realtime_streams: 3,
             },
             long_ago - chrono::Duration::days(1),
         )
@@ -302,6 +328,7 @@ async fn every_node_lists_the_others_a_silent_one_is_down_and_a_stopped_one_leav
     let killed = listed.iter().find(|n| n["id"] == "node-killed").unwrap();
     assert_eq!(killed["status"], "down");
     assert_eq!(killed["in_flight"], 4);
+    assert_eq!(killed["realtime_streams"], 3);
 
     // A clean shutdown removes the node's row.
     let b_url = b.url.clone();

@@ -172,7 +172,9 @@ async fn kill_nine_with_events_in_flight_loses_nothing_and_repeats_nothing(
         }
     }
     assert_eq!(seen, EVENTS);
-    // A little later the counter has not moved: no event ran a second time.
+    // Past the 2 s lease the counter has not moved: no row the killed server had leased
+    // came back and ran a second time. Real time is the point: a lease runs out on the
+    // clock, and nothing signals that it did not come back.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(admin.total().await, EVENTS);
     drop(running);

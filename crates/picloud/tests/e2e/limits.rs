@@ -69,6 +69,8 @@ async fn a_script_past_its_wall_clock_gets_504_while_other_requests_are_served(d
     let mut recorded = app.recorded();
 
     let spinner = tokio::spawn(app.call(Method::GET, "/lab/spin").send());
+    // A head start for the spinner (nothing signals that a script started); the asserts
+    // hold without it, it only makes them mean something.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     for _ in 0..5 {
         assert_eq!(app.get("/lab/fine").await.text().await.unwrap(), "fine");

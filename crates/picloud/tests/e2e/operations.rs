@@ -41,6 +41,8 @@ async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Back
     )
     .await;
     let call = tokio::spawn(app.call(reqwest::Method::GET, "/shop/slow").send());
+    // A head start so the call is in flight when shutdown begins (nothing signals that a
+    // script started; its 400 ms of work leave room on a loaded machine).
     tokio::time::sleep(Duration::from_millis(100)).await;
     app.stop().await;
 

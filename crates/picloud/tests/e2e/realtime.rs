@@ -429,16 +429,15 @@ async fn connection_limits_answer_429_per_app_and_503_per_server(db: Backend) {
     // A closed stream gives its place back.
     let _ = b.next_any().await;
     drop(b);
-    let mut waited = Duration::ZERO;
-    loop {
-        let res = shop().send().await.unwrap();
-        if res.status() == 200 {
-            break;
-        }
-        assert!(waited < Duration::from_secs(10), "the place came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += Duration::from_millis(20);
-    }
+    testkit::eventually(
+        "the place comes back",
+        Duration::from_secs(10),
+        async || {
+            let res = shop().send().await.unwrap();
+            (res.status() == 200).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Open streams of `shop`'s `orders`, as the admin API counts them.

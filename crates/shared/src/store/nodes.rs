@@ -30,6 +30,8 @@ pub struct NodeInfo {
     pub in_flight: u64,
     /// Invocations waiting for one of its script threads at its last heartbeat.
     pub queue_depth: u64,
+    /// Realtime (SSE) streams open on it at its last heartbeat.
+    pub realtime_streams: u64,
 }
 
 impl NodeInfo {
@@ -49,6 +51,7 @@ impl NodeInfo {
 pub struct NodeLoad {
     pub in_flight: u64,
     pub queue_depth: u64,
+    pub realtime_streams: u64,
 }
 
 /// The `nodes` table: each node registers when it starts, heartbeats on a timer and

@@ -16,6 +16,7 @@ mod kv;
 mod limits;
 mod nodes;
 mod outbox;
+mod realtime;
 mod settings;
 mod tokens;
 pub use blobs::*;
@@ -26,6 +27,7 @@ pub use kv::*;
 pub use limits::*;
 pub use nodes::*;
 pub use outbox::*;
+pub use realtime::*;
 pub use settings::*;
 pub use tokens::*;
 
@@ -132,6 +134,14 @@ macro_rules! conformance_tests {
             http_idempotency_keys_are_per_route_and_go_with_their_trigger,
             http_idempotency_twenty_concurrent_claims_of_one_key_run_once,
             an_idempotent_trigger_keeps_its_ttl_and_other_triggers_have_none,
+            realtime_topics_are_exposed_once_listed_by_name_and_unexposed,
+            realtime_only_exposed_topics_enter_the_buffer_with_ids_from_one_in_order,
+            realtime_ids_of_concurrent_commits_are_distinct_consecutive_and_replayed_in_order,
+            realtime_a_commit_tells_the_bus_its_apps_newest_id,
+            realtime_prune_keeps_each_apps_newest_events_and_drops_old_ones,
+            realtime_one_apps_buffer_topics_key_and_origins_are_its_own,
+            realtime_the_key_is_made_once_kept_sealed_and_rotated,
+            realtime_cors_origins_are_replaced_whole,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

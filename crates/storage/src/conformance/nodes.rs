@@ -19,6 +19,7 @@ fn node(id: &str, started_minute: i64) -> NodeInfo {
         heartbeat_interval: Duration::from_millis(5_000),
         in_flight: 0,
         queue_depth: 0,
+        realtime_streams: 0,
     }
 }
 
@@ -26,6 +27,7 @@ pub async fn nodes_register_heartbeat_with_their_load_and_deregister(store: &Sto
     let a = node("node-a", 0);
     let mut b = node("node-b", 1);
     b.role = "node".to_owned();
+    b.realtime_streams = 12;
     b.heartbeat_interval = Duration::from_millis(250);
     store.nodes.register(&b, at(-60)).await.expect("register");
     store.nodes.register(&a, at(-60)).await.expect("register");
@@ -37,6 +39,7 @@ pub async fn nodes_register_heartbeat_with_their_load_and_deregister(store: &Sto
     let load = NodeLoad {
         in_flight: 7,
         queue_depth: 3,
+        realtime_streams: 41,
     };
     assert!(
         store
@@ -47,7 +50,18 @@ pub async fn nodes_register_heartbeat_with_their_load_and_deregister(store: &Sto
     );
     let listed = store.nodes.list().await.expect("list");
     assert_eq!(listed[0].heartbeat_at, at(2));
-    assert_eq!((listed[0].in_flight, listed[0].queue_depth), (7, 3));
+    assert_eq!(
+        (
+            listed[0].in_flight,
+            listed[0].queue_depth,
+            listed[0].realtime_streams
+        ),
+        (7, 3, 41)
+    );
+    assert_eq!(
+        listed[1].realtime_streams, 12,
+        "another node's row is its own"
+    );
     assert_eq!(listed[0].started_at, at(0), "a heartbeat keeps the start");
     assert!(
         !store

@@ -111,6 +111,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "traces",
         include_str!("../../migrations/postgres/0013_traces.sql"),
     ),
+    (
+        "0016_node_realtime_streams.sql",
+        16,
+        "node realtime streams",
+        include_str!("../../migrations/postgres/0016_node_realtime_streams.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;

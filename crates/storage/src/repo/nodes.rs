@@ -1,4 +1,4 @@
-//! The `nodes` table (migration 0011): each server process's registration and heartbeat.
+//! The `nodes` table (migrations 0011, 0016): each server process's registration and heartbeat.
 //! Timestamps are the writing node's clock; `down` is judged by the reader
 //! (`NodeInfo::is_down`), so a row never has to be updated by anyone but its own node.
 use std::time::Duration;
@@ -15,11 +15,11 @@ use crate::sql::{Cols, Db, sql};
 /// The statements of `Nodes`, with their arguments in placeholder order.
 pub(crate) trait NodesSql: Db {
     /// (id, role, address, version, key_fingerprint, started_at, heartbeat_at,
-    /// heartbeat_ms, in_flight, queue_depth): insert or replace.
+    /// heartbeat_ms, in_flight, queue_depth, realtime_streams): insert or replace.
     const REGISTER: &'static str;
     /// (cutoff): rows whose heartbeat is older.
     const FORGET: &'static str;
-    /// (heartbeat_at, in_flight, queue_depth, id)
+    /// (heartbeat_at, in_flight, queue_depth, realtime_streams, id)
     const HEARTBEAT: &'static str;
     /// (id)
     const DEREGISTER: &'static str;
@@ -46,6 +46,7 @@ fn row_to_node(row: &impl Cols) -> Result<NodeInfo, StoreError> {
         heartbeat_interval: Duration::from_millis(row.count("heartbeat_ms")?),
         in_flight: row.count("in_flight")?,
         queue_depth: row.count("queue_depth")?,
+        realtime_streams: row.count("realtime_streams")?,
     })
 }
 
@@ -74,6 +75,7 @@ impl<DB: NodesSql> NodeRepository for Nodes<DB> {
             .bind(int(interval_ms))
             .bind(int(node.in_flight))
             .bind(int(node.queue_depth))
+            .bind(int(node.realtime_streams))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -90,6 +92,7 @@ impl<DB: NodesSql> NodeRepository for Nodes<DB> {
             .bind(at)
             .bind(int(load.in_flight))
             .bind(int(load.queue_depth))
+            .bind(int(load.realtime_streams))
             .bind(id)
             .execute(&self.0)
             .await

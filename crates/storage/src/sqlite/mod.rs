@@ -115,6 +115,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "traces",
         include_str!("../../migrations/sqlite/0013_traces.sql"),
     ),
+    (
+        "0016_node_realtime_streams.sql",
+        16,
+        "node realtime streams",
+        include_str!("../../migrations/sqlite/0016_node_realtime_streams.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;

@@ -102,6 +102,7 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
             if trickle.write_all(&[*byte]).await.is_err() {
                 return read_until_closed(&mut trickle).await;
             }
+            // A slow client is the point: one byte every 50 ms.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         unreachable!()
@@ -179,6 +180,7 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_while_others_are_serv
     app.endpoint("blog", "hello", "GET /hello", "\"hi\"").await;
 
     // A client with a small receive window asks for the big answer and reads nothing.
+    let mut recorded = app.recorded();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let addr = app.url.trim_start_matches("http://").parse().unwrap();
@@ -187,10 +189,16 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off_while_others_are_serv
         .write_all(b"GET /shop/big HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    // Others are served meanwhile.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once its script has run (its answer is being written to a client that reads
+    // nothing), others are served meanwhile.
+    tokio::time::timeout(BOUND, async {
+        while recorded.recv().await.expect("records").script.as_str() != "big" {}
+    })
+    .await
+    .expect("the big answer's run was recorded");
     assert_eq!(app.get("/blog/hello").await.status(), 200);
-    // Well past the write timeout, the client starts reading: it gets what was buffered,
+    // Well past the write timeout (real time is the point: the server gives up on the
+    // clock), the client starts reading: it gets what was buffered,
     // then the end of a connection the server gave up on, never the whole answer.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let said = read_until_closed(&mut stalled).await;
@@ -261,23 +269,19 @@ async fn connections_past_the_limit_are_refused_cleanly_until_one_closes() {
 
     // One closes: its slot is free again for a new client.
     drop(first);
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
+    testkit::eventually("the slot's release", BOUND, async || {
         let res = client
             .get(format!("{}/healthz", app.url))
             .send()
             .await
             .unwrap();
         if res.status() == 200 {
-            break;
+            return Some(());
         }
         assert_eq!(res.status(), 503);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        None
+    })
+    .await;
 }
 
 /// The HTTP/2 connection preface (prior knowledge, no TLS).
@@ -345,15 +349,10 @@ async fn under_a_low_open_file_limit_excess_connections_are_refused_before_files
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + BOUND;
-    loop {
-        if let Ok(res) = client.get(format!("{}/readyz", running.url)).send().await
-            && res.status() == 200
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never served again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually("served again", BOUND, async || {
+        let res = client.get(format!("{}/readyz", running.url)).send().await;
+        res.is_ok_and(|res| res.status() == 200).then_some(())
+    })
+    .await;
     drop(running);
 }
