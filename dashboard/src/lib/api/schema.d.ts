@@ -842,6 +842,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/backup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a backup of the whole server.
+         * @description Needs an admin token.
+         *
+         *     One archive (a tar file) of every app with every script version, triggers, config,
+         *     secrets (still sealed with the server's key, whose fingerprint the manifest names),
+         *     limits, tokens (hashed), realtime topics and keys, KV entries, blobs, dead letters and
+         *     pending events; invocation records only with `with_invocations=true`. Read in one
+         *     consistent snapshot while the server keeps running. See docs/backup.md.
+         */
+        get: operations["backup"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/nodes": {
         parameters: {
             query?: never;
@@ -879,6 +905,33 @@ export interface paths {
         get: operations["openapi"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore a backup into this server.
+         * @description Needs an admin token.
+         *
+         *     The body is an archive from `GET /api/v1/backup`, from this or the other backend. All
+         *     of it is checked first (every entry's checksum, the PiCloud version that wrote it, the
+         *     secrets key's fingerprint); a damaged, truncated or newer archive restores nothing. A
+         *     server that already has apps refuses (`409`, naming them) unless `force=true`: then the
+         *     archive's apps replace those of the same name, and other apps stay. API tokens are
+         *     added beside this server's own. See docs/backup.md.
+         */
+        post: operations["restore"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1042,6 +1095,11 @@ export interface components {
         };
         /** @description A lowercase slug: 1 to 63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'; not one of the platform's names (api, dashboard, healthz, readyz, metrics). */
         AppName: string;
+        /**
+         * Format: binary
+         * @description A tar file: tables/*.jsonl, objects/*, and manifest.json last (docs/backup.md).
+         */
+        Archive: string;
         /** @description A blob's metadata; the bytes live in the object store under `object`. */
         BlobMeta: {
             content_type?: string | null;
@@ -1256,6 +1314,13 @@ export interface components {
             text?: string | null;
             to: string[];
         };
+        /** @description The size and SHA-256 of one entry. */
+        EntrySum: {
+            path: string;
+            sha256: string;
+            /** Format: int64 */
+            size: number;
+        };
         /** @description `{"error": {"code", "message"}}` */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -1327,6 +1392,11 @@ export interface components {
             status: components["schemas"]["InvocationStatus"];
             /** @description `GET /users/42` for HTTP; a short label of what caused the run. */
             summary: string;
+            /**
+             * @description The W3C trace id (32 hex digits) of the run's span: the caller's `traceparent`
+             *     trace, or the trace of the event's emitter (docs/tracing.md).
+             */
+            trace_id?: string | null;
             /** @description `http` for now; event kinds later. */
             trigger: string;
             /**
@@ -1474,6 +1544,33 @@ export interface components {
         Mailbox: {
             messages: components["schemas"]["Delivered"][];
         };
+        /** @description An archive's manifest. */
+        Manifest: {
+            /** @description `sqlite` or `postgres`: where it was read from (it restores on either). */
+            backend: string;
+            /** @description Rows per table, and `objects`: the blob objects it holds. */
+            counts: {
+                [key: string]: number;
+            };
+            /** Format: date-time */
+            created_at: string;
+            /** @description Every other entry, in archive order. */
+            entries: components["schemas"]["EntrySum"][];
+            /** @description Always `picloud-backup`. */
+            format: string;
+            /** Format: int32 */
+            format_version: number;
+            /** @description The fingerprint of the key that sealed the secrets in it. */
+            key_fingerprint: string;
+            /** @description The version of the PiCloud that wrote it. */
+            picloud_version: string;
+            /**
+             * Format: int64
+             * @description The newest schema migration of the database it was read from.
+             */
+            schema_version: number;
+            with_invocations: boolean;
+        };
         /** @description The filter of a list or a bulk replay, validated one field at a time. */
         Matching: {
             /** @description Only those whose last error contains this text. */
@@ -1530,6 +1627,11 @@ export interface components {
             last_heartbeat: string;
             /** Format: int64 */
             queue_depth: number;
+            /**
+             * Format: int64
+             * @description Realtime (SSE) streams open on the node at its last heartbeat.
+             */
+            realtime_streams: number;
             role: string;
             /** Format: date-time */
             started_at: string;
@@ -1572,6 +1674,24 @@ export interface components {
              * @description How many dead letters went back into the outbox.
              */
             replayed: number;
+        };
+        /** @description What a restore wrote. */
+        RestoreAnswer: {
+            /** @description The apps the archive held, now on this server. */
+            apps: string[];
+            /** @description The archive's manifest. */
+            manifest: components["schemas"]["Manifest"];
+            /**
+             * Format: int64
+             * @description Blob objects stored.
+             */
+            objects: number;
+            /** @description The apps this server had under the same names, replaced (only with `force`). */
+            replaced: string[];
+            /** @description Rows written per table. */
+            rows: {
+                [key: string]: number;
+            };
         };
         RollbackBody: {
             /**
@@ -6244,6 +6364,74 @@ export interface operations {
             };
         };
     };
+    backup: {
+        parameters: {
+            query?: {
+                /** @description Also keep the invocation records (default false) */
+                with_invocations?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The archive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-tar": components["schemas"]["Archive"];
+                };
+            };
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_nodes: {
         parameters: {
             query?: never;
@@ -6316,6 +6504,98 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+        };
+    };
+    restore: {
+        parameters: {
+            query?: {
+                /** @description Restore into a server that already has apps, replacing those the archive also has (default false) */
+                force?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description An archive from `GET /api/v1/backup` */
+        requestBody: {
+            content: {
+                "application/octet-stream": components["schemas"]["Archive"];
+                "application/x-tar": components["schemas"]["Archive"];
+            };
+        };
+        responses: {
+            /** @description Restored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RestoreAnswer"];
+                };
+            };
+            /** @description The archive is damaged, truncated, not a PiCloud backup, or from a newer PiCloud (`invalid_input`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server already has apps and `force` is not set, or the archive's secrets are sealed with another key (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
