@@ -202,6 +202,8 @@ async fn run_executor_process(
         config
     };
     init_logging(&config.log_format);
+    // Before anything else: a cluster process on anything but PostgreSQL is refused.
+    crate::serve::require_cluster_database(&config, "executor")?;
     let socket = socket
         .or_else(|| config.executor.socket.clone())
         .context("the executor needs --socket or PICLOUD_EXECUTOR__SOCKET")?;

@@ -638,6 +638,12 @@ fn check_cluster_database(config: &Config, role: Role) -> anyhow::Result<()> {
     if role == Role::All {
         return Ok(());
     }
+    require_cluster_database(config, role.name())
+}
+
+/// The refusal of [`check_cluster_database`] for the process named `name` (the executor
+/// has no [`Role`] of its own).
+pub(crate) fn require_cluster_database(config: &Config, name: &str) -> anyhow::Result<()> {
     let url = config.database_url();
     if storage::backend_of(&url) == Ok(storage::Backend::Postgres) {
         return Ok(());
@@ -655,7 +661,7 @@ fn check_cluster_database(config: &Config, role: Role) -> anyhow::Result<()> {
         "the `{}` role runs in a cluster and needs PostgreSQL, but {given}: set \
          PICLOUD_DATABASE_URL=postgres://user:password@host/database (the same database on \
          every node), or run `picloud serve` for a single server on SQLite",
-        role.name()
+        name
     )
 }
 
@@ -891,12 +897,7 @@ pub async fn serve_executor(
         .executor_limits()
         .validate()
         .map_err(anyhow::Error::msg)?;
-    if storage::backend_of(&config.database_url()) != Ok(storage::Backend::Postgres) {
-        anyhow::bail!(
-            "picloud-executor needs PostgreSQL: set PICLOUD_DATABASE_URL to a postgres:// URL \
-             (cluster mode shares one PostgreSQL database)"
-        );
-    }
+    require_cluster_database(&config, "executor")?;
     let (options, key) = store_options(&config, Role::Orchestrator)?;
     if key.new {
         anyhow::bail!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 #[cfg(feature = "admin")]
 pub mod admin;
+pub mod process; // cluster binaries refusing to start
 
 pub use storage::Backend;
 pub use storage::testing::{TestDb, TestUrl};

@@ -114,7 +114,7 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
     (
         "0016_node_realtime_streams.sql",
         16,
-        "node realtime streams",
+        "node_realtime_streams",
         include_str!("../../migrations/postgres/0016_node_realtime_streams.sql"),
     ),
 ];

@@ -118,7 +118,7 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
     (
         "0016_node_realtime_streams.sql",
         16,
-        "node realtime streams",
+        "node_realtime_streams",
         include_str!("../../migrations/sqlite/0016_node_realtime_streams.sql"),
     ),
 ];
