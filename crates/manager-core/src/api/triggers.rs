@@ -477,7 +477,7 @@ pub(super) async fn delete(
     params(("app" = AppName, Path, description = "The app's name"), ("id" = TriggerId, Path, description = "The trigger's id")),
     responses(
         (status = 202, description = "The event is queued", body = TriggerRun),
-        (status = 400, description = "The trigger is not a cron trigger (`invalid_input`)", body = ErrorBody),
+        (status = 409, description = "The trigger is not a cron trigger (`conflict`)", body = ErrorBody),
         (status = 404, description = "No such app or trigger (`not_found`)", body = ErrorBody),
     ),
     extensions(("x-picloud-access" = json!("deploy")))
@@ -493,7 +493,7 @@ pub(super) async fn run(
         return Err(ApiError::not_found("trigger", id));
     };
     if !matches!(trigger.spec, TriggerSpec::Cron { .. }) {
-        return Err(ApiError::InvalidInput(format!(
+        return Err(ApiError::Conflict(format!(
             "only a cron trigger can be run now; this one is {}",
             trigger.spec.kind()
         )));

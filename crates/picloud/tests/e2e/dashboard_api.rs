@@ -108,8 +108,8 @@ async fn run_now_queues_one_event_of_a_cron_trigger_through_the_outbox(db: Backe
 
     let http_path = format!("/apps/shop/triggers/{}/run", http["id"].as_str().unwrap());
     let (status, body) = send(&app, Method::POST, &http_path, None).await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_input");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
     let missing = format!("/apps/shop/triggers/{}/run", InvocationId::new());
     assert_eq!(send(&app, Method::POST, &missing, None).await.0, 404);
     let other_app = path.replace("/apps/shop/", "/apps/nope/");

@@ -6308,7 +6308,7 @@ export interface operations {
                     "application/json": components["schemas"]["TriggerRun"];
                 };
             };
-            /** @description The trigger is not a cron trigger (`invalid_input`) */
+            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6337,6 +6337,15 @@ export interface operations {
             };
             /** @description No such app or trigger (`not_found`) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The trigger is not a cron trigger (`conflict`) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
