@@ -34,6 +34,45 @@ pub(crate) struct NewRow {
 }
 
 impl NewRow {
+    /// The event of cron trigger `trigger` (stored `config`), due now: for the fire of
+    /// `Some(slot)`, scheduled at its slot; for `None`, a manual run ("run now") whose slot
+    /// is now and whose payload says `"manual": true`. `None` when the config is not cron.
+    pub(crate) fn cron(
+        app: AppName,
+        trigger: TriggerId,
+        script: String,
+        config: &str,
+        max_attempts: i64,
+        fire: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Self>, StoreError> {
+        let slot = fire.unwrap_or(now);
+        let TriggerSpec::Cron { schedule, timezone } =
+            serde_json::from_str(config).map_err(StoreError::backend)?
+        else {
+            return Ok(None);
+        };
+        let mut payload =
+            serde_json::json!({ "slot": slot, "schedule": schedule, "timezone": timezone });
+        if fire.is_none() {
+            payload["manual"] = true.into();
+        }
+        Ok(Some(Self {
+            id: EventId::new(),
+            app,
+            kind: EventKind::Cron,
+            script: Some(script),
+            trigger: Some(trigger),
+            source: Some(schedule),
+            payload: payload.to_string(),
+            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
+            parked: false,
+            available_at: now,
+            scheduled_at: slot,
+            trace: None,
+        }))
+    }
+
     /// A row due now, for `route`'s trigger.
     fn routed(
         app: &AppName,

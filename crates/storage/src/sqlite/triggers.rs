@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use shared::store::{
     Idempotency, NewTrigger, Trigger, TriggerOptions, TriggerRepository, TriggerSpec,
 };
-use shared::{AppName, EventId, EventKind, ScriptName, StoreError, TriggerId};
+use shared::{AppName, EventId, ScriptName, StoreError, TriggerId};
 use sqlx::Row;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -196,26 +196,10 @@ impl TriggerRepository for SqliteTriggers {
         let app = decode(row.try_get("app").map_err(db)?, AppName::parse)?;
         let config: &str = row.try_get("config").map_err(db)?;
         let max_attempts: i64 = row.try_get("max_attempts").map_err(db)?;
-        let TriggerSpec::Cron { schedule, timezone } =
-            serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?
+        let script = row.try_get("script").map_err(db)?;
+        let Some(new) = NewRow::cron(app, id, script, config, max_attempts, Some(slot), now)?
         else {
             return Ok(false);
-        };
-        let payload =
-            serde_json::json!({ "slot": slot, "schedule": schedule, "timezone": timezone });
-        let new = NewRow {
-            id: EventId::new(),
-            app,
-            kind: EventKind::Cron,
-            script: Some(row.try_get("script").map_err(db)?),
-            trigger: Some(id),
-            source: Some(schedule),
-            payload: payload.to_string(),
-            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
-            parked: false,
-            available_at: now,
-            scheduled_at: slot,
-            trace: None,
         };
         Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
@@ -235,29 +219,10 @@ impl TriggerRepository for SqliteTriggers {
             .ok_or(StoreError::NotFound("trigger"))?;
         let config: &str = row.try_get("config").map_err(db)?;
         let max_attempts: i64 = row.try_get("max_attempts").map_err(db)?;
-        let TriggerSpec::Cron { schedule, timezone } =
-            serde_json::from_str::<TriggerSpec>(config).map_err(StoreError::backend)?
-        else {
-            return Err(StoreError::NotFound("trigger"));
-        };
-        let payload = serde_json::json!({
-            "slot": now, "schedule": schedule, "timezone": timezone, "manual": true
-        });
-        let event = EventId::new();
-        let new = NewRow {
-            id: event,
-            app: app.clone(),
-            kind: EventKind::Cron,
-            script: Some(row.try_get("script").map_err(db)?),
-            trigger: Some(id),
-            source: Some(schedule),
-            payload: payload.to_string(),
-            max_attempts: u32::try_from(max_attempts).map_err(StoreError::backend)?,
-            parked: false,
-            available_at: now,
-            scheduled_at: now,
-            trace: None,
-        };
+        let script = row.try_get("script").map_err(db)?;
+        let new = NewRow::cron(app.clone(), id, script, config, max_attempts, None, now)?
+            .ok_or(StoreError::NotFound("trigger"))?;
+        let event = new.id;
         Plan::row(new).insert::<Sqlite>(&mut tx, now).await?;
         tx.commit().await.map_err(db)?;
         self.inserted.notify_one();
