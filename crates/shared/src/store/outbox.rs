@@ -35,11 +35,12 @@ pub enum EventOutcome {
 
 #[async_trait]
 pub trait OutboxRepository: Send + Sync {
-    /// Claim up to `limit` due rows (available_at <= now, no live lease): rows whose lease
-    /// ran out first, then the others oldest due first. They are leased to `node` for
-    /// `lease`, each stamped with this claim's fresh token (`Event::lease`). PostgreSQL:
-    /// `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row; an expired lease
-    /// can be claimed again by anyone.
+    /// Claim up to `limit` due rows (available_at <= now, no live lease), oldest due first;
+    /// a row whose lease ran out never waits behind rows that became due after it
+    /// (PostgreSQL takes such rows first, SQLite at their own due time). They are leased
+    /// to `node` for `lease`, each stamped with this claim's fresh token (`Event::lease`).
+    /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row; an
+    /// expired lease can be claimed again by anyone.
     async fn claim_due(
         &self,
         node: &str,

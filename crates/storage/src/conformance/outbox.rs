@@ -647,6 +647,170 @@ pub async fn a_commit_with_a_lost_lease_skips_only_that_event(store: &Store) {
     assert!(lost.is_empty(), "the new holder still commits");
 }
 
+/// A batch mixes events of several claims; one claim ran out and its rows were claimed
+/// again. The stale claim's events commit nothing (no KV write, no emitted row, no record,
+/// no deletion), however many of them, and the live claim's events commit everything.
+pub async fn a_batch_whose_stale_claims_rows_were_taken_again_commits_only_the_live_claims_events(
+    store: &Store,
+) {
+    setup(store, "shop", &["w", "out"]).await;
+    emit(
+        store,
+        "shop",
+        (1..=8).map(|n| invoke("w", json!(n))).collect(),
+    )
+    .await;
+    let stale = store
+        .outbox
+        .claim_due("n1", 4, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    let live = store.outbox.claim_due("n1", 4, LONG).await.expect("claim");
+    assert_eq!((stale.len(), live.len()), (4, 4));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = claim(store, "n2").await;
+    let ids = |events: &[Event]| events.iter().map(|e| e.id).collect::<HashSet<_>>();
+    assert_eq!(
+        ids(&taken),
+        ids(&stale),
+        "only the stale claim's rows were due again"
+    );
+
+    let effects = |e: &Event| Effects {
+        kv: vec![
+            KvWrite::Incr {
+                key: "count".into(),
+                by: 1,
+            },
+            KvWrite::Set {
+                key: format!("k{}", e.payload),
+                value: e.payload.clone(),
+                ttl: None,
+            },
+        ],
+        emitted: vec![invoke("out", e.payload.clone())],
+        ..Effects::default()
+    };
+    // Interleaved, as runs finish in any order.
+    let batch: Vec<EventCommit> = stale
+        .iter()
+        .zip(&live)
+        .flat_map(|(a, b)| [done(a, effects(a)), done(b, effects(b))])
+        .collect();
+    let mut lost = store.outbox.commit("n1", &batch).await.expect("commit");
+    lost.sort();
+    let mut expected: Vec<_> = stale.iter().map(|e| e.id).collect();
+    expected.sort();
+    assert_eq!(
+        lost, expected,
+        "exactly the stale claim's events are refused"
+    );
+
+    let kv = async |key: &str| {
+        store
+            .kv
+            .get(&app("shop"), key)
+            .await
+            .expect("kv get")
+            .map(|e| e.value)
+    };
+    assert_eq!(
+        kv("count").await,
+        Some(json!(4)),
+        "one increment per live event"
+    );
+    for e in &live {
+        assert_eq!(
+            kv(&format!("k{}", e.payload)).await,
+            Some(e.payload.clone())
+        );
+    }
+    for e in &stale {
+        assert_eq!(
+            kv(&format!("k{}", e.payload)).await,
+            None,
+            "no write of a stale run"
+        );
+    }
+    for c in &batch {
+        let record = c.record.as_ref().expect("a record");
+        let found = store
+            .invocations
+            .get(&app("shop"), record.id)
+            .await
+            .expect("get");
+        let is_live = live.iter().any(|e| e.id == c.event.id);
+        assert_eq!(found.is_some(), is_live, "a record only of a live run");
+    }
+    let out = claim(store, "n3").await;
+    let mut emitted: Vec<_> = out.iter().map(|e| e.payload.clone()).collect();
+    emitted.sort_by_key(|p| p.as_i64());
+    let mut want: Vec<_> = live.iter().map(|e| e.payload.clone()).collect();
+    want.sort_by_key(|p| p.as_i64());
+    assert_eq!(emitted, want, "only the live runs' emits went in");
+    assert!(out.iter().all(|e| e.script == Some(script("out"))));
+
+    // The stale claim's rows are still the new claim's to finish.
+    let lost = store
+        .outbox
+        .commit(
+            "n2",
+            &taken
+                .iter()
+                .map(|e| done(e, effects(e)))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("commit");
+    assert!(lost.is_empty(), "{lost:?}");
+    assert_eq!(kv("count").await, Some(json!(8)));
+}
+
+/// The next due time is that of the first row without a lease, or a lease's end when it
+/// comes sooner: a dispatcher sleeps until either, never past a due row.
+pub async fn next_due_at_is_the_sooner_of_the_first_free_row_and_the_first_lease_end(
+    store: &Store,
+) {
+    setup(store, "shop", &["w"]).await;
+    trigger(store, "shop", "w", queue("jobs"), 3).await;
+    let hour = Duration::from_secs(3600);
+    emit(store, "shop", vec![invoke("w", json!(1))]).await;
+    let before = Utc::now();
+    let leased = store
+        .outbox
+        .claim_due("n1", 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert_eq!(leased.len(), 1);
+    emit(
+        store,
+        "shop",
+        vec![send("jobs", json!(2), Some(hour), None)],
+    )
+    .await;
+    let due = |at: Option<chrono::DateTime<Utc>>| at.expect("a due time");
+    let next = due(store.outbox.next_due_at().await.expect("next due"));
+    assert!(
+        next >= before + chrono::Duration::seconds(59)
+            && next <= Utc::now() + chrono::Duration::seconds(61),
+        "the lease's end, before the delayed row: {next}"
+    );
+
+    store
+        .outbox
+        .commit("n1", &[done(&leased[0], Effects::default())])
+        .await
+        .expect("commit");
+    let next = due(store.outbox.next_due_at().await.expect("next due"));
+    assert!(
+        next >= before + chrono::Duration::seconds(3599),
+        "then the delayed row: {next}"
+    );
+    emit(store, "shop", vec![invoke("w", json!(3))]).await;
+    let next = due(store.outbox.next_due_at().await.expect("next due"));
+    assert!(next <= Utc::now(), "a row due now comes first: {next}");
+}
+
 /// Leases are per claim, not per node: a run whose row was claimed again after its lease
 /// ran out (its node hung or lost the database, or was restarted under the same
 /// `PICLOUD_NODE_ID`) cannot finish, retry, release or dead-letter the row, even when the

@@ -117,6 +117,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "node_realtime_streams",
         include_str!("../../migrations/postgres/0016_node_realtime_streams.sql"),
     ),
+    (
+        "0017_outbox_claims.sql",
+        17,
+        "outbox_claims",
+        include_str!("../../migrations/postgres/0017_outbox_claims.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;

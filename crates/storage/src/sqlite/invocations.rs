@@ -1,42 +1,30 @@
-//! Invocation history's statements on SQLite. A batch is prepared inserts of up to `CHUNK`
-//! records each, inside the caller's transaction.
-use std::sync::LazyLock;
-
+//! Invocation history's statements on SQLite. A batch is prepared multi-row inserts
+//! (`super::chunked`), inside the caller's transaction.
 use shared::{InvocationRecord, StoreError};
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
-use super::ts;
+use super::{MultiRow, chunked, ts, values};
 use crate::error::db;
 use crate::repo::invocations::InvocationsSql;
 
-const INSERT: &str = r#"INSERT INTO invocations
-         (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
-          summary, logs, error, request_id, attempt, trace_id)
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
-     WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?2)
-     ON CONFLICT (id) DO NOTHING"#;
-/// Records per multi-row insert: one statement (and one round trip to SQLite's worker
-/// thread) per chunk instead of per record. 32 rows x 15 columns stays far below SQLite's
+/// `INSERT ... SELECT FROM (VALUES (..), ..)` of n records: one statement (and one round
+/// trip to SQLite's worker thread) per chunk instead of per record; a record whose app is
+/// gone is skipped by the `WHERE EXISTS`. 32 rows x 15 columns stays far below SQLite's
 /// bound-parameter limit.
-const CHUNK: usize = 32;
-
-/// `INSERT ... SELECT FROM (VALUES (..), ..)` for `rows` records; a record whose app is gone
-/// is skipped by the `WHERE EXISTS`. Only placeholders vary, never input.
-fn insert_many_sql(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; 15].join(", "));
-    let values = vec![one; rows].join(", ");
+static INSERT: MultiRow = MultiRow::new(|rows| {
     format!(
         r#"INSERT INTO invocations
          (id, app, script, version, "trigger", status, started_at, duration_ms, http_status,
           summary, logs, error, request_id, attempt, trace_id)
      SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9,
             column10, column11, column12, column13, column14, column15
-     FROM (VALUES {values})
+     FROM (VALUES {})
      WHERE EXISTS (SELECT 1 FROM apps WHERE name = column2)
-     ON CONFLICT (id) DO NOTHING"#
+     ON CONFLICT (id) DO NOTHING"#,
+        values("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     )
-}
+});
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
@@ -116,20 +104,12 @@ impl InvocationsSql for Sqlite {
         conn: &mut SqliteConnection,
         batch: &[&InvocationRecord],
     ) -> Result<(), StoreError> {
-        static CHUNK_SQL: LazyLock<String> = LazyLock::new(|| insert_many_sql(CHUNK));
-        let mut chunks = batch.chunks_exact(CHUNK);
-        for chunk in &mut chunks {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(CHUNK_SQL.as_str()));
+        for (shape, chunk) in chunked(batch) {
+            let mut query = sqlx::query(INSERT.sql(shape));
             for rec in chunk {
                 query = bind_record(query, rec)?;
             }
             query.execute(&mut *conn).await.map_err(db)?;
-        }
-        for rec in chunks.remainder() {
-            bind_record(sqlx::query(INSERT), rec)?
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
         }
         Ok(())
     }

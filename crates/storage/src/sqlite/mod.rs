@@ -121,6 +121,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "node_realtime_streams",
         include_str!("../../migrations/sqlite/0016_node_realtime_streams.sql"),
     ),
+    (
+        "0017_outbox_claims.sql",
+        17,
+        "outbox_claims",
+        include_str!("../../migrations/sqlite/0017_outbox_claims.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
@@ -190,6 +196,49 @@ async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, 
     pool.begin_with(BEGIN_WRITE).await.map_err(db)
 }
 
+/// Rows per multi-row statement, largest first: a batch goes in as one statement per
+/// binary digit of its size (at most `CHUNKS[0]` rows each), and each connection prepares
+/// no more than these few shapes of a statement.
+const CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+
+/// `rows` in runs of the sizes in `CHUNKS`, largest first, each with its shape: the index
+/// of its size in `CHUNKS`.
+fn chunked<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
+    std::iter::from_fn(move || {
+        let shape = CHUNKS.iter().position(|&n| n <= rows.len())?;
+        let (chunk, rest) = rows.split_at(CHUNKS[shape]);
+        rows = rest;
+        Some((shape, chunk))
+    })
+}
+
+/// A multi-row statement's SQL for each size in `CHUNKS`, built on first use.
+struct MultiRow {
+    /// The statement for n rows; only placeholders vary with n, never input.
+    build: fn(usize) -> String,
+    built: [std::sync::OnceLock<String>; CHUNKS.len()],
+}
+
+impl MultiRow {
+    const fn new(build: fn(usize) -> String) -> Self {
+        Self {
+            build,
+            built: [const { std::sync::OnceLock::new() }; CHUNKS.len()],
+        }
+    }
+
+    /// The statement for a chunk of `shape` (from `chunked`).
+    fn sql(&'static self, shape: usize) -> sqlx::AssertSqlSafe<&'static str> {
+        let built = self.built[shape].get_or_init(|| (self.build)(CHUNKS[shape]));
+        sqlx::AssertSqlSafe(built.as_str())
+    }
+}
+
+/// `row` (a `VALUES` row of placeholders) `rows` times, comma separated.
+fn values(row: &str, rows: usize) -> String {
+    vec![row; rows].join(", ")
+}
+
 /// Timestamps are stored as fixed-width RFC 3339 text, so text order is time order.
 fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -241,6 +290,27 @@ mod tests {
         assert_eq!(file_path("sqlite://data/p.db?mode=rwc"), "data/p.db");
         assert_eq!(file_path("sqlite:p.db"), "p.db");
         assert_eq!(file_path("./x/p.db"), "./x/p.db");
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once_in_the_fewest_statements() {
+        for n in 0..=100 {
+            let rows: Vec<usize> = (0..n).collect();
+            let sizes: Vec<usize> = chunked(&rows)
+                .map(|(shape, chunk)| {
+                    assert_eq!(
+                        chunk.len(),
+                        CHUNKS[shape],
+                        "{n}: the chunk has its shape's size"
+                    );
+                    chunk.len()
+                })
+                .collect();
+            let again: Vec<usize> = chunked(&rows).flat_map(|(_, c)| c).copied().collect();
+            assert_eq!(again, rows, "{n}: every row once, in order");
+            let fewest = n / CHUNKS[0] + (n % CHUNKS[0]).count_ones() as usize;
+            assert_eq!(sizes.len(), fewest, "{n}: {sizes:?}");
+        }
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! SQLite has one writer, so a claim is a single `UPDATE ... RETURNING` under the write
 //! lock, and a batch is one write transaction. A batch without blob writes is first tried
-//! whole inside one savepoint, its KV writes merged (`repo::kv::merge`) and applied after
-//! every event's part, its records inserted in multi-row statements; if its writes cannot
-//! be merged or fail, the savepoint rolls back and the batch is committed one event at a
-//! time, each event with KV or blob writes inside its own savepoint: one event whose
-//! writes cannot be applied is rolled back alone and committed again as a failed attempt.
+//! whole inside one savepoint: its done events' rows deleted in one statement, its KV
+//! writes merged (`repo::kv::merge`) and applied after every event's part, the rows its
+//! events emitted and its records inserted in multi-row statements. If its writes cannot be
+//! merged or fail, or a done event's lease was lost, the savepoint rolls back and the batch
+//! is committed one event at a time, each event with KV or blob writes inside its own
+//! savepoint: one event whose writes cannot be applied is rolled back alone and committed
+//! again as a failed attempt, and an event whose lease was lost is skipped alone.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +17,7 @@ use shared::{LeaseToken, StoreError};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Pool, Sqlite};
 
-use super::{begin_write, parse_ts, ts};
+use super::{MultiRow, begin_write, chunked, parse_ts, ts, values};
 use crate::error::db;
 use crate::outbox::{
     Batch, Letter, NewRow, OutboxSql, Plan, after, apply_writes, effects_failed, failed_record,
@@ -25,23 +27,23 @@ use crate::repo::invocations::InvocationsSql;
 use crate::repo::kv::{apply_merged, merge};
 use crate::sql::sql;
 
-/// A row still leased when claimed again had a run that never finished (its process
-/// stopped or hung): that run counts as an attempt. Rows whose lease ran out come first
-/// (through the small `outbox_leased` index), then the others by due time.
+/// A row is due when `available_at` has passed and it has no live lease. A claim walks
+/// `outbox_due` in due order, steps over the rows under a live lease (the events in flight)
+/// and stamps its lease without touching `available_at`, so no index entry moves; an expired
+/// lease is taken over at the row's own due time, before every row that became due after
+/// it. A row still leased when claimed again had a run that never finished (its process
+/// stopped or hung): that run counts as an attempt.
+///
+/// The limit is `+?4`, an expression, not a bare `?4`: SQLite plans a bare bound LIMIT with
+/// its value, so it would prepare the statement again every time the limit is bound.
 const CLAIM: &str = "UPDATE outbox SET
          attempt = attempt + (CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END),
-         lease_owner = ?1, lease_token = ?5, lease_expires_at = ?2, available_at = ?2
-     WHERE id IN (
-         SELECT id FROM (
-             SELECT id, 0 AS rank, available_at FROM (
-                 SELECT id, available_at FROM outbox
-                 WHERE lease_owner IS NOT NULL AND parked = 0 AND available_at <= ?3
-                 ORDER BY available_at LIMIT ?4)
-             UNION
-             SELECT id, 1 AS rank, available_at FROM (
-                 SELECT id, available_at FROM outbox WHERE parked = 0 AND available_at <= ?3
-                 ORDER BY available_at LIMIT ?4))
-         ORDER BY rank, available_at LIMIT ?4)
+         lease_owner = ?1, lease_token = ?5, lease_expires_at = ?2
+     WHERE rowid IN (
+         SELECT rowid FROM outbox
+         WHERE parked = 0 AND available_at <= ?3
+           AND (lease_owner IS NULL OR lease_expires_at <= ?3)
+         ORDER BY available_at LIMIT +?4)
      RETURNING id, app, kind, script, trigger_id, source, payload, attempt, max_attempts,
                scheduled_at, created_at,
                trace_context";
@@ -53,14 +55,35 @@ const RETRY_HELD: &str = "UPDATE outbox SET attempt = attempt + 1, available_at 
 const RELEASE_HELD: &str = "UPDATE outbox SET available_at = ?1, lease_owner = NULL,
          lease_token = NULL, lease_expires_at = NULL
      WHERE id = ?2 AND lease_owner = ?3 AND lease_token = ?4";
-const INSERT_ROW: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload,
-         attempt, max_attempts, parked, available_at, scheduled_at, created_at, trace_context)
-     VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)";
+/// n rows, at attempt 1, in one statement (`super::chunked`).
+static INSERT_ROWS: MultiRow = MultiRow::new(|rows| {
+    format!(
+        "INSERT INTO outbox (id, app, kind, script, trigger_id, source, payload, attempt,
+             max_attempts, parked, available_at, scheduled_at, created_at, trace_context)
+         VALUES {}",
+        values("(?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)", rows)
+    )
+});
+/// (node, {"id": "token", ..}): the finished rows of a merged batch, each held by `node`
+/// under the token of the claim that ran it, in one statement.
+const DELETE_FINISHED: &str = "DELETE FROM outbox
+     WHERE lease_owner = ?1 AND (id, lease_token) IN (SELECT key, value FROM json_each(?2))";
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
          (id, app, kind, script, trigger_id, source, payload, attempts, error, event_id,
           created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const NEXT_DUE: &str = "SELECT MIN(available_at) FROM outbox WHERE parked = 0";
+/// The first row without a lease, or a leased row's lease end if sooner. Only leased rows
+/// due before that first free row can be sooner (a lease ends after its row was due), so
+/// both parts walk `outbox_due` no further than the rows in flight.
+const NEXT_DUE: &str = "WITH free AS (
+         SELECT available_at AS at FROM outbox WHERE parked = 0 AND lease_owner IS NULL
+         ORDER BY available_at LIMIT 1)
+     SELECT MIN(due) FROM (
+         SELECT at AS due FROM free
+         UNION ALL
+         SELECT MAX(available_at, COALESCE(lease_expires_at, available_at)) FROM outbox
+         WHERE parked = 0 AND lease_owner IS NOT NULL
+           AND available_at <= COALESCE((SELECT at FROM free), '9999-12-31'))";
 
 impl OutboxSql for Sqlite {
     const LOCK_APP: &'static str = "SELECT 1 FROM apps WHERE name = ?";
@@ -159,24 +182,26 @@ impl OutboxSql for Sqlite {
                 .await
                 .map_err(db)?;
         }
-        for row in rows {
-            sqlx::query(INSERT_ROW)
-                .bind(row.id.to_string())
-                .bind(row.app.as_str())
-                .bind(row.kind.as_str())
-                .bind(row.script.as_deref())
-                .bind(row.trigger.map(|t| t.to_string()))
-                .bind(row.source.as_deref())
-                .bind(row.payload.as_str())
-                .bind(i64::from(row.max_attempts))
-                .bind(row.parked)
-                .bind(ts(row.available_at))
-                .bind(ts(row.scheduled_at))
-                .bind(ts(now))
-                .bind(row.trace.as_deref())
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+        let created_at = ts(now);
+        for (shape, chunk) in chunked(rows) {
+            let mut query = sqlx::query(INSERT_ROWS.sql(shape));
+            for row in chunk {
+                query = query
+                    .bind(row.id.to_string())
+                    .bind(row.app.as_str())
+                    .bind(row.kind.as_str())
+                    .bind(row.script.as_deref())
+                    .bind(row.trigger.map(|t| t.to_string()))
+                    .bind(row.source.as_deref())
+                    .bind(row.payload.as_str())
+                    .bind(i64::from(row.max_attempts))
+                    .bind(row.parked)
+                    .bind(ts(row.available_at))
+                    .bind(ts(row.scheduled_at))
+                    .bind(created_at.as_str())
+                    .bind(row.trace.as_deref());
+            }
+            query.execute(&mut *conn).await.map_err(db)?;
         }
         Ok(rows.len() as u64)
     }
@@ -188,11 +213,13 @@ impl OutboxSql for Sqlite {
     }
 }
 
-/// The whole batch inside one savepoint: every event's part without its KV writes, then
-/// the records in multi-row statements, then the held events' KV writes merged. `None`,
-/// with nothing done, when the batch has blob writes, its KV writes cannot be merged, or
-/// anything fails: the caller then commits it one event at a time (which meets the same
-/// error again if it was not about one event's writes).
+/// The whole batch inside one savepoint: the done events' rows deleted in one statement,
+/// every event's part without its KV writes, the rows its events emitted and the records
+/// in multi-row statements, then the done events' KV writes merged. `None`, with nothing
+/// done, when the batch has blob writes, its KV writes cannot be merged, a done event's
+/// row is no longer held (a lease was lost: the event-by-event commit skips just that
+/// event), or anything fails: the caller then commits it one event at a time (which meets
+/// the same error again if it was not about one event's writes or lease).
 async fn commit_merged(
     conn: &mut SqliteConnection,
     node: &str,
@@ -218,6 +245,7 @@ async fn commit_merged(
     let mut acc = Batch::default();
     let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
     let result = async {
+        delete_finished(&mut sp, node, batch).await?;
         let mut commit = Commit {
             node,
             now,
@@ -228,8 +256,7 @@ async fn commit_merged(
         let mut records = Vec::new();
         for c in batch {
             match commit.part(&mut sp, c, Writes::Deferred).await? {
-                Part::Held { inserted, .. } => {
-                    commit.acc.inserted += inserted;
+                Part::Held { .. } => {
                     records.extend(c.record.as_ref());
                     if let Some(effects) = done(c) {
                         writes.push((&c.event.app, &effects.kv[..]));
@@ -238,6 +265,8 @@ async fn commit_merged(
                 Part::Lost => commit.acc.skipped.push(c.event.id),
             }
         }
+        commit.acc.inserted += commit.plan.insert::<Sqlite>(&mut sp, now).await?;
+        commit.acc.realtime.extend(commit.plan.published());
         Sqlite::insert_records(&mut sp, &records).await?;
         let merged = merge(writes).ok_or(StoreError::Conflict("kv merge"))?;
         apply_merged::<Sqlite>(&mut sp, &merged).await
@@ -256,10 +285,49 @@ async fn commit_merged(
     }
 }
 
-/// Whether a part applies its event's KV and blob writes, or leaves them to the batch.
+/// Delete the rows of the batch's done events in one statement, each only while `node`
+/// holds it under its event's lease; `Conflict` unless every one was still held (then the
+/// caller rolls back and commits the batch event by event, which skips the lost ones).
+/// Events without a lease are left to their parts (which find them lost).
+async fn delete_finished(
+    conn: &mut SqliteConnection,
+    node: &str,
+    batch: &[EventCommit],
+) -> Result<(), StoreError> {
+    let finished: Vec<_> = batch
+        .iter()
+        .filter(|c| matches!(c.outcome, EventOutcome::Done { .. }))
+        .filter_map(|c| Some((c.event.id.to_string(), c.event.lease?.0.to_string())))
+        .collect();
+    if finished.is_empty() {
+        return Ok(());
+    }
+    // An event twice in the batch would be one key: fewer rows deleted than expected.
+    let expected = finished.len();
+    let held: serde_json::Map<String, serde_json::Value> = finished
+        .into_iter()
+        .map(|(id, token)| (id, token.into()))
+        .collect();
+    let deleted = sqlx::query(DELETE_FINISHED)
+        .bind(node)
+        .bind(json(&held)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    if usize::try_from(deleted).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict("a lease was lost"))
+    }
+}
+
+/// Whether a part applies all of its event, or leaves some of it to its merged batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Writes {
     Apply,
+    /// The batch has deleted the done events' rows (`delete_finished`: all held) and
+    /// inserts the emitted rows, applies the KV writes and inserts the records itself.
     Deferred,
 }
 
@@ -354,7 +422,7 @@ impl Commit<'_> {
     }
 
     /// One event's part: its outcome, its effects or dead letter, its record (with
-    /// `Writes::Deferred`: neither its KV and blob writes nor its record).
+    /// `Writes::Deferred`: not what its batch does, see there).
     async fn part(
         &mut self,
         conn: &mut SqliteConnection,
@@ -369,7 +437,7 @@ impl Commit<'_> {
         let mut stale = Vec::new();
         let held = match &c.outcome {
             EventOutcome::Done { effects } => {
-                let held = delete_held(conn, id, node, token).await?;
+                let held = writes == Writes::Deferred || delete_held(conn, id, node, token).await?;
                 if held && !effects.is_empty() {
                     if writes == Writes::Apply {
                         stale = apply_writes::<Sqlite>(conn, &c.event.app, effects).await?;
@@ -418,8 +486,11 @@ impl Commit<'_> {
         if !held {
             return Ok(Part::Lost);
         }
+        if writes == Writes::Deferred {
+            return Ok(Part::Held { stale, inserted: 0 });
+        }
         let inserted = self.plan.insert::<Sqlite>(conn, now).await?;
-        if let Some(record) = c.record.as_ref().filter(|_| writes == Writes::Apply) {
+        if let Some(record) = c.record.as_ref() {
             Sqlite::insert_records(conn, &[record]).await?;
         }
         // A hint only: if the savepoint rolls back, subscribers find nothing new.
