@@ -6,8 +6,9 @@
 //! - it never ticks: `QueueSampler` waits on the notification bus. An invocation notice
 //!   (records an app's runs committed, on any node) marks the app active and, when no
 //!   sample is set yet, sets one for the start of the next minute; then it counts every
-//!   active app's rows and stores them as that minute's samples. An idle server never
-//!   wakes it; after the last run, it wakes once more, at the next minute's start;
+//!   active app's rows and stores them as the samples of the minute they ran in (so a
+//!   minute's sample is its value at the minute's end). An idle server never wakes it;
+//!   after the last run, it wakes once more, at the next minute's start;
 //! - nothing on the event path waits for it or pays for it: it only hears the notices the
 //!   invocation relay sends anyway;
 //! - the database counts, so a sample is the app's whichever nodes ran its events; two
@@ -62,11 +63,12 @@ async fn run(
     next_due: impl Fn() -> tokio::time::Instant,
 ) {
     let mut active: BTreeSet<AppName> = BTreeSet::new();
-    let mut due: Option<tokio::time::Instant> = None;
+    // When the next sample is due, and the minute it is the sample of.
+    let mut due: Option<(tokio::time::Instant, DateTime<Utc>)> = None;
     loop {
         let sample_due = async move {
             match due {
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some((at, _)) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -74,9 +76,9 @@ async fn run(
             biased;
             () = shutdown.cancelled() => return,
             () = sample_due => {
-                due = None;
+                let Some((_, minute)) = due.take() else { continue };
                 let apps: Vec<AppName> = std::mem::take(&mut active).into_iter().collect();
-                if let Err(error) = sample(&store, &apps, Utc::now()).await {
+                if let Err(error) = sample(&store, &apps, minute).await {
                     tracing::warn!(error = ?error, "the apps' queues could not be sampled");
                 }
             }
@@ -85,7 +87,7 @@ async fn run(
                 Some(Heard::Notice { channel: Channel::Invocations, payload, .. }) => {
                     if let Some(app) = notice_app(&payload) {
                         active.insert(app);
-                        due.get_or_insert_with(&next_due);
+                        due.get_or_insert_with(|| (next_due(), this_minute(Utc::now())));
                     }
                 }
                 // A lost notice's app is marked by its next one.
@@ -117,7 +119,8 @@ pub(crate) fn this_minute(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
 }
 
-/// Store `apps`' queues as counted now, as their samples of the minute `at` is in.
+/// Store `apps`' queues as counted now, as their samples of the minute `at` is in (a
+/// later sample of it replaces the earlier).
 async fn sample(store: &Store, apps: &[AppName], at: DateTime<Utc>) -> Result<(), StoreError> {
     let minute = this_minute(at);
     store
