@@ -140,6 +140,45 @@ async fn the_compiled_script_is_cached_until_its_catalog_change_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploys_catalog_change_compiles_the_new_version_before_its_first_run() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy("v", r#""one""#).await;
+    h.deploy("other", r#""x""#).await;
+    // Stored behind the executor's back: a first run that read the store would answer
+    // "two"; the version compiled by the catalog change answers "one".
+    let name = ScriptName::parse("v").unwrap();
+    h.store()
+        .scripts
+        .deploy(&h.app, &name, r#""two""#)
+        .await
+        .unwrap();
+    // Another script's change leaves this one compiled.
+    h.executor
+        .catalog_changed(&CatalogChange::Script {
+            app: h.app.clone(),
+            script: ScriptName::parse("other").unwrap(),
+        })
+        .await;
+    let first = h.get("v").await;
+    assert_eq!((first.version, body(&first).as_str()), (1, "one"));
+    // Its own change compiles the new version at once.
+    h.executor
+        .catalog_changed(&CatalogChange::Script {
+            app: h.app.clone(),
+            script: name,
+        })
+        .await;
+    h.store()
+        .scripts
+        .deploy(&h.app, &ScriptName::parse("v").unwrap(), r#""three""#)
+        .await
+        .unwrap();
+    let next = h.get("v").await;
+    assert_eq!((next.version, body(&next).as_str()), (2, "two"));
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_removed_from_the_store_is_not_found() {
     let h = Harness::sqlite(ExecutorConfig::default()).await;
     h.deploy("gone", r#""here""#).await;
