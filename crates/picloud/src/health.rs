@@ -1,7 +1,8 @@
 //! Liveness, readiness and Prometheus metrics: platform routes outside `/api/v1`, no token.
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -66,25 +67,54 @@ impl Upkept {
         let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
         let runs =
             inner.register_counter(&Key::from_name("picloud_metrics_upkeeps_total"), &metadata);
-        let spawned = std::thread::Builder::new()
-            .name("picloud-metrics".into())
-            .stack_size(256 * 1024)
-            .spawn(move || upkeep_loop(&woken, &upkeep, &runs));
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "no metrics upkeep thread; histograms drain only on /metrics");
-        }
         let trigger = Arc::new(UpkeepTrigger {
             samples: AtomicU64::new(0),
             wake,
         });
+        let samples = Arc::clone(&trigger);
+        let spawned = std::thread::Builder::new()
+            .name("picloud-metrics".into())
+            .stack_size(256 * 1024)
+            .spawn(move || upkeep_loop(&woken, &upkeep, &runs, &samples.samples));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no metrics upkeep thread; histograms drain only on /metrics");
+        }
         (Upkept { inner, trigger }, handle)
     }
 }
 
-fn upkeep_loop(woken: &Receiver<()>, handle: &PrometheusHandle, runs: &Counter) {
+/// How long without a histogram sample (no script ran, no request was served) ends a
+/// busy spell.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Drain the histograms whenever `UPKEEP_EVERY` samples came in. A wake-up means the
+/// server is busy: then look every `QUIET` until no sample came in, give memory back
+/// once (`memory::release`) and sleep until the next wake-up. An idle server never wakes
+/// this thread.
+fn upkeep_loop(
+    woken: &Receiver<()>,
+    handle: &PrometheusHandle,
+    runs: &Counter,
+    samples: &AtomicU64,
+) {
     while woken.recv().is_ok() {
         handle.run_upkeep();
         runs.increment(1);
+        loop {
+            let seen = samples.load(Ordering::Relaxed);
+            match woken.recv_timeout(QUIET) {
+                Ok(()) => {
+                    handle.run_upkeep();
+                    runs.increment(1);
+                }
+                Err(RecvTimeoutError::Timeout) if samples.load(Ordering::Relaxed) == seen => {
+                    crate::memory::release();
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
     }
 }
 
