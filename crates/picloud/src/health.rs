@@ -237,56 +237,54 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn histogram_samples_are_drained_as_they_fill_without_a_scrape() {
+    /// A recorder of its own (with its own upkeep thread) and one histogram of it.
+    fn recorder() -> (Upkept, PrometheusHandle, Histogram) {
         let (recorder, handle) = Upkept::new(builder().build_recorder());
         let key = Key::from_name("test_latency_seconds");
         let metadata = Metadata::new("test", metrics::Level::INFO, None);
         let histogram = recorder.register_histogram(&key, &metadata);
-        for _ in 0..UPKEEP_EVERY - 1 {
-            histogram.record(0.5);
-        }
-        assert!(!handle.render().contains("picloud_metrics_upkeeps_total 1"));
-        histogram.record(0.5);
+        (recorder, handle, histogram)
+    }
+
+    /// The rendered metrics once they contain `line` (the upkeep thread's work is
+    /// observed, not waited for by a fixed time); fails after 10 s.
+    fn rendered_with(handle: &PrometheusHandle, line: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = handle.render();
-            if text.contains("picloud_metrics_upkeeps_total 1") {
-                assert!(
-                    text.contains(&format!("test_latency_seconds_count {UPKEEP_EVERY}")),
-                    "{text}"
-                );
-                break;
+            if text.contains(line) {
+                return text;
             }
-            assert!(Instant::now() < deadline, "no upkeep ran: {text}");
+            assert!(Instant::now() < deadline, "no {line}: {text}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
     #[test]
+    fn histogram_samples_are_drained_as_they_fill_without_a_scrape() {
+        let (_recorder, handle, histogram) = recorder();
+        for _ in 0..UPKEEP_EVERY - 1 {
+            histogram.record(0.5);
+        }
+        assert!(!handle.render().contains("picloud_metrics_upkeeps_total 1"));
+        histogram.record(0.5);
+        let text = rendered_with(&handle, "picloud_metrics_upkeeps_total 1");
+        assert!(
+            text.contains(&format!("test_latency_seconds_count {UPKEEP_EVERY}")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn memory_is_given_back_once_per_busy_spell() {
-        let (recorder, handle) = Upkept::new(builder().build_recorder());
-        let key = Key::from_name("test_latency_seconds");
-        let metadata = Metadata::new("test", metrics::Level::INFO, None);
-        let histogram = recorder.register_histogram(&key, &metadata);
-        let released = |n: u32| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let text = handle.render();
-                if text.contains(&format!("picloud_memory_releases_total {n}")) {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "no release {n}: {text}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
+        let (_recorder, handle, histogram) = recorder();
         assert!(!handle.render().contains("picloud_memory_releases_total 1"));
         for _ in 0..3 {
             histogram.record(0.5);
         }
-        released(1);
+        rendered_with(&handle, "picloud_memory_releases_total 1");
         histogram.record(0.5);
-        released(2);
+        rendered_with(&handle, "picloud_memory_releases_total 2");
         assert!(!handle.render().contains("picloud_memory_releases_total 3"));
     }
 }
