@@ -2,32 +2,18 @@
 //! group commit): one transaction, each run's part all or nothing, a failing run alone.
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
-use shared::store::{Claimed, KeyAnswer, KeyHold, SyncCommit};
+use shared::store::{App, Claimed, KeyAnswer, KeyHold, SyncCommit};
 use shared::{Effects, InvocationId, KvWrite, Store, StoreError};
 
 use super::app;
 use super::idempotency::{answer, hold, idempotent_route};
+use super::kv::{kv, set};
 use super::outbox::{emits, invoke, setup};
-
-fn set(key: &str, value: Value) -> KvWrite {
-    KvWrite::Set {
-        key: key.into(),
-        value,
-        ttl: None,
-    }
-}
 
 fn incr(key: &str, by: i64) -> KvWrite {
     KvWrite::Incr {
         key: key.into(),
         by,
-    }
-}
-
-fn kv(writes: Vec<KvWrite>) -> Effects {
-    Effects {
-        kv: writes,
-        ..Effects::default()
     }
 }
 
@@ -40,11 +26,29 @@ async fn value(store: &Store, key: &str) -> Option<Value> {
         .map(|e| e.value)
 }
 
-/// The error kinds of a group's results (`None` for a committed run).
-fn errors(results: &[Result<(), StoreError>]) -> Vec<Option<String>> {
+/// Unkeyed runs, each to its app.
+fn unkeyed<'a>(runs: &'a [(&'a App, Effects)]) -> Vec<SyncCommit<'a>> {
+    runs.iter()
+        .map(|(app, effects)| SyncCommit {
+            app,
+            effects,
+            answer: None,
+        })
+        .collect()
+}
+
+/// Commit `group`; what became of each run: "ok" or its error.
+async fn outcomes(store: &Store, group: &[SyncCommit<'_>]) -> Vec<String> {
+    let results = store.outbox.apply_group(group).await;
+    assert_eq!(results.len(), group.len(), "one result per run");
     results
         .iter()
-        .map(|r| r.as_ref().err().map(|e| format!("{e:?}")))
+        .map(|result| match result {
+            Ok(()) => "ok".to_owned(),
+            Err(StoreError::NotFound(what)) => format!("{what} not found"),
+            Err(StoreError::Conflict(what)) => format!("conflict: {what}"),
+            Err(other) => format!("{other:?}"),
+        })
         .collect()
 }
 
@@ -71,24 +75,9 @@ pub async fn a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_
         (&old, kv(vec![set("x", json!(1))])),
         (&shop, kv(vec![incr("n", 2), set("a", json!(4))])),
     ];
-    let group: Vec<SyncCommit<'_>> = runs
-        .iter()
-        .map(|(app, effects)| SyncCommit {
-            app,
-            effects,
-            answer: None,
-        })
-        .collect();
-    let results = store.outbox.apply_group(&group).await;
     assert_eq!(
-        errors(&results),
-        [
-            None,
-            Some("Conflict(\"kv integer\")".into()),
-            None,
-            Some("NotFound(\"app\")".into()),
-            None
-        ]
+        outcomes(store, &unkeyed(&runs)).await,
+        ["ok", "conflict: kv integer", "ok", "app not found", "ok"]
     );
     assert_eq!(
         value(store, "n").await,
@@ -111,39 +100,23 @@ pub async fn a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_
     // Writes that do not merge (one key set by one run and incremented by another) are
     // committed run by run, in the group's order, in the same transaction.
     let runs = [
-        kv(vec![set("m", json!(5))]),
-        kv(vec![incr("m", 1)]),
-        kv(vec![incr("text", 1), set("never", json!(1))]),
-        kv(vec![incr("m", -2)]),
+        (&shop, kv(vec![set("m", json!(5))])),
+        (&shop, kv(vec![incr("m", 1)])),
+        (&shop, kv(vec![incr("text", 1), set("never", json!(1))])),
+        (&shop, kv(vec![incr("m", -2)])),
     ];
-    let group: Vec<SyncCommit<'_>> = runs
-        .iter()
-        .map(|effects| SyncCommit {
-            app: &shop,
-            effects,
-            answer: None,
-        })
-        .collect();
-    let results = store.outbox.apply_group(&group).await;
     assert_eq!(
-        errors(&results),
-        [None, None, Some("Conflict(\"kv integer\")".into()), None]
+        outcomes(store, &unkeyed(&runs)).await,
+        ["ok", "ok", "conflict: kv integer", "ok"]
     );
     assert_eq!(value(store, "m").await, Some(json!(4)));
     assert_eq!(value(store, "never").await, None);
 
     // A group whose runs all go in: one hot key set by each.
-    let runs: Vec<Effects> = (1..=3).map(|i| kv(vec![set("hot", json!(i))])).collect();
-    let group: Vec<SyncCommit<'_>> = runs
-        .iter()
-        .map(|effects| SyncCommit {
-            app: &shop,
-            effects,
-            answer: None,
-        })
+    let runs: Vec<_> = (1..=3)
+        .map(|i| (&shop, kv(vec![set("hot", json!(i))])))
         .collect();
-    let results = store.outbox.apply_group(&group).await;
-    assert_eq!(errors(&results), [None, None, None]);
+    assert_eq!(outcomes(store, &unkeyed(&runs)).await, ["ok", "ok", "ok"]);
     assert_eq!(
         value(store, "hot").await,
         Some(json!(3)),
@@ -202,15 +175,9 @@ pub async fn a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_
             answer: Some(answer),
         })
         .collect();
-    let results = store.outbox.apply_group(&group).await;
     assert_eq!(
-        errors(&results),
-        [
-            None,
-            None,
-            Some("Conflict(\"idempotency key\")".into()),
-            None
-        ]
+        outcomes(store, &group).await,
+        ["ok", "ok", "conflict: idempotency key", "ok"]
     );
     assert_eq!(
         value(store, "orders").await,
