@@ -141,28 +141,16 @@ pub async fn a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_
     let lost = hold(route, "lost");
     let stored = [answer("1"), answer("2"), answer("3"), answer("4")];
     let expires_at = Utc::now() + Duration::minutes(5);
-    let answers = [
-        KeyAnswer {
-            hold: &held[0],
-            answer: &stored[0],
+    let holders = [&held[0], &held[1], &lost, &held[2]];
+    let answers: Vec<KeyAnswer<'_>> = holders
+        .into_iter()
+        .zip(&stored)
+        .map(|(hold, answer)| KeyAnswer {
+            hold,
+            answer,
             expires_at,
-        },
-        KeyAnswer {
-            hold: &held[1],
-            answer: &stored[1],
-            expires_at,
-        },
-        KeyAnswer {
-            hold: &lost,
-            answer: &stored[2],
-            expires_at,
-        },
-        KeyAnswer {
-            hold: &held[2],
-            answer: &stored[3],
-            expires_at,
-        },
-    ];
+        })
+        .collect();
     let order = kv(vec![incr("orders", 1), set("last", json!("x"))]);
     let nothing = Effects::default();
     let effects = [&order, &order, &order, &nothing];
