@@ -95,6 +95,10 @@ struct Args {
     /// Seconds of load under callgrind for instructions per request (0: skip).
     #[arg(long, default_value_t = 5)]
     callgrind_secs: u64,
+    /// Where callgrind's dumps are written and kept, for `callgrind_annotate` (default: a
+    /// temp dir removed at the end).
+    #[arg(long)]
+    callgrind_dir: Option<std::path::PathBuf>,
     /// Redeploys for the deploy-to-first-response figure (0: skip).
     #[arg(long, default_value_t = 100)]
     redeploys: usize,
@@ -340,6 +344,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 &exe,
                 &picloud_bin,
                 work.path(),
+                args.callgrind_dir.as_deref(),
                 args.callgrind_secs,
             )?);
         } else {
@@ -377,9 +382,10 @@ fn instructions(
     exe: &std::path::Path,
     picloud_bin: &std::path::Path,
     work: &std::path::Path,
+    keep_in: Option<&std::path::Path>,
     secs: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let dir = work.join("callgrind");
+    let dir = keep_in.map_or_else(|| work.join("callgrind"), std::path::Path::to_path_buf);
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--serve-baseline");

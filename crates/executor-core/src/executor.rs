@@ -205,7 +205,7 @@ impl Runner {
         );
         let (out, effects) = self
             .sandbox
-            .run_in(&compiled.ast, &inv.input, &limits, Some(host));
+            .run_in(&compiled, &inv.input, &limits, Some(host));
         Ok(self.finish(Execution {
             version: compiled.version,
             started_at,
@@ -261,7 +261,7 @@ impl Runner {
                 version: active.version,
                 error,
             })?;
-        let compiled = Arc::new(Compiled::new(active.version, ast));
+        let compiled = Arc::new(Compiled::new(active.version, ast, &active.source));
         self.cache
             .insert_if_current(app, script, Arc::clone(&compiled), generation);
         Ok(compiled)

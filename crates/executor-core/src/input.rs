@@ -22,6 +22,25 @@ pub(crate) fn scope_for(input: &InvocationInput) -> Scope<'static> {
     scope
 }
 
+/// The scope of an executor run: `scope_for`, but without `request` for a script that
+/// cannot read it (`may_read_request` said no when it was compiled), which then costs
+/// nothing to build.
+pub(crate) fn scope_of_run(input: &InvocationInput, reads_request: bool) -> Scope<'static> {
+    match input {
+        InvocationInput::Http(_) if !reads_request => Scope::new(),
+        _ => scope_for(input),
+    }
+}
+
+/// Whether a script with this source can read `request`. Rhai reaches a variable only by
+/// its name written in the script (`request`, `global::request`, a closure's capture) or
+/// by a name given as a string to `is_def_var` (`eval`, which could make one up, is
+/// disabled), so a source that contains neither word cannot. Conservative: the word in
+/// a comment or a string counts too.
+pub(crate) fn may_read_request(source: &str) -> bool {
+    source.contains("request") || source.contains("is_def_var")
+}
+
 /// `event`: id, kind, topic or queue (by kind; also `source`), payload, attempt,
 /// max_attempts, scheduled_at (RFC 3339).
 fn event_map(event: &Event) -> Map {
@@ -93,4 +112,32 @@ fn string_map(src: &BTreeMap<String, String>) -> Map {
         map.insert(k.as_str().into(), v.as_str().into());
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_source_that_names_request_or_asks_by_name_may_read_it() {
+        for reads in [
+            "request.path",
+            "fn f() { global::request.method } f()",
+            "let g = || request.body; g.call()",
+            "// request\n1",
+            r#"is_def_var("req" + "uest")"#,
+        ] {
+            assert!(may_read_request(reads), "{reads}");
+        }
+        for blind in ["\"Hello, world!\"", "let r = 1; r + 2", "kv::get(\"x\")"] {
+            assert!(!may_read_request(blind), "{blind}");
+        }
+    }
+
+    #[test]
+    fn a_run_that_cannot_read_the_request_gets_an_empty_scope() {
+        let http = InvocationInput::Http(HttpRequest::default());
+        assert!(scope_of_run(&http, true).contains("request"));
+        assert!(scope_of_run(&http, false).is_empty());
+    }
 }

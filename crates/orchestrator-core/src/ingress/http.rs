@@ -437,7 +437,7 @@ fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
 
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let raw = headers.get(REQUEST_ID)?.to_str().ok()?;
     if raw.is_empty() {
         return None;
     }
@@ -509,8 +509,6 @@ async fn run_and_record(
     if settled.status != InvocationStatus::Ok {
         span.fail(settled.error.clone().unwrap_or_default());
     }
-    let trace_id = span.trace_id();
-    drop(span);
     if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
         METRICS.sampled.increment(1);
         return answer;
@@ -519,6 +517,9 @@ async fn run_and_record(
         orchestrator.recorder.count_bounded(&app);
         return answer;
     }
+    // Only a recorded run needs its trace id as text.
+    let trace_id = span.trace_id();
+    drop(span);
     cap_logs(&mut settled.logs, orchestrator.config.records.max_log_bytes);
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
@@ -543,23 +544,27 @@ async fn run_and_record(
     answer
 }
 
-/// The run's span: a child of the caller's `traceparent` header, or a new trace.
+/// The run's span: a child of the caller's `traceparent` header, or a new trace. Its name
+/// and attributes are made only when spans are recorded.
 fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
     let parent = match &invocation.input {
         InvocationInput::Http(request) => request.headers.get("traceparent").map(String::as_str),
         InvocationInput::Event(_) => None,
     };
-    orchestrator.config.tracing.start(
-        format!("{method} {}/{}", invocation.app, invocation.script),
-        SpanKind::Server,
-        parent,
-        vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("picloud.app", invocation.app.to_string()),
-            KeyValue::new("picloud.script", invocation.script.to_string()),
-            KeyValue::new("picloud.invocation_id", invocation.id.to_string()),
-        ],
-    )
+    orchestrator
+        .config
+        .tracing
+        .start_described(SpanKind::Server, parent, || {
+            (
+                format!("{method} {}/{}", invocation.app, invocation.script).into(),
+                vec![
+                    KeyValue::new("http.request.method", method.to_string()),
+                    KeyValue::new("picloud.app", invocation.app.to_string()),
+                    KeyValue::new("picloud.script", invocation.script.to_string()),
+                    KeyValue::new("picloud.invocation_id", invocation.id.to_string()),
+                ],
+            )
+        })
 }
 
 /// Commit a successful run's effects (in a group commit with the runs that finish with
