@@ -11,8 +11,9 @@
 //! Every step before the lane is in memory; the only I/O is the executor hand-off. The
 //! run and its record happen in their own task, so a caller that hangs up mid-run still
 //! leaves a record for the app's owner. A successful run's storage writes and emitted
-//! events are committed in one transaction BEFORE the answer is sent (so a caller that
-//! reads right after sees them); a run without effects touches no database.
+//! events are committed in one transaction (shared with the runs that finish with it:
+//! `super::commit`) BEFORE the answer is sent (so a caller that reads right after sees
+//! them); a run without effects touches no database.
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -33,12 +34,13 @@ use metrics::{Counter, Histogram, counter, histogram};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
-use shared::store::{App, Claimed, IdempotencyKey, KeyAnswer, KeyHold, StoredAnswer};
+use shared::store::{App, Claimed, IdempotencyKey, KeyHold, StoredAnswer};
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
 };
 
+use super::commit::Answer;
 use super::error::{INVOCATION_ID_HEADER, IngressError, invocation_id_value};
 use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
@@ -482,7 +484,7 @@ async fn run_and_record(
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
     let (answer, stored) = match answer {
         Ok(response) => {
-            match commit(&orchestrator, &owner, &effects, response, keyed.as_ref()).await {
+            match commit(&orchestrator, &owner, effects, response, keyed.as_ref()).await {
                 Ok((response, stored)) => (Ok(response), stored),
                 Err(source) => {
                     settled.status = InvocationStatus::Error;
@@ -565,13 +567,14 @@ fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Met
         })
 }
 
-/// Commit a successful run's effects: with its answer for a keyed request whose answer
-/// can be replayed, alone otherwise (touching no database when there are none). Returns
-/// the answer to send and whether it was stored for its key.
+/// Commit a successful run's effects (in a group commit with the runs that finish with
+/// it): with its answer for a keyed request whose answer can be replayed, alone otherwise
+/// (touching no database when there are none). Returns, once they are committed, the
+/// answer to send and whether it was stored for its key.
 async fn commit(
     orchestrator: &Orchestrator,
     owner: &App,
-    effects: &Effects,
+    effects: Effects,
     response: Response,
     keyed: Option<&Keyed>,
 ) -> Result<(Response, bool), Box<dyn std::error::Error + Send + Sync>> {
@@ -579,21 +582,23 @@ async fn commit(
         // A 5xx is not replayed: its key is released, so a retry runs.
         Some(keyed) if !response.status().is_server_error() => {
             let (response, answer) = to_stored(response).await?;
-            let answer = KeyAnswer {
-                hold: &keyed.hold,
-                answer: &answer,
+            let answer = Answer {
+                hold: keyed.hold.clone(),
+                answer,
                 expires_at: Utc::now() + keyed.ttl,
             };
             orchestrator
-                .store
-                .outbox
-                .apply_answered(owner, effects, &answer)
+                .writes
+                .commit(owner.clone(), effects, Some(answer))
                 .await?;
             Ok((response, true))
         }
         _ if effects.is_empty() => Ok((response, false)),
         _ => {
-            orchestrator.store.outbox.apply_to(owner, effects).await?;
+            orchestrator
+                .writes
+                .commit(owner.clone(), effects, None)
+                .await?;
             Ok((response, false))
         }
     }

@@ -13,6 +13,8 @@
 //!   repeated idempotency key sends nothing;
 //! - a sync run's answer to an HTTP idempotency key is stored in the transaction that
 //!   commits its effects (`apply_answered`), or neither is committed;
+//! - sync runs committed together (`apply_group`, `sync`) share one transaction, and each
+//!   run's part is still all or nothing: one that cannot be committed fails alone;
 //! - a publish on a topic exposed to browsers also becomes a realtime event in the same
 //!   transaction, its id taken from the app's counter (`plan`), and is announced on the
 //!   bus only after the commit;
@@ -35,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::bus::{Channel, Heard, NotificationBus};
-use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository};
+use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository, SyncCommit};
 use shared::{AppName, Effects, Event, EventId, LeaseToken, StoreError};
 use sqlx::Pool;
 use tokio::sync::Notify;
@@ -50,6 +52,7 @@ use crate::sql::{Cols, Db, sql};
 mod effects; // a run's KV and blob writes; when they fail; the objects they leave
 mod plan; // emitted events and dead letters become rows: routing, fan-out, parking, keys
 mod row; // a claimed row back into an event, or what of it a dead letter keeps
+mod sync; // sync runs' effects: alone, or a group in one transaction
 
 pub(crate) use effects::{
     Batch, EFFECTS_FAILED, apply_writes, effects_failed, failed_record, new_objects,
@@ -74,6 +77,17 @@ pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
 /// A value as the JSON text the outbox and dead-letter columns take.
 pub(crate) fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(StoreError::backend)
+}
+
+/// The same error again, for each run of a group whose transaction failed as a whole (the
+/// backend's detail as text: it is only logged).
+fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NotFound(what) => StoreError::NotFound(what),
+        StoreError::Conflict(what) => StoreError::Conflict(what),
+        StoreError::Busy => StoreError::Busy,
+        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+    }
 }
 
 /// The outbox's statements, with their arguments in placeholder order, and what a backend
@@ -168,59 +182,48 @@ impl<DB: OutboxSql> Outbox<DB> {
         }
     }
 
-    /// `apply`, and with `created_at` only to the app created then.
-    async fn apply_as_of(
-        &self,
-        app: &AppName,
-        created_at: Option<DateTime<Utc>>,
-        effects: &Effects,
-        answer: Option<&KeyAnswer<'_>>,
-    ) -> Result<(), StoreError> {
+    /// Commit sync runs' effects in one transaction (`sync`); one result per run. After
+    /// the commit: wake the dispatcher, announce realtime events, remove the objects the
+    /// runs unreferenced; the new objects of runs that did not commit are removed.
+    async fn apply_runs(&self, runs: &[sync::Run<'_>]) -> Vec<Result<(), StoreError>> {
         let now = now();
-        let result = async {
+        let mut applied = sync::Applied::default();
+        let outcome = async {
             let mut tx = DB::begin_write(&self.pool).await?;
-            let found = match created_at {
-                None => sql::<DB>(DB::LOCK_APP).bind(app.as_str()),
-                Some(at) => sql::<DB>(DB::LOCK_APP_IS).bind(app.as_str()).bind(at),
-            };
-            found
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or(StoreError::NotFound("app"))?;
-            let stale = apply_writes::<DB>(&mut tx, app, effects).await?;
-            let mut plan = Plan::default();
-            plan.emits::<DB>(
-                &mut tx,
-                app,
-                &effects.emitted,
-                effects.trace.as_deref(),
-                now,
-            )
-            .await?;
-            let inserted = plan.insert::<DB>(&mut tx, now).await?;
-            if let Some(answer) = answer {
-                crate::repo::idempotency::answer::<DB>(&mut tx, answer).await?;
+            let results = sync::apply::<DB>(&mut tx, runs, now, &mut applied).await?;
+            if results.iter().any(Result::is_ok) {
+                tx.commit().await.map_err(db)?;
             }
-            tx.commit().await.map_err(db)?;
-            Ok::<_, StoreError>((stale, inserted, plan.published()))
+            Ok::<_, StoreError>(results)
         }
         .await;
-        match result {
-            Ok((stale, inserted, published)) => {
-                if inserted > 0 {
-                    self.inserted.notify_one();
-                }
-                self.announce(&published).await;
-                self.remove_objects(&stale).await;
-                Ok(())
+        let results = match outcome {
+            Ok(results) => results,
+            Err(error) => {
+                let copies: Vec<_> = runs.iter().skip(1).map(|_| again(&error)).collect();
+                std::iter::once(error).chain(copies).map(Err).collect()
             }
-            Err(e) => {
-                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
-                    .await;
-                Err(e)
+        };
+        if results.iter().any(Result::is_ok) {
+            if applied.inserted > 0 {
+                self.inserted.notify_one();
             }
+            self.announce(&applied.published).await;
+            self.remove_objects(&applied.stale).await;
         }
+        let orphans: Vec<String> = runs
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_err())
+            .flat_map(|(run, _)| new_objects(run.effects))
+            .collect();
+        self.remove_objects(&orphans).await;
+        results
+    }
+
+    /// One run's effects, in a transaction of its own.
+    async fn apply_one(&self, run: sync::Run<'_>) -> Result<(), StoreError> {
+        self.apply_runs(&[run]).await.pop().unwrap_or(Ok(()))
     }
 
     /// Turn a claimed row that does not decode into a dead letter that can be read. Best
@@ -328,12 +331,23 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     }
 
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(app, None, effects, None).await
+        self.apply_one(sync::Run {
+            app,
+            created_at: None,
+            effects,
+            answer: None,
+        })
+        .await
     }
 
     async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(&app.name, Some(app.created_at), effects, None)
-            .await
+        self.apply_one(sync::Run {
+            app: &app.name,
+            created_at: Some(app.created_at),
+            effects,
+            answer: None,
+        })
+        .await
     }
 
     async fn apply_answered(
@@ -342,8 +356,26 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         effects: &Effects,
         answer: &KeyAnswer<'_>,
     ) -> Result<(), StoreError> {
-        self.apply_as_of(&app.name, Some(app.created_at), effects, Some(answer))
-            .await
+        self.apply_one(sync::Run {
+            app: &app.name,
+            created_at: Some(app.created_at),
+            effects,
+            answer: Some(answer),
+        })
+        .await
+    }
+
+    async fn apply_group(&self, group: &[SyncCommit<'_>]) -> Vec<Result<(), StoreError>> {
+        let runs: Vec<sync::Run<'_>> = group
+            .iter()
+            .map(|c| sync::Run {
+                app: &c.app.name,
+                created_at: Some(c.app.created_at),
+                effects: c.effects,
+                answer: c.answer,
+            })
+            .collect();
+        self.apply_runs(&runs).await
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
