@@ -92,6 +92,13 @@ struct Args {
     /// Backends to measure (sqlite, postgres); default both.
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
+    /// Events run under callgrind per backend and handler, for instructions per event
+    /// (0: skip).
+    #[arg(long, default_value_t = 0)]
+    callgrind_events: u64,
+    /// Keep the callgrind dumps in this directory (default: a temp dir, removed).
+    #[arg(long)]
+    callgrind_dir: Option<PathBuf>,
     /// Seconds of load under callgrind for instructions per request (0: skip).
     #[arg(long, default_value_t = 5)]
     callgrind_secs: u64,
@@ -221,11 +228,26 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
+        let callgrind = if args.callgrind_events > 0 && !callgrind::available() {
+            eprintln!(
+                "valgrind is not installed: no instructions per event (apt-get install -y valgrind)"
+            );
+            0
+        } else {
+            args.callgrind_events
+        };
         let plan = events::Plan {
             burst: args.events.max(1),
             queued: args.queued,
             paced: args.paced,
+            callgrind,
         };
+        let dumps = match &args.callgrind_dir {
+            Some(dir) => dir.clone(),
+            None => work.path().join("callgrind"),
+        };
+        std::fs::create_dir_all(&dumps).context("cannot create the callgrind dump dir")?;
+        let dumps = events::CallgrindDir(&dumps);
         let wants = |b: &str| args.backends.is_empty() || args.backends.iter().any(|x| x == b);
         if wants("sqlite") {
             let (runs, paced) = events::run(
@@ -235,6 +257,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 &mut || Ok(None),
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);
@@ -258,6 +281,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 },
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);
