@@ -326,15 +326,8 @@ pub fn run(
             let url = next_url()?;
             let name = format!("{backend}-callgrind-{i}");
             let n = plan.callgrind;
-            let per_event = instructions_per_event(
-                bin,
-                work,
-                &name,
-                url.as_deref(),
-                handler,
-                n,
-                callgrind,
-            )?;
+            let per_event =
+                instructions_per_event(bin, work, &name, url.as_deref(), handler, n, callgrind)?;
             Some((n, per_event))
         } else {
             None
@@ -368,7 +361,15 @@ pub fn run(
                 .await?;
             anyhow::ensure!(res.status().is_success(), "produce: {}", res.status());
         }
-        wait_done(&http, addr, "topic", paced_events, Duration::from_secs(60), POLL).await?;
+        wait_done(
+            &http,
+            addr,
+            "topic",
+            paced_events,
+            Duration::from_secs(60),
+            POLL,
+        )
+        .await?;
         delay_quantiles(&http, addr).await
     })?;
     drop(server);

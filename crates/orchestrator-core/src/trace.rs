@@ -189,17 +189,21 @@ impl RunSpan {
     /// The `traceparent` a child of this span is started under.
     pub fn traceparent(&self) -> String {
         let sc = self.context();
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &sc.trace_id().to_bytes());
+        out.push('-');
+        push_hex(&mut out, &sc.span_id().to_bytes());
+        out.push('-');
+        push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+        out
     }
 
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
-        self.context().trace_id().to_string()
+        let mut out = String::with_capacity(32);
+        push_hex(&mut out, &self.context().trace_id().to_bytes());
+        out
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {
@@ -209,6 +213,16 @@ impl RunSpan {
     /// Mark the run failed with `message`.
     pub fn fail(&self, message: impl Into<Cow<'static, str>>) {
         self.cx.span().set_status(Status::error(message));
+    }
+}
+
+/// `bytes` as lowercase hex, as the ids' `Display` writes them, without `fmt` (every event
+/// writes two ids).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
 }
 
@@ -335,6 +349,21 @@ async fn export_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let mut out = String::new();
+        push_hex(&mut out, &trace.to_bytes());
+        assert_eq!(out, trace.to_string());
+        out.clear();
+        push_hex(&mut out, &span.to_bytes());
+        assert_eq!(out, span.to_string());
+        out.clear();
+        push_hex(&mut out, &[0x01, 0xff]);
+        assert_eq!(out, "01ff");
+    }
 
     #[test]
     fn a_traceparent_is_read_only_when_well_formed() {
