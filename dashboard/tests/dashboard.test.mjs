@@ -126,7 +126,10 @@ test('apps are created and listed, and deleting one names what goes', async () =
   await page.getByLabel('New app name').fill('Bad Name');
   await page.getByRole('button', { name: 'Create app' }).click();
   await page.getByRole('alert').waitFor();
-  assert.match(await page.getByRole('alert').innerText(), /app name|lowercase|invalid|slug/i);
+  // The API's own message, word for word.
+  const refused = await admin(server, 'POST', '/api/v1/apps', { name: 'Bad Name' });
+  assert.equal(refused.status, 400);
+  assert.equal(await page.getByRole('alert').innerText(), refused.body.error.message);
   await page.getByLabel('New app name').fill('scratch');
   await page.getByRole('button', { name: 'Create app' }).click();
   await page.getByRole('link', { name: 'scratch' }).waitFor();
@@ -283,6 +286,20 @@ test('two versions are compared and an earlier one rolled back', async () => {
 test('invocations are filtered and opened', async () => {
   await page.goto(dash('apps/shop/invocations'));
   await page.getByRole('button', { name: /Open invocation/ }).first().waitFor();
+  // The trigger kind is filtered by the server: the request names it, and the page
+  // shows what the API answers for it.
+  await page.getByLabel('Trigger kind').selectOption('cron');
+  const asked = page.waitForRequest((r) => /\/invocations\?.*trigger=cron/.test(r.url()));
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await asked;
+  const crons = (await admin(server, 'GET', '/api/v1/apps/shop/invocations?trigger=cron')).body.invocations;
+  assert.ok(crons.length >= 1, 'the cron run of "Run now"');
+  await until(async () => (await page.getByRole('button', { name: /Open invocation/ }).count()) === crons.length, 'the cron runs alone');
+  for (const row of await page.locator('tbody tr').all()) assert.match(await row.innerText(), /\bcron\b/);
+  await page.getByLabel('Trigger kind').selectOption('dead_letter');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.getByText('No invocations match.').waitFor();
+  await page.getByLabel('Trigger kind').selectOption('');
   await page.getByLabel('Status').selectOption('error');
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.getByText('No invocations match.').waitFor();
@@ -292,6 +309,56 @@ test('invocations are filtered and opened', async () => {
   await page.getByRole('heading', { name: /Invocation / }).waitFor();
   assert.match(await page.locator('section.panel').last().innerText(), /two for pi/);
   await audit('invocations');
+});
+
+test('very long logs, bodies and payloads are cut in view and downloaded whole', async () => {
+  // 12,000 characters of log, of body and of payload: more than the 10,000 shown.
+  const long = 'let s = ""; for i in 0..1200 { s += "0123456789"; }';
+  await admin(server, 'PUT', '/api/v1/apps/shop/scripts/chatty', { source: `${long} log::info(s); queue::send("big-q", #{ text: s }); s` });
+  await admin(server, 'POST', '/api/v1/apps/shop/triggers', { kind: 'http', method: 'GET', path: '/chatty', script: 'chatty' });
+  await admin(server, 'PUT', '/api/v1/apps/shop/scripts/refuses', { source: 'throw "too big";' });
+  await admin(server, 'POST', '/api/v1/apps/shop/triggers', { kind: 'queue', queue: 'big-q', script: 'refuses', max_attempts: 1 });
+  const whole = '0123456789'.repeat(1200);
+  const saved = async (button) => {
+    const [file] = await Promise.all([page.waitForEvent('download'), button.click()]);
+    return readFileSync(await file.path(), 'utf8');
+  };
+
+  // The test run's body and logs.
+  await page.goto(dash('apps/shop/scripts/chatty'));
+  await page.locator('.cm-content').waitFor();
+  await page.getByLabel('Path', { exact: true }).fill('/chatty');
+  await page.getByRole('button', { name: 'Send request' }).click();
+  await page.getByTestId('run-body-cut').waitFor();
+  assert.equal((await page.getByTestId('run-body').innerText()).length, 10000);
+  assert.match(await page.getByTestId('run-body-cut').innerText(), /Showing the first 10000 of 12000 characters/);
+  assert.equal(await saved(page.getByRole('button', { name: 'Download the whole body' })), whole);
+  await page.getByTestId('run-logs-cut').waitFor();
+  assert.ok((await saved(page.getByRole('button', { name: 'Download the whole logs' }))).endsWith(`info: ${whole}`));
+
+  // An invocation's logs.
+  await page.goto(dash('apps/shop/invocations'));
+  await page.getByLabel('Script').fill('chatty');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await until(async () => (await page.getByRole('button', { name: /Open invocation/ }).count()) === 1, 'the chatty run alone');
+  await page.getByRole('button', { name: /Open invocation/ }).click();
+  await page.getByTestId('inv-logs-cut').waitFor();
+  assert.ok((await page.getByTestId('inv-logs').innerText()).length <= 10000);
+  assert.ok((await saved(page.getByRole('button', { name: 'Download the whole logs' }))).endsWith(`info: ${whole}`));
+  await audit('invocation-long-logs', false);
+
+  // A dead letter's payload.
+  const letter = await until(async () => {
+    const { body } = await admin(server, 'GET', '/api/v1/apps/shop/dead-letters?script=refuses');
+    return body.dead_letters[0];
+  }, 'the big dead letter');
+  await page.goto(dash('apps/shop/dead-letters'));
+  await page.getByRole('button', { name: `Inspect dead letter ${letter.id}` }).click();
+  await page.getByTestId('dl-payload-cut').waitFor();
+  assert.equal((await page.getByTestId('dl-payload').innerText()).length, 10000);
+  const payload = JSON.parse(await saved(page.getByRole('button', { name: 'Download the whole payload' })));
+  assert.equal(payload.text, whole);
+  await admin(server, 'DELETE', `/api/v1/apps/shop/dead-letters/${letter.id}`);
 });
 
 test('a dead letter is inspected and replayed', async () => {
@@ -366,13 +433,23 @@ test('the overview charts an app\'s last hour from the server\'s per-minute figu
     await page.getByRole('button', { name: 'Refresh' }).click();
     return false;
   }, "the overview to show the stats route's figures");
-  for (const id of ['chart-invocations', 'chart-durations']) {
+  // The queue charts end with the app's current counts, as the queue history route says.
+  const { body: queue } = await admin(server, 'GET', '/api/v1/apps/shop/queue/history');
+  const last = queue.minutes.at(-1);
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await until(async () => (await summary.innerText()).includes(`${last.dead_letters} dead letter(s) waiting`), 'the dead letters waiting');
+  for (const [id, value] of [['chart-queue', last.queue_depth], ['chart-dead-letters', last.dead_letters]]) {
+    const cell = page.getByTestId(id).locator('tbody tr').last().locator('td').last();
+    assert.equal(await cell.textContent(), String(value), `${id} ends with the current count`);
+  }
+  for (const id of ['chart-invocations', 'chart-durations', 'chart-queue', 'chart-dead-letters']) {
     const chart = page.getByTestId(id);
     assert.equal(await chart.locator('canvas').count(), 1, `${id} draws on a canvas`);
     await chart.getByText(/as a table/).click();
     assert.ok(await chart.locator('tbody tr').count() >= 1, `${id} has a table`);
   }
-  await audit('overview');
+  await audit('overview', false);
+  await page.screenshot({ path: `${shots}dashboard-overview.png`, fullPage: true });
 });
 
 test('realtime topics are exposed, published to and unexposed; origins set; the key rotated', async () => {

@@ -126,6 +126,10 @@ struct Args {
     /// Publishes in the realtime burst.
     #[arg(long, default_value_t = 50)]
     realtime_publishes: u64,
+    /// Single realtime publishes after the burst, each once the one before reached every
+    /// stream: one publish's fan-out latency.
+    #[arg(long, default_value_t = 20)]
+    realtime_single: u64,
     /// Length of the idle-streams CPU window at the largest subscriber count (0: skip).
     #[arg(long, default_value_t = 30)]
     realtime_idle_secs: u64,
@@ -205,6 +209,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
             &args.subscribers,
             realtime::Plan {
                 publishes: args.realtime_publishes,
+                single: args.realtime_single,
                 idle_secs: args.realtime_idle_secs,
                 idle_from: largest,
             },

@@ -6,19 +6,23 @@
 //! Per pair: the server's VmRSS before and after N streams are open (so KB per
 //! connection), optionally its CPU ticks while the N streams sit idle (nothing but
 //! heartbeats), then a burst of publishes (PiCloud: the admin publish route; bare: a POST
-//! that sends into the channel), one after another as fast as the server answers. Every
-//! payload carries its sequence number; the client notes the instant just before each
-//! publish is sent and each stream the instant it reads the event, so latency is publish
-//! -> delivery on that stream, over all subscribers and publishes. Events delivered per
-//! second are N x publishes over the time from the first publish to the last delivery.
+//! that sends into the channel), one after another as fast as the server answers, then
+//! single publishes, each sent once every stream has the one before (the fan-out of one
+//! publish, not queued behind others). Every payload carries its sequence number; the
+//! client notes the instant just before each publish is sent and each stream the instant
+//! it reads the event, so latency is publish -> delivery on that stream, over all
+//! subscribers and publishes of a phase. Events delivered per second are N x burst
+//! publishes over the time from the first publish to the last delivery of the burst.
 //!
 //! The client is in this process: one small tokio task per stream, a raw TCP socket and
 //! a 2 KiB line reader (the chunk-size lines of HTTP/1.1 chunked encoding are lines too,
 //! and skipped: an SSE frame is written as one chunk, so a `data:` line is never split).
+//! A delivery is noted in the stream's own slot (an atomic per stream and publish), so
+//! the streams share no lock and the client costs both servers the same.
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,14 +50,48 @@ pub struct RealtimeRun {
     pub subscribers: usize,
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
+    /// Publishes of the burst.
     pub publishes: u64,
+    /// Deliveries seen, of the burst and the single publishes.
     pub delivered: u64,
+    /// Burst: publish -> delivery quantiles over N x `publishes` deliveries.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub events_per_sec: f64,
+    /// Single publishes, each after the one before reached every stream.
+    pub single: u64,
+    /// Their publish -> delivery quantiles (the fan-out of one publish).
+    pub fanout: Quantiles,
     /// CPU ticks of the server over the idle window, with the window and the tick rate.
     pub idle: Option<IdleStreams>,
+}
+
+/// Publish -> delivery quantiles, in ms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quantiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Quantiles {
+    /// From delivery latencies in microseconds (sorted here).
+    fn of(mut micros: Vec<u32>) -> Self {
+        if micros.is_empty() {
+            return Quantiles::default();
+        }
+        micros.sort_unstable();
+        let pick = |q: f64| -> f64 {
+            let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+            f64::from(micros[i]) / 1000.0
+        };
+        Quantiles {
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+            max_ms: pick(1.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,12 +117,19 @@ impl RealtimeRun {
         self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64
             / self.subscribers.max(1) as f64
     }
+
+    /// Deliveries a complete run has: every stream got every publish.
+    pub fn expected(&self) -> u64 {
+        (self.publishes + self.single) * self.subscribers as u64
+    }
 }
 
 /// What the run asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub publishes: u64,
+    /// Single publishes after the burst, each once the one before reached every stream.
+    pub single: u64,
     /// Measure idle CPU for this long at N >= `idle_from` (0: never).
     pub idle_secs: u64,
     pub idle_from: usize,
@@ -266,8 +311,13 @@ struct Shared {
     base: Instant,
     /// Nanoseconds after `base` at which publish `seq` was sent (0: not yet).
     sent_at: Vec<AtomicU64>,
-    /// Publish -> delivery, in microseconds, one per delivery.
-    latencies: Mutex<Vec<u32>>,
+    /// Publishes per stream (burst and single), the stride of `latencies`.
+    publishes: usize,
+    /// Publish -> delivery in microseconds plus one (0: not delivered), at
+    /// `stream * publishes + seq`: each stream writes only its own slots.
+    latencies: Vec<AtomicU32>,
+    /// Deliveries per publish, for the single publishes' pacing.
+    per_seq: Vec<AtomicUsize>,
     delivered: AtomicU64,
     /// Nanoseconds after `base` of the newest delivery.
     last_delivery: AtomicU64,
@@ -288,6 +338,15 @@ impl Shared {
         let mut first = self.first_error.lock().expect("lock");
         first.get_or_insert(error);
     }
+
+    /// The latencies (microseconds) of every delivery of publishes `seqs`.
+    fn latencies_of(&self, seqs: std::ops::Range<usize>) -> Vec<u32> {
+        self.latencies
+            .chunks(self.publishes.max(1))
+            .flat_map(|stream| &stream[seqs.clone()])
+            .filter_map(|slot| slot.load(Ordering::Relaxed).checked_sub(1))
+            .collect()
+    }
 }
 
 /// `{"seq":N}` (in a `data:` line) -> N.
@@ -299,15 +358,20 @@ pub fn parse_seq(line: &str) -> Option<u64> {
 }
 
 /// One stream: send the request, check the head, then read lines until the end.
-async fn subscriber(addr: SocketAddr, request: Arc<str>, shared: Arc<Shared>) {
-    if let Err(error) = read_stream(addr, &request, &shared).await {
+async fn subscriber(addr: SocketAddr, request: Arc<str>, shared: Arc<Shared>, index: usize) {
+    if let Err(error) = read_stream(addr, &request, &shared, index).await {
         shared.fail(format!("{error:#}"));
     } else {
         shared.fail("the stream ended".into());
     }
 }
 
-async fn read_stream(addr: SocketAddr, request: &str, shared: &Shared) -> anyhow::Result<()> {
+async fn read_stream(
+    addr: SocketAddr,
+    request: &str,
+    shared: &Shared,
+    index: usize,
+) -> anyhow::Result<()> {
     let mut socket = TcpStream::connect(addr).await.context("connect")?;
     socket.write_all(request.as_bytes()).await?;
     let mut reader = BufReader::with_capacity(2048, socket);
@@ -331,13 +395,19 @@ async fn read_stream(addr: SocketAddr, request: &str, shared: &Shared) -> anyhow
             continue;
         };
         let now = shared.nanos();
-        let sent = usize::try_from(seq)
-            .ok()
-            .and_then(|i| shared.sent_at.get(i))
+        let seq = usize::try_from(seq)?;
+        let sent = shared
+            .sent_at
+            .get(seq)
             .map_or(0, |s| s.load(Ordering::Acquire));
         anyhow::ensure!(sent > 0, "event {seq} arrived before it was published");
-        let micros = u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX);
-        shared.latencies.lock().expect("lock").push(micros);
+        let micros = u32::try_from(now.saturating_sub(sent) / 1000).unwrap_or(u32::MAX - 1);
+        let slot = &shared.latencies[index * shared.publishes + seq];
+        anyhow::ensure!(
+            slot.swap(micros + 1, Ordering::Relaxed) == 0,
+            "event {seq} arrived twice"
+        );
+        shared.per_seq[seq].fetch_add(1, Ordering::Relaxed);
         shared.last_delivery.fetch_max(now, Ordering::Relaxed);
         shared.delivered.fetch_add(1, Ordering::Release);
     }
@@ -357,10 +427,13 @@ fn measure(
     // Settle after setup, then the memory of the server with no stream.
     std::thread::sleep(Duration::from_secs(1));
     let rss_before_kib = procfs::rss_kib(pid)?;
+    let publishes = usize::try_from(plan.publishes + plan.single)?;
     let shared = Arc::new(Shared {
         base: Instant::now(),
-        sent_at: (0..plan.publishes).map(|_| AtomicU64::new(0)).collect(),
-        latencies: Mutex::new(Vec::with_capacity(n * plan.publishes as usize)),
+        sent_at: (0..publishes).map(|_| AtomicU64::new(0)).collect(),
+        publishes,
+        latencies: (0..n * publishes).map(|_| AtomicU32::new(0)).collect(),
+        per_seq: (0..publishes).map(|_| AtomicUsize::new(0)).collect(),
         delivered: AtomicU64::new(0),
         last_delivery: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
@@ -375,7 +448,13 @@ fn measure(
         while streams.len() < n {
             let wave = (n - streams.len()).min(CONNECT_WAVE);
             for _ in 0..wave {
-                streams.spawn(subscriber(addr, Arc::clone(&request), Arc::clone(&shared)));
+                let index = streams.len();
+                streams.spawn(subscriber(
+                    addr,
+                    Arc::clone(&request),
+                    Arc::clone(&shared),
+                    index,
+                ));
             }
             let want = streams.len();
             wait_until(&shared, Duration::from_secs(60), |s| {
@@ -434,26 +513,40 @@ fn measure(
             .last_delivery
             .load(Ordering::Relaxed)
             .saturating_sub(first_sent);
+
+        if plan.single > 0 {
+            eprintln!("  single: {} publishes, one at a time", plan.single);
+        }
+        let burst = usize::try_from(plan.publishes)?;
+        for i in burst..publishes {
+            shared.sent_at[i].store(shared.nanos().max(1), Ordering::Release);
+            target.publish(&http, addr, i as u64).await?;
+            wait_until(&shared, Duration::from_secs(60), |s| {
+                s.per_seq[i].load(Ordering::Relaxed) >= n
+            })
+            .await
+            .with_context(|| format!("single publish {i}"))?;
+        }
+        ensure_all_open(&shared, n)?;
         streams.abort_all();
         while streams.join_next().await.is_some() {}
 
-        let mut latencies = std::mem::take(&mut *shared.latencies.lock().expect("lock"));
-        latencies.sort_unstable();
-        let pick = |q: f64| -> f64 {
-            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-            f64::from(latencies[i]) / 1000.0
-        };
+        let bursts = Quantiles::of(shared.latencies_of(0..burst));
+        let single = shared.latencies_of(burst..publishes);
+        let delivered = shared.delivered.load(Ordering::Acquire);
         Ok::<_, anyhow::Error>(RealtimeRun {
             target: name,
             subscribers: n,
             rss_before_kib,
             rss_after_kib,
             publishes: plan.publishes,
-            delivered: latencies.len() as u64,
-            p50_ms: pick(0.50),
-            p99_ms: pick(0.99),
-            max_ms: pick(1.0),
+            delivered,
+            p50_ms: bursts.p50_ms,
+            p99_ms: bursts.p99_ms,
+            max_ms: bursts.max_ms,
             events_per_sec: total as f64 / (span as f64 / 1e9).max(1e-9),
+            single: plan.single,
+            fanout: Quantiles::of(single),
             idle,
         })
     })?;
@@ -582,6 +675,32 @@ mod tests {
     }
 
     #[test]
+    fn quantiles_pick_the_nearest_rank_and_deliveries_are_read_per_phase() {
+        let q = Quantiles::of((1..=100).rev().map(|ms| ms * 1000).collect());
+        assert!((q.p50_ms - 50.0).abs() < 1e-9);
+        assert!((q.p99_ms - 99.0).abs() < 1e-9);
+        assert!((q.max_ms - 100.0).abs() < 1e-9);
+        assert!((Quantiles::of(Vec::new()).max_ms).abs() < 1e-9);
+
+        // Two streams, three publishes: slot = stream * 3 + seq, microseconds + 1.
+        let shared = Shared {
+            base: Instant::now(),
+            sent_at: Vec::new(),
+            publishes: 3,
+            latencies: [11, 21, 0, 12, 22, 32].map(AtomicU32::new).into(),
+            per_seq: Vec::new(),
+            delivered: AtomicU64::new(0),
+            last_delivery: AtomicU64::new(0),
+            ready: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            first_error: Mutex::new(None),
+        };
+        assert_eq!(shared.latencies_of(0..2), vec![10, 20, 11, 21]);
+        // Stream 0 never got publish 2: no latency, not a zero.
+        assert_eq!(shared.latencies_of(2..3), vec![31]);
+    }
+
+    #[test]
     fn per_connection_memory_is_what_the_streams_added_over_their_count() {
         let run = RealtimeRun {
             target: "x",
@@ -594,6 +713,8 @@ mod tests {
             p99_ms: 2.0,
             max_ms: 3.0,
             events_per_sec: 1.0,
+            single: 0,
+            fanout: Quantiles::default(),
             idle: None,
         };
         assert!((run.kib_per_connection() - 19.0).abs() < 1e-9);

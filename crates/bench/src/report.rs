@@ -32,7 +32,11 @@ pub const TARGET_DEPLOY_OVER_WARM_MS: f64 = 5.0;
 /// `REALTIME_MEMORY_AT` subscribers and more.
 pub const TARGET_RT_MEMORY_RATIO: f64 = 1.2;
 pub const REALTIME_MEMORY_AT: usize = 10_000;
-/// Realtime fan-out: publish -> delivery p99, absolute and over the bare server's.
+/// Realtime: publish -> delivery p99 over the bare server's (burst and single
+/// publishes), and the absolute bound on one publish's fan-out. A burst's p99 is not held
+/// to the absolute bound: 50 publishes to 10,000 streams are 500,000 deliveries, which
+/// the bare server itself takes most of a second to write on the 2-core box; what the
+/// burst shows is how PiCloud's queueing compares with the bare server's.
 pub const TARGET_RT_P99_MS: f64 = 100.0;
 pub const TARGET_RT_P99_RATIO: f64 = 1.5;
 
@@ -143,6 +147,11 @@ impl RealtimePair<'_> {
         self.picloud.p99_ms / self.bare.p99_ms.max(1e-9)
     }
 
+    /// One publish's fan-out p99 over the bare server's.
+    pub fn fanout_ratio(&self) -> f64 {
+        self.picloud.fanout.p99_ms / self.bare.fanout.p99_ms.max(1e-9)
+    }
+
     /// Memory is judged from `REALTIME_MEMORY_AT` subscribers on.
     pub fn memory_judged(&self) -> bool {
         self.picloud.subscribers >= REALTIME_MEMORY_AT
@@ -152,14 +161,20 @@ impl RealtimePair<'_> {
         !self.memory_judged() || self.memory_ratio() <= TARGET_RT_MEMORY_RATIO
     }
 
+    /// The burst: within the ratio of the bare server's p99.
     pub fn p99_ok(&self) -> bool {
-        self.picloud.p99_ms < TARGET_RT_P99_MS && self.p99_ratio() <= TARGET_RT_P99_RATIO
+        self.p99_ratio() <= TARGET_RT_P99_RATIO
+    }
+
+    /// One publish at a time: under the absolute bound and within the ratio.
+    pub fn fanout_ok(&self) -> bool {
+        self.picloud.fanout.p99_ms < TARGET_RT_P99_MS && self.fanout_ratio() <= TARGET_RT_P99_RATIO
     }
 
     pub fn complete(&self) -> bool {
         [self.bare, self.picloud]
             .iter()
-            .all(|r| r.delivered == r.publishes * r.subscribers as u64)
+            .all(|r| r.delivered == r.expected())
     }
 }
 
@@ -275,7 +290,13 @@ impl Report {
             if p.memory_judged() {
                 v.push((format!("realtime {n} memory / bare"), p.memory_ok()));
             }
-            v.push((format!("realtime {n} fan-out p99"), p.p99_ok()));
+            v.push((format!("realtime {n} burst p99 / bare"), p.p99_ok()));
+            if p.picloud.single > 0 {
+                v.push((
+                    format!("realtime {n} one publish's fan-out p99"),
+                    p.fanout_ok(),
+                ));
+            }
             v.push((format!("realtime {n} every event delivered"), p.complete()));
         }
         v
@@ -486,39 +507,46 @@ impl Report {
 impl Report {
     fn render_realtime(&self, out: &mut String) {
         let publishes = self.realtime.first().map_or(0, |r| r.publishes);
+        let single = self.realtime.first().map_or(0, |r| r.single);
         let _ = writeln!(
             out,
-            "realtime: N SSE streams on one exposed topic, a burst of {publishes} publishes (picloud: the admin publish route)"
+            "realtime: N SSE streams on one exposed topic; a burst of {publishes} publishes, then {single} single publishes, each once the one before reached every stream (picloud: the admin publish route)"
         );
         let _ = writeln!(
             out,
-            "{:>6} {:<20} {:>9} {:>8} {:>8} {:>8} {:>13} {:>12}",
-            "N", "server", "KB/conn", "p50 ms", "p99 ms", "max ms", "delivered/s", "idle CPU"
+            "{:>6} {:<20} {:>9} {:>22} {:>13} {:>22} {:>12}",
+            "N",
+            "server",
+            "KB/conn",
+            "burst p50/p99/max ms",
+            "delivered/s",
+            "single p50/p99/max ms",
+            "idle CPU"
         );
         for r in &self.realtime {
             let idle = r.idle.map_or_else(
                 || "-".to_owned(),
                 |i| format!("{:.3}% ({} t/{:.0}s)", i.cpu_pct(), i.ticks, i.secs),
             );
+            let quantiles = |p50: f64, p99: f64, max: f64| format!("{p50:.1}/{p99:.1}/{max:.1}");
             let _ = writeln!(
                 out,
-                "{:>6} {:<20} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>13.0} {:>12}{}",
+                "{:>6} {:<20} {:>9.1} {:>22} {:>13.0} {:>22} {:>12}{}",
                 r.subscribers,
                 r.target,
                 r.kib_per_connection(),
-                r.p50_ms,
-                r.p99_ms,
-                r.max_ms,
+                quantiles(r.p50_ms, r.p99_ms, r.max_ms),
                 r.events_per_sec,
+                if r.single > 0 {
+                    quantiles(r.fanout.p50_ms, r.fanout.p99_ms, r.fanout.max_ms)
+                } else {
+                    "-".to_owned()
+                },
                 idle,
-                if r.delivered == r.publishes * r.subscribers as u64 {
+                if r.delivered == r.expected() {
                     String::new()
                 } else {
-                    format!(
-                        "  ({} of {} delivered)",
-                        r.delivered,
-                        r.publishes * r.subscribers as u64
-                    )
+                    format!("  ({} of {} delivered)", r.delivered, r.expected())
                 }
             );
         }
@@ -533,13 +561,22 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:>6} picloud/bare: memory per connection {:.2}x {memory}; p99 {:.2} ms = {:.2}x  target < {TARGET_RT_P99_MS:.0} ms and <= {TARGET_RT_P99_RATIO:.1}x  {}",
+                "{:>6} picloud/bare: memory per connection {:.2}x {memory}; burst p99 {:.2}x  target <= {TARGET_RT_P99_RATIO:.1}x  {}",
                 p.picloud.subscribers,
                 p.memory_ratio(),
-                p.picloud.p99_ms,
                 p.p99_ratio(),
                 verdict(p.p99_ok())
             );
+            if p.picloud.single > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:>6} one publish's fan-out p99 {:.2} ms = {:.2}x bare  target < {TARGET_RT_P99_MS:.0} ms and <= {TARGET_RT_P99_RATIO:.1}x  {}",
+                    p.picloud.subscribers,
+                    p.picloud.fanout.p99_ms,
+                    p.fanout_ratio(),
+                    verdict(p.fanout_ok())
+                );
+            }
         }
     }
 }
@@ -669,11 +706,17 @@ mod tests {
             rss_before_kib: 10_000,
             rss_after_kib: 10_000 + kib * n as u64,
             publishes: 10,
-            delivered: 10 * n as u64,
+            delivered: 15 * n as u64,
             p50_ms: p99_ms / 2.0,
             p99_ms,
             max_ms: p99_ms,
             events_per_sec: 1e5,
+            single: 5,
+            fanout: crate::realtime::Quantiles {
+                p50_ms: p99_ms / 4.0,
+                p99_ms: p99_ms / 2.0,
+                max_ms: p99_ms / 2.0,
+            },
             idle: None,
         }
     }
@@ -696,11 +739,23 @@ mod tests {
         assert!(!report.all_targets_met());
         report.realtime[3] = rt("(b) picloud", 10_000, 22, 61.0);
         assert!(!report.all_targets_met(), "p99 over 1.5x the bare server's");
+        // A burst's p99 over 100 ms is judged against the bare server's only ...
+        report.realtime[2] = rt("(a) bare axum SSE", 10_000, 19, 300.0);
+        report.realtime[3] = rt("(b) picloud", 10_000, 22, 250.0);
+        report.realtime[2].fanout.p99_ms = 40.0;
+        report.realtime[3].fanout.p99_ms = 50.0;
+        assert!(report.all_targets_met(), "{}", report.render());
+        // ... one publish's fan-out is held to 100 ms too.
+        report.realtime[3].fanout.p99_ms = 120.0;
+        assert!(
+            !report.all_targets_met(),
+            "one publish's fan-out over 100 ms"
+        );
         report.realtime[3] = rt("(b) picloud", 10_000, 22, 50.0);
         report.realtime[3].delivered -= 1;
         assert!(!report.all_targets_met(), "a missing delivery");
         let text = report.render();
-        assert!(text.contains("(99999 of 100000 delivered)"), "{text}");
+        assert!(text.contains("(149999 of 150000 delivered)"), "{text}");
         assert!(text.contains("judged from 10,000"), "{text}");
     }
 

@@ -18,6 +18,7 @@ mod api; // the route table, one module per resource, the error and extractor ty
 mod auth; // bearer tokens: hashing, generation, the middleware, the bootstrap token
 pub mod backup; // the backup archive: its manifest, writing it, checking it
 pub mod cron; // schedules (next_fire, due_slot, validate) and the scheduler that fires them
+mod queue_history; // samples of each app's queue depth and dead letters, taken after its runs
 mod retention; // the dead-letter retention sweeper
 
 pub use api::{
@@ -26,4 +27,5 @@ pub use api::{
 };
 pub use auth::{bootstrap_admin_token, hash_token};
 pub use cron::{CronCounts, CronError, CronScheduler};
+pub use queue_history::QueueSampler;
 pub use retention::{InvocationSweeper, RetentionSweeper};

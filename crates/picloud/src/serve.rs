@@ -205,6 +205,8 @@ pub async fn start_role(
         let sweeper =
             manager_core::RetentionSweeper::start(store.clone(), retention, shutdown.clone());
         background.spawn(async move { sweeper.await.ok() });
+        let sampler = manager_core::QueueSampler::start(store.clone(), shutdown.clone());
+        background.spawn(async move { sampler.await.ok() });
         background.spawn(prune_realtime(
             store.clone(),
             config.realtime.clone(),

@@ -331,6 +331,10 @@ pub(crate) const TABLES: &[Disposition] = &[
         "browser logins; sign in again on the new server",
     ),
     Left("nodes", "the running processes of the old server"),
+    Left(
+        "queue_history",
+        "the dashboard's chart of the last day's queue depths; it fills again as the apps run",
+    ),
     Left("_sqlx_migrations", "the target's own migration history"),
 ];
 

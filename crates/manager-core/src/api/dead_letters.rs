@@ -370,6 +370,7 @@ pub(super) async fn delete(
         .delete(&app, id)
         .await
         .map_err(|e| ApiError::from_store(e, |_| id.to_string()))?;
+    crate::queue_history::sample_now(&deps.store, &app).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -394,5 +395,6 @@ pub(super) async fn purge(
     require_app(&deps, &app).await?;
     let purged = deps.store.dead_letters.purge_app(&app).await?;
     tracing::info!(purged, "dead letters purged");
+    crate::queue_history::sample_now(&deps.store, &app).await;
     Ok(ApiJson(Purged { purged }))
 }

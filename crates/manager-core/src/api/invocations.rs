@@ -34,6 +34,7 @@ pub(super) struct InvocationPath {
 pub(super) struct ListQuery {
     script: Option<String>,
     status: Option<String>,
+    trigger: Option<String>,
     since: Option<String>,
     until: Option<String>,
     before: Option<String>,
@@ -68,6 +69,20 @@ impl ListQuery {
                     .ok_or_else(|| bad("status must be ok, error or timeout".into()))
             })
             .transpose()?;
+        let trigger = self
+            .trigger
+            .map(|t| {
+                if t == "http" || shared::EventKind::parse(&t).is_some() {
+                    Ok(t)
+                } else {
+                    Err(bad(format!(
+                        "trigger must be http or an event kind (topic, queue, invoke, cron, \
+                         dead_letter, email), got '{}'",
+                        short(&t)
+                    )))
+                }
+            })
+            .transpose()?;
         let since = time("since", self.since)?;
         let until = time("until", self.until)?;
         let before = self
@@ -91,6 +106,7 @@ impl ListQuery {
         Ok(InvocationFilter {
             script,
             status,
+            trigger,
             since,
             until,
             before,
@@ -120,6 +136,7 @@ pub(super) struct InvocationPage {
     params(("app" = AppName, Path, description = "The app's name"),
         ("script" = Option<ScriptName>, Query, description = "Only this script's runs"),
         ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so"),
+        ("trigger" = Option<String>, Query, description = "Only runs of this trigger kind: `http` or an event kind (`topic`, `queue`, `invoke`, `cron`, `dead_letter`, `email`)"),
         ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started at or after this RFC 3339 time"),
         ("until" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started before this RFC 3339 time"),
         ("before" = Option<InvocationId>, Query, description = "The previous page's `next_before`"),
@@ -128,6 +145,7 @@ pub(super) struct InvocationPage {
         (status = 200, description = "A page of invocations", body = InvocationPage, links(
             ("get" = (operation_id = "get_invocation", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/invocations/0/id")))),
         )),
+        (status = 400, description = "A bad filter (`invalid_input`)", body = ErrorBody),
         (status = 404, description = "No such app (`not_found`)", body = ErrorBody),
     ),
     extensions(("x-picloud-access" = json!("read")))
@@ -228,6 +246,7 @@ impl From<InvocationRecord> for LiveInvocation {
 pub(super) struct StreamQuery {
     script: Option<String>,
     status: Option<String>,
+    trigger: Option<String>,
 }
 
 /// Follow the app's invocations live (server-sent events).
@@ -244,7 +263,8 @@ pub(super) struct StreamQuery {
     tag = "invocations",
     params(("app" = AppName, Path, description = "The app's name"),
         ("script" = Option<ScriptName>, Query, description = "Only this script's runs"),
-        ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so")),
+        ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so"),
+        ("trigger" = Option<String>, Query, description = "Only runs of this trigger kind: `http` or an event kind")),
     responses(
         (status = 200, description = "A stream of `invocation` events, each a `LiveInvocation`", content_type = "text/event-stream", body = LiveInvocation),
         (status = 400, description = "A bad filter (`invalid_input`)", body = ErrorBody),
@@ -263,6 +283,7 @@ pub(super) async fn stream(
     let filter = ListQuery {
         script: query.script,
         status: query.status,
+        trigger: query.trigger,
         ..ListQuery::default()
     }
     .into_filter()?;
@@ -274,6 +295,7 @@ pub(super) async fn stream(
         app,
         script: filter.script,
         status: filter.status,
+        trigger: filter.trigger,
         pending: std::collections::VecDeque::from([bytes::Bytes::from_static(b"retry: 2000\n\n")]),
         heartbeat: {
             let start = tokio::time::Instant::now() + STREAM_HEARTBEAT;
@@ -304,6 +326,7 @@ struct Tail {
     app: AppName,
     script: Option<ScriptName>,
     status: Option<InvocationStatus>,
+    trigger: Option<String>,
     bus: shared::bus::BusReceiver,
     pending: std::collections::VecDeque<bytes::Bytes>,
     heartbeat: tokio::time::Interval,
@@ -360,6 +383,7 @@ impl Tail {
                 Ok(Some(record)) => {
                     if self.script.as_ref().is_some_and(|s| *s != record.script)
                         || self.status.is_some_and(|s| s != record.status)
+                        || self.trigger.as_ref().is_some_and(|t| *t != record.trigger)
                     {
                         continue;
                     }

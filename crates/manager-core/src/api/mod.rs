@@ -229,6 +229,7 @@ pub fn operations() -> Vec<Operation> {
         op!(invocations::list),
         op!(invocations::stream),
         op!(stats::invocations),
+        op!(stats::queue),
         op!(invocations::get),
         op!(dead_letters::list),
         op!(dead_letters::purge),

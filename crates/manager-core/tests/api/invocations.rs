@@ -37,7 +37,11 @@ async fn invocations_can_be_filtered_and_paged(t: &TestApp) {
             InvocationStatus::Ok
         };
         let name = if i == 4 { "other" } else { "user" };
-        records.push(record("shop", name, status, base + Duration::minutes(i)));
+        let mut r = record("shop", name, status, base + Duration::minutes(i));
+        if i == 1 || i == 4 {
+            r.trigger = "cron".into();
+        }
+        records.push(r);
     }
     t.store.invocations.record(&records).await.expect("record");
 
@@ -109,6 +113,52 @@ async fn invocations_can_be_filtered_and_paged(t: &TestApp) {
     assert_eq!(other.body["invocations"].as_array().map(Vec::len), Some(1));
     assert_eq!(other.body["invocations"][0]["script"], "other");
 
+    let crons = t
+        .call(
+            Method::GET,
+            "/api/v1/apps/shop/invocations?trigger=cron",
+            None,
+        )
+        .await;
+    let cron_ids: Vec<&str> = crons.body["invocations"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    let (r4, r1) = (records[4].id.to_string(), records[1].id.to_string());
+    assert_eq!(cron_ids, [r4.as_str(), r1.as_str()], "{}", crons.body);
+    // A page of one, then the next: the filter holds across the cursor.
+    let first = t
+        .call(
+            Method::GET,
+            "/api/v1/apps/shop/invocations?trigger=cron&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(first.body["next_before"], r4.as_str());
+    let rest = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/apps/shop/invocations?trigger=cron&limit=1&before={r4}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest.body["invocations"][0]["id"], r1.as_str());
+    let user_http = t
+        .call(
+            Method::GET,
+            "/api/v1/apps/shop/invocations?trigger=http&script=user",
+            None,
+        )
+        .await;
+    assert_eq!(
+        user_http.body["invocations"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        user_http.body
+    );
+
     let since = (base + Duration::minutes(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let recent = t
         .call(
@@ -156,6 +206,7 @@ async fn invocations_can_be_filtered_and_paged(t: &TestApp) {
         "since=yesterday",
         "before=123",
         "script=a/b",
+        "trigger=pigeon",
         "colour=red",
     ] {
         let answer = t

@@ -121,5 +121,6 @@ mod cron;
 mod data;
 mod dead_letters;
 mod mailbox;
+mod queue_history;
 mod retention;
 mod triggers;

@@ -6,12 +6,14 @@
 //!   a compile error anywhere applies nothing, so the running version keeps serving while
 //!   the error is printed as `file:line:column`. A deleted file is reported, not deleted.
 //! - The app's invocations are printed as they are recorded (status, duration, logs,
-//!   errors) from the moment `dev` started: a client-side tail of the invocations list,
-//!   asked every second with a cursor (`since`), like `picloud logs --follow`.
+//!   errors) from the moment `dev` started, from the server's live invocation stream, as
+//!   `picloud logs --follow` does (nothing is asked while nothing runs).
 //! - When the server is unreachable (restarting), the push and the tail are retried with
 //!   a backoff (0.25 s doubling to 10 s), never in a busy loop; the pending push is made
 //!   once the server answers again.
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -22,15 +24,13 @@ use tokio::time::Instant;
 
 use super::client::{Api, ApiFailure};
 use super::folder::{self, ENV_FILE, MANIFEST_NAMES, is_ignored_name};
-use super::logs::{self, Tail};
+use super::logs::{self, Follow, Tail};
 use super::output::out;
 use super::plan::{self, Options};
 use super::push::plan_folder;
 
 /// The debounce window: saves closer than this are one cycle.
 const DEBOUNCE: Duration = Duration::from_millis(100);
-/// How often the invocations are asked for.
-const TAIL_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -111,18 +111,18 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
     let mut pending = true;
     let mut push_at = Instant::now();
     let mut push_backoff = Backoff(None);
-    let mut tail: Option<(String, Tail)> = None;
-    let mut tail_at = Instant::now();
+    let mut tail = Tailing::Off;
     let mut tail_backoff = Backoff(None);
     loop {
         if pending && Instant::now() >= push_at {
             match cycle(api, &dir).await {
                 Ok(Synced::App(app)) => {
                     pending = false;
-                    push_backoff.reset();
-                    if !args.no_tail && tail.as_ref().is_none_or(|(a, _)| *a != app) {
-                        tail = Some((app, Tail::default()));
-                        tail_at = Instant::now();
+                    if push_backoff.reset() {
+                        out!("[{}] the server answers again", now());
+                    }
+                    if !args.no_tail && tail.app() != Some(app.as_str()) {
+                        tail = Tailing::start(api, app, started, Tail::default());
                     }
                 }
                 Ok(Synced::Refused) => pending = false,
@@ -141,16 +141,12 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let mut wake = tail_at;
+        let mut wake = Instant::now() + Duration::from_secs(3600);
         if pending {
             wake = wake.min(push_at);
         }
-        if tail.is_none() {
-            wake = if pending {
-                push_at
-            } else {
-                Instant::now() + Duration::from_secs(3600)
-            };
+        if let Tailing::Resting { at, .. } = &tail {
+            wake = wake.min(*at);
         }
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
@@ -163,27 +159,93 @@ pub async fn run(api: &Api, args: DevArgs) -> anyhow::Result<()> {
                 }
                 None => anyhow::bail!("the file watcher stopped"),
             },
+            (printed, e) = tail.running(), if tail.is_running() => {
+                let Tailing::Running { app, since, .. } = std::mem::replace(&mut tail, Tailing::Off) else {
+                    unreachable!("guarded")
+                };
+                // A tail that ran a while before it broke starts its backoff afresh.
+                if since.elapsed() > BACKOFF_MAX {
+                    tail_backoff.reset();
+                }
+                let first = tail_backoff.0.is_none();
+                let wait = tail_backoff.next();
+                if first {
+                    out!("[{}] cannot read the invocations: {e}", now());
+                }
+                tail = Tailing::Resting { app, printed, at: Instant::now() + wait };
+            }
             () = tokio::time::sleep_until(wake) => {}
         }
-        if let Some((app, state)) = tail.as_mut()
-            && Instant::now() >= tail_at
+        if let Tailing::Resting { at, .. } = &tail
+            && Instant::now() >= *at
+            && let Tailing::Resting { app, printed, .. } =
+                std::mem::replace(&mut tail, Tailing::Off)
         {
-            match follow(api, app, state, started).await {
-                Ok(()) => {
-                    if tail_backoff.reset() {
-                        out!("[{}] the server answers again", now());
-                    }
-                    tail_at = Instant::now() + TAIL_EVERY;
-                }
-                Err(e) => {
-                    let first = tail_backoff.0.is_none();
-                    let wait = tail_backoff.next();
-                    if first {
-                        out!("[{}] cannot read the invocations: {e}", now());
-                    }
-                    tail_at = Instant::now() + wait.max(TAIL_EVERY);
-                }
-            }
+            tail = Tailing::start(api, app, started, printed);
+        }
+    }
+}
+
+/// The tail of the app's invocations.
+enum Tailing<'a> {
+    Off,
+    /// Following the app's live invocation stream since `since`.
+    Running {
+        app: String,
+        since: Instant,
+        follow: Pin<Box<dyn Future<Output = (Tail, anyhow::Error)> + 'a>>,
+    },
+    /// Broken (the server is away): started again at `at`, printing nothing twice.
+    Resting {
+        app: String,
+        printed: Tail,
+        at: Instant,
+    },
+}
+
+impl<'a> Tailing<'a> {
+    /// Follow `app`'s invocations that started at or after `started`.
+    fn start(
+        api: &'a Api,
+        app: String,
+        started: chrono::DateTime<chrono::Utc>,
+        printed: Tail,
+    ) -> Self {
+        let name = app.clone();
+        let follow = Box::pin(async move {
+            let how = Follow {
+                app: &name,
+                filters: Vec::new(),
+                first_limit: logs::MAX_LIMIT,
+                since: Some(started.to_rfc3339()),
+                after: Some(started),
+                json: false,
+            };
+            logs::follow(api, &how, printed).await
+        });
+        Tailing::Running {
+            app,
+            since: Instant::now(),
+            follow,
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        match self {
+            Tailing::Off => None,
+            Tailing::Running { app, .. } | Tailing::Resting { app, .. } => Some(app),
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self, Tailing::Running { .. })
+    }
+
+    /// The running follow's end (pending forever when not running).
+    async fn running(&mut self) -> (Tail, anyhow::Error) {
+        match self {
+            Tailing::Running { follow, .. } => follow.await,
+            _ => std::future::pending().await,
         }
     }
 }
@@ -222,27 +284,6 @@ async fn cycle(api: &Api, dir: &Path) -> anyhow::Result<Synced> {
         plan::apply(api, &plan, &mut |line| out!("[{}] {line}", now())).await?;
     }
     Ok(Synced::App(plan.app))
-}
-
-/// Print the invocations recorded since the last call; only those that started after
-/// `dev` did (what ran before is history: `picloud logs` shows it).
-async fn follow(
-    api: &Api,
-    app: &str,
-    tail: &mut Tail,
-    started: chrono::DateTime<chrono::Utc>,
-) -> Result<(), ApiFailure> {
-    let since = tail.since().unwrap_or_else(|| started.to_rfc3339());
-    let query = vec![("limit", "500".to_owned()), ("since", since)];
-    let answer = match api.get(&["apps", app, "invocations"], &query).await {
-        Ok(a) => a,
-        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut records = logs::records(&answer).map_err(|e| ApiFailure::Transport(e.to_string()))?;
-    records.retain(|(r, _)| r.started_at >= started);
-    tail.show(records, false);
-    Ok(())
 }
 
 /// Whether a batch of file events touches the app: a `.rhai` file, the manifest or the

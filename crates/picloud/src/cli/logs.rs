@@ -21,7 +21,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// How far before the newest record seen `--follow` looks again for late records.
 const FOLLOW_LAG: Duration = Duration::from_secs(60);
 /// The largest page the API gives.
-const MAX_LIMIT: u32 = 500;
+pub(super) const MAX_LIMIT: u32 = 500;
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
@@ -44,7 +44,7 @@ pub async fn run(api: &Api, args: LogsArgs, json: bool) -> anyhow::Result<()> {
     let answer = api
         .get(
             &["apps", &args.app, "invocations"],
-            &query(&args, args.limit, None),
+            &query(&filters(&args), args.limit, None),
         )
         .await?;
     if !args.follow {
@@ -63,95 +63,129 @@ pub async fn run(api: &Api, args: LogsArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut tail = Tail::default();
     let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    // The first page is listed again once the stream is open: a record written between
-    // the list above and the stream's start would otherwise be missed.
+    let how = Follow {
+        app: &args.app,
+        filters: filters(&args),
+        first_limit: args.limit,
+        since: None,
+        after: None,
+        json,
+    };
+    tokio::select! {
+        _ = ctrl_c => Ok(()),
+        (_, e) = follow(api, &how, Tail::default()) => Err(e),
+    }
+}
+
+/// What [`follow`] lists and prints.
+pub(super) struct Follow<'a> {
+    pub app: &'a str,
+    /// The stream's and the lists' filters (script, status).
+    pub filters: Vec<(&'static str, String)>,
+    /// The size of the first list.
+    pub first_limit: u32,
+    /// The first list's `since` (and later lists' when nothing was printed yet).
+    pub since: Option<String>,
+    /// Print only records that started at or after this.
+    pub after: Option<chrono::DateTime<chrono::Utc>>,
+    pub json: bool,
+}
+
+/// Print the app's invocations as the server's live stream announces them, until an
+/// error: then the error, with what was printed (so a caller that retries prints nothing
+/// twice). The stream is opened before each list, so nothing falls between the two; a
+/// stream that ends or says it missed records is listed since a little before the newest
+/// record seen and opened again.
+pub(super) async fn follow(api: &Api, how: &Follow<'_>, mut tail: Tail) -> (Tail, anyhow::Error) {
     let mut first = true;
     loop {
-        let stream = api
-            .stream(
-                &["apps", &args.app, "invocations", "stream"],
-                &filters(&args),
-            )
-            .await;
-        // Listening from here: list what came before (the first page, or since a little
-        // before the newest seen), then what the stream says.
-        let answer = if std::mem::take(&mut first) {
-            api.get(
-                &["apps", &args.app, "invocations"],
-                &query(&args, args.limit, None),
-            )
-            .await?
-        } else {
-            api.get(
-                &["apps", &args.app, "invocations"],
-                &query(&args, MAX_LIMIT, tail.since()),
-            )
-            .await?
-        };
-        tail.show(records(&answer)?, json);
-        let mut stream = match stream {
-            Ok(stream) => stream,
-            Err(e) if e.status().is_some() => return Err(e.into()),
-            Err(_) => {
-                tokio::select! {
-                    _ = &mut ctrl_c => return Ok(()),
-                    () = tokio::time::sleep(RECONNECT_AFTER) => continue,
-                }
-            }
-        };
-        let mut events = SseEvents::default();
-        loop {
-            let chunk = tokio::select! {
-                _ = &mut ctrl_c => return Ok(()),
-                chunk = stream.chunk() => chunk,
-            };
-            let Ok(Some(chunk)) = chunk else { break };
-            let mut again = false;
-            for (event, data) in events.push(&chunk) {
-                match event.as_str() {
-                    "invocation" => {
-                        let Some(id) = serde_json::from_str::<Value>(&data)
-                            .ok()
-                            .and_then(|v| v["id"].as_str().map(str::to_owned))
-                        else {
-                            continue;
-                        };
-                        if tail.has_seen(&id) {
-                            continue;
-                        }
-                        match api.get(&["apps", &args.app, "invocations", &id], &[]).await {
-                            Ok(raw) => {
-                                let record = serde_json::from_value::<InvocationRecord>(
-                                    raw.clone(),
-                                )
+        if let Err(e) = follow_once(api, how, &mut tail, std::mem::take(&mut first)).await {
+            return (tail, e);
+        }
+    }
+}
+
+/// One stream: open it, list what came before, print what it announces until it ends.
+async fn follow_once(
+    api: &Api,
+    how: &Follow<'_>,
+    tail: &mut Tail,
+    first: bool,
+) -> anyhow::Result<()> {
+    let app = how.app;
+    let stream = api
+        .stream(&["apps", app, "invocations", "stream"], &how.filters)
+        .await;
+    // Listening from here: list what came before (the first page, or since a little
+    // before the newest seen), then what the stream says.
+    let (limit, since) = if first {
+        (how.first_limit, how.since.clone())
+    } else {
+        (MAX_LIMIT, tail.since().or_else(|| how.since.clone()))
+    };
+    let answer = api
+        .get(
+            &["apps", app, "invocations"],
+            &query(&how.filters, limit, since),
+        )
+        .await?;
+    let mut listed = records(&answer)?;
+    listed.retain(|(r, _)| how.after.is_none_or(|after| r.started_at >= after));
+    tail.show(listed, how.json);
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) if e.status().is_some() => return Err(e.into()),
+        Err(_) => {
+            tokio::time::sleep(RECONNECT_AFTER).await;
+            return Ok(());
+        }
+    };
+    let mut events = SseEvents::default();
+    while let Ok(Some(chunk)) = stream.chunk().await {
+        let mut again = false;
+        for (event, data) in events.push(&chunk) {
+            match event.as_str() {
+                "invocation" => {
+                    let Some(id) = serde_json::from_str::<Value>(&data)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    else {
+                        continue;
+                    };
+                    if tail.has_seen(&id) {
+                        continue;
+                    }
+                    match api.get(&["apps", app, "invocations", &id], &[]).await {
+                        Ok(raw) => {
+                            let record = serde_json::from_value::<InvocationRecord>(raw.clone())
                                 .map_err(|e| {
                                     anyhow::anyhow!(
                                         "the server sent an invocation this CLI cannot read: {e}"
                                     )
                                 })?;
-                                tail.show(vec![(record, raw)], json);
+                            if how.after.is_none_or(|after| record.started_at >= after) {
+                                tail.show(vec![(record, raw)], how.json);
                             }
-                            // Purged meanwhile.
-                            Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {}
-                            Err(e) => return Err(e.into()),
                         }
+                        // Purged meanwhile.
+                        Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {}
+                        Err(e) => return Err(e.into()),
                     }
-                    "missed" | "end" => again = true,
-                    _ => {}
                 }
-            }
-            if again {
-                break;
+                "missed" | "end" => again = true,
+                _ => {}
             }
         }
+        if again {
+            break;
+        }
     }
+    Ok(())
 }
 
 /// The stream's filters: script and status.
-fn filters(args: &LogsArgs) -> Vec<(&'static str, String)> {
+pub(super) fn filters(args: &LogsArgs) -> Vec<(&'static str, String)> {
     let mut q = Vec::new();
     if let Some(s) = &args.script {
         q.push(("script", s.clone()));
@@ -192,14 +226,14 @@ impl SseEvents {
     }
 }
 
-fn query(args: &LogsArgs, limit: u32, since: Option<String>) -> Vec<(&'static str, String)> {
+/// A list's query: its size, the filters, and `since`.
+fn query(
+    filters: &[(&'static str, String)],
+    limit: u32,
+    since: Option<String>,
+) -> Vec<(&'static str, String)> {
     let mut q = vec![("limit", limit.to_string())];
-    if let Some(s) = &args.script {
-        q.push(("script", s.clone()));
-    }
-    if let Some(s) = &args.status {
-        q.push(("status", s.clone()));
-    }
+    q.extend_from_slice(filters);
     if let Some(s) = since {
         q.push(("since", s));
     }
@@ -420,7 +454,11 @@ mod tests {
             panic!("not logs");
         };
         assert!(args.follow);
-        let q = query(&args, args.limit, Some("2026-11-22T10:00:00+00:00".into()));
+        let q = query(
+            &filters(&args),
+            args.limit,
+            Some("2026-11-22T10:00:00+00:00".into()),
+        );
         assert_eq!(
             q,
             vec![

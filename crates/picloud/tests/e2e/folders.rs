@@ -528,7 +528,10 @@ fn dev_pushes_good_saves_keeps_the_running_version_on_bad_ones_and_tails() {
     );
     assert_eq!(running.url, url);
     dev.expect("deployed hello version 4");
+    dev.expect("the server answers again");
     assert!(invoke(&url, "shop", "/hello", &[]).contains("Hello, again!"));
+    // The tail (the server's live invocation stream) came back with the server.
+    dev.expect("hello@v4");
     drop(dev);
     drop(running);
 }

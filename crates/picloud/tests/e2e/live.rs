@@ -66,6 +66,7 @@ async fn the_live_stream_sends_each_finished_invocation_of_its_app_as_it_is_reco
     let mut all = open(&app, "/apps/shop/invocations/stream").await;
     let mut errors = open(&app, "/apps/shop/invocations/stream?status=error").await;
     let mut by_script = open(&app, "/apps/shop/invocations/stream?script=on-order").await;
+    let mut topic_runs = open(&app, "/apps/shop/invocations/stream?trigger=topic").await;
 
     // Another app's run is never on shop's stream.
     assert_eq!(app.get("/blog/post").await.status(), 200);
@@ -114,6 +115,9 @@ async fn the_live_stream_sends_each_finished_invocation_of_its_app_as_it_is_reco
     let event_run = next_invocation(&mut by_script).await;
     assert_eq!(event_run["script"], "on-order");
     assert_eq!(event_run["status"], "ok");
+    // Filtered by trigger kind on the server: hello, boom and go (http) never came.
+    let first_topic_run = next_invocation(&mut topic_runs).await;
+    assert_eq!(first_topic_run["id"], event_run["id"]);
 
     // Every streamed record is in the list.
     let listed = app.invocations("shop", "limit=10").await;
@@ -143,6 +147,11 @@ async fn bad_live_stream_requests_get_json_errors(db: Backend) {
         ),
         (
             "/apps/shop/invocations/stream?limit=5",
+            400,
+            "invalid_input",
+        ),
+        (
+            "/apps/shop/invocations/stream?trigger=carrier-pigeon",
             400,
             "invalid_input",
         ),

@@ -21,6 +21,17 @@ pub struct DeadLetterFilter {
     pub limit: u32,
 }
 
+/// An app's event queue at one moment: its outbox rows (events not yet done: due,
+/// running, waiting for a retry or a later time, or parked for a queue without a
+/// consumer) and its dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueSample {
+    /// The minute the sample belongs to (its start, UTC).
+    pub minute: DateTime<Utc>,
+    pub queue_depth: u64,
+    pub dead_letters: u64,
+}
+
 #[async_trait]
 pub trait DeadLetterRepository: Send + Sync {
     /// Newest first; `before` pages by id.
@@ -59,4 +70,28 @@ pub trait DeadLetterRepository: Send + Sync {
     async fn purge_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
     /// When the oldest dead letter was created (all apps), for the retention sweeper.
     async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Store each app's queue depth and dead letters, counted now by the database, as its
+    /// sample of `minute` (replacing one taken earlier in that minute), and delete its
+    /// samples of minutes before `keep_since`; in one transaction. Apps that no longer
+    /// exist are skipped.
+    async fn sample_queues(
+        &self,
+        apps: &[AppName],
+        minute: DateTime<Utc>,
+        keep_since: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The app's stored samples from `since` on, oldest first, led by the last one before
+    /// `since` (the value `since` started with), if any.
+    async fn queue_history(
+        &self,
+        app: &AppName,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<QueueSample>, StoreError>;
+    /// The app's queue depth and dead letters now, as the sample of `minute` (not stored).
+    async fn queue_now(
+        &self,
+        app: &AppName,
+        minute: DateTime<Utc>,
+    ) -> Result<QueueSample, StoreError>;
 }

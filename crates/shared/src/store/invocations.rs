@@ -10,6 +10,8 @@ use crate::invocation::{InvocationRecord, InvocationStatus};
 pub struct InvocationFilter {
     pub script: Option<ScriptName>,
     pub status: Option<InvocationStatus>,
+    /// Only runs of this trigger kind: `http` or an event kind (`cron`, `queue`, ...).
+    pub trigger: Option<String>,
     /// Only runs that started at or after this instant.
     pub since: Option<DateTime<Utc>>,
     /// Only runs that started before this instant.

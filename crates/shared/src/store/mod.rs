@@ -22,7 +22,7 @@ mod triggers;
 pub use apps::{App, AppRepository};
 pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
 pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
-pub use dead_letters::{DeadLetterFilter, DeadLetterRepository};
+pub use dead_letters::{DeadLetterFilter, DeadLetterRepository, QueueSample};
 pub use error::StoreError;
 pub use idempotency::{
     Claimed, DEFAULT_TTL_SECS, Idempotency, IdempotencyKey, IdempotencyRepository, KeyAnswer,

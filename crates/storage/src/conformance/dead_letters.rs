@@ -226,3 +226,71 @@ pub async fn dead_letters_are_deleted_purged_per_app_and_by_age(store: &Store) {
     );
     assert_eq!(store.dead_letters.oldest().await.expect("oldest"), None);
 }
+
+pub async fn queue_samples_count_each_apps_outbox_and_dead_letters_per_minute_and_are_pruned(
+    store: &Store,
+) {
+    use chrono::{DurationRound, TimeDelta};
+    setup(store, "shop", &["w"]).await;
+    setup(store, "other", &["w"]).await;
+    let start = Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("a minute")
+        - TimeDelta::hours(2);
+    let minute = move |m: i64| start + TimeDelta::minutes(m);
+    let sample = |m: i64, depth: u64, dead: u64| shared::store::QueueSample {
+        minute: minute(m),
+        queue_depth: depth,
+        dead_letters: dead,
+    };
+    let sample_all = |m: i64, keep_since: i64| async move {
+        let apps = [app("shop"), app("other"), app("gone")];
+        let sampled = store
+            .dead_letters
+            .sample_queues(&apps, minute(m), minute(keep_since));
+        sampled.await.expect("sample");
+    };
+    let history = |name: &'static str, since: i64| async move {
+        let app = app(name);
+        let got = store.dead_letters.queue_history(&app, minute(since));
+        got.await.expect("history")
+    };
+
+    // shop: one dead letter and two events waiting; other: nothing.
+    make_dead(store, "shop", 1).await;
+    emit(
+        store,
+        "shop",
+        vec![invoke("w", json!(1)), invoke("w", json!(2))],
+    )
+    .await;
+    sample_all(0, 0).await;
+    assert_eq!(history("shop", 0).await, [sample(0, 2, 1)]);
+    assert_eq!(history("other", 0).await, [sample(0, 0, 0)]);
+    let shop = app("shop");
+    let now = store.dead_letters.queue_now(&shop, minute(1));
+    assert_eq!(now.await.expect("now"), sample(1, 2, 1));
+
+    // A later sample of the same minute replaces the first.
+    let events = claim(store, "n1").await;
+    assert_eq!(events.len(), 2);
+    let finished: Vec<_> = events.iter().map(|e| dead(e, "boom")).collect();
+    store.outbox.commit("n1", &finished).await.expect("commit");
+    sample_all(0, 0).await;
+    assert_eq!(history("shop", 0).await, [sample(0, 0, 3)]);
+    sample_all(5, 0).await;
+    // From minute 3 on: the sample minute 3 started with (minute 0's) leads.
+    assert_eq!(history("shop", 3).await, [sample(0, 0, 3), sample(5, 0, 3)]);
+    assert_eq!(history("shop", 5).await, [sample(5, 0, 3)]);
+    assert_eq!(history("shop", 6).await, [sample(5, 0, 3)]);
+    // Writing a sample deletes the app's samples before the kept window.
+    sample_all(90, 5).await;
+    assert_eq!(
+        history("shop", -10).await,
+        [sample(5, 0, 3), sample(90, 0, 3)]
+    );
+    // Samples go with their app.
+    store.apps.delete(&app("shop")).await.expect("delete");
+    assert!(history("shop", -10).await.is_empty());
+    assert_eq!(history("other", -10).await.len(), 2);
+}

@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             replay_puts_the_event_back_with_its_triggers_attempts_and_removes_the_letter,
             a_replay_without_its_trigger_gets_five_attempts_and_wakes_the_outbox,
             dead_letters_are_deleted_purged_per_app_and_by_age,
+            queue_samples_count_each_apps_outbox_and_dead_letters_per_minute_and_are_pruned,
             kv_entries_can_be_set_read_listed_by_prefix_and_deleted,
             kv_lists_page_with_the_after_cursor_without_gaps_or_repeats,
             kv_entries_past_their_ttl_are_invisible_and_overwritten_by_set,
@@ -651,8 +652,11 @@ pub async fn invocations_are_listed_newest_first_with_every_filter(store: &Store
         .map(|(i, status)| {
             let minute = i64::try_from(i).expect("small");
             let name = if i % 2 == 0 { "a" } else { "b" };
+            // Runs 0 and 3 were HTTP requests, the others cron and queue events.
+            let trigger = ["http", "cron", "queue"][i % 3];
             InvocationRecord {
                 status: *status,
+                trigger: trigger.into(),
                 ..record("shop", name, minute)
             }
         })
@@ -695,6 +699,27 @@ pub async fn invocations_are_listed_newest_first_with_every_filter(store: &Store
     })
     .await;
     assert_eq!(ids(&by_status), newest_first(&|i| i == 1 || i == 4));
+    let by_trigger = |kind: &str, script_name: Option<&str>| {
+        list(InvocationFilter {
+            trigger: Some(kind.into()),
+            script: script_name.map(script),
+            ..filter(100)
+        })
+    };
+    assert_eq!(
+        ids(&by_trigger("http", None).await),
+        newest_first(&|i| i % 3 == 0)
+    );
+    assert_eq!(
+        ids(&by_trigger("cron", None).await),
+        newest_first(&|i| i % 3 == 1)
+    );
+    // With a script, through the script's own statement: run 1 is b's only cron run.
+    assert_eq!(
+        ids(&by_trigger("cron", Some("b")).await),
+        newest_first(&|i| i == 1)
+    );
+    assert!(by_trigger("topic", None).await.is_empty());
     let since = list(InvocationFilter {
         since: Some(at(2)),
         ..filter(100)

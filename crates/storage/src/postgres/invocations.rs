@@ -32,16 +32,18 @@ impl InvocationsSql for Postgres {
        AND ($3::timestamptz IS NULL OR started_at >= $3)
        AND ($4::timestamptz IS NULL OR started_at < $4)
        AND ($5::uuid IS NULL OR id < $5)
+       AND ($7::text IS NULL OR "trigger" = $7)
      ORDER BY id DESC LIMIT $6"#;
     const LIST_BY_SCRIPT: &'static str = r#"SELECT id, app, script, version, "trigger",
             status, started_at, duration_ms, http_status, summary, logs::text AS logs, error,
             request_id, attempt, trace_id
      FROM invocations
-     WHERE app = $1 AND script = $7
+     WHERE app = $1 AND script = $8
        AND ($2::text IS NULL OR status = $2)
        AND ($3::timestamptz IS NULL OR started_at >= $3)
        AND ($4::timestamptz IS NULL OR started_at < $4)
        AND ($5::uuid IS NULL OR id < $5)
+       AND ($7::text IS NULL OR "trigger" = $7)
      ORDER BY id DESC LIMIT $6"#;
     const GET: &'static str = r#"SELECT id, app, script, version, "trigger", status,
             started_at, duration_ms, http_status, summary, logs::text AS logs, error,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use shared::store::{DeadLetterFilter, DeadLetterRepository};
+use shared::store::{DeadLetterFilter, DeadLetterRepository, QueueSample};
 use shared::{
     AppName, DeadLetter, DeadLetterId, EventId, EventKind, ScriptName, StoreError, TriggerId,
 };
@@ -47,6 +47,26 @@ pub(crate) trait DeadLettersSql: OutboxSql {
     const PURGE_KEYS: &'static str;
     /// () -> oldest: when the oldest letter was made
     const OLDEST: &'static str;
+    /// (app, minute): count the app's outbox rows and dead letters into its sample of the
+    /// minute (an upsert), unless the app is gone.
+    const SAMPLE_QUEUE: &'static str;
+    /// (app, keep since): delete the app's samples of earlier minutes.
+    const PRUNE_QUEUE_HISTORY: &'static str;
+    /// (app, since) -> minute, queue_depth, dead_letters: the app's samples from the last
+    /// one at or before `since` on, oldest first.
+    const QUEUE_HISTORY: &'static str;
+    /// (app) -> queue_depth, dead_letters: counted now.
+    const QUEUE_NOW: &'static str;
+}
+
+fn row_to_sample(row: &impl Cols, minute: DateTime<Utc>) -> Result<QueueSample, StoreError> {
+    let count =
+        |col: &str| -> Result<u64, StoreError> { Ok(u64::try_from(row.int(col)?).unwrap_or(0)) };
+    Ok(QueueSample {
+        minute,
+        queue_depth: count("queue_depth")?,
+        dead_letters: count("dead_letters")?,
+    })
 }
 
 pub(crate) struct DeadLetters<DB: Db> {
@@ -240,5 +260,66 @@ impl<DB: DeadLettersSql> DeadLetterRepository for DeadLetters<DB> {
             .await
             .map_err(db)?
             .opt_ts("oldest")
+    }
+
+    async fn sample_queues(
+        &self,
+        apps: &[AppName],
+        minute: DateTime<Utc>,
+        keep_since: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if apps.is_empty() {
+            return Ok(());
+        }
+        // In name order, so two nodes sampling the same apps never wait on each other's
+        // rows in opposite orders.
+        let mut apps: Vec<&AppName> = apps.iter().collect();
+        apps.sort();
+        apps.dedup();
+        let mut tx = DB::begin_write(&self.pool).await?;
+        for app in apps {
+            sql::<DB>(<DB as DeadLettersSql>::SAMPLE_QUEUE)
+                .bind(app.as_str())
+                .bind(minute)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sql::<DB>(<DB as DeadLettersSql>::PRUNE_QUEUE_HISTORY)
+                .bind(app.as_str())
+                .bind(keep_since)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn queue_history(
+        &self,
+        app: &AppName,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<QueueSample>, StoreError> {
+        let rows = sql::<DB>(<DB as DeadLettersSql>::QUEUE_HISTORY)
+            .bind(app.as_str())
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| row_to_sample(row, row.ts("minute")?))
+            .collect()
+    }
+
+    async fn queue_now(
+        &self,
+        app: &AppName,
+        minute: DateTime<Utc>,
+    ) -> Result<QueueSample, StoreError> {
+        let row = sql::<DB>(<DB as DeadLettersSql>::QUEUE_NOW)
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row_to_sample(&row, minute)
     }
 }

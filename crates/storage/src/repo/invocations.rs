@@ -16,8 +16,8 @@ use crate::sql::{Cols, Db, sql};
 /// The statements of `Invocations`, with their arguments in placeholder order, and the
 /// batch insert each backend writes its own way.
 pub(crate) trait InvocationsSql: Db {
-    /// (app, status, since, until, before, limit) -> record rows, newest first; every
-    /// filter but `app` may be NULL.
+    /// (app, status, since, until, before, limit, trigger) -> record rows, newest first;
+    /// every filter but `app` may be NULL.
     const LIST: &'static str;
     /// `LIST` with one more argument, the script, so its index serves it.
     const LIST_BY_SCRIPT: &'static str;
@@ -102,7 +102,8 @@ impl<DB: InvocationsSql> InvocationRepository for Invocations<DB> {
             .bind(filter.since)
             .bind(filter.until)
             .bind(filter.before.map(|id| id.0))
-            .bind(i64::from(filter.limit));
+            .bind(i64::from(filter.limit))
+            .bind(filter.trigger.as_deref());
         if let Some(script) = &filter.script {
             query = query.bind(script.as_str());
         }

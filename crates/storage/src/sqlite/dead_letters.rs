@@ -33,4 +33,21 @@ impl DeadLettersSql for Sqlite {
     const PURGE_BEFORE: &'static str = "DELETE FROM dead_letters WHERE created_at < ?";
     const PURGE_KEYS: &'static str = "DELETE FROM idempotency_keys WHERE created_at < ?";
     const OLDEST: &'static str = "SELECT MIN(created_at) AS oldest FROM dead_letters";
+    const SAMPLE_QUEUE: &'static str =
+        "INSERT INTO queue_history (app, minute, queue_depth, dead_letters)
+     SELECT ?1, ?2, (SELECT COUNT(*) FROM outbox WHERE app = ?1),
+            (SELECT COUNT(*) FROM dead_letters WHERE app = ?1)
+     WHERE EXISTS (SELECT 1 FROM apps WHERE name = ?1)
+     ON CONFLICT (app, minute) DO UPDATE
+     SET queue_depth = excluded.queue_depth, dead_letters = excluded.dead_letters";
+    const PRUNE_QUEUE_HISTORY: &'static str =
+        "DELETE FROM queue_history WHERE app = ? AND minute < ?";
+    const QUEUE_HISTORY: &'static str = "SELECT minute, queue_depth, dead_letters
+     FROM queue_history
+     WHERE app = ?1 AND minute >= COALESCE(
+        (SELECT MAX(minute) FROM queue_history WHERE app = ?1 AND minute <= ?2), ?2)
+     ORDER BY minute";
+    const QUEUE_NOW: &'static str =
+        "SELECT (SELECT COUNT(*) FROM outbox WHERE app = ?1) AS queue_depth,
+            (SELECT COUNT(*) FROM dead_letters WHERE app = ?1) AS dead_letters";
 }

@@ -74,16 +74,18 @@ impl InvocationsSql for Sqlite {
        AND (?3 IS NULL OR started_at >= ?3)
        AND (?4 IS NULL OR started_at < ?4)
        AND (?5 IS NULL OR id < ?5)
+       AND (?7 IS NULL OR "trigger" = ?7)
      ORDER BY id DESC LIMIT ?6"#;
     const LIST_BY_SCRIPT: &'static str = r#"SELECT id, app, script, version, "trigger",
             status, started_at, duration_ms, http_status, summary, logs, error, request_id,
             attempt, trace_id
      FROM invocations
-     WHERE app = ?1 AND script = ?7
+     WHERE app = ?1 AND script = ?8
        AND (?2 IS NULL OR status = ?2)
        AND (?3 IS NULL OR started_at >= ?3)
        AND (?4 IS NULL OR started_at < ?4)
        AND (?5 IS NULL OR id < ?5)
+       AND (?7 IS NULL OR "trigger" = ?7)
      ORDER BY id DESC LIMIT ?6"#;
     const GET: &'static str = r#"SELECT id, app, script, version, "trigger", status,
             started_at, duration_ms, http_status, summary, logs, error, request_id, attempt,

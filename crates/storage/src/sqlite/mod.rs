@@ -116,6 +116,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0013_traces.sql"),
     ),
     (
+        "0014_queue_history.sql",
+        14,
+        "queue_history",
+        include_str!("../../migrations/sqlite/0014_queue_history.sql"),
+    ),
+    (
         "0016_node_realtime_streams.sql",
         16,
         "node_realtime_streams",

@@ -433,6 +433,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/apps/{app}/queue/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Queue depth and dead letters per minute.
+         * @description Needs a token of any role whose scope includes the app.
+         *
+         *     The app's events not yet done (its outbox rows: due, running, waiting for a retry or
+         *     a later time, parked) and its dead letters, per minute over the last `minutes` minutes
+         *     (up to a day), counted by the database after the app's runs (so the same on every
+         *     node).
+         */
+        get: operations["queue_history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/apps/{app}/realtime/cors": {
         parameters: {
             query?: never;
@@ -1658,6 +1683,37 @@ export interface components {
         Purged: {
             /** Format: int64 */
             purged: number;
+        };
+        QueueHistory: {
+            /**
+             * @description One entry per minute, oldest first, the current minute last (counted now). A
+             *     minute without a sample of its own has the last sample's values (samples are
+             *     taken after the app's runs, at most one a minute, so a minute without one changed
+             *     nothing); minutes before the app's first sample are left out. An app with no
+             *     sample in the last day has every minute at its current values.
+             */
+            minutes: components["schemas"]["QueueSample"][];
+            /**
+             * Format: date-time
+             * @description The first minute asked for (UTC); the last is the current one.
+             */
+            since: string;
+        };
+        /**
+         * @description An app's event queue at one moment: its outbox rows (events not yet done: due,
+         *     running, waiting for a retry or a later time, or parked for a queue without a
+         *     consumer) and its dead letters.
+         */
+        QueueSample: {
+            /** Format: int64 */
+            dead_letters: number;
+            /**
+             * Format: date-time
+             * @description The minute the sample belongs to (its start, UTC).
+             */
+            minute: string;
+            /** Format: int64 */
+            queue_depth: number;
         };
         Replayed: {
             event_id: components["schemas"]["EventId"];
@@ -3231,6 +3287,8 @@ export interface operations {
                 script?: components["schemas"]["ScriptName"];
                 /** @description Only runs that ended so */
                 status?: components["schemas"]["InvocationStatus"];
+                /** @description Only runs of this trigger kind: `http` or an event kind (`topic`, `queue`, `invoke`, `cron`, `dead_letter`, `email`) */
+                trigger?: string;
                 /** @description Only runs that started at or after this RFC 3339 time */
                 since?: string;
                 /** @description Only runs that started before this RFC 3339 time */
@@ -3258,7 +3316,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvocationPage"];
                 };
             };
-            /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            /** @description A bad filter (`invalid_input`) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3401,6 +3459,8 @@ export interface operations {
                 script?: components["schemas"]["ScriptName"];
                 /** @description Only runs that ended so */
                 status?: components["schemas"]["InvocationStatus"];
+                /** @description Only runs of this trigger kind: `http` or an event kind */
+                trigger?: string;
             };
             header?: never;
             path: {
@@ -4062,6 +4122,86 @@ export interface operations {
                 };
             };
             /** @description A parameter or the body breaks a rule stated in this document (`invalid_input`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid bearer token (`unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role or app scope does not allow this call (`forbidden`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such app (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An internal error (`internal`); the details are in the server's log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The store is busy; try again (`unavailable`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    queue_history: {
+        parameters: {
+            query?: {
+                /** @description How many minutes back, the current one included (default 60) */
+                minutes?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The app's name */
+                app: components["schemas"]["AppName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Per-minute queue depth and dead letters */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueHistory"];
+                };
+            };
+            /** @description A bad `minutes` (`invalid_input`) */
             400: {
                 headers: {
                     [name: string]: unknown;
