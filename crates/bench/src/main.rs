@@ -92,13 +92,17 @@ struct Args {
     /// Backends to measure (sqlite, postgres); default both.
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
+    /// Events run under callgrind per backend and handler, for instructions per event
+    /// (0: skip).
+    #[arg(long, default_value_t = 0)]
+    callgrind_events: u64,
+    /// Where callgrind's dumps are written and kept, for `callgrind_annotate` (default: a
+    /// temp dir removed at the end): instructions per event and per request.
+    #[arg(long)]
+    callgrind_dir: Option<PathBuf>,
     /// Seconds of load under callgrind for instructions per request (0: skip).
     #[arg(long, default_value_t = 5)]
     callgrind_secs: u64,
-    /// Where callgrind's dumps are written and kept, for `callgrind_annotate` (default: a
-    /// temp dir removed at the end).
-    #[arg(long)]
-    callgrind_dir: Option<std::path::PathBuf>,
     /// Redeploys for the deploy-to-first-response figure (0: skip).
     #[arg(long, default_value_t = 100)]
     redeploys: usize,
@@ -230,11 +234,26 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
+        let callgrind = if args.callgrind_events > 0 && !callgrind::available() {
+            eprintln!(
+                "valgrind is not installed: no instructions per event (apt-get install -y valgrind)"
+            );
+            0
+        } else {
+            args.callgrind_events
+        };
         let plan = events::Plan {
             burst: args.events.max(1),
             queued: args.queued,
             paced: args.paced,
+            callgrind,
         };
+        let dumps = match &args.callgrind_dir {
+            Some(dir) => dir.clone(),
+            None => work.path().join("callgrind"),
+        };
+        std::fs::create_dir_all(&dumps).context("cannot create the callgrind dump dir")?;
+        let dumps = events::CallgrindDir(&dumps);
         let wants = |b: &str| args.backends.is_empty() || args.backends.iter().any(|x| x == b);
         if wants("sqlite") {
             let (runs, paced) = events::run(
@@ -244,6 +263,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 &mut || Ok(None),
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);
@@ -267,6 +287,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 },
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);

@@ -206,26 +206,22 @@ impl RunSpan {
 
     /// The `traceparent` a child of this span is started under.
     pub fn traceparent(&self) -> String {
-        let cx = self.cx.span();
-        let sc = cx.span_context();
-        let mut out = Vec::with_capacity(55);
-        out.extend_from_slice(b"00-");
+        let sc = self.context();
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
         push_hex(&mut out, &sc.trace_id().to_bytes());
-        out.push(b'-');
+        out.push('-');
         push_hex(&mut out, &sc.span_id().to_bytes());
-        out.push(b'-');
+        out.push('-');
         push_hex(&mut out, &[sc.trace_flags().to_u8()]);
-        hex_text(out)
+        out
     }
 
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
-        let mut out = Vec::with_capacity(32);
-        push_hex(
-            &mut out,
-            &self.cx.span().span_context().trace_id().to_bytes(),
-        );
-        hex_text(out)
+        let mut out = String::with_capacity(32);
+        push_hex(&mut out, &self.context().trace_id().to_bytes());
+        out
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {
@@ -238,19 +234,14 @@ impl RunSpan {
     }
 }
 
-/// `bytes` as lowercase hex, two digits each (what `{:x}` of an id writes, without the
-/// formatting machinery: every request makes a `traceparent`).
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// `bytes` as lowercase hex, as the ids' `Display` writes them, without `fmt` (every event
+/// writes two ids).
+fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-}
-
-/// Text made by `push_hex` (ASCII, so always valid UTF-8).
-fn hex_text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) as a remote span context;
@@ -376,6 +367,21 @@ async fn export_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let mut out = String::new();
+        push_hex(&mut out, &trace.to_bytes());
+        assert_eq!(out, trace.to_string());
+        out.clear();
+        push_hex(&mut out, &span.to_bytes());
+        assert_eq!(out, span.to_string());
+        out.clear();
+        push_hex(&mut out, &[0x01, 0xff]);
+        assert_eq!(out, "01ff");
+    }
 
     #[test]
     fn a_traceparent_is_read_only_when_well_formed() {

@@ -164,6 +164,11 @@ pub(crate) struct Outbox<DB: Db> {
     bus: Arc<dyn NotificationBus>,
     /// Set once the bus is heard (on the first `inserted()`).
     listening: OnceLock<()>,
+    /// SQLite has one writer: the outbox's write transactions (a run's effects and what
+    /// it emits, claims, group commits) take turns here, first come first served, rather
+    /// than meet at SQLite's lock, whose busy handler sleeps 1, 2, 5, 10, 15... ms between
+    /// tries: the tail of publish -> handler start. `None` on PostgreSQL (row locks).
+    writes: Option<tokio::sync::Mutex<()>>,
 }
 
 impl<DB: OutboxSql> Outbox<DB> {
@@ -179,6 +184,15 @@ impl<DB: OutboxSql> Outbox<DB> {
             inserted,
             bus,
             listening: OnceLock::new(),
+            writes: (DB::BACKEND == "sqlite").then(|| tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// This outbox's turn to write (SQLite), held until the transaction ends.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(writes) => Some(writes.lock().await),
+            None => None,
         }
     }
 
@@ -188,6 +202,7 @@ impl<DB: OutboxSql> Outbox<DB> {
     async fn apply_runs(&self, runs: &[sync::Run<'_>]) -> Vec<Result<(), StoreError>> {
         let now = now();
         let mut applied = sync::Applied::default();
+        let turn = self.write_turn().await;
         let outcome = async {
             let mut tx = DB::begin_write(&self.pool).await?;
             let results = sync::apply::<DB>(&mut tx, runs, now, &mut applied).await?;
@@ -197,6 +212,7 @@ impl<DB: OutboxSql> Outbox<DB> {
             Ok::<_, StoreError>(results)
         }
         .await;
+        drop(turn);
         let results = match outcome {
             Ok(results) => results,
             Err(error) => {
@@ -232,6 +248,7 @@ impl<DB: OutboxSql> Outbox<DB> {
     async fn dead_letter_unreadable(&self, row: &DB::Row, node: &str, token: LeaseToken) {
         let result = async {
             let (id, letter) = row::salvage(row, now())?;
+            let _turn = self.write_turn().await;
             let mut tx = DB::begin_write(&self.pool).await?;
             let deleted = sql::<DB>(DB::DELETE_HELD)
                 .bind(id.0)
@@ -284,7 +301,10 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     ) -> Result<Vec<Event>, StoreError> {
         // Fresh for every claim: only this claim's runs can finish the rows it takes.
         let token = LeaseToken::new();
-        let rows = DB::claim(&self.pool, node, token, limit, lease).await?;
+        let turn = self.write_turn().await;
+        let rows = DB::claim(&self.pool, node, token, limit, lease).await;
+        drop(turn);
+        let rows = rows?;
         // One row that does not decode must not stall every claim: it becomes a dead
         // letter, the others run.
         let mut events = Vec::with_capacity(rows.len());
@@ -310,12 +330,14 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         }
         let now = now();
         let mut acc = Batch::default();
+        let turn = self.write_turn().await;
         let result = async {
             let mut tx = DB::begin_write(&self.pool).await?;
             DB::commit_batch(&mut tx, node, batch, now, &mut acc).await?;
             tx.commit().await.map_err(db)
         }
         .await;
+        drop(turn);
         if let Err(e) = result {
             self.remove_objects(&effects::batch_new_objects(batch))
                 .await;
