@@ -206,7 +206,8 @@ impl RunSpan {
 
     /// The `traceparent` a child of this span is started under.
     pub fn traceparent(&self) -> String {
-        let sc = self.context();
+        let span = self.cx.span();
+        let sc = span.span_context();
         let mut out = String::with_capacity(55);
         out.push_str("00-");
         push_hex(&mut out, &sc.trace_id().to_bytes());
@@ -220,7 +221,10 @@ impl RunSpan {
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         let mut out = String::with_capacity(32);
-        push_hex(&mut out, &self.context().trace_id().to_bytes());
+        push_hex(
+            &mut out,
+            &self.cx.span().span_context().trace_id().to_bytes(),
+        );
         out
     }
 

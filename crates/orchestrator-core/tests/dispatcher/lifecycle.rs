@@ -139,6 +139,12 @@ impl shared::store::OutboxRepository for Counting {
     ) -> Result<(), shared::StoreError> {
         self.inner.apply_answered(app, effects, answer).await
     }
+    async fn apply_group(
+        &self,
+        group: &[shared::store::SyncCommit<'_>],
+    ) -> Vec<Result<(), shared::StoreError>> {
+        self.inner.apply_group(group).await
+    }
     async fn next_due_at(
         &self,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, shared::StoreError> {
