@@ -60,17 +60,54 @@ pub fn per_request(server: &Server, path: &str, secs: u64, dir: &Path) -> anyhow
         duration_secs,
     };
     wrk::run(server.addr, path, load(2))?;
-    let pid = server.pid().to_string();
-    control("--zero", &pid)?;
+    let mut counter = Counter::new(server, dir);
+    counter.zero()?;
     let run = wrk::run(server.addr, path, load(secs.max(1)))?;
-    control("--dump", &pid)?;
-    let dump = dir.join(format!("cg.{pid}.1"));
-    let text = std::fs::read_to_string(&dump)
-        .with_context(|| format!("no callgrind dump at {}", dump.display()))?;
-    let total = summary(&text).context("the callgrind dump has no summary line")?;
+    let total = counter.dump()?;
     anyhow::ensure!(run.requests > 0, "no requests under callgrind");
     anyhow::ensure!(run.non_2xx == 0, "error answers under callgrind");
     Ok(total as f64 / run.requests as f64)
+}
+
+/// The instruction counters of a server run under `wrap`: zeroed before a stretch of
+/// work, dumped after it. Each dump is a file `cg.PID.K` in the wrapped command's dump
+/// directory (kept for `callgrind_annotate`).
+pub struct Counter<'a> {
+    pid: String,
+    dir: &'a Path,
+    dumps: u32,
+}
+
+impl<'a> Counter<'a> {
+    /// The counters of `server`, whose dumps go to `dir`.
+    pub fn new(server: &Server, dir: &'a Path) -> Self {
+        Counter {
+            pid: server.pid().to_string(),
+            dir,
+            dumps: 0,
+        }
+    }
+
+    /// Set every counter to zero.
+    ///
+    /// # Errors
+    /// When callgrind_control fails.
+    pub fn zero(&self) -> anyhow::Result<()> {
+        control("--zero", &self.pid)
+    }
+
+    /// Dump the counters; the instructions counted since the last zero or dump.
+    ///
+    /// # Errors
+    /// When callgrind_control fails or the dump has no total.
+    pub fn dump(&mut self) -> anyhow::Result<u64> {
+        control("--dump", &self.pid)?;
+        self.dumps += 1;
+        let dump = self.dir.join(format!("cg.{}.{}", self.pid, self.dumps));
+        let text = std::fs::read_to_string(&dump)
+            .with_context(|| format!("no callgrind dump at {}", dump.display()))?;
+        summary(&text).context("the callgrind dump has no summary line")
+    }
 }
 
 fn control(what: &str, pid: &str) -> anyhow::Result<()> {

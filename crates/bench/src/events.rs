@@ -12,6 +12,11 @@
 //!   the cost per event grows with the number of waiting rows.
 //! - paced: 200 events/s for 5 s (one publish per request), to see the delay when the
 //!   dispatcher is not saturated.
+//! - instructions per event (`--callgrind-events N`): the server under callgrind, N queue
+//!   messages parked, the counters zeroed, the consumer created, the counters dumped once
+//!   all N were committed; the total, less what the bench's own reads of /metrics cost,
+//!   over N. Unlike events/s, it hardly moves when other processes share the cores. On
+//!   PostgreSQL it counts the server's side only (the database is another process).
 //!
 //! After each run the handler's effects are checked: `incr` must have counted every event
 //! exactly once, `set` must have written the last event's key.
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::callgrind;
 use crate::child::Server;
 
 const PUBLISHER: &str = r#"
@@ -80,6 +86,8 @@ pub struct EventRun {
     pub burst_p99_ms: f64,
     /// Events queued before the consumer existed, and their rate.
     pub queued: Option<(u64, f64)>,
+    /// Events run under callgrind, and the instructions per event.
+    pub instructions: Option<(u64, f64)>,
 }
 
 impl EventRun {
@@ -106,10 +114,24 @@ pub struct Plan {
     /// 0: no queued run.
     pub queued: u64,
     pub paced: u64,
+    /// Events run under callgrind for instructions per event (0: none).
+    pub callgrind: u64,
 }
 
+/// Where the callgrind runs keep their dumps.
+#[derive(Debug, Clone, Copy)]
+pub struct CallgrindDir<'a>(pub &'a Path);
+
+/// How often the bench reads /metrics while it waits: often for the wall-clock runs, seldom
+/// under callgrind (each read is counted with the server's work, and then taken out).
+const POLL: Duration = Duration::from_millis(20);
+const CALLGRIND_POLL: Duration = Duration::from_millis(500);
+/// Reads of /metrics whose cost is measured under callgrind.
+const METRICS_SAMPLES: u64 = 10;
+
 /// Start a server with the producer endpoints and, for a burst, the topic subscriber
-/// (the queue consumer is created by the queued run once its messages wait).
+/// (the queue consumer is created by the queued run once its messages wait); under
+/// callgrind with `callgrind`.
 fn start(
     bin: &Path,
     work: &Path,
@@ -117,6 +139,7 @@ fn start(
     database_url: Option<&str>,
     handler: Handler,
     topic: bool,
+    callgrind: Option<CallgrindDir<'_>>,
 ) -> anyhow::Result<(Server, String)> {
     let data_dir = work.join(name);
     std::fs::create_dir_all(&data_dir)?;
@@ -133,6 +156,9 @@ fn start(
         Some(url) => cmd.env("PICLOUD_DATABASE_URL", url),
         None => cmd.env_remove("PICLOUD_DATABASE_URL"),
     };
+    if let Some(CallgrindDir(dir)) = callgrind {
+        cmd = callgrind::wrap(&cmd, dir);
+    }
     let server = Server::start(cmd, &work.join(format!("{name}.log")))?;
     anyhow::ensure!(server.addr.ip().is_loopback(), "picloud is not on loopback");
     let addr = server.addr;
@@ -200,6 +226,17 @@ async fn admin(
     Ok(())
 }
 
+/// The consumer of queue `bench`, running the subscriber's script.
+async fn create_consumer(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+) -> anyhow::Result<()> {
+    let trigger = json!({"kind": "queue", "queue": "bench", "script": "sink"});
+    let url = format!("http://{addr}/api/v1/apps/events/triggers");
+    admin(http, reqwest::Method::POST, &url, token, &trigger).await
+}
+
 /// POST `/events/{path}` for events `0..n`, 1,000 per request.
 async fn produce(
     http: &reqwest::Client,
@@ -224,7 +261,8 @@ async fn produce(
 
 /// Measure one backend: per handler a burst and a queued run, then a paced run, each on a
 /// fresh server with its own database (`next_url`: a fresh PostgreSQL schema, or `None`
-/// for SQLite in the data dir).
+/// for SQLite in the data dir). With `plan.callgrind`, also instructions per event, the
+/// dumps in `callgrind`.
 ///
 /// # Errors
 /// When a server does not start, a request fails or the effects are wrong.
@@ -235,6 +273,7 @@ pub fn run(
     next_url: &mut dyn FnMut() -> anyhow::Result<Option<String>>,
     plan: Plan,
     handlers: &[Handler],
+    callgrind: CallgrindDir<'_>,
 ) -> anyhow::Result<(Vec<EventRun>, PacedRun)> {
     let rt = runtime()?;
     let http = reqwest::Client::new();
@@ -242,7 +281,7 @@ pub fn run(
     for (i, &handler) in handlers.iter().enumerate() {
         let url = next_url()?;
         let name = format!("{backend}-burst-{i}");
-        let (server, token) = start(bin, work, &name, url.as_deref(), handler, true)?;
+        let (server, token) = start(bin, work, &name, url.as_deref(), handler, true, None)?;
         let addr = server.addr;
         let events = plan.burst;
         eprintln!(
@@ -252,7 +291,7 @@ pub fn run(
         let (elapsed, delays) = rt.block_on(async {
             let started = Instant::now();
             produce(&http, addr, "produce", events).await?;
-            wait_done(&http, addr, "topic", events, Duration::from_secs(600)).await?;
+            wait_done(&http, addr, "topic", events, Duration::from_secs(600), POLL).await?;
             let elapsed = started.elapsed();
             check_effects(&http, addr, &token, handler, events).await?;
             Ok::<_, anyhow::Error>((elapsed, delay_quantiles(&http, addr).await?))
@@ -262,7 +301,7 @@ pub fn run(
         let queued = if plan.queued > 0 {
             let url = next_url()?;
             let name = format!("{backend}-queued-{i}");
-            let (server, token) = start(bin, work, &name, url.as_deref(), handler, false)?;
+            let (server, token) = start(bin, work, &name, url.as_deref(), handler, false, None)?;
             let addr = server.addr;
             let n = plan.queued;
             eprintln!(
@@ -272,16 +311,24 @@ pub fn run(
             let elapsed = rt.block_on(async {
                 produce(&http, addr, "send", n).await?;
                 let started = Instant::now();
-                let trigger = json!({"kind": "queue", "queue": "bench", "script": "sink"});
-                let url = format!("http://{addr}/api/v1/apps/events/triggers");
-                admin(&http, reqwest::Method::POST, &url, &token, &trigger).await?;
-                wait_done(&http, addr, "queue", n, Duration::from_secs(1800)).await?;
+                create_consumer(&http, addr, &token).await?;
+                wait_done(&http, addr, "queue", n, Duration::from_secs(1800), POLL).await?;
                 let elapsed = started.elapsed();
                 check_effects(&http, addr, &token, handler, n).await?;
                 Ok::<_, anyhow::Error>(elapsed)
             })?;
             drop(server);
             Some((n, n as f64 / elapsed.as_secs_f64()))
+        } else {
+            None
+        };
+        let instructions = if plan.callgrind > 0 {
+            let url = next_url()?;
+            let name = format!("{backend}-callgrind-{i}");
+            let n = plan.callgrind;
+            let per_event =
+                instructions_per_event(bin, work, &name, url.as_deref(), handler, n, callgrind)?;
+            Some((n, per_event))
         } else {
             None
         };
@@ -293,12 +340,13 @@ pub fn run(
             burst_p50_ms: delays.0,
             burst_p99_ms: delays.1,
             queued,
+            instructions,
         });
     }
 
     let url = next_url()?;
     let name = format!("{backend}-paced");
-    let (server, _) = start(bin, work, &name, url.as_deref(), Handler::Noop, true)?;
+    let (server, _) = start(bin, work, &name, url.as_deref(), Handler::Noop, true, None)?;
     let addr = server.addr;
     let paced_events = plan.paced.max(1);
     eprintln!("events ({backend}): {paced_events} paced at 200/s on http://{addr}");
@@ -313,7 +361,15 @@ pub fn run(
                 .await?;
             anyhow::ensure!(res.status().is_success(), "produce: {}", res.status());
         }
-        wait_done(&http, addr, "topic", paced_events, Duration::from_secs(60)).await?;
+        wait_done(
+            &http,
+            addr,
+            "topic",
+            paced_events,
+            Duration::from_secs(60),
+            POLL,
+        )
+        .await?;
         delay_quantiles(&http, addr).await
     })?;
     drop(server);
@@ -326,6 +382,56 @@ pub fn run(
             p99_ms: paced.1,
         },
     ))
+}
+
+/// Instructions per event of `handler`: the server under callgrind, `n` queue messages
+/// parked, the counters zeroed, the consumer created, the counters dumped once all `n`
+/// were committed. What the bench's reads of /metrics cost the server meanwhile is
+/// measured first (the mean of a few reads) and taken out of the total.
+fn instructions_per_event(
+    bin: &Path,
+    work: &Path,
+    name: &str,
+    database_url: Option<&str>,
+    handler: Handler,
+    n: u64,
+    dir: CallgrindDir<'_>,
+) -> anyhow::Result<f64> {
+    let (server, token) = start(bin, work, name, database_url, handler, false, Some(dir))?;
+    let addr = server.addr;
+    eprintln!(
+        "events ({name}, {}): {n} queued under callgrind on http://{addr}",
+        handler.name()
+    );
+    let http = reqwest::Client::new();
+    let mut counter = callgrind::Counter::new(&server, dir.0);
+    runtime()?.block_on(async {
+        produce(&http, addr, "send", n).await?;
+        counter.zero()?;
+        for _ in 0..METRICS_SAMPLES {
+            metrics_text(&http, addr).await?;
+        }
+        let per_read = counter.dump()? as f64 / METRICS_SAMPLES as f64;
+        counter.zero()?;
+        create_consumer(&http, addr, &token).await?;
+        let reads = wait_done(
+            &http,
+            addr,
+            "queue",
+            n,
+            Duration::from_secs(3600),
+            CALLGRIND_POLL,
+        )
+        .await?;
+        let total = counter.dump()? as f64;
+        check_effects(&http, addr, &token, handler, n).await?;
+        Ok(per_event(total, reads, per_read, n))
+    })
+}
+
+/// The instructions of `n` events: `total` less `reads` reads of /metrics at `per_read`.
+fn per_event(total: f64, reads: u64, per_read: f64, n: u64) -> f64 {
+    (total - reads as f64 * per_read).max(0.0) / n.max(1) as f64
 }
 
 /// Whether the handler's writes are all there: exactly `n` increments, or the last key.
@@ -354,48 +460,51 @@ async fn check_effects(
     Ok(())
 }
 
-/// Wait until `picloud_events_total{kind,outcome="done"}` reaches `n`. The bench reads
-/// /metrics every 20 ms: a measuring client, not part of the server.
+/// Wait until `picloud_events_total{kind,outcome="done"}` reaches `n`; the number of
+/// reads of /metrics it took. The bench reads /metrics every `poll`: a measuring client,
+/// not part of the server.
 async fn wait_done(
     http: &reqwest::Client,
     addr: SocketAddr,
     kind: &str,
     n: u64,
     within: Duration,
-) -> anyhow::Result<()> {
+    poll: Duration,
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + within;
     let kind = format!("kind=\"{kind}\"");
+    let mut reads = 0;
     loop {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = metrics_text(http, addr).await?;
+        reads += 1;
         let done = metric_sum(
             &text,
             "picloud_events_total",
             &[kind.as_str(), "outcome=\"done\""],
         );
         if done >= n as f64 {
-            return Ok(());
+            return Ok(reads);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
             "only {done} of {n} events were handled in {within:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll).await;
     }
 }
-/// p50 and p99 of `picloud_event_delay_seconds`, in milliseconds, estimated from its
-/// buckets as Prometheus' `histogram_quantile` does.
-async fn delay_quantiles(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
-    let text = http
+
+async fn metrics_text(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<String> {
+    Ok(http
         .get(format!("http://{addr}/metrics"))
         .send()
         .await?
         .text()
-        .await?;
+        .await?)
+}
+/// p50 and p99 of `picloud_event_delay_seconds`, in milliseconds, estimated from its
+/// buckets as Prometheus' `histogram_quantile` does.
+async fn delay_quantiles(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let text = metrics_text(http, addr).await?;
     let q = |quantile: f64| {
         histogram_quantile(&text, "picloud_event_delay_seconds", quantile).map(|s| s * 1000.0)
     };
@@ -487,6 +596,13 @@ mod tests {
         assert!((q(0.7) - 0.0015).abs() < 1e-12);
         assert!((q(0.99) - 0.0038).abs() < 1e-12);
         assert!(histogram_quantile(text, "other", 0.5).is_none());
+    }
+
+    #[test]
+    fn the_metrics_reads_are_taken_out_of_the_instructions_per_event() {
+        assert!((per_event(1_000_000.0, 10, 20_000.0, 4000) - 200.0).abs() < 1e-9);
+        assert_eq!(per_event(100.0, 10, 20.0, 4), 0.0);
+        assert_eq!(per_event(100.0, 0, 0.0, 0), 100.0);
     }
 
     #[test]

@@ -92,6 +92,14 @@ struct Args {
     /// Backends to measure (sqlite, postgres); default both.
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
+    /// Events run under callgrind per backend and handler, for instructions per event
+    /// (0: skip).
+    #[arg(long, default_value_t = 0)]
+    callgrind_events: u64,
+    /// Where callgrind's dumps are written and kept, for `callgrind_annotate` (default: a
+    /// temp dir removed at the end): instructions per event and per request.
+    #[arg(long)]
+    callgrind_dir: Option<PathBuf>,
     /// Seconds of load under callgrind for instructions per request (0: skip).
     #[arg(long, default_value_t = 5)]
     callgrind_secs: u64,
@@ -226,11 +234,26 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
+        let callgrind = if args.callgrind_events > 0 && !callgrind::available() {
+            eprintln!(
+                "valgrind is not installed: no instructions per event (apt-get install -y valgrind)"
+            );
+            0
+        } else {
+            args.callgrind_events
+        };
         let plan = events::Plan {
             burst: args.events.max(1),
             queued: args.queued,
             paced: args.paced,
+            callgrind,
         };
+        let dumps = match &args.callgrind_dir {
+            Some(dir) => dir.clone(),
+            None => work.path().join("callgrind"),
+        };
+        std::fs::create_dir_all(&dumps).context("cannot create the callgrind dump dir")?;
+        let dumps = events::CallgrindDir(&dumps);
         let wants = |b: &str| args.backends.is_empty() || args.backends.iter().any(|x| x == b);
         if wants("sqlite") {
             let (runs, paced) = events::run(
@@ -240,6 +263,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 &mut || Ok(None),
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);
@@ -263,6 +287,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 },
                 plan,
                 &handlers,
+                dumps,
             )?;
             report.events.extend(runs);
             report.paced.push(paced);
@@ -340,6 +365,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
                 &exe,
                 &picloud_bin,
                 work.path(),
+                args.callgrind_dir.as_deref(),
                 args.callgrind_secs,
             )?);
         } else {
@@ -377,9 +403,10 @@ fn instructions(
     exe: &std::path::Path,
     picloud_bin: &std::path::Path,
     work: &std::path::Path,
+    keep_in: Option<&std::path::Path>,
     secs: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let dir = work.join("callgrind");
+    let dir = keep_in.map_or_else(|| work.join("callgrind"), std::path::Path::to_path_buf);
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--serve-baseline");

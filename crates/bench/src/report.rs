@@ -438,12 +438,13 @@ impl Report {
             let over = d.first_p99_ms - d.warm_p50_ms;
             let _ = writeln!(
                 out,
-                "redeploy x{} under load: first response of the new version p50 {:.2} ms p99 {:.2} ms, warm call p50 {:.2} ms: p99 {over:.2} ms over warm, target < {TARGET_DEPLOY_OVER_WARM_MS} ms {} (deploy call p50 {:.1} ms p99 {:.1} ms, stale answers {})",
+                "redeploy x{} under load: first response of the new version p50 {:.2} ms p99 {:.2} ms, warm call p50 {:.2} ms: p99 {over:.2} ms over warm, target < {TARGET_DEPLOY_OVER_WARM_MS} ms {} (warm call p99 {:.2} ms; deploy call p50 {:.1} ms p99 {:.1} ms, stale answers {})",
                 d.count,
                 d.first_p50_ms,
                 d.first_p99_ms,
                 d.warm_p50_ms,
                 verdict(over < TARGET_DEPLOY_OVER_WARM_MS && d.stale == 0),
+                d.warm_p99_ms,
                 d.deploy_p50_ms,
                 d.deploy_p99_ms,
                 d.stale
@@ -458,9 +459,15 @@ impl Report {
                 ),
                 _ => String::new(),
             };
+            let instructions = match e.instructions {
+                Some((n, per_event)) => {
+                    format!(" | {per_event:.0} instructions/event (callgrind, {n} queued)")
+                }
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "events {:<8} {:<8} {:>6} burst: {:>7.0} events/s (>= {target:.0}) {}  delay p50 {:>6.0} ms p99 {:>6.0} ms{queued}",
+                "events {:<8} {:<8} {:>6} burst: {:>7.0} events/s (>= {target:.0}) {}  delay p50 {:>6.0} ms p99 {:>6.0} ms{queued}{instructions}",
                 e.backend,
                 e.handler.name(),
                 e.events,
@@ -797,6 +804,7 @@ mod tests {
             first_p50_ms: 1.0,
             first_p99_ms: 7.0,
             warm_p50_ms: 1.0,
+            warm_p99_ms: 5.0,
             stale: 0,
         });
         // 7 ms is 6 over the warm call's 1 ms.
@@ -815,6 +823,7 @@ mod tests {
             burst_p50_ms: 100.0,
             burst_p99_ms: 200.0,
             queued: Some((100_000, queued)),
+            instructions: Some((3000, 208_000.0)),
         };
         let mut report = Report::new(load());
         report.events = vec![
@@ -827,6 +836,11 @@ mod tests {
         report.events = vec![run("postgres", 12_000.0, 6_000.0)];
         assert!(!report.all_targets_met());
         assert!(report.render().contains("0.50 of burst"));
+        assert!(
+            report
+                .render()
+                .contains("208000 instructions/event (callgrind, 3000 queued)")
+        );
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.99), 4.0);
     }

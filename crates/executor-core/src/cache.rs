@@ -17,16 +17,21 @@ use shared::{AppName, ScriptName};
 pub(crate) struct Compiled {
     pub(crate) version: i64,
     pub(crate) ast: AST,
+    /// Whether the script can read `request` (`input::may_read_request`): a run of one that
+    /// cannot skips building it.
+    pub(crate) reads_request: bool,
     /// The script evaluated as a module, the first time another script imports it; it
     /// lives and dies with this version's entry.
     pub(crate) module: OnceLock<Shared<Module>>,
 }
 
 impl Compiled {
-    pub(crate) fn new(version: i64, ast: AST) -> Self {
+    /// `source` is what `ast` was compiled from.
+    pub(crate) fn new(version: i64, ast: AST, source: &str) -> Self {
         Compiled {
             version,
             ast,
+            reads_request: crate::input::may_read_request(source),
             module: OnceLock::new(),
         }
     }
@@ -98,7 +103,7 @@ mod tests {
     use super::*;
 
     fn compiled(version: i64) -> Arc<Compiled> {
-        Arc::new(Compiled::new(version, AST::empty()))
+        Arc::new(Compiled::new(version, AST::empty(), ""))
     }
 
     fn names(app: &str, script: &str) -> (AppName, ScriptName) {

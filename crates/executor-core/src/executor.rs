@@ -4,9 +4,11 @@
 //! Before a job is queued it takes a slot against its app's and script's concurrency caps
 //! (`running`); a full queue or a capped app is refused at once, never waited on.
 //!
-//! On a script thread, a cache miss loads the active version with `rt.block_on` (this
-//! thread is not a runtime worker, so blocking it is the point) and compiles it once;
-//! requests never compile.
+//! A catalog change of a script (deploy, rollback) compiles its active version at once,
+//! before the deploy answers, so the first request of the new version runs warm. On a
+//! script thread, a cache miss (a script not run since the server started, or after
+//! changes may have been missed) loads the active version with `rt.block_on` (this
+//! thread is not a runtime worker, so blocking it is the point) and compiles it once.
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -15,9 +17,10 @@ use chrono::Utc;
 use metrics::{Counter, Histogram, counter, histogram};
 use rhai::AST;
 use shared::Effects;
+use shared::store::ScriptVersion;
 use shared::{
     AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
-    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName, Store,
+    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName, Store, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -205,7 +208,7 @@ impl Runner {
         );
         let (out, effects) = self
             .sandbox
-            .run_in(&compiled.ast, &inv.input, &limits, Some(host));
+            .run_in(&compiled, &inv.input, &limits, Some(host));
         Ok(self.finish(Execution {
             version: compiled.version,
             started_at,
@@ -246,9 +249,30 @@ impl Runner {
             return Ok(hit);
         }
         let generation = self.cache.generation();
-        let active = self
-            .rt
-            .block_on(self.store.scripts.active(app, script))
+        let active = self.rt.block_on(self.store.scripts.active(app, script));
+        self.compile_active(app, script, active, generation)
+    }
+
+    /// Drop `script`'s compiled form, then load and compile its active version now, so
+    /// the first run after a deploy or a rollback finds it compiled (a deleted script
+    /// leaves nothing). A failure here is left to the first run, which loads it again.
+    async fn reload(&self, app: &AppName, script: &ScriptName) {
+        self.cache.invalidate_script(app, script);
+        let generation = self.cache.generation();
+        let active = self.store.scripts.active(app, script).await;
+        let _ = self.compile_active(app, script, active, generation);
+    }
+
+    /// Compile what the store answered for `script`'s active version and cache it unless
+    /// the script was invalidated since `generation` was read (before the store was).
+    fn compile_active(
+        &self,
+        app: &AppName,
+        script: &ScriptName,
+        active: Result<Option<ScriptVersion>, StoreError>,
+        generation: u64,
+    ) -> Result<Arc<Compiled>, Loaded> {
+        let active = active
             .map_err(|error| {
                 tracing::error!(?error, %app, %script, "could not load the active script version");
                 Loaded::Missing(ExecError::Store(error))
@@ -261,7 +285,7 @@ impl Runner {
                 version: active.version,
                 error,
             })?;
-        let compiled = Arc::new(Compiled::new(active.version, ast));
+        let compiled = Arc::new(Compiled::new(active.version, ast, &active.source));
         self.cache
             .insert_if_current(app, script, Arc::clone(&compiled), generation);
         Ok(compiled)
@@ -380,9 +404,10 @@ impl ScriptChecker for Executor {
 impl CatalogListener for Executor {
     async fn catalog_changed(&self, change: &CatalogChange) {
         match change {
-            CatalogChange::Script { app, script } => {
-                self.runner.cache.invalidate_script(app, script)
-            }
+            // Compiled now, before the deploy answers (or, on the other nodes, as soon
+            // as they hear of it): the first run of the new version does not wait for a
+            // store read and a compile under load.
+            CatalogChange::Script { app, script } => self.runner.reload(app, script).await,
             CatalogChange::App { app } => {
                 self.runner.cache.invalidate_app(app);
                 self.running.forget_idle(app);

@@ -2,6 +2,7 @@
 //! outbox events.
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use rhai::{Dynamic, Map, Scope};
 use shared::{Event, EventKind, HttpRequest, InvocationInput};
 
@@ -22,11 +23,32 @@ pub(crate) fn scope_for(input: &InvocationInput) -> Scope<'static> {
     scope
 }
 
+/// The scope of an executor run: `scope_for`, but without `request` for a script that
+/// cannot read it (`may_read_request` said no when it was compiled), which then costs
+/// nothing to build.
+pub(crate) fn scope_of_run(input: &InvocationInput, reads_request: bool) -> Scope<'static> {
+    match input {
+        InvocationInput::Http(_) if !reads_request => Scope::new(),
+        _ => scope_for(input),
+    }
+}
+
+/// Whether a script with this source can read `request`. Rhai reaches a variable only by
+/// its name written in the script (`request`, `global::request`, a closure's capture) or
+/// by a name given as a string to `is_def_var` (`eval`, which could make one up, is
+/// disabled), so a source that contains neither word cannot. Conservative: the word in
+/// a comment or a string counts too.
+pub(crate) fn may_read_request(source: &str) -> bool {
+    source.contains("request") || source.contains("is_def_var")
+}
+
 /// `event`: id, kind, topic or queue (by kind; also `source`), payload, attempt,
 /// max_attempts, scheduled_at (RFC 3339).
 fn event_map(event: &Event) -> Map {
     let mut map = Map::new();
-    map.insert("id".into(), event.id.to_string().into());
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id: &str = event.id.0.hyphenated().encode_lower(&mut buf);
+    map.insert("id".into(), id.into());
     map.insert("kind".into(), event.kind.as_str().into());
     let source: Dynamic = event.source.clone().map_or(Dynamic::UNIT, Into::into);
     match event.kind {
@@ -39,18 +61,41 @@ fn event_map(event: &Event) -> Map {
         _ => {}
     }
     map.insert("source".into(), source);
-    let payload = rhai::serde::to_dynamic(&event.payload).unwrap_or(Dynamic::UNIT);
-    map.insert("payload".into(), payload);
+    map.insert("payload".into(), crate::host::from_json(&event.payload));
     map.insert("attempt".into(), i64::from(event.attempt).into());
     map.insert("max_attempts".into(), i64::from(event.max_attempts).into());
     map.insert(
         "scheduled_at".into(),
-        event
-            .scheduled_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            .into(),
+        rfc3339_millis(&event.scheduled_at).into(),
     );
     map
+}
+
+/// `at` as `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it
+/// (`2026-12-04T20:44:41.123Z`), without chrono's formatting machinery for the years 0 to
+/// 9999 (every event's due time).
+fn rfc3339_millis(at: &DateTime<Utc>) -> String {
+    let year = at.year();
+    let nanos = at.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Other years, and a leap second, as chrono writes them.
+        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, at.month());
+    put(8, 2, at.day());
+    put(11, 2, at.hour());
+    put(14, 2, at.minute());
+    put(17, 2, at.second());
+    put(20, 3, nanos / 1_000_000);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// `request`: method, path, params, query, headers (lowercase names), body (text, lossy
@@ -93,4 +138,93 @@ fn string_map(src: &BTreeMap<String, String>) -> Map {
         map.insert(k.as_str().into(), v.as_str().into());
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn only_a_source_that_names_request_or_asks_by_name_may_read_it() {
+        for reads in [
+            "request.path",
+            "fn f() { global::request.method } f()",
+            "let g = || request.body; g.call()",
+            "// request\n1",
+            r#"is_def_var("req" + "uest")"#,
+        ] {
+            assert!(may_read_request(reads), "{reads}");
+        }
+        for blind in ["\"Hello, world!\"", "let r = 1; r + 2", "kv::get(\"x\")"] {
+            assert!(!may_read_request(blind), "{blind}");
+        }
+    }
+
+    #[test]
+    fn a_run_that_cannot_read_the_request_gets_an_empty_scope() {
+        let http = InvocationInput::Http(HttpRequest::default());
+        assert!(scope_of_run(&http, true).contains("request"));
+        assert!(scope_of_run(&http, false).is_empty());
+    }
+
+    #[test]
+    fn due_times_are_written_as_chrono_writes_them() {
+        let mut at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        // Every field's range, over 400 years (leap days included), with odd millis.
+        let step = chrono::Duration::milliseconds(86_399_999 * 3 + 7_001);
+        while at.year() < 2370 {
+            let want = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(rfc3339_millis(&at), want);
+            at += step;
+        }
+        let odd = [
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::nanoseconds(999_999_999),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::nanoseconds(1_000_500_000),
+        ];
+        for at in odd {
+            assert_eq!(
+                rfc3339_millis(&at),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+    }
+
+    #[test]
+    fn the_event_map_holds_the_events_fields() {
+        let event = Event {
+            id: shared::EventId::new(),
+            app: shared::AppName::parse("shop").unwrap(),
+            kind: EventKind::Queue,
+            script: None,
+            trigger: None,
+            source: Some("jobs".into()),
+            payload: serde_json::json!({"n": 3, "tags": ["a"]}),
+            attempt: 2,
+            max_attempts: 5,
+            scheduled_at: Utc.with_ymd_and_hms(2026, 12, 4, 20, 44, 41).unwrap()
+                + chrono::Duration::milliseconds(123),
+            created_at: Utc::now(),
+            lease: None,
+            trace: None,
+        };
+        let map = event_map(&event);
+        let text = |k: &str| map[k].clone().into_string().unwrap();
+        assert_eq!(text("id"), event.id.to_string());
+        assert_eq!(text("kind"), "queue");
+        assert_eq!(text("queue"), "jobs");
+        assert_eq!(text("source"), "jobs");
+        assert!(!map.contains_key("topic"));
+        assert_eq!(text("scheduled_at"), "2026-12-04T20:44:41.123Z");
+        assert_eq!(map["attempt"].as_int(), Ok(2));
+        assert_eq!(map["max_attempts"].as_int(), Ok(5));
+        let payload = map["payload"].clone().cast::<Map>();
+        assert_eq!(payload["n"].as_int(), Ok(3));
+        assert_eq!(payload["tags"].clone().into_array().unwrap().len(), 1);
+    }
 }

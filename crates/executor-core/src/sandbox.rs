@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use shared::{
     CompileError, Effects, FailureKind, InvocationInput, LogLevel, LogLine, ScriptChecker,
     ScriptFailure, ScriptOutput,
 };
 
+use crate::cache::Compiled;
 use crate::context::Host;
 use crate::limits::{Limits, human_duration};
 use crate::modules::AppModules;
@@ -148,21 +149,33 @@ impl Sandbox {
     /// Run a compiled script once on this thread, under this sandbox's limits, with no
     /// host context (data calls fail as "not available here").
     pub fn run(&self, ast: &AST, input: &InvocationInput) -> RunOutput {
-        self.run_in(ast, input, &self.limits, None).0
+        self.eval(ast, input::scope_for(input), &self.limits, None)
+            .0
     }
 
     /// Run a compiled script once on this thread under `limits`, with `host` as its
     /// context: its output, and its effects when it succeeded.
     pub(crate) fn run_in(
         &self,
-        ast: &AST,
+        compiled: &Compiled,
         input: &InvocationInput,
+        limits: &Limits,
+        host: Option<Host>,
+    ) -> (RunOutput, Effects) {
+        let variables = input::scope_of_run(input, compiled.reads_request);
+        self.eval(&compiled.ast, variables, limits, host)
+    }
+
+    /// Evaluate `ast` with `variables` as its scope, under `limits`, with `host`.
+    fn eval(
+        &self,
+        ast: &AST,
+        mut variables: Scope<'static>,
         limits: &Limits,
         host: Option<Host>,
     ) -> (RunOutput, Effects) {
         let engine = self.engine_for(limits);
         let scope = RunScope::enter(limits, host);
-        let mut variables = input::scope_for(input);
         let evaluated = engine.eval_ast_with_scope::<Dynamic>(&mut variables, ast);
         let result = match (evaluated, run_state::stopped()) {
             (_, Some(Termination::TooDeep(what))) => Err(ScriptFailure {

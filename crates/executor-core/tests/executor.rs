@@ -51,6 +51,16 @@ impl Harness {
         version
     }
 
+    /// Store a new version without telling the executor (no catalog change).
+    async fn deploy_unseen(&self, script: &str, source: &str) {
+        let name = ScriptName::parse(script).unwrap();
+        self.store()
+            .scripts
+            .deploy(&self.app, &name, source)
+            .await
+            .unwrap();
+    }
+
     async fn call(&self, script: &str, req: HttpRequest) -> Result<Execution, ExecError> {
         self.executor
             .execute(Invocation {
@@ -124,18 +134,43 @@ async fn the_compiled_script_is_cached_until_its_catalog_change_arrives() {
     h.deploy("v", r#""one""#).await;
     assert_eq!(body(&h.get("v").await), "one");
     // A deploy the executor is not told about: the cached version keeps serving.
-    let name = ScriptName::parse("v").unwrap();
-    h.store()
-        .scripts
-        .deploy(&h.app, &name, r#""two""#)
-        .await
-        .unwrap();
+    h.deploy_unseen("v", r#""two""#).await;
     assert_eq!(body(&h.get("v").await), "one");
     h.executor
         .catalog_changed(&CatalogChange::App { app: h.app.clone() })
         .await;
     let after = h.get("v").await;
     assert_eq!((after.version, body(&after).as_str()), (2, "two"));
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploys_catalog_change_compiles_the_new_version_before_its_first_run() {
+    let h = Harness::sqlite(ExecutorConfig::default()).await;
+    h.deploy("v", r#""one""#).await;
+    h.deploy("other", r#""x""#).await;
+    // Stored behind the executor's back: a first run that read the store would answer
+    // "two"; the version compiled by the catalog change answers "one".
+    h.deploy_unseen("v", r#""two""#).await;
+    // Another script's change leaves this one compiled.
+    h.executor
+        .catalog_changed(&CatalogChange::Script {
+            app: h.app.clone(),
+            script: ScriptName::parse("other").unwrap(),
+        })
+        .await;
+    let first = h.get("v").await;
+    assert_eq!((first.version, body(&first).as_str()), (1, "one"));
+    // Its own change compiles the new version at once.
+    h.executor
+        .catalog_changed(&CatalogChange::Script {
+            app: h.app.clone(),
+            script: ScriptName::parse("v").unwrap(),
+        })
+        .await;
+    h.deploy_unseen("v", r#""three""#).await;
+    let next = h.get("v").await;
+    assert_eq!((next.version, body(&next).as_str()), (2, "two"));
     h.close().await;
 }
 

@@ -290,6 +290,19 @@ async fn claim_loop(
         if shutdown.is_cancelled() {
             break;
         }
+        if idle(&ctx, &committed, &shutdown).await == Wake::Shutdown {
+            break;
+        }
+    }
+}
+
+/// Sleeps in `wake::idle` until there may be due rows to claim (an insert, the next due
+/// time) or shutdown. A commit of this node only moves due times (a retry, a released
+/// row; what it inserts wakes as an insert), so after one the next due time is read again
+/// and the sleep goes on until then: a claim is a write, and on SQLite one for nothing
+/// after every group commit would take the write lock from the next publish.
+async fn idle(ctx: &Context, committed: &Notify, shutdown: &CancellationToken) -> Wake {
+    loop {
         let next_due = match ctx.store.outbox.next_due_at().await {
             Ok(next) => next,
             Err(error) => {
@@ -297,11 +310,11 @@ async fn claim_loop(
                 Some(Utc::now() + chrono::Duration::seconds(1))
             }
         };
-        let why = wake::idle(ctx.store.outbox.as_ref(), &committed, next_due, &shutdown).await;
-        if why == Wake::Shutdown {
-            break;
-        }
+        let why = wake::idle(ctx.store.outbox.as_ref(), committed, next_due, shutdown).await;
         tracing::trace!(reason = ?why, "dispatcher woke up");
+        if why != Wake::Committed {
+            return why;
+        }
     }
 }
 
@@ -677,6 +690,9 @@ async fn commit_finished(
         slots.push(_slot);
     }
     let (lost, failed) = commit_group(ctx, &batch).await;
+    // `picloud_events_total` is counted once per kind and outcome of the group: a metric
+    // looked up by name and labels costs more than the rest of an event's bookkeeping.
+    let mut counts: Vec<((&'static str, &'static str), u64)> = Vec::new();
     for commit in batch {
         let id = commit.event.id;
         let outcome = if lost.contains(&id) {
@@ -692,8 +708,15 @@ async fn commit_finished(
             }
             outcome_label(&commit.outcome)
         };
-        metrics::counter!("picloud_events_total", "kind" => commit.event.kind.as_str(), "outcome" => outcome)
-            .increment(1);
+        let labels = (commit.event.kind.as_str(), outcome);
+        match counts.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((labels, 1)),
+        }
+    }
+    for ((kind, outcome), n) in counts {
+        metrics::counter!("picloud_events_total", "kind" => kind, "outcome" => outcome)
+            .increment(n);
     }
     drop(slots);
 }

@@ -51,15 +51,16 @@ impl Segment {
 struct Route {
     method: HttpMethod,
     segments: Vec<Segment>,
+    /// Each segment's rank, kept for the precedence of every match.
+    ranks: Vec<u8>,
     script: ScriptName,
-    pattern: RoutePath,
     /// The trigger: idempotency keys are kept per route.
     trigger: TriggerId,
     idempotency: Option<Idempotency>,
 }
 
 impl Route {
-    fn new(method: HttpMethod, pattern: RoutePath, trigger: &Trigger) -> Self {
+    fn new(method: HttpMethod, pattern: &RoutePath, trigger: &Trigger) -> Self {
         let segments = pattern
             .segments()
             .map(|seg| {
@@ -71,12 +72,12 @@ impl Route {
                     Segment::Literal(seg.to_owned())
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         Route {
             method,
+            ranks: segments.iter().map(Segment::rank).collect(),
             segments,
             script: trigger.script.clone(),
-            pattern,
             trigger: trigger.id,
             idempotency: trigger.idempotency,
         }
@@ -117,24 +118,19 @@ impl Route {
     }
 
     /// The precedence key: compared segment by segment, then by method fit.
-    fn precedence(&self, method_fit: u8) -> Precedence {
-        (
-            self.segments.iter().map(Segment::rank).collect(),
-            method_fit,
-        )
+    fn precedence(&self, method_fit: u8) -> Precedence<'_> {
+        (&self.ranks, method_fit)
     }
 }
 
 /// Segment ranks from the left, then the method fit; the smallest key wins.
-type Precedence = (Vec<u8>, u8);
+type Precedence<'a> = (&'a [u8], u8);
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RouteMatch {
     Found {
         script: ScriptName,
-        /// The pattern that matched, for logs.
-        pattern: RoutePath,
         params: BTreeMap<String, String>,
         /// The route's trigger and, if it opted in, its idempotency keys' TTL.
         trigger: TriggerId,
@@ -162,7 +158,7 @@ impl AppRoutes {
         let routes = triggers
             .into_iter()
             .filter_map(|t| match &t.spec {
-                TriggerSpec::Http { method, path } => Some(Route::new(*method, path.clone(), t)),
+                TriggerSpec::Http { method, path } => Some(Route::new(*method, path, t)),
                 _ => None,
             })
             .collect();
@@ -172,7 +168,7 @@ impl AppRoutes {
     /// Match `path` (the path inside the app, raw from the URL) for `method`.
     pub(crate) fn find(&self, method: &http::Method, path: &str) -> RouteMatch {
         let segments = split_path(path);
-        let mut best: Option<(Precedence, &Route, BTreeMap<String, String>)> = None;
+        let mut best: Option<(Precedence<'_>, &Route, BTreeMap<String, String>)> = None;
         let mut other_methods: BTreeSet<&'static str> = BTreeSet::new();
         for route in &self.routes {
             let Some(params) = route.capture(&segments) else {
@@ -193,7 +189,6 @@ impl AppRoutes {
         match best {
             Some((_, route, params)) => RouteMatch::Found {
                 script: route.script.clone(),
-                pattern: route.pattern.clone(),
                 params,
                 trigger: route.trigger,
                 idempotency: route.idempotency,

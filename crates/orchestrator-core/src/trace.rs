@@ -148,9 +148,26 @@ impl Tracing {
         parent: Option<&str>,
         attributes: Vec<KeyValue>,
     ) -> RunSpan {
+        self.start_described(kind, parent, || (name.into(), attributes))
+    }
+
+    /// `start`, with the name and attributes made by `describe` only when spans are
+    /// recorded: with export off, a span only makes ids, and formatting a name and
+    /// attributes that are dropped at once costs more than a small script's run.
+    pub fn start_described(
+        &self,
+        kind: SpanKind,
+        parent: Option<&str>,
+        describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
+    ) -> RunSpan {
         let parent_cx = match parent.and_then(parse_traceparent) {
             Some(remote) => Context::new().with_remote_span_context(remote),
             None => Context::new(),
+        };
+        let (name, attributes) = if self.exporting.is_some() {
+            describe()
+        } else {
+            (Cow::Borrowed(""), Vec::new())
         };
         let span = self
             .tracer
@@ -182,24 +199,33 @@ pub struct RunSpan {
 }
 
 impl RunSpan {
+    #[cfg(test)]
     fn context(&self) -> SpanContext {
         self.cx.span().span_context().clone()
     }
 
     /// The `traceparent` a child of this span is started under.
     pub fn traceparent(&self) -> String {
-        let sc = self.context();
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+        let span = self.cx.span();
+        let sc = span.span_context();
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &sc.trace_id().to_bytes());
+        out.push('-');
+        push_hex(&mut out, &sc.span_id().to_bytes());
+        out.push('-');
+        push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+        out
     }
 
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
-        self.context().trace_id().to_string()
+        let mut out = String::with_capacity(32);
+        push_hex(
+            &mut out,
+            &self.cx.span().span_context().trace_id().to_bytes(),
+        );
+        out
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {
@@ -209,6 +235,16 @@ impl RunSpan {
     /// Mark the run failed with `message`.
     pub fn fail(&self, message: impl Into<Cow<'static, str>>) {
         self.cx.span().set_status(Status::error(message));
+    }
+}
+
+/// `bytes` as lowercase hex, as the ids' `Display` writes them, without `fmt` (every event
+/// writes two ids).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
 }
 
@@ -337,6 +373,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let mut out = String::new();
+        push_hex(&mut out, &trace.to_bytes());
+        assert_eq!(out, trace.to_string());
+        out.clear();
+        push_hex(&mut out, &span.to_bytes());
+        assert_eq!(out, span.to_string());
+        out.clear();
+        push_hex(&mut out, &[0x01, 0xff]);
+        assert_eq!(out, "01ff");
+    }
+
+    #[test]
     fn a_traceparent_is_read_only_when_well_formed() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let sc = parse_traceparent(good).unwrap();
@@ -378,6 +429,38 @@ mod tests {
         let root = tracing.start("run", SpanKind::Server, Some("garbage"), Vec::new());
         assert_ne!(root.trace_id(), child.trace_id());
         assert!(parse_traceparent(&root.traceparent()).is_some());
+    }
+
+    #[test]
+    fn ids_are_written_as_the_formatter_writes_them() {
+        let tracing = Tracing::off();
+        for parent in [
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            Some("00-0000000000000000000000000000000a-000000000000000b-00"),
+            None,
+        ] {
+            let span = tracing.start("run", SpanKind::Server, parent, Vec::new());
+            let sc = span.context();
+            let expected = format!(
+                "00-{}-{}-{:02x}",
+                sc.trace_id(),
+                sc.span_id(),
+                sc.trace_flags().to_u8()
+            );
+            assert_eq!(span.traceparent(), expected);
+            assert_eq!(span.trace_id(), sc.trace_id().to_string());
+        }
+    }
+
+    #[test]
+    fn a_span_is_described_only_when_spans_are_recorded() {
+        let described = std::cell::Cell::new(false);
+        let span = Tracing::off().start_described(SpanKind::Server, None, || {
+            described.set(true);
+            ("run".into(), Vec::new())
+        });
+        assert!(!described.get(), "nothing is recorded: no name is made");
+        assert!(parse_traceparent(&span.traceparent()).is_some());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use executor_core::{Executor, ExecutorConfig};
 use orchestrator_core::{DispatchConfig, IngressConfig, MailboxMailer, Orchestrator};
 use serde_json::json;
-use shared::store::{App, EventCommit, KeyAnswer, OutboxRepository};
+use shared::store::{App, EventCommit, KeyAnswer, OutboxRepository, SyncCommit};
 use shared::{AppName, Effects, Emit, Event, EventId, ScriptName, StoreError};
 
 const SKEW_SECS: u32 = 3;
@@ -50,6 +50,9 @@ impl OutboxRepository for CountingClaims {
         answer: &KeyAnswer<'_>,
     ) -> Result<(), StoreError> {
         self.inner.apply_answered(app, effects, answer).await
+    }
+    async fn apply_group(&self, group: &[SyncCommit<'_>]) -> Vec<Result<(), StoreError>> {
+        self.inner.apply_group(group).await
     }
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.inner.next_due_at().await

@@ -607,3 +607,95 @@ async fn a_caller_that_hangs_up_mid_run_still_gets_the_run_committed_and_recorde
         .expect("read kv");
     assert!(entry.is_some(), "the run's write was committed");
 }
+
+/// Sets its own key and counts; the executor of these tests queues 16 runs, so that many
+/// requests can be in flight at once.
+const PUT: &str =
+    r#"kv::set("k" + request.params.i, request.params.i); kv::incr("count", 1); "ok""#;
+const AT_ONCE: usize = 16;
+
+/// `POST /shop/put/{i}` for each `i` at once; each answer must be 200 and its write must be
+/// visible to another connection as soon as it is answered.
+async fn put_at_once(app: &TestApp, keys: std::ops::Range<usize>) {
+    futures::future::join_all(keys.map(|i| async move {
+        let response = app
+            .request(reqwest::Method::POST, &format!("/{SHOP}/put/{i}"))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
+        let entry = app
+            .store
+            .kv
+            .get(&app_name(), &format!("k{i}"))
+            .await
+            .expect("read kv");
+        assert_eq!(
+            entry.map(|e| e.value),
+            Some(serde_json::json!(i.to_string())),
+            "request {i} was answered before its write was committed"
+        );
+    }))
+    .await;
+}
+
+async fn count(app: &TestApp) -> Option<serde_json::Value> {
+    let entry = app.store.kv.get(&app_name(), "count").await;
+    entry.expect("read kv").map(|e| e.value)
+}
+
+async fn concurrent_writes_are_each_committed_once_and_visible_when_answered(app: TestApp) {
+    for round in 0..3 {
+        put_at_once(&app, round * AT_ONCE..(round + 1) * AT_ONCE).await;
+    }
+    assert_eq!(count(&app).await, Some(serde_json::json!(3 * AT_ONCE)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_each_committed_once_and_visible_when_answered_on_sqlite() {
+    let app = spawn_app(Setup::with(&[("POST", "/put/:i", "put", PUT)])).await;
+    concurrent_writes_are_each_committed_once_and_visible_when_answered(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_each_committed_once_and_visible_when_answered_on_postgres() {
+    let setup = Setup::with(&[("POST", "/put/:i", "put", PUT)]);
+    let app = spawn_app_on(Backend::Postgres, setup).await;
+    concurrent_writes_are_each_committed_once_and_visible_when_answered(app).await;
+}
+
+/// Two of these cannot both commit: together they leave the 64-bit range.
+const HALF: &str = r#"kv::incr("half", 4611686018427387904); "ok""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_commit_fails_alone_among_concurrent_writes() {
+    let app = spawn_app(Setup::with(&[
+        ("POST", "/put/:i", "put", PUT),
+        ("POST", "/half", "half", HALF),
+    ]))
+    .await;
+    let half = || async {
+        let sent = app
+            .request(reqwest::Method::POST, "/shop/half")
+            .send()
+            .await;
+        sent.expect("send").status().as_u16()
+    };
+    let (mut halves, ()) = tokio::join!(
+        futures::future::join_all([half(), half()]),
+        put_at_once(&app, 0..AT_ONCE - 2),
+    );
+    halves.sort_unstable();
+    assert_eq!(
+        halves,
+        [200, 500],
+        "one of the two fails, the other commits"
+    );
+    let entry = app.store.kv.get(&app_name(), "half").await.expect("read");
+    assert_eq!(
+        entry.map(|e| e.value),
+        Some(serde_json::json!(4_611_686_018_427_387_904_i64))
+    );
+    assert_eq!(count(&app).await, Some(serde_json::json!(AT_ONCE - 2)));
+}

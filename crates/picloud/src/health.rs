@@ -1,7 +1,8 @@
 //! Liveness, readiness and Prometheus metrics: platform routes outside `/api/v1`, no token.
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -42,12 +43,15 @@ fn builder() -> PrometheusBuilder {
 /// Histogram samples between two upkeeps.
 const UPKEEP_EVERY: u64 = 4096;
 
-/// The Prometheus recorder, with its histograms drained as they fill.
+/// The Prometheus recorder, with its histograms drained as they fill, and the end of each
+/// busy spell noticed.
 ///
 /// The exporter keeps every histogram sample until it renders or runs upkeep; with nobody
 /// scraping `/metrics`, a busy server would grow by every request's samples without bound.
 /// Every `UPKEEP_EVERY` samples wake a thread of its own that runs the upkeep, so memory
-/// stays bounded and an idle server still never wakes up.
+/// stays bounded. The first sample after a rest wakes it too: it then looks every `QUIET`
+/// until no sample came in (no script ran, no request was served), gives memory back
+/// (`memory::release`) and rests until the next sample. An idle server never wakes up.
 struct Upkept {
     inner: PrometheusRecorder,
     trigger: Arc<UpkeepTrigger>,
@@ -55,8 +59,13 @@ struct Upkept {
 
 struct UpkeepTrigger {
     samples: AtomicU64,
+    /// No busy spell is being watched: the next sample wakes the thread.
+    resting: AtomicBool,
     wake: SyncSender<()>,
 }
+
+/// How long without a histogram sample ends a busy spell.
+const QUIET: Duration = Duration::from_secs(1);
 
 impl Upkept {
     fn new(inner: PrometheusRecorder) -> (Self, PrometheusHandle) {
@@ -66,25 +75,77 @@ impl Upkept {
         let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
         let runs =
             inner.register_counter(&Key::from_name("picloud_metrics_upkeeps_total"), &metadata);
+        let releases =
+            inner.register_counter(&Key::from_name("picloud_memory_releases_total"), &metadata);
+        let trigger = Arc::new(UpkeepTrigger {
+            samples: AtomicU64::new(0),
+            resting: AtomicBool::new(true),
+            wake,
+        });
+        let watched = Arc::clone(&trigger);
         let spawned = std::thread::Builder::new()
             .name("picloud-metrics".into())
             .stack_size(256 * 1024)
-            .spawn(move || upkeep_loop(&woken, &upkeep, &runs));
+            .spawn(move || watched.run(&woken, &upkeep, &runs, &releases));
         if let Err(error) = spawned {
             tracing::warn!(%error, "no metrics upkeep thread; histograms drain only on /metrics");
         }
-        let trigger = Arc::new(UpkeepTrigger {
-            samples: AtomicU64::new(0),
-            wake,
-        });
         (Upkept { inner, trigger }, handle)
     }
 }
 
-fn upkeep_loop(woken: &Receiver<()>, handle: &PrometheusHandle, runs: &Counter) {
-    while woken.recv().is_ok() {
-        handle.run_upkeep();
-        runs.increment(1);
+impl UpkeepTrigger {
+    /// Count a sample; wake the thread when an upkeep is due or a busy spell begins.
+    fn sampled(&self) {
+        let seen = self.samples.fetch_add(1, Ordering::Relaxed);
+        let due = seen % UPKEEP_EVERY == UPKEEP_EVERY - 1;
+        // Read before swapped: the flag's line is written once per busy spell, not per
+        // sample.
+        let woke =
+            self.resting.load(Ordering::Relaxed) && self.resting.swap(false, Ordering::Relaxed);
+        if due || woke {
+            // Full means the thread is already due to wake.
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// The thread: upkeep when `UPKEEP_EVERY` samples came in since the last one (on any
+    /// wake-up, so a wake-up that found the channel full is not lost), memory given back
+    /// once per busy spell.
+    fn run(
+        &self,
+        woken: &Receiver<()>,
+        handle: &PrometheusHandle,
+        runs: &Counter,
+        releases: &Counter,
+    ) {
+        let mut upkept = 0;
+        let mut upkeep = |now: u64| {
+            if now - upkept >= UPKEEP_EVERY {
+                handle.run_upkeep();
+                runs.increment(1);
+                upkept = now - now % UPKEEP_EVERY;
+            }
+        };
+        while woken.recv().is_ok() {
+            loop {
+                let seen = self.samples.load(Ordering::Relaxed);
+                upkeep(seen);
+                match woken.recv_timeout(QUIET) {
+                    Ok(()) => {}
+                    Err(RecvTimeoutError::Timeout)
+                        if self.samples.load(Ordering::Relaxed) == seen =>
+                    {
+                        crate::memory::release();
+                        releases.increment(1);
+                        self.resting.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        }
     }
 }
 
@@ -125,11 +186,7 @@ struct UpkeptHistogram {
 impl HistogramFn for UpkeptHistogram {
     fn record(&self, value: f64) {
         self.inner.record(value);
-        let seen = self.trigger.samples.fetch_add(1, Ordering::Relaxed);
-        if seen % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
-            // Full means an upkeep is already due.
-            let _ = self.trigger.wake.try_send(());
-        }
+        self.trigger.sampled();
     }
 }
 
@@ -180,29 +237,54 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn histogram_samples_are_drained_as_they_fill_without_a_scrape() {
+    /// A recorder of its own (with its own upkeep thread) and one histogram of it.
+    fn recorder() -> (Upkept, PrometheusHandle, Histogram) {
         let (recorder, handle) = Upkept::new(builder().build_recorder());
         let key = Key::from_name("test_latency_seconds");
         let metadata = Metadata::new("test", metrics::Level::INFO, None);
         let histogram = recorder.register_histogram(&key, &metadata);
+        (recorder, handle, histogram)
+    }
+
+    /// The rendered metrics once they contain `line` (the upkeep thread's work is
+    /// observed, not waited for by a fixed time); fails after 10 s.
+    fn rendered_with(handle: &PrometheusHandle, line: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = handle.render();
+            if text.contains(line) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {line}: {text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn histogram_samples_are_drained_as_they_fill_without_a_scrape() {
+        let (_recorder, handle, histogram) = recorder();
         for _ in 0..UPKEEP_EVERY - 1 {
             histogram.record(0.5);
         }
         assert!(!handle.render().contains("picloud_metrics_upkeeps_total 1"));
         histogram.record(0.5);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = handle.render();
-            if text.contains("picloud_metrics_upkeeps_total 1") {
-                assert!(
-                    text.contains(&format!("test_latency_seconds_count {UPKEEP_EVERY}")),
-                    "{text}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "no upkeep ran: {text}");
-            std::thread::sleep(Duration::from_millis(5));
+        let text = rendered_with(&handle, "picloud_metrics_upkeeps_total 1");
+        assert!(
+            text.contains(&format!("test_latency_seconds_count {UPKEEP_EVERY}")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn memory_is_given_back_once_per_busy_spell() {
+        let (_recorder, handle, histogram) = recorder();
+        assert!(!handle.render().contains("picloud_memory_releases_total 1"));
+        for _ in 0..3 {
+            histogram.record(0.5);
         }
+        rendered_with(&handle, "picloud_memory_releases_total 1");
+        histogram.record(0.5);
+        rendered_with(&handle, "picloud_memory_releases_total 2");
+        assert!(!handle.render().contains("picloud_memory_releases_total 3"));
     }
 }

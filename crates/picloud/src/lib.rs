@@ -13,6 +13,7 @@ mod front; // platform paths to the router, app paths to the ingress
 mod health; // /healthz, /readyz, /metrics
 mod listener; // accept loop: connection limit, HTTP/1.1 (h2c on request), drain
 mod membership; // this process in the nodes table: register, heartbeat, leave
+mod memory; // giving start-up pages and freed heap back to the kernel
 pub mod process; // a server process: args, bind, signals
 mod serve; // wiring and shutdown order
 mod timeouts; // header, body and idle timeouts of a connection

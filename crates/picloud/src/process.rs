@@ -59,6 +59,9 @@ pub async fn run(args: ServeArgs, role: Role) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, ?role, "PiCloud is serving");
+    // What starting touched is not needed again until something runs it.
+    let released = crate::memory::release();
+    tracing::debug!(released, "start-up pages released");
     server.wait().await
 }
 

@@ -26,7 +26,7 @@ mod time;
 mod uuid;
 mod value;
 
-pub(crate) use value::printable;
+pub(crate) use value::{from_json, printable};
 
 pub(crate) fn register_all(engine: &mut Engine) {
     let modules: [(&str, Module); _] = [

@@ -24,7 +24,7 @@ pub(crate) fn to_json(what: &str, value: &Dynamic, max: usize) -> Result<Value, 
             value.type_name()
         ))
     })?;
-    let size = serde_json::to_vec(&json).map_or(usize::MAX, |v| v.len());
+    let size = json_len(&json);
     if size > max {
         return Err(HostError::refused(format!(
             "{what} is larger than {max} bytes"
@@ -33,9 +33,42 @@ pub(crate) fn to_json(what: &str, value: &Dynamic, max: usize) -> Result<Value, 
     Ok(json)
 }
 
-/// JSON as a Rhai value (`null` is `()`).
+/// The length of `json`'s text, counted without writing it anywhere.
+fn json_len(json: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, json).map_or(usize::MAX, |()| count.0)
+}
+
+/// JSON as a Rhai value (`null` is `()`): what `rhai::serde::to_dynamic` makes of it
+/// (an integer beyond `i64` is a float), built directly rather than through serde.
 pub(crate) fn from_json(value: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Dynamic::from_int(i),
+            (None, Some(u)) => Dynamic::from_float(u as f64),
+            (None, None) => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(from_json).collect()),
+        Value::Object(fields) => Dynamic::from_map(
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), from_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// Refuse keys of `opts` outside `known`, so a typo is an error rather than ignored.
@@ -116,6 +149,30 @@ mod tests {
         let err = to_json("kv::set: value", &Dynamic::from("x".repeat(20)), 10).unwrap_err();
         assert_eq!(err.to_string(), "kv::set: value is larger than 10 bytes");
         assert!(to_json("v", &Dynamic::from(1_i64), 10).is_ok());
+    }
+
+    #[test]
+    fn json_becomes_the_same_rhai_value_as_through_serde() {
+        let values = serde_json::json!([
+            null, true, false, 0, -7, i64::MAX, i64::MIN, u64::MAX, 1.5, -0.25, 1e300,
+            "", "text", "ünïcode", [], [1, "a", null, [2.5]],
+            {}, {"b": 1, "a": {"c": [true, {"d": "e"}]}, "": null},
+        ]);
+        let Value::Array(values) = values else {
+            unreachable!()
+        };
+        for value in &values {
+            let direct = from_json(value);
+            let via_serde = rhai::serde::to_dynamic(value).unwrap();
+            assert_eq!(direct.type_name(), via_serde.type_name(), "{value}");
+            assert_eq!(format!("{direct:?}"), format!("{via_serde:?}"), "{value}");
+        }
+    }
+
+    #[test]
+    fn the_json_length_is_that_of_its_text() {
+        let value = serde_json::json!({"k": [1, "two", null], "ü": 1.5});
+        assert_eq!(json_len(&value), serde_json::to_vec(&value).unwrap().len());
     }
 
     #[test]

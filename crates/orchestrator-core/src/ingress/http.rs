@@ -11,8 +11,9 @@
 //! Every step before the lane is in memory; the only I/O is the executor hand-off. The
 //! run and its record happen in their own task, so a caller that hangs up mid-run still
 //! leaves a record for the app's owner. A successful run's storage writes and emitted
-//! events are committed in one transaction BEFORE the answer is sent (so a caller that
-//! reads right after sees them); a run without effects touches no database.
+//! events are committed in one transaction (shared with the runs that finish with it:
+//! `super::commit`) BEFORE the answer is sent (so a caller that reads right after sees
+//! them); a run without effects touches no database.
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -33,12 +34,13 @@ use metrics::{Counter, Histogram, counter, histogram};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
-use shared::store::{App, Claimed, IdempotencyKey, KeyAnswer, KeyHold, StoredAnswer};
+use shared::store::{App, Claimed, IdempotencyKey, KeyHold, StoredAnswer};
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
     InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
 };
 
+use super::commit::Answer;
 use super::error::{INVOCATION_ID_HEADER, IngressError, invocation_id_value};
 use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
@@ -435,7 +437,7 @@ fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
 
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let raw = headers.get(REQUEST_ID)?.to_str().ok()?;
     if raw.is_empty() {
         return None;
     }
@@ -482,7 +484,7 @@ async fn run_and_record(
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
     let (answer, stored) = match answer {
         Ok(response) => {
-            match commit(&orchestrator, &owner, &effects, response, keyed.as_ref()).await {
+            match commit(&orchestrator, &owner, effects, response, keyed.as_ref()).await {
                 Ok((response, stored)) => (Ok(response), stored),
                 Err(source) => {
                     settled.status = InvocationStatus::Error;
@@ -507,8 +509,6 @@ async fn run_and_record(
     if settled.status != InvocationStatus::Ok {
         span.fail(settled.error.clone().unwrap_or_default());
     }
-    let trace_id = span.trace_id();
-    drop(span);
     if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
         METRICS.sampled.increment(1);
         return answer;
@@ -517,6 +517,9 @@ async fn run_and_record(
         orchestrator.recorder.count_bounded(&app);
         return answer;
     }
+    // Only a recorded run needs its trace id as text.
+    let trace_id = span.trace_id();
+    drop(span);
     cap_logs(&mut settled.logs, orchestrator.config.records.max_log_bytes);
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
@@ -541,32 +544,37 @@ async fn run_and_record(
     answer
 }
 
-/// The run's span: a child of the caller's `traceparent` header, or a new trace.
+/// The run's span: a child of the caller's `traceparent` header, or a new trace. Its name
+/// and attributes are made only when spans are recorded.
 fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
     let parent = match &invocation.input {
         InvocationInput::Http(request) => request.headers.get("traceparent").map(String::as_str),
         InvocationInput::Event(_) => None,
     };
-    orchestrator.config.tracing.start(
-        format!("{method} {}/{}", invocation.app, invocation.script),
-        SpanKind::Server,
-        parent,
-        vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("picloud.app", invocation.app.to_string()),
-            KeyValue::new("picloud.script", invocation.script.to_string()),
-            KeyValue::new("picloud.invocation_id", invocation.id.to_string()),
-        ],
-    )
+    orchestrator
+        .config
+        .tracing
+        .start_described(SpanKind::Server, parent, || {
+            (
+                format!("{method} {}/{}", invocation.app, invocation.script).into(),
+                vec![
+                    KeyValue::new("http.request.method", method.to_string()),
+                    KeyValue::new("picloud.app", invocation.app.to_string()),
+                    KeyValue::new("picloud.script", invocation.script.to_string()),
+                    KeyValue::new("picloud.invocation_id", invocation.id.to_string()),
+                ],
+            )
+        })
 }
 
-/// Commit a successful run's effects: with its answer for a keyed request whose answer
-/// can be replayed, alone otherwise (touching no database when there are none). Returns
-/// the answer to send and whether it was stored for its key.
+/// Commit a successful run's effects (in a group commit with the runs that finish with
+/// it): with its answer for a keyed request whose answer can be replayed, alone otherwise
+/// (touching no database when there are none). Returns, once they are committed, the
+/// answer to send and whether it was stored for its key.
 async fn commit(
     orchestrator: &Orchestrator,
     owner: &App,
-    effects: &Effects,
+    effects: Effects,
     response: Response,
     keyed: Option<&Keyed>,
 ) -> Result<(Response, bool), Box<dyn std::error::Error + Send + Sync>> {
@@ -574,21 +582,23 @@ async fn commit(
         // A 5xx is not replayed: its key is released, so a retry runs.
         Some(keyed) if !response.status().is_server_error() => {
             let (response, answer) = to_stored(response).await?;
-            let answer = KeyAnswer {
-                hold: &keyed.hold,
-                answer: &answer,
+            let answer = Answer {
+                hold: keyed.hold.clone(),
+                answer,
                 expires_at: Utc::now() + keyed.ttl,
             };
             orchestrator
-                .store
-                .outbox
-                .apply_answered(owner, effects, &answer)
+                .writes
+                .commit(owner.clone(), effects, Some(answer))
                 .await?;
             Ok((response, true))
         }
         _ if effects.is_empty() => Ok((response, false)),
         _ => {
-            orchestrator.store.outbox.apply_to(owner, effects).await?;
+            orchestrator
+                .writes
+                .commit(owner.clone(), effects, None)
+                .await?;
             Ok((response, false))
         }
     }

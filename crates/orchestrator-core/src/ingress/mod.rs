@@ -4,6 +4,7 @@
 //! event dispatcher (which shares the executor with the lane). Its
 //! router is meant to be the fallback after the platform's own routes (`/api/v1`,
 //! `/healthz`, ...), which win in axum's matcher because they are static.
+mod commit;
 mod error;
 mod http;
 
@@ -79,6 +80,8 @@ pub struct Orchestrator {
     /// How many failure records each app may still write this second.
     failure_budgets: Arc<FailureBudgets>,
     dispatcher: Dispatcher,
+    /// Commits HTTP runs' effects, several in one transaction when they finish together.
+    writes: commit::Committer,
     /// This node's realtime streams.
     realtime: Arc<Hub>,
     config: IngressConfig,
@@ -115,6 +118,7 @@ impl Orchestrator {
             config.tracing.clone(),
         );
         let lane = Lane::new(executor, config.request_timeout);
+        let writes = commit::Committer::start(store.clone());
         let realtime = Hub::start(store.clone(), config.realtime.clone());
         Ok(Arc::new(Orchestrator {
             store,
@@ -125,6 +129,7 @@ impl Orchestrator {
             success_budget: RateBudget::new(config.recorded_successes_per_sec),
             failure_budgets,
             dispatcher,
+            writes,
             realtime,
             config,
         }))

@@ -43,7 +43,8 @@ const MAX_TOPICS_PARAM: usize = 8 * 1024;
 pub(crate) fn is_realtime_path(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('/')?;
     let (app, tail) = rest.split_once('/')?;
-    (format!("/{tail}") == PATH).then_some(app)
+    // Every public request asks: compared in place, without building `/{tail}`.
+    (PATH.strip_prefix('/') == Some(tail)).then_some(app)
 }
 
 /// What the query string says.

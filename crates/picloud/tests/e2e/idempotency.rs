@@ -18,6 +18,7 @@ on_both_backends!(
     a_failed_run_releases_its_key_so_a_retry_runs,
     an_answer_is_replayed_until_its_ttl_and_then_the_key_runs_again,
     a_route_without_the_opt_in_ignores_the_key,
+    concurrent_keyed_requests_each_run_once_and_replay_their_own_answer,
 );
 
 /// Counts orders and answers 201 with headers of its own.
@@ -334,4 +335,44 @@ async fn a_route_without_the_opt_in_ignores_the_key(db: Backend) {
         )
         .await;
     assert_eq!(refused.status(), 400);
+}
+
+/// Keyed requests at once go through the HTTP group commit together: each answer is stored
+/// with its own run's effects and replayed for its own key only.
+async fn concurrent_keyed_requests_each_run_once_and_replay_their_own_answer(db: Backend) {
+    const N: usize = 24;
+    let app = spawn_app(db).await;
+    orders_route(&app, "/orders", json!({})).await;
+    let keys: Vec<String> = (0..N).map(|i| format!("c-{i}")).collect();
+    let firsts = futures::future::join_all(
+        keys.iter()
+            .map(|key| async { parts(order(&app, "/orders", Some(key), key).await).await }),
+    )
+    .await;
+    assert_eq!(
+        app.kv("shop", "orders").await,
+        Some(json!(N)),
+        "each ran once"
+    );
+    let replays = futures::future::join_all(
+        keys.iter()
+            .map(|key| async { parts(order(&app, "/orders", Some(key), key).await).await }),
+    )
+    .await;
+    for ((key, first), (status, mut headers, body)) in keys.iter().zip(&firsts).zip(replays) {
+        assert_eq!(first.0, 201, "{key}: {}", first.2);
+        assert_eq!(replayed(&first.1), None);
+        assert_eq!(
+            serde_json::from_str::<Value>(&first.2).unwrap()["item"],
+            json!(key)
+        );
+        assert_eq!(replayed(&headers), Some("true"), "{key}");
+        headers.retain(|(n, _)| n != "idempotency-replayed");
+        assert_eq!((status, &headers, &body), (first.0, &first.1, &first.2));
+    }
+    assert_eq!(
+        app.kv("shop", "orders").await,
+        Some(json!(N)),
+        "nothing ran again"
+    );
 }

@@ -32,7 +32,7 @@ pub use invocations::{InvocationFilter, InvocationRepository, MinuteStats};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
 pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
-pub use outbox::{EventCommit, EventOutcome, OutboxRepository};
+pub use outbox::{EventCommit, EventOutcome, OutboxRepository, SyncCommit};
 pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
 pub use settings::{MailboxRepository, SettingsRepository};

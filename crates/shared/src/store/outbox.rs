@@ -33,6 +33,15 @@ pub enum EventOutcome {
     Dead { error: String },
 }
 
+/// One sync run's effects in a group commit (`OutboxRepository::apply_group`): what
+/// `apply_to` commits, with `answer` what `apply_answered` commits.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncCommit<'a> {
+    pub app: &'a App,
+    pub effects: &'a Effects,
+    pub answer: Option<&'a KeyAnswer<'a>>,
+}
+
 #[async_trait]
 pub trait OutboxRepository: Send + Sync {
     /// Claim up to `limit` due rows (available_at <= now, no live lease), oldest due first;
@@ -82,6 +91,13 @@ pub trait OutboxRepository: Send + Sync {
         effects: &Effects,
         answer: &KeyAnswer<'_>,
     ) -> Result<(), StoreError>;
+
+    /// Several sync runs' effects in ONE transaction (group commit), each run's part all or
+    /// nothing: a run whose part cannot be committed (its app is gone, an increment meets a
+    /// non-integer, its key is no longer held) gets the error `apply_to` or
+    /// `apply_answered` would have given it, and the others commit. One result per run, in
+    /// order; an `Ok` is committed when this returns.
+    async fn apply_group(&self, group: &[SyncCommit<'_>]) -> Vec<Result<(), StoreError>>;
 
     /// When the next row becomes due: `None` when the outbox has no claimable row. A row
     /// under a live lease counts as due when its lease expires.

@@ -15,7 +15,7 @@ fn key(raw: &str) -> IdempotencyKey {
     IdempotencyKey::parse(raw.as_bytes()).expect("a valid key")
 }
 
-fn hold(trigger: TriggerId, raw: &str) -> KeyHold {
+pub(super) fn hold(trigger: TriggerId, raw: &str) -> KeyHold {
     KeyHold {
         app: app("shop"),
         trigger,
@@ -24,7 +24,7 @@ fn hold(trigger: TriggerId, raw: &str) -> KeyHold {
     }
 }
 
-fn answer(body: &str) -> StoredAnswer {
+pub(super) fn answer(body: &str) -> StoredAnswer {
     StoredAnswer {
         status: 201,
         headers: vec![
@@ -47,7 +47,7 @@ fn incr() -> Effects {
 }
 
 /// An app with one idempotent route; the app and the route's id.
-async fn idempotent_route(store: &Store) -> (App, TriggerId) {
+pub(super) async fn idempotent_route(store: &Store) -> (App, TriggerId) {
     setup_app_with_script(store, "shop", "order").await;
     let trigger = store
         .triggers

@@ -7,7 +7,7 @@ use shared::{Effects, KvWrite, Store, StoreError};
 
 use super::app;
 
-fn set(key: &str, value: Value) -> KvWrite {
+pub(super) fn set(key: &str, value: Value) -> KvWrite {
     KvWrite::Set {
         key: key.into(),
         value,
@@ -15,7 +15,7 @@ fn set(key: &str, value: Value) -> KvWrite {
     }
 }
 
-fn kv(writes: Vec<KvWrite>) -> Effects {
+pub(super) fn kv(writes: Vec<KvWrite>) -> Effects {
     Effects {
         kv: writes,
         ..Effects::default()

@@ -11,6 +11,7 @@
 mod blobs;
 mod cron;
 mod dead_letters;
+mod group_commit;
 mod idempotency;
 mod kv;
 mod limits;
@@ -22,6 +23,7 @@ mod tokens;
 pub use blobs::*;
 pub use cron::*;
 pub use dead_letters::*;
+pub use group_commit::*;
 pub use idempotency::*;
 pub use kv::*;
 pub use limits::*;
@@ -98,6 +100,8 @@ macro_rules! conformance_tests {
             invoke_async_and_email_become_rows_with_five_attempts,
             applying_effects_to_a_missing_app_is_not_found,
             a_runs_effects_never_reach_an_app_deleted_and_created_again_under_its_name,
+            a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_alone,
+            a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_fails_alone,
             deleting_an_app_removes_its_outbox_rows_and_dead_letters,
             fire_cron_fires_once_per_slot_and_refuses_an_older_or_equal_slot,
             two_schedulers_firing_one_slot_at_once_fire_it_once,

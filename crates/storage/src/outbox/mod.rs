@@ -13,6 +13,8 @@
 //!   repeated idempotency key sends nothing;
 //! - a sync run's answer to an HTTP idempotency key is stored in the transaction that
 //!   commits its effects (`apply_answered`), or neither is committed;
+//! - sync runs committed together (`apply_group`, `sync`) share one transaction, and each
+//!   run's part is still all or nothing: one that cannot be committed fails alone;
 //! - a publish on a topic exposed to browsers also becomes a realtime event in the same
 //!   transaction, its id taken from the app's counter (`plan`), and is announced on the
 //!   bus only after the commit;
@@ -36,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::bus::{Channel, Heard, NotificationBus};
-use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository};
+use shared::store::{App, EventCommit, KeyAnswer, ObjectStore, OutboxRepository, SyncCommit};
 use shared::{AppName, Effects, Event, EventId, LeaseToken, StoreError};
 use sqlx::Pool;
 use tokio::sync::Notify;
@@ -51,6 +53,7 @@ use crate::sql::{Cols, Db, sql};
 mod effects; // a run's KV and blob writes; when they fail; the objects they leave
 mod plan; // emitted events and dead letters become rows: routing, fan-out, parking, keys
 mod row; // a claimed row back into an event, or what of it a dead letter keeps
+mod sync; // sync runs' effects: alone, or a group in one transaction
 
 pub(crate) use effects::{
     Batch, EFFECTS_FAILED, apply_writes, effects_failed, failed_record, new_objects,
@@ -75,6 +78,17 @@ pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
 /// A value as the JSON text the outbox and dead-letter columns take.
 pub(crate) fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(StoreError::backend)
+}
+
+/// The same error again, for each run of a group whose transaction failed as a whole (the
+/// backend's detail as text: it is only logged).
+fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NotFound(what) => StoreError::NotFound(what),
+        StoreError::Conflict(what) => StoreError::Conflict(what),
+        StoreError::Busy => StoreError::Busy,
+        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+    }
 }
 
 /// The outbox's statements, with their arguments in placeholder order, and what a backend
@@ -151,6 +165,11 @@ pub(crate) struct Outbox<DB: Db> {
     bus: Arc<dyn NotificationBus>,
     /// Set once the bus is heard (on the first `inserted()`).
     listening: OnceLock<()>,
+    /// SQLite has one writer: the outbox's write transactions (a run's effects and what
+    /// it emits, claims, group commits) take turns here, first come first served, rather
+    /// than meet at SQLite's lock, whose busy handler sleeps 1, 2, 5, 10, 15... ms between
+    /// tries: the tail of publish -> handler start. `None` on PostgreSQL (row locks).
+    writes: Option<tokio::sync::Mutex<()>>,
 }
 
 impl<DB: OutboxSql> Outbox<DB> {
@@ -166,62 +185,62 @@ impl<DB: OutboxSql> Outbox<DB> {
             inserted,
             bus,
             listening: OnceLock::new(),
+            writes: (DB::BACKEND == "sqlite").then(|| tokio::sync::Mutex::new(())),
         }
     }
 
-    /// `apply`, and with `created_at` only to the app created then.
-    async fn apply_as_of(
-        &self,
-        app: &AppName,
-        created_at: Option<DateTime<Utc>>,
-        effects: &Effects,
-        answer: Option<&KeyAnswer<'_>>,
-    ) -> Result<(), StoreError> {
+    /// This outbox's turn to write (SQLite), held until the transaction ends.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(writes) => Some(writes.lock().await),
+            None => None,
+        }
+    }
+
+    /// Commit sync runs' effects in one transaction (`sync`); one result per run. After
+    /// the commit: wake the dispatcher, announce realtime events, remove the objects the
+    /// runs unreferenced; the new objects of runs that did not commit are removed.
+    async fn apply_runs(&self, runs: &[sync::Run<'_>]) -> Vec<Result<(), StoreError>> {
         let now = now();
-        let result = async {
+        let mut applied = sync::Applied::default();
+        let turn = self.write_turn().await;
+        let outcome = async {
             let mut tx = DB::begin_write(&self.pool).await?;
-            let found = match created_at {
-                None => sql::<DB>(DB::LOCK_APP).bind(app.as_str()),
-                Some(at) => sql::<DB>(DB::LOCK_APP_IS).bind(app.as_str()).bind(at),
-            };
-            found
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or(StoreError::NotFound("app"))?;
-            let stale = apply_writes::<DB>(&mut tx, app, effects).await?;
-            let mut plan = Plan::default();
-            plan.emits::<DB>(
-                &mut tx,
-                app,
-                &effects.emitted,
-                effects.trace.as_deref(),
-                now,
-            )
-            .await?;
-            let inserted = plan.insert::<DB>(&mut tx, now).await?;
-            if let Some(answer) = answer {
-                crate::repo::idempotency::answer::<DB>(&mut tx, answer).await?;
+            let results = sync::apply::<DB>(&mut tx, runs, now, &mut applied).await?;
+            if results.iter().any(Result::is_ok) {
+                tx.commit().await.map_err(db)?;
             }
-            tx.commit().await.map_err(db)?;
-            Ok::<_, StoreError>((stale, inserted, plan.published()))
+            Ok::<_, StoreError>(results)
         }
         .await;
-        match result {
-            Ok((stale, inserted, published)) => {
-                if inserted > 0 {
-                    self.inserted.notify_one();
-                }
-                self.announce(&published).await;
-                self.remove_objects(&stale).await;
-                Ok(())
+        drop(turn);
+        let results = match outcome {
+            Ok(results) => results,
+            Err(error) => {
+                let copies: Vec<_> = runs.iter().skip(1).map(|_| again(&error)).collect();
+                std::iter::once(error).chain(copies).map(Err).collect()
             }
-            Err(e) => {
-                self.remove_objects(&new_objects(effects).collect::<Vec<_>>())
-                    .await;
-                Err(e)
+        };
+        if results.iter().any(Result::is_ok) {
+            if applied.inserted > 0 {
+                self.inserted.notify_one();
             }
+            self.announce(&applied.published).await;
+            self.remove_objects(&applied.stale).await;
         }
+        let orphans: Vec<String> = runs
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_err())
+            .flat_map(|(run, _)| new_objects(run.effects))
+            .collect();
+        self.remove_objects(&orphans).await;
+        results
+    }
+
+    /// One run's effects, in a transaction of its own.
+    async fn apply_one(&self, run: sync::Run<'_>) -> Result<(), StoreError> {
+        self.apply_runs(&[run]).await.pop().unwrap_or(Ok(()))
     }
 
     /// Turn a claimed row that does not decode into a dead letter that can be read. Best
@@ -230,6 +249,7 @@ impl<DB: OutboxSql> Outbox<DB> {
     async fn dead_letter_unreadable(&self, row: &DB::Row, node: &str, token: LeaseToken) {
         let result = async {
             let (id, letter) = row::salvage(row, now())?;
+            let _turn = self.write_turn().await;
             let mut tx = DB::begin_write(&self.pool).await?;
             let deleted = sql::<DB>(DB::DELETE_HELD)
                 .bind(id.0)
@@ -282,7 +302,10 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     ) -> Result<Vec<Event>, StoreError> {
         // Fresh for every claim: only this claim's runs can finish the rows it takes.
         let token = LeaseToken::new();
-        let rows = DB::claim(&self.pool, node, token, limit, lease).await?;
+        let turn = self.write_turn().await;
+        let rows = DB::claim(&self.pool, node, token, limit, lease).await;
+        drop(turn);
+        let rows = rows?;
         // One row that does not decode must not stall every claim: it becomes a dead
         // letter, the others run.
         let mut events = Vec::with_capacity(rows.len());
@@ -308,12 +331,14 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         }
         let now = now();
         let mut acc = Batch::default();
+        let turn = self.write_turn().await;
         let result = async {
             let mut tx = DB::begin_write(&self.pool).await?;
             DB::commit_batch(&mut tx, node, batch, now, &mut acc).await?;
             tx.commit().await.map_err(db)
         }
         .await;
+        drop(turn);
         if let Err(e) = result {
             self.remove_objects(&effects::batch_new_objects(batch))
                 .await;
@@ -329,12 +354,23 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
     }
 
     async fn apply(&self, app: &AppName, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(app, None, effects, None).await
+        self.apply_one(sync::Run {
+            app,
+            created_at: None,
+            effects,
+            answer: None,
+        })
+        .await
     }
 
     async fn apply_to(&self, app: &App, effects: &Effects) -> Result<(), StoreError> {
-        self.apply_as_of(&app.name, Some(app.created_at), effects, None)
-            .await
+        self.apply_one(sync::Run {
+            app: &app.name,
+            created_at: Some(app.created_at),
+            effects,
+            answer: None,
+        })
+        .await
     }
 
     async fn apply_answered(
@@ -343,8 +379,26 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         effects: &Effects,
         answer: &KeyAnswer<'_>,
     ) -> Result<(), StoreError> {
-        self.apply_as_of(&app.name, Some(app.created_at), effects, Some(answer))
-            .await
+        self.apply_one(sync::Run {
+            app: &app.name,
+            created_at: Some(app.created_at),
+            effects,
+            answer: Some(answer),
+        })
+        .await
+    }
+
+    async fn apply_group(&self, group: &[SyncCommit<'_>]) -> Vec<Result<(), StoreError>> {
+        let runs: Vec<sync::Run<'_>> = group
+            .iter()
+            .map(|c| sync::Run {
+                app: &c.app.name,
+                created_at: Some(c.app.created_at),
+                effects: c.effects,
+                answer: c.answer,
+            })
+            .collect();
+        self.apply_runs(&runs).await
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -1,9 +1,106 @@
 //! KV's statements on PostgreSQL. Values are JSONB, bound and read as text; `Incr` checks
 //! the 64-bit range in `numeric` before the `int8` arithmetic could fail, and the row lock
 //! of `ON CONFLICT DO UPDATE` orders concurrent increments.
+//!
+//! A group commit's merged writes (`apply_merged`) go in one statement whatever their
+//! number: each kind of write is a part of it over one UNNEST of the keys, and the purge of
+//! expired entries leaves the written keys to their writes, so no row is touched twice.
+use shared::StoreError;
+use shared::event::KvWrite;
 use sqlx::Postgres;
+use sqlx::postgres::PgConnection;
 
-use crate::repo::kv::KvSql;
+use crate::repo::kv::{KvSql, Merged, MergedKv};
+use crate::{app_missing, expiry, now};
+
+/// (app[], key[], op[] ('s', 'd' or 'i'), value[] (JSON text of a set), expires_at[] (of a
+/// set), by[] (of an increment), now): every merged write and each app's purge. The rows it
+/// reports are the increments that were applied; `INCR`'s rules, per key.
+const APPLY_MERGED: &str = r#"WITH w (app, key, op, value, expires_at, by) AS (
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
+                              $5::timestamptz[], $6::int8[])),
+     purged AS (
+         DELETE FROM kv WHERE kv.app = ANY($1) AND kv.expires_at IS NOT NULL
+             AND kv.expires_at <= $7
+             AND NOT EXISTS (SELECT 1 FROM w WHERE w.app = kv.app AND w.key = kv.key)),
+     deleted AS (
+         DELETE FROM kv USING w WHERE w.op = 'd' AND kv.app = w.app AND kv.key = w.key),
+     stored AS (
+         INSERT INTO kv (app, key, value, updated_at, expires_at)
+         SELECT w.app, w.key, w.value::jsonb, $7, w.expires_at FROM w WHERE w.op = 's'
+         ON CONFLICT (app, key) DO UPDATE SET
+             value = excluded.value, updated_at = excluded.updated_at,
+             expires_at = excluded.expires_at)
+     INSERT INTO kv (app, key, value, updated_at, expires_at)
+     SELECT w.app, w.key, to_jsonb(w.by), $7, NULL FROM w WHERE w.op = 'i'
+     ON CONFLICT (app, key) DO UPDATE SET
+         value = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= $7
+                      THEN excluded.value
+                      ELSE to_jsonb((kv.value #>> '{}')::int8
+                                    + (excluded.value #>> '{}')::int8) END,
+         updated_at = $7,
+         expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= $7
+                           THEN NULL ELSE kv.expires_at END
+     WHERE (kv.expires_at IS NOT NULL AND kv.expires_at <= $7)
+        OR CASE WHEN jsonb_typeof(kv.value) <> 'number' THEN false
+                WHEN (kv.value #>> '{}') !~ '^-?[0-9]+$' THEN false
+                ELSE (kv.value #>> '{}')::numeric + (excluded.value #>> '{}')::numeric
+                     BETWEEN -9223372036854775808 AND 9223372036854775807 END"#;
+
+/// Apply merged writes in one statement, each app's expired entries purged in it.
+///
+/// # Errors
+/// As `repo::kv::apply_merged`: `Conflict("kv integer")` when an increment meets a
+/// non-integer or leaves the range (the caller rolls back and applies per event).
+pub(crate) async fn apply_merged(
+    conn: &mut PgConnection,
+    merged: &MergedKv<'_>,
+) -> Result<(), StoreError> {
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let keys = merged.keys();
+    let mut op = Vec::with_capacity(keys.len());
+    let mut value = Vec::with_capacity(keys.len());
+    let mut expires_at = Vec::with_capacity(keys.len());
+    let mut by = Vec::with_capacity(keys.len());
+    for (_, _, write) in keys {
+        let (o, v, e, b) = match write {
+            Merged::Last(KvWrite::Set { value, ttl, .. }) => {
+                let json = serde_json::to_string(value).map_err(StoreError::backend)?;
+                ("s", Some(json), expiry(at, *ttl), None)
+            }
+            Merged::Last(_) => ("d", None, None, None),
+            Merged::Incr(n) => ("i", None, None, Some(*n)),
+        };
+        op.push(o);
+        value.push(v);
+        expires_at.push(e);
+        by.push(b);
+    }
+    let increments = by.iter().flatten().count() as u64;
+    let changed = sqlx::query(APPLY_MERGED)
+        .bind(
+            keys.iter()
+                .map(|(app, _, _)| app.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(keys.iter().map(|(_, key, _)| *key).collect::<Vec<_>>())
+        .bind(op)
+        .bind(value)
+        .bind(expires_at)
+        .bind(by)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(app_missing)?
+        .rows_affected();
+    if changed != increments {
+        return Err(StoreError::Conflict("kv integer"));
+    }
+    Ok(())
+}
 
 impl KvSql for Postgres {
     const GET: &'static str = "SELECT key, value::text AS value, updated_at, expires_at FROM kv

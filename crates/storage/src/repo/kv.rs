@@ -53,7 +53,7 @@ pub(crate) trait KvSql: Db {
 pub(crate) const SET_MANY_ROWS: usize = 64;
 
 /// One key's merged writes.
-enum Merged<'a> {
+pub(crate) enum Merged<'a> {
     /// The sum of its increments, all of one sign.
     Incr(i64),
     /// Its last set or delete.
@@ -69,6 +69,11 @@ pub(crate) struct MergedKv<'a> {
 impl MergedKv<'_> {
     pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Each key's merged writes (no key twice), for a backend's own statements.
+    pub(crate) fn keys(&self) -> &[(&AppName, &str, Merged<'_>)] {
+        &self.keys
     }
 }
 

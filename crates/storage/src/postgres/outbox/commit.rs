@@ -1,10 +1,13 @@
-//! One batch in one transaction: the apps locked, the held rows deleted, retried or
-//! released in one statement each, then each event's effects, dead letters, new rows and
-//! records. When the held events have no blob writes and their KV writes merge
-//! (`repo::kv::merge`), everything after the hold is tried in one savepoint with the
-//! merged KV writes applied last (a hot key's row is locked only until the commit, and
-//! once per batch); otherwise, or when that fails, each event with KV or blob writes gets
-//! its own savepoint.
+//! One batch in one transaction: the apps locked and the finished rows deleted in one
+//! statement, the retried and released rows in one statement each, then each event's
+//! effects, dead letters, new rows and records. When the held events have no blob writes
+//! and their KV writes merge (`repo::kv::merge`), everything after the hold is tried at
+//! once with the merged KV writes applied last, in one statement (`postgres::kv`), so a
+//! hot key's row is locked only until the commit, and once per batch. A savepoint guards
+//! that try only when there are KV writes (without them, going event by event runs the
+//! same statements, so a failure would fail it the same way); it is never released (the
+//! commit takes it along). Otherwise, or when the try fails, each event with KV or blob
+//! writes gets its own savepoint.
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -20,15 +23,23 @@ use crate::outbox::{
     Batch, EFFECTS_FAILED, Plan, apply_writes, failed_record, json, new_objects,
     retry_failed_effects_at,
 };
+use crate::postgres::kv::apply_merged;
 use crate::repo::invocations::InvocationsSql;
-use crate::repo::kv::{apply_merged, merge};
+use crate::repo::kv::merge;
 
 const LOCK_APPS: &str = "SELECT name FROM apps WHERE name = ANY($1) ORDER BY name FOR KEY SHARE";
+/// `LOCK_APPS` ($4) and the deletion of the finished rows in one statement: the apps'
+/// count is a one-time filter of the delete, so they are locked before any row goes.
 /// Each statement touches a row only under the token of the claim that ran it.
-const DELETE_HELD: &str =
-    "DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
-     WHERE o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $3
+const LOCK_AND_DELETE_HELD: &str = "WITH locked AS (
+         SELECT name FROM apps WHERE name = ANY($4) ORDER BY name FOR KEY SHARE)
+     DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
+     WHERE (SELECT COUNT(*) FROM locked) >= 0
+       AND o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $3
      RETURNING o.id";
+/// Taken by a try that can fall back to event by event; rolled back to when it fails.
+const SAVEPOINT: &str = "SAVEPOINT merged";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT merged";
 const RETRY_HELD: &str = "UPDATE outbox o SET attempt = o.attempt + 1, available_at = t.at,
          last_error = t.error, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[]) AS t(id, at, error, token)
@@ -54,14 +65,6 @@ pub(super) async fn commit_batch(
     now: DateTime<Utc>,
     acc: &mut Batch,
 ) -> Result<(), StoreError> {
-    let mut apps: Vec<&str> = batch.iter().map(|c| c.event.app.as_str()).collect();
-    apps.sort_unstable();
-    apps.dedup();
-    sqlx::query(LOCK_APPS)
-        .bind(&apps)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
     let held = hold(conn, node, batch).await?;
     if let Some(merged) = commit_merged(conn, batch, &held, now).await? {
         acc.skipped.extend(merged.skipped);
@@ -73,9 +76,10 @@ pub(super) async fn commit_batch(
     per_event(conn, batch, &held, now, acc).await
 }
 
-/// Everything after the hold in one savepoint, the held events' KV writes merged and
-/// applied last. `None`, with nothing done, when a held event has blob writes, the
-/// writes cannot be merged, or anything fails: the caller then goes event by event.
+/// Everything after the hold at once, the held events' KV writes merged and applied last.
+/// `None`, with nothing done, when a held event has blob writes, the writes cannot be
+/// merged, or anything fails while there are KV writes: the caller then goes event by
+/// event. Without KV writes a failure is the batch's error, as event by event.
 async fn commit_merged(
     conn: &mut PgConnection,
     batch: &[EventCommit],
@@ -103,7 +107,14 @@ async fn commit_merged(
         return Ok(None);
     };
     let mut acc = Batch::default();
-    let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+    let savepoint = !merged.is_empty();
+    if savepoint {
+        sqlx::query(SAVEPOINT)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    let sp = &mut *conn;
     let result = async {
         let mut plan = Plan::default();
         let mut records: Vec<&InvocationRecord> = Vec::new();
@@ -119,33 +130,33 @@ async fn commit_merged(
                 EventOutcome::Done { effects } => {
                     let (app, emitted) = (&c.event.app, &effects.emitted);
                     let trace = effects.trace.as_deref();
-                    plan.emits::<Postgres>(&mut sp, app, emitted, trace, now)
-                        .await?;
+                    plan.emits::<Postgres>(sp, app, emitted, trace, now).await?;
                 }
                 EventOutcome::Retry { .. } | EventOutcome::Release { .. } => {}
                 EventOutcome::Dead { error } => {
-                    plan.dead_letter::<Postgres>(&mut sp, &c.event, error, now)
+                    plan.dead_letter::<Postgres>(sp, &c.event, error, now)
                         .await?;
                 }
             }
             records.extend(c.record.as_ref());
         }
-        acc.inserted += plan.insert::<Postgres>(&mut sp, now).await?;
+        acc.inserted += plan.insert::<Postgres>(sp, now).await?;
         acc.realtime.extend(plan.published());
-        Postgres::insert_records(&mut sp, &records).await?;
-        apply_merged::<Postgres>(&mut sp, &merged).await
+        Postgres::insert_records(sp, &records).await?;
+        apply_merged(sp, &merged).await
     }
     .await;
     match result {
-        Ok(()) => {
-            sp.commit().await.map_err(db)?;
-            Ok(Some(acc))
-        }
-        Err(error) => {
-            sp.rollback().await.map_err(db)?;
+        Ok(()) => Ok(Some(acc)),
+        Err(error) if savepoint => {
+            sqlx::query(ROLLBACK_TO_SAVEPOINT)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             tracing::debug!(error = ?error, "a merged batch rolled back; committing it event by event");
             Ok(None)
         }
+        Err(error) => Err(error),
     }
 }
 
@@ -223,9 +234,9 @@ async fn per_event(
     Postgres::insert_records(conn, &records).await
 }
 
-/// Delete, retry or release the batch's rows this node still holds under each event's
-/// claim, one statement each; returns the ids it held. An event without a claim's token
-/// holds nothing.
+/// Lock the batch's apps, then delete, retry or release the batch's rows this node still
+/// holds under each event's claim, one statement each (the lock goes with the delete);
+/// returns the ids it held. An event without a claim's token holds nothing.
 async fn hold(
     conn: &mut PgConnection,
     node: &str,
@@ -256,12 +267,22 @@ async fn hold(
             }
         }
     }
+    let mut apps: Vec<&str> = batch.iter().map(|c| c.event.app.as_str()).collect();
+    apps.sort_unstable();
+    apps.dedup();
     let mut held: HashSet<Uuid> = HashSet::with_capacity(batch.len());
-    if !finished.0.is_empty() {
-        let ids: Vec<Uuid> = sqlx::query_scalar(DELETE_HELD)
+    if finished.0.is_empty() {
+        sqlx::query(LOCK_APPS)
+            .bind(&apps)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    } else {
+        let ids: Vec<Uuid> = sqlx::query_scalar(LOCK_AND_DELETE_HELD)
             .bind(finished.0)
             .bind(finished.1)
             .bind(node)
+            .bind(&apps)
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;

@@ -1,8 +1,10 @@
 //! The outbox on PostgreSQL across nodes and clocks.
 use std::time::Duration;
 
-use serde_json::json;
-use shared::{AppName, Effects, Emit, ScriptName};
+use serde_json::{Value, json};
+use shared::event::KvWrite;
+use shared::store::{EventCommit, EventOutcome};
+use shared::{AppName, Effects, Emit, Event, ScriptName, Store};
 use sqlx::Connection;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -15,28 +17,7 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn next_due_at_is_measured_on_the_database_clock() {
     let db = crate::testing::skewed_postgres_store(3).await;
     let store = &db.store;
-    let app = AppName::parse("shop").expect("name");
-    let script = ScriptName::parse("w").expect("name");
-    store.apps.create(&app).await.expect("app");
-    store
-        .scripts
-        .deploy(&app, &script, "1")
-        .await
-        .expect("deploy");
-    store
-        .outbox
-        .apply(
-            &app,
-            &Effects {
-                emitted: vec![Emit::InvokeAsync {
-                    script,
-                    payload: json!(1),
-                }],
-                ..Effects::default()
-            },
-        )
-        .await
-        .expect("apply");
+    shop_with_events(store, 1).await;
     let claimed = store
         .outbox
         .claim_due("node", 10, Duration::from_secs(60))
@@ -71,23 +52,7 @@ async fn an_insert_on_one_node_wakes_another_node_through_notify() {
         let b = b.clone();
         tokio::spawn(async move { b.outbox.inserted().await })
     };
-    let app = AppName::parse("shop").expect("name");
-    let script = ScriptName::parse("w").expect("name");
-    a.apps.create(&app).await.expect("app");
-    a.scripts.deploy(&app, &script, "1").await.expect("deploy");
-    a.outbox
-        .apply(
-            &app,
-            &Effects {
-                emitted: vec![Emit::InvokeAsync {
-                    script,
-                    payload: json!(1),
-                }],
-                ..Effects::default()
-            },
-        )
-        .await
-        .expect("apply");
+    let app = shop_with_events(&a, 1).await;
     tokio::time::timeout(WAIT, waiter)
         .await
         .expect("b woke on a's insert")
@@ -108,4 +73,190 @@ async fn an_insert_on_one_node_wakes_another_node_through_notify() {
             .expect("drop the test schema");
     }
     conn.close().await.ok();
+}
+
+/// An app `shop` with a script `w`, and `n` events for `w` (payloads 0 to n - 1).
+async fn shop_with_events(store: &Store, n: usize) -> AppName {
+    let app = AppName::parse("shop").expect("name");
+    let script = ScriptName::parse("w").expect("name");
+    store.apps.create(&app).await.expect("app");
+    store
+        .scripts
+        .deploy(&app, &script, "1")
+        .await
+        .expect("deploy");
+    let emitted = (0..n)
+        .map(|i| Emit::InvokeAsync {
+            script: script.clone(),
+            payload: json!(i),
+        })
+        .collect();
+    store
+        .outbox
+        .apply(
+            &app,
+            &Effects {
+                emitted,
+                ..Effects::default()
+            },
+        )
+        .await
+        .expect("apply");
+    app
+}
+
+/// `shop_with_events`, the events claimed by `node`, in payload order.
+async fn claimed(store: &Store, n: usize) -> Vec<Event> {
+    shop_with_events(store, n).await;
+    let mut events = store
+        .outbox
+        .claim_due("node", 100, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    events.sort_by_key(|e| e.payload.as_i64());
+    assert_eq!(events.len(), n);
+    events
+}
+
+fn done_with(event: &Event, kv: Vec<KvWrite>) -> EventCommit {
+    EventCommit {
+        event: event.clone(),
+        outcome: EventOutcome::Done {
+            effects: Effects {
+                kv,
+                ..Effects::default()
+            },
+        },
+        record: None,
+    }
+}
+
+fn set(key: &str, value: Value, ttl: Option<Duration>) -> KvWrite {
+    KvWrite::Set {
+        key: key.into(),
+        value,
+        ttl,
+    }
+}
+
+fn incr(key: &str, by: i64) -> KvWrite {
+    KvWrite::Incr {
+        key: key.into(),
+        by,
+    }
+}
+
+/// A group commit's merged writes go in one statement (`postgres::kv::apply_merged`):
+/// sets, deletes and increments of distinct keys, over entries that expired (an increment
+/// of an expired entry starts from zero and has no expiry; an expired entry nobody writes
+/// is purged), with the outcome of applying each event's writes in turn.
+#[tokio::test]
+async fn a_merged_batch_sets_deletes_increments_and_purges_in_one_statement() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    let store = &db.store;
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(store, 3).await;
+    let expired = Some(Duration::from_micros(1));
+    store
+        .outbox
+        .apply(
+            &app,
+            &Effects {
+                kv: vec![
+                    set("gone", json!(1), None),
+                    set("n", json!(5), None),
+                    set("old", json!(40), expired),
+                    set("stale", json!(1), expired),
+                    set("kept", json!("t"), Some(Duration::from_secs(3600))),
+                ],
+                ..Effects::default()
+            },
+        )
+        .await
+        .expect("apply");
+    let batch = vec![
+        done_with(
+            &events[0],
+            vec![KvWrite::Delete { key: "gone".into() }, incr("old", 2)],
+        ),
+        done_with(&events[1], vec![set("new", json!("v"), None), incr("n", 1)]),
+        done_with(&events[2], vec![incr("n", 1), incr("old", 3)]),
+    ];
+    let lost = store.outbox.commit("node", &batch).await.expect("commit");
+    assert!(lost.is_empty());
+    let get = |key: &'static str| {
+        let app = app.clone();
+        async move { store.kv.get(&app, key).await.expect("get") }
+    };
+    assert!(get("gone").await.is_none());
+    assert_eq!(get("n").await.map(|e| e.value), Some(json!(7)));
+    assert_eq!(get("new").await.map(|e| e.value), Some(json!("v")));
+    let old = get("old").await.expect("old");
+    assert_eq!((old.value, old.expires_at), (json!(5), None));
+    assert!(get("kept").await.and_then(|e| e.expires_at).is_some());
+    let mut conn = sqlx::PgConnection::connect(&db.db.url)
+        .await
+        .expect("connect");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT key FROM kv ORDER BY key")
+        .fetch_all(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(
+        stored,
+        ["kept", "n", "new", "old"],
+        "the expired entry is purged"
+    );
+
+    // The statement itself succeeds on such writes (a failure would only show above as
+    // the slower event-by-event fallback).
+    let writes = [
+        vec![KvWrite::Delete { key: "new".into() }, incr("old", 1)],
+        vec![set("kept", json!(2), None), incr("n", -7)],
+    ];
+    let merged = crate::repo::kv::merge(writes.iter().map(|w| (&app, &w[..]))).expect("they merge");
+    let mut tx = conn.begin().await.expect("begin");
+    crate::postgres::kv::apply_merged(&mut tx, &merged)
+        .await
+        .expect("one statement");
+    tx.commit().await.expect("commit");
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, value::text FROM kv ORDER BY key")
+            .fetch_all(&mut conn)
+            .await
+            .expect("entries");
+    let expected = [("kept", "2"), ("n", "0"), ("old", "6")].map(|(k, v)| (k.into(), v.into()));
+    assert_eq!(stored, expected);
+    conn.close().await.ok();
+    db.close().await;
+}
+
+/// A write the database refuses inside the merged statement (PostgreSQL's JSONB takes no
+/// NUL character) rolls the try back: the event that wrote it is retried alone, the
+/// others' writes are committed once.
+#[tokio::test]
+async fn a_merged_batch_whose_set_is_refused_retries_only_that_event() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    let store = &db.store;
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(store, 3).await;
+    let batch = vec![
+        done_with(&events[0], vec![incr("n", 1), set("a", json!(0), None)]),
+        done_with(&events[1], vec![set("bad", json!("a\u{0}b"), None)]),
+        done_with(&events[2], vec![incr("n", 1)]),
+    ];
+    let lost = store.outbox.commit("node", &batch).await.expect("commit");
+    assert!(lost.is_empty());
+    let get = |key: &'static str| {
+        let app = app.clone();
+        async move { store.kv.get(&app, key).await.expect("get").map(|e| e.value) }
+    };
+    assert_eq!(get("n").await, Some(json!(2)));
+    assert_eq!(get("a").await, Some(json!(0)));
+    assert_eq!(get("bad").await, None);
+    assert_eq!(
+        store.outbox.pending(&app).await.expect("pending"),
+        1,
+        "the refused event waits for its retry"
+    );
+    db.close().await;
 }

@@ -1,0 +1,193 @@
+//! Sync runs' effects committed as a group (`OutboxRepository::apply_group`, the HTTP
+//! group commit): one transaction, each run's part all or nothing, a failing run alone.
+use chrono::{Duration, Utc};
+use serde_json::{Value, json};
+use shared::store::{App, Claimed, KeyAnswer, KeyHold, SyncCommit};
+use shared::{Effects, InvocationId, KvWrite, Store, StoreError};
+
+use super::app;
+use super::idempotency::{answer, hold, idempotent_route};
+use super::kv::{kv, set};
+use super::outbox::{emits, invoke, setup};
+
+fn incr(key: &str, by: i64) -> KvWrite {
+    KvWrite::Incr {
+        key: key.into(),
+        by,
+    }
+}
+
+async fn value(store: &Store, key: &str) -> Option<Value> {
+    store
+        .kv
+        .get(&app("shop"), key)
+        .await
+        .expect("get")
+        .map(|e| e.value)
+}
+
+/// Unkeyed runs, each to its app.
+fn unkeyed<'a>(runs: &'a [(&'a App, Effects)]) -> Vec<SyncCommit<'a>> {
+    runs.iter()
+        .map(|(app, effects)| SyncCommit {
+            app,
+            effects,
+            answer: None,
+        })
+        .collect()
+}
+
+/// Commit `group`; what became of each run: "ok" or its error.
+async fn outcomes(store: &Store, group: &[SyncCommit<'_>]) -> Vec<String> {
+    let results = store.outbox.apply_group(group).await;
+    assert_eq!(results.len(), group.len(), "one result per run");
+    results
+        .iter()
+        .map(|result| match result {
+            Ok(()) => "ok".to_owned(),
+            Err(StoreError::NotFound(what)) => format!("{what} not found"),
+            Err(StoreError::Conflict(what)) => format!("conflict: {what}"),
+            Err(other) => format!("{other:?}"),
+        })
+        .collect()
+}
+
+pub async fn a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_alone(
+    store: &Store,
+) {
+    setup(store, "shop", &["w"]).await;
+    let shop = store.apps.get(&app("shop")).await.expect("app");
+    store
+        .outbox
+        .apply_to(&shop, &kv(vec![set("text", json!("not a number"))]))
+        .await
+        .expect("seed");
+    let old = store.apps.create(&app("old")).await.expect("app");
+    store.apps.delete(&app("old")).await.expect("delete");
+
+    // Writes that merge: increments of one sign, sets of one key (the last one wins).
+    let mut with_emit = kv(vec![set("b", json!(2))]);
+    with_emit.emitted = emits(vec![invoke("w", json!(1))]).emitted;
+    let runs = [
+        (&shop, kv(vec![incr("n", 1), set("a", json!(1))])),
+        (&shop, kv(vec![incr("text", 1)])),
+        (&shop, with_emit),
+        (&old, kv(vec![set("x", json!(1))])),
+        (&shop, kv(vec![incr("n", 2), set("a", json!(4))])),
+    ];
+    assert_eq!(
+        outcomes(store, &unkeyed(&runs)).await,
+        ["ok", "conflict: kv integer", "ok", "app not found", "ok"]
+    );
+    assert_eq!(
+        value(store, "n").await,
+        Some(json!(3)),
+        "each increment once"
+    );
+    assert_eq!(value(store, "a").await, Some(json!(4)));
+    assert_eq!(value(store, "b").await, Some(json!(2)));
+    assert_eq!(
+        value(store, "text").await,
+        Some(json!("not a number")),
+        "the failing run wrote nothing"
+    );
+    assert_eq!(
+        store.outbox.pending(&app("shop")).await.expect("pending"),
+        1,
+        "the emitted event went in once"
+    );
+
+    // Writes that do not merge (one key set by one run and incremented by another) are
+    // committed run by run, in the group's order, in the same transaction.
+    let runs = [
+        (&shop, kv(vec![set("m", json!(5))])),
+        (&shop, kv(vec![incr("m", 1)])),
+        (&shop, kv(vec![incr("text", 1), set("never", json!(1))])),
+        (&shop, kv(vec![incr("m", -2)])),
+    ];
+    assert_eq!(
+        outcomes(store, &unkeyed(&runs)).await,
+        ["ok", "ok", "conflict: kv integer", "ok"]
+    );
+    assert_eq!(value(store, "m").await, Some(json!(4)));
+    assert_eq!(value(store, "never").await, None);
+
+    // A group whose runs all go in: one hot key set by each.
+    let runs: Vec<_> = (1..=3)
+        .map(|i| (&shop, kv(vec![set("hot", json!(i))])))
+        .collect();
+    assert_eq!(outcomes(store, &unkeyed(&runs)).await, ["ok", "ok", "ok"]);
+    assert_eq!(
+        value(store, "hot").await,
+        Some(json!(3)),
+        "the last run's set"
+    );
+}
+
+pub async fn a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_fails_alone(
+    store: &Store,
+) {
+    let (shop, route) = idempotent_route(store).await;
+    let until = Utc::now() + Duration::minutes(5);
+    let held: Vec<KeyHold> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|raw| hold(route, raw))
+        .collect();
+    for h in &held {
+        let claimed = store.idempotency.claim(h, "fp", until).await;
+        assert_eq!(claimed.expect("claim"), Claimed::Run);
+    }
+    // Never claimed: its run no longer holds the key.
+    let lost = hold(route, "lost");
+    let stored = [answer("1"), answer("2"), answer("3"), answer("4")];
+    let expires_at = Utc::now() + Duration::minutes(5);
+    let holders = [&held[0], &held[1], &lost, &held[2]];
+    let answers: Vec<KeyAnswer<'_>> = holders
+        .into_iter()
+        .zip(&stored)
+        .map(|(hold, answer)| KeyAnswer {
+            hold,
+            answer,
+            expires_at,
+        })
+        .collect();
+    let order = kv(vec![incr("orders", 1), set("last", json!("x"))]);
+    let nothing = Effects::default();
+    let effects = [&order, &order, &order, &nothing];
+    let group: Vec<SyncCommit<'_>> = effects
+        .iter()
+        .zip(&answers)
+        .map(|(effects, answer)| SyncCommit {
+            app: &shop,
+            effects,
+            answer: Some(answer),
+        })
+        .collect();
+    assert_eq!(
+        outcomes(store, &group).await,
+        ["ok", "ok", "conflict: idempotency key", "ok"]
+    );
+    assert_eq!(
+        value(store, "orders").await,
+        Some(json!(2)),
+        "the run without its key committed nothing"
+    );
+    for (h, answer) in held.iter().zip([&stored[0], &stored[1], &stored[3]]) {
+        let again = KeyHold {
+            holder: InvocationId::new(),
+            ..h.clone()
+        };
+        let claimed = store.idempotency.claim(&again, "fp", until).await;
+        assert_eq!(claimed.expect("claim"), Claimed::Answered(answer.clone()));
+    }
+    let retry = KeyHold {
+        holder: InvocationId::new(),
+        ..lost
+    };
+    let claimed = store.idempotency.claim(&retry, "fp", until).await;
+    assert_eq!(
+        claimed.expect("claim"),
+        Claimed::Run,
+        "no answer was stored"
+    );
+}
