@@ -28,6 +28,22 @@ pub(super) struct InvocationPath {
     id: InvocationId,
 }
 
+/// What started a run: `http` or an event kind.
+// Documents the `trigger` filter: the query is read as text and checked by `into_filter`,
+// so a wrong value gets its own message.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(super) enum InvocationTrigger {
+    Http,
+    Topic,
+    Queue,
+    Invoke,
+    Cron,
+    DeadLetter,
+    Email,
+}
+
 /// The query as sent; `into_filter` validates each parameter with its own message.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +152,7 @@ pub(super) struct InvocationPage {
     params(("app" = AppName, Path, description = "The app's name"),
         ("script" = Option<ScriptName>, Query, description = "Only this script's runs"),
         ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so"),
-        ("trigger" = Option<String>, Query, description = "Only runs of this trigger kind: `http` or an event kind (`topic`, `queue`, `invoke`, `cron`, `dead_letter`, `email`)"),
+        ("trigger" = Option<InvocationTrigger>, Query, description = "Only runs of this trigger kind: `http` or an event kind"),
         ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started at or after this RFC 3339 time"),
         ("until" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Only runs that started before this RFC 3339 time"),
         ("before" = Option<InvocationId>, Query, description = "The previous page's `next_before`"),
@@ -264,7 +280,7 @@ pub(super) struct StreamQuery {
     params(("app" = AppName, Path, description = "The app's name"),
         ("script" = Option<ScriptName>, Query, description = "Only this script's runs"),
         ("status" = Option<InvocationStatus>, Query, description = "Only runs that ended so"),
-        ("trigger" = Option<String>, Query, description = "Only runs of this trigger kind: `http` or an event kind")),
+        ("trigger" = Option<InvocationTrigger>, Query, description = "Only runs of this trigger kind: `http` or an event kind")),
     responses(
         (status = 200, description = "A stream of `invocation` events, each a `LiveInvocation`", content_type = "text/event-stream", body = LiveInvocation),
         (status = 400, description = "A bad filter (`invalid_input`)", body = ErrorBody),

@@ -103,6 +103,7 @@ pub(super) fn parameter_schemas() -> Vec<(String, RefOr<Schema>)> {
         one::<shared::DeadLetterId>(),
         one::<shared::TokenId>(),
         one::<shared::InvocationStatus>(),
+        one::<super::invocations::InvocationTrigger>(),
         one::<ConfigKey>(),
         one::<SecretName>(),
         one::<KvKey>(),

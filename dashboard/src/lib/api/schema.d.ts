@@ -1441,6 +1441,11 @@ export interface components {
         };
         /** @enum {string} */
         InvocationStatus: "ok" | "error" | "timeout";
+        /**
+         * @description What started a run: `http` or an event kind.
+         * @enum {string}
+         */
+        InvocationTrigger: "http" | "topic" | "queue" | "invoke" | "cron" | "dead_letter" | "email";
         KvEntry: {
             /** Format: date-time */
             expires_at?: string | null;
@@ -3287,8 +3292,8 @@ export interface operations {
                 script?: components["schemas"]["ScriptName"];
                 /** @description Only runs that ended so */
                 status?: components["schemas"]["InvocationStatus"];
-                /** @description Only runs of this trigger kind: `http` or an event kind (`topic`, `queue`, `invoke`, `cron`, `dead_letter`, `email`) */
-                trigger?: string;
+                /** @description Only runs of this trigger kind: `http` or an event kind */
+                trigger?: components["schemas"]["InvocationTrigger"];
                 /** @description Only runs that started at or after this RFC 3339 time */
                 since?: string;
                 /** @description Only runs that started before this RFC 3339 time */
@@ -3460,7 +3465,7 @@ export interface operations {
                 /** @description Only runs that ended so */
                 status?: components["schemas"]["InvocationStatus"];
                 /** @description Only runs of this trigger kind: `http` or an event kind */
-                trigger?: string;
+                trigger?: components["schemas"]["InvocationTrigger"];
             };
             header?: never;
             path: {
