@@ -2,7 +2,7 @@
 //! outbox events.
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::SecondsFormat;
 use rhai::{Dynamic, Map, Scope};
 use shared::{Event, EventKind, HttpRequest, InvocationInput};
 
@@ -66,36 +66,12 @@ fn event_map(event: &Event) -> Map {
     map.insert("max_attempts".into(), i64::from(event.max_attempts).into());
     map.insert(
         "scheduled_at".into(),
-        rfc3339_millis(&event.scheduled_at).into(),
+        event
+            .scheduled_at
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+            .into(),
     );
     map
-}
-
-/// `at` as `to_rfc3339_opts(SecondsFormat::Millis, true)` writes it
-/// (`2026-12-04T20:44:41.123Z`), without chrono's formatting machinery for the years 0 to
-/// 9999 (every event's due time).
-fn rfc3339_millis(at: &DateTime<Utc>) -> String {
-    let year = at.year();
-    let nanos = at.nanosecond();
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        // Other years, and a leap second, as chrono writes them.
-        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
-    }
-    let mut out = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut n: u32| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, year.unsigned_abs());
-    put(5, 2, at.month());
-    put(8, 2, at.day());
-    put(11, 2, at.hour());
-    put(14, 2, at.minute());
-    put(17, 2, at.second());
-    put(20, 3, nanos / 1_000_000);
-    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// `request`: method, path, params, query, headers (lowercase names), body (text, lossy
@@ -143,7 +119,7 @@ fn string_map(src: &BTreeMap<String, String>) -> Map {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     #[test]
     fn only_a_source_that_names_request_or_asks_by_name_may_read_it() {
@@ -166,33 +142,6 @@ mod tests {
         let http = InvocationInput::Http(HttpRequest::default());
         assert!(scope_of_run(&http, true).contains("request"));
         assert!(scope_of_run(&http, false).is_empty());
-    }
-
-    #[test]
-    fn due_times_are_written_as_chrono_writes_them() {
-        let mut at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
-        // Every field's range, over 400 years (leap days included), with odd millis.
-        let step = chrono::Duration::milliseconds(86_399_999 * 3 + 7_001);
-        while at.year() < 2370 {
-            let want = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-            assert_eq!(rfc3339_millis(&at), want);
-            at += step;
-        }
-        let odd = [
-            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
-            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
-                + chrono::Duration::nanoseconds(999_999_999),
-            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
-            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
-            Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap()
-                + chrono::Duration::nanoseconds(1_000_500_000),
-        ];
-        for at in odd {
-            assert_eq!(
-                rfc3339_millis(&at),
-                at.to_rfc3339_opts(SecondsFormat::Millis, true)
-            );
-        }
     }
 
     #[test]
