@@ -10,11 +10,9 @@
 //! `shop.apps.example.com` is `GET /shop/hello`. Each app then has its own browser origin,
 //! and the platform (admin API, dashboard) is not served on app hosts at all. The
 //! path-prefixed form keeps working on other hosts unless `app_paths` is off.
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::Request;
@@ -112,46 +110,41 @@ pub(crate) fn is_platform_path(path: &str) -> bool {
     RESERVED_APP_NAMES.contains(&first)
 }
 
-impl Service<Request> for Front {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// An answer on its way.
+pub(crate) type Answering = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+impl Front {
+    /// Answers one request: an app's goes straight to the ingress, the rest to the
+    /// platform's router.
+    pub(crate) fn serve(&self, request: Request) -> Answering {
         let Some(ingress) = &self.ingress else {
-            let mut platform = self.platform.clone();
-            return Box::pin(async move { platform.call(request).await });
+            return self.platform(request);
         };
         match self.hosts.app_of(request.uri(), request.headers()) {
             // An app's own host: every path is the app's, none is the platform's.
             Some(Ok(app)) => match into_app_path(request, &app) {
-                Some(request) => {
-                    let answer = ingress.serve(request);
-                    Box::pin(async move { Ok(answer.await) })
-                }
+                Some(request) => Box::pin(ingress.serve(request)),
                 None => not_found(),
             },
             // Under the base domain but no app's name (`api.`, `a.b.`): nothing is here.
             Some(Err(())) => not_found(),
-            None if is_platform_path(request.uri().path()) => {
-                let mut platform = self.platform.clone();
-                Box::pin(async move { platform.call(request).await })
-            }
-            None if self.hosts.app_paths => {
-                let answer = ingress.serve(request);
-                Box::pin(async move { Ok(answer.await) })
-            }
+            None if is_platform_path(request.uri().path()) => self.platform(request),
+            None if self.hosts.app_paths => Box::pin(ingress.serve(request)),
             None => not_found(),
         }
     }
+
+    fn platform(&self, request: Request) -> Answering {
+        let mut platform = self.platform.clone();
+        Box::pin(async move {
+            let Ok(response) = platform.call(request).await;
+            response
+        })
+    }
 }
 
-fn not_found() -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> {
-    Box::pin(async { Ok(IngressError::NotFound.into_response()) })
+fn not_found() -> Answering {
+    Box::pin(std::future::ready(IngressError::NotFound.into_response()))
 }
 
 #[cfg(test)]

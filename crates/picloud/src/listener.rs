@@ -15,14 +15,13 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::front::Front;
-use crate::timeouts::{Activity, ClientTimeouts, TimedIo, TimedService};
+use crate::timeouts::{Activity, ClientTimeouts, Deadlines, TimedIo, TimedService};
 
 /// How the listener treats its clients.
 #[derive(Debug, Clone, Copy)]
@@ -193,29 +192,29 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        let timeouts = self.options.timeouts;
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(TimedIo::new(
-            stream,
-            Arc::clone(&activity),
-            self.options.timeouts,
-        ));
-        let service = TowerToHyperService::new(TimedService::new(
-            self.front.clone(),
-            activity,
-            self.options.timeouts.body_read,
-        ));
+        let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts.write));
+        let deadlines = Deadlines::new(Arc::clone(&activity), timeouts, self.options.h2c);
+        let service = TimedService::new(self.front.clone(), activity, timeouts.body_read);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         if !self.options.h2c {
             builder = builder.http1_only();
         }
         let connection = builder.serve_connection(io, service);
-        tokio::pin!(connection);
+        tokio::pin!(connection, deadlines);
+        // `biased`: the deadlines are polled right after the connection, each time, so
+        // they see a request end in the same turn (see `timeouts`).
         let served = tokio::select! {
+            biased;
             served = connection.as_mut() => served,
+            timed_out = deadlines.as_mut() => Err(timed_out.into()),
             () = self.shutdown.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 tokio::select! {
+                    biased;
                     served = connection.as_mut() => served,
+                    timed_out = deadlines.as_mut() => Err(timed_out.into()),
                     () = self.abandon.cancelled() => Ok(()),
                 }
             }
