@@ -485,6 +485,11 @@ mod tests {
         });
         assert!(!described.get(), "nothing is recorded: no name is made");
         assert!(parse_traceparent(&span.traceparent()).is_some());
+        assert!(
+            span.traceparent().ends_with("-00"),
+            "unsampled, as the SDK's sampler made it"
+        );
+        assert!(matches!(span, RunSpan::Ids(_)), "no SDK span is built");
     }
 
     #[test]
