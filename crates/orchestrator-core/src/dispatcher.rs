@@ -10,7 +10,9 @@
 //! - the committer takes every finished event that piled up while the previous commit ran
 //!   and commits them in ONE `OutboxRepository::commit` (group commit), then broadcasts
 //!   their invocation records and frees their slots. SQLite has one group commit at a
-//!   time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS` side by side.
+//!   time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS` side by side, never two
+//!   that write one KV key: events that write a key a commit in flight writes wait for it
+//!   and go together in the next (`keys`), so a hot key's row lock is not a queue.
 //!
 //! Metrics: `picloud_events_total{kind,outcome}` (done, retry, dead, lost, commit_failed),
 //! `picloud_event_delay_seconds` (scheduled_at -> start of a first attempt; later attempts
