@@ -53,10 +53,7 @@ impl Keys {
         for item in pending.drain(..) {
             mine.clear();
             mine.extend(self.hashes(commit(&item)));
-            if mine
-                .iter()
-                .any(|h| busy.contains(h) || blocked.contains(h))
-            {
+            if mine.iter().any(|h| busy.contains(h) || blocked.contains(h)) {
                 blocked.extend(mine.iter().copied());
                 waiting.push(item);
             } else {
@@ -89,9 +86,9 @@ impl Keys {
     fn hashes<'a>(&'a self, commit: &'a EventCommit) -> impl Iterator<Item = u64> + 'a {
         let writes: &[KvWrite] = match &commit.outcome {
             EventOutcome::Done { effects } => &effects.kv,
-            EventOutcome::Retry { .. } | EventOutcome::Release { .. } | EventOutcome::Dead { .. } => {
-                &[]
-            }
+            EventOutcome::Retry { .. }
+            | EventOutcome::Release { .. }
+            | EventOutcome::Dead { .. } => &[],
         };
         let app = commit.event.app.as_str();
         writes.iter().map(move |write| {
@@ -191,7 +188,12 @@ mod tests {
         let other_key = commit("shop", &["k1"]);
         let other_app = commit("blog", &["count"]);
         let no_writes = commit("shop", &[]);
-        let mut pending = vec![hot.clone(), other_key.clone(), other_app.clone(), no_writes.clone()];
+        let mut pending = vec![
+            hot.clone(),
+            other_key.clone(),
+            other_app.clone(),
+            no_writes.clone(),
+        ];
         let (ready, _second) = take(&keys, &mut pending).expect("unrelated events are ready");
         assert_eq!(
             ids(&ready),

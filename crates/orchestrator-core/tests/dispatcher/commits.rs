@@ -24,7 +24,7 @@ struct Watched {
     watch: Mutex<Watch>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Watch {
     /// The keys of each commit in flight.
     running: Vec<(usize, HashSet<String>)>,
@@ -41,8 +41,9 @@ fn written(batch: &[EventCommit]) -> HashSet<String> {
     for commit in batch {
         if let EventOutcome::Done { effects } = &commit.outcome {
             for write in &effects.kv {
-                let (KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. }) =
-                    write;
+                let (KvWrite::Set { key, .. }
+                | KvWrite::Delete { key }
+                | KvWrite::Incr { key, .. }) = write;
                 keys.insert(format!("{}/{key}", commit.event.app));
             }
         }
@@ -62,6 +63,11 @@ impl Watched {
 
     fn watch(&self) -> std::sync::MutexGuard<'_, Watch> {
         self.watch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What was seen so far.
+    fn seen(&self) -> Watch {
+        self.watch().clone()
     }
 }
 
@@ -149,7 +155,12 @@ impl OutboxRepository for Watched {
 /// `hot` events incrementing `count` and `cold` events each setting its own key, mixed.
 async fn hot_and_cold(store: &Store, hot: usize, cold: usize) {
     deploy(store, "counter", r#"kv::incr("count", 1);"#).await;
-    deploy(store, "setter", r#"kv::set("k" + event.payload, event.payload);"#).await;
+    deploy(
+        store,
+        "setter",
+        r#"kv::set("k" + event.payload, event.payload);"#,
+    )
+    .await;
     trigger(store, "counter", queue("hot"), 5).await;
     trigger(store, "setter", queue("cold"), 5).await;
     let mut sends = Vec::new();
@@ -184,8 +195,11 @@ async fn commits_that_write_one_key_never_run_side_by_side_and_the_others_do(db:
     node.finish().await;
 
     assert_eq!(kv(&store, "count").await, Some(json!(HOT)));
-    assert_eq!(kv(&store, &format!("k{}", COLD - 1)).await, Some(json!(COLD - 1)));
-    let watch = watched.watch();
+    assert_eq!(
+        kv(&store, &format!("k{}", COLD - 1)).await,
+        Some(json!(COLD - 1))
+    );
+    let watch = watched.seen();
     assert!(
         watch.shared.is_empty(),
         "two commits wrote {:?} side by side",
@@ -206,7 +220,6 @@ async fn commits_that_write_one_key_never_run_side_by_side_and_the_others_do(db:
             "commits of other keys run beside the hot key's"
         );
     }
-    drop(watch);
     db.close().await;
 }
 
@@ -231,12 +244,25 @@ async fn a_failed_commit_of_a_hot_key_holds_back_no_later_commit(db: TestDb) {
     .await;
     node.finish().await;
 
-    assert_eq!(watched.fail.load(Ordering::SeqCst), 0, "two commits were refused");
-    assert_eq!(kv(&store, "count").await, Some(json!(HOT)), "every increment once");
-    assert_eq!(kv(&store, &format!("k{}", COLD - 1)).await, Some(json!(COLD - 1)));
-    let watch = watched.watch();
-    assert!(watch.shared.is_empty(), "{:?}", watch.shared);
-    drop(watch);
+    assert_eq!(
+        watched.fail.load(Ordering::SeqCst),
+        0,
+        "two commits were refused"
+    );
+    assert_eq!(
+        kv(&store, "count").await,
+        Some(json!(HOT)),
+        "every increment once"
+    );
+    assert_eq!(
+        kv(&store, &format!("k{}", COLD - 1)).await,
+        Some(json!(COLD - 1))
+    );
+    let shared = watched.seen().shared;
+    assert!(
+        shared.is_empty(),
+        "two commits wrote {shared:?} side by side"
+    );
     db.close().await;
 }
 
