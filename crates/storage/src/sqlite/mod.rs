@@ -168,8 +168,11 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+    // No liveness ping on acquire: an open SQLite connection cannot break while idle,
+    // and the ping is a hop to the connection's worker thread before every statement.
     let pool = SqlitePoolOptions::new()
         .max_connections(POOL_SIZE)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(db)?;
