@@ -95,6 +95,11 @@ impl Current {
         &self.limits
     }
 
+    /// The runtime that owns the store's pools, for a store call that blocks on it itself.
+    pub(crate) fn rt(&self) -> &tokio::runtime::Handle {
+        &self.runner.rt
+    }
+
     /// Run `fut` to completion on the runtime, blocking this script thread (never a
     /// runtime worker, so blocking it is the point).
     pub(crate) fn block_on<F: Future>(&self, fut: F) -> F::Output {

@@ -202,6 +202,23 @@ async fn kv_reads_see_the_runs_own_writes_and_commit_as_effects(h: Harness) {
     h.close().await;
 }
 
+async fn a_kv_read_that_meets_a_database_error_fails_the_run_and_the_thread_reads_on(h: Harness) {
+    let e = h.run(r#"kv::set("n", 41)"#).await;
+    h.commit(&e).await;
+    // The reading thread's connection is open and its statement prepared.
+    assert_eq!(json_of(&h.run(r#"kv::get("n")"#).await), json!(41));
+    h.db.db.execute("ALTER TABLE kv RENAME TO kv_away").await;
+    for source in [r#"kv::incr("n")"#, r#"kv::get("n")"#] {
+        let message = failure(&h.run(source).await);
+        assert!(message.contains("kv::"), "{message}");
+        assert_no_internals(&message);
+    }
+    h.db.db.execute("ALTER TABLE kv_away RENAME TO kv").await;
+    // One script thread: the same thread reads again, on a connection that works.
+    assert_eq!(json_of(&h.run(r#"kv::incr("n")"#).await), json!(42));
+    h.close().await;
+}
+
 async fn kv_list_pages_with_a_cursor_over_stored_and_buffered_keys(h: Harness) {
     let e = h
         .run(r#"for k in ["k1", "k2", "k3", "k4", "k5", "other"] { kv::set(k, 1); } ()"#)
@@ -641,6 +658,7 @@ async fn with_small_limits(backend: Backend, test: impl AsyncFnOnce(Harness)) {
 on_both_backends!(with_small_limits =>
     kv_reads_see_the_runs_own_writes_and_commit_as_effects,
     kv_list_pages_with_a_cursor_over_stored_and_buffered_keys,
+    a_kv_read_that_meets_a_database_error_fails_the_run_and_the_thread_reads_on,
     blobs_read_back_within_the_run_and_after_commit,
     a_throwing_run_has_no_effects_and_its_blob_objects_are_deleted,
     bad_keys_and_blob_names_are_script_errors,
@@ -697,7 +715,8 @@ async fn a_run_whose_caller_gave_up_leaves_no_blob_object_behind() {
     let h = Harness::on(storage::testing::sqlite_store().await, Limits::default()).await;
     h.deploy("slow", r#"blob::put("a", "x"); sleep(0.5); "done""#)
         .await;
-    h.deploy("next", r#""next""#).await;
+    // `next` names `sleep`, so it is never tried inline: it waits for the script thread.
+    h.deploy("next", r#"sleep(0); "next""#).await;
     let (executor, app) = (Arc::clone(&h.executor), h.app.clone());
     let caller = tokio::spawn(async move {
         executor

@@ -10,7 +10,9 @@
 //! - the committer takes every finished event that piled up while the previous commit ran
 //!   and commits them in ONE `OutboxRepository::commit` (group commit), then broadcasts
 //!   their invocation records and frees their slots. SQLite has one group commit at a
-//!   time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS` side by side.
+//!   time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS` side by side, never two
+//!   that write one KV key: events that write a key a commit in flight writes wait for it
+//!   and go together in the next (`keys`), so a hot key's row lock is not a queue.
 //!
 //! Metrics: `picloud_events_total{kind,outcome}` (done, retry, dead, lost, commit_failed),
 //! `picloud_event_delay_seconds` (scheduled_at -> start of a first attempt; later attempts
@@ -53,6 +55,9 @@ use crate::mailer::MailSender;
 use crate::recorder::FailureGate;
 use crate::retry::{after_failure, backoff};
 use crate::wake::{self, Wake};
+
+mod keys; // the KV keys of the commits in flight
+use keys::Keys;
 
 /// How a node dispatches events.
 #[derive(Debug, Clone)]
@@ -632,7 +637,9 @@ fn outcome_label(outcome: &EventOutcome) -> &'static str {
 }
 
 /// Commits whatever finished, in groups; broadcasts records after their commit. While
-/// every committer is busy, finished events pile up and go into the next group.
+/// every committer is busy, finished events pile up and go into the next group. Events
+/// that write a KV key a commit in flight writes wait for it (`keys`), and the events that
+/// finish meanwhile join them; the others start beside it.
 async fn commit_loop(
     ctx: Arc<Context>,
     mut finished: mpsc::Receiver<Finished>,
@@ -642,20 +649,52 @@ async fn commit_loop(
     let limit = usize::try_from(ctx.config.batch_size).unwrap_or(usize::MAX);
     let committers = committers(&ctx.store);
     let busy = Arc::new(Semaphore::new(committers));
-    let mut buf = Vec::with_capacity(limit.min(1024));
-    loop {
+    let keys = Arc::new(Keys::default());
+    // Finished events not yet in a commit, in the order they finished.
+    let mut pending: Vec<Finished> = Vec::with_capacity(limit.min(1024));
+    let mut open = true;
+    'turns: loop {
         let Ok(turn) = busy.clone().acquire_owned().await else {
             break;
         };
-        if finished.recv_many(&mut buf, limit).await == 0 {
-            break;
-        }
-        let group = std::mem::take(&mut buf);
+        let (group, hold) = loop {
+            let room = limit.saturating_sub(pending.len());
+            if pending.is_empty() {
+                if !open || finished.recv_many(&mut pending, limit).await == 0 {
+                    break 'turns;
+                }
+            } else if open && room > 0 {
+                // What finished while this batch waited goes with it.
+                while pending.len() < limit {
+                    match finished.try_recv() {
+                        Ok(more) => pending.push(more),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(ready) = keys.take_ready(&mut pending, |f| &f.commit) {
+                break ready;
+            }
+            // Every pending event writes a key a commit in flight writes: wait for a
+            // commit to end, or for an event that may not have to wait.
+            let room = limit.saturating_sub(pending.len());
+            tokio::select! {
+                () = keys.freed() => {}
+                n = finished.recv_many(&mut pending, room), if open && room > 0 => {
+                    open = n > 0;
+                }
+            }
+        };
         let ctx = ctx.clone();
         let recorded = recorded.clone();
         let committed = committed.clone();
         tokio::spawn(async move {
             commit_finished(&ctx, group, &recorded).await;
+            drop(hold);
             committed.notify_one();
             drop(turn);
         });

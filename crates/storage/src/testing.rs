@@ -77,6 +77,37 @@ impl TestUrl {
         self.dir.as_ref().map(|d| d.path().join("picloud.db"))
     }
 
+    /// Run `sql` (the test's own statement, never input) on this database on a connection
+    /// of its own: e.g. to take a table away under a running server and put it back.
+    ///
+    /// # Panics
+    /// When the database cannot be reached or the statement fails.
+    pub async fn execute(&self, sql: &'static str) {
+        use sqlx::Connection;
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                conn.close().await.ok();
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach the test database: {e}"));
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                conn.close().await.ok();
+            }
+        }
+    }
+
     /// Remove the SQLite directory or drop the PostgreSQL schema now (dropping the handle
     /// does the same); close every pool on it first.
     pub async fn close(mut self) {

@@ -185,7 +185,9 @@ fn view(cx: &Current, call: &'static str, key: &str) -> Result<Option<Value>, Ho
         }
         None => {
             let stored = cx
-                .block_on(cx.store().kv.get(&cx.app, key))
+                .store()
+                .kv
+                .get_blocking(cx.rt(), &cx.app, key)
                 .map_err(|e| HostError::backend(call, e))?;
             (stored.map(|e| e.value), &writes[..])
         }

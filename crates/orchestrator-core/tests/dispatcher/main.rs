@@ -169,6 +169,7 @@ async fn next_record(
     .expect("a matching invocation record in time")
 }
 
+mod commits;
 mod email;
 mod http;
 mod lifecycle;

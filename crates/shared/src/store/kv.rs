@@ -19,6 +19,19 @@ pub struct KvEntry {
 #[async_trait]
 pub trait KvRepository: Send + Sync {
     async fn get(&self, app: &AppName, key: &str) -> Result<Option<KvEntry>, StoreError>;
+    /// `get` for a thread that may block (a script thread, never a runtime worker): the
+    /// same answer (the last committed value, expired entries never), read without the
+    /// async pool where the backend can (SQLite: a connection of the reading thread's own)
+    /// and otherwise blocking on `rt`, the runtime that owns the store's pools.
+    ///
+    /// # Errors
+    /// As `get`. A failed read leaves nothing behind: the next one starts afresh.
+    fn get_blocking(
+        &self,
+        rt: &tokio::runtime::Handle,
+        app: &AppName,
+        key: &str,
+    ) -> Result<Option<KvEntry>, StoreError>;
     /// Keys starting with `prefix`, in key order, after `after` (exclusive), at most `limit`.
     async fn list(
         &self,

@@ -1,8 +1,10 @@
 //! KV behaviour: reads through `store.kv`, writes through `store.outbox.apply` (the path a
 //! sync run's effects take), so what is tested is what scripts get.
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shared::store::KvEntry;
 use shared::{Effects, KvWrite, Store, StoreError};
 
 use super::app;
@@ -446,4 +448,130 @@ pub async fn kv_writes_for_a_missing_app_are_not_found(store: &Store) {
             .expect("get")
             .is_none()
     );
+}
+
+/// `get_blocking` on a thread that may block, as a script thread reads.
+async fn read_blocking(
+    store: &Store,
+    app_name: &str,
+    key: &str,
+) -> Result<Option<KvEntry>, StoreError> {
+    let (kv, app, key) = (Arc::clone(&store.kv), app(app_name), key.to_owned());
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || kv.get_blocking(&rt, &app, &key))
+        .await
+        .expect("the reading thread")
+}
+
+pub async fn kv_blocking_reads_see_the_last_commit_honour_expiry_and_stay_in_their_app(
+    store: &Store,
+) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    store.apps.create(&app("other")).await.expect("create app");
+    let shop = app("shop");
+    let ttl = |key: &str, secs: u64| KvWrite::Set {
+        key: key.into(),
+        value: json!({"v": secs}),
+        ttl: Some(Duration::from_secs(secs)),
+    };
+    store
+        .outbox
+        .apply(
+            &shop,
+            &kv(vec![set("n", json!(1)), ttl("gone", 0), ttl("alive", 3600)]),
+        )
+        .await
+        .expect("apply");
+    store
+        .outbox
+        .apply(&app("other"), &kv(vec![set("n", json!("theirs"))]))
+        .await
+        .expect("apply");
+
+    // The same entries `get` reads, timestamps and expiry included.
+    for key in ["n", "alive", "gone", "missing"] {
+        let pooled = store.kv.get(&shop, key).await.expect("get");
+        assert_eq!(
+            read_blocking(store, "shop", key).await.expect("read"),
+            pooled,
+            "{key}"
+        );
+    }
+    let alive = read_blocking(store, "shop", "alive").await.expect("read");
+    assert!(alive.is_some_and(|e| e.expires_at.is_some() && e.value == json!({"v": 3600})));
+    assert!(
+        read_blocking(store, "shop", "gone")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let theirs = read_blocking(store, "other", "n").await.expect("read");
+    assert_eq!(theirs.map(|e| e.value), Some(json!("theirs")));
+    assert!(
+        read_blocking(store, "ghost", "n")
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    // Every read sees the last commit: a kept connection is never left in an old snapshot.
+    for next in 2..5 {
+        store
+            .outbox
+            .apply(
+                &shop,
+                &kv(vec![KvWrite::Incr {
+                    key: "n".into(),
+                    by: 1,
+                }]),
+            )
+            .await
+            .expect("incr");
+        let n = read_blocking(store, "shop", "n").await.expect("read");
+        assert_eq!(n.map(|e| e.value), Some(json!(next)));
+    }
+    assert!(store.kv.delete(&shop, "n").await.expect("delete"));
+    assert!(
+        read_blocking(store, "shop", "n")
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    // Threads reading at the same moment each get an answer (on a connection each).
+    let at_once = Arc::new(std::sync::Barrier::new(8));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (kv, at_once) = (Arc::clone(&store.kv), Arc::clone(&at_once));
+            let (rt, shop) = (tokio::runtime::Handle::current(), shop.clone());
+            tokio::task::spawn_blocking(move || {
+                at_once.wait();
+                kv.get_blocking(&rt, &shop, "alive")
+            })
+        })
+        .collect();
+    for reader in readers {
+        let read = reader.await.expect("the reading thread").expect("read");
+        assert!(read.is_some());
+    }
+}
+
+pub async fn kv_blocking_reads_fail_once_the_store_is_closed(store: &Store) {
+    store.apps.create(&app("shop")).await.expect("create app");
+    store
+        .outbox
+        .apply(&app("shop"), &kv(vec![set("n", json!(1))]))
+        .await
+        .expect("apply");
+    assert!(
+        read_blocking(store, "shop", "n")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    store.health.close().await;
+    let err = read_blocking(store, "shop", "n")
+        .await
+        .expect_err("the store is closed");
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
 }

@@ -120,6 +120,8 @@ macro_rules! conformance_tests {
             kv_an_increment_past_the_64_bit_range_is_a_conflict_and_keeps_the_value,
             kv_one_app_never_sees_or_lists_another_apps_keys_even_with_crafted_names,
             kv_writes_for_a_missing_app_are_not_found,
+            kv_blocking_reads_see_the_last_commit_honour_expiry_and_stay_in_their_app,
+            kv_blocking_reads_fail_once_the_store_is_closed,
             objects_round_trip_and_a_missing_object_is_not_found,
             blob_put_overwrite_and_delete_free_exactly_the_old_objects,
             blobs_list_by_prefix_with_paging_and_empty_blobs_are_valid,

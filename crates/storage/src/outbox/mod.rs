@@ -23,10 +23,10 @@
 //! - one event whose KV or blob writes cannot be applied is retried on its own, or dead at
 //!   its last attempt (`effects`), and never aborts the rest of its batch;
 //! - a claim stamps each row it takes with a fresh lease token and the end of the lease, so
-//!   a leased row is not due and an expired lease makes it due again (PostgreSQL moves
-//!   `available_at` to the lease's end; SQLite leaves it and reads `lease_expires_at`, so
-//!   its claims move no index entry); a claimed row that does not decode becomes a
-//!   dead letter that can be read and says why (`row`), and never stalls the claim.
+//!   a leased row is not due and an expired lease makes it due again (both backends leave
+//!   `available_at` and read `lease_expires_at`, so claims move no index entry); a
+//!   claimed row that does not decode becomes a dead letter that can be read and says
+//!   why (`row`), and never stalls the claim.
 //!
 //! The rules live here. A backend supplies its statements and the four things it does its
 //! own way (`OutboxSql`): claiming, committing a batch, inserting planned rows, and telling

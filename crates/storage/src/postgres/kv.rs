@@ -5,12 +5,17 @@
 //! A group commit's merged writes (`apply_merged`) go in one statement whatever their
 //! number: each kind of write is a part of it over one UNNEST of the keys, and the purge of
 //! expired entries leaves the written keys to their writes, so no row is touched twice.
-use shared::StoreError;
-use shared::event::KvWrite;
-use sqlx::Postgres;
-use sqlx::postgres::PgConnection;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::repo::kv::{KvSql, Merged, MergedKv};
+use shared::event::KvWrite;
+use shared::store::KvEntry;
+use shared::{AppName, StoreError};
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Connection, Postgres};
+
+use crate::error::db;
+use crate::repo::kv::{BlockingGet, KvSql, Merged, MergedKv, row_to_entry};
+use crate::sql::sql;
 use crate::{app_missing, expiry, now};
 
 /// (app[], key[], op[] ('s', 'd' or 'i'), value[] (JSON text of a set), expires_at[] (of a
@@ -163,5 +168,86 @@ impl KvSql for Postgres {
             )
         });
         SQL.as_str()
+    }
+
+    type Reader = PgKvReader;
+
+    fn reader(pool: &PgPool) -> PgKvReader {
+        PgKvReader {
+            pool: pool.clone(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The reads of `kv::get` and `kv::incr` on the script threads: each reading thread takes
+/// a connection of its own (as many as threads read at once: the script threads), on
+/// which `GET` stays prepared. A pooled read paid the pool's acquire and its liveness
+/// ping, a round trip of its own, before the query's.
+///
+/// What must stay true: the pool's connect options (the same database, schema and user);
+/// no transaction is left open, so each read sees the last commit; a connection that
+/// failed is dropped and the next read opens another; closing the pool closes these too.
+pub(crate) struct PgKvReader {
+    pool: PgPool,
+    /// Connections no thread is reading on.
+    idle: Mutex<Vec<PgConnection>>,
+}
+
+impl PgKvReader {
+    fn idle(&self) -> MutexGuard<'_, Vec<PgConnection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn read(
+        &self,
+        conn: &mut Option<PgConnection>,
+        app: &AppName,
+        key: &str,
+    ) -> Result<Option<KvEntry>, StoreError> {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(
+                PgConnection::connect_with(&self.pool.connect_options())
+                    .await
+                    .map_err(db)?,
+            ),
+        };
+        let row = sql::<Postgres>(Postgres::GET)
+            .bind(app.as_str())
+            .bind(key)
+            .bind(now())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(row_to_entry).transpose()
+    }
+}
+
+impl BlockingGet for PgKvReader {
+    fn get(
+        &self,
+        rt: &tokio::runtime::Handle,
+        app: &AppName,
+        key: &str,
+    ) -> Option<Result<Option<KvEntry>, StoreError>> {
+        if self.pool.is_closed() {
+            let closed = std::mem::take(&mut *self.idle());
+            rt.block_on(async { drop(closed) });
+            return Some(Err(db(sqlx::Error::PoolClosed)));
+        }
+        let mut conn = self.idle().pop();
+        let read = rt.block_on(async {
+            let read = self.read(&mut conn, app, key).await;
+            if read.is_err() {
+                // It may be broken half way through an exchange: never reuse it.
+                drop(conn.take());
+            }
+            read
+        });
+        if let Some(conn) = conn {
+            self.idle().push(conn);
+        }
+        Some(read)
     }
 }

@@ -129,6 +129,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "outbox_claims",
         include_str!("../../migrations/postgres/0017_outbox_claims.sql"),
     ),
+    (
+        "0018_outbox_claim_in_place.sql",
+        18,
+        "outbox_claim_in_place",
+        include_str!("../../migrations/postgres/0018_outbox_claim_in_place.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 8;

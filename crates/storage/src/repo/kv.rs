@@ -47,6 +47,24 @@ pub(crate) trait KvSql: Db {
     /// `SET` of `SET_MANY_ROWS` entries in one statement: (app, key, value, updated_at,
     /// expires_at) per entry, no key twice.
     fn set_many() -> &'static str;
+
+    /// Where `get_blocking` reads: connections kept for the blocking readers.
+    type Reader: BlockingGet;
+    /// The reader of the store on `pool` (opens nothing yet).
+    fn reader(pool: &Pool<Self>) -> Self::Reader;
+}
+
+/// A backend's `get_blocking`: one live entry, read on the calling thread's behalf with
+/// `GET`'s rules (app, key, not expired), on connections of its own.
+pub(crate) trait BlockingGet: Send + Sync {
+    /// `None` when this store reads through the pool after all (an in-memory SQLite
+    /// database, which no other connection can open).
+    fn get(
+        &self,
+        rt: &tokio::runtime::Handle,
+        app: &AppName,
+        key: &str,
+    ) -> Option<Result<Option<KvEntry>, StoreError>>;
 }
 
 /// Entries per multi-row `SET`.
@@ -199,9 +217,19 @@ pub(crate) async fn apply_merged<DB: KvSql>(
     Ok(())
 }
 
-pub(crate) struct Kv<DB: Db>(pub(crate) Pool<DB>);
+pub(crate) struct Kv<DB: KvSql> {
+    pool: Pool<DB>,
+    reader: DB::Reader,
+}
 
-fn row_to_entry(row: &impl Cols) -> Result<KvEntry, StoreError> {
+impl<DB: KvSql> Kv<DB> {
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        let reader = DB::reader(&pool);
+        Self { pool, reader }
+    }
+}
+
+pub(crate) fn row_to_entry(row: &impl Cols) -> Result<KvEntry, StoreError> {
     Ok(KvEntry {
         key: row.string("key")?,
         value: row.json("value")?,
@@ -278,10 +306,21 @@ impl<DB: KvSql> KvRepository for Kv<DB> {
             .bind(app.as_str())
             .bind(key)
             .bind(now())
-            .fetch_optional(&self.0)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
         row.as_ref().map(row_to_entry).transpose()
+    }
+
+    fn get_blocking(
+        &self,
+        rt: &tokio::runtime::Handle,
+        app: &AppName,
+        key: &str,
+    ) -> Result<Option<KvEntry>, StoreError> {
+        self.reader
+            .get(rt, app, key)
+            .unwrap_or_else(|| rt.block_on(self.get(app, key)))
     }
 
     async fn list(
@@ -298,7 +337,7 @@ impl<DB: KvSql> KvRepository for Kv<DB> {
             .bind(after)
             .bind(now())
             .bind(i64::from(limit))
-            .fetch_all(&self.0)
+            .fetch_all(&self.pool)
             .await
             .map_err(db)?;
         rows.iter().map(row_to_entry).collect()
@@ -309,7 +348,7 @@ impl<DB: KvSql> KvRepository for Kv<DB> {
             .bind(app.as_str())
             .bind(key)
             .bind(now())
-            .execute(&self.0)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(deleted > 0)

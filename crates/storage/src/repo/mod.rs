@@ -89,7 +89,7 @@ pub(crate) fn store<DB: AllSql>(
             pool.clone(),
             inserted.clone(),
         )),
-        kv: Arc::new(kv::Kv(pool.clone())),
+        kv: Arc::new(kv::Kv::new(pool.clone())),
         blobs: Arc::new(blobs::Blobs(pool.clone())),
         objects: data.objects,
         settings: Arc::new(settings::Settings::new(pool.clone(), data.secrets.clone())),

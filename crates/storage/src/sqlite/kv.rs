@@ -1,8 +1,17 @@
 //! KV's statements on SQLite. Values are JSON text; `Incr` checks `json_type` and the
 //! 64-bit range itself, because SQLite would silently make an overflowing sum a float.
-use sqlx::Sqlite;
+//!
+//! A script's reads (`get_blocking`) do not go through sqlx: `SqliteKvReader` keeps
+//! connections of the reading threads' own and runs `GET` on them synchronously.
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::repo::kv::KvSql;
+use shared::store::KvEntry;
+use shared::{AppName, StoreError};
+use sqlx::{Sqlite, SqlitePool};
+
+use crate::now;
+use crate::repo::kv::{BlockingGet, KvSql};
 
 impl KvSql for Sqlite {
     const GET: &'static str = "SELECT key, value, updated_at, expires_at FROM kv
@@ -48,6 +57,136 @@ impl KvSql for Sqlite {
         });
         SQL.as_str()
     }
+
+    type Reader = SqliteKvReader;
+
+    fn reader(pool: &SqlitePool) -> SqliteKvReader {
+        SqliteKvReader::new(pool)
+    }
+}
+
+/// The reads of `kv::get` and `kv::incr` on the script threads, a few thousand
+/// instructions each: sqlx runs every statement of a connection on a worker thread of its
+/// own, so a pooled read was an acquire (and its liveness ping), a hop to that thread and
+/// back and a row built value by value, about 15,000 instructions. Here each reading thread
+/// takes a connection of its own (as many as threads read at once: the script threads),
+/// with `GET` prepared once on it, and reads synchronously.
+///
+/// What must stay true: the pool's file, through the one SQLite library of the process
+/// (rusqlite links the libsqlite3-sys sqlx links; two copies of SQLite in one process
+/// would not see each other's locks); no transaction is left open, so each read sees the
+/// last commit (WAL: a reader never waits for a writer); `query_only`, the pool's busy
+/// timeout; a connection that failed is dropped and the next read opens another; closing
+/// the pool closes these too.
+pub(crate) struct SqliteKvReader {
+    /// The pool's file; `None` for an in-memory database, which another connection would
+    /// not see: reads then go through the pool.
+    path: Option<PathBuf>,
+    pool: SqlitePool,
+    /// Connections no thread is reading on.
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl SqliteKvReader {
+    fn new(pool: &SqlitePool) -> Self {
+        let options = pool.connect_options();
+        let file = options.get_filename();
+        let text = file.to_string_lossy();
+        let in_memory = text.is_empty() || text.starts_with(':') || text.starts_with("file:");
+        Self {
+            path: (!in_memory).then(|| file.to_path_buf()),
+            pool: pool.clone(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<rusqlite::Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self, path: &Path, app: &AppName, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        if self.pool.is_closed() {
+            self.idle().clear();
+            return Err(crate::error::db(sqlx::Error::PoolClosed));
+        }
+        let taken = self.idle().pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => open_reader(path)?,
+        };
+        let entry = get_on(&conn, app, key)?;
+        self.idle().push(conn);
+        Ok(entry)
+    }
+}
+
+impl BlockingGet for SqliteKvReader {
+    fn get(
+        &self,
+        _rt: &tokio::runtime::Handle,
+        app: &AppName,
+        key: &str,
+    ) -> Option<Result<Option<KvEntry>, StoreError>> {
+        let path = self.path.as_deref()?;
+        Some(self.read(path, app, key))
+    }
+}
+
+/// A connection to the existing file that reads only.
+fn open_reader(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(read_error)?;
+    conn.busy_timeout(super::BUSY_TIMEOUT).map_err(read_error)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(read_error)?;
+    Ok(conn)
+}
+
+/// `GET` on `conn`, the row mapped as `repo::kv`'s `row_to_entry` maps it.
+fn get_on(
+    conn: &rusqlite::Connection,
+    app: &AppName,
+    key: &str,
+) -> Result<Option<KvEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(Sqlite::GET).map_err(read_error)?;
+    let mut rows = stmt
+        .query((app.as_str(), key, super::ts(now())))
+        .map_err(read_error)?;
+    let Some(row) = rows.next().map_err(read_error)? else {
+        return Ok(None);
+    };
+    let text = |i: usize| -> Result<Option<&str>, StoreError> {
+        match row.get_ref(i).map_err(read_error)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            v => v.as_str().map(Some).map_err(StoreError::backend),
+        }
+    };
+    let required = |i: usize| text(i)?.ok_or_else(|| StoreError::backend(NullColumn));
+    Ok(Some(KvEntry {
+        key: required(0)?.to_owned(),
+        value: serde_json::from_str(required(1)?).map_err(StoreError::backend)?,
+        updated_at: super::parse_ts(required(2)?)?,
+        expires_at: text(3)?.map(super::parse_ts).transpose()?,
+    }))
+}
+
+/// A column `GET` never leaves empty was empty: a corrupt row.
+#[derive(Debug, thiserror::Error)]
+#[error("a KV row has an empty column")]
+struct NullColumn;
+
+/// As `error::db`: locked is `Busy`; anything else keeps its detail in the source only.
+fn read_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy
+        }
+        _ => StoreError::backend(e),
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +212,19 @@ mod tests {
         let mut tx = super::super::begin_write(pool).await?;
         crate::repo::kv::apply_kv::<sqlx::Sqlite>(&mut tx, app, writes).await?;
         tx.commit().await.map_err(db)
+    }
+
+    #[tokio::test]
+    async fn blocking_reads_of_an_in_memory_database_go_through_the_pool() {
+        let (_dir, store, file_pool, _app) = store_with_app().await;
+        let path = super::SqliteKvReader::new(&file_pool).path;
+        assert!(path.is_some_and(|p| p.ends_with("p.db")));
+        for url in ["sqlite::memory:", "sqlite://:memory:"] {
+            let pool = SqlitePool::connect(url).await.expect("pool");
+            assert!(super::SqliteKvReader::new(&pool).path.is_none(), "{url}");
+            pool.close().await;
+        }
+        store.health.close().await;
     }
 
     #[tokio::test]

@@ -133,6 +133,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "outbox_claims",
         include_str!("../../migrations/sqlite/0017_outbox_claims.sql"),
     ),
+    (
+        "0018_outbox_claim_in_place.sql",
+        18,
+        "outbox_claim_in_place",
+        include_str!("../../migrations/sqlite/0018_outbox_claim_in_place.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
@@ -162,8 +168,11 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+    // No liveness ping on acquire: an open SQLite connection cannot break while idle,
+    // and the ping is a hop to the connection's worker thread before every statement.
     let pool = SqlitePoolOptions::new()
         .max_connections(POOL_SIZE)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(db)?;

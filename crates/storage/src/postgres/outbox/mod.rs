@@ -2,8 +2,9 @@
 //! committing at once need.
 //!
 //! What must stay true here, beyond the rules in `crate::outbox`:
-//! - claims use `FOR UPDATE SKIP LOCKED`, stamp the claim's token and move `available_at`
-//!   to the end of the lease on the database's clock, so two nodes never claim one row
+//! - claims use `FOR UPDATE SKIP LOCKED` and stamp the claim's token and the end of the
+//!   lease on the database's clock (a row under a live lease is not due), so two nodes
+//!   never claim one row; a claim writes no indexed column, so it moves no index entry
 //!   (`due`); a batch finishes only the rows still stamped with its events' tokens
 //!   (`commit`);
 //! - a batch is one transaction with a fixed number of multi-row statements (UNNEST), plus

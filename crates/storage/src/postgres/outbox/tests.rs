@@ -260,3 +260,73 @@ async fn a_merged_batch_whose_set_is_refused_retries_only_that_event() {
     );
     db.close().await;
 }
+
+/// A claim writes no indexed column and the table leaves room on each page (migration
+/// 0018), so every row a claim takes gets its new version on its own page, as a heap-only
+/// tuple: no index entry is added or left dead behind it.
+#[tokio::test]
+async fn a_claim_updates_its_rows_in_place_without_new_index_entries() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    shop_with_events(&db.store, 60).await;
+    let mut conn = sqlx::PgConnection::connect(&db.db.url)
+        .await
+        .expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
+    let claimed = sqlx::query(super::due::CLAIM)
+        .bind("node")
+        .bind(100_i64)
+        .bind(60.0_f64)
+        .bind(uuid::Uuid::new_v4())
+        .execute(&mut *tx)
+        .await
+        .expect("claim")
+        .rows_affected();
+    let (hot,): (i64,) =
+        sqlx::query_as("SELECT pg_stat_get_xact_tuples_hot_updated('outbox'::regclass)")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("hot updates");
+    tx.commit().await.expect("commit");
+    assert_eq!(claimed, 60);
+    assert_eq!(hot, 60, "every claimed row was updated in place");
+    conn.close().await.ok();
+    db.close().await;
+}
+
+/// The claim is planned on every call: a connection whose first claims met an empty
+/// outbox keeps no plan of it (PostgreSQL caches a generic plan after five runs of a named
+/// statement, and one made for an empty table reads a whole backlog on every claim).
+#[tokio::test]
+async fn claims_are_planned_per_call_and_leave_no_cached_plan() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.db.url)
+        .await
+        .expect("pool");
+    let lease = Duration::from_secs(60);
+    for _ in 0..8 {
+        let token = shared::LeaseToken(uuid::Uuid::new_v4());
+        let rows = super::due::claim(&pool, "node", token, 10, lease)
+            .await
+            .expect("claim");
+        assert!(rows.is_empty());
+        super::due::next_due_at(&pool).await.expect("next due");
+    }
+    shop_with_events(&db.store, 3).await;
+    let token = shared::LeaseToken(uuid::Uuid::new_v4());
+    let rows = super::due::claim(&pool, "node", token, 10, lease)
+        .await
+        .expect("claim");
+    assert_eq!(rows.len(), 3);
+    let cached: Vec<String> = sqlx::query_scalar("SELECT statement FROM pg_prepared_statements")
+        .fetch_all(&pool)
+        .await
+        .expect("prepared statements");
+    assert!(
+        !cached.iter().any(|s| s.contains("outbox")),
+        "no outbox statement is cached: {cached:?}"
+    );
+    pool.close().await;
+    db.close().await;
+}
