@@ -7,7 +7,7 @@
 //! happened since; invalidations bump the generation under the write lock. So a deploy
 //! that lands while an old version is being loaded cannot be hidden by a stale insert.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use rhai::{AST, Module, Shared};
@@ -20,6 +20,10 @@ pub(crate) struct Compiled {
     /// Whether the script can read `request` (`input::may_read_request`): a run of one that
     /// cannot skips building it.
     pub(crate) reads_request: bool,
+    /// Whether an HTTP run of it is first tried inline, on the runtime worker: its source
+    /// names no call that would stop the try (`host::may_run_inline`), and no try of it
+    /// was discarded yet (then it goes straight to a script thread until the next deploy).
+    inline: AtomicBool,
     /// The script evaluated as a module, the first time another script imports it; it
     /// lives and dies with this version's entry.
     pub(crate) module: OnceLock<Shared<Module>>,
@@ -32,8 +36,20 @@ impl Compiled {
             version,
             ast,
             reads_request: crate::input::may_read_request(source),
+            inline: AtomicBool::new(crate::host::may_run_inline(source)),
             module: OnceLock::new(),
         }
+    }
+}
+
+impl Compiled {
+    pub(crate) fn runs_inline(&self) -> bool {
+        self.inline.load(Ordering::Relaxed)
+    }
+
+    /// An inline try of this version was discarded: run it on a script thread from now on.
+    pub(crate) fn stop_inline(&self) {
+        self.inline.store(false, Ordering::Relaxed);
     }
 }
 

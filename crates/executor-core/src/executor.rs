@@ -4,11 +4,24 @@
 //! Before a job is queued it takes a slot against its app's and script's concurrency caps
 //! (`running`); a full queue or a capped app is refused at once, never waited on.
 //!
+//! An HTTP invocation of a compiled script that may run inline (`Compiled::runs_inline`)
+//! is first tried on the calling runtime worker (`Sandbox::try_inline`): a small script
+//! answers without the hand-off to a script thread and back. The try is bounded (a few
+//! thousand operations, a millisecond, shallow calls) and has no host context: a call
+//! that touches the app's data, waits or runs another script stops it before doing
+//! anything. A try that is stopped, runs out of its budget or panics is discarded whole
+//! (its log, its output), the script is marked to go straight to a script thread from
+//! then on, and the invocation runs there from the start, as it would have without the
+//! try. So a kept try is a run that had no effects to commit, under tighter limits than
+//! the script's own, and a long or looping script holds a runtime worker for one budget,
+//! once per deployed version.
+//!
 //! A catalog change of a script (deploy, rollback) compiles its active version at once,
 //! before the deploy answers, so the first request of the new version runs warm. On a
 //! script thread, a cache miss (a script not run since the server started, or after
 //! changes may have been missed) loads the active version with `rt.block_on` (this
 //! thread is not a runtime worker, so blocking it is the point) and compiles it once.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -20,7 +33,8 @@ use shared::Effects;
 use shared::store::ScriptVersion;
 use shared::{
     AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
-    FailureKind, Invocation, ScriptChecker, ScriptFailure, ScriptName, Store, StoreError,
+    FailureKind, Invocation, InvocationInput, ScriptChecker, ScriptFailure, ScriptName, Store,
+    StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -92,6 +106,8 @@ pub struct Executor {
     pool: Pool<Job>,
     /// Capped invocations held per app and script.
     running: Running,
+    /// Invocations answered by an inline try since the start.
+    inline_runs: AtomicU64,
 }
 
 impl Executor {
@@ -146,6 +162,7 @@ impl Executor {
             runner,
             pool,
             running: Running::default(),
+            inline_runs: AtomicU64::new(0),
         })
     }
 
@@ -157,6 +174,47 @@ impl Executor {
     /// Invocations waiting for a script thread right now (the nodes list shows it).
     pub fn queue_depth(&self) -> usize {
         self.pool.queued()
+    }
+
+    /// Invocations answered inline, on a runtime worker, since the start (also counted in
+    /// `picloud_script_inline_runs_total{outcome="kept"}`).
+    pub fn inline_runs(&self) -> u64 {
+        self.inline_runs.load(Ordering::Relaxed)
+    }
+
+    /// The invocation run inline, when it may be tried and the try is kept (the module
+    /// doc); `None` sends it to a script thread. Not after `shutdown`: then nothing runs.
+    fn try_inline(&self, inv: &Invocation) -> Option<Execution> {
+        if !matches!(inv.input, InvocationInput::Http(_)) {
+            return None;
+        }
+        let compiled = self.runner.cache.get(&inv.app, &inv.script)?;
+        if !compiled.runs_inline() || !self.pool.is_open() {
+            return None;
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let limits = self.runner.limits_of(inv);
+        let m = &*RUN_METRICS;
+        let Some(out) = self
+            .runner
+            .sandbox
+            .try_inline(&compiled, &inv.input, &limits)
+        else {
+            compiled.stop_inline();
+            m.inline_discarded.increment(1);
+            return None;
+        };
+        m.inline_kept.increment(1);
+        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+        Some(self.runner.finish(Execution {
+            version: compiled.version,
+            started_at,
+            duration: clock.elapsed(),
+            logs: out.logs,
+            result: out.result,
+            effects: Effects::default(),
+        }))
     }
 
     /// Stop taking jobs and join the script threads; a running script ends by its
@@ -305,6 +363,10 @@ struct RunMetrics {
     overloaded: Counter,
     at_concurrency_limit: Counter,
     duration: Histogram,
+    /// `picloud_script_inline_runs_total{outcome}`: inline tries kept, and discarded (the
+    /// invocation then ran on a script thread).
+    inline_kept: Counter,
+    inline_discarded: Counter,
 }
 
 static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
@@ -319,6 +381,8 @@ static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
         overloaded: runs("overloaded"),
         at_concurrency_limit: runs("concurrency_limit"),
         duration: histogram!("picloud_script_duration_seconds"),
+        inline_kept: counter!("picloud_script_inline_runs_total", "outcome" => "kept"),
+        inline_discarded: counter!("picloud_script_inline_runs_total", "outcome" => "discarded"),
     }
 });
 
@@ -334,6 +398,10 @@ impl ExecutorClient for Executor {
             .running
             .admit(&invocation.app, &invocation.script, &invocation.limits)
             .inspect_err(|_| RUN_METRICS.at_concurrency_limit.increment(1))?;
+        if let Some(execution) = self.try_inline(&invocation) {
+            drop(slot);
+            return Ok(execution);
+        }
         let (reply, done) = oneshot::channel();
         let job = Job {
             invocation,

@@ -1,6 +1,7 @@
 //! A fixed set of named OS threads fed by a bounded queue.
 //!
-//! Rhai is synchronous, so scripts never run on a runtime worker. Submitting never
+//! Rhai is synchronous, so scripts run here, not on a runtime worker (only an inline try,
+//! bounded to a millisecond, runs there: see `executor`). Submitting never
 //! waits: a full queue is refused at once (the caller answers 503). A job that panics is
 //! caught, so a thread never dies; its reply channel is dropped, which the waiting caller
 //! sees as a lost worker.
@@ -70,6 +71,14 @@ impl<J: Send + 'static> Pool<J> {
             TrySendError::Full(_) => SubmitError::Full,
             TrySendError::Disconnected(_) => SubmitError::Closed,
         })
+    }
+
+    /// Whether jobs are taken (not shut down).
+    pub(crate) fn is_open(&self) -> bool {
+        self.jobs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Jobs waiting for a thread (not those running).

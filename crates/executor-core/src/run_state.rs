@@ -13,7 +13,11 @@
 //!   `blob::put`s wrote deleted (`context::Host::abandon`);
 //! - one budget per top-level run: a nested evaluation (`invoke`, loading an imported
 //!   module) starts Rhai's operation counter from zero, so `nested` carries the operations
-//!   spent so far into it and adds what it spent back to the caller's.
+//!   spent so far into it and adds what it spent back to the caller's;
+//! - an inline try (`RunScope::enter_inline`, on a runtime worker) has no host context:
+//!   the first host call that would need one (every call that reads or writes the app's
+//!   data, blocks or runs other scripts) stops it with `Termination::NotInline` before
+//!   doing anything, and the try is discarded.
 //!
 //! The budget and the counters are `Cell`s, read on every operation by the progress
 //! callback without a borrow; the log and the host context are `RefCell`s, borrowed only
@@ -36,6 +40,9 @@ pub(crate) enum Termination {
     /// A value nested too deeply met a walk whose error Rhai would swallow (printing);
     /// the name is the function that met it.
     TooDeep(&'static str),
+    /// An inline try made a call it may not make on a runtime worker: it is discarded and
+    /// the invocation runs again on a script thread.
+    NotInline,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +51,15 @@ struct Budget {
     deadline: Instant,
     /// Operations spent outside the evaluation in progress (by callers or callees).
     base: u64,
+    /// The clock is read when `operations & clock_mask == 0`.
+    clock_mask: u64,
 }
+
+/// A script thread's run reads the clock every 1024 operations.
+const RUN_CLOCK_MASK: u64 = 1023;
+/// An inline try reads it every 16: its whole budget is a few thousand, and a few heavy
+/// operations (a hash of a long string) must not hold a runtime worker much past it.
+const INLINE_CLOCK_MASK: u64 = 15;
 
 struct LogBuffer {
     lines: Vec<LogLine>,
@@ -74,8 +89,10 @@ struct RunState {
     stopped: Cell<Option<Termination>>,
     logs: RefCell<LogBuffer>,
     /// The app, runner, limits, buffered effects, invoke depth and import stack of a run
-    /// of the executor; `None` for a bare sandbox run and between runs.
+    /// of the executor; `None` for a bare sandbox run, an inline try and between runs.
     host: RefCell<Option<Host>>,
+    /// Set for an inline try: a call that needs the host context stops it instead.
+    inline: Cell<bool>,
 }
 
 impl RunState {
@@ -86,6 +103,7 @@ impl RunState {
             stopped: Cell::new(None),
             logs: RefCell::new(LogBuffer::empty(0)),
             host: RefCell::new(None),
+            inline: Cell::new(false),
         }
     }
 }
@@ -98,8 +116,9 @@ thread_local! {
 pub(crate) const LOG_TRUNCATED: &str = "... log truncated";
 
 /// The progress callback: stop when the operation budget is spent, and every 1024
-/// operations compare the clock with the deadline (reading it on every operation costs
-/// loop-heavy scripts ~70%, every 1024 ~9%). Outside a run, `fallback_max_ops` applies.
+/// operations (16 in an inline try) compare the clock with the deadline (reading it on
+/// every operation costs loop-heavy scripts ~70%, every 1024 ~9%). Outside a run,
+/// `fallback_max_ops` applies.
 pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<Dynamic> {
     RUN.with(|run| match run.budget.get() {
         Some(budget) => {
@@ -109,7 +128,7 @@ pub(crate) fn check_progress(operations: u64, fallback_max_ops: u64) -> Option<D
                 Some(Dynamic::from(
                     run.stopped.get().unwrap_or(Termination::Operations),
                 ))
-            } else if operations & 1023 == 0 && Instant::now() >= budget.deadline {
+            } else if operations & budget.clock_mask == 0 && Instant::now() >= budget.deadline {
                 Some(Dynamic::from(Termination::Timeout))
             } else {
                 None
@@ -208,10 +227,25 @@ pub(crate) fn push_log(level: LogLevel, message: &str) {
     });
 }
 
-/// `f` on the run's host context; `None` outside a run of the executor. `f` must not
-/// evaluate script code or call another host function: the context is borrowed meanwhile.
+/// `f` on the run's host context; `None` outside a run of the executor, and in an inline
+/// try, which this stops (`Termination::NotInline`). `f` must not evaluate script code or
+/// call another host function: the context is borrowed meanwhile.
 pub(crate) fn with_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
-    RUN.with(|run| run.host.borrow_mut().as_mut().map(f))
+    let found = RUN.with(|run| run.host.borrow_mut().as_mut().map(f));
+    if found.is_none() {
+        refuse_inline();
+    }
+    found
+}
+
+/// In an inline try, stop it (`Termination::NotInline`) and say so: for host calls that
+/// must not run on a runtime worker but need no host context (`sleep`).
+pub(crate) fn refuse_inline() -> bool {
+    let inline = RUN.with(|run| run.inline.get());
+    if inline {
+        stop(Termination::NotInline);
+    }
+    inline
 }
 
 /// The one guard of a run: holds this thread's run state from `enter` until it drops
@@ -225,16 +259,35 @@ impl RunScope {
     /// Start a run under `limits` (its operation budget, deadline and log cap), with the
     /// host context of an executor run or none for a bare sandbox run.
     pub(crate) fn enter(limits: &Limits, host: Option<Host>) -> Self {
+        let budget = Budget {
+            max_operations: limits.max_operations,
+            deadline: Instant::now() + limits.timeout,
+            base: 0,
+            clock_mask: RUN_CLOCK_MASK,
+        };
+        Self::begin(budget, limits.max_log_bytes, host, false)
+    }
+
+    /// Start an inline try under `limits` cut to `max_operations` and `max_time`, with no
+    /// host context: a host call that needs one stops it (`Termination::NotInline`).
+    pub(crate) fn enter_inline(limits: &Limits, max_operations: u64, max_time: Duration) -> Self {
+        let budget = Budget {
+            max_operations: limits.max_operations.min(max_operations),
+            deadline: Instant::now() + limits.timeout.min(max_time),
+            base: 0,
+            clock_mask: INLINE_CLOCK_MASK,
+        };
+        Self::begin(budget, limits.max_log_bytes, None, true)
+    }
+
+    fn begin(budget: Budget, max_log_bytes: usize, host: Option<Host>, inline: bool) -> Self {
         RUN.with(|run| {
-            run.budget.set(Some(Budget {
-                max_operations: limits.max_operations,
-                deadline: Instant::now() + limits.timeout,
-                base: 0,
-            }));
+            run.budget.set(Some(budget));
             run.spent.set(0);
             run.stopped.set(None);
-            *run.logs.borrow_mut() = LogBuffer::empty(limits.max_log_bytes);
+            *run.logs.borrow_mut() = LogBuffer::empty(max_log_bytes);
             *run.host.borrow_mut() = host;
+            run.inline.set(inline);
         });
         RunScope {
             _not_send: std::marker::PhantomData,
@@ -259,6 +312,7 @@ impl Drop for RunScope {
             run.budget.set(None);
             run.spent.set(0);
             run.stopped.set(None);
+            run.inline.set(false);
             *run.logs.borrow_mut() = LogBuffer::empty(0);
             run.host.borrow_mut().take()
         });

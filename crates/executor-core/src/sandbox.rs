@@ -8,8 +8,16 @@
 //! through the run's state (`run_state::RunScope`), so the progress callback can stop it
 //! and say whether time or operations ran out. Compiling is the server engine's job; a
 //! compiled script runs on any of them (they register the same functions).
+//!
+//! An inline try (`Sandbox::try_inline`) runs on the calling thread, a runtime worker with
+//! its small stack, under a budget that no script can turn into a long stall or a deep
+//! stack: at most `INLINE_MAX_OPERATIONS` operations and `INLINE_MAX_TIME`, calls nested
+//! `INLINE_CALL_DEPTH` deep, no host context. It keeps only an answer or a script error;
+//! a limit, a call it may not make or a panic discards everything it did.
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use shared::{
@@ -27,6 +35,18 @@ use crate::{host, input, nesting, output};
 /// Engines for other engine-level limits kept at most; past it the cache starts over
 /// (runs in progress keep theirs).
 const MAX_ENGINES: usize = 64;
+
+/// The operation budget of an inline try: a few hundred microseconds of the slowest
+/// operations, and values it builds nest at most about a thousand levels (see
+/// `Limits::stack_bytes`: ~256 KiB of stack to walk them).
+const INLINE_MAX_OPERATIONS: u64 = 4096;
+/// The wall clock of an inline try, read every 16 operations.
+const INLINE_MAX_TIME: Duration = Duration::from_millis(1);
+/// Nested script function calls in an inline try (~10 KiB of stack each).
+const INLINE_CALL_DEPTH: usize = 4;
+/// Inline tries only when scripts are compiled at most this deep (the evaluation of an
+/// expression recurses as deep as it nests).
+const INLINE_MAX_EXPR_DEPTH: usize = 64;
 
 /// The engine-level limits: what needs an engine of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +74,9 @@ pub struct Sandbox {
     limits: Arc<Limits>,
     /// Engines for runs whose engine-level limits differ from the server's.
     others: RwLock<HashMap<EngineLimits, Arc<Engine>>>,
+    /// The server's engine with `INLINE_CALL_DEPTH`, built on the first inline try; `None`
+    /// when the server's limits allow no inline try.
+    inline: OnceLock<Option<Engine>>,
 }
 
 /// What one run produced: its log and its response or failure.
@@ -90,6 +113,7 @@ impl Sandbox {
             engine: Arc::new(build_engine(limits)),
             limits: Arc::new(limits.clone()),
             others: RwLock::new(HashMap::new()),
+            inline: OnceLock::new(),
         }
     }
 
@@ -164,6 +188,51 @@ impl Sandbox {
     ) -> (RunOutput, Effects) {
         let variables = input::scope_of_run(input, compiled.reads_request);
         self.eval(&compiled.ast, variables, limits, host)
+    }
+
+    /// Try a run of `compiled` on this thread (a runtime worker) under the inline budget
+    /// (the module doc): its output when it answered or failed as a script error, `None`
+    /// when it must run on a script thread (a limit of the try, a call it may not make, a
+    /// panic; nothing it did is kept), or when `limits` need an engine of their own.
+    pub(crate) fn try_inline(
+        &self,
+        compiled: &Compiled,
+        input: &InvocationInput,
+        limits: &Limits,
+    ) -> Option<RunOutput> {
+        if EngineLimits::of(limits) != EngineLimits::of(&self.limits) {
+            return None;
+        }
+        let engine = self
+            .inline
+            .get_or_init(|| {
+                (self.limits.max_expr_depth <= INLINE_MAX_EXPR_DEPTH).then(|| {
+                    build_engine(&Limits {
+                        max_call_depth: self.limits.max_call_depth.min(INLINE_CALL_DEPTH),
+                        ..(*self.limits).clone()
+                    })
+                })
+            })
+            .as_ref()?;
+        let tried = catch_unwind(AssertUnwindSafe(|| {
+            let mut variables = input::scope_of_run(input, compiled.reads_request);
+            let scope = RunScope::enter_inline(limits, INLINE_MAX_OPERATIONS, INLINE_MAX_TIME);
+            let result = match engine.eval_ast_with_scope::<Dynamic>(&mut variables, &compiled.ast)
+            {
+                Ok(value) => output::to_output(value, limits.max_output_bytes),
+                Err(err) => Err(failure(limits, &err)),
+            };
+            let kept = run_state::stopped().is_none()
+                && result
+                    .as_ref()
+                    .err()
+                    .is_none_or(|f| f.kind == FailureKind::Error);
+            kept.then(|| RunOutput {
+                logs: scope.finish(result.is_ok()).0,
+                result,
+            })
+        }));
+        tried.ok().flatten()
     }
 
     /// Evaluate `ast` with `variables` as its scope, under `limits`, with `host`.
@@ -677,5 +746,108 @@ mod tests {
         }
         let out = run(r#"json::parse("{nope")"#);
         assert!(failure(&out).message.contains("invalid JSON"));
+    }
+
+    /// An inline try of `source` on this thread (a test thread's 2 MiB stack, like a
+    /// runtime worker's), under `limits`.
+    fn try_inline_with(limits: &Limits, source: &str, req: HttpRequest) -> Option<RunOutput> {
+        let sandbox = Sandbox::new(limits);
+        let ast = sandbox.compile(source).expect("test script compiles");
+        let compiled = Compiled::new(1, ast, source);
+        sandbox.try_inline(&compiled, &InvocationInput::Http(req), limits)
+    }
+
+    fn try_inline(source: &str) -> Option<RunOutput> {
+        try_inline_with(&Limits::default(), source, HttpRequest::default())
+    }
+
+    #[test]
+    fn a_pure_script_is_answered_by_its_inline_try_with_its_log() {
+        let out = try_inline(
+            r#"print("hi"); let id = uuid::v4(); #{ n: crypto::sha256("a").len(),
+            at: time::now_ms() > 0, id: id.len(), path: request.path }"#,
+        )
+        .expect("kept");
+        assert_eq!(
+            json_body(&out),
+            serde_json::json!({"n": 64, "at": true, "id": 36, "path": ""})
+        );
+        assert_eq!(out.logs.len(), 1);
+        assert_eq!(out.logs[0].message, "hi");
+        // A script error is an answer too: the same on a script thread.
+        let out = try_inline(r#"print("x"); throw "boom""#).expect("kept");
+        assert_eq!(failure(&out).kind, FailureKind::Error);
+        assert!(
+            failure(&out).message.contains("boom"),
+            "{}",
+            failure(&out).message
+        );
+    }
+
+    #[test]
+    fn a_host_call_that_needs_the_app_or_waits_discards_the_inline_try() {
+        for source in [
+            r#"print("before"); kv::get("x")"#,
+            r#"let v = (); try { v = kv::get("x") } catch { v = "caught" } v"#,
+            r#"kv::set("a", 1); "written""#,
+            r#"blob::delete("a"); 1"#,
+            r#"pubsub::publish("t", 1); 1"#,
+            r#"queue::send("q", 1); 1"#,
+            r#"invoke("other", #{}); 1"#,
+            r#"invoke_async("other", #{}); 1"#,
+            r#"config::get("k")"#,
+            r#"secrets::get("k")"#,
+            r#"realtime::token(#{ topics: ["t"] })"#,
+            r#"email::send(#{ to: "a@b.c", subject: "s", text: "t" }); 1"#,
+            r#"http::get("https://example.com/")"#,
+            r#"import "helpers" as h; 1"#,
+            "sleep(0.5); 1",
+            r#"try { sleep(0.5) } catch { } 1"#,
+        ] {
+            let started = Instant::now();
+            assert!(try_inline(source).is_none(), "{source}");
+            assert!(started.elapsed() < Duration::from_millis(400), "{source}");
+        }
+    }
+
+    #[test]
+    fn an_inline_try_stops_at_its_budget_and_its_call_depth() {
+        let limits = Limits {
+            max_operations: u64::MAX,
+            timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        for source in [
+            "loop {}",
+            "let x = 0; while true { x += 1 } x",
+            // Heavy operations: the clock stops it even within its operation budget.
+            r#"let s = "x"; for i in 0..18 { s += s } for i in 0..3000 { s.len(); crypto::sha256(s); } 1"#,
+            "fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(20)",
+            // A value nested deeper than responses may be.
+            "let a = []; for i in 0..150 { a = [a] } a",
+        ] {
+            let started = Instant::now();
+            assert!(
+                try_inline_with(&limits, source, HttpRequest::default()).is_none(),
+                "{source}"
+            );
+            assert!(started.elapsed() < Duration::from_millis(400), "{source}");
+        }
+        // Shallow recursion is kept.
+        let out = try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)").unwrap();
+        assert_eq!(out.result.unwrap().body.as_ref(), b"2");
+    }
+
+    #[test]
+    fn an_inline_try_leaves_nothing_behind_on_its_thread() {
+        assert!(try_inline(r#"print("lost"); kv::get("x")"#).is_none());
+        let out = try_inline(r#""after""#).unwrap();
+        assert!(out.logs.is_empty());
+        assert!(run_state::remaining().is_none());
+        assert!(run_state::stopped().is_none());
+        assert!(
+            !run_state::refuse_inline(),
+            "outside a try nothing is refused"
+        );
     }
 }

@@ -495,3 +495,105 @@ async fn a_value_at_the_cap_is_printed_compared_and_stored() {
     assert_eq!(run.effects.kv.len(), 1, "the value at the cap is written");
     h.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pure_script_is_answered_inline_without_a_script_thread() {
+    let h = Harness::sqlite(one_thread(Limits::default())).await;
+    h.deploy("hello", r#"print("hi"); "hello world""#).await;
+    h.deploy("echo", r#"#{ path: request.path, at: time::now_ms() > 0 }"#)
+        .await;
+    let hello = h.get("hello").await;
+    assert_eq!(body(&hello), "hello world");
+    assert_eq!(hello.version, 1);
+    assert_eq!(hello.logs.len(), 1);
+    assert_eq!(hello.logs[0].message, "hi");
+    let req = HttpRequest {
+        path: "/x".into(),
+        ..HttpRequest::default()
+    };
+    let echo = h.call("echo", req).await.unwrap();
+    assert_eq!(body(&echo), r#"{"at":true,"path":"/x"}"#);
+    assert_eq!(h.executor.inline_runs(), 2);
+    // A script error is answered inline too, as a script thread would answer it.
+    h.deploy("fails", r#"throw "boom""#).await;
+    let failed = h.get("fails").await.result.unwrap_err();
+    assert_eq!(failed.kind, FailureKind::Error);
+    assert!(failed.message.contains("boom"), "{}", failed.message);
+    assert_eq!(h.executor.inline_runs(), 3);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_looping_script_leaves_its_inline_try_and_its_limits_stop_it_without_stalling_others() {
+    let limits = Limits {
+        max_operations: u64::MAX,
+        timeout: Duration::from_millis(1000),
+        ..Limits::default()
+    };
+    let h = Arc::new(Harness::sqlite(one_thread(limits)).await);
+    h.deploy("spin", "let n = 0; loop { n += 1 }").await;
+    h.deploy("hello", r#""hi""#).await;
+    let spinning = {
+        let h = Arc::clone(&h);
+        tokio::spawn(async move { h.get("spin").await })
+    };
+    tokio::task::yield_now().await;
+    // One runtime worker: a try that held it would hold this request too.
+    let started = Instant::now();
+    assert_eq!(body(&h.get("hello").await), "hi");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !spinning.is_finished(),
+        "the loop runs on its script thread"
+    );
+    let spun = spinning.await.unwrap();
+    let f = spun.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Timeout);
+    assert_eq!(f.message, "wall-clock limit of 1s exceeded");
+    assert!(spun.duration >= Duration::from_millis(1000));
+    assert_eq!(h.executor.inline_runs(), 1, "only hello");
+    let Ok(h) = Arc::try_unwrap(h) else {
+        panic!("the harness is still shared")
+    };
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_whose_kv_call_stops_its_inline_try_runs_once_on_a_script_thread() {
+    let h = Harness::sqlite(one_thread(Limits::default())).await;
+    // Written `kv :: set`, the call gets past the source check (`kv::`), so it is the
+    // call itself that stops the inline try.
+    h.deploy(
+        "count",
+        r#"print("before"); kv :: set("k", 1); log::info("after"); "done""#,
+    )
+    .await;
+    for _ in 0..2 {
+        let run = h.get("count").await;
+        assert_eq!(body(&run), "done");
+        let logs: Vec<&str> = run.logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(
+            logs,
+            ["before", "after"],
+            "the discarded try's line is gone"
+        );
+        assert_eq!(run.effects.kv.len(), 1, "one write, buffered once");
+    }
+    // A call caught by the script stops the try all the same.
+    h.deploy(
+        "caught",
+        r#"let v = "none"; try { v = kv :: get("missing") } catch { v = "caught" } type_of(v)"#,
+    )
+    .await;
+    assert_eq!(
+        body(&h.get("caught").await),
+        "()",
+        "read on the script thread"
+    );
+    assert_eq!(h.executor.inline_runs(), 0);
+    h.close().await;
+}

@@ -8,7 +8,9 @@
 //! - Spans are made with the OpenTelemetry SDK on explicit contexts (never a thread's
 //!   "current span"): a run crosses tasks, script threads, the outbox and other nodes.
 //! - Export is off unless `[tracing] otlp_endpoint` is set. Without it no span is recorded;
-//!   ids are still made, so records and outbox rows still carry them. With it, ended spans
+//!   ids are still made (straight from the SDK's id generator, as its sampler would make
+//!   them for a dropped span, without building one), so records and outbox rows still
+//!   carry them. With it, ended spans
 //!   go to OTLP/HTTP (protobuf) in batches from one task that sleeps on its queue: an idle
 //!   node exports nothing and wakes for nothing (the SDK's own batch processor ticks on a
 //!   timer even when empty, so it is not used).
@@ -24,7 +26,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
+    IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider, SpanData,
+    SpanExporter as _, SpanProcessor,
 };
 use tokio::sync::mpsc;
 
@@ -160,24 +163,34 @@ impl Tracing {
         parent: Option<&str>,
         describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
     ) -> RunSpan {
-        let parent_cx = match parent.and_then(parse_traceparent) {
+        let remote = parent.and_then(parse_traceparent);
+        if self.exporting.is_none() {
+            // Not recorded: only the ids a dropped span would get (the parent's trace, a
+            // new span id, not sampled).
+            let ids = RandomIdGenerator::default();
+            let trace_id = remote
+                .as_ref()
+                .map_or_else(|| ids.new_trace_id(), SpanContext::trace_id);
+            return RunSpan::Ids(SpanContext::new(
+                trace_id,
+                ids.new_span_id(),
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            ));
+        }
+        let parent_cx = match remote {
             Some(remote) => Context::new().with_remote_span_context(remote),
             None => Context::new(),
         };
-        let (name, attributes) = if self.exporting.is_some() {
-            describe()
-        } else {
-            (Cow::Borrowed(""), Vec::new())
-        };
+        let (name, attributes) = describe();
         let span = self
             .tracer
             .span_builder(name)
             .with_kind(kind)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent_cx);
-        RunSpan {
-            cx: parent_cx.with_span(span),
-        }
+        RunSpan::Recorded(parent_cx.with_span(span))
     }
 
     /// Export what is queued and stop exporting (waits at most `grace`).
@@ -194,47 +207,58 @@ impl Tracing {
 }
 
 /// A run's span; ended when dropped.
-pub struct RunSpan {
-    cx: Context,
+pub enum RunSpan {
+    /// Recorded (export is on): the span in its context.
+    Recorded(Context),
+    /// Not recorded (export is off): its ids only.
+    Ids(SpanContext),
 }
 
 impl RunSpan {
+    fn with_context<T>(&self, f: impl FnOnce(&SpanContext) -> T) -> T {
+        match self {
+            RunSpan::Recorded(cx) => f(cx.span().span_context()),
+            RunSpan::Ids(sc) => f(sc),
+        }
+    }
+
     #[cfg(test)]
     fn context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
+        self.with_context(Clone::clone)
     }
 
     /// The `traceparent` a child of this span is started under.
     pub fn traceparent(&self) -> String {
-        let span = self.cx.span();
-        let sc = span.span_context();
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        push_hex(&mut out, &sc.trace_id().to_bytes());
-        out.push('-');
-        push_hex(&mut out, &sc.span_id().to_bytes());
-        out.push('-');
-        push_hex(&mut out, &[sc.trace_flags().to_u8()]);
-        out
+        self.with_context(|sc| {
+            let mut out = String::with_capacity(55);
+            out.push_str("00-");
+            push_hex(&mut out, &sc.trace_id().to_bytes());
+            out.push('-');
+            push_hex(&mut out, &sc.span_id().to_bytes());
+            out.push('-');
+            push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+            out
+        })
     }
 
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         let mut out = String::with_capacity(32);
-        push_hex(
-            &mut out,
-            &self.cx.span().span_context().trace_id().to_bytes(),
-        );
+        self.with_context(|sc| push_hex(&mut out, &sc.trace_id().to_bytes()));
         out
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {
-        self.cx.span().set_attribute(attribute);
+        if let RunSpan::Recorded(cx) = self {
+            cx.span().set_attribute(attribute);
+        }
     }
 
     /// Mark the run failed with `message`.
     pub fn fail(&self, message: impl Into<Cow<'static, str>>) {
-        self.cx.span().set_status(Status::error(message));
+        if let RunSpan::Recorded(cx) = self {
+            cx.span().set_status(Status::error(message));
+        }
     }
 }
 
@@ -461,6 +485,11 @@ mod tests {
         });
         assert!(!described.get(), "nothing is recorded: no name is made");
         assert!(parse_traceparent(&span.traceparent()).is_some());
+        assert!(
+            span.traceparent().ends_with("-00"),
+            "unsampled, as the SDK's sampler made it"
+        );
+        assert!(matches!(span, RunSpan::Ids(_)), "no SDK span is built");
     }
 
     #[test]

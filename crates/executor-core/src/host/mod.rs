@@ -7,6 +7,12 @@
 //! config, secrets, email) find their app in the run's context (`crate::context`), open
 //! a `host.<module>.<fn>` span with the app only, and buffer their writes as effects.
 //! `sleep` is ours too, replacing Rhai's, so that it cannot outlast the run's deadline.
+//!
+//! Inline tries (an HTTP run tried on the runtime worker, see `executor`): `log`, `json`,
+//! `time`, `uuid`, `base64` and `crypto` touch nothing outside the run and may run there;
+//! every other call needs the run's host context or waits, and stops the try before it
+//! does anything (`run_state::with_host`, `sleep`). `may_run_inline` sends a script that
+//! names one of them straight to a script thread, without a try.
 use rhai::{Engine, Module, Shared};
 
 mod base64;
@@ -27,6 +33,30 @@ mod uuid;
 mod value;
 
 pub(crate) use value::{from_json, printable};
+
+/// What a source must not contain to be tried inline: the modules and functions that do
+/// I/O, wait or run other scripts.
+const NOT_INLINE: [&str; 12] = [
+    "kv::",
+    "blob::",
+    "http::",
+    "email::",
+    "pubsub::",
+    "queue::",
+    "config::",
+    "secrets::",
+    "realtime::",
+    "invoke",
+    "sleep",
+    "import",
+];
+
+/// Whether a script with this source is worth an inline try: it names none of the calls
+/// that would stop one. Only a shortcut (a call written some other way still stops the
+/// try when it is made); conservative: the word in a comment or a string counts too.
+pub(crate) fn may_run_inline(source: &str) -> bool {
+    !NOT_INLINE.iter().any(|word| source.contains(word))
+}
 
 pub(crate) fn register_all(engine: &mut Engine) {
     let modules: [(&str, Module); _] = [

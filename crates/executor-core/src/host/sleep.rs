@@ -6,6 +6,8 @@
 //! over packages: it sleeps at most until the run's deadline and then ends the run with
 //! the wall-clock limit error (uncatchable, like every limit). Zero, negative and NaN
 //! durations return at once; outside a run there is no deadline, so it does not sleep.
+//! An inline try (on a runtime worker) never sleeps: `sleep` stops it, and the invocation
+//! runs on a script thread.
 use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
@@ -20,6 +22,10 @@ pub(super) fn register(engine: &mut Engine) {
 fn sleep(seconds: f64) -> Result<(), Box<EvalAltResult>> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Ok(());
+    }
+    if run_state::refuse_inline() {
+        let token = Dynamic::from(Termination::NotInline);
+        return Err(EvalAltResult::ErrorTerminated(token, Position::NONE).into());
     }
     let Some(left) = run_state::remaining() else {
         return Ok(());

@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use ::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use ::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -479,8 +479,10 @@ async fn run_and_record(
         Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
         Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
     };
-    // What it emitted continues its trace.
-    effects.trace = Some(span.traceparent());
+    // What it emitted continues its trace (a run without effects commits nothing).
+    if !effects.is_empty() {
+        effects.trace = Some(span.traceparent());
+    }
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
     let (answer, stored) = match answer {
         Ok(response) => {
@@ -711,10 +713,7 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in output.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) else {
+        let (Ok(name), Ok(value)) = (header_name(&name), header_value(&value)) else {
             tracing::debug!(invocation = %id, "a response header of the script is not valid HTTP; skipped");
             continue;
         };
@@ -727,6 +726,32 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
         headers.insert(INVOCATION_ID, value);
     }
     Ok(response)
+}
+
+/// The content types the executor gives a body by default, made once.
+const DEFAULT_CONTENT_TYPES: [HeaderValue; 3] = [
+    HeaderValue::from_static("text/plain; charset=utf-8"),
+    HeaderValue::from_static("application/json"),
+    HeaderValue::from_static("application/octet-stream"),
+];
+
+/// A script's header name; `content-type`, on nearly every answer, without parsing it.
+fn header_name(name: &str) -> Result<HeaderName, ::http::header::InvalidHeaderName> {
+    if name == CONTENT_TYPE.as_str() {
+        return Ok(CONTENT_TYPE);
+    }
+    HeaderName::from_bytes(name.as_bytes())
+}
+
+/// A script's header value; a default content type without checking or copying it.
+fn header_value(value: &str) -> Result<HeaderValue, ::http::header::InvalidHeaderValue> {
+    match DEFAULT_CONTENT_TYPES
+        .iter()
+        .find(|d| d.as_bytes() == value.as_bytes())
+    {
+        Some(default) => Ok(default.clone()),
+        None => HeaderValue::from_str(value),
+    }
 }
 
 #[cfg(test)]
@@ -791,12 +816,14 @@ mod tests {
                     ("set-cookie".into(), "b=2".into()),
                     ("content-length".into(), "999".into()),
                     ("bad header".into(), "x".into()),
+                    ("content-type".into(), "application/json".into()),
                 ],
                 body: Bytes::from_static(b"hi"),
             },
         )
         .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(response.headers().get_all("set-cookie").iter().count(), 2);
         assert!(response.headers().get(CONTENT_LENGTH).is_none());
         assert_eq!(
