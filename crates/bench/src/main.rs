@@ -453,11 +453,13 @@ fn idle(server: &Server, secs: u64) -> anyhow::Result<Idle> {
     let pid = server.pid();
     eprintln!("idle: settling 3 s, then measuring CPU for {secs} s");
     std::thread::sleep(Duration::from_secs(3));
+    let threads = procfs::threads(pid)?;
     let before = procfs::cpu_ticks(pid)?;
     let started = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = procfs::cpu_ticks(pid)?;
     let wall = started.elapsed().as_secs_f64();
+    let woken = procfs::woken(&threads, &procfs::threads(pid)?);
     let hz = procfs::ticks_per_sec();
     Ok(Idle {
         window_secs: wall,
@@ -465,5 +467,6 @@ fn idle(server: &Server, secs: u64) -> anyhow::Result<Idle> {
         ticks_per_sec: hz,
         rss_kib: procfs::rss_kib(pid)?,
         rss_before_kib: None,
+        woken,
     })
 }

@@ -26,7 +26,8 @@ pub fn target_events_per_sec(backend: &str) -> f64 {
 pub const TARGET_QUEUED_RATIO: f64 = 0.8;
 /// Publish -> handler start when the dispatcher is not saturated.
 pub const TARGET_EVENT_P99_MS: f64 = 20.0;
-/// Deploy to first response of the new version: p99, over a warm call's p50.
+/// Deploy to first response of the new version: p99, over a warm call's p99 in the same
+/// conditions.
 pub const TARGET_DEPLOY_OVER_WARM_MS: f64 = 5.0;
 /// Realtime: PiCloud's memory per open stream over the bare SSE server's, at
 /// `REALTIME_MEMORY_AT` subscribers and more.
@@ -49,6 +50,9 @@ pub struct Idle {
     pub ticks_per_sec: u64,
     pub rss_kib: u64,
     pub rss_before_kib: Option<u64>,
+    /// Per thread name over the window: (name, times scheduled in, CPU ns); only the
+    /// threads that ran.
+    pub woken: Vec<(String, u64, u64)>,
 }
 
 impl Idle {
@@ -73,6 +77,24 @@ impl Idle {
 
     pub fn rss_before_mb(&self) -> Option<f64> {
         self.rss_before_kib.map(|kib| kib as f64 / 1024.0)
+    }
+
+    /// Wake-ups and CPU time over the window, summed over the threads, then each name's.
+    fn woken_line(&self) -> String {
+        let runs: u64 = self.woken.iter().map(|w| w.1).sum();
+        let ns: u64 = self.woken.iter().map(|w| w.2).sum();
+        let each: Vec<String> = self
+            .woken
+            .iter()
+            .map(|(name, runs, ns)| format!("{name} {runs} ({:.2} ms)", *ns as f64 / 1e6))
+            .collect();
+        format!(
+            "{runs} in {:.0} s, {:.2} ms CPU{}{}",
+            self.window_secs,
+            ns as f64 / 1e6,
+            if each.is_empty() { "" } else { ": " },
+            each.join(", ")
+        )
     }
 
     fn rss_ok(&self) -> bool {
@@ -279,7 +301,7 @@ impl Report {
             ));
         }
         if let Some(d) = &self.redeploys {
-            let over = d.first_p99_ms - d.warm_p50_ms;
+            let over = d.p99_over_warm_ms();
             v.push((
                 "deploy to first response".into(),
                 over < TARGET_DEPLOY_OVER_WARM_MS && d.stale == 0,
@@ -412,6 +434,12 @@ impl Report {
                     idle.window_secs,
                     idle.resolution_pct()
                 );
+                let _ = writeln!(
+                    out,
+                    "{:<28} {}",
+                    "idle wake-ups (schedstat)",
+                    idle.woken_line()
+                );
                 if let Some(before) = idle.rss_before_mb() {
                     let _ = writeln!(
                         out,
@@ -435,16 +463,17 @@ impl Report {
             None => {}
         }
         if let Some(d) = &self.redeploys {
-            let over = d.first_p99_ms - d.warm_p50_ms;
+            let over = d.p99_over_warm_ms();
             let _ = writeln!(
                 out,
-                "redeploy x{} under load: first response of the new version p50 {:.2} ms p99 {:.2} ms, warm call p50 {:.2} ms: p99 {over:.2} ms over warm, target < {TARGET_DEPLOY_OVER_WARM_MS} ms {} (warm call p99 {:.2} ms; deploy call p50 {:.1} ms p99 {:.1} ms, stale answers {})",
+                "redeploy x{} under load: first call of the new version p50 {:.2} ms p99 {:.2} ms, warm call (after a deploy of another script) p50 {:.2} ms p99 {:.2} ms: p99 {over:.2} ms over the warm p99, target < {TARGET_DEPLOY_OVER_WARM_MS} ms {} (p50 {:.2} ms over the warm p50; deploy call p50 {:.1} ms p99 {:.1} ms, stale answers {})",
                 d.count,
                 d.first_p50_ms,
                 d.first_p99_ms,
                 d.warm_p50_ms,
-                verdict(over < TARGET_DEPLOY_OVER_WARM_MS && d.stale == 0),
                 d.warm_p99_ms,
+                verdict(over < TARGET_DEPLOY_OVER_WARM_MS && d.stale == 0),
+                d.first_p50_ms - d.warm_p50_ms,
                 d.deploy_p50_ms,
                 d.deploy_p99_ms,
                 d.stale
@@ -643,12 +672,23 @@ mod tests {
             ticks_per_sec: 100,
             rss_kib: 19 * 1024,
             rss_before_kib: Some(18 * 1024),
+            woken: vec![
+                ("tokio-runtime-w".into(), 12, 1_500_000),
+                ("picloud-metrics".into(), 1, 100_000),
+            ],
         };
         assert!((idle.cpu_pct() - 0.1).abs() < 1e-9);
         assert!((idle.resolution_pct() - 1.0 / 30.0).abs() < 1e-9);
         assert!((idle.rss_mb() - 19.0).abs() < 1e-9);
         let mut report = Report::new(load());
         report.idle = Some(idle.clone());
+        assert!(
+            report.render().contains(
+                "13 in 30 s, 1.60 ms CPU: tokio-runtime-w 12 (1.50 ms), picloud-metrics 1 (0.10 ms)"
+            ),
+            "{}",
+            report.render()
+        );
         // Any tick misses the target of none.
         assert!(!report.all_targets_met());
         report.idle = Some(Idle {
@@ -689,6 +729,7 @@ mod tests {
             ticks_per_sec: 100,
             rss_kib: after * 1024,
             rss_before_kib: before.map(|mb| mb * 1024),
+            woken: Vec::new(),
         };
         let mut report = Report::new(load());
         report.idle = Some(idle(Some(18), 19));
@@ -801,15 +842,22 @@ mod tests {
             count: 100,
             deploy_p50_ms: 3.0,
             deploy_p99_ms: 9.0,
-            first_p50_ms: 1.0,
-            first_p99_ms: 7.0,
+            first_p50_ms: 1.5,
+            first_p99_ms: 12.0,
             warm_p50_ms: 1.0,
-            warm_p99_ms: 5.0,
+            warm_p99_ms: 6.0,
             stale: 0,
         });
-        // 7 ms is 6 over the warm call's 1 ms.
+        // The tails are compared: 12 ms is 6 over the warm call's 6 ms.
         assert!(!report.all_targets_met());
-        assert!(report.render().contains("6.00 ms over warm"));
+        let text = report.render();
+        assert!(text.contains("p99 6.00 ms over the warm p99"), "{text}");
+        assert!(text.contains("p50 0.50 ms over the warm p50"), "{text}");
+        report.redeploys = report.redeploys.map(|d| crate::deploy::Redeploys {
+            first_p99_ms: 10.0,
+            ..d
+        });
+        assert!(report.all_targets_met());
     }
 
     #[test]

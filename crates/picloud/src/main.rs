@@ -39,9 +39,7 @@ enum Top {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = picloud::process::runtime()?;
     match args.command {
         Top::Serve(serve) => runtime.block_on(run(serve, Role::All)),
         Top::Manager(serve) => runtime.block_on(run(serve, Role::Manager)),

@@ -9,6 +9,9 @@
 //! maps a page again from the page cache, a minor fault, so only what runs comes back),
 //! returns the allocators' free pages (mimalloc's of this thread and its abandoned and
 //! arena memory; the C heap's, where SQLite keeps its caches, with `malloc_trim`).
+//! A mimalloc heap can be collected only by its own thread: each runtime worker collects
+//! its own the next time it parks after a release (`on_park`), so an idle worker is never
+//! woken for it.
 //!
 //! What must stay true: nothing that was written is ever dropped. Only `PT_LOAD`
 //! segments without write permission are released, never one that overlaps the
@@ -16,9 +19,22 @@
 //! relocations; the content of what is released is the file's, so it comes back
 //! unchanged.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Releases so far: a runtime worker that has not collected since the last one does when
+/// it parks.
+static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The releases this thread's heap was collected after.
+    static COLLECTED: Cell<u64> = const { Cell::new(0) };
+}
+
 /// Give memory back; returns the bytes of executable pages released (0 where this is
 /// not supported).
 pub(crate) fn release() -> usize {
+    RELEASES.fetch_add(1, Ordering::Relaxed);
     let released = executable::release();
     // SAFETY: `mi_collect` takes no pointer and may be called from any thread at any time.
     unsafe { mi_collect(true) };
@@ -28,6 +44,25 @@ pub(crate) fn release() -> usize {
         libc::malloc_trim(0);
     }
     released
+}
+
+/// A runtime worker is about to park (`on_thread_park`): collect its own heap if a
+/// release happened since it last did. One relaxed load per park otherwise.
+pub(crate) fn on_park() {
+    COLLECTED.with(collect_once_per_release);
+}
+
+/// Collect the calling thread's heap unless `collected` already says the latest release;
+/// whether it did.
+fn collect_once_per_release(collected: &Cell<u64>) -> bool {
+    let releases = RELEASES.load(Ordering::Relaxed);
+    if collected.get() == releases {
+        return false;
+    }
+    collected.set(releases);
+    // SAFETY: as in `release`.
+    unsafe { mi_collect(true) };
+    true
 }
 
 // The crate that links mimalloc's library, where `mi_collect` is (also when mimalloc is
@@ -176,5 +211,19 @@ mod tests {
             assert!(released > 0, "the test binary has read-only segments");
         }
         assert_eq!((answer(42), TEXT.to_owned()), before);
+    }
+
+    #[test]
+    fn a_parking_worker_collects_its_heap_once_per_release() {
+        let collected = Cell::new(RELEASES.load(Ordering::Relaxed));
+        assert!(
+            !collect_once_per_release(&collected),
+            "nothing released yet"
+        );
+        release();
+        assert!(collect_once_per_release(&collected));
+        assert!(!collect_once_per_release(&collected), "once per release");
+        release();
+        assert!(collect_once_per_release(&collected));
     }
 }
