@@ -15,7 +15,9 @@
 //! Metrics: `picloud_events_total{kind,outcome}` (done, retry, dead, lost, commit_failed),
 //! `picloud_event_delay_seconds` (scheduled_at -> start of a first attempt; later attempts
 //! would measure the backoff), `picloud_event_leases_lost_total`,
-//! `picloud_event_overloaded_total`, `picloud_event_commit_failures_total`.
+//! `picloud_event_overloaded_total`, `picloud_event_commit_failures_total`,
+//! `picloud_invocation_records_sampled_total{source="event"}` (successful runs past the
+//! node's record budget, `recorded_successes_per_sec`: their records are not stored).
 //!
 //! What must stay true:
 //! - an event's effects, the deletion of its row and its invocation record are committed
