@@ -17,7 +17,9 @@
 //! Metrics: `picloud_events_total{kind,outcome}` (done, retry, dead, lost, commit_failed),
 //! `picloud_event_delay_seconds` (scheduled_at -> start of a first attempt; later attempts
 //! would measure the backoff), `picloud_event_leases_lost_total`,
-//! `picloud_event_overloaded_total`, `picloud_event_commit_failures_total`.
+//! `picloud_event_overloaded_total`, `picloud_event_commit_failures_total`,
+//! `picloud_invocation_records_sampled_total{source="event"}` (successful runs past the
+//! node's record budget, `recorded_successes_per_sec`: their records are not stored).
 //!
 //! What must stay true:
 //! - an event's effects, the deletion of its row and its invocation record are committed
@@ -52,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::LimitTable;
 use crate::mailer::MailSender;
-use crate::recorder::FailureGate;
+use crate::recorder::{FailureGate, SuccessSampler};
 use crate::retry::{after_failure, backoff};
 use crate::wake::{self, Wake};
 
@@ -77,6 +79,11 @@ pub struct DispatchConfig {
     /// The log lines of one event's record keep at most this many message bytes; the
     /// rest is cut and marked (0: no bound; default 16 KiB).
     pub max_record_log_bytes: usize,
+    /// Successful event runs recorded per second at most on this node; past it their
+    /// records are sampled out (counted in
+    /// `picloud_invocation_records_sampled_total{source="event"}`), as HTTP runs' are. 0
+    /// records every success (default 1,000). Failures are bounded per app instead.
+    pub recorded_successes_per_sec: u32,
 }
 
 impl Default for DispatchConfig {
@@ -89,6 +96,7 @@ impl Default for DispatchConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             max_record_log_bytes: 16 * 1024,
+            recorded_successes_per_sec: 1_000,
         }
     }
 }
@@ -113,6 +121,8 @@ struct Context {
     config: DispatchConfig,
     /// The app's failure-record budget, shared with its HTTP failures.
     failures: FailureGate,
+    /// This node's budget of successful runs' records.
+    successes: SuccessSampler,
     /// Every app's limits (shared with the HTTP path) and the deferral pace.
     limits: Arc<LimitTable>,
     /// Each run's span continues the trace its event was emitted in.
@@ -152,12 +162,14 @@ impl Dispatcher {
     ) -> Self {
         config.batch_size = config.batch_size.max(1);
         config.max_in_flight = config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let successes = SuccessSampler::new(config.recorded_successes_per_sec, "event");
         let ctx = Arc::new(Context {
             store,
             executor,
             mailer,
             config,
             failures,
+            successes,
             limits,
             tracing,
         });
@@ -406,7 +418,7 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
         error: None,
         request_id: None,
         attempt: Some(event.attempt),
-        trace_id: Some(span.trace_id()),
+        trace_id: None,
     };
     let outcome = match ran {
         Ok(Ok(execution)) => {
@@ -494,14 +506,30 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
     if let Some(error) = &record.error {
         span.fail(error.clone());
     }
+    // The event's outcome is committed either way.
+    let keep = keep_record(ctx, &event, &record);
+    if keep {
+        // Only a stored record needs its trace id as text.
+        record.trace_id = Some(span.trace_id());
+    }
     drop(span);
-    // A failure's record counts against its app's budget (shared with HTTP failures); the
-    // event's outcome is committed either way.
-    let keep = record.status == InvocationStatus::Ok || ctx.failures.admit(&event.app);
     EventCommit {
         event,
         outcome,
         record: keep.then_some(record),
+    }
+}
+
+/// Whether the record of an event's run is stored: a success within this node's budget
+/// of successful records (`recorded_successes_per_sec`, shared by all apps, like HTTP
+/// successes'), a failure within its app's failure budget (shared with its HTTP
+/// failures). One that is not is counted (sampled out, or bounded) and the run's outcome is
+/// committed all the same.
+fn keep_record(ctx: &Context, event: &Event, record: &InvocationRecord) -> bool {
+    if record.status == InvocationStatus::Ok {
+        ctx.successes.admit()
+    } else {
+        ctx.failures.admit(&event.app)
     }
 }
 
@@ -618,8 +646,8 @@ async fn send_mail(ctx: &Context, event: Event) -> EventCommit {
             attempt: Some(event.attempt),
             trace_id: None,
         })
-        // A failed send's record counts against the app's failure budget, like a script's.
-        .filter(|r| r.status == InvocationStatus::Ok || ctx.failures.admit(&event.app));
+        // Within the budgets of a script's record: successes per node, failures per app.
+        .filter(|r| keep_record(ctx, &event, r));
     EventCommit {
         event,
         outcome,

@@ -492,6 +492,44 @@ mod tests {
     }
 }
 
+/// Successful runs' records stored per node per second at most, one sampler for HTTP runs
+/// (`[http] recorded_successes_per_sec`) and one for event runs (`[events]
+/// recorded_successes_per_sec`); a success past it is sampled out: not stored, not
+/// broadcast, counted in `picloud_invocation_records_sampled_total{source}`.
+pub(crate) struct SuccessSampler {
+    budget: RateBudget,
+    /// `http` or `event`.
+    source: &'static str,
+    /// Looked up on the first sampled record (a lookup by name and labels per record would
+    /// cost more than the record's budget check).
+    sampled: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl SuccessSampler {
+    /// `per_sec` records a second (0: every success is recorded), counted as `source`.
+    pub(crate) fn new(per_sec: u32, source: &'static str) -> Self {
+        SuccessSampler {
+            budget: RateBudget::new(per_sec),
+            source,
+            sampled: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `true` when the record of this success is to be stored; otherwise it is counted as
+    /// sampled out.
+    pub(crate) fn admit(&self) -> bool {
+        if self.budget.take() {
+            return true;
+        }
+        self.sampled
+            .get_or_init(|| {
+                metrics::counter!("picloud_invocation_records_sampled_total", "source" => self.source)
+            })
+            .increment(1);
+        false
+    }
+}
+
 /// At most `per_sec` takes per wall-clock second (0: unlimited), lock-free: the hot path
 /// pays two relaxed atomic operations.
 pub(crate) struct RateBudget {

@@ -146,6 +146,10 @@ pub struct EventSettings {
     pub backoff_max_ms: u64,
     /// Dead letters older than this are purged.
     pub dead_letter_retention_days: u64,
+    /// Successful event runs recorded per second at most on this node; past it their
+    /// records are sampled out (`picloud_invocation_records_sampled_total{source="event"}`).
+    /// 0 records every one.
+    pub recorded_successes_per_sec: u32,
 }
 
 /// Invocation history (`[invocations]`, `PICLOUD_INVOCATIONS__...`).
@@ -228,6 +232,7 @@ impl Default for EventSettings {
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             dead_letter_retention_days: 30,
+            recorded_successes_per_sec: 1_000,
         }
     }
 }

@@ -619,6 +619,7 @@ async fn start_node(
         backoff_base: Duration::from_millis(events.backoff_base_ms),
         backoff_max: Duration::from_millis(events.backoff_max_ms),
         max_record_log_bytes: config.invocations.max_record_log_bytes,
+        recorded_successes_per_sec: events.recorded_successes_per_sec,
     };
     let mailer = mailer(config, store)?;
     let orchestrator =

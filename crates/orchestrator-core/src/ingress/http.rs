@@ -80,7 +80,6 @@ struct IngressMetrics {
     /// `picloud_http_requests_total{status}`, one slot per status 100..=599.
     requests: Vec<OnceLock<Counter>>,
     duration: Histogram,
-    sampled: Counter,
     /// `picloud_http_throttled_total{reason}`: refused with 429 before running.
     throttled_rate: Counter,
     throttled_concurrency: Counter,
@@ -89,7 +88,6 @@ struct IngressMetrics {
 static METRICS: LazyLock<IngressMetrics> = LazyLock::new(|| IngressMetrics {
     requests: (100..600).map(|_| OnceLock::new()).collect(),
     duration: histogram!("picloud_http_request_duration_seconds"),
-    sampled: counter!("picloud_invocation_records_sampled_total"),
     throttled_rate: counter!("picloud_http_throttled_total", "reason" => "rate"),
     throttled_concurrency: counter!("picloud_http_throttled_total", "reason" => "concurrency"),
 });
@@ -511,8 +509,7 @@ async fn run_and_record(
     if settled.status != InvocationStatus::Ok {
         span.fail(settled.error.clone().unwrap_or_default());
     }
-    if settled.status == InvocationStatus::Ok && !orchestrator.success_budget.take() {
-        METRICS.sampled.increment(1);
+    if settled.status == InvocationStatus::Ok && !orchestrator.successes.admit() {
         return answer;
     }
     if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&app) {

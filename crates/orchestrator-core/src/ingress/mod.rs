@@ -23,7 +23,7 @@ use crate::lane::Lane;
 use crate::limits::{LimitRefresher, LimitTable};
 use crate::mailer::MailSender;
 use crate::realtime::{Hub, RealtimeConfig};
-use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RateBudget, RecordBounds, Recorder};
+use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RecordBounds, Recorder, SuccessSampler};
 use crate::routes::{RouteRefresher, RouteTables};
 
 pub use error::{INVOCATION_ID_HEADER, IngressError};
@@ -36,8 +36,9 @@ pub struct IngressConfig {
     /// How long a request may wait for its answer, queue and run together (default 30 s).
     pub request_timeout: Duration,
     /// Successful HTTP invocations recorded per second at most; past it, successes are
-    /// sampled out (counted in `picloud_invocation_records_sampled_total`). Failures and
-    /// timeouts are recorded up to `records`. 0 records every success (default 1,000).
+    /// sampled out (counted in `picloud_invocation_records_sampled_total{source="http"}`).
+    /// Failures and timeouts are recorded up to `records`. 0 records every success (default
+    /// 1,000).
     pub recorded_successes_per_sec: u32,
     /// What one app can make the recorder write: failure records per second, log bytes.
     pub records: RecordBounds,
@@ -76,7 +77,7 @@ pub struct Orchestrator {
     lane: Lane,
     recorder: Recorder,
     /// How many successful HTTP records may still be written this second.
-    success_budget: RateBudget,
+    successes: SuccessSampler,
     /// How many failure records each app may still write this second.
     failure_budgets: Arc<FailureBudgets>,
     dispatcher: Dispatcher,
@@ -126,7 +127,7 @@ impl Orchestrator {
             limits,
             lane,
             recorder,
-            success_budget: RateBudget::new(config.recorded_successes_per_sec),
+            successes: SuccessSampler::new(config.recorded_successes_per_sec, "http"),
             failure_budgets,
             dispatcher,
             writes,

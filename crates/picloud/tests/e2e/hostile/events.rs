@@ -16,6 +16,7 @@ on_both_backends!(
     schedules_that_never_fire_are_refused_and_a_valid_one_shows_its_next_fire,
     a_log_flood_of_failures_stores_a_bounded_number_of_records_and_counts_the_rest,
     failing_events_share_their_apps_failure_record_bound,
+    successful_events_past_the_nodes_record_budget_are_sampled_out_and_counted,
     a_script_cannot_send_email_from_an_address_the_operator_did_not_allow,
     refused_emails_share_their_apps_failure_record_bound,
 );
@@ -265,6 +266,57 @@ async fn failing_events_share_their_apps_failure_record_bound(db: Backend) {
     })
     .await;
     assert_eq!(letters, 50);
+}
+
+/// Successful event runs are recorded up to `[events] recorded_successes_per_sec` per node,
+/// like endpoint calls: past it a run still commits its effects, its record is not stored
+/// and it is counted as sampled out.
+async fn successful_events_past_the_nodes_record_budget_are_sampled_out_and_counted(db: Backend) {
+    const EVENTS: usize = 60;
+    const PER_SEC: u32 = 3;
+    let app = spawn_app_with(db, |c| c.events.recorded_successes_per_sec = PER_SEC).await;
+    app.handler(
+        "shop",
+        "count",
+        json!({"kind": "topic", "topic": "t"}),
+        r#"kv::incr("runs", 1);"#,
+    )
+    .await;
+    app.endpoint(
+        "shop",
+        "fan",
+        "POST /fan",
+        &format!("for i in 0..{EVENTS} {{ pubsub::publish(\"t\", i); }} \"ok\""),
+    )
+    .await;
+    let started = Instant::now();
+    let res = app.call(Method::POST, "/shop/fan").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    eventually("every event ran once", BOUND, async || {
+        (app.kv("shop", "runs").await == Some(json!(EVENTS))).then_some(())
+    })
+    .await;
+    let seconds = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    // Each run's record is committed with its effects: every stored one is there by now.
+    let page = app.invocations("shop", "script=count&limit=500").await;
+    let stored = page["invocations"].as_array().unwrap().len();
+    assert!(stored > 0, "the first runs of a second are recorded");
+    let bound = usize::try_from(PER_SEC * (seconds + 1)).unwrap();
+    assert!(stored <= bound, "{stored} records in {seconds} s");
+    assert_eq!(page["dropped"], 0, "successes are sampled, not dropped");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let counted = "picloud_invocation_records_sampled_total{source=\"event\"} ";
+    let sampled: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(counted))
+        .expect("the sampled-out records are counted")
+        .parse()
+        .unwrap();
+    assert!(
+        sampled >= EVENTS - stored,
+        "{sampled} sampled, {stored} stored"
+    );
+    assert_eq!(app.kv("shop", "runs").await, Some(json!(EVENTS)));
 }
 
 /// A mail server on loopback that greets, then refuses every recipient for good (550).
