@@ -7,7 +7,7 @@
 //! happened since; invalidations bump the generation under the write lock. So a deploy
 //! that lands while an old version is being loaded cannot be hidden by a stale insert.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use rhai::{AST, Module, Shared};
@@ -24,10 +24,16 @@ pub(crate) struct Compiled {
     /// names no call that would stop the try (`host::may_run_inline`), and no try of it
     /// was discarded yet (then it goes straight to a script thread until the next deploy).
     inline: AtomicBool,
+    /// Kept inline tries in a row that ran past the budget's time (see `overran`).
+    overruns: AtomicU32,
     /// The script evaluated as a module, the first time another script imports it; it
     /// lives and dies with this version's entry.
     pub(crate) module: OnceLock<Shared<Module>>,
 }
+
+/// Kept inline tries in a row past their time budget after which a version runs on the
+/// script threads (one overrun may be the OS pausing the thread, not the script).
+pub(crate) const INLINE_OVERRUNS: u32 = 3;
 
 impl Compiled {
     /// `source` is what `ast` was compiled from.
@@ -37,6 +43,7 @@ impl Compiled {
             ast,
             reads_request: crate::input::may_read_request(source),
             inline: AtomicBool::new(crate::host::may_run_inline(source)),
+            overruns: AtomicU32::new(0),
             module: OnceLock::new(),
         }
     }
@@ -50,6 +57,20 @@ impl Compiled {
     /// An inline try of this version was discarded: run it on a script thread from now on.
     pub(crate) fn stop_inline(&self) {
         self.inline.store(false, Ordering::Relaxed);
+    }
+
+    /// A kept inline try took `over` its time budget (`true`) or not. The clock is read
+    /// every few operations, so a try can end past the budget between two reads (a few
+    /// costly calls on a large body); so can one whose thread the OS paused. Tries that
+    /// overrun `INLINE_OVERRUNS` times in a row move the version to the script threads.
+    pub(crate) fn overran(&self, over: bool) {
+        if !over {
+            if self.overruns.load(Ordering::Relaxed) != 0 {
+                self.overruns.store(0, Ordering::Relaxed);
+            }
+        } else if self.overruns.fetch_add(1, Ordering::Relaxed) + 1 >= INLINE_OVERRUNS {
+            self.stop_inline();
+        }
     }
 }
 
@@ -127,6 +148,24 @@ mod tests {
             AppName::parse(app).unwrap(),
             ScriptName::parse(script).unwrap(),
         )
+    }
+
+    #[test]
+    fn only_inline_tries_that_overrun_in_a_row_move_a_version_to_the_script_threads() {
+        let compiled = compiled(1);
+        assert!(compiled.runs_inline(), "an empty source names no I/O call");
+        // Overruns with a try within budget between them: an OS pause, not the script.
+        for _ in 0..10 {
+            for _ in 1..INLINE_OVERRUNS {
+                compiled.overran(true);
+            }
+            compiled.overran(false);
+        }
+        assert!(compiled.runs_inline());
+        for _ in 0..INLINE_OVERRUNS {
+            compiled.overran(true);
+        }
+        assert!(!compiled.runs_inline());
     }
 
     #[test]

@@ -41,7 +41,7 @@ const MAX_ENGINES: usize = 64;
 /// `Limits::stack_bytes`: ~256 KiB of stack to walk them).
 const INLINE_MAX_OPERATIONS: u64 = 4096;
 /// The wall clock of an inline try, read every 16 operations.
-const INLINE_MAX_TIME: Duration = Duration::from_millis(1);
+pub(crate) const INLINE_MAX_TIME: Duration = Duration::from_millis(1);
 /// Nested script function calls in an inline try (~10 KiB of stack each).
 const INLINE_CALL_DEPTH: usize = 4;
 /// Inline tries only when scripts are compiled at most this deep (the evaluation of an

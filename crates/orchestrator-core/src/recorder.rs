@@ -363,8 +363,27 @@ async fn write(
 
 #[cfg(test)]
 mod budget_tests {
-    use super::{FailureBudgets, LOG_CUT, RateBudget, cap_logs};
+    use super::{FailureBudgets, LOG_CUT, RateBudget, SuccessSampler, cap_logs};
     use shared::{AppName, LogLevel, LogLine};
+
+    #[test]
+    fn past_the_success_budget_each_app_still_has_one_record_a_second() {
+        // A second boundary between the takes would refill the budget: retry then.
+        for _ in 0..5 {
+            let sampler = SuccessSampler::new(2, "event");
+            let (busy, quiet) = (
+                AppName::parse("busy").unwrap(),
+                AppName::parse("quiet").unwrap(),
+            );
+            let busy_kept = (0..100).filter(|_| sampler.admit_app(&busy)).count();
+            let quiet_kept = (0..10).filter(|_| sampler.admit_app(&quiet)).count();
+            let plain_kept = (0..10).filter(|_| sampler.admit()).count();
+            if (busy_kept, quiet_kept, plain_kept) == (3, 1, 0) {
+                return;
+            }
+        }
+        panic!("the budget of 2 and one per app were not what was kept");
+    }
 
     #[test]
     fn a_budget_lets_per_sec_through_then_refuses_until_the_next_second() {
@@ -503,6 +522,8 @@ pub(crate) struct SuccessSampler {
     /// Looked up on the first sampled record (a lookup by name and labels per record would
     /// cost more than the record's budget check).
     sampled: std::sync::OnceLock<metrics::Counter>,
+    /// One record per app and second past the budget (`admit_app`).
+    app_floor: FailureBudgets,
 }
 
 impl SuccessSampler {
@@ -512,6 +533,7 @@ impl SuccessSampler {
             budget: RateBudget::new(per_sec),
             source,
             sampled: std::sync::OnceLock::new(),
+            app_floor: FailureBudgets::new(1),
         }
     }
 
@@ -521,12 +543,28 @@ impl SuccessSampler {
         if self.budget.take() {
             return true;
         }
+        self.count_sampled();
+        false
+    }
+
+    /// As `admit`, but past the node's budget an app's first success of each second is
+    /// still stored: every app that ran in a second has a record of it, whose notice on
+    /// the bus is what the live streams and the queue-history sampler hear (a busy app
+    /// must not use up the budget of a quiet one's last runs).
+    pub(crate) fn admit_app(&self, app: &AppName) -> bool {
+        if self.budget.take() || self.app_floor.take(app) {
+            return true;
+        }
+        self.count_sampled();
+        false
+    }
+
+    fn count_sampled(&self) {
         self.sampled
             .get_or_init(|| {
                 metrics::counter!("picloud_invocation_records_sampled_total", "source" => self.source)
             })
             .increment(1);
-        false
     }
 }
 

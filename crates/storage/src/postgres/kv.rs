@@ -237,11 +237,20 @@ impl BlockingGet for PgKvReader {
             return Some(Err(db(sqlx::Error::PoolClosed)));
         }
         let mut conn = self.idle().pop();
+        let reused = conn.is_some();
         let read = rt.block_on(async {
-            let read = self.read(&mut conn, app, key).await;
+            let mut read = self.read(&mut conn, app, key).await;
             if read.is_err() {
                 // It may be broken half way through an exchange: never reuse it.
                 drop(conn.take());
+                // A kept connection may have died while idle (a server restart, a
+                // dropped TCP session): the pool would have pinged it; try once anew.
+                if reused {
+                    read = self.read(&mut conn, app, key).await;
+                    if read.is_err() {
+                        drop(conn.take());
+                    }
+                }
             }
             read
         });
@@ -249,5 +258,49 @@ impl BlockingGet for PgKvReader {
             self.idle().push(conn);
         }
         Some(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testing::TestUrl;
+
+    async fn read(store: &shared::Store, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        let (kv, app, key) = (
+            Arc::clone(&store.kv),
+            AppName::parse("shop").unwrap(),
+            key.to_owned(),
+        );
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || kv.get_blocking(&rt, &app, &key))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_kept_reading_connection_that_died_while_idle_is_replaced_by_the_next_read() {
+        let schema = TestUrl::postgres().await;
+        let store = crate::connect(&schema.url).await.unwrap();
+        assert_eq!(read(&store, "k").await.unwrap(), None);
+        // End the kept connection from the server side, as a restart would.
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&schema.url)
+            .await
+            .unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(Postgres::GET)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "the reading connection was found");
+        assert_eq!(read(&store, "k").await.unwrap(), None);
+        store.health.close().await;
     }
 }
