@@ -522,9 +522,9 @@ async fn run_script(ctx: &Context, event: Event, script: ScriptName) -> EventCom
 
 /// Whether the record of an event's run is stored: a success within this node's budget
 /// of successful records (`recorded_successes_per_sec`, shared by all apps, like HTTP
-/// successes') or its app's first of the second past it, a failure within its app's failure budget (shared with its HTTP
-/// failures). One that is not is counted (sampled out, or bounded) and the run's outcome is
-/// committed all the same.
+/// successes') or its app's first of the second past it, a failure within its app's
+/// failure budget (shared with its HTTP failures). One that is not is counted (sampled
+/// out, or bounded) and the run's outcome is committed all the same.
 fn keep_record(ctx: &Context, event: &Event, record: &InvocationRecord) -> bool {
     if record.status == InvocationStatus::Ok {
         ctx.successes.admit_app(&event.app)
@@ -850,7 +850,7 @@ mod tests {
     use super::*;
     use shared::AppName;
 
-    fn event(kind: EventKind, source: Option<&str>) -> Event {
+    pub(super) fn event(kind: EventKind, source: Option<&str>) -> Event {
         Event {
             id: EventId::new(),
             app: AppName::parse("shop").unwrap(),

@@ -113,8 +113,7 @@ impl Drop for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use shared::{AppName, Effects, Event, EventId, EventKind};
+    use shared::{AppName, Effects, EventId, EventKind};
 
     fn commit(app: &str, keys: &[&str]) -> EventCommit {
         let kv = keys
@@ -124,22 +123,10 @@ mod tests {
                 by: 1,
             })
             .collect();
+        let mut event = crate::dispatcher::tests::event(EventKind::Topic, None);
+        event.app = AppName::parse(app).unwrap();
         EventCommit {
-            event: Event {
-                id: EventId::new(),
-                app: AppName::parse(app).unwrap(),
-                kind: EventKind::Topic,
-                script: None,
-                trigger: None,
-                source: None,
-                payload: serde_json::Value::Null,
-                attempt: 1,
-                max_attempts: 5,
-                scheduled_at: Utc::now(),
-                created_at: Utc::now(),
-                lease: None,
-                trace: None,
-            },
+            event,
             outcome: EventOutcome::Done {
                 effects: Effects {
                     kv,
