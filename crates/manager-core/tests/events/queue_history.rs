@@ -47,14 +47,16 @@ async fn an_apps_runs_sample_its_queue_and_only_its_own(t: &TestApp) {
     assert!(stored(t, &shop).await.is_empty());
     assert_eq!(history(t, "shop", 3).await, [(0, 1); 3]);
 
-    // shop's runs are committed (the relay's notice): shop is sampled, blog is not.
+    // shop's runs are committed (the relay's notice): shop is sampled, blog is not. The
+    // notice is sent again while waiting: on PostgreSQL the sampler's LISTEN may not be
+    // in place yet when the first one goes out.
     let notice = format!("shop {}", InvocationId::new());
-    t.store
-        .bus
-        .notify(Channel::Invocations, &notice)
-        .await
-        .expect("notify");
     eventually("shop's sample", BOUND, async || {
+        t.store
+            .bus
+            .notify(Channel::Invocations, &notice)
+            .await
+            .expect("notify");
         (stored(t, &shop).await == [(0, 1)]).then_some(())
     })
     .await;
