@@ -31,7 +31,7 @@ pub use idempotency::{
 pub use invocations::{InvocationFilter, InvocationRepository, MinuteStats};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
-pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
+pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository, ThisNode};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository, SyncCommit};
 pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};
