@@ -177,7 +177,12 @@ pub async fn start_role(
     key.save()?;
     // Background tasks that use the store: awaited on shutdown before the pool closes.
     let background = TaskTracker::new();
-    background.spawn(sweep_objects(store.clone(), shutdown.clone()));
+    let sweeps = if sqlite {
+        Sweeps::AtStart
+    } else {
+        Sweeps::Hourly
+    };
+    background.spawn(sweep_objects(store.clone(), sweeps, shutdown.clone()));
     let generated_admin_token = if role.manages() {
         manager_core::bootstrap_admin_token(&store, config.admin_token.as_deref())
             .await
@@ -855,19 +860,60 @@ fn mailer(config: &Config, store: &Store) -> anyhow::Result<Arc<dyn MailSender>>
     Ok(Arc::new(mailer))
 }
 
-/// Remove temp files a crash left in the blob store: now, then once an hour (a maintenance
-/// timer, not a work loop: each wake-up is one directory listing).
-async fn sweep_objects(store: Store, shutdown: CancellationToken) {
-    const EVERY: Duration = Duration::from_secs(60 * 60);
-    loop {
-        match store.objects.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed orphaned blob temp files"),
-            Err(e) => tracing::warn!(error = %e, "blob temp sweep failed"),
+/// How often the blob store's temp files are swept while processes may share its
+/// directory.
+const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Whether the blob temp sweep repeats on a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweeps {
+    /// Every `SWEEP_EVERY` (PostgreSQL: cluster processes on one host may share the
+    /// directory, and one that crashes and never comes back leaves its temp files).
+    Hourly,
+    /// At start, and again only while the last sweep kept temp files too young to judge
+    /// (SQLite: this process is the directory's only writer, so a leftover is a crash of
+    /// an earlier start, found at this one's start).
+    AtStart,
+}
+
+/// How long after a sweep that kept `kept` young temp files the next one is due (`None`:
+/// never).
+fn next_sweep(sweeps: Sweeps, kept: u64) -> Option<Duration> {
+    match sweeps {
+        Sweeps::Hourly => Some(SWEEP_EVERY),
+        // Young files are old enough to judge once the age limit has passed.
+        Sweeps::AtStart if kept > 0 => {
+            Some(storage::objects::TEMP_MAX_AGE + Duration::from_secs(1))
         }
+        Sweeps::AtStart => None,
+    }
+}
+
+/// Remove temp files a crash left in the blob store: now, then as `sweeps` says (a
+/// maintenance timer, not a work loop: each wake-up is one directory listing).
+async fn sweep_objects(store: Store, sweeps: Sweeps, shutdown: CancellationToken) {
+    loop {
+        let kept = match store.objects.sweep().await {
+            Ok(swept) => {
+                if swept.removed > 0 {
+                    tracing::info!(removed = swept.removed, "removed orphaned blob temp files");
+                }
+                swept.kept
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "blob temp sweep failed");
+                1
+            }
+        };
+        let due = async {
+            match next_sweep(sweeps, kept) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(EVERY) => {}
+            () = due => {}
         }
     }
 }
@@ -948,4 +994,18 @@ fn bind_socket(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_sqlite_the_blob_sweep_repeats_only_while_it_kept_young_temp_files() {
+        assert_eq!(next_sweep(Sweeps::AtStart, 0), None, "no timer when idle");
+        let again = next_sweep(Sweeps::AtStart, 2).expect("a second look");
+        assert!(again > storage::objects::TEMP_MAX_AGE, "{again:?}");
+        assert_eq!(next_sweep(Sweeps::Hourly, 0), Some(SWEEP_EVERY));
+        assert_eq!(next_sweep(Sweeps::Hourly, 2), Some(SWEEP_EVERY));
+    }
 }

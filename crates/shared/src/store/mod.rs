@@ -21,7 +21,7 @@ mod triggers;
 
 pub use apps::{App, AppRepository};
 pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
-pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
+pub use blobs::{BlobMeta, BlobRepository, ObjectStore, Swept};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRepository, QueueSample};
 pub use error::StoreError;
 pub use idempotency::{
