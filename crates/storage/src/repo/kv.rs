@@ -17,6 +17,7 @@
 //!   succeed is the same as whether every event's would: `apply_merged` fails when any
 //!   part would have, and the caller then applies event by event.
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use shared::event::KvWrite;
 use shared::store::{KvEntry, KvRepository};
 use shared::{AppName, StoreError};
@@ -48,6 +49,44 @@ pub(crate) trait KvSql: Db {
     /// expires_at) per entry, no key twice.
     fn set_many() -> &'static str;
 
+    /// Write `sets` (one app's, no key twice, in key order), each updated at `at`, on
+    /// `conn`; a missing app is `NotFound("app")`. By default one `set_many` per
+    /// `SET_MANY_ROWS` of them and one `SET` per entry left over.
+    fn write_sets<'c>(
+        conn: &'c mut Self::Connection,
+        app: &'c AppName,
+        at: DateTime<Utc>,
+        sets: Vec<SetRow<'c>>,
+    ) -> Writing<'c> {
+        Box::pin(async move {
+            let mut chunks = sets.chunks_exact(SET_MANY_ROWS);
+            for chunk in &mut chunks {
+                let mut query = sql::<Self>(Self::set_many());
+                for row in chunk {
+                    query = query
+                        .bind(app.as_str())
+                        .bind(row.key)
+                        .bind(row.json.as_str())
+                        .bind(at)
+                        .bind(row.expires);
+                }
+                query.execute(&mut *conn).await.map_err(app_missing)?;
+            }
+            for row in chunks.remainder() {
+                sql::<Self>(Self::SET)
+                    .bind(app.as_str())
+                    .bind(row.key)
+                    .bind(row.json.as_str())
+                    .bind(at)
+                    .bind(row.expires)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(app_missing)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Where `get_blocking` reads: connections kept for the blocking readers.
     type Reader: BlockingGet;
     /// The reader of the store on `pool` (opens nothing yet).
@@ -69,6 +108,17 @@ pub(crate) trait BlockingGet: Send + Sync {
 
 /// Entries per multi-row `SET`.
 pub(crate) const SET_MANY_ROWS: usize = 64;
+
+/// One merged set, ready to bind: its key, its value as JSON text, its expiry.
+pub(crate) struct SetRow<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) json: String,
+    pub(crate) expires: Option<DateTime<Utc>>,
+}
+
+/// A running write of `KvSql::write_sets`.
+pub(crate) type Writing<'c> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'c>>;
 
 /// One key's merged writes.
 pub(crate) enum Merged<'a> {
@@ -149,12 +199,20 @@ pub(crate) async fn apply_merged<DB: KvSql>(
         return Ok(());
     }
     let at = now();
-    let mut sets = Vec::new();
+    // Per app (the keys come in app order), its sets in key order.
+    let mut sets: Vec<(&AppName, Vec<SetRow<'_>>)> = Vec::new();
     for (app, key, write) in &merged.keys {
         match write {
             Merged::Last(KvWrite::Set { value, ttl, .. }) => {
-                let json = serde_json::to_string(value).map_err(StoreError::backend)?;
-                sets.push((*app, *key, json, expiry(at, *ttl)));
+                let row = SetRow {
+                    key,
+                    json: serde_json::to_string(value).map_err(StoreError::backend)?,
+                    expires: expiry(at, *ttl),
+                };
+                match sets.last_mut() {
+                    Some((last, rows)) if *last == *app => rows.push(row),
+                    _ => sets.push((*app, vec![row])),
+                }
             }
             Merged::Last(_) => {
                 sql::<DB>(DB::DELETE)
@@ -179,29 +237,8 @@ pub(crate) async fn apply_merged<DB: KvSql>(
             }
         }
     }
-    let mut chunks = sets.chunks_exact(SET_MANY_ROWS);
-    for chunk in &mut chunks {
-        let mut query = sql::<DB>(DB::set_many());
-        for (app, key, json, expires) in chunk {
-            query = query
-                .bind(app.as_str())
-                .bind(*key)
-                .bind(json.as_str())
-                .bind(at)
-                .bind(*expires);
-        }
-        query.execute(&mut *conn).await.map_err(app_missing)?;
-    }
-    for (app, key, json, expires) in chunks.remainder() {
-        sql::<DB>(DB::SET)
-            .bind(app.as_str())
-            .bind(*key)
-            .bind(json.as_str())
-            .bind(at)
-            .bind(*expires)
-            .execute(&mut *conn)
-            .await
-            .map_err(app_missing)?;
+    for (app, rows) in sets {
+        DB::write_sets(&mut *conn, app, at, rows).await?;
     }
     let mut apps: Vec<&str> = merged.keys.iter().map(|(app, _, _)| app.as_str()).collect();
     apps.sort_unstable();
