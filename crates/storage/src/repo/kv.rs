@@ -147,41 +147,45 @@ impl MergedKv<'_> {
 }
 
 /// Merge the writes of events, in order; `None` when they cannot be merged.
+///
+/// The writes are sorted by (app, key), keeping their order within a key (a stable sort),
+/// and each key's run is folded: no hash of every key (a batch's writes are a few dozen).
 pub(crate) fn merge<'a>(
     events: impl IntoIterator<Item = (&'a AppName, &'a [KvWrite])>,
 ) -> Option<MergedKv<'a>> {
-    let mut index: std::collections::HashMap<(&'a str, &'a str), usize> =
-        std::collections::HashMap::new();
-    let mut keys: Vec<(&'a AppName, &'a str, Merged<'a>)> = Vec::new();
-    for (app, writes) in events {
-        for write in writes {
-            let key = match write {
-                KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. } => {
-                    key.as_str()
-                }
-            };
-            let next = match (index.get(&(app.as_str(), key)).map(|&i| &keys[i].2), write) {
-                (None, KvWrite::Incr { by, .. }) => Merged::Incr(*by),
-                (None | Some(Merged::Last(_)), KvWrite::Set { .. } | KvWrite::Delete { .. }) => {
-                    Merged::Last(write)
-                }
-                (Some(Merged::Incr(sum)), KvWrite::Incr { by, .. })
-                    if (*sum >= 0) == (*by >= 0) || *sum == 0 || *by == 0 =>
-                {
-                    Merged::Incr(sum.checked_add(*by)?)
-                }
-                _ => return None,
-            };
-            match index.get(&(app.as_str(), key)) {
-                Some(&i) => keys[i].2 = next,
-                None => {
-                    index.insert((app.as_str(), key), keys.len());
-                    keys.push((app, key, next));
-                }
-            }
+    fn key_of(write: &KvWrite) -> &str {
+        match write {
+            KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. } => key,
         }
     }
-    keys.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    let mut writes: Vec<(&'a AppName, &'a KvWrite)> = events
+        .into_iter()
+        .flat_map(|(app, writes)| writes.iter().map(move |w| (app, w)))
+        .collect();
+    writes.sort_by(|a, b| (a.0.as_str(), key_of(a.1)).cmp(&(b.0.as_str(), key_of(b.1))));
+    let mut keys: Vec<(&'a AppName, &'a str, Merged<'a>)> = Vec::with_capacity(writes.len());
+    for (app, write) in writes {
+        let key = key_of(write);
+        let last = keys
+            .last_mut()
+            .filter(|(a, k, _)| a.as_str() == app.as_str() && *k == key);
+        let next = match (last.as_ref().map(|l| &l.2), write) {
+            (None, KvWrite::Incr { by, .. }) => Merged::Incr(*by),
+            (None | Some(Merged::Last(_)), KvWrite::Set { .. } | KvWrite::Delete { .. }) => {
+                Merged::Last(write)
+            }
+            (Some(Merged::Incr(sum)), KvWrite::Incr { by, .. })
+                if (*sum >= 0) == (*by >= 0) || *sum == 0 || *by == 0 =>
+            {
+                Merged::Incr(sum.checked_add(*by)?)
+            }
+            _ => return None,
+        };
+        match last {
+            Some(last) => last.2 = next,
+            None => keys.push((app, key, next)),
+        }
+    }
     Some(MergedKv { keys })
 }
 
