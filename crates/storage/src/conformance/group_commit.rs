@@ -191,3 +191,78 @@ pub async fn a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_
         "no answer was stored"
     );
 }
+
+/// A group's sets of many distinct keys in two apps, interleaved (the merged writes go in
+/// per app, in multi-row statements of several sizes): every key stored once in its own
+/// app with its value, its run's time and its expiry; an entry set with a TTL and one set
+/// again without lose and keep their expiry as each run said.
+pub async fn a_group_of_sets_of_many_keys_in_two_apps_stores_each_with_its_expiry(store: &Store) {
+    let shop = store.apps.create(&app("shop")).await.expect("app");
+    let other = store.apps.create(&app("other")).await.expect("app");
+    let ttl = |key: String, value: Value, secs: u64| KvWrite::Set {
+        key,
+        value,
+        ttl: Some(std::time::Duration::from_secs(secs)),
+    };
+    // 46 keys in shop (32 + 8 + 4 + 2 rows), 22 in other (16 + 4 + 2), every fourth with a
+    // TTL.
+    let mut runs: Vec<(&App, Effects)> = Vec::new();
+    for i in 0..68u64 {
+        let (target, n) = if i % 3 == 2 {
+            (&other, i / 3)
+        } else {
+            (&shop, i)
+        };
+        let key = format!("k{n}");
+        let write = if i % 4 == 1 {
+            ttl(key, json!({ "n": n }), 3600)
+        } else {
+            set(&key, json!(n))
+        };
+        runs.push((target, kv(vec![write])));
+    }
+    // The last run sets shop's k1 (set with a TTL above) again without one.
+    runs.push((&shop, kv(vec![set("k1", json!("again"))])));
+    let before = Utc::now();
+    let group = unkeyed(&runs);
+    let results = outcomes(store, &group).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    let mut stored = 0;
+    for (target, effects) in &runs[..68] {
+        let KvWrite::Set { key, value, ttl } = &effects.kv[0] else {
+            unreachable!("sets only")
+        };
+        let entry = store
+            .kv
+            .get(&target.name, key)
+            .await
+            .expect("get")
+            .expect("stored");
+        if (target.name.as_str(), key.as_str()) == ("shop", "k1") {
+            assert_eq!(entry.value, json!("again"));
+            assert_eq!(entry.expires_at, None, "set again without a TTL");
+            continue;
+        }
+        stored += 1;
+        assert_eq!(&entry.value, value, "{}/{key}", target.name);
+        assert!(entry.updated_at >= before - Duration::seconds(1));
+        match ttl {
+            Some(_) => {
+                let left = entry.expires_at.expect("expiry") - entry.updated_at;
+                assert_eq!(left, Duration::hours(1), "{}/{key}", target.name);
+            }
+            None => assert_eq!(entry.expires_at, None, "{}/{key}", target.name),
+        }
+    }
+    assert_eq!(stored, 67);
+    let listed = |app: &'static str| async move {
+        store
+            .kv
+            .list(&super::app(app), "k", None, 100)
+            .await
+            .expect("list")
+            .len()
+    };
+    assert_eq!(listed("shop").await, 46);
+    assert_eq!(listed("other").await, 22);
+}

@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             a_runs_effects_never_reach_an_app_deleted_and_created_again_under_its_name,
             a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_alone,
             a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_fails_alone,
+            a_group_of_sets_of_many_keys_in_two_apps_stores_each_with_its_expiry,
             deleting_an_app_removes_its_outbox_rows_and_dead_letters,
             fire_cron_fires_once_per_slot_and_refuses_an_older_or_equal_slot,
             two_schedulers_firing_one_slot_at_once_fire_it_once,

@@ -17,6 +17,7 @@
 //!   succeed is the same as whether every event's would: `apply_merged` fails when any
 //!   part would have, and the caller then applies event by event.
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use shared::event::KvWrite;
 use shared::store::{KvEntry, KvRepository};
 use shared::{AppName, StoreError};
@@ -48,6 +49,44 @@ pub(crate) trait KvSql: Db {
     /// expires_at) per entry, no key twice.
     fn set_many() -> &'static str;
 
+    /// Write `sets` (one app's, no key twice, in key order), each updated at `at`, on
+    /// `conn`; a missing app is `NotFound("app")`. By default one `set_many` per
+    /// `SET_MANY_ROWS` of them and one `SET` per entry left over.
+    fn write_sets<'c>(
+        conn: &'c mut Self::Connection,
+        app: &'c AppName,
+        at: DateTime<Utc>,
+        sets: Vec<SetRow<'c>>,
+    ) -> Writing<'c> {
+        Box::pin(async move {
+            let mut chunks = sets.chunks_exact(SET_MANY_ROWS);
+            for chunk in &mut chunks {
+                let mut query = sql::<Self>(Self::set_many());
+                for row in chunk {
+                    query = query
+                        .bind(app.as_str())
+                        .bind(row.key)
+                        .bind(row.json.as_str())
+                        .bind(at)
+                        .bind(row.expires);
+                }
+                query.execute(&mut *conn).await.map_err(app_missing)?;
+            }
+            for row in chunks.remainder() {
+                sql::<Self>(Self::SET)
+                    .bind(app.as_str())
+                    .bind(row.key)
+                    .bind(row.json.as_str())
+                    .bind(at)
+                    .bind(row.expires)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(app_missing)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Where `get_blocking` reads: connections kept for the blocking readers.
     type Reader: BlockingGet;
     /// The reader of the store on `pool` (opens nothing yet).
@@ -69,6 +108,17 @@ pub(crate) trait BlockingGet: Send + Sync {
 
 /// Entries per multi-row `SET`.
 pub(crate) const SET_MANY_ROWS: usize = 64;
+
+/// One merged set, ready to bind: its key, its value as JSON text, its expiry.
+pub(crate) struct SetRow<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) json: String,
+    pub(crate) expires: Option<DateTime<Utc>>,
+}
+
+/// A running write of `KvSql::write_sets`.
+pub(crate) type Writing<'c> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'c>>;
 
 /// One key's merged writes.
 pub(crate) enum Merged<'a> {
@@ -97,41 +147,45 @@ impl MergedKv<'_> {
 }
 
 /// Merge the writes of events, in order; `None` when they cannot be merged.
+///
+/// The writes are sorted by (app, key), keeping their order within a key (a stable sort),
+/// and each key's run is folded: no hash of every key (a batch's writes are a few dozen).
 pub(crate) fn merge<'a>(
     events: impl IntoIterator<Item = (&'a AppName, &'a [KvWrite])>,
 ) -> Option<MergedKv<'a>> {
-    let mut index: std::collections::HashMap<(&'a str, &'a str), usize> =
-        std::collections::HashMap::new();
-    let mut keys: Vec<(&'a AppName, &'a str, Merged<'a>)> = Vec::new();
-    for (app, writes) in events {
-        for write in writes {
-            let key = match write {
-                KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. } => {
-                    key.as_str()
-                }
-            };
-            let next = match (index.get(&(app.as_str(), key)).map(|&i| &keys[i].2), write) {
-                (None, KvWrite::Incr { by, .. }) => Merged::Incr(*by),
-                (None | Some(Merged::Last(_)), KvWrite::Set { .. } | KvWrite::Delete { .. }) => {
-                    Merged::Last(write)
-                }
-                (Some(Merged::Incr(sum)), KvWrite::Incr { by, .. })
-                    if (*sum >= 0) == (*by >= 0) || *sum == 0 || *by == 0 =>
-                {
-                    Merged::Incr(sum.checked_add(*by)?)
-                }
-                _ => return None,
-            };
-            match index.get(&(app.as_str(), key)) {
-                Some(&i) => keys[i].2 = next,
-                None => {
-                    index.insert((app.as_str(), key), keys.len());
-                    keys.push((app, key, next));
-                }
-            }
+    fn key_of(write: &KvWrite) -> &str {
+        match write {
+            KvWrite::Set { key, .. } | KvWrite::Delete { key } | KvWrite::Incr { key, .. } => key,
         }
     }
-    keys.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    let mut writes: Vec<(&'a AppName, &'a KvWrite)> = events
+        .into_iter()
+        .flat_map(|(app, writes)| writes.iter().map(move |w| (app, w)))
+        .collect();
+    writes.sort_by(|a, b| (a.0.as_str(), key_of(a.1)).cmp(&(b.0.as_str(), key_of(b.1))));
+    let mut keys: Vec<(&'a AppName, &'a str, Merged<'a>)> = Vec::with_capacity(writes.len());
+    for (app, write) in writes {
+        let key = key_of(write);
+        let last = keys
+            .last_mut()
+            .filter(|(a, k, _)| a.as_str() == app.as_str() && *k == key);
+        let next = match (last.as_ref().map(|l| &l.2), write) {
+            (None, KvWrite::Incr { by, .. }) => Merged::Incr(*by),
+            (None | Some(Merged::Last(_)), KvWrite::Set { .. } | KvWrite::Delete { .. }) => {
+                Merged::Last(write)
+            }
+            (Some(Merged::Incr(sum)), KvWrite::Incr { by, .. })
+                if (*sum >= 0) == (*by >= 0) || *sum == 0 || *by == 0 =>
+            {
+                Merged::Incr(sum.checked_add(*by)?)
+            }
+            _ => return None,
+        };
+        match last {
+            Some(last) => last.2 = next,
+            None => keys.push((app, key, next)),
+        }
+    }
     Some(MergedKv { keys })
 }
 
@@ -149,12 +203,20 @@ pub(crate) async fn apply_merged<DB: KvSql>(
         return Ok(());
     }
     let at = now();
-    let mut sets = Vec::new();
+    // Per app (the keys come in app order), its sets in key order.
+    let mut sets: Vec<(&AppName, Vec<SetRow<'_>>)> = Vec::new();
     for (app, key, write) in &merged.keys {
         match write {
             Merged::Last(KvWrite::Set { value, ttl, .. }) => {
-                let json = serde_json::to_string(value).map_err(StoreError::backend)?;
-                sets.push((*app, *key, json, expiry(at, *ttl)));
+                let row = SetRow {
+                    key,
+                    json: serde_json::to_string(value).map_err(StoreError::backend)?,
+                    expires: expiry(at, *ttl),
+                };
+                match sets.last_mut() {
+                    Some((last, rows)) if *last == *app => rows.push(row),
+                    _ => sets.push((*app, vec![row])),
+                }
             }
             Merged::Last(_) => {
                 sql::<DB>(DB::DELETE)
@@ -179,29 +241,8 @@ pub(crate) async fn apply_merged<DB: KvSql>(
             }
         }
     }
-    let mut chunks = sets.chunks_exact(SET_MANY_ROWS);
-    for chunk in &mut chunks {
-        let mut query = sql::<DB>(DB::set_many());
-        for (app, key, json, expires) in chunk {
-            query = query
-                .bind(app.as_str())
-                .bind(*key)
-                .bind(json.as_str())
-                .bind(at)
-                .bind(*expires);
-        }
-        query.execute(&mut *conn).await.map_err(app_missing)?;
-    }
-    for (app, key, json, expires) in chunks.remainder() {
-        sql::<DB>(DB::SET)
-            .bind(app.as_str())
-            .bind(*key)
-            .bind(json.as_str())
-            .bind(at)
-            .bind(*expires)
-            .execute(&mut *conn)
-            .await
-            .map_err(app_missing)?;
+    for (app, rows) in sets {
+        DB::write_sets(&mut *conn, app, at, rows).await?;
     }
     let mut apps: Vec<&str> = merged.keys.iter().map(|(app, _, _)| app.as_str()).collect();
     apps.sort_unstable();

@@ -6,12 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use chrono::{DateTime, Utc};
 use shared::store::KvEntry;
 use shared::{AppName, StoreError};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{Sqlite, SqlitePool};
 
-use crate::now;
-use crate::repo::kv::{BlockingGet, KvSql};
+use super::MultiRow;
+use crate::repo::kv::{BlockingGet, KvSql, SetRow, Writing};
+use crate::{app_missing, now};
 
 impl KvSql for Sqlite {
     const GET: &'static str = "SELECT key, value, updated_at, expires_at FROM kv
@@ -58,12 +61,61 @@ impl KvSql for Sqlite {
         SQL.as_str()
     }
 
+    /// In chunks of `super::CHUNKS` rows (at most six statements whatever the count, each
+    /// prepared once per connection), the app and the time bound once per statement
+    /// (`?1`, `?2`) and formatted once, each value's JSON text moved into its binding.
+    fn write_sets<'c>(
+        conn: &'c mut SqliteConnection,
+        app: &'c AppName,
+        at: DateTime<Utc>,
+        sets: Vec<SetRow<'c>>,
+    ) -> Writing<'c> {
+        Box::pin(async move {
+            let updated_at = super::ts(at);
+            let shapes: Vec<(usize, usize)> = super::chunked(&sets)
+                .map(|(shape, chunk)| (shape, chunk.len()))
+                .collect();
+            let mut rows = sets.into_iter();
+            for (shape, n) in shapes {
+                let mut query = sqlx::query(SET_ROWS.sql(shape))
+                    .bind(app.as_str())
+                    .bind(updated_at.as_str());
+                for row in rows.by_ref().take(n) {
+                    query = query
+                        .bind(row.key)
+                        .bind(row.json)
+                        .bind(row.expires.map(super::ts));
+                }
+                query.execute(&mut *conn).await.map_err(app_missing)?;
+            }
+            Ok(())
+        })
+    }
+
     type Reader = SqliteKvReader;
 
     fn reader(pool: &SqlitePool) -> SqliteKvReader {
         SqliteKvReader::new(pool)
     }
 }
+
+/// `SET` of n entries of one app: (app, updated_at), then (key, value, expires_at) per
+/// entry.
+static SET_ROWS: MultiRow = MultiRow::new(|rows| {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let n = 3 + 3 * i;
+            format!("(?1, ?{n}, ?{}, ?2, ?{})", n + 1, n + 2)
+        })
+        .collect();
+    format!(
+        "INSERT INTO kv (app, key, value, updated_at, expires_at) VALUES {}
+     ON CONFLICT (app, key) DO UPDATE SET
+         value = excluded.value, updated_at = excluded.updated_at,
+         expires_at = excluded.expires_at",
+        values.join(", ")
+    )
+});
 
 /// The reads of `kv::get` and `kv::incr` on the script threads, a few thousand
 /// instructions each: sqlx runs every statement of a connection on a worker thread of its
@@ -296,6 +348,207 @@ mod tests {
             json!("x")
         );
         assert!(store.kv.get(&app, "other").await.expect("get").is_none());
+    }
+
+    /// Migration 0019 on a file that was at 0018 with entries in it: every entry, its value
+    /// and expiry as they were, in a WITHOUT ROWID table with its expiry index, the
+    /// foreign key and the app-delete cascade still in force, and the store reading them.
+    #[tokio::test]
+    async fn the_without_rowid_rebuild_keeps_every_entry_its_expiry_and_the_cascade() {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await.expect("pool");
+        let migrations = super::super::MIGRATIONS;
+        let at = migrations
+            .iter()
+            .position(|m| m.1 == 19)
+            .expect("migration 0019");
+        crate::repo::migrator(&migrations[..at])
+            .run(&pool)
+            .await
+            .expect("up to 0018");
+        let stamp = "2026-01-02T03:04:05.000006Z";
+        for app in ["shop", "other"] {
+            sqlx::query("INSERT INTO apps (name, created_at) VALUES (?, ?)")
+                .bind(app)
+                .bind(stamp)
+                .execute(&pool)
+                .await
+                .expect("app");
+        }
+        let entries: [(&str, &str, &str, Option<&str>); 5] = [
+            ("shop", "user/1", r#"{"name":"ada"}"#, None),
+            (
+                "shop",
+                "gone",
+                r#""expired""#,
+                Some("2020-01-01T00:00:00.000000Z"),
+            ),
+            ("shop", "later", "3", Some("2999-01-01T00:00:00.000000Z")),
+            ("shop", "user/0", "[1,2]", None),
+            ("other", "user/1", "true", None),
+        ];
+        for (app, key, value, expires) in entries {
+            sqlx::query(
+                "INSERT INTO kv (app, key, value, updated_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(app)
+            .bind(key)
+            .bind(value)
+            .bind(stamp)
+            .bind(expires)
+            .execute(&pool)
+            .await
+            .expect("entry");
+        }
+        type Row = (String, String, String, String, Option<String>);
+        let dump = async |pool: &SqlitePool| -> Vec<Row> {
+            sqlx::query_as(
+                "SELECT app, key, value, updated_at, expires_at FROM kv ORDER BY app, key",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("dump")
+        };
+        let before = dump(&pool).await;
+        assert_eq!(before.len(), 5);
+        crate::repo::migrator(migrations)
+            .run(&pool)
+            .await
+            .expect("0019");
+        assert_eq!(dump(&pool).await, before);
+        let schema: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, sql FROM sqlite_schema WHERE tbl_name = 'kv' AND sql IS NOT NULL
+             ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("schema");
+        let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["kv", "kv_app_expires"]);
+        assert!(schema[0].1.ends_with("WITHOUT ROWID"), "{}", schema[0].1);
+        let no_app = sqlx::query(
+            "INSERT INTO kv (app, key, value, updated_at, expires_at) VALUES ('ghost', 'k', '1', ?, NULL)",
+        )
+        .bind(stamp)
+        .execute(&pool)
+        .await;
+        assert!(no_app.is_err(), "the foreign key to apps holds");
+
+        let url = format!("sqlite://{}", path.display());
+        let store = crate::connect(&url).await.expect("connect");
+        let shop = AppName::parse("shop").expect("app");
+        let user = store
+            .kv
+            .get(&shop, "user/1")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(user.value, serde_json::json!({"name": "ada"}));
+        assert_eq!(super::super::ts(user.updated_at), stamp);
+        assert!(store.kv.get(&shop, "gone").await.expect("get").is_none());
+        let later = store
+            .kv
+            .get(&shop, "later")
+            .await
+            .expect("get")
+            .expect("live");
+        assert_eq!(
+            later.expires_at.map(super::super::ts).as_deref(),
+            Some("2999-01-01T00:00:00.000000Z")
+        );
+        let listed: Vec<String> = store
+            .kv
+            .list(&shop, "user/", None, 10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(listed, ["user/0", "user/1"]);
+        // Expired entries are purged by the next write, through `kv_app_expires`.
+        apply(&pool, &shop, &[KvWrite::Delete { key: "none".into() }])
+            .await
+            .expect("write");
+        let keys: Vec<(String,)> =
+            sqlx::query_as("SELECT key FROM kv WHERE app = 'shop' ORDER BY key")
+                .fetch_all(&pool)
+                .await
+                .expect("keys");
+        assert_eq!(
+            keys.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
+            ["later", "user/0", "user/1"]
+        );
+        store.apps.delete(&shop).await.expect("delete app");
+        let left: Vec<Row> = dump(&pool).await;
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].0.as_str(), left[0].1.as_str()),
+            ("other", "user/1")
+        );
+        store.health.close().await;
+        pool.close().await;
+    }
+
+    /// Every statement on `kv` (the repository's, the backup's dump, what deleting an app
+    /// cascades to) searches the table's (app, key) b-tree or the expiry index: no scan of
+    /// other apps' entries, no sort.
+    #[tokio::test]
+    async fn every_kv_statement_searches_its_key_or_the_expiry_index() {
+        use crate::repo::kv::KvSql;
+        use sqlx::Sqlite;
+        let (dir, store, pool, _app) = store_with_app().await;
+        let conn = rusqlite::Connection::open(dir.path().join("p.db")).expect("open");
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("prepare");
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |row| {
+                    row.get::<_, String>(3)
+                })
+                .expect("plan");
+            rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
+        };
+        let primary_key = "SEARCH kv USING PRIMARY KEY (app=? AND key";
+        let cases = [
+            (Sqlite::GET, primary_key),
+            (Sqlite::LIST, primary_key),
+            (Sqlite::DELETE_LIVE, primary_key),
+            (Sqlite::DELETE, primary_key),
+            (
+                Sqlite::PURGE_EXPIRED,
+                "INDEX kv_app_expires (app=? AND expires_at",
+            ),
+            // What deleting an app cascades to (the foreign key's lookup of its children).
+            (
+                "DELETE FROM kv WHERE app = ?1",
+                "SEARCH kv USING PRIMARY KEY (app=?)",
+            ),
+            // The backup's dump, in its order.
+            (
+                "SELECT app, key, value, updated_at, expires_at FROM kv ORDER BY app, key",
+                "SCAN kv",
+            ),
+        ];
+        for (sql, want) in cases {
+            let got = plan(sql);
+            assert!(got.contains(want), "{sql}: {got}");
+            assert!(!got.contains("TEMP B-TREE"), "{sql}: {got}");
+            assert!(
+                !got.contains("SCAN") || want.starts_with("SCAN"),
+                "{sql}: {got}"
+            );
+        }
+        drop(conn);
+        pool.close().await;
+        store.health.close().await;
     }
 
     #[tokio::test]

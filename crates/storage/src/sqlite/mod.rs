@@ -139,6 +139,12 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
         "outbox_claim_in_place",
         include_str!("../../migrations/sqlite/0018_outbox_claim_in_place.sql"),
     ),
+    (
+        "0019_kv_without_rowid.sql",
+        19,
+        "kv_without_rowid",
+        include_str!("../../migrations/sqlite/0019_kv_without_rowid.sql"),
+    ),
 ];
 
 const POOL_SIZE: u32 = 4;
