@@ -422,7 +422,12 @@ fn instructions(
     eprintln!("instructions: the baseline under callgrind");
     let server = Server::start(callgrind::wrap(&cmd, &dir), &work.join("baseline-cg.log"))?;
     picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
-    let a = callgrind::per_request(&server, baseline::PATH, secs, &dir)?;
+    let a = callgrind::per_request(
+        &server,
+        &mut callgrind::Counter::new(&server, &dir),
+        baseline::PATH,
+        secs,
+    )?;
     drop(server);
     eprintln!("instructions: picloud under callgrind");
     let (server, _) = picloud::start_with(picloud_bin, work, "picloud-cg", |cmd| {
@@ -432,14 +437,15 @@ fn instructions(
         );
         callgrind::wrap(cmd, &dir)
     })?;
-    let b = callgrind::per_request(&server, picloud::PATH, secs, &dir)?;
+    let mut counter = callgrind::Counter::new(&server, &dir);
+    let b = callgrind::per_request(&server, &mut counter, picloud::PATH, secs)?;
     let c = if put {
         eprintln!("instructions: picloud's kv::set endpoint under callgrind");
         Some(callgrind::per_request(
             &server,
+            &mut counter,
             picloud::PUT_PATH,
             secs,
-            &dir,
         )?)
     } else {
         None

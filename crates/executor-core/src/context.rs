@@ -120,18 +120,17 @@ pub(crate) fn current(call: &'static str) -> Result<Current, HostError> {
     .ok_or(HostError::OutsideRun { call })
 }
 
-/// `current` for a host call that only buffers an effect (`run_state::with_buffering_host`):
-/// an inline try's context serves it too.
+/// `f` on the run's limits, for a host call that only buffers an effect
+/// (`run_state::with_buffering_host`): an inline try's context serves it too. Clones
+/// nothing.
 ///
 /// # Errors
 /// `OutsideRun` when no executor run is in progress on this thread.
-pub(crate) fn current_buffering(call: &'static str) -> Result<Current, HostError> {
-    run_state::with_buffering_host(|host| Current {
-        runner: Arc::clone(&host.runner),
-        app: host.app.clone(),
-        limits: Arc::clone(&host.limits),
-    })
-    .ok_or(HostError::OutsideRun { call })
+pub(crate) fn buffering_limits<T>(
+    call: &'static str,
+    f: impl FnOnce(&Limits) -> T,
+) -> Result<T, HostError> {
+    run_state::with_buffering_host(|host| f(&host.limits)).ok_or(HostError::OutsideRun { call })
 }
 
 /// Read the run's effects; `None` outside a run.

@@ -200,17 +200,20 @@ impl Executor {
         let limits = self.runner.limits_of(inv);
         let m = &*RUN_METRICS;
         // The try's context serves only the calls that buffer effects (no blob puts: no
-        // objects to delete when it is discarded, which would block this worker).
-        let host = Host::new(
-            Arc::clone(&self.runner),
-            inv.app.clone(),
-            inv.script.clone(),
-            Arc::clone(&limits),
-        );
-        let Some((out, effects)) =
-            self.runner
-                .sandbox
-                .try_inline(&compiled, &inv.input, &limits, Some(host))
+        // objects to delete when it is discarded, which would block this worker); built
+        // only for a script that names one.
+        let host = compiled.buffers.then(|| {
+            Host::new(
+                Arc::clone(&self.runner),
+                inv.app.clone(),
+                inv.script.clone(),
+                Arc::clone(&limits),
+            )
+        });
+        let Some((out, effects)) = self
+            .runner
+            .sandbox
+            .try_inline(&compiled, &inv.input, &limits, host)
         else {
             compiled.stop_inline();
             m.inline_discarded.increment(1);

@@ -5,13 +5,16 @@
 //! through `http::*`); failures are plain script errors in our own words, never a
 //! `Debug` dump or a host path. Calls that touch the app's data (kv, blob, messaging,
 //! config, secrets, email) find their app in the run's context (`crate::context`), open
-//! a `host.<module>.<fn>` span with the app only, and buffer their writes as effects.
+//! a `host.<module>.<fn>` span with the app only when they do I/O or wait (the calls that
+//! only buffer an effect, `kv::set`/`delete`, `pubsub::publish`, `queue::send`, open none:
+//! a span cost more than their whole call and timed nothing), and buffer their writes as
+//! effects.
 //! `sleep` is ours too, replacing Rhai's, so that it cannot outlast the run's deadline.
 //!
 //! Inline tries (an HTTP run tried on the runtime worker, see `executor`): `log`, `json`,
 //! `time`, `uuid`, `base64` and `crypto` touch nothing outside the run and may run there;
 //! so may `kv::set`, `kv::delete`, `pubsub::publish` and `queue::send`, which only buffer
-//! an effect in the try's host context (`context::current_buffering`). Every other call
+//! an effect in the try's host context (`context::buffering_limits`). Every other call
 //! reads the app's data, waits or runs another script, and stops the try before it does
 //! anything (`run_state::with_host`, `sleep`). `may_run_inline` sends a script that names
 //! one of them straight to a script thread, without a try.
@@ -58,6 +61,13 @@ const BUFFERING: [(&str, &[&str]); 3] = [
     ("queue::", &["send"]),
 ];
 
+/// Whether a script with this source may call one of the functions that buffer an effect
+/// (`BUFFERING`): only then does its inline try get a host context (none is built for the
+/// others; a call written some other way finds none and stops the try).
+pub(crate) fn may_buffer(source: &str) -> bool {
+    BUFFERING.iter().any(|(module, _)| source.contains(module))
+}
+
 /// Whether a script with this source is worth an inline try: it names none of the calls
 /// that would stop one. Only a shortcut (a call written some other way still stops the
 /// try when it is made); conservative: the word in a comment or a string counts too.
@@ -101,7 +111,16 @@ pub(crate) fn register_all(engine: &mut Engine) {
 
 #[cfg(test)]
 mod tests {
-    use super::may_run_inline;
+    use super::{may_buffer, may_run_inline};
+
+    #[test]
+    fn only_a_script_naming_a_buffering_call_gets_a_host_context_in_its_try() {
+        assert!(!may_buffer(r#""Hello, world!""#));
+        assert!(!may_buffer(r#"log::info("x"); json::stringify(#{})"#));
+        assert!(may_buffer("kv::set(\"last\", 1);\n\"ok\"\n"));
+        assert!(may_buffer(r#"queue::send("q", 1)"#));
+        assert!(may_buffer(r#"pubsub::publish("t", 1)"#));
+    }
 
     #[test]
     fn only_calls_that_buffer_an_effect_are_let_through_the_source_check() {
