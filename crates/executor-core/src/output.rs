@@ -91,6 +91,8 @@ pub(crate) fn to_output(
     if let Some(ct) = content_type
         && !headers.iter().any(|(n, _)| n == "content-type")
     {
+        // Most answers have this one header: room for one, not `push`'s four.
+        headers.reserve_exact(1);
         headers.push(("content-type".to_owned(), ct.to_owned()));
     }
     Ok(ScriptOutput {

@@ -44,7 +44,7 @@ impl ObjectStore for Recording {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }
-    async fn sweep(&self) -> Result<u64, StoreError> {
+    async fn sweep(&self) -> Result<shared::store::Swept, StoreError> {
         self.inner.sweep().await
     }
 }

@@ -83,6 +83,27 @@ impl Route {
         }
     }
 
+    /// Whether the pattern matches the (decoded) path segments: `capture` without
+    /// capturing.
+    fn matches(&self, path: &[Cow<'_, str>]) -> bool {
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Rest(_) => return true,
+                Segment::Literal(lit) => {
+                    if path.get(i).map(AsRef::as_ref) != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+                Segment::Param(_) => {
+                    if i >= path.len() {
+                        return false;
+                    }
+                }
+            }
+        }
+        path.len() == self.segments.len()
+    }
+
     /// The captured parameters when the pattern matches the (decoded) path segments.
     fn capture(&self, path: &[Cow<'_, str>]) -> Option<BTreeMap<String, String>> {
         let mut params = BTreeMap::new();
@@ -131,6 +152,8 @@ type Precedence<'a> = (&'a [u8], u8);
 pub(crate) enum RouteMatch {
     Found {
         script: ScriptName,
+        /// The route's place in its table (`AppRoutes::script_of` names its script again).
+        route: usize,
         params: BTreeMap<String, String>,
         /// The route's trigger and, if it opted in, its idempotency keys' TTL.
         trigger: TriggerId,
@@ -165,15 +188,23 @@ impl AppRoutes {
         AppRoutes { app, routes }
     }
 
+    /// The script of the route `find` found at `route`.
+    pub(crate) fn script_of(&self, route: usize) -> Option<&ScriptName> {
+        self.routes.get(route).map(|r| &r.script)
+    }
+
     /// Match `path` (the path inside the app, raw from the URL) for `method`.
     pub(crate) fn find(&self, method: &http::Method, path: &str) -> RouteMatch {
-        let segments = split_path(path);
-        let mut best: Option<(Precedence<'_>, &Route, BTreeMap<String, String>)> = None;
+        with_segments(path, |segments| self.find_in(method, segments))
+    }
+
+    fn find_in(&self, method: &http::Method, segments: &[Cow<'_, str>]) -> RouteMatch {
+        let mut best: Option<(Precedence<'_>, usize, &Route)> = None;
         let mut other_methods: BTreeSet<&'static str> = BTreeSet::new();
-        for route in &self.routes {
-            let Some(params) = route.capture(&segments) else {
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.matches(segments) {
                 continue;
-            };
+            }
             let Some(fit) = route.method_fit(method) else {
                 other_methods.insert(route.method.as_str());
                 if route.method == HttpMethod::Get {
@@ -183,13 +214,15 @@ impl AppRoutes {
             };
             let key = route.precedence(fit);
             if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
-                best = Some((key, route, params));
+                best = Some((key, index, route));
             }
         }
         match best {
-            Some((_, route, params)) => RouteMatch::Found {
+            // Only the winner's parameters are captured.
+            Some((_, index, route)) => RouteMatch::Found {
                 script: route.script.clone(),
-                params,
+                route: index,
+                params: route.capture(segments).unwrap_or_default(),
                 trigger: route.trigger,
                 idempotency: route.idempotency,
             },
@@ -202,11 +235,29 @@ impl AppRoutes {
 }
 
 /// The decoded, non-empty segments of a request path (borrowed unless they needed decoding).
-fn split_path(path: &str) -> Vec<Cow<'_, str>> {
+fn split_path(path: &str) -> impl Iterator<Item = Cow<'_, str>> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|s| percent_decode_str(s).decode_utf8_lossy())
-        .collect()
+}
+
+/// Segments a path of at most this many is split into on the stack (no allocation).
+const STACK_SEGMENTS: usize = 8;
+
+/// `f` on the decoded segments of `path` (`split_path`): on the stack for a path of up to
+/// `STACK_SEGMENTS` segments, in a `Vec` for a longer one.
+fn with_segments<R>(path: &str, f: impl FnOnce(&[Cow<'_, str>]) -> R) -> R {
+    let mut stack: [Cow<'_, str>; STACK_SEGMENTS] = [const { Cow::Borrowed("") }; STACK_SEGMENTS];
+    let mut len = 0;
+    for segment in split_path(path) {
+        if len == STACK_SEGMENTS {
+            let all: Vec<Cow<'_, str>> = split_path(path).collect();
+            return f(&all);
+        }
+        stack[len] = segment;
+        len += 1;
+    }
+    f(&stack[..len])
 }
 
 /// Every app's route table on this node.
@@ -389,6 +440,40 @@ mod tests {
             RouteMatch::Found { params, .. } => params,
             other => panic!("expected a match for {path}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn long_paths_match_as_short_ones_do() {
+        // Up to `STACK_SEGMENTS` segments are split on the stack, longer paths in a `Vec`:
+        // both match, capture and decode alike, at and around the boundary.
+        let t = table(&[
+            ("GET", "/a/b/c/d/e/f/g/:h", "eight"),
+            ("GET", "/a/b/c/d/e/f/g/h/:i", "nine"),
+            ("GET", "/files/*rest", "files"),
+        ]);
+        assert_eq!(
+            params_for(&t, http::Method::GET, "/a/b/c/d/e/f/g/x%20y")["h"],
+            "x y"
+        );
+        assert_eq!(
+            params_for(&t, http::Method::GET, "//a/b/c/d/e/f/g/h/z%2Fz/")["i"],
+            "z/z"
+        );
+        let found = t.find(&http::Method::GET, "/a/b/c/d/e/f/g/h/i");
+        let RouteMatch::Found { route, script, .. } = found else {
+            panic!("{found:?}");
+        };
+        assert_eq!(script.as_str(), "nine");
+        assert_eq!(t.script_of(route), Some(&script));
+        assert_eq!(
+            params_for(&t, http::Method::GET, "/files/1/2/3/4/5/6/7/8/9/10%21")["rest"],
+            "1/2/3/4/5/6/7/8/9/10!"
+        );
+        assert_eq!(
+            script_for(&t, http::Method::GET, "/a/b/c/d/e/f/g/h/i/j"),
+            None
+        );
+        assert_eq!(script_for(&t, http::Method::GET, "/a/b/c/d/e/f/g"), None);
     }
 
     #[test]

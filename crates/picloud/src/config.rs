@@ -89,7 +89,8 @@ pub struct RealtimeSettings {
     pub retention_count: u64,
     /// ... and none older than this.
     pub retention_secs: u64,
-    /// How often the replay buffer is pruned.
+    /// The shortest time between two prunes of the replay buffer: it is pruned this long
+    /// after events are committed and when its oldest event expires, never on a timer.
     pub prune_interval_secs: u64,
 }
 
@@ -115,7 +116,8 @@ impl Default for RealtimeSettings {
 #[serde(default)]
 pub struct ClusterSettings {
     /// How often the node writes its heartbeat (one small UPDATE per interval); it is shown
-    /// `down` after missing three.
+    /// `down` after missing three. On SQLite (one process) nothing is written on a timer:
+    /// the row is written at start, and the nodes list asks the process itself.
     pub heartbeat_ms: u64,
     /// `PICLOUD_CLUSTER__ADVERTISE_URL`: the address the nodes list shows for this node;
     /// the address it listens on when unset.

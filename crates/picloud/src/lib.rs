@@ -15,6 +15,7 @@ mod listener; // accept loop: connection limit, HTTP/1.1 (h2c on request), drain
 mod membership; // this process in the nodes table: register, heartbeat, leave
 mod memory; // giving start-up pages and freed heap back to the kernel
 pub mod process; // a server process: args, bind, signals
+mod realtime_prune; // the realtime replay buffer's retention, woken only by work
 mod serve; // wiring and shutdown order
 mod timeouts; // header, body and idle timeouts of a connection
 

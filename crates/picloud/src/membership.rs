@@ -3,11 +3,18 @@
 //! and its executor's queue depth), removed on a clean shutdown. A killed process leaves
 //! its row, which the nodes list shows `down` after three missed heartbeats; the outbox
 //! rows it leased are claimed again by the others once their leases run out.
+//!
+//! On SQLite there is no heartbeat on a timer: only `picloud serve` runs on SQLite (the
+//! cluster roles need PostgreSQL) and the data directory's lock keeps a second server off
+//! the database, so no other process reads the row while this one runs. The row is written
+//! at start and removed at shutdown; the nodes list takes this node's liveness and load
+//! from the process answering it (`ThisNode`), and a killed server's row reads `down`
+//! three intervals after its start, as before. An idle server writes nothing.
 use std::time::Duration;
 
 use chrono::Utc;
 use shared::Store;
-use shared::store::{NodeInfo, NodeLoad};
+use shared::store::{NodeInfo, NodeLoad, ThisNode};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +34,50 @@ pub(crate) async fn register(store: &Store, me: &NodeInfo) -> Result<(), shared:
     store.nodes.register(&me, now - FORGET_AFTER).await
 }
 
-/// Heartbeat until `shutdown`, then deregister. `load` is read at each beat.
+/// Whether the node writes its heartbeat on a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beats {
+    /// Every `heartbeat_interval` (PostgreSQL: the other nodes judge liveness by it).
+    Periodic,
+    /// Never: the row stays as registered until shutdown (SQLite, one process).
+    AtStartOnly,
+}
+
+/// This node as the nodes list shows it while it answers: up now, with its current load.
+pub(crate) fn this_node(
+    me: &NodeInfo,
+    load: impl Fn() -> NodeLoad + Send + Sync + 'static,
+) -> ThisNode {
+    let me = me.clone();
+    std::sync::Arc::new(move || {
+        let NodeLoad {
+            in_flight,
+            queue_depth,
+            realtime_streams,
+        } = load();
+        NodeInfo {
+            heartbeat_at: Utc::now(),
+            in_flight,
+            queue_depth,
+            realtime_streams,
+            ..me.clone()
+        }
+    })
+}
+
+/// Heartbeat (`Beats::Periodic`) until `shutdown`, then deregister. `load` is read at
+/// each beat.
 pub(crate) async fn heartbeat(
     store: Store,
     me: NodeInfo,
     load: impl Fn() -> NodeLoad + Send,
+    beats: Beats,
     shutdown: CancellationToken,
 ) {
+    if beats == Beats::AtStartOnly {
+        shutdown.cancelled().await;
+        return deregister(&store, &me).await;
+    }
     let every = me.heartbeat_interval.max(Duration::from_millis(10));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -53,6 +97,10 @@ pub(crate) async fn heartbeat(
             tracing::warn!(error = ?error, "could not write this node's heartbeat");
         }
     }
+    deregister(&store, &me).await;
+}
+
+async fn deregister(store: &Store, me: &NodeInfo) {
     if let Err(error) = store.nodes.deregister(&me.id).await {
         tracing::warn!(error = ?error, "could not remove this node from the nodes table");
     }

@@ -177,7 +177,12 @@ pub async fn start_role(
     key.save()?;
     // Background tasks that use the store: awaited on shutdown before the pool closes.
     let background = TaskTracker::new();
-    background.spawn(sweep_objects(store.clone(), shutdown.clone()));
+    let sweeps = if sqlite {
+        Sweeps::AtStart
+    } else {
+        Sweeps::Hourly
+    };
+    background.spawn(sweep_objects(store.clone(), sweeps, shutdown.clone()));
     let generated_admin_token = if role.manages() {
         manager_core::bootstrap_admin_token(&store, config.admin_token.as_deref())
             .await
@@ -207,10 +212,11 @@ pub async fn start_role(
         background.spawn(async move { sweeper.await.ok() });
         let sampler = manager_core::QueueSampler::start(store.clone(), shutdown.clone());
         background.spawn(async move { sampler.await.ok() });
-        background.spawn(prune_realtime(
+        background.spawn(crate::realtime_prune::run(
             store.clone(),
-            config.realtime.clone(),
+            crate::realtime_prune::Retention::of(&config.realtime),
             shutdown.clone(),
+            || {},
         ));
         if config.invocations.retention_days > 0 {
             let keep = days(config.invocations.retention_days);
@@ -219,11 +225,31 @@ pub async fn start_role(
             background.spawn(async move { sweeper.await.ok() });
         }
     }
+    // This process in the nodes table: written at start, then on each heartbeat with its
+    // load (PostgreSQL), or only at start (SQLite: the nodes list asks the process).
+    let me = shared::store::NodeInfo {
+        id: node_id.clone(),
+        role: role.name().to_owned(),
+        address,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        key_fingerprint: storage::crypto::key_fingerprint(&key.key),
+        started_at: chrono::Utc::now(),
+        heartbeat_at: chrono::Utc::now(),
+        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_ms.max(10)),
+        in_flight: 0,
+        queue_depth: 0,
+        realtime_streams: 0,
+    };
     if role.runs_scripts() {
         let (executor, orchestrator) =
             start_node(&config, &store, &catalog, &node_id, role).await?;
+        node = Some((executor, orchestrator));
+    }
+    let load = node_load(node.as_ref().map(|(e, o)| (e.clone(), o.clone())));
+    let this_node = membership::this_node(&me, load.clone());
+    if let Some((executor, orchestrator)) = &node {
         if role.manages() {
-            let checker: Arc<dyn shared::ScriptChecker> = match &executor {
+            let checker: Arc<dyn shared::ScriptChecker> = match executor {
                 NodeExecutor::Local(executor) => executor.clone(),
                 NodeExecutor::Remote(_) => {
                     Arc::new(executor_core::Executor::checker(config.executor_limits()))
@@ -237,6 +263,7 @@ pub async fn start_role(
                 &catalog,
                 checker,
                 Some(subscribers),
+                Some(this_node),
                 shutdown.clone(),
             ));
         }
@@ -249,7 +276,6 @@ pub async fn start_role(
             hub.close();
         });
         ingress = Some(orchestrator.clone());
-        node = Some((executor, orchestrator));
     } else {
         let checker = Arc::new(executor_core::Executor::checker(config.executor_limits()));
         app = app.merge(manager_router(
@@ -258,43 +284,25 @@ pub async fn start_role(
             &catalog,
             checker,
             None,
+            Some(this_node),
             shutdown.clone(),
         ));
     }
-    // This process in the nodes table, with its load at each heartbeat.
-    let me = shared::store::NodeInfo {
-        id: node_id,
-        role: role.name().to_owned(),
-        address,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        key_fingerprint: storage::crypto::key_fingerprint(&key.key),
-        started_at: chrono::Utc::now(),
-        heartbeat_at: chrono::Utc::now(),
-        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_ms.max(10)),
-        in_flight: 0,
-        queue_depth: 0,
-        realtime_streams: 0,
-    };
     membership::register(&store, &me)
         .await
         .context("cannot register this node in the nodes table")?;
-    {
-        let parts = node.as_ref().map(|(e, o)| (e.clone(), o.clone()));
-        let load = move || match &parts {
-            Some((executor, orchestrator)) => shared::store::NodeLoad {
-                in_flight: orchestrator.events_in_flight() as u64,
-                queue_depth: executor.queue_depth() as u64,
-                realtime_streams: orchestrator.realtime().connections() as u64,
-            },
-            None => shared::store::NodeLoad::default(),
-        };
-        background.spawn(membership::heartbeat(
-            store.clone(),
-            me,
-            load,
-            shutdown.clone(),
-        ));
-    }
+    let beats = if sqlite {
+        membership::Beats::AtStartOnly
+    } else {
+        membership::Beats::Periodic
+    };
+    background.spawn(membership::heartbeat(
+        store.clone(),
+        me,
+        load,
+        beats,
+        shutdown.clone(),
+    ));
     if role.manages() {
         app = app.merge(crate::dashboard::router());
     }
@@ -427,6 +435,7 @@ fn manager_router(
     catalog: &Catalog,
     checker: Arc<dyn shared::ScriptChecker>,
     realtime: Option<Arc<dyn shared::realtime::Subscribers>>,
+    this_node: Option<shared::store::ThisNode>,
     closing: CancellationToken,
 ) -> Router {
     manager_core::router_with_limits(
@@ -437,9 +446,25 @@ fn manager_router(
             max_script_bytes: config.http.max_script_bytes,
             realtime,
             closing,
+            this_node,
         },
         config.limit_policy(),
     )
+}
+
+/// What this node reports as its load (nothing for a manager, which runs no scripts).
+fn node_load(
+    parts: Option<(NodeExecutor, Arc<Orchestrator>)>,
+) -> impl Fn() -> shared::store::NodeLoad + Clone + Send + Sync + 'static {
+    let parts = parts.map(Arc::new);
+    move || match parts.as_deref() {
+        Some((executor, orchestrator)) => shared::store::NodeLoad {
+            in_flight: orchestrator.events_in_flight() as u64,
+            queue_depth: executor.queue_depth() as u64,
+            realtime_streams: orchestrator.realtime().connections() as u64,
+        },
+        None => shared::store::NodeLoad::default(),
+    }
 }
 
 /// A node's executor: script threads in this process, or a `picloud-executor` process.
@@ -835,50 +860,60 @@ fn mailer(config: &Config, store: &Store) -> anyhow::Result<Arc<dyn MailSender>>
     Ok(Arc::new(mailer))
 }
 
-/// Keep the realtime replay buffer within its retention (count per app, age): now, then
-/// every `prune_interval_secs` (a maintenance timer: one or two deletes per wake-up).
-async fn prune_realtime(
-    store: Store,
-    settings: crate::config::RealtimeSettings,
-    shutdown: CancellationToken,
-) {
-    let every = Duration::from_secs(settings.prune_interval_secs.max(1));
-    let max_age = chrono::TimeDelta::seconds(
-        i64::try_from(settings.retention_secs).unwrap_or(i64::MAX / 1000),
-    );
-    loop {
-        let older_than = chrono::Utc::now()
-            .checked_sub_signed(max_age)
-            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
-        match store
-            .realtime
-            .prune(settings.retention_count, older_than)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "pruned the realtime replay buffer"),
-            Err(e) => tracing::warn!(error = %e, "realtime replay buffer prune failed"),
+/// How often the blob store's temp files are swept while processes may share its
+/// directory.
+const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Whether the blob temp sweep repeats on a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweeps {
+    /// Every `SWEEP_EVERY` (PostgreSQL: cluster processes on one host may share the
+    /// directory, and one that crashes and never comes back leaves its temp files).
+    Hourly,
+    /// At start, and again only while the last sweep kept temp files too young to judge
+    /// (SQLite: this process is the directory's only writer, so a leftover is a crash of
+    /// an earlier start, found at this one's start).
+    AtStart,
+}
+
+/// How long after a sweep that kept `kept` young temp files the next one is due (`None`:
+/// never).
+fn next_sweep(sweeps: Sweeps, kept: u64) -> Option<Duration> {
+    match sweeps {
+        Sweeps::Hourly => Some(SWEEP_EVERY),
+        // Young files are old enough to judge once the age limit has passed.
+        Sweeps::AtStart if kept > 0 => {
+            Some(storage::objects::TEMP_MAX_AGE + Duration::from_secs(1))
         }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(every) => {}
-        }
+        Sweeps::AtStart => None,
     }
 }
 
-/// Remove temp files a crash left in the blob store: now, then once an hour (a maintenance
-/// timer, not a work loop: each wake-up is one directory listing).
-async fn sweep_objects(store: Store, shutdown: CancellationToken) {
-    const EVERY: Duration = Duration::from_secs(60 * 60);
+/// Remove temp files a crash left in the blob store: now, then as `sweeps` says (a
+/// maintenance timer, not a work loop: each wake-up is one directory listing).
+async fn sweep_objects(store: Store, sweeps: Sweeps, shutdown: CancellationToken) {
     loop {
-        match store.objects.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed orphaned blob temp files"),
-            Err(e) => tracing::warn!(error = %e, "blob temp sweep failed"),
-        }
+        let kept = match store.objects.sweep().await {
+            Ok(swept) => {
+                if swept.removed > 0 {
+                    tracing::info!(removed = swept.removed, "removed orphaned blob temp files");
+                }
+                swept.kept
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "blob temp sweep failed");
+                1
+            }
+        };
+        let due = async {
+            match next_sweep(sweeps, kept) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(EVERY) => {}
+            () = due => {}
         }
     }
 }
@@ -959,4 +994,18 @@ fn bind_socket(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_sqlite_the_blob_sweep_repeats_only_while_it_kept_young_temp_files() {
+        assert_eq!(next_sweep(Sweeps::AtStart, 0), None, "no timer when idle");
+        let again = next_sweep(Sweeps::AtStart, 2).expect("a second look");
+        assert!(again > storage::objects::TEMP_MAX_AGE, "{again:?}");
+        assert_eq!(next_sweep(Sweeps::Hourly, 0), Some(SWEEP_EVERY));
+        assert_eq!(next_sweep(Sweeps::Hourly, 2), Some(SWEEP_EVERY));
+    }
 }

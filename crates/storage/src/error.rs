@@ -18,9 +18,35 @@ pub(crate) fn conflict_as(what: &'static str) -> impl Fn(sqlx::Error) -> StoreEr
 
 /// Map a database error where no uniqueness rule is expected to fire.
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    if lost_connection(&e) {
+        crate::pool::connection_lost();
+    }
     match unique_or_busy(&e) {
         Some(Kind::Busy) => StoreError::Busy,
         _ => StoreError::backend(e),
+    }
+}
+
+/// Whether `e` says the connection is gone (its socket failed, or the server ended the
+/// session: SQLSTATE class 08, or 57P01-57P03 when it was terminated or shut down), rather
+/// than that a statement failed on a working connection.
+pub(crate) fn lost_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether `e` is a storage error that came from a lost connection (`lost_connection`).
+pub(crate) fn is_lost_connection(e: &StoreError) -> bool {
+    match e {
+        StoreError::Backend(source) => source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(lost_connection),
+        _ => false,
     }
 }
 

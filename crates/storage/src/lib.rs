@@ -30,6 +30,7 @@ mod limits; // the limit columns both backends share
 mod meta; // facts a server checks when it starts
 pub mod objects;
 mod outbox; // the outbox's rules: routing, fan-out, dead letters, unreadable rows
+mod pool; // when a pooled PostgreSQL connection is pinged before its use
 mod postgres; // PostgreSQL's SQL, and its batch and LISTEN machinery
 mod private;
 mod repo; // every other repository, its rules and row mapping once

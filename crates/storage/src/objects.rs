@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
-use shared::store::ObjectStore;
+use shared::store::{ObjectStore, Swept};
 use shared::{AppName, StoreError};
 use uuid::Uuid;
 
@@ -153,14 +153,14 @@ fn write_object(root: &Path, key_dir: &Path, file: &Path, data: &[u8]) -> io::Re
     Ok(())
 }
 
-fn sweep_dir(tmp_dir: &Path, max_age: Duration) -> io::Result<u64> {
+fn sweep_dir(tmp_dir: &Path, max_age: Duration) -> io::Result<Swept> {
     let entries = match std::fs::read_dir(tmp_dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Swept::default()),
         Err(e) => return Err(e),
     };
     let now = SystemTime::now();
-    let mut removed = 0;
+    let mut swept = Swept::default();
     for entry in entries {
         let entry = entry?;
         let meta = entry.metadata()?;
@@ -173,15 +173,16 @@ fn sweep_dir(tmp_dir: &Path, max_age: Duration) -> io::Result<u64> {
             .and_then(|m| now.duration_since(m).ok())
             .unwrap_or_default();
         if age < max_age {
+            swept.kept += 1;
             continue;
         }
         match std::fs::remove_file(entry.path()) {
-            Ok(()) => removed += 1,
+            Ok(()) => swept.removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(removed)
+    Ok(swept)
 }
 
 #[async_trait]
@@ -219,7 +220,7 @@ impl ObjectStore for LocalObjects {
         }
     }
 
-    async fn sweep(&self) -> Result<u64, StoreError> {
+    async fn sweep(&self) -> Result<Swept, StoreError> {
         let tmp_dir = self.root.join(TEMP_DIR);
         Self::blocking(move || sweep_dir(&tmp_dir, TEMP_MAX_AGE)).await
     }
@@ -290,8 +291,8 @@ impl ObjectStore for S3Objects {
         }
     }
 
-    async fn sweep(&self) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn sweep(&self) -> Result<Swept, StoreError> {
+        Ok(Swept::default())
     }
 }
 
@@ -398,18 +399,19 @@ mod tests {
         let fresh = tmp.join("in-progress");
         std::fs::write(&fresh, b"writing").expect("write");
 
-        assert_eq!(objects.sweep().await.expect("sweep"), 1);
+        let swept = |removed, kept| Swept { removed, kept };
+        assert_eq!(objects.sweep().await.expect("sweep"), swept(1, 1));
         assert!(!old.exists());
         assert!(fresh.exists());
         assert_eq!(objects.get(&key).await.expect("object kept"), "kept");
-        assert_eq!(objects.sweep().await.expect("sweep again"), 0);
+        assert_eq!(objects.sweep().await.expect("sweep again"), swept(0, 1));
     }
 
     #[tokio::test]
     async fn sweeping_a_store_that_never_wrote_finds_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let objects = LocalObjects::new(dir.path().join("never"));
-        assert_eq!(objects.sweep().await.expect("sweep"), 0);
+        assert_eq!(objects.sweep().await.expect("sweep"), Swept::default());
     }
 
     #[test]
@@ -465,6 +467,6 @@ mod tests {
             objects.get("../etc/passwd").await,
             Err(StoreError::NotFound("blob"))
         ));
-        assert_eq!(objects.sweep().await.expect("sweep"), 0);
+        assert_eq!(objects.sweep().await.expect("sweep"), Swept::default());
     }
 }

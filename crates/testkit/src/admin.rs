@@ -135,6 +135,7 @@ impl AdminApp {
             max_script_bytes: options.max_script_bytes,
             realtime: None,
             closing: Default::default(),
+            this_node: None,
         };
         let router = match options.limits {
             Some(policy) => router_with_limits(deps, policy),

@@ -56,6 +56,9 @@ pub struct ManagerDeps {
     /// Cancelled when shutdown begins: open streams (the live invocation tail) end then,
     /// so the drain does not wait for them.
     pub closing: tokio_util::sync::CancellationToken,
+    /// The answering process's own entry in the nodes list, live (`None`: the list is
+    /// only what the `nodes` table has).
+    pub this_node: Option<shared::store::ThisNode>,
 }
 
 impl ManagerDeps {

@@ -45,7 +45,7 @@ use super::error::{INVOCATION_ID_HEADER, IngressError, invocation_id_value};
 use super::{IngressConfig, Orchestrator};
 use crate::lane::Outcome;
 use crate::recorder::cap_logs;
-use crate::routes::RouteMatch;
+use crate::routes::{AppRoutes, RouteMatch};
 use crate::trace::RunSpan;
 
 /// The request header whose value becomes the invocation's `request_id`.
@@ -113,7 +113,9 @@ pub(super) async fn handle(
 ) -> Response {
     if let Some(app) = crate::realtime::is_realtime_path(request.uri().path()) {
         let app = app.to_owned();
-        return crate::realtime::subscribe(orchestrator.realtime.clone(), app, request).await;
+        // Boxed: its state is not carried, nor moved, with every request's.
+        let subscribe = crate::realtime::subscribe(orchestrator.realtime.clone(), app, request);
+        return Box::pin(subscribe).await;
     }
     let started = Instant::now();
     let id = InvocationId::new();
@@ -149,14 +151,14 @@ async fn serve(
     let (parts, body) = request.into_parts();
     let (app, path) = split_app(parts.uri.path());
     let routes = orchestrator.routes.app(app).ok_or(IngressError::NotFound)?;
-    let (script, params, trigger, idempotency) = match routes.find(&parts.method, path) {
+    let (script, route, params, trigger, idempotency) = match routes.find(&parts.method, path) {
         RouteMatch::Found {
             script,
+            route,
             params,
             trigger,
             idempotency,
-            ..
-        } => (script, params, trigger, idempotency),
+        } => (script, route, params, trigger, idempotency),
         RouteMatch::MethodNotAllowed { allow } => {
             return Err(IngressError::MethodNotAllowed {
                 method: parts.method.to_string(),
@@ -235,7 +237,7 @@ async fn serve(
         id,
         run_and_record(
             orchestrator,
-            routes.app.clone(),
+            Routed { routes, route },
             invocation,
             parts.method,
             parts.uri,
@@ -412,25 +414,48 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 
 /// Query parameters, percent-decoded; the last value of a repeated name wins.
 fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return BTreeMap::new();
+    };
+    form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
 /// Lowercase names (as `http` keeps them); repeated headers joined with ", ".
+///
+/// One pass over the map: its iterator yields every value of a name one after the other,
+/// so no name is looked up again.
 fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut collected = BTreeMap::new();
-    for name in headers.keys() {
-        let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else { continue };
-        let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
-        for more in values {
-            joined.push_str(", ");
-            joined.push_str(&String::from_utf8_lossy(more.as_bytes()));
+    let mut current: Option<(&HeaderName, String)> = None;
+    for (name, value) in headers {
+        match &mut current {
+            Some((last, joined)) if *last == name => {
+                joined.push_str(", ");
+                joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            }
+            _ => {
+                if let Some((last, joined)) = current.take() {
+                    collected.insert(last.as_str().to_owned(), joined);
+                }
+                current = Some((name, header_text(value)));
+            }
         }
-        collected.insert(name.as_str().to_owned(), joined);
+    }
+    if let Some((last, joined)) = current {
+        collected.insert(last.as_str().to_owned(), joined);
     }
     collected
+}
+
+/// A header value as text; bytes that are not UTF-8 become U+FFFD.
+fn header_text(value: &HeaderValue) -> String {
+    // Nearly every value is visible ASCII, which `to_str` checks more cheaply than UTF-8.
+    match value.to_str() {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
 }
 
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
@@ -445,12 +470,19 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Runs the invocation on the lane, commits its effects (to `owner`, the app it was routed
-/// to, and to no app created under its name meanwhile), shapes the answer and queues the
-/// record (successes within the record budget, every failure).
+/// The route table a request was routed by, and the route in it: the invocation's app and
+/// script, named again for its record without copying them for every run.
+struct Routed {
+    routes: Arc<AppRoutes>,
+    route: usize,
+}
+
+/// Runs the invocation on the lane, commits its effects (to the app it was routed to, and
+/// to no app created under its name meanwhile), shapes the answer and queues the record
+/// (successes within the record budget, every failure).
 async fn run_and_record(
     orchestrator: Arc<Orchestrator>,
-    owner: App,
+    routed: Routed,
     invocation: Invocation,
     method: Method,
     uri: Uri,
@@ -458,8 +490,7 @@ async fn run_and_record(
 ) -> Result<Response, IngressError> {
     let clock = Instant::now();
     let id = invocation.id;
-    let app = invocation.app.clone();
-    let script = invocation.script.clone();
+    let owner = &routed.routes.app;
     let request_id = invocation.request_id.clone();
     let span = start_span(&orchestrator, &invocation, &method);
 
@@ -484,7 +515,7 @@ async fn run_and_record(
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
     let (answer, stored) = match answer {
         Ok(response) => {
-            match commit(&orchestrator, &owner, effects, response, keyed.as_ref()).await {
+            match commit(&orchestrator, owner, effects, response, keyed.as_ref()).await {
                 Ok((response, stored)) => (Ok(response), stored),
                 Err(source) => {
                     settled.status = InvocationStatus::Error;
@@ -512,10 +543,13 @@ async fn run_and_record(
     if settled.status == InvocationStatus::Ok && !orchestrator.successes.admit() {
         return answer;
     }
-    if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&app) {
-        orchestrator.recorder.count_bounded(&app);
+    if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&owner.name) {
+        orchestrator.recorder.count_bounded(&owner.name);
         return answer;
     }
+    let Some(script) = routed.routes.script_of(routed.route) else {
+        return answer;
+    };
     // Only a recorded run needs its trace id as text.
     let trace_id = span.trace_id();
     drop(span);
@@ -523,8 +557,8 @@ async fn run_and_record(
     let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     orchestrator.recorder.push(InvocationRecord {
         id,
-        app,
-        script,
+        app: owner.name.clone(),
+        script: script.clone(),
         version: settled.version,
         trigger: "http".into(),
         status: settled.status,
@@ -785,6 +819,7 @@ mod tests {
         assert_eq!(q.get("b").map(String::as_str), Some("x y"));
         assert_eq!(q.get("c").map(String::as_str), Some("p q"));
         assert!(parse_query(None).is_empty());
+        assert!(parse_query(Some("")).is_empty());
     }
 
     #[test]
@@ -793,8 +828,21 @@ mod tests {
         headers.append("X-Tag", HeaderValue::from_static("a"));
         headers.append("x-tag", HeaderValue::from_static("b"));
         headers.insert("Accept", HeaderValue::from_static("text/plain"));
+        headers.append("x-more", HeaderValue::from_static("1"));
+        headers.append("x-more", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.append("x-more", HeaderValue::from_static("3"));
+        headers.insert("x-last", HeaderValue::from_bytes(b"\xff").unwrap());
         let collected = collect_headers(&headers);
+        assert_eq!(collected.len(), 4);
         assert_eq!(collected.get("x-tag").map(String::as_str), Some("a, b"));
+        assert_eq!(
+            collected.get("x-more").map(String::as_str),
+            Some("1, caf\u{fffd}, 3")
+        );
+        assert_eq!(
+            collected.get("x-last").map(String::as_str),
+            Some("\u{fffd}")
+        );
         assert_eq!(
             collected.get("accept").map(String::as_str),
             Some("text/plain")

@@ -41,10 +41,10 @@ const MAX_TOPICS_PARAM: usize = 8 * 1024;
 
 /// The app of a realtime path (`/shop/_realtime`), if it is one.
 pub(crate) fn is_realtime_path(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix('/')?;
-    let (app, tail) = rest.split_once('/')?;
-    // Every public request asks: compared in place, without building `/{tail}`.
-    (PATH.strip_prefix('/') == Some(tail)).then_some(app)
+    // Every public request asks: the suffix first (one comparison for nearly all paths),
+    // then the app's segment, in place.
+    let app = path.strip_prefix('/')?.strip_suffix(PATH)?;
+    (!app.contains('/')).then_some(app)
 }
 
 /// What the query string says.
@@ -388,6 +388,9 @@ mod tests {
             "/shop/_realtime/x",
             "/shop/realtime",
             "/_realtime",
+            "/shop_realtime",
+            "/shop/x/_realtime",
+            "shop/_realtime",
             "",
         ] {
             assert_eq!(is_realtime_path(other), None, "{other}");

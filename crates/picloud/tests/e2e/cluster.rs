@@ -244,6 +244,33 @@ async fn a_server_lists_itself_up_and_its_heartbeat_moves(db: Backend) {
     })
     .await;
     assert_eq!(now[0]["started_at"], me["started_at"]);
+    // The row: PostgreSQL's heartbeats write it on their timer (the other nodes judge
+    // liveness by it); SQLite's only at start (one process: nothing reads it but this
+    // one, which answers for itself), however many intervals go by.
+    let row = async || {
+        let rows = app.store.nodes.list().await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows[0].clone()
+    };
+    let registered = row().await;
+    match db {
+        Backend::Postgres => {
+            eventually("the row's heartbeat is written", BOUND, async || {
+                (row().await.heartbeat_at > registered.heartbeat_at).then_some(())
+            })
+            .await;
+        }
+        Backend::Sqlite => {
+            // Four times the three intervals after which a silent row reads `down`.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let unwritten = row().await;
+            assert_eq!(unwritten, registered, "no write since the start");
+            assert!(unwritten.is_down(chrono::Utc::now()));
+            let listed = nodes(&app.client, &app.url).await;
+            assert_eq!(listed[0]["status"], "up", "{listed:?}");
+            assert_eq!(listed[0]["id"], registered.id.as_str());
+        }
+    }
 
     // The realtime streams open on the node are counted at its heartbeats.
     app.token_endpoint("shop", r#"#{topics: ["orders"], ttl: 300}"#)

@@ -45,6 +45,17 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
     /// Removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Remove temp files a crash left behind; returns how many.
-    async fn sweep(&self) -> Result<u64, StoreError>;
+    /// Remove temp files a crash left behind; returns how many, and how many it kept
+    /// because they are too young to tell from a write in progress.
+    async fn sweep(&self) -> Result<Swept, StoreError>;
+}
+
+/// What `ObjectStore::sweep` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Temp files removed.
+    pub removed: u64,
+    /// Temp files kept: young enough to be a write in progress. A sweep after the
+    /// store's age limit has passed removes those that were left by a crash.
+    pub kept: u64,
 }

@@ -21,7 +21,7 @@ mod triggers;
 
 pub use apps::{App, AppRepository};
 pub use backup::{BackupRepository, BackupRow, RestoreError, Restored, Snapshot, TableRows};
-pub use blobs::{BlobMeta, BlobRepository, ObjectStore};
+pub use blobs::{BlobMeta, BlobRepository, ObjectStore, Swept};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRepository, QueueSample};
 pub use error::StoreError;
 pub use idempotency::{
@@ -31,7 +31,7 @@ pub use idempotency::{
 pub use invocations::{InvocationFilter, InvocationRepository, MinuteStats};
 pub use kv::{KvEntry, KvRepository};
 pub use limits::LimitRepository;
-pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository};
+pub use nodes::{MISSED_HEARTBEATS_DOWN, NodeInfo, NodeLoad, NodeRepository, ThisNode};
 pub use outbox::{EventCommit, EventOutcome, OutboxRepository, SyncCommit};
 pub use realtime::{RealtimeAccess, RealtimeBounds, RealtimeEvent, RealtimeRepository};
 pub use scripts::{ScriptInfo, ScriptRepository, ScriptVersion, VersionInfo};

@@ -46,6 +46,13 @@ impl NodeInfo {
     }
 }
 
+/// The answering process's own entry in the nodes list, taken from the process itself when
+/// the list is read: its heartbeat is that moment and its load is what it is then (a node
+/// that answers is up, whatever its row says). On SQLite, where one process is the whole
+/// cluster, the row is written only at start and this is how the list stays right without
+/// a write on a timer.
+pub type ThisNode = std::sync::Arc<dyn Fn() -> NodeInfo + Send + Sync>;
+
 /// What a node reports with each heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeLoad {

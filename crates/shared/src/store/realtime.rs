@@ -86,4 +86,7 @@ pub trait RealtimeRepository: Send + Sync {
     /// Drop every app's events beyond its newest `keep`, and those created before
     /// `older_than`; returns how many went.
     async fn prune(&self, keep: u64, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// When the oldest buffered event (of any app) was created; `None` when the buffer is
+    /// empty. The next age prune is due when it expires.
+    async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

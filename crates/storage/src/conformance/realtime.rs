@@ -272,11 +272,19 @@ pub async fn realtime_a_commit_tells_the_bus_its_apps_newest_id(store: &Store) {
 pub async fn realtime_prune_keeps_each_apps_newest_events_and_drops_old_ones(store: &Store) {
     exposed_app(store, "shop", &["orders"]).await;
     exposed_app(store, "blog", &["posts"]).await;
+    assert_eq!(store.realtime.oldest().await.expect("oldest"), None);
+    let before = Utc::now() - chrono::Duration::seconds(1);
     for n in 0..5 {
         publish(store, "shop", &[("orders", json!(n))]).await;
     }
     publish(store, "blog", &[("posts", json!(0)), ("posts", json!(1))]).await;
     let long_ago = Utc::now() - chrono::Duration::hours(1);
+    // The oldest event of any app: when the next age prune is due.
+    let oldest = store.realtime.oldest().await.expect("oldest");
+    assert!(
+        oldest.is_some_and(|at| at >= before && at <= Utc::now() + chrono::Duration::seconds(1)),
+        "{oldest:?}"
+    );
 
     // By count: shop keeps its newest 3 (ids 3..=5), blog both of its 2.
     assert_eq!(store.realtime.prune(3, long_ago).await.expect("prune"), 2);
@@ -294,6 +302,7 @@ pub async fn realtime_prune_keeps_each_apps_newest_events_and_drops_old_ones(sto
     let later = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(store.realtime.prune(1000, later).await.expect("prune"), 5);
     assert!(buffered(store, "shop", 0).await.is_empty());
+    assert_eq!(store.realtime.oldest().await.expect("oldest"), None);
     assert_eq!(
         bounds(store, "shop").await,
         RealtimeBounds { oldest: 6, last: 5 },

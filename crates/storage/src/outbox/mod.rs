@@ -140,6 +140,20 @@ pub(crate) trait OutboxSql: KvSql + BlobsSql + InvocationsSql + IdempotencySql {
         acc: &'a mut Batch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
+    /// Commit `batch` in one statement, without a transaction of ours, when it is simple
+    /// enough (PostgreSQL: every event done under its claim, no blob writes, no emitted
+    /// events, KV writes that merge); `false`, with nothing of it done, otherwise or when
+    /// that fails, and the caller commits the batch in a transaction (`commit_batch`).
+    /// SQLite: never (its commit is local; a transaction costs no round trips).
+    fn commit_at_once<'a>(
+        pool: &'a Pool<Self>,
+        node: &'a str,
+        batch: &'a [EventCommit],
+    ) -> impl Future<Output = bool> + Send + 'a {
+        let _ = (pool, node, batch);
+        std::future::ready(false)
+    }
+
     /// Insert planned rows and dead letters (`Plan::insert`); returns how many rows went in.
     fn insert(
         conn: &mut Self::Connection,
@@ -332,12 +346,29 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         let now = now();
         let mut acc = Batch::default();
         let turn = self.write_turn().await;
-        let result = async {
-            let mut tx = DB::begin_write(&self.pool).await?;
-            DB::commit_batch(&mut tx, node, batch, now, &mut acc).await?;
-            tx.commit().await.map_err(db)
+        let mut result = Ok(());
+        // A connection found lost is tried again once: every row is held under its claim's
+        // token, so a commit whose answer was lost after it committed holds nothing the
+        // second time (its events come back as not held), and nothing is done twice.
+        for _attempt in 0..2 {
+            acc = Batch::default();
+            result = async {
+                if DB::commit_at_once(&self.pool, node, batch).await {
+                    // Every event held and done: nothing inserted, announced or removed.
+                    return Ok(());
+                }
+                let mut tx = DB::begin_write(&self.pool).await?;
+                DB::commit_batch(&mut tx, node, batch, now, &mut acc).await?;
+                tx.commit().await.map_err(db)
+            }
+            .await;
+            match &result {
+                Err(e) if crate::error::is_lost_connection(e) => {
+                    tracing::warn!(error = ?e, "a batch met a lost database connection; trying it again");
+                }
+                _ => break,
+            }
         }
-        .await;
         drop(turn);
         if let Err(e) = result {
             self.remove_objects(&effects::batch_new_objects(batch))

@@ -2,7 +2,8 @@
 //! SELECT FROM UNNEST(...)`: one statement, one round trip, atomic by itself.
 use shared::{InvocationRecord, StoreError};
 use sqlx::Postgres;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
+use sqlx::query::Query;
 use uuid::Uuid;
 
 use crate::error::db;
@@ -82,60 +83,69 @@ impl InvocationsSql for Postgres {
         if batch.is_empty() {
             return Ok(());
         }
-        let logs = batch
-            .iter()
-            .map(|r| serde_json::to_string(&r.logs))
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(StoreError::backend)?;
-        sqlx::query(INSERT_BATCH)
-            .bind(batch.iter().map(|r| r.id.0).collect::<Vec<Uuid>>())
-            .bind(batch.iter().map(|r| r.app.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.script.as_str()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.version)
-                    .collect::<Vec<Option<i64>>>(),
-            )
-            .bind(batch.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.http_status.map(i32::from))
-                    .collect::<Vec<Option<i32>>>(),
-            )
-            .bind(batch.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
-            .bind(logs)
-            .bind(batch.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.request_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
-                    .collect::<Vec<Option<i32>>>(),
-            )
-            .bind(
-                batch
-                    .iter()
-                    .map(|r| r.trace_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
+        bind_records(sqlx::query(INSERT_BATCH), batch)?
             .execute(&mut *conn)
             .await
             .map_err(db)?;
         Ok(())
     }
+}
+
+/// Binds a batch of records as the 15 arrays of `INSERT_BATCH` ($1-$15, in its order), next
+/// on `query` (the outbox's one-statement commit binds them after its own).
+pub(super) fn bind_records<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    batch: &[&InvocationRecord],
+) -> Result<Query<'q, Postgres, PgArguments>, StoreError> {
+    let logs = batch
+        .iter()
+        .map(|r| serde_json::to_string(&r.logs))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(StoreError::backend)?;
+    Ok(query
+        .bind(batch.iter().map(|r| r.id.0).collect::<Vec<Uuid>>())
+        .bind(batch.iter().map(|r| r.app.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.script.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.version)
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(batch.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.http_status.map(i32::from))
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(batch.iter().map(|r| r.summary.as_str()).collect::<Vec<_>>())
+        .bind(logs)
+        .bind(batch.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.request_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.attempt.map(|a| i32::try_from(a).unwrap_or(i32::MAX)))
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|r| r.trace_id.as_deref())
+                .collect::<Vec<_>>(),
+        ))
 }

@@ -7,10 +7,12 @@
 //! expired entries leaves the written keys to their writes, so no row is touched twice.
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use chrono::{DateTime, Utc};
 use shared::event::KvWrite;
 use shared::store::KvEntry;
 use shared::{AppName, StoreError};
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool};
+use sqlx::query::Query;
 use sqlx::{Connection, Postgres};
 
 use crate::error::db;
@@ -52,6 +54,68 @@ const APPLY_MERGED: &str = r#"WITH w (app, key, op, value, expires_at, by) AS (
                 ELSE (kv.value #>> '{}')::numeric + (excluded.value #>> '{}')::numeric
                      BETWEEN -9223372036854775808 AND 9223372036854775807 END"#;
 
+/// Merged writes as `APPLY_MERGED`'s arrays ($1-$6), with the time of the writes ($7) and
+/// how many increments the statement must apply.
+pub(super) struct MergedArrays<'a> {
+    apps: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    op: Vec<&'static str>,
+    value: Vec<Option<String>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
+    by: Vec<Option<i64>>,
+    pub(super) at: DateTime<Utc>,
+    pub(super) increments: i64,
+}
+
+impl<'a> MergedArrays<'a> {
+    pub(super) fn new(merged: &'a MergedKv<'a>) -> Result<Self, StoreError> {
+        let at = now();
+        let keys = merged.keys();
+        let mut arrays = MergedArrays {
+            apps: Vec::with_capacity(keys.len()),
+            keys: Vec::with_capacity(keys.len()),
+            op: Vec::with_capacity(keys.len()),
+            value: Vec::with_capacity(keys.len()),
+            expires_at: Vec::with_capacity(keys.len()),
+            by: Vec::with_capacity(keys.len()),
+            at,
+            increments: 0,
+        };
+        for (app, key, write) in keys {
+            let (o, v, e, b) = match write {
+                Merged::Last(KvWrite::Set { value, ttl, .. }) => {
+                    let json = serde_json::to_string(value).map_err(StoreError::backend)?;
+                    ("s", Some(json), expiry(at, *ttl), None)
+                }
+                Merged::Last(_) => ("d", None, None, None),
+                Merged::Incr(n) => ("i", None, None, Some(*n)),
+            };
+            arrays.apps.push(app.as_str());
+            arrays.keys.push(key);
+            arrays.op.push(o);
+            arrays.value.push(v);
+            arrays.expires_at.push(e);
+            arrays.by.push(b);
+            arrays.increments += i64::from(b.is_some());
+        }
+        Ok(arrays)
+    }
+
+    /// Binds the six arrays, in `APPLY_MERGED`'s order, next on `query`.
+    pub(super) fn bind<'q>(
+        self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(self.apps)
+            .bind(self.keys)
+            .bind(self.op)
+            .bind(self.value)
+            .bind(self.expires_at)
+            .bind(self.by)
+    }
+}
+
 /// Apply merged writes in one statement, each app's expired entries purged in it.
 ///
 /// # Errors
@@ -64,44 +128,16 @@ pub(crate) async fn apply_merged(
     if merged.is_empty() {
         return Ok(());
     }
-    let at = now();
-    let keys = merged.keys();
-    let mut op = Vec::with_capacity(keys.len());
-    let mut value = Vec::with_capacity(keys.len());
-    let mut expires_at = Vec::with_capacity(keys.len());
-    let mut by = Vec::with_capacity(keys.len());
-    for (_, _, write) in keys {
-        let (o, v, e, b) = match write {
-            Merged::Last(KvWrite::Set { value, ttl, .. }) => {
-                let json = serde_json::to_string(value).map_err(StoreError::backend)?;
-                ("s", Some(json), expiry(at, *ttl), None)
-            }
-            Merged::Last(_) => ("d", None, None, None),
-            Merged::Incr(n) => ("i", None, None, Some(*n)),
-        };
-        op.push(o);
-        value.push(v);
-        expires_at.push(e);
-        by.push(b);
-    }
-    let increments = by.iter().flatten().count() as u64;
-    let changed = sqlx::query(APPLY_MERGED)
-        .bind(
-            keys.iter()
-                .map(|(app, _, _)| app.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(keys.iter().map(|(_, key, _)| *key).collect::<Vec<_>>())
-        .bind(op)
-        .bind(value)
-        .bind(expires_at)
-        .bind(by)
+    let arrays = MergedArrays::new(merged)?;
+    let (at, increments) = (arrays.at, arrays.increments);
+    let changed = arrays
+        .bind(sqlx::query(APPLY_MERGED))
         .bind(at)
         .execute(&mut *conn)
         .await
         .map_err(app_missing)?
         .rows_affected();
-    if changed != increments {
+    if i64::try_from(changed).ok() != Some(increments) {
         return Err(StoreError::Conflict("kv integer"));
     }
     Ok(())

@@ -139,14 +139,31 @@ pub(crate) const MIGRATIONS: &[(&str, i64, &str, &str)] = &[
 
 const POOL_SIZE: u32 = 8;
 
+/// The pool's options: `POOL_SIZE` connections, pinged before use only when they may have
+/// broken while idle (`crate::pool`).
+pub(crate) fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        // Not a round trip before every statement: only a connection that may have
+        // broken while idle is pinged (`crate::pool`).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if crate::pool::needs_ping(meta.idle_for)
+                    && let Err(error) = sqlx::Connection::ping(conn).await
+                {
+                    crate::pool::connection_lost();
+                    return Err(error);
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// Connect to the PostgreSQL database that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
     let options = PgConnectOptions::from_str(url).map_err(db)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(POOL_SIZE)
-        .connect_with(options)
-        .await
-        .map_err(db)?;
+    let pool = pool_options().connect_with(options).await.map_err(db)?;
     crate::repo::migrator(MIGRATIONS)
         .run(&pool)
         .await

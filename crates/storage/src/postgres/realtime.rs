@@ -25,4 +25,5 @@ impl RealtimeSql for Postgres {
     const PRUNE_COUNT: &'static str = "DELETE FROM realtime_events e USING realtime_apps a
      WHERE a.app = e.app AND e.id <= a.last_id - $1";
     const PRUNE_AGE: &'static str = "DELETE FROM realtime_events WHERE created_at < $1";
+    const OLDEST: &'static str = "SELECT MIN(created_at) AS oldest FROM realtime_events";
 }

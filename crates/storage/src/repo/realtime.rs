@@ -49,6 +49,8 @@ pub(crate) trait RealtimeSql: SettingsSql {
     const PRUNE_COUNT: &'static str;
     /// (older_than)
     const PRUNE_AGE: &'static str;
+    /// () -> oldest: the earliest created_at of any app's event (NULL when empty).
+    const OLDEST: &'static str;
 }
 
 pub(crate) struct Realtime<DB: Db> {
@@ -257,5 +259,13 @@ impl<DB: RealtimeSql> RealtimeRepository for Realtime<DB> {
             .await
             .map_err(db)?;
         Ok(by_count + by_age)
+    }
+
+    async fn oldest(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sql::<DB>(DB::OLDEST)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .opt_ts("oldest")
     }
 }

@@ -147,6 +147,23 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 #[cfg(test)]
 const PING: &str = "SELECT 1";
 
+/// The pool's settings.
+///
+/// No liveness ping on acquire: an open SQLite connection cannot break while idle, and
+/// the ping is a hop to the connection's worker thread before every statement. No idle
+/// timeout, no maximum lifetime and no minimum of connections either, for the same
+/// reason: without them sqlx runs no maintenance task (its reaper's timer woke an idle
+/// server every 10 minutes). The connections a busy spell opened (at most `POOL_SIZE`)
+/// stay open, each with its page cache (SQLite's default, at most 2 MB).
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+}
+
 /// Open (creating if needed) the SQLite file that `url` names and migrate it.
 pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, StoreError> {
     let path = file_path(url);
@@ -168,14 +185,7 @@ pub(crate) async fn connect(url: &str, data: crate::DataParts) -> Result<Store, 
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
-    // No liveness ping on acquire: an open SQLite connection cannot break while idle,
-    // and the ping is a hop to the connection's worker thread before every statement.
-    let pool = SqlitePoolOptions::new()
-        .max_connections(POOL_SIZE)
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await
-        .map_err(db)?;
+    let pool = pool_options().connect_with(options).await.map_err(db)?;
     crate::repo::migrator(MIGRATIONS)
         .run(&pool)
         .await
@@ -325,6 +335,17 @@ impl crate::sql::Dialect for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_runs_no_maintenance_timer() {
+        // sqlx spawns its reaper when either is set, and a task keeping a minimum of
+        // connections when `min_connections` is above 0.
+        let options = pool_options();
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), None);
+        assert_eq!(options.get_min_connections(), 0);
+        assert!(!options.get_test_before_acquire());
+    }
 
     #[test]
     fn urls_and_plain_paths_give_the_file_path() {

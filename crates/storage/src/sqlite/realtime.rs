@@ -23,4 +23,5 @@ impl RealtimeSql for Sqlite {
     const PRUNE_COUNT: &'static str = "DELETE FROM realtime_events
      WHERE id <= (SELECT a.last_id FROM realtime_apps a WHERE a.app = realtime_events.app) - ?1";
     const PRUNE_AGE: &'static str = "DELETE FROM realtime_events WHERE created_at < ?1";
+    const OLDEST: &'static str = "SELECT MIN(created_at) AS oldest FROM realtime_events";
 }

@@ -905,7 +905,8 @@ export interface paths {
          * @description Needs a token of any role whose scope includes the app.
          *
          *     Every server process that shares this database, with its load at its last heartbeat;
-         *     a node silent for three of its heartbeat intervals is `down`.
+         *     a node silent for three of its heartbeat intervals is `down`. The node answering is
+         *     listed as it is at that moment (its `last_heartbeat` is now).
          */
         get: operations["list_nodes"];
         put?: never;

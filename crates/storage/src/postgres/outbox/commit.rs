@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use shared::store::{EventCommit, EventOutcome};
 use shared::{Event, InvocationRecord, StoreError};
 use sqlx::Postgres;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::db;
@@ -23,7 +23,8 @@ use crate::outbox::{
     Batch, EFFECTS_FAILED, Plan, apply_writes, failed_record, json, new_objects,
     retry_failed_effects_at,
 };
-use crate::postgres::kv::apply_merged;
+use crate::postgres::invocations::bind_records;
+use crate::postgres::kv::{MergedArrays, apply_merged};
 use crate::repo::invocations::InvocationsSql;
 use crate::repo::kv::merge;
 
@@ -56,6 +57,135 @@ const REINSERT: &str = "INSERT INTO outbox (id, app, kind, script, trigger_id, s
          attempt, max_attempts, parked, available_at, scheduled_at, created_at, last_error,
          trace_context)
      VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, false, $10, $11, $12, $13, $14)";
+
+/// A whole batch in ONE statement, in a transaction of its own (no BEGIN, SAVEPOINT or
+/// COMMIT round trips): the apps locked, the rows deleted under their claims, then, only
+/// when every row was held, the merged KV writes (`postgres::kv`'s `APPLY_MERGED`, gated on
+/// the delete) and the records. The final row says whether it went to plan; when a row was
+/// not held or an increment was not applied it casts its explanation to a number, which
+/// fails the statement, and so undoes all of it: the caller then commits the batch in a
+/// transaction, as before. The gates on `all_held` also make the writes wait for the
+/// delete, which waits for the apps' locks, so the locking order is the transaction's.
+///
+/// ($1 ids, $2 tokens, $3 node, $4 apps, $5 rows, $6-$11 `MergedArrays`, $12 the writes'
+/// time, $13 increments, $14-$28 the records' columns, as `INSERT_BATCH`.)
+const COMMIT_AT_ONCE: &str = r#"WITH locked AS (
+         SELECT name FROM apps WHERE name = ANY($4) ORDER BY name FOR KEY SHARE),
+     held AS (
+         DELETE FROM outbox o USING UNNEST($1::uuid[], $2::uuid[]) AS t(id, token)
+         WHERE (SELECT COUNT(*) FROM locked) >= 0
+           AND o.id = t.id AND o.lease_token = t.token AND o.lease_owner = $3
+         RETURNING o.id),
+     all_held AS (SELECT COUNT(*) = $5 AS ok, COUNT(*) AS n FROM held),
+     w (app, key, op, value, expires_at, by) AS (
+         SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[],
+                              $10::timestamptz[], $11::int8[])
+         WHERE (SELECT ok FROM all_held)),
+     purged AS (
+         DELETE FROM kv WHERE kv.app = ANY($6) AND kv.expires_at IS NOT NULL
+             AND kv.expires_at <= $12
+             AND NOT EXISTS (SELECT 1 FROM w WHERE w.app = kv.app AND w.key = kv.key)
+             AND (SELECT ok FROM all_held)),
+     deleted AS (
+         DELETE FROM kv USING w WHERE w.op = 'd' AND kv.app = w.app AND kv.key = w.key),
+     stored AS (
+         INSERT INTO kv (app, key, value, updated_at, expires_at)
+         SELECT w.app, w.key, w.value::jsonb, $12, w.expires_at FROM w WHERE w.op = 's'
+         ON CONFLICT (app, key) DO UPDATE SET
+             value = excluded.value, updated_at = excluded.updated_at,
+             expires_at = excluded.expires_at),
+     incremented AS (
+         INSERT INTO kv (app, key, value, updated_at, expires_at)
+         SELECT w.app, w.key, to_jsonb(w.by), $12, NULL FROM w WHERE w.op = 'i'
+         ON CONFLICT (app, key) DO UPDATE SET
+             value = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= $12
+                          THEN excluded.value
+                          ELSE to_jsonb((kv.value #>> '{}')::int8
+                                        + (excluded.value #>> '{}')::int8) END,
+             updated_at = $12,
+             expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= $12
+                               THEN NULL ELSE kv.expires_at END
+         WHERE (kv.expires_at IS NOT NULL AND kv.expires_at <= $12)
+            OR CASE WHEN jsonb_typeof(kv.value) <> 'number' THEN false
+                    WHEN (kv.value #>> '{}') !~ '^-?[0-9]+$' THEN false
+                    ELSE (kv.value #>> '{}')::numeric + (excluded.value #>> '{}')::numeric
+                         BETWEEN -9223372036854775808 AND 9223372036854775807 END
+         RETURNING 1),
+     recorded AS (
+         INSERT INTO invocations
+             (id, app, script, version, "trigger", status, started_at, duration_ms,
+              http_status, summary, logs, error, request_id, attempt, trace_id)
+         SELECT t.id, t.app, t.script, t.version, t.trig, t.status, t.started_at,
+                t.duration_ms, t.http_status, t.summary, t.logs::jsonb, t.error,
+                t.request_id, t.attempt, t.trace_id
+         FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::int8[], $18::text[],
+                     $19::text[], $20::timestamptz[], $21::int8[], $22::int4[], $23::text[],
+                     $24::text[], $25::text[], $26::text[], $27::int4[], $28::text[])
+              AS t(id, app, script, version, trig, status, started_at, duration_ms,
+                   http_status, summary, logs, error, request_id, attempt, trace_id)
+         WHERE EXISTS (SELECT 1 FROM apps a WHERE a.name = t.app)
+           AND (SELECT ok FROM all_held)
+         ON CONFLICT (id) DO NOTHING)
+ SELECT CASE WHEN (SELECT ok FROM all_held) AND (SELECT COUNT(*) FROM incremented) = $13
+             THEN 0
+             ELSE CAST('not committed at once: ' || (SELECT n FROM all_held) || ' of '
+                       || $5 || ' rows held, ' || (SELECT COUNT(*) FROM incremented)
+                       || ' of ' || $13 || ' increments' AS int8) END AS done"#;
+
+/// Commits `batch` with `COMMIT_AT_ONCE` when every event finished (`Done`) under a claim
+/// with no blob writes and no emitted events, and its KV writes merge (`repo::kv::merge`).
+/// `false` when it does not qualify or the statement failed (nothing of it stays): the
+/// caller commits the batch in a transaction. A statement whose answer was lost (its
+/// connection broke) may have committed: the transaction then holds none of its rows, and
+/// reports them as not held, so nothing is done twice.
+pub(super) async fn commit_at_once(pool: &PgPool, node: &str, batch: &[EventCommit]) -> bool {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut tokens = Vec::with_capacity(batch.len());
+    let mut writes = Vec::with_capacity(batch.len());
+    for c in batch {
+        let (Some(token), EventOutcome::Done { effects }) = (c.event.lease, &c.outcome) else {
+            return false;
+        };
+        if !effects.blobs.is_empty() || !effects.emitted.is_empty() {
+            return false;
+        }
+        ids.push(c.event.id.0);
+        tokens.push(token.0);
+        writes.push((&c.event.app, &effects.kv[..]));
+    }
+    let Some(merged) = merge(writes) else {
+        return false;
+    };
+    let result = async {
+        let arrays = MergedArrays::new(&merged)?;
+        let (at, increments) = (arrays.at, arrays.increments);
+        let records: Vec<&InvocationRecord> =
+            batch.iter().filter_map(|c| c.record.as_ref()).collect();
+        let mut apps: Vec<&str> = batch.iter().map(|c| c.event.app.as_str()).collect();
+        apps.sort_unstable();
+        apps.dedup();
+        let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let query = sqlx::query(COMMIT_AT_ONCE)
+            .bind(ids)
+            .bind(tokens)
+            .bind(node)
+            .bind(apps)
+            .bind(rows);
+        let query = arrays.bind(query).bind(at).bind(increments);
+        bind_records(query, &records)?
+            .execute(pool)
+            .await
+            .map_err(db)
+    }
+    .await;
+    match result {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(error = ?error, "a batch was not committed at once; committing it in a transaction");
+            false
+        }
+    }
+}
 
 /// Everything one batch commits, on the caller's transaction.
 pub(super) async fn commit_batch(

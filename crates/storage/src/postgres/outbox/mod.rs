@@ -79,6 +79,14 @@ impl OutboxSql for Postgres {
         commit::commit_batch(conn, node, batch, now, acc).await
     }
 
+    async fn commit_at_once<'a>(
+        pool: &'a Pool<Postgres>,
+        node: &'a str,
+        batch: &'a [EventCommit],
+    ) -> bool {
+        commit::commit_at_once(pool, node, batch).await
+    }
+
     async fn insert(
         conn: &mut PgConnection,
         rows: &[NewRow],

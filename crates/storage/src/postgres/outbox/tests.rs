@@ -330,3 +330,230 @@ async fn claims_are_planned_per_call_and_leave_no_cached_plan() {
     pool.close().await;
     db.close().await;
 }
+
+/// A record of a successful run of `event`.
+fn record_of(event: &Event) -> shared::InvocationRecord {
+    shared::InvocationRecord {
+        id: shared::InvocationId::new(),
+        app: event.app.clone(),
+        script: ScriptName::parse("w").expect("name"),
+        version: Some(1),
+        trigger: "invoke".into(),
+        status: shared::InvocationStatus::Ok,
+        started_at: chrono::Utc::now(),
+        duration_ms: 1,
+        http_status: None,
+        summary: "invoke".into(),
+        logs: Vec::new(),
+        error: None,
+        request_id: None,
+        attempt: Some(1),
+        trace_id: None,
+    }
+}
+
+/// A batch of events done under their claims, with no blob writes or emitted events, is
+/// one statement (`commit::commit_at_once`): rows, merged KV writes and records together.
+/// When one row is no longer held, or an increment meets a non-integer, the statement
+/// fails as a whole (nothing of it stays) and the batch goes through a transaction, which
+/// commits each held event's part exactly once; a batch with emitted events never tries.
+#[tokio::test]
+async fn a_batch_of_done_events_commits_in_one_statement_or_not_at_all() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    let store = &db.store;
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(store, 4).await;
+    store
+        .outbox
+        .apply(
+            &app,
+            &Effects {
+                kv: vec![set("text", json!("t"), None)],
+                ..Effects::default()
+            },
+        )
+        .await
+        .expect("apply");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.db.url)
+        .await
+        .expect("pool");
+    let get = |key: &'static str| {
+        let app = app.clone();
+        async move { store.kv.get(&app, key).await.expect("get").map(|e| e.value) }
+    };
+    let pending = || async { store.outbox.pending(&app).await.expect("pending") };
+
+    let mut first = done_with(&events[0], vec![incr("n", 1)]);
+    let record = record_of(&events[0]);
+    first.record = Some(record.clone());
+    let batch = [first, done_with(&events[1], vec![incr("n", 2)])];
+    assert!(super::commit::commit_at_once(&pool, "node", &batch).await);
+    assert_eq!(get("n").await, Some(json!(3)));
+    assert_eq!(pending().await, 2, "both rows went with their effects");
+    let stored = store.invocations.get(&app, record.id).await.expect("get");
+    assert_eq!(stored.map(|r| r.id), Some(record.id));
+
+    // events[0]'s row is gone: the statement undoes events[2]'s part too.
+    let lost = [
+        done_with(&events[2], vec![incr("n", 10)]),
+        done_with(&events[0], vec![incr("n", 100)]),
+    ];
+    assert!(!super::commit::commit_at_once(&pool, "node", &lost).await);
+    // An increment of a non-integer: the same.
+    let refused = [
+        done_with(&events[2], vec![incr("n", 10)]),
+        done_with(&events[3], vec![incr("text", 1)]),
+    ];
+    assert!(!super::commit::commit_at_once(&pool, "node", &refused).await);
+    assert_eq!(get("n").await, Some(json!(3)));
+    assert_eq!(get("text").await, Some(json!("t")));
+    assert_eq!(pending().await, 2, "nothing of either try stayed");
+    // Emitted events are not for this statement.
+    let emits = [EventCommit {
+        event: events[2].clone(),
+        outcome: EventOutcome::Done {
+            effects: Effects {
+                emitted: vec![Emit::InvokeAsync {
+                    script: ScriptName::parse("w").expect("name"),
+                    payload: json!("next"),
+                }],
+                ..Effects::default()
+            },
+        },
+        record: None,
+    }];
+    assert!(!super::commit::commit_at_once(&pool, "node", &emits).await);
+    assert_eq!(pending().await, 2);
+
+    // Through the outbox: the lost lease is reported, the refused increment waits for its
+    // retry, the held event's part is committed once.
+    let not_held = store.outbox.commit("node", &lost).await.expect("commit");
+    assert_eq!(not_held, vec![events[0].id]);
+    assert_eq!(get("n").await, Some(json!(13)));
+    let again = store
+        .outbox
+        .commit("node", &refused[1..])
+        .await
+        .expect("commit");
+    assert!(again.is_empty());
+    assert_eq!(get("text").await, Some(json!("t")));
+    assert_eq!(get("n").await, Some(json!(13)));
+    assert_eq!(pending().await, 1, "the refused event waits for its retry");
+    pool.close().await;
+    db.close().await;
+}
+
+/// The pool pings a connection only when it may have broken while idle (`crate::pool`):
+/// a connection terminated right after its last use fails the next statement on it, and
+/// that failure has every connection idle since then pinged before its next use, so the
+/// next try gets a new one. The failed statement left nothing: the count is exact.
+#[tokio::test]
+async fn a_connection_terminated_while_idle_fails_one_statement_and_the_next_is_pinged() {
+    let db = crate::testing::TestDb::new(crate::Backend::Postgres).await;
+    let store = &db.store;
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(store, 2).await;
+    let pool = crate::postgres::pool_options()
+        .max_connections(1)
+        .connect(&db.db.url)
+        .await
+        .expect("pool");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("pid");
+    while pool.num_idle() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let mut admin = sqlx::PgConnection::connect(&db.db.url)
+        .await
+        .expect("connect");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate");
+    assert!(ended);
+    let batch = [
+        done_with(&events[0], vec![incr("n", 1)]),
+        done_with(&events[1], vec![incr("n", 1)]),
+    ];
+    assert!(
+        !super::commit::commit_at_once(&pool, "node", &batch).await,
+        "the terminated connection was handed out without a ping (idle under a second)"
+    );
+    assert!(super::commit::commit_at_once(&pool, "node", &batch).await);
+    let new_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("pid");
+    assert_ne!(new_pid, pid);
+    let n = store.kv.get(&app, "n").await.expect("get").map(|e| e.value);
+    assert_eq!(n, Some(json!(2)), "each increment once");
+    assert_eq!(store.outbox.pending(&app).await.expect("pending"), 0);
+    admin.close().await.ok();
+    pool.close().await;
+    db.close().await;
+}
+
+/// A group commit that meets connections terminated while idle is committed by the same
+/// call, exactly once: the one-statement try fails on a dead connection, the transaction
+/// (or the one try again after a lost connection) runs on a pinged one. With an emitted
+/// event the batch goes straight to the transaction, whose BEGIN meets the dead connection.
+#[tokio::test]
+async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() {
+    let schema = crate::testing::TestUrl::postgres().await;
+    let name = format!("picloud_kill_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}&application_name={name}", schema.url);
+    let store = crate::connect(&url).await.expect("store");
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(&store, 4).await;
+    let mut admin = sqlx::PgConnection::connect(&schema.url)
+        .await
+        .expect("connect");
+    let terminate = "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
+         FROM pg_stat_activity WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'";
+    let emit = |event: &Event| EventCommit {
+        event: event.clone(),
+        outcome: EventOutcome::Done {
+            effects: Effects {
+                kv: vec![incr("n", 1)],
+                emitted: vec![Emit::InvokeAsync {
+                    script: ScriptName::parse("w").expect("name"),
+                    payload: json!("next"),
+                }],
+                ..Effects::default()
+            },
+        },
+        record: None,
+    };
+    let batches = [
+        vec![
+            done_with(&events[0], vec![incr("n", 1)]),
+            done_with(&events[1], vec![incr("n", 1)]),
+        ],
+        vec![emit(&events[2]), emit(&events[3])],
+    ];
+    for batch in &batches {
+        let ended: i64 = sqlx::query_scalar(terminate)
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate");
+        assert!(ended >= 1, "the store's connections were terminated");
+        let lost = store.outbox.commit("node", batch).await.expect("commit");
+        assert!(lost.is_empty());
+    }
+    let n = store.kv.get(&app, "n").await.expect("get").map(|e| e.value);
+    assert_eq!(n, Some(json!(4)), "each increment once");
+    assert_eq!(
+        store.outbox.pending(&app).await.expect("pending"),
+        2,
+        "the four rows gone, the two emitted events in"
+    );
+    store.health.close().await;
+    admin.close().await.ok();
+    schema.close().await;
+}
