@@ -79,9 +79,14 @@ async fn writes_answered_inline_commit_once_each_to_its_own_app(db: Backend) {
         let last: usize = last.as_str().unwrap().parse().unwrap();
         assert_eq!(owner(last), name);
     }
+    // Each app's first request was tried inline (kept, or discarded if the loaded machine
+    // ran it past the try's millisecond: then it ran again on a script thread); each
+    // request ran once.
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert_eq!(metric(&metrics, KEPT), Some(24.0), "{metrics}");
-    assert_eq!(metric(&metrics, DISCARDED).unwrap_or(0.0), 0.0, "{metrics}");
+    let tried = metric(&metrics, KEPT).unwrap_or(0.0) + metric(&metrics, DISCARDED).unwrap_or(0.0);
+    assert!(tried >= 2.0, "{metrics}");
+    let ok = r#"picloud_script_runs_total{outcome="ok"}"#;
+    assert_eq!(metric(&metrics, ok), Some(24.0), "{metrics}");
 }
 
 /// A try that buffered writes and then made a call it may not make (`kv :: get`, written
