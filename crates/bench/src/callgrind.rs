@@ -49,18 +49,23 @@ pub fn wrap(command: &Command, dir: &Path) -> Command {
     wrapped
 }
 
-/// Instructions per request of `server` (started with `wrap`) answering `path`.
+/// Instructions per request of `server` (started with `wrap`) answering `path`, counted
+/// by `counter` (the server's: its dumps are numbered, so one counter per server).
 ///
 /// # Errors
 /// When wrk or callgrind_control fail, or the dump has no total.
-pub fn per_request(server: &Server, path: &str, secs: u64, dir: &Path) -> anyhow::Result<f64> {
+pub fn per_request(
+    server: &Server,
+    counter: &mut Counter<'_>,
+    path: &str,
+    secs: u64,
+) -> anyhow::Result<f64> {
     let load = |duration_secs| Load {
         threads: 1,
         connections: 4,
         duration_secs,
     };
     wrk::run(server.addr, path, load(2))?;
-    let mut counter = Counter::new(server, dir);
     counter.zero()?;
     let run = wrk::run(server.addr, path, load(secs.max(1)))?;
     let total = counter.dump()?;

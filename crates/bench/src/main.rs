@@ -103,6 +103,10 @@ struct Args {
     /// Seconds of load under callgrind for instructions per request (0: skip).
     #[arg(long, default_value_t = 5)]
     callgrind_secs: u64,
+    /// Also count instructions per request of the `kv::set` endpoint (c) under callgrind,
+    /// on the same server as hello's, right after it.
+    #[arg(long)]
+    callgrind_put: bool,
     /// Redeploys for the deploy-to-first-response figure (0: skip).
     #[arg(long, default_value_t = 100)]
     redeploys: usize,
@@ -361,13 +365,16 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
 
     if !args.baseline_only && args.callgrind_secs > 0 {
         if callgrind::available() {
-            report.instructions.push(instructions(
+            let (a, b, c) = instructions(
                 &exe,
                 &picloud_bin,
                 work.path(),
                 args.callgrind_dir.as_deref(),
                 args.callgrind_secs,
-            )?);
+                args.callgrind_put,
+            )?;
+            report.instructions.push((a, b));
+            report.put_instructions.extend(c);
         } else {
             eprintln!(
                 "valgrind is not installed: no instruction counts (apt-get install -y valgrind)"
@@ -397,15 +404,17 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Instructions per request of the baseline and of picloud's hello, each server started
-/// again under callgrind.
+/// Instructions per request of the baseline and of picloud's hello (and with `put`, of its
+/// `kv::set` endpoint, on the same server after hello), each server started again under
+/// callgrind.
 fn instructions(
     exe: &std::path::Path,
     picloud_bin: &std::path::Path,
     work: &std::path::Path,
     keep_in: Option<&std::path::Path>,
     secs: u64,
-) -> anyhow::Result<(f64, f64)> {
+    put: bool,
+) -> anyhow::Result<(f64, f64, Option<f64>)> {
     let dir = keep_in.map_or_else(|| work.join("callgrind"), std::path::Path::to_path_buf);
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(exe);
@@ -413,7 +422,12 @@ fn instructions(
     eprintln!("instructions: the baseline under callgrind");
     let server = Server::start(callgrind::wrap(&cmd, &dir), &work.join("baseline-cg.log"))?;
     picloud::wait_for_body(server.addr, baseline::PATH, baseline::BODY)?;
-    let a = callgrind::per_request(&server, baseline::PATH, secs, &dir)?;
+    let a = callgrind::per_request(
+        &server,
+        &mut callgrind::Counter::new(&server, &dir),
+        baseline::PATH,
+        secs,
+    )?;
     drop(server);
     eprintln!("instructions: picloud under callgrind");
     let (server, _) = picloud::start_with(picloud_bin, work, "picloud-cg", |cmd| {
@@ -423,8 +437,20 @@ fn instructions(
         );
         callgrind::wrap(cmd, &dir)
     })?;
-    let b = callgrind::per_request(&server, picloud::PATH, secs, &dir)?;
-    Ok((a, b))
+    let mut counter = callgrind::Counter::new(&server, &dir);
+    let b = callgrind::per_request(&server, &mut counter, picloud::PATH, secs)?;
+    let c = if put {
+        eprintln!("instructions: picloud's kv::set endpoint under callgrind");
+        Some(callgrind::per_request(
+            &server,
+            &mut counter,
+            picloud::PUT_PATH,
+            secs,
+        )?)
+    } else {
+        None
+    };
+    Ok((a, b, c))
 }
 
 /// One measured wrk run, after its warm-up.

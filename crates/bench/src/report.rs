@@ -145,6 +145,8 @@ pub struct Report {
     pub kv_ratios: Vec<f64>,
     /// Instructions per request (axum, picloud hello) under callgrind, per measurement.
     pub instructions: Vec<(f64, f64)>,
+    /// Instructions per request of the `kv::set` endpoint under callgrind (`--callgrind-put`).
+    pub put_instructions: Vec<f64>,
     pub idle: Option<Idle>,
     pub events: Vec<crate::events::EventRun>,
     pub paced: Vec<crate::events::PacedRun>,
@@ -210,6 +212,7 @@ impl Report {
             kv: None,
             kv_ratios: Vec::new(),
             instructions: Vec::new(),
+            put_instructions: Vec::new(),
             idle: None,
             events: Vec::new(),
             paced: Vec::new(),
@@ -409,6 +412,17 @@ impl Report {
                 out,
                 "{:<28} {:>12}",
                 "instructions b/a", "n/a (perf stat could not count)"
+            );
+        }
+        if let (Some(c), Some((_, b, _))) = (
+            median(&self.put_instructions),
+            self.instructions_per_request(),
+        ) {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>12.2}   ({c:.0} vs hello's {b:.0} per request, callgrind, not judged)",
+                "instructions c/b",
+                c / b
             );
         }
         if let Some(r) = median(&self.kv_ratios) {
@@ -838,6 +852,13 @@ mod tests {
         assert!(!report.all_targets_met());
         assert!(report.render().contains("kv::set/hello"));
         report.kv_ratios = vec![0.6];
+        report.put_instructions = vec![21_000.0];
+        assert!(
+            report
+                .render()
+                .contains("(21000 vs hello's 14000 per request, callgrind, not judged)")
+        );
+        assert!(report.all_targets_met(), "not a target");
         report.redeploys = Some(crate::deploy::Redeploys {
             count: 100,
             deploy_p50_ms: 3.0,

@@ -20,6 +20,8 @@ pub(crate) struct Compiled {
     /// Whether the script can read `request` (`input::may_read_request`): a run of one that
     /// cannot skips building it.
     pub(crate) reads_request: bool,
+    /// Whether its inline try needs a host context (`host::may_buffer`).
+    pub(crate) buffers: bool,
     /// Whether an HTTP run of it is first tried inline, on the runtime worker: its source
     /// names no call that would stop the try (`host::may_run_inline`), and no try of it
     /// was discarded yet (then it goes straight to a script thread until the next deploy).
@@ -42,6 +44,7 @@ impl Compiled {
             version,
             ast,
             reads_request: crate::input::may_read_request(source),
+            buffers: crate::host::may_buffer(source),
             inline: AtomicBool::new(crate::host::may_run_inline(source)),
             overruns: AtomicU32::new(0),
             module: OnceLock::new(),

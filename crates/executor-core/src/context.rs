@@ -120,12 +120,25 @@ pub(crate) fn current(call: &'static str) -> Result<Current, HostError> {
     .ok_or(HostError::OutsideRun { call })
 }
 
+/// `f` on the run's limits, for a host call that only buffers an effect
+/// (`run_state::with_buffering_host`): an inline try's context serves it too. Clones
+/// nothing.
+///
+/// # Errors
+/// `OutsideRun` when no executor run is in progress on this thread.
+pub(crate) fn buffering_limits<T>(
+    call: &'static str,
+    f: impl FnOnce(&Limits) -> T,
+) -> Result<T, HostError> {
+    run_state::with_buffering_host(|host| f(&host.limits)).ok_or(HostError::OutsideRun { call })
+}
+
 /// Read the run's effects; `None` outside a run.
 pub(crate) fn with_effects<T>(f: impl FnOnce(&Effects) -> T) -> Option<T> {
     with_host(|host| f(host.buffer.effects()))
 }
 
-/// Change the run's buffer under its caps.
+/// Change the run's buffer under its caps (not in an inline try: blob changes).
 fn with_buffer<T>(
     call: &'static str,
     f: impl FnOnce(&mut Buffer, Caps) -> Result<T, HostError>,
@@ -137,12 +150,24 @@ fn with_buffer<T>(
     .ok_or(HostError::OutsideRun { call })?
 }
 
+/// `with_buffer` for entries that need no I/O (KV writes, emits): also in an inline try.
+fn with_pure_buffer<T>(
+    call: &'static str,
+    f: impl FnOnce(&mut Buffer, Caps) -> Result<T, HostError>,
+) -> Result<T, HostError> {
+    run_state::with_buffering_host(|host| {
+        let caps = host.caps();
+        f(&mut host.buffer, caps)
+    })
+    .ok_or(HostError::OutsideRun { call })?
+}
+
 /// Buffer a KV write.
 ///
 /// # Errors
 /// When the run's buffer is full (`max_effects_per_run`, `max_effect_bytes_per_run`).
 pub(crate) fn buffer_kv(call: &'static str, write: KvWrite) -> Result<(), HostError> {
-    with_buffer(call, |b, caps| b.push_kv(call, caps, write))
+    with_pure_buffer(call, |b, caps| b.push_kv(call, caps, write))
 }
 
 /// Buffer an emitted event or email.
@@ -150,7 +175,7 @@ pub(crate) fn buffer_kv(call: &'static str, write: KvWrite) -> Result<(), HostEr
 /// # Errors
 /// When the run's buffer is full.
 pub(crate) fn buffer_emit(call: &'static str, emit: Emit) -> Result<(), HostError> {
-    with_buffer(call, |b, caps| b.push_emit(call, caps, emit))
+    with_pure_buffer(call, |b, caps| b.push_emit(call, caps, emit))
 }
 
 /// Whether a blob of `size` bytes under `name` fits in the run's buffer; asked before its

@@ -7,14 +7,17 @@
 //! An HTTP invocation of a compiled script that may run inline (`Compiled::runs_inline`)
 //! is first tried on the calling runtime worker (`Sandbox::try_inline`): a small script
 //! answers without the hand-off to a script thread and back. The try is bounded (a few
-//! thousand operations, a millisecond, shallow calls) and has no host context: a call
-//! that touches the app's data, waits or runs another script stops it before doing
-//! anything. A try that is stopped, runs out of its budget or panics is discarded whole
-//! (its log, its output), the script is marked to go straight to a script thread from
-//! then on, and the invocation runs there from the start, as it would have without the
-//! try. So a kept try is a run that had no effects to commit, under tighter limits than
-//! the script's own, and a long or looping script holds a runtime worker for one budget,
-//! once per deployed version.
+//! thousand operations, a millisecond, shallow calls); its host context serves only the
+//! calls that buffer an effect and read nothing (`kv::set`, `kv::delete`,
+//! `pubsub::publish`, `queue::send`): a call that reads the app's data, waits or runs
+//! another script stops it before doing anything. A try that is stopped, runs out of its
+//! budget or panics is discarded whole (its log, its output, its buffered effects), the
+//! script is marked to go straight to a script thread from then on, and the invocation
+//! runs there from the start, as it would have without the try. So a kept try is a run
+//! whose effects (if it answered) are those a script thread would have buffered, under
+//! the same caps and tighter limits than the script's own; they are committed by the
+//! caller once, like a script thread's. A long or looping script holds a runtime worker
+//! for one budget, once per deployed version.
 //!
 //! A catalog change of a script (deploy, rollback) compiles its active version at once,
 //! before the deploy answers, so the first request of the new version runs warm. On a
@@ -196,10 +199,21 @@ impl Executor {
         let clock = Instant::now();
         let limits = self.runner.limits_of(inv);
         let m = &*RUN_METRICS;
-        let Some(out) = self
+        // The try's context serves only the calls that buffer effects (no blob puts: no
+        // objects to delete when it is discarded, which would block this worker); built
+        // only for a script that names one.
+        let host = compiled.buffers.then(|| {
+            Host::new(
+                Arc::clone(&self.runner),
+                inv.app.clone(),
+                inv.script.clone(),
+                Arc::clone(&limits),
+            )
+        });
+        let Some((out, effects)) = self
             .runner
             .sandbox
-            .try_inline(&compiled, &inv.input, &limits)
+            .try_inline(&compiled, &inv.input, &limits, host)
         else {
             compiled.stop_inline();
             m.inline_discarded.increment(1);
@@ -217,7 +231,7 @@ impl Executor {
             duration,
             logs: out.logs,
             result: out.result,
-            effects: Effects::default(),
+            effects,
         }))
     }
 

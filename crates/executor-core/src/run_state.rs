@@ -14,10 +14,11 @@
 //! - one budget per top-level run: a nested evaluation (`invoke`, loading an imported
 //!   module) starts Rhai's operation counter from zero, so `nested` carries the operations
 //!   spent so far into it and adds what it spent back to the caller's;
-//! - an inline try (`RunScope::enter_inline`, on a runtime worker) has no host context:
-//!   the first host call that would need one (every call that reads or writes the app's
-//!   data, blocks or runs other scripts) stops it with `Termination::NotInline` before
-//!   doing anything, and the try is discarded.
+//! - in an inline try (`RunScope::enter_inline`, on a runtime worker) only the calls that
+//!   buffer an effect and do no I/O reach the host context (`with_buffering_host`); the
+//!   first host call that would read the app's data, block or run other scripts stops it
+//!   with `Termination::NotInline` before doing anything, and the try is discarded with
+//!   everything it buffered.
 //!
 //! The budget and the counters are `Cell`s, read on every operation by the progress
 //! callback without a borrow; the log and the host context are `RefCell`s, borrowed only
@@ -89,7 +90,8 @@ struct RunState {
     stopped: Cell<Option<Termination>>,
     logs: RefCell<LogBuffer>,
     /// The app, runner, limits, buffered effects, invoke depth and import stack of a run
-    /// of the executor; `None` for a bare sandbox run, an inline try and between runs.
+    /// of the executor (an inline try's serves only the calls that buffer effects);
+    /// `None` for a bare sandbox run and between runs.
     host: RefCell<Option<Host>>,
     /// Set for an inline try: a call that needs the host context stops it instead.
     inline: Cell<bool>,
@@ -228,9 +230,28 @@ pub(crate) fn push_log(level: LogLevel, message: &str) {
 }
 
 /// `f` on the run's host context; `None` outside a run of the executor, and in an inline
-/// try, which this stops (`Termination::NotInline`). `f` must not evaluate script code or
-/// call another host function: the context is borrowed meanwhile.
+/// try, which this stops (`Termination::NotInline`): for host calls that read or write
+/// the app's data, block or run other scripts. `f` must not evaluate script code or call
+/// another host function: the context is borrowed meanwhile.
 pub(crate) fn with_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
+    let found = RUN.with(|run| {
+        if run.inline.get() {
+            return None;
+        }
+        run.host.borrow_mut().as_mut().map(f)
+    });
+    if found.is_none() {
+        refuse_inline();
+    }
+    found
+}
+
+/// `with_host` for the host calls that only buffer an effect (`kv::set`, `kv::delete`,
+/// `pubsub::publish`, `queue::send`): they do no I/O and wait for nothing, so an inline
+/// try's host context serves them too (what they buffer goes with the try: committed
+/// once if it is kept and succeeds, dropped with it otherwise). `None` outside a run of
+/// the executor (and an inline try without a host context, which this stops).
+pub(crate) fn with_buffering_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
     let found = RUN.with(|run| run.host.borrow_mut().as_mut().map(f));
     if found.is_none() {
         refuse_inline();
@@ -268,16 +289,22 @@ impl RunScope {
         Self::begin(budget, limits.max_log_bytes, host, false)
     }
 
-    /// Start an inline try under `limits` cut to `max_operations` and `max_time`, with no
-    /// host context: a host call that needs one stops it (`Termination::NotInline`).
-    pub(crate) fn enter_inline(limits: &Limits, max_operations: u64, max_time: Duration) -> Self {
+    /// Start an inline try under `limits` cut to `max_operations` and `max_time`, with
+    /// `host` for the calls that only buffer effects (`with_buffering_host`): every other
+    /// host call stops it (`Termination::NotInline`).
+    pub(crate) fn enter_inline(
+        limits: &Limits,
+        max_operations: u64,
+        max_time: Duration,
+        host: Option<Host>,
+    ) -> Self {
         let budget = Budget {
             max_operations: limits.max_operations.min(max_operations),
             deadline: Instant::now() + limits.timeout.min(max_time),
             base: 0,
             clock_mask: INLINE_CLOCK_MASK,
         };
-        Self::begin(budget, limits.max_log_bytes, None, true)
+        Self::begin(budget, limits.max_log_bytes, host, true)
     }
 
     fn begin(budget: Budget, max_log_bytes: usize, host: Option<Host>, inline: bool) -> Self {

@@ -12,8 +12,9 @@
 //! An inline try (`Sandbox::try_inline`) runs on the calling thread, a runtime worker with
 //! its small stack, under a budget that no script can turn into a long stall or a deep
 //! stack: at most `INLINE_MAX_OPERATIONS` operations and `INLINE_MAX_TIME`, calls nested
-//! `INLINE_CALL_DEPTH` deep, no host context. It keeps only an answer or a script error;
-//! a limit, a call it may not make or a panic discards everything it did.
+//! `INLINE_CALL_DEPTH` deep, a host context only for the calls that buffer effects. It
+//! keeps only an answer (with its effects) or a script error; a limit, a call it may not
+//! make or a panic discards everything it did, its buffered effects too.
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -191,15 +192,18 @@ impl Sandbox {
     }
 
     /// Try a run of `compiled` on this thread (a runtime worker) under the inline budget
-    /// (the module doc): its output when it answered or failed as a script error, `None`
-    /// when it must run on a script thread (a limit of the try, a call it may not make, a
-    /// panic; nothing it did is kept), or when `limits` need an engine of their own.
+    /// (the module doc), with `host` for the calls that only buffer effects: its output
+    /// when it answered or failed as a script error, and its effects when it answered;
+    /// `None` when it must run on a script thread (a limit of the try, a call it may not
+    /// make, a panic; nothing it did is kept, its buffered effects are dropped), or when
+    /// `limits` need an engine of their own.
     pub(crate) fn try_inline(
         &self,
         compiled: &Compiled,
         input: &InvocationInput,
         limits: &Limits,
-    ) -> Option<RunOutput> {
+        host: Option<Host>,
+    ) -> Option<(RunOutput, Effects)> {
         if EngineLimits::of(limits) != EngineLimits::of(&self.limits) {
             return None;
         }
@@ -216,7 +220,8 @@ impl Sandbox {
             .as_ref()?;
         let tried = catch_unwind(AssertUnwindSafe(|| {
             let mut variables = input::scope_of_run(input, compiled.reads_request);
-            let scope = RunScope::enter_inline(limits, INLINE_MAX_OPERATIONS, INLINE_MAX_TIME);
+            let scope =
+                RunScope::enter_inline(limits, INLINE_MAX_OPERATIONS, INLINE_MAX_TIME, host);
             let result = match engine.eval_ast_with_scope::<Dynamic>(&mut variables, &compiled.ast)
             {
                 Ok(value) => output::to_output(value, limits.max_output_bytes),
@@ -227,9 +232,10 @@ impl Sandbox {
                     .as_ref()
                     .err()
                     .is_none_or(|f| f.kind == FailureKind::Error);
-            kept.then(|| RunOutput {
-                logs: scope.finish(result.is_ok()).0,
-                result,
+            // A discarded try's scope drops here, and its buffered effects with it.
+            kept.then(|| {
+                let (logs, effects) = scope.finish(result.is_ok());
+                (RunOutput { logs, result }, effects)
             })
         }));
         tried.ok().flatten()
@@ -754,7 +760,12 @@ mod tests {
         let sandbox = Sandbox::new(limits);
         let ast = sandbox.compile(source).expect("test script compiles");
         let compiled = Compiled::new(1, ast, source);
-        sandbox.try_inline(&compiled, &InvocationInput::Http(req), limits)
+        sandbox
+            .try_inline(&compiled, &InvocationInput::Http(req), limits, None)
+            .map(|(out, effects)| {
+                assert!(effects.is_empty(), "no host context, no effects");
+                out
+            })
     }
 
     fn try_inline(source: &str) -> Option<RunOutput> {

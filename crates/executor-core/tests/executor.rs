@@ -563,13 +563,14 @@ async fn a_looping_script_leaves_its_inline_try_and_its_limits_stop_it_without_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_script_whose_kv_call_stops_its_inline_try_runs_once_on_a_script_thread() {
+async fn a_script_whose_kv_read_stops_its_inline_try_runs_once_on_a_script_thread() {
     let h = Harness::sqlite(one_thread(Limits::default())).await;
-    // Written `kv :: set`, the call gets past the source check (`kv::`), so it is the
-    // call itself that stops the inline try.
+    // Written `kv :: get`, the call gets past the source check (`kv::get`), so it is the
+    // call itself that stops the inline try, after the try buffered a write and an event.
     h.deploy(
         "count",
-        r#"print("before"); kv :: set("k", 1); log::info("after"); "done""#,
+        r#"print("before"); kv :: set("k", 1); queue :: send("q", 1); kv :: get("k");
+           log::info("after"); "done""#,
     )
     .await;
     for _ in 0..2 {
@@ -582,6 +583,7 @@ async fn a_script_whose_kv_call_stops_its_inline_try_runs_once_on_a_script_threa
             "the discarded try's line is gone"
         );
         assert_eq!(run.effects.kv.len(), 1, "one write, buffered once");
+        assert_eq!(run.effects.emitted.len(), 1, "one event, buffered once");
     }
     // A call caught by the script stops the try all the same.
     h.deploy(
@@ -595,5 +597,120 @@ async fn a_script_whose_kv_call_stops_its_inline_try_runs_once_on_a_script_threa
         "read on the script thread"
     );
     assert_eq!(h.executor.inline_runs(), 0);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_only_buffers_writes_and_events_is_answered_inline_with_its_effects() {
+    let h = Harness::sqlite(one_thread(Limits::default())).await;
+    h.deploy(
+        "put",
+        r#"kv::set("last", 1); kv::set("gone", 2, #{ ttl: 60 }); kv::delete("gone");
+           pubsub::publish("news", #{ n: 1 }); queue::send("jobs", 2); "ok""#,
+    )
+    .await;
+    for _ in 0..3 {
+        let run = h.get("put").await;
+        assert_eq!(body(&run), "ok");
+        assert_eq!(
+            run.effects.kv,
+            [
+                shared::KvWrite::Set {
+                    key: "last".into(),
+                    value: serde_json::json!(1),
+                    ttl: None,
+                },
+                shared::KvWrite::Delete { key: "gone".into() },
+            ]
+        );
+        assert_eq!(run.effects.emitted.len(), 2);
+    }
+    assert_eq!(h.executor.inline_runs(), 3);
+    // A script error answered inline drops what the run buffered, as a script thread does.
+    h.deploy("fails", r#"kv::set("k", 1); throw "boom""#).await;
+    let failed = h.get("fails").await;
+    assert_eq!(failed.result.unwrap_err().kind, FailureKind::Error);
+    assert!(failed.effects.is_empty());
+    assert_eq!(h.executor.inline_runs(), 4);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_write_meets_the_same_limits_as_on_a_script_thread() {
+    let limits = Limits {
+        max_kv_value_bytes: 16,
+        max_effects_per_run: 2,
+        max_payload_bytes: 16,
+        ..Limits::default()
+    };
+    let h = Harness::sqlite(one_thread(limits)).await;
+    // Each pair: the same calls inline, and behind a `sleep(0)` (never tried inline).
+    for (i, source) in [
+        r#"kv::set("k", "0123456789abcdefghij"); "ok""#,
+        r#"for i in 0..3 { kv::set(`k${i}`, i) } "ok""#,
+        r#"queue::send("q", "0123456789abcdefghij"); "ok""#,
+        r#"kv::set("", 1); "ok""#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = h.executor.inline_runs();
+        h.deploy(&format!("inline{i}"), source).await;
+        h.deploy(&format!("thread{i}"), &format!("sleep(0); {source}"))
+            .await;
+        let inline = h.get(&format!("inline{i}")).await;
+        assert_eq!(h.executor.inline_runs(), before + 1, "{source}");
+        let thread = h.get(&format!("thread{i}")).await;
+        assert_eq!(h.executor.inline_runs(), before + 1, "{source}");
+        let (a, b) = (inline.result.unwrap_err(), thread.result.unwrap_err());
+        assert_eq!(a.kind, FailureKind::Error, "{source}");
+        assert_eq!((a.kind, &a.message), (b.kind, &b.message), "{source}");
+        assert!(inline.effects.is_empty() && thread.effects.is_empty());
+    }
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_write_goes_to_the_app_of_its_invocation() {
+    let h = Harness::sqlite(one_thread(Limits::default())).await;
+    let other = AppName::parse("other").unwrap();
+    h.store().apps.create(&other).await.unwrap();
+    let name = ScriptName::parse("put").unwrap();
+    for (app, value) in [(&h.app, "shop"), (&other, "other")] {
+        h.store()
+            .scripts
+            .deploy(app, &name, &format!(r#"kv::set("who", "{value}"); "ok""#))
+            .await
+            .unwrap();
+        h.executor
+            .catalog_changed(&CatalogChange::Script {
+                app: app.clone(),
+                script: name.clone(),
+            })
+            .await;
+    }
+    for (app, value) in [(&h.app, "shop"), (&other, "other"), (&h.app, "shop")] {
+        let run = h
+            .executor
+            .execute(Invocation {
+                id: InvocationId::new(),
+                app: app.clone(),
+                script: name.clone(),
+                input: InvocationInput::Http(HttpRequest::default()),
+                request_id: None,
+                limits: Default::default(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            run.effects.kv,
+            [shared::KvWrite::Set {
+                key: "who".into(),
+                value: serde_json::json!(value),
+                ttl: None,
+            }]
+        );
+    }
+    assert_eq!(h.executor.inline_runs(), 3);
     h.close().await;
 }

@@ -1,7 +1,8 @@
 //! `kv::get/set/delete/list/incr`: the app's key-value store.
 //!
 //! What must stay true: writes are only buffered (`Effects.kv`, under the run's caps)
-//! and commit with the run, all or nothing; reads see the run's own writes laid over the store; every call is
+//! and commit with the run, all or nothing (so `set` and `delete`, which read nothing,
+//! may run in an inline try: `context::buffering_limits`); reads see the run's own writes laid over the store; every call is
 //! scoped to the run's app; keys and values never reach a span, a log line or an error.
 use std::collections::BTreeMap;
 
@@ -67,10 +68,9 @@ fn get(key: &str) -> Result<Dynamic, HostError> {
 }
 
 fn set(key: &str, value: &Dynamic, opts: Option<&Map>) -> Result<(), HostError> {
-    let cx = context::current("kv::set")?;
-    let _span = tracing::info_span!("host.kv.set", app = %cx.app).entered();
+    let max_bytes = context::buffering_limits("kv::set", |l| l.max_kv_value_bytes)?;
     check_key("kv::set", key)?;
-    let value = to_json("kv::set: value", value, cx.limits().max_kv_value_bytes)?;
+    let value = to_json("kv::set: value", value, max_bytes)?;
     let mut ttl = None;
     if let Some(opts) = opts {
         check_options("kv::set", opts, &["ttl"])?;
@@ -95,8 +95,7 @@ fn set(key: &str, value: &Dynamic, opts: Option<&Map>) -> Result<(), HostError> 
 }
 
 fn delete(key: &str) -> Result<(), HostError> {
-    let cx = context::current("kv::delete")?;
-    let _span = tracing::info_span!("host.kv.delete", app = %cx.app).entered();
+    context::buffering_limits("kv::delete", |_| ())?;
     check_key("kv::delete", key)?;
     context::buffer_kv(
         "kv::delete",

@@ -3,7 +3,9 @@
 //!
 //! What must stay true:
 //! - publish, send and invoke_async only buffer an `Emit`; it becomes outbox rows when
-//!   the run commits, so a run that throws emits nothing;
+//!   the run commits, so a run that throws emits nothing (publish and send read nothing
+//!   and may run in an inline try: `context::buffering_limits`; invoke_async looks its
+//!   script up, which may read the store);
 //! - `invoke` runs the callee now, on this thread, under the caller's operation budget
 //!   and deadline, at most `max_invoke_depth` deep; the callee's effects merge into the
 //!   caller's only when it succeeds (a failing callee leaves nothing behind, even when
@@ -83,27 +85,17 @@ fn emit(call: &'static str, emit: Emit) -> Result<(), HostError> {
 }
 
 fn publish(topic: &str, payload: &Dynamic) -> Result<(), HostError> {
-    let cx = context::current("pubsub::publish")?;
-    let _span = tracing::info_span!("host.pubsub.publish", app = %cx.app).entered();
+    let max_bytes = context::buffering_limits("pubsub::publish", |l| l.max_payload_bytes)?;
     let topic = channel("pubsub::publish", topic)?;
-    let payload = to_json(
-        "pubsub::publish: payload",
-        payload,
-        cx.limits().max_payload_bytes,
-    )?;
+    let payload = to_json("pubsub::publish: payload", payload, max_bytes)?;
     emit("pubsub::publish", Emit::Publish { topic, payload })
 }
 
 fn send(queue: &str, payload: &Dynamic, opts: &Map) -> Result<(), HostError> {
     const CALL: &str = "queue::send";
-    let cx = context::current(CALL)?;
-    let _span = tracing::info_span!("host.queue.send", app = %cx.app).entered();
+    let max_bytes = context::buffering_limits(CALL, |l| l.max_payload_bytes)?;
     let queue = channel(CALL, queue)?;
-    let payload = to_json(
-        "queue::send: payload",
-        payload,
-        cx.limits().max_payload_bytes,
-    )?;
+    let payload = to_json("queue::send: payload", payload, max_bytes)?;
     check_options(CALL, opts, &["delay", "idempotency_key"])?;
     let delay = match opts.get("delay").filter(|v| !v.is_unit()) {
         Some(v) => Some(seconds(CALL, "delay", v)?).filter(|d| !d.is_zero()),

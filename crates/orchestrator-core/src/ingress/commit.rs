@@ -10,9 +10,11 @@
 //!   an idle committer waits on its queue: no timer, no polling;
 //! - SQLite commits one group at a time (one writer); PostgreSQL up to `POSTGRES_COMMITTERS`
 //!   side by side, as the event dispatcher does.
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use metrics::{Histogram, histogram};
 use shared::store::{App, KeyAnswer, KeyHold, StoredAnswer, SyncCommit};
 use shared::{Effects, Store, StoreError};
@@ -94,8 +96,18 @@ async fn commit_loop(
     mut pending: mpsc::UnboundedReceiver<Pending>,
     committers: usize,
 ) {
-    let busy = Arc::new(Semaphore::new(committers));
     let mut buf = Vec::new();
+    if committers == 1 {
+        // One group at a time: committed here, without a task of its own per group (a
+        // group that panicked leaves its runs unanswered, as its task would, and the loop
+        // goes on).
+        while pending.recv_many(&mut buf, MAX_GROUP).await > 0 {
+            let group = commit_group(&store, std::mem::take(&mut buf));
+            let _ = AssertUnwindSafe(group).catch_unwind().await;
+        }
+        return;
+    }
+    let busy = Arc::new(Semaphore::new(committers));
     loop {
         let Ok(turn) = busy.clone().acquire_owned().await else {
             break;

@@ -508,8 +508,8 @@ async fn run_and_record(
         Outcome::Ran(execution) => std::mem::take(&mut execution.effects),
         Outcome::TimedOut | Outcome::Refused(_) => Effects::default(),
     };
-    // What it emitted continues its trace (a run without effects commits nothing).
-    if !effects.is_empty() {
+    // What it emitted continues its trace (only emitted events carry it).
+    if !effects.emitted.is_empty() {
         effects.trace = Some(span.traceparent());
     }
     let (mut settled, answer) = settle(id, outcome, &orchestrator.config);

@@ -19,7 +19,112 @@ on_both_backends!(
     outbound_http_reaches_allowed_servers_and_the_default_policy_refuses_loopback,
     email_without_smtp_lands_in_the_development_mailbox,
     deleting_an_app_removes_its_blob_files,
+    writes_answered_inline_commit_once_each_to_its_own_app,
+    a_discarded_inline_try_leaves_nothing_behind_and_its_rerun_commits_once,
 );
+
+/// The value of a metric line `name value` in the `/metrics` text (`None`: not there).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+const KEPT: &str = r#"picloud_script_inline_runs_total{outcome="kept"}"#;
+const DISCARDED: &str = r#"picloud_script_inline_runs_total{outcome="discarded"}"#;
+
+/// Scripts whose only host calls buffer effects are answered by their inline try on the
+/// runtime worker: each request's writes and queued message are committed once, to the
+/// app it was routed to, before it is answered.
+async fn writes_answered_inline_commit_once_each_to_its_own_app(db: Backend) {
+    let app = spawn_app(db).await;
+    let source = |who: &str| {
+        format!(
+            r#"let i = request.params.i; kv::set("k" + i, "{who}"); kv::set("last", i);
+               kv::set("gone", 1); kv::delete("gone"); queue::send("jobs", i); "ok""#
+        )
+    };
+    app.endpoint("shop", "put", "GET /put/:i", &source("shop"))
+        .await;
+    app.endpoint("other", "put", "GET /put/:i", &source("other"))
+        .await;
+    let owner = |i: usize| if i % 4 == 3 { "other" } else { "shop" };
+    futures::future::join_all((0..24).map(|i| {
+        let app = &app;
+        async move {
+            let res = app.get(&format!("/{}/put/{i}", owner(i))).await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.text().await.unwrap(), "ok");
+            // Committed before the answer: another connection reads it at once.
+            assert_eq!(
+                app.kv(owner(i), &format!("k{i}")).await,
+                Some(json!(owner(i)))
+            );
+        }
+    }))
+    .await;
+    for i in 0..24 {
+        let stranger = if owner(i) == "shop" { "other" } else { "shop" };
+        assert_eq!(app.kv(stranger, &format!("k{i}")).await, None, "k{i}");
+    }
+    for (name, requests) in [("shop", 18), ("other", 6)] {
+        let queued = app
+            .store
+            .outbox
+            .pending(&shared::AppName::parse(name).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(queued, requests, "one queued message per request of {name}");
+        assert_eq!(app.kv(name, "gone").await, None);
+        let last = app.kv(name, "last").await.expect("last is written");
+        let last: usize = last.as_str().unwrap().parse().unwrap();
+        assert_eq!(owner(last), name);
+    }
+    // Each app's first request was tried inline (kept, or discarded if the loaded machine
+    // ran it past the try's millisecond: then it ran again on a script thread); each
+    // request ran once.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let tried = metric(&metrics, KEPT).unwrap_or(0.0) + metric(&metrics, DISCARDED).unwrap_or(0.0);
+    assert!(tried >= 2.0, "{metrics}");
+    let ok = r#"picloud_script_runs_total{outcome="ok"}"#;
+    assert_eq!(metric(&metrics, ok), Some(24.0), "{metrics}");
+}
+
+/// A try that buffered writes and then made a call it may not make (`kv :: get`, written
+/// so to get past the source check) is discarded with what it buffered; the invocation
+/// runs again on a script thread, whose effects are committed once.
+async fn a_discarded_inline_try_leaves_nothing_behind_and_its_rerun_commits_once(db: Backend) {
+    let app = spawn_app(db).await;
+    app.endpoint(
+        "shop",
+        "echo",
+        "GET /echo/:i",
+        r#"let i = request.params.i; kv::set("d" + i, i); queue::send("jobs", i);
+           kv :: get("d" + i)"#,
+    )
+    .await;
+    for i in 0..5 {
+        let res = app.get(&format!("/shop/echo/{i}")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), i.to_string());
+        assert_eq!(
+            app.kv("shop", &format!("d{i}")).await,
+            Some(json!(i.to_string()))
+        );
+    }
+    let queued = app
+        .store
+        .outbox
+        .pending(&shared::AppName::parse("shop").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        queued, 5,
+        "one queued message per request, none from the discarded try"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&metrics, DISCARDED), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, KEPT).unwrap_or(0.0), 0.0, "{metrics}");
+}
 
 /// Regular files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

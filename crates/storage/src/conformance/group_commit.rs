@@ -122,6 +122,31 @@ pub async fn a_group_of_sync_runs_commits_each_run_once_and_a_failing_run_fails_
         Some(json!(3)),
         "the last run's set"
     );
+
+    // Runs that only set and delete keys (SQLite commits them without a savepoint), in
+    // two apps and one that is gone: each goes to its own app, the gone one fails alone.
+    let other = store.apps.create(&app("other")).await.expect("app");
+    let runs = [
+        (
+            &shop,
+            kv(vec![
+                set("hot", json!(4)),
+                KvWrite::Delete { key: "a".into() },
+            ]),
+        ),
+        (&old, kv(vec![set("hot", json!("old"))])),
+        (&other, kv(vec![set("hot", json!("other"))])),
+        (&shop, kv(vec![set("hot", json!(5)), set("b", json!(6))])),
+    ];
+    assert_eq!(
+        outcomes(store, &unkeyed(&runs)).await,
+        ["ok", "app not found", "ok", "ok"]
+    );
+    assert_eq!(value(store, "hot").await, Some(json!(5)));
+    assert_eq!(value(store, "a").await, None);
+    assert_eq!(value(store, "b").await, Some(json!(6)));
+    let in_other = store.kv.get(&app("other"), "hot").await.expect("get");
+    assert_eq!(in_other.map(|e| e.value), Some(json!("other")));
 }
 
 pub async fn a_group_of_keyed_runs_stores_each_answer_and_a_run_without_its_key_fails_alone(

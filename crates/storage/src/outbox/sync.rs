@@ -5,7 +5,8 @@
 //! the app's row until the commit); a run whose app is gone fails alone with
 //! `NotFound("app")`. When the other runs have no blob writes and their KV writes merge
 //! (`repo::kv::merge`), all of them are tried in one savepoint with the merged writes
-//! applied last, as the events' group commit does; otherwise, or when that savepoint fails,
+//! applied last, as the events' group commit does (on SQLite, runs that only set and
+//! delete keys need no savepoint: none of their parts can fail alone); otherwise, or when that savepoint fails,
 //! each run gets a savepoint of its own, so a run whose part fails (an increment of a
 //! non-integer, a key it no longer holds) fails alone and the others commit. A run alone
 //! needs no savepoint: its error abandons the transaction.
@@ -16,7 +17,7 @@ use shared::{AppName, Effects, StoreError};
 use super::{OutboxSql, Plan, apply_writes};
 use crate::error::db;
 use crate::repo::idempotency::answer;
-use crate::repo::kv::{apply_merged, merge};
+use crate::repo::kv::{Merged, MergedKv, apply_merged, merge};
 use crate::sql::sql;
 
 /// One run's effects.
@@ -135,6 +136,13 @@ async fn merged<DB: OutboxSql>(
     let Some(writes) = merge(live.iter().map(|&i| (runs[i].app, &runs[i].effects.kv[..]))) else {
         return Ok(false);
     };
+    if DB::BACKEND == "sqlite" && only_sets_and_deletes(runs, live, &writes) {
+        // SQLite has one writer: nothing else writes meanwhile, and the runs' apps were
+        // found in this transaction, so no run's part can fail alone; an error is the
+        // transaction's (every run fails, as each would in a savepoint of its own).
+        apply_merged::<DB>(conn, &writes).await?;
+        return Ok(true);
+    }
     let mut plan = Plan::default();
     let mut sp = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
     let result = async {
@@ -170,6 +178,17 @@ async fn merged<DB: OutboxSql>(
             Ok(false)
         }
     }
+}
+
+/// Whether the `live` runs only set and delete keys: no increments (which can meet a
+/// non-integer), no emitted events, no keys' answers (which can find their key gone).
+fn only_sets_and_deletes(runs: &[Run<'_>], live: &[usize], writes: &MergedKv<'_>) -> bool {
+    live.iter()
+        .all(|&i| runs[i].answer.is_none() && runs[i].effects.emitted.is_empty())
+        && writes
+            .keys()
+            .iter()
+            .all(|(_, _, write)| matches!(write, Merged::Last(_)))
 }
 
 /// One run's part: its KV and blob writes, its emitted events, its key's answer.
