@@ -70,7 +70,7 @@ pub struct DispatchConfig {
     pub batch_size: u32,
     /// How long a claimed row stays ours; past it, any node may claim it again (default 60 s).
     pub lease: Duration,
-    /// Events leased by this node at once, from claim to commit (default 64).
+    /// Events leased by this node at once, from claim to commit (default 128).
     pub max_in_flight: usize,
     /// The retry delay's base: the ceiling after the first failed attempt (default 1 s).
     pub backoff_base: Duration,
@@ -92,7 +92,7 @@ impl Default for DispatchConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             batch_size: 100,
             lease: Duration::from_secs(60),
-            max_in_flight: 64,
+            max_in_flight: 128,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             max_record_log_bytes: 16 * 1024,

@@ -230,7 +230,7 @@ impl Default for EventSettings {
         EventSettings {
             batch_size: 100,
             lease_secs: 60,
-            max_in_flight: 64,
+            max_in_flight: 128,
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             dead_letter_retention_days: 30,
