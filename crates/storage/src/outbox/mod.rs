@@ -350,6 +350,10 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
         // A connection found lost is tried again once: every row is held under its claim's
         // token, so a commit whose answer was lost after it committed holds nothing the
         // second time (its events come back as not held), and nothing is done twice.
+        // `uncertain`: an attempt met a lost connection, so it may have committed with
+        // only its answer lost; its new blob objects may then be referenced, and its
+        // inserted events wait to be claimed.
+        let mut uncertain = false;
         for _attempt in 0..2 {
             acc = Batch::default();
             result = async {
@@ -364,23 +368,30 @@ impl<DB: OutboxSql> OutboxRepository for Outbox<DB> {
             .await;
             match &result {
                 Err(e) if crate::error::is_lost_connection(e) => {
+                    uncertain = true;
                     tracing::warn!(error = ?e, "a batch met a lost database connection; trying it again");
                 }
                 _ => break,
             }
         }
         drop(turn);
+        // After an uncertain attempt, new objects stay where they may be referenced: a
+        // leaked object, never a blob row without its object.
         if let Err(e) = result {
-            self.remove_objects(&effects::batch_new_objects(batch))
-                .await;
+            if !uncertain {
+                self.remove_objects(&effects::batch_new_objects(batch))
+                    .await;
+            }
             return Err(e);
         }
-        if acc.inserted > 0 {
+        if acc.inserted > 0 || uncertain {
             self.inserted.notify_one();
         }
         self.announce(&acc.realtime).await;
         self.remove_objects(&acc.stale).await;
-        self.remove_objects(&acc.orphans).await;
+        if !uncertain {
+            self.remove_objects(&acc.orphans).await;
+        }
         Ok(acc.skipped)
     }
 

@@ -557,3 +557,82 @@ async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() 
     admin.close().await.ok();
     schema.close().await;
 }
+
+/// A commit whose first attempt met a lost connection may have committed with only its
+/// answer lost: the new objects of events the second attempt finds not held may then be
+/// referenced by committed blob rows, so they stay (leaked, never lost). Without a lost
+/// connection, a not-held event's new object is an orphan and is removed.
+#[tokio::test]
+async fn after_a_lost_connection_a_not_held_events_new_object_is_kept_not_removed() {
+    let schema = crate::testing::TestUrl::postgres().await;
+    let name = format!("picloud_kill_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}&application_name={name}", schema.url);
+    let store = crate::connect(&url).await.expect("store");
+    let app = AppName::parse("shop").expect("name");
+    let events = claimed(&store, 2).await;
+    let mut admin = sqlx::PgConnection::connect(&schema.url)
+        .await
+        .expect("connect");
+    let terminate = "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
+         FROM pg_stat_activity WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'";
+    // Each event under a token that is not its claim's: not held, its object an orphan.
+    let not_held = |event: &Event, object: &str| EventCommit {
+        event: Event {
+            lease: Some(shared::LeaseToken::new()),
+            ..event.clone()
+        },
+        outcome: EventOutcome::Done {
+            effects: Effects {
+                blobs: vec![shared::BlobWrite::Put {
+                    name: "report.txt".into(),
+                    object: object.into(),
+                    size: 2,
+                    content_type: None,
+                }],
+                ..Effects::default()
+            },
+        },
+        record: None,
+    };
+    let kept = store
+        .objects
+        .put(&app, bytes::Bytes::from_static(b"ok"))
+        .await
+        .expect("put");
+    let removed = store
+        .objects
+        .put(&app, bytes::Bytes::from_static(b"ok"))
+        .await
+        .expect("put");
+
+    let ended: i64 = sqlx::query_scalar(terminate)
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate");
+    assert!(ended >= 1, "the store's connections were terminated");
+    let lost = store
+        .outbox
+        .commit("node", &[not_held(&events[0], &kept)])
+        .await
+        .expect("commit");
+    assert_eq!(lost, vec![events[0].id], "the event was not held");
+    assert!(
+        store.objects.get(&kept).await.is_ok(),
+        "after a lost connection the new object stays"
+    );
+
+    let lost = store
+        .outbox
+        .commit("node", &[not_held(&events[1], &removed)])
+        .await
+        .expect("commit");
+    assert_eq!(lost, vec![events[1].id], "the event was not held");
+    assert!(
+        store.objects.get(&removed).await.is_err(),
+        "with no lost connection the orphan is removed"
+    );
+    store.health.close().await;
+    admin.close().await.ok();
+    schema.close().await;
+}
