@@ -498,23 +498,62 @@ async fn a_connection_terminated_while_idle_fails_one_statement_and_the_next_is_
     db.close().await;
 }
 
+/// A store whose connections carry their own `application_name`, and an admin connection
+/// that terminates them (not its LISTEN connection) as a failed-over server would.
+struct Killable {
+    schema: crate::testing::TestUrl,
+    name: String,
+    store: Store,
+    admin: sqlx::PgConnection,
+}
+
+impl Killable {
+    async fn new() -> Self {
+        let schema = crate::testing::TestUrl::postgres().await;
+        let name = format!("picloud_kill_{}", uuid::Uuid::new_v4().simple());
+        let url = format!("{}&application_name={name}", schema.url);
+        let store = crate::connect(&url).await.expect("store");
+        let admin = sqlx::PgConnection::connect(&schema.url)
+            .await
+            .expect("connect");
+        Killable {
+            schema,
+            name,
+            store,
+            admin,
+        }
+    }
+
+    /// Terminates the store's connections; at least one was open.
+    async fn terminate(&mut self) {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
+             FROM pg_stat_activity WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut self.admin)
+        .await
+        .expect("terminate");
+        assert!(ended >= 1, "the store's connections were terminated");
+    }
+
+    async fn close(self) {
+        self.store.health.close().await;
+        self.admin.close().await.ok();
+        self.schema.close().await;
+    }
+}
+
 /// A group commit that meets connections terminated while idle is committed by the same
 /// call, exactly once: the one-statement try fails on a dead connection, the transaction
 /// (or the one try again after a lost connection) runs on a pinged one. With an emitted
 /// event the batch goes straight to the transaction, whose BEGIN meets the dead connection.
 #[tokio::test]
 async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() {
-    let schema = crate::testing::TestUrl::postgres().await;
-    let name = format!("picloud_kill_{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{}&application_name={name}", schema.url);
-    let store = crate::connect(&url).await.expect("store");
+    let mut killable = Killable::new().await;
+    let store = killable.store.clone();
     let app = AppName::parse("shop").expect("name");
     let events = claimed(&store, 4).await;
-    let mut admin = sqlx::PgConnection::connect(&schema.url)
-        .await
-        .expect("connect");
-    let terminate = "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
-         FROM pg_stat_activity WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'";
     let emit = |event: &Event| EventCommit {
         event: event.clone(),
         outcome: EventOutcome::Done {
@@ -537,12 +576,7 @@ async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() 
         vec![emit(&events[2]), emit(&events[3])],
     ];
     for batch in &batches {
-        let ended: i64 = sqlx::query_scalar(terminate)
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await
-            .expect("terminate");
-        assert!(ended >= 1, "the store's connections were terminated");
+        killable.terminate().await;
         let lost = store.outbox.commit("node", batch).await.expect("commit");
         assert!(lost.is_empty());
     }
@@ -553,9 +587,7 @@ async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() 
         2,
         "the four rows gone, the two emitted events in"
     );
-    store.health.close().await;
-    admin.close().await.ok();
-    schema.close().await;
+    killable.close().await;
 }
 
 /// A commit whose first attempt met a lost connection may have committed with only its
@@ -564,17 +596,10 @@ async fn an_outbox_commit_after_its_connections_were_terminated_succeeds_once() 
 /// connection, a not-held event's new object is an orphan and is removed.
 #[tokio::test]
 async fn after_a_lost_connection_a_not_held_events_new_object_is_kept_not_removed() {
-    let schema = crate::testing::TestUrl::postgres().await;
-    let name = format!("picloud_kill_{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{}&application_name={name}", schema.url);
-    let store = crate::connect(&url).await.expect("store");
+    let mut killable = Killable::new().await;
+    let store = killable.store.clone();
     let app = AppName::parse("shop").expect("name");
     let events = claimed(&store, 2).await;
-    let mut admin = sqlx::PgConnection::connect(&schema.url)
-        .await
-        .expect("connect");
-    let terminate = "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
-         FROM pg_stat_activity WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'";
     // Each event under a token that is not its claim's: not held, its object an orphan.
     let not_held = |event: &Event, object: &str| EventCommit {
         event: Event {
@@ -605,12 +630,7 @@ async fn after_a_lost_connection_a_not_held_events_new_object_is_kept_not_remove
         .await
         .expect("put");
 
-    let ended: i64 = sqlx::query_scalar(terminate)
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .expect("terminate");
-    assert!(ended >= 1, "the store's connections were terminated");
+    killable.terminate().await;
     let lost = store
         .outbox
         .commit("node", &[not_held(&events[0], &kept)])
@@ -632,7 +652,5 @@ async fn after_a_lost_connection_a_not_held_events_new_object_is_kept_not_remove
         store.objects.get(&removed).await.is_err(),
         "with no lost connection the orphan is removed"
     );
-    store.health.close().await;
-    admin.close().await.ok();
-    schema.close().await;
+    killable.close().await;
 }
