@@ -199,27 +199,30 @@ mod tests {
 
     /// Wait (bounded, for a loaded machine) until `what` holds.
     async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-        for _ in 0..2000 {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("never: {what}");
+        testkit::eventually(what, Duration::from_secs(10), async || {
+            check().await.then_some(())
+        })
+        .await;
     }
 
-    #[tokio::test]
-    async fn an_empty_buffer_is_never_pruned_again_and_publishes_are_pruned_once_per_burst() {
+    /// A store with app `shop` whose topic `orders` is exposed to browsers.
+    async fn shop_with_orders() -> storage::testing::TestDb {
         let db = storage::testing::sqlite_store().await;
-        let store = db.store.clone();
-        store.apps.create(&app("shop")).await.unwrap();
+        db.store.apps.create(&app("shop")).await.unwrap();
         assert!(
-            store
+            db.store
                 .realtime
                 .expose(&app("shop"), &topic("orders"))
                 .await
                 .unwrap()
         );
+        db
+    }
+
+    #[tokio::test]
+    async fn an_empty_buffer_is_never_pruned_again_and_publishes_are_pruned_once_per_burst() {
+        let db = shop_with_orders().await;
+        let store = db.store.clone();
         // A prune every 10 ms at most; events live a day.
         let retention = Retention {
             keep: 3,
@@ -259,16 +262,8 @@ mod tests {
 
     #[tokio::test]
     async fn buffered_events_are_pruned_when_the_oldest_expires_then_the_prune_sleeps() {
-        let db = storage::testing::sqlite_store().await;
+        let db = shop_with_orders().await;
         let store = db.store.clone();
-        store.apps.create(&app("shop")).await.unwrap();
-        assert!(
-            store
-                .realtime
-                .expose(&app("shop"), &topic("orders"))
-                .await
-                .unwrap()
-        );
         publish(&store, 2).await;
         // Events live 200 ms; the count is no limit.
         let retention = Retention {
