@@ -2,14 +2,18 @@
 //! module), compiled once on the first run after a deploy and reused until a catalog
 //! change drops it.
 //!
+//! One map keyed by (app, script) with hashbrown's default hasher (foldhash): a run looks
+//! its script up once, borrowing the names (`Key`), and hashes them cheaply (the names
+//! come from the catalog, not from a request: no flooding to guard against with SipHash).
+//!
 //! What must stay true: an entry never outlives the invalidation of its script. A loader
 //! reads the generation before it reads the store and inserts only if no invalidation
 //! happened since; invalidations bump the generation under the write lock. So a deploy
 //! that lands while an old version is being loaded cannot be hidden by a stale insert.
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use hashbrown::{Equivalent, HashMap};
 use rhai::{AST, Module, Shared};
 use shared::{AppName, ScriptName};
 
@@ -77,8 +81,19 @@ impl Compiled {
     }
 }
 
-/// By app, then script: a lookup borrows the names instead of building a key.
-type Entries = HashMap<AppName, HashMap<ScriptName, Arc<Compiled>>>;
+/// By (app, script); looked up with a `Key`.
+type Entries = HashMap<(AppName, ScriptName), Arc<Compiled>>;
+
+/// An entry's key, borrowed: it hashes as the owned pair does (a tuple hashes its fields
+/// in order, a reference as what it points to).
+#[derive(Hash)]
+struct Key<'a>(&'a AppName, &'a ScriptName);
+
+impl Equivalent<(AppName, ScriptName)> for Key<'_> {
+    fn equivalent(&self, (app, script): &(AppName, ScriptName)) -> bool {
+        self.0 == app && self.1 == script
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct AstCache {
@@ -90,7 +105,7 @@ pub(crate) struct AstCache {
 impl AstCache {
     pub(crate) fn get(&self, app: &AppName, script: &ScriptName) -> Option<Arc<Compiled>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(app)?.get(script).cloned()
+        entries.get(&Key(app, script)).cloned()
     }
 
     /// Read before loading from the store; pass to `insert_if_current`.
@@ -110,19 +125,14 @@ impl AstCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return false;
         }
-        entries
-            .entry(app.clone())
-            .or_default()
-            .insert(script.clone(), compiled);
+        entries.insert((app.clone(), script.clone()), compiled);
         true
     }
 
     pub(crate) fn invalidate_script(&self, app: &AppName, script: &ScriptName) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Some(scripts) = entries.get_mut(app) {
-            scripts.remove(script);
-        }
+        entries.remove(&Key(app, script));
     }
 
     pub(crate) fn invalidate_all(&self) {
@@ -134,7 +144,7 @@ impl AstCache {
     pub(crate) fn invalidate_app(&self, app: &AppName) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.remove(app);
+        entries.retain(|(entry_app, _), _| entry_app != app);
     }
 }
 
@@ -195,5 +205,32 @@ mod tests {
         cache.invalidate_app(&shop);
         assert!(cache.get(&shop, &a).is_none());
         assert!(cache.get(&blog, &b).is_some());
+    }
+
+    #[test]
+    fn a_lookup_finds_exactly_its_app_and_script() {
+        let cache = AstCache::default();
+        let g = cache.generation();
+        // Names whose concatenations collide: the pair, not the joined text, is the key.
+        let (ab_c, _) = names("ab", "c");
+        let (a_bc, _) = names("a", "bc");
+        let (c, bc) = (
+            ScriptName::parse("c").unwrap(),
+            ScriptName::parse("bc").unwrap(),
+        );
+        assert!(cache.insert_if_current(&ab_c, &c, compiled(1), g));
+        assert!(cache.insert_if_current(&a_bc, &bc, compiled(2), g));
+        assert_eq!(cache.get(&ab_c, &c).map(|c| c.version), Some(1));
+        assert_eq!(cache.get(&a_bc, &bc).map(|c| c.version), Some(2));
+        assert!(cache.get(&ab_c, &bc).is_none());
+        assert!(cache.get(&a_bc, &c).is_none());
+        // A newer version replaces the entry; invalidating a script drops only it.
+        assert!(cache.insert_if_current(&ab_c, &c, compiled(3), g));
+        assert_eq!(cache.get(&ab_c, &c).map(|c| c.version), Some(3));
+        cache.invalidate_script(&ab_c, &c);
+        assert!(cache.get(&ab_c, &c).is_none());
+        assert_eq!(cache.get(&a_bc, &bc).map(|c| c.version), Some(2));
+        cache.invalidate_all();
+        assert!(cache.get(&a_bc, &bc).is_none());
     }
 }

@@ -195,7 +195,8 @@ impl Executor {
         if !compiled.runs_inline() || !self.pool.is_open() {
             return None;
         }
-        let started_at = Utc::now();
+        let started_at = crate::run_state::utc_now();
+        // Read once: the try's time budget counts from here too.
         let clock = Instant::now();
         let limits = self.runner.limits_of(inv);
         let m = &*RUN_METRICS;
@@ -203,17 +204,17 @@ impl Executor {
         // objects to delete when it is discarded, which would block this worker); built
         // only for a script that names one.
         let host = compiled.buffers.then(|| {
-            Host::new(
+            Box::new(Host::new(
                 Arc::clone(&self.runner),
                 inv.app.clone(),
                 inv.script.clone(),
                 Arc::clone(&limits),
-            )
+            ))
         });
         let Some((out, effects)) = self
             .runner
             .sandbox
-            .try_inline(&compiled, &inv.input, &limits, host)
+            .try_inline(&compiled, &inv.input, &limits, host, clock)
         else {
             compiled.stop_inline();
             m.inline_discarded.increment(1);
@@ -225,14 +226,16 @@ impl Executor {
         compiled.overran(duration > crate::sandbox::INLINE_MAX_TIME);
         m.inline_kept.increment(1);
         self.inline_runs.fetch_add(1, Ordering::Relaxed);
-        Some(self.runner.finish(Execution {
+        let execution = Execution {
             version: compiled.version,
             started_at,
             duration,
             logs: out.logs,
             result: out.result,
             effects,
-        }))
+        };
+        self.runner.record(&execution);
+        Some(execution)
     }
 
     /// Stop taking jobs and join the script threads; a running script ends by its
@@ -305,6 +308,12 @@ impl Runner {
     }
 
     fn finish(&self, execution: Execution) -> Execution {
+        self.record(&execution);
+        execution
+    }
+
+    /// Count a run by its outcome and record its duration.
+    fn record(&self, execution: &Execution) {
         let m = &*RUN_METRICS;
         let outcome = match &execution.result {
             Ok(_) => &m.ok,
@@ -316,7 +325,6 @@ impl Runner {
         };
         outcome.increment(1);
         m.duration.record(execution.duration.as_secs_f64());
-        execution
     }
 
     /// The compiled active version, from the cache or loaded and compiled now.

@@ -72,9 +72,13 @@ pub(crate) fn to_output(
     value: Dynamic,
     max_output_bytes: usize,
 ) -> Result<ScriptOutput, ScriptFailure> {
-    let (status, mut headers, body) = match value.try_cast_result::<ScriptResponse>() {
-        Ok(resp) => (resp.status, resp.headers, resp.body),
-        Err(value) => (0, Vec::new(), value),
+    // A type check first: most scripts return a plain value, which a cast attempt would
+    // first flatten.
+    let (status, mut headers, body) = if value.is::<ScriptResponse>() {
+        let resp = value.cast::<ScriptResponse>();
+        (resp.status, resp.headers, resp.body)
+    } else {
+        (0, Vec::new(), value)
     };
     let (content_type, bytes) = encode_body(body)?;
     if bytes.len() > max_output_bytes {
@@ -91,15 +95,30 @@ pub(crate) fn to_output(
     if let Some(ct) = content_type
         && !headers.iter().any(|(n, _)| n == "content-type")
     {
-        // Most answers have this one header: room for one, not `push`'s four.
-        headers.reserve_exact(1);
-        headers.push(("content-type".to_owned(), ct.to_owned()));
+        let header = ("content-type".to_owned(), ct.to_owned());
+        if headers.is_empty() {
+            // Most answers have this one header: room for one, allocated at once.
+            headers = vec![header];
+        } else {
+            headers.reserve_exact(1);
+            headers.push(header);
+        }
     }
     Ok(ScriptOutput {
         status,
         headers,
         body: bytes,
     })
+}
+
+/// A returned string as a body: its bytes are shared, not copied (a string literal's are
+/// the compiled script's own).
+struct Text(ImmutableString);
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// The body bytes and their default content type (`None` for `()`: no body).
@@ -112,7 +131,7 @@ fn encode_body(body: Dynamic) -> Result<(Option<&'static str>, Bytes), ScriptFai
     }
     if body.is_string() {
         let text = body.into_immutable_string().unwrap_or_default();
-        return Ok((Some(TEXT), Bytes::from(text.as_str().to_owned())));
+        return Ok((Some(TEXT), Bytes::from_owner(Text(text))));
     }
     if crate::nesting::too_deep(&body) {
         return Err(ScriptFailure {
@@ -165,6 +184,26 @@ mod tests {
         assert_eq!(header(&out, "content-type"), Some("image/png"));
         let err = to_output(Dynamic::from_blob(vec![1; 11]), 10).unwrap_err();
         assert_eq!(err.kind, FailureKind::LimitExceeded);
+    }
+
+    #[test]
+    fn a_returned_string_is_its_bytes_short_or_long() {
+        for text in [
+            String::new(),
+            "hello world".into(),
+            "long text ".repeat(100),
+        ] {
+            let out = to_output(Dynamic::from(text.clone()), 10_000).unwrap();
+            assert_eq!(out.body.as_ref(), text.as_bytes());
+            let shared = Dynamic::from(text.clone()).into_shared();
+            let out = to_output(shared, 10_000).unwrap();
+            assert_eq!(out.body.as_ref(), text.as_bytes());
+        }
+        // A response held in a shared value (a closure captured it) is still one.
+        let resp = make_response(201, Dynamic::from("made"), Map::new()).unwrap();
+        let out = to_output(Dynamic::from(resp).into_shared(), 100).unwrap();
+        assert_eq!((out.status, out.body.as_ref()), (201, b"made".as_ref()));
+        assert_eq!(header(&out, "content-type"), Some(TEXT));
     }
 
     #[test]

@@ -24,9 +24,9 @@
 //! callback without a borrow; the log and the host context are `RefCell`s, borrowed only
 //! for the moment a host call reads or changes them (never across a nested evaluation).
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use rhai::Dynamic;
 use shared::{Effects, LogLevel, LogLine};
 
@@ -92,7 +92,8 @@ struct RunState {
     /// The app, runner, limits, buffered effects, invoke depth and import stack of a run
     /// of the executor (an inline try's serves only the calls that buffer effects);
     /// `None` for a bare sandbox run and between runs.
-    host: RefCell<Option<Host>>,
+    /// Boxed: moved in and out of here on every run, it stays one pointer wide.
+    host: RefCell<Option<Box<Host>>>,
     /// Set for an inline try: a call that needs the host context stops it instead.
     inline: Cell<bool>,
 }
@@ -214,7 +215,7 @@ pub(crate) fn push_log(level: LogLevel, message: &str) {
         if buf.bytes + message.len() > buf.max_bytes {
             buf.truncated = true;
             buf.lines.push(LogLine {
-                at: Utc::now(),
+                at: utc_now(),
                 level: LogLevel::Warn,
                 message: LOG_TRUNCATED.to_owned(),
             });
@@ -238,7 +239,7 @@ pub(crate) fn with_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
         if run.inline.get() {
             return None;
         }
-        run.host.borrow_mut().as_mut().map(f)
+        run.host.borrow_mut().as_deref_mut().map(f)
     });
     if found.is_none() {
         refuse_inline();
@@ -252,7 +253,7 @@ pub(crate) fn with_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
 /// once if it is kept and succeeds, dropped with it otherwise). `None` outside a run of
 /// the executor (and an inline try without a host context, which this stops).
 pub(crate) fn with_buffering_host<T>(f: impl FnOnce(&mut Host) -> T) -> Option<T> {
-    let found = RUN.with(|run| run.host.borrow_mut().as_mut().map(f));
+    let found = RUN.with(|run| run.host.borrow_mut().as_deref_mut().map(f));
     if found.is_none() {
         refuse_inline();
     }
@@ -269,17 +270,67 @@ pub(crate) fn refuse_inline() -> bool {
     inline
 }
 
+/// `chrono::Utc::now()`, with the calendar date of the day kept per thread: turning a
+/// day number into a date is the costly half of it, and the day changes once a day.
+pub(crate) fn utc_now() -> DateTime<Utc> {
+    thread_local! {
+        static TODAY: Cell<(u64, NaiveDate)> = const { Cell::new((u64::MAX, NaiveDate::MIN)) };
+    }
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => TODAY.with(|today| utc_at(since, today)),
+        // Before 1970: chrono's own answer (it panics).
+        Err(_) => Utc::now(),
+    }
+}
+
+/// `since` the Unix epoch as chrono's `Utc::now` builds it, the date taken from `today`
+/// (day number, date) when it is that day, and kept there otherwise.
+fn utc_at(since: Duration, today: &Cell<(u64, NaiveDate)>) -> DateTime<Utc> {
+    let secs = since.as_secs();
+    let (day, second) = (secs / 86_400, secs % 86_400);
+    let date = match today.get() {
+        (known, date) if known == day => Some(date),
+        _ => i64::try_from(secs - second)
+            .ok()
+            .and_then(|start| DateTime::from_timestamp(start, 0))
+            .map(|start| {
+                let date = start.date_naive();
+                today.set((day, date));
+                date
+            }),
+    };
+    // The second of the day and the nanoseconds are always in range.
+    let time = u32::try_from(second)
+        .ok()
+        .and_then(|s| NaiveTime::from_num_seconds_from_midnight_opt(s, since.subsec_nanos()));
+    match (date, time) {
+        (Some(date), Some(time)) => date.and_time(time).and_utc(),
+        _ => DateTime::from_timestamp(secs as i64, since.subsec_nanos())
+            .expect("a time chrono can represent"),
+    }
+}
+
 /// The one guard of a run: holds this thread's run state from `enter` until it drops
-/// (or `finish`es), and clears it then, also when the run panics.
+/// (or `end`s, or `finish`es), and clears it then, also when the run panics.
 pub(crate) struct RunScope {
     /// The state is this thread's: the guard must not move to another one.
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+/// What a run left behind when its scope ended (`RunScope::end`).
+pub(crate) struct Ended {
+    /// Why `stop` ended the run, if it did.
+    pub(crate) stopped: Option<Termination>,
+    /// The lines it logged.
+    pub(crate) logs: Vec<LogLine>,
+    /// Its host context, with what it buffered: the caller `finish`es or `abandon`s it.
+    pub(crate) host: Option<Box<Host>>,
+}
+
 impl RunScope {
     /// Start a run under `limits` (its operation budget, deadline and log cap), with the
     /// host context of an executor run or none for a bare sandbox run.
-    pub(crate) fn enter(limits: &Limits, host: Option<Host>) -> Self {
+    pub(crate) fn enter(limits: &Limits, host: Option<Box<Host>>) -> Self {
         let budget = Budget {
             max_operations: limits.max_operations,
             deadline: Instant::now() + limits.timeout,
@@ -289,25 +340,27 @@ impl RunScope {
         Self::begin(budget, limits.max_log_bytes, host, false)
     }
 
-    /// Start an inline try under `limits` cut to `max_operations` and `max_time`, with
-    /// `host` for the calls that only buffer effects (`with_buffering_host`): every other
-    /// host call stops it (`Termination::NotInline`).
+    /// Start an inline try under `limits` cut to `max_operations` and `max_time` (counted
+    /// from `started`, when the try began), with `host` for the calls that only buffer
+    /// effects (`with_buffering_host`): every other host call stops it
+    /// (`Termination::NotInline`).
     pub(crate) fn enter_inline(
         limits: &Limits,
         max_operations: u64,
         max_time: Duration,
-        host: Option<Host>,
+        started: Instant,
+        host: Option<Box<Host>>,
     ) -> Self {
         let budget = Budget {
             max_operations: limits.max_operations.min(max_operations),
-            deadline: Instant::now() + limits.timeout.min(max_time),
+            deadline: started + limits.timeout.min(max_time),
             base: 0,
             clock_mask: INLINE_CLOCK_MASK,
         };
         Self::begin(budget, limits.max_log_bytes, host, true)
     }
 
-    fn begin(budget: Budget, max_log_bytes: usize, host: Option<Host>, inline: bool) -> Self {
+    fn begin(budget: Budget, max_log_bytes: usize, host: Option<Box<Host>>, inline: bool) -> Self {
         RUN.with(|run| {
             run.budget.set(Some(budget));
             run.spent.set(0);
@@ -321,29 +374,47 @@ impl RunScope {
         }
     }
 
+    /// End the run and clear this thread's run state (one pass): why it was stopped, its
+    /// log and its host context, which the caller must `finish` or `abandon`.
+    pub(crate) fn end(self) -> Ended {
+        let ended = RUN.with(|run| {
+            let logs = std::mem::take(&mut run.logs.borrow_mut().lines);
+            let stopped = run.stopped.get();
+            let host = clear(run);
+            Ended {
+                stopped,
+                logs,
+                host,
+            }
+        });
+        // Cleared above: nothing left for `drop` to do.
+        std::mem::forget(self);
+        ended
+    }
+
     /// End the run: the lines it logged, and its effects when it `succeeded` (a failed
     /// run's effects are dropped and the objects its blob puts wrote are deleted).
     pub(crate) fn finish(self, succeeded: bool) -> (Vec<LogLine>, Effects) {
-        let (logs, host) = RUN.with(|run| {
-            let logs = std::mem::take(&mut run.logs.borrow_mut().lines);
-            (logs, run.host.borrow_mut().take())
-        });
+        let Ended { logs, host, .. } = self.end();
         let effects = host.map(|h| h.finish(succeeded)).unwrap_or_default();
         (logs, effects)
     }
 }
 
+/// Reset `run` to "between runs"; its host context, taken out.
+fn clear(run: &RunState) -> Option<Box<Host>> {
+    run.budget.set(None);
+    run.spent.set(0);
+    run.stopped.set(None);
+    run.inline.set(false);
+    *run.logs.borrow_mut() = LogBuffer::empty(0);
+    run.host.borrow_mut().take()
+}
+
 impl Drop for RunScope {
     fn drop(&mut self) {
-        let host = RUN.with(|run| {
-            run.budget.set(None);
-            run.spent.set(0);
-            run.stopped.set(None);
-            run.inline.set(false);
-            *run.logs.borrow_mut() = LogBuffer::empty(0);
-            run.host.borrow_mut().take()
-        });
-        // Only after a panic (`finish` took it otherwise): nothing the run did stays.
+        let host = RUN.with(clear);
+        // Only after a panic (`end` took it otherwise): nothing the run did stays.
         if let Some(host) = host {
             host.abandon();
         }
@@ -361,6 +432,33 @@ mod tests {
             max_log_bytes,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn utc_now_is_chronos_answer_across_days_and_years() {
+        let today = Cell::new((u64::MAX, NaiveDate::MIN));
+        let day = 86_400;
+        for (secs, nanos) in [
+            (0, 0),
+            (day - 1, 999_999_999),
+            (day, 0),
+            (day, 1),
+            (951_782_400 - 1, 5), // 2000-02-29T23:59:59
+            (951_782_400, 5),     // 2000-03-01
+            (1_798_761_599, 0),   // 2026-12-31T23:59:59
+            (1_798_761_600, 0),   // 2027-01-01
+            (1_798_761_600 + 3_723, 123_456_789),
+            (1_798_761_600 + 3_723, 123_456_789),
+            (4_107_542_400, 0), // 2100-03-01
+            (1_798_761_599, 0), // back a day
+        ] {
+            let since = Duration::new(secs, nanos);
+            let chrono = DateTime::from_timestamp(secs as i64, nanos).unwrap();
+            assert_eq!(utc_at(since, &today), chrono, "{secs}.{nanos}");
+        }
+        let before = Utc::now();
+        let now = utc_now();
+        assert!(before <= now && now <= Utc::now());
     }
 
     #[test]

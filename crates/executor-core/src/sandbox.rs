@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use shared::{
@@ -192,17 +192,18 @@ impl Sandbox {
     }
 
     /// Try a run of `compiled` on this thread (a runtime worker) under the inline budget
-    /// (the module doc), with `host` for the calls that only buffer effects: its output
-    /// when it answered or failed as a script error, and its effects when it answered;
-    /// `None` when it must run on a script thread (a limit of the try, a call it may not
-    /// make, a panic; nothing it did is kept, its buffered effects are dropped), or when
-    /// `limits` need an engine of their own.
+    /// (the module doc; its time counts from `started`), with `host` for the calls that
+    /// only buffer effects: its output when it answered or failed as a script error, and
+    /// its effects when it answered; `None` when it must run on a script thread (a limit
+    /// of the try, a call it may not make, a panic; nothing it did is kept, its buffered
+    /// effects are dropped), or when `limits` need an engine of their own.
     pub(crate) fn try_inline(
         &self,
         compiled: &Compiled,
         input: &InvocationInput,
         limits: &Limits,
-        host: Option<Host>,
+        host: Option<Box<Host>>,
+        started: Instant,
     ) -> Option<(RunOutput, Effects)> {
         if EngineLimits::of(limits) != EngineLimits::of(&self.limits) {
             return None;
@@ -218,27 +219,48 @@ impl Sandbox {
                 })
             })
             .as_ref()?;
-        let tried = catch_unwind(AssertUnwindSafe(|| {
+        let scope = RunScope::enter_inline(
+            limits,
+            INLINE_MAX_OPERATIONS,
+            INLINE_MAX_TIME,
+            started,
+            host,
+        );
+        // Only references go into the closure and only the result comes out: nothing
+        // large is moved through the unwinding machinery. A panic drops the scope on the
+        // way out, and its buffered effects with it.
+        let result = catch_unwind(AssertUnwindSafe(|| {
             let mut variables = input::scope_of_run(input, compiled.reads_request);
-            let scope =
-                RunScope::enter_inline(limits, INLINE_MAX_OPERATIONS, INLINE_MAX_TIME, host);
-            let result = match engine.eval_ast_with_scope::<Dynamic>(&mut variables, &compiled.ast)
-            {
+            match engine.eval_ast_with_scope::<Dynamic>(&mut variables, &compiled.ast) {
                 Ok(value) => output::to_output(value, limits.max_output_bytes),
                 Err(err) => Err(failure(limits, &err)),
-            };
-            let kept = run_state::stopped().is_none()
-                && result
-                    .as_ref()
-                    .err()
-                    .is_none_or(|f| f.kind == FailureKind::Error);
-            // A discarded try's scope drops here, and its buffered effects with it.
-            kept.then(|| {
-                let (logs, effects) = scope.finish(result.is_ok());
-                (RunOutput { logs, result }, effects)
-            })
-        }));
-        tried.ok().flatten()
+            }
+        }))
+        .ok()?;
+        let ended = scope.end();
+        let kept = ended.stopped.is_none()
+            && result
+                .as_ref()
+                .err()
+                .is_none_or(|f| f.kind == FailureKind::Error);
+        if !kept {
+            // Discarded: its buffered effects go with it.
+            if let Some(host) = ended.host {
+                host.abandon();
+            }
+            return None;
+        }
+        let effects = ended
+            .host
+            .map(|h| h.finish(result.is_ok()))
+            .unwrap_or_default();
+        Some((
+            RunOutput {
+                logs: ended.logs,
+                result,
+            },
+            effects,
+        ))
     }
 
     /// Evaluate `ast` with `variables` as its scope, under `limits`, with `host`.
@@ -250,7 +272,7 @@ impl Sandbox {
         host: Option<Host>,
     ) -> (RunOutput, Effects) {
         let engine = self.engine_for(limits);
-        let scope = RunScope::enter(limits, host);
+        let scope = RunScope::enter(limits, host.map(Box::new));
         let evaluated = engine.eval_ast_with_scope::<Dynamic>(&mut variables, ast);
         let result = match (evaluated, run_state::stopped()) {
             (_, Some(Termination::TooDeep(what))) => Err(ScriptFailure {
@@ -761,7 +783,13 @@ mod tests {
         let ast = sandbox.compile(source).expect("test script compiles");
         let compiled = Compiled::new(1, ast, source);
         sandbox
-            .try_inline(&compiled, &InvocationInput::Http(req), limits, None)
+            .try_inline(
+                &compiled,
+                &InvocationInput::Http(req),
+                limits,
+                None,
+                Instant::now(),
+            )
             .map(|(out, effects)| {
                 assert!(effects.is_empty(), "no host context, no effects");
                 out
