@@ -872,8 +872,11 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_millis(400), "{source}");
         }
-        // Shallow recursion is kept.
-        let out = try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)").unwrap();
+        // Shallow recursion is kept (a try is also discarded when its thread was held up past
+        // the 1 ms budget, as on a loaded machine: one of a few tries is kept).
+        let out = (0..20)
+            .find_map(|_| try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)"))
+            .unwrap();
         assert_eq!(out.result.unwrap().body.as_ref(), b"2");
     }
 
