@@ -443,7 +443,7 @@ mod tests {
             path: "/users/42".into(),
             params: BTreeMap::from([("id".into(), "42".into())]),
             query: BTreeMap::from([("sort".into(), "asc".into())]),
-            headers: BTreeMap::from([("x-token".into(), "abc".into())]),
+            headers: [("x-token", "abc")].into(),
             body: r#"{"name":"ada"}"#.into(),
         };
         let source = r#"#{ method: request.method, path: request.path, id: request.params.id,
