@@ -208,36 +208,49 @@ impl Sandbox {
         if EngineLimits::of(limits) != EngineLimits::of(&self.limits) {
             return None;
         }
-        let engine = self
-            .inline
-            .get_or_init(|| {
-                (self.limits.max_expr_depth <= INLINE_MAX_EXPR_DEPTH).then(|| {
-                    build_engine(&Limits {
-                        max_call_depth: self.limits.max_call_depth.min(INLINE_CALL_DEPTH),
-                        ..(*self.limits).clone()
+        // The budget counts from `started` (the caller's clock read), or from the end of
+        // what the try had to do first that may take a while: building this engine (the
+        // first try), the `request` map.
+        let mut started = started;
+        let engine = match self.inline.get() {
+            Some(engine) => engine,
+            None => {
+                let engine = self.inline.get_or_init(|| {
+                    (self.limits.max_expr_depth <= INLINE_MAX_EXPR_DEPTH).then(|| {
+                        build_engine(&Limits {
+                            max_call_depth: self.limits.max_call_depth.min(INLINE_CALL_DEPTH),
+                            ..(*self.limits).clone()
+                        })
                     })
-                })
-            })
-            .as_ref()?;
-        let scope = RunScope::enter_inline(
-            limits,
-            INLINE_MAX_OPERATIONS,
-            INLINE_MAX_TIME,
-            started,
-            host,
-        );
+                });
+                started = Instant::now();
+                engine
+            }
+        }
+        .as_ref()?;
         // Only references go into the closure and only the result comes out: nothing
-        // large is moved through the unwinding machinery. A panic drops the scope on the
-        // way out, and its buffered effects with it.
+        // large is moved through the unwinding machinery. A panic drops the scope (if it
+        // was entered) on the way out, and its buffered effects with it.
+        let mut scope = None;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut variables = input::scope_of_run(input, compiled.reads_request);
+            if compiled.reads_request {
+                started = Instant::now();
+            }
+            scope = Some(RunScope::enter_inline(
+                limits,
+                INLINE_MAX_OPERATIONS,
+                INLINE_MAX_TIME,
+                started,
+                host,
+            ));
             match engine.eval_ast_with_scope::<Dynamic>(&mut variables, &compiled.ast) {
                 Ok(value) => output::to_output(value, limits.max_output_bytes),
                 Err(err) => Err(failure(limits, &err)),
             }
         }))
         .ok()?;
-        let ended = scope.end();
+        let ended = scope?.end();
         let kept = ended.stopped.is_none()
             && result
                 .as_ref()
@@ -878,6 +891,42 @@ mod tests {
             .find_map(|_| try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)"))
             .unwrap();
         assert_eq!(out.result.unwrap().body.as_ref(), b"2");
+    }
+
+    #[test]
+    fn an_inline_tries_time_counts_from_its_start_or_from_building_its_engine_or_request() {
+        let limits = Limits::default();
+        let counting = "let x = 0; for i in 0..200 { x += i } x";
+        let reading = "let x = 0; for i in 0..200 { x += i } `${request.path}${x}`";
+        // Read 50 ms before the try: the budget is already spent unless the try restarted
+        // its clock. (A try held up past 1 ms by a loaded machine is discarded too: one
+        // of a few is kept.)
+        let long_ago = || {
+            Instant::now()
+                .checked_sub(Duration::from_millis(50))
+                .unwrap()
+        };
+        let tried = |sandbox: &Sandbox, source: &str, started: Instant| {
+            let ast = sandbox.compile(source).unwrap();
+            let compiled = Compiled::new(1, ast, source);
+            let input = InvocationInput::Http(HttpRequest::default());
+            sandbox.try_inline(&compiled, &input, &limits, None, started)
+        };
+        let kept_first = (0..20).any(|_| {
+            let fresh = Sandbox::new(&limits);
+            tried(&fresh, counting, long_ago()).is_some()
+        });
+        assert!(
+            kept_first,
+            "the first try's clock starts after its engine is built"
+        );
+        let sandbox = Sandbox::new(&limits);
+        assert!((0..20).any(|_| tried(&sandbox, counting, Instant::now()).is_some()));
+        assert!(tried(&sandbox, counting, long_ago()).is_none());
+        assert!(
+            (0..20).any(|_| tried(&sandbox, reading, long_ago()).is_some()),
+            "the clock starts after the request is built"
+        );
     }
 
     #[test]
