@@ -412,14 +412,35 @@ pub(crate) enum Loaded {
 #[async_trait]
 impl ExecutorClient for Executor {
     async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError> {
-        let slot = self
-            .running
-            .admit(&invocation.app, &invocation.script, &invocation.limits)
-            .inspect_err(|_| RUN_METRICS.at_concurrency_limit.increment(1))?;
+        let slot = self.admit(&invocation)?;
         if let Some(execution) = self.try_inline(&invocation) {
             drop(slot);
             return Ok(execution);
         }
+        self.submit(invocation, slot).await
+    }
+
+    fn try_now(&self, invocation: &Invocation) -> Option<Result<Execution, ExecError>> {
+        let slot = match self.admit(invocation) {
+            Ok(slot) => slot,
+            Err(refused) => return Some(Err(refused)),
+        };
+        let execution = self.try_inline(invocation)?;
+        drop(slot);
+        Some(Ok(execution))
+    }
+}
+
+impl Executor {
+    /// A slot under the invocation's app and script concurrency caps.
+    fn admit(&self, invocation: &Invocation) -> Result<Slot, ExecError> {
+        self.running
+            .admit(&invocation.app, &invocation.script, &invocation.limits)
+            .inspect_err(|_| RUN_METRICS.at_concurrency_limit.increment(1))
+    }
+
+    /// Queue the invocation for a script thread and wait for its reply.
+    async fn submit(&self, invocation: Invocation, slot: Slot) -> Result<Execution, ExecError> {
         let (reply, done) = oneshot::channel();
         let job = Job {
             invocation,

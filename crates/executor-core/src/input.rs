@@ -87,7 +87,12 @@ fn request_map(req: &HttpRequest) -> Map {
     map.insert("query".into(), Dynamic::from_map(string_map(&req.query)));
     map.insert(
         "headers".into(),
-        Dynamic::from_map(string_map(&req.headers)),
+        Dynamic::from_map(
+            req.headers
+                .joined()
+                .map(|(name, value)| (name.into(), value.as_ref().into()))
+                .collect(),
+        ),
     );
     map.insert(
         "body".into(),

@@ -421,7 +421,7 @@ mod tests {
             path: "/users/42".into(),
             params: BTreeMap::from([("id".into(), "42".into())]),
             query: BTreeMap::from([("sort".into(), "asc".into())]),
-            headers: BTreeMap::from([("x-token".into(), "abc".into())]),
+            headers: [("x-token", "abc")].into(),
             body: r#"{"name":"ada"}"#.into(),
         };
         let source = r#"#{ method: request.method, path: request.path, id: request.params.id,
@@ -844,8 +844,11 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_millis(400), "{source}");
         }
-        // Shallow recursion is kept.
-        let out = try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)").unwrap();
+        // Shallow recursion is kept (a try is also discarded when its thread was held up past
+        // the 1 ms budget, as on a loaded machine: one of a few tries is kept).
+        let out = (0..20)
+            .find_map(|_| try_inline("fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(2)"))
+            .unwrap();
         assert_eq!(out.result.unwrap().body.as_ref(), b"2");
     }
 

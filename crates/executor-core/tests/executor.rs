@@ -212,7 +212,7 @@ async fn request_fields_reach_the_script_and_response_sets_status_and_headers() 
         path: "/users/42".into(),
         params: BTreeMap::from([("id".into(), "42".into())]),
         query: BTreeMap::from([("q".into(), "pi".into())]),
-        headers: BTreeMap::from([("user-agent".into(), "test".into())]),
+        headers: [("user-agent", "test")].into(),
         body: r#"{"n": 3}"#.into(),
     };
     let e = h.call("echo", req).await.unwrap();

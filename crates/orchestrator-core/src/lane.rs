@@ -32,6 +32,15 @@ impl Lane {
         Lane { executor, deadline }
     }
 
+    /// The outcome when the executor answers at once, on this thread
+    /// (`ExecutorClient::try_now`); `None` when the invocation must go through `run`.
+    pub(crate) fn try_now(&self, invocation: &Invocation) -> Option<Outcome> {
+        Some(match self.executor.try_now(invocation)? {
+            Ok(execution) => Outcome::Ran(execution),
+            Err(error) => Outcome::Refused(error),
+        })
+    }
+
     pub(crate) async fn run(&self, invocation: Invocation) -> Outcome {
         match tokio::time::timeout(self.deadline, self.executor.execute(invocation)).await {
             Ok(Ok(execution)) => Outcome::Ran(execution),

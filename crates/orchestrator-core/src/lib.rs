@@ -34,7 +34,7 @@ pub mod trace; // W3C trace context through runs and the outbox, OTLP export
 mod wake; // no fixed polling tick anywhere
 
 pub use dispatcher::DispatchConfig;
-pub use ingress::{INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
+pub use ingress::{Answering, INVOCATION_ID_HEADER, IngressConfig, IngressError, Orchestrator};
 pub use mailer::{MailError, MailSender, MailboxMailer, Security, SmtpConfig, SmtpMailer};
 pub use realtime::{Hub as RealtimeHub, RealtimeConfig};
 pub use recorder::RecordBounds;

@@ -236,9 +236,14 @@ impl AppRoutes {
 
 /// The decoded, non-empty segments of a request path (borrowed unless they needed decoding).
 fn split_path(path: &str) -> impl Iterator<Item = Cow<'_, str>> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy())
+    path.split('/').filter(|s| !s.is_empty()).map(|s| {
+        // Nearly every segment has nothing to decode (and is UTF-8 already).
+        if s.contains('%') {
+            percent_decode_str(s).decode_utf8_lossy()
+        } else {
+            Cow::Borrowed(s)
+        }
+    })
 }
 
 /// Segments a path of at most this many is split into on the stack (no allocation).

@@ -10,16 +10,14 @@
 //! `shop.apps.example.com` is `GET /shop/hello`. Each app then has its own browser origin,
 //! and the platform (admin API, dashboard) is not served on app hosts at all. The
 //! path-prefixed form keeps working on other hosts unless `app_paths` is off.
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-use orchestrator_core::{IngressError, Orchestrator};
+use axum::response::IntoResponse;
+use orchestrator_core::{Answering, IngressError, Orchestrator};
 use shared::{AppName, RESERVED_APP_NAMES};
 use tower::Service;
 
@@ -106,12 +104,13 @@ impl Front {
 /// Whether a path belongs to the platform: its first segment is a reserved app name.
 pub(crate) fn is_platform_path(path: &str) -> bool {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
-    let first = trimmed.split('/').next().unwrap_or_default();
-    RESERVED_APP_NAMES.contains(&first)
+    // A byte scan: the first segment is short, shorter than a searcher takes to set up.
+    let end = trimmed
+        .bytes()
+        .position(|b| b == b'/')
+        .unwrap_or(trimmed.len());
+    RESERVED_APP_NAMES.contains(&&trimmed[..end])
 }
-
-/// An answer on its way.
-pub(crate) type Answering = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 impl Front {
     /// Answers one request: an app's goes straight to the ingress, the rest to the
@@ -123,28 +122,28 @@ impl Front {
         match self.hosts.app_of(request.uri(), request.headers()) {
             // An app's own host: every path is the app's, none is the platform's.
             Some(Ok(app)) => match into_app_path(request, &app) {
-                Some(request) => Box::pin(ingress.serve(request)),
+                Some(request) => ingress.serve(request),
                 None => not_found(),
             },
             // Under the base domain but no app's name (`api.`, `a.b.`): nothing is here.
             Some(Err(())) => not_found(),
             None if is_platform_path(request.uri().path()) => self.platform(request),
-            None if self.hosts.app_paths => Box::pin(ingress.serve(request)),
+            None if self.hosts.app_paths => ingress.serve(request),
             None => not_found(),
         }
     }
 
     fn platform(&self, request: Request) -> Answering {
         let mut platform = self.platform.clone();
-        Box::pin(async move {
+        Answering::Later(Box::pin(async move {
             let Ok(response) = platform.call(request).await;
             response
-        })
+        }))
     }
 }
 
 fn not_found() -> Answering {
-    Box::pin(std::future::ready(IngressError::NotFound.into_response()))
+    Answering::Now(IngressError::NotFound.into_response())
 }
 
 #[cfg(test)]

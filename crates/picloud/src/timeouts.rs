@@ -43,6 +43,8 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use orchestrator_core::Answering;
+
 use crate::front::Front;
 
 /// The four client-side timeouts.
@@ -398,7 +400,7 @@ impl hyper::service::Service<Request<Incoming>> for TimedService {
             }
         });
         Serving {
-            answer: self.front.serve(request),
+            answer: Some(self.front.serve(request)),
             in_flight: Some(in_flight),
             late,
         }
@@ -407,7 +409,8 @@ impl hyper::service::Service<Request<Incoming>> for TimedService {
 
 /// A request being served; its answer keeps the request in flight.
 pub(crate) struct Serving {
-    answer: Pin<Box<dyn Future<Output = axum::response::Response> + Send>>,
+    /// Taken when the answer is out.
+    answer: Option<Answering>,
     in_flight: Option<InFlight>,
     /// Set when the request has a body: whether it came in too late.
     late: Option<Arc<AtomicBool>>,
@@ -418,7 +421,17 @@ impl Future for Serving {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let mut response = ready!(this.answer.as_mut().poll(cx));
+        let mut response = match this.answer.take() {
+            Some(Answering::Now(response)) => response,
+            Some(Answering::Later(mut answer)) => match answer.as_mut().poll(cx) {
+                Poll::Ready(response) => response,
+                Poll::Pending => {
+                    this.answer = Some(Answering::Later(answer));
+                    return Poll::Pending;
+                }
+            },
+            None => panic!("`Serving` polled after its answer"),
+        };
         if this
             .late
             .as_ref()

@@ -18,6 +18,15 @@ pub trait ExecutorClient: Send + Sync {
     /// thread died; `ExecutorLost` if the executor process (cluster mode) went away while
     /// the run was in its hands; `Store` when the script could not be loaded.
     async fn execute(&self, invocation: Invocation) -> Result<Execution, ExecError>;
+
+    /// Run `invocation` on the calling thread when it can answer at once (a quick script
+    /// that needs nothing the calling thread cannot give it), without the hand-off's
+    /// future: `Some` with what `execute` would have answered, `None` when it must go
+    /// through `execute`. The default never answers at once.
+    fn try_now(&self, invocation: &Invocation) -> Option<Result<Execution, ExecError>> {
+        let _ = invocation;
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Validated names and ids. A value of these types has passed its validation, so code
 //! that holds one never re-checks it; the only way in is `parse` (or serde, which calls it).
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -53,8 +54,9 @@ macro_rules! string_newtype {
 }
 
 /// An app's name: a lowercase slug (`shop`, `my-app-2`) that is also its URL prefix.
+/// Shared, not copied, when cloned (every invocation names its app and script).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppName(String);
+pub struct AppName(Arc<str>);
 string_newtype!(AppName);
 
 impl AppName {
@@ -86,13 +88,14 @@ impl AppName {
                 "app name '{raw}' is reserved by the platform"
             )));
         }
-        Ok(AppName(raw.to_owned()))
+        Ok(AppName(Arc::from(raw)))
     }
 }
 
-/// A script's name within its app; also the name `import` resolves.
+/// A script's name within its app; also the name `import` resolves. Shared, not copied,
+/// when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ScriptName(String);
+pub struct ScriptName(Arc<str>);
 string_newtype!(ScriptName);
 
 impl ScriptName {
@@ -114,7 +117,7 @@ impl ScriptName {
                 Self::MAX_LEN
             )));
         }
-        Ok(ScriptName(raw.to_owned()))
+        Ok(ScriptName(Arc::from(raw)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! One run of a script: what goes in (`Invocation`), what comes out (`Execution`), and
 //! what is kept (`InvocationRecord`).
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -54,8 +55,106 @@ pub struct HttpRequest {
     /// Query parameters; when a name repeats, the last value wins.
     pub query: BTreeMap<String, String>,
     /// Header names in lowercase; repeated headers are joined with ", ".
-    pub headers: BTreeMap<String, String>,
+    pub headers: RequestHeaders,
     pub body: Bytes,
+}
+
+/// A request's headers as a script sees them: lowercase names (as `http` keeps them), the
+/// values of a repeated header joined with ", ", bytes that are not UTF-8 as U+FFFD.
+///
+/// Kept as the request's own `HeaderMap` and only turned into text when read: most
+/// scripts never look at them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestHeaders(http::HeaderMap);
+
+impl RequestHeaders {
+    /// A header's value (the values of a repeated one joined), if the request has it.
+    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self.0.get_all(name).iter();
+        let first = header_text(values.next()?);
+        Some(match values.next() {
+            None => first,
+            Some(second) => {
+                let mut joined = first.into_owned();
+                for value in std::iter::once(second).chain(values) {
+                    joined.push_str(", ");
+                    joined.push_str(&header_text(value));
+                }
+                Cow::Owned(joined)
+            }
+        })
+    }
+
+    /// Every header once, by name, in the map's order (not sorted).
+    ///
+    /// One pass over the map: its iterator yields every value of a name one after the
+    /// other, so no name is looked up again.
+    pub fn joined(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+        let mut entries = self.0.iter().peekable();
+        std::iter::from_fn(move || {
+            let (name, value) = entries.next()?;
+            let mut text = header_text(value);
+            while let Some((_, next)) = entries.next_if(|(next, _)| *next == name) {
+                let joined = text.to_mut();
+                joined.push_str(", ");
+                joined.push_str(&header_text(next));
+            }
+            Some((name.as_str(), text))
+        })
+    }
+
+    /// Every header as text, by name.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.joined()
+            .map(|(name, value)| (name.to_owned(), value.into_owned()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.keys_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A header value as text; bytes that are not UTF-8 become U+FFFD.
+fn header_text(value: &http::HeaderValue) -> Cow<'_, str> {
+    // Nearly every value is visible ASCII, which `to_str` checks more cheaply than UTF-8.
+    match value.to_str() {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()),
+    }
+}
+
+impl From<http::HeaderMap> for RequestHeaders {
+    fn from(headers: http::HeaderMap) -> Self {
+        RequestHeaders(headers)
+    }
+}
+
+/// Headers given as text (a request from another process, a test): a name or value that
+/// is not valid HTTP is left out.
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for RequestHeaders {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_ref().as_bytes()),
+                http::HeaderValue::from_str(value.as_ref()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        RequestHeaders(headers)
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for RequestHeaders {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        pairs.into_iter().collect()
+    }
 }
 
 /// What a script produced, already shaped as an HTTP response.
@@ -181,4 +280,68 @@ pub struct InvocationRecord {
     /// trace, or the trace of the event's emitter (docs/tracing.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_with_a_comma() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("X-Tag", http::HeaderValue::from_static("a"));
+        headers.append("x-tag", http::HeaderValue::from_static("b"));
+        headers.insert("Accept", http::HeaderValue::from_static("text/plain"));
+        headers.append("x-more", http::HeaderValue::from_static("1"));
+        headers.append("x-more", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        headers.append("x-more", http::HeaderValue::from_static("3"));
+        headers.insert("x-last", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        let headers = RequestHeaders::from(headers);
+        let collected = headers.to_map();
+        assert_eq!(collected.len(), 4);
+        assert_eq!(collected.get("x-tag").map(String::as_str), Some("a, b"));
+        assert_eq!(
+            collected.get("x-more").map(String::as_str),
+            Some("1, caf\u{fffd}, 3")
+        );
+        assert_eq!(
+            collected.get("x-last").map(String::as_str),
+            Some("\u{fffd}")
+        );
+        assert_eq!(
+            collected.get("accept").map(String::as_str),
+            Some("text/plain")
+        );
+    }
+
+    #[test]
+    fn a_header_is_read_by_its_lowercase_name_with_repeated_values_joined() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("X-Tag", http::HeaderValue::from_static("a"));
+        headers.append("x-tag", http::HeaderValue::from_static("b"));
+        headers.insert("traceparent", http::HeaderValue::from_static("00-x"));
+        let headers = RequestHeaders::from(headers);
+        assert_eq!(headers.get("x-tag").as_deref(), Some("a, b"));
+        assert_eq!(headers.get("X-Tag").as_deref(), Some("a, b"));
+        assert_eq!(headers.get("traceparent").as_deref(), Some("00-x"));
+        assert_eq!(headers.get("missing"), None);
+        assert_eq!(headers.len(), 2);
+    }
+
+    #[test]
+    fn headers_given_as_text_keep_the_valid_ones_and_read_back_the_same() {
+        let headers: RequestHeaders = [
+            ("user-agent", "test"),
+            ("x-joined", "a, b"),
+            ("bad name", "x"),
+            ("x-bad-value", "line\nbreak"),
+        ]
+        .into();
+        let map = headers.to_map();
+        assert_eq!(map.len(), 2, "{map:?}");
+        assert_eq!(map["user-agent"], "test");
+        assert_eq!(map["x-joined"], "a, b");
+        let again: RequestHeaders = map.iter().collect();
+        assert_eq!(again, headers);
+    }
 }

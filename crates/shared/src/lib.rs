@@ -35,7 +35,7 @@ pub use ids::{
 };
 pub use invocation::{
     Execution, FailureKind, HttpRequest, Invocation, InvocationInput, InvocationRecord,
-    InvocationStatus, LogLevel, LogLine, ScriptFailure, ScriptOutput,
+    InvocationStatus, LogLevel, LogLine, RequestHeaders, ScriptFailure, ScriptOutput,
 };
 pub use limits::{AppLimits, InvocationLimits, LimitOverrides, LimitPolicy};
 pub use store::{Store, StoreError};

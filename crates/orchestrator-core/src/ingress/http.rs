@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use ::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use ::http::request::Parts;
 use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -34,10 +35,12 @@ use metrics::{Counter, Histogram, counter, histogram};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
-use shared::store::{App, Claimed, IdempotencyKey, KeyHold, StoredAnswer};
+use shared::limits::InvocationLimits;
+use shared::store::{App, Claimed, Idempotency, IdempotencyKey, KeyHold, StoredAnswer};
 use shared::{
-    Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
-    InvocationRecord, InvocationStatus, LogLine, ScriptOutput,
+    AppName, Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId,
+    InvocationInput, InvocationRecord, InvocationStatus, LogLine, ScriptName, ScriptOutput,
+    TriggerId,
 };
 
 use super::commit::Answer;
@@ -66,7 +69,13 @@ const EFFECTS_NOT_COMMITTED: &str = "effects could not be committed";
 /// is the first segment and the script's routes match the rest, so axum's own path
 /// parameters would be work for nothing.
 pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
-    Router::new().fallback(handle).with_state(orchestrator)
+    Router::new()
+        .fallback(
+            |State(orchestrator): State<Arc<Orchestrator>>, request: Request| {
+                handle(&orchestrator, request).answer()
+            },
+        )
+        .with_state(orchestrator)
 }
 
 /// Header names parsed once (`HeaderName::from_static` validates on every call).
@@ -103,52 +112,173 @@ impl IngressMetrics {
     }
 }
 
+/// An answer: made at once, or on its way.
+pub enum Answering {
+    /// Answered while the request was being handed over: nothing was left to wait for.
+    Now(Response),
+    /// Still to come (the body, an idempotency key, a script thread, a commit).
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+impl Answering {
+    /// The answer, once it is there.
+    pub async fn answer(self) -> Response {
+        match self {
+            Answering::Now(response) => response,
+            Answering::Later(answer) => answer.await,
+        }
+    }
+}
+
 /// Every public request: no tracing span (it costs as much as a small script). A caller's
 /// `x-request-id` is kept in the invocation record and echoed back; without one, the
 /// invocation id (`x-picloud-invocation-id`) is what names the call. Error answers are
 /// logged inside a span that names both.
-pub(super) async fn handle(
-    State(orchestrator): State<Arc<Orchestrator>>,
-    request: Request,
-) -> Response {
+///
+/// A request without a body (or whose body has arrived with its head) to a route without
+/// idempotency keys, whose script the executor can answer at once (an inline try) and
+/// whose run has no effects to commit, is answered here, without a future: routing, the
+/// run, the answer and the record are all in memory. Anything that has to wait goes on
+/// in a future of its own, with the same steps.
+pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answering {
     if let Some(app) = crate::realtime::is_realtime_path(request.uri().path()) {
         let app = app.to_owned();
         // Boxed: its state is not carried, nor moved, with every request's.
         let subscribe = crate::realtime::subscribe(orchestrator.realtime.clone(), app, request);
-        return Box::pin(subscribe).await;
+        return Answering::Later(Box::pin(subscribe));
     }
     let started = Instant::now();
     let id = InvocationId::new();
     let request_id = request_id(request.headers());
-    let echoed = request_id
-        .as_deref()
-        .and_then(|rid| HeaderValue::from_str(rid).ok());
-    // Kept for the log span of an error answer (cheap: shared bytes, a small enum).
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    let mut response = match serve(orchestrator, request, id, request_id.clone()).await {
-        Ok(response) => response,
-        Err(error) => {
-            let span = tracing::info_span!("request", %method, path = uri.path(), request_id, invocation = %id);
-            span.in_scope(|| error.into_response())
-        }
+    let end = End {
+        started,
+        id,
+        echoed: request_id
+            .as_deref()
+            .and_then(|rid| HeaderValue::from_str(rid).ok()),
     };
-    if let Some(value) = echoed {
-        // A script that set its own keeps it.
-        response.headers_mut().entry(REQUEST_ID).or_insert(value);
+    let (mut parts, body) = request.into_parts();
+    let found = match route(orchestrator, &parts) {
+        Ok(found) => found,
+        Err(error) => return Answering::Now(end.answer(Err(error), &parts)),
+    };
+    if found.idempotency.is_some() || !axum::body::HttpBody::is_end_stream(&body) {
+        // The body, or the key, has to be waited for.
+        let orchestrator = Arc::clone(orchestrator);
+        return Answering::Later(Box::pin(async move {
+            let served = serve(orchestrator, &mut parts, body, found, id, request_id).await;
+            end.answer(served, &parts)
+        }));
     }
-    let metrics = &*METRICS;
-    metrics.count(response.status());
-    metrics.duration.record(started.elapsed().as_secs_f64());
-    response
+    let invocation = invocation(&mut parts, found.invocation, id, request_id, Bytes::new());
+    let start = RunStart::new(orchestrator, &invocation, &parts.method);
+    // A panic in the run is answered as an internal error naming the invocation, as
+    // `FinishOnDrop` answers one in a run that waits.
+    let tried = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let outcome = orchestrator.lane.try_now(&invocation)?;
+        Some(settle_run(orchestrator, start, outcome))
+    }));
+    let settling = match tried {
+        Ok(Some(Ok(settling))) => settling,
+        Ok(Some(Err(refused))) => return Answering::Now(end.answer(Err(refused), &parts)),
+        Ok(None) => {
+            // A script thread runs it: the run goes on if the caller hangs up mid-run.
+            let orchestrator = Arc::clone(orchestrator);
+            let run = run_and_record(
+                orchestrator,
+                found.routed,
+                invocation,
+                parts.method.clone(),
+                parts.uri.clone(),
+                None,
+            );
+            let run = FinishOnDrop::new(id, run);
+            return Answering::Later(Box::pin(async move {
+                let served = run.await;
+                end.answer(served, &parts)
+            }));
+        }
+        Err(_panic) => return Answering::Now(end.answer(Err(panicked(id)), &parts)),
+    };
+    drop(invocation);
+    if !settling.effects.is_empty() {
+        // Its effects are committed before it is answered, even if the caller hangs up.
+        let orchestrator = Arc::clone(orchestrator);
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let commit = FinishOnDrop::new(id, async move {
+            let settling = settling.commit(&orchestrator, &found.routed, None).await;
+            settling.record(&orchestrator, &found.routed, &method, &uri)
+        });
+        return Answering::Later(Box::pin(async move {
+            let served = commit.await;
+            end.answer(served, &parts)
+        }));
+    }
+    let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        settling.record(orchestrator, &found.routed, &parts.method, &parts.uri)
+    }))
+    .unwrap_or_else(|_panic| Err(panicked(id)));
+    Answering::Now(end.answer(recorded, &parts))
 }
 
-async fn serve(
-    orchestrator: Arc<Orchestrator>,
-    request: Request,
+/// The answer to a run that panicked.
+fn panicked(id: InvocationId) -> IngressError {
+    IngressError::Internal {
+        id,
+        source: "the run panicked".into(),
+    }
+}
+
+/// What every answer gets on its way out, whichever way it was made.
+struct End {
+    started: Instant,
     id: InvocationId,
-    request_id: Option<String>,
-) -> Result<Response, IngressError> {
-    let (parts, body) = request.into_parts();
+    /// The caller's request id, to echo.
+    echoed: Option<HeaderValue>,
+}
+
+impl End {
+    fn answer(self, served: Result<Response, IngressError>, parts: &Parts) -> Response {
+        let mut response = match served {
+            Ok(response) => response,
+            Err(error) => {
+                let request_id = self.echoed.as_ref().and_then(|v| v.to_str().ok());
+                let span = tracing::info_span!("request", method = %parts.method, path = parts.uri.path(), request_id, invocation = %self.id);
+                span.in_scope(|| error.into_response())
+            }
+        };
+        if let Some(value) = self.echoed {
+            // A script that set its own keeps it.
+            response.headers_mut().entry(REQUEST_ID).or_insert(value);
+        }
+        let metrics = &*METRICS;
+        metrics.count(response.status());
+        metrics
+            .duration
+            .record(self.started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// A request matched to its route and admitted under its rate.
+struct Found {
+    routed: Routed,
+    idempotency: Option<KeyedRoute>,
+    invocation: Matched,
+}
+
+/// What the route match gives the invocation.
+struct Matched {
+    app: AppName,
+    script: ScriptName,
+    params: BTreeMap<String, String>,
+    /// The path inside the app.
+    path: String,
+    limits: InvocationLimits,
+}
+
+/// The app's route for the request, admitted under the app's and script's request rates.
+fn route(orchestrator: &Orchestrator, parts: &Parts) -> Result<Found, IngressError> {
     let (app, path) = split_app(parts.uri.path());
     let routes = orchestrator.routes.app(app).ok_or(IngressError::NotFound)?;
     let (script, route, params, trigger, idempotency) = match routes.find(&parts.method, path) {
@@ -178,12 +308,65 @@ async fn serve(
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         });
     }
+    Ok(Found {
+        idempotency: idempotency.map(|policy| KeyedRoute { policy, trigger }),
+        invocation: Matched {
+            app: routes.app.name.clone(),
+            script,
+            params,
+            path: path.to_owned(),
+            limits: limits.invocation,
+        },
+        routed: Routed { routes, route },
+    })
+}
+
+/// A route that takes idempotency keys: its policy and trigger.
+struct KeyedRoute {
+    policy: Idempotency,
+    trigger: TriggerId,
+}
+
+/// The invocation of a matched request.
+fn invocation(
+    parts: &mut Parts,
+    matched: Matched,
+    id: InvocationId,
+    request_id: Option<String>,
+    body: Bytes,
+) -> Invocation {
+    Invocation {
+        id,
+        app: matched.app,
+        script: matched.script,
+        request_id,
+        limits: matched.limits,
+        input: InvocationInput::Http(HttpRequest {
+            method: parts.method.as_str().to_owned(),
+            path: matched.path,
+            params: matched.params,
+            query: parse_query(parts.uri.query()),
+            headers: std::mem::take(&mut parts.headers).into(),
+            body,
+        }),
+    }
+}
+
+/// A request that waits for its body or its idempotency key: the rest of `handle`.
+async fn serve(
+    orchestrator: Arc<Orchestrator>,
+    parts: &mut Parts,
+    body: Body,
+    found: Found,
+    id: InvocationId,
+    request_id: Option<String>,
+) -> Result<Response, IngressError> {
     let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
-    let keyed = match idempotency {
-        Some(policy) => match idempotency_key(&parts.headers)? {
+    let keyed = match found.idempotency {
+        Some(KeyedRoute { policy, trigger }) => match idempotency_key(&parts.headers)? {
             Some(key) => {
                 let hold = KeyHold {
-                    app: routes.app.name.clone(),
+                    app: found.routed.routes.app.name.clone(),
                     trigger,
                     key,
                     holder: id,
@@ -216,31 +399,16 @@ async fn serve(
         },
         None => None,
     };
-
-    let invocation = Invocation {
-        id,
-        app: routes.app.name.clone(),
-        script,
-        request_id,
-        limits: limits.invocation,
-        input: InvocationInput::Http(HttpRequest {
-            method: parts.method.as_str().to_owned(),
-            path: path.to_owned(),
-            params,
-            query: parse_query(parts.uri.query()),
-            headers: collect_headers(&parts.headers),
-            body,
-        }),
-    };
+    let invocation = invocation(parts, found.invocation, id, request_id, body);
     // The run and its record go on if the caller hangs up mid-run.
     FinishOnDrop::new(
         id,
         run_and_record(
             orchestrator,
-            Routed { routes, route },
+            found.routed,
             invocation,
-            parts.method,
-            parts.uri,
+            parts.method.clone(),
+            parts.uri.clone(),
             keyed,
         ),
     )
@@ -355,10 +523,7 @@ impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Future
         let done = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(done)) => done,
-            Err(_panic) => Err(IngressError::Internal {
-                id: self.id,
-                source: "the run panicked".into(),
-            }),
+            Err(_panic) => Err(panicked(self.id)),
         };
         self.inner = None;
         Poll::Ready(done)
@@ -388,7 +553,8 @@ impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Drop f
 /// `/shop/users/42` -> (`shop`, `/users/42`); `/shop` -> (`shop`, `/`).
 fn split_app(uri_path: &str) -> (&str, &str) {
     let trimmed = uri_path.strip_prefix('/').unwrap_or(uri_path);
-    match trimmed.find('/') {
+    // A byte scan: the app's name is short, shorter than a searcher takes to set up.
+    match trimmed.bytes().position(|b| b == b'/') {
         Some(i) => (&trimmed[..i], &trimmed[i..]),
         None => (trimmed, "/"),
     }
@@ -422,42 +588,6 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Lowercase names (as `http` keeps them); repeated headers joined with ", ".
-///
-/// One pass over the map: its iterator yields every value of a name one after the other,
-/// so no name is looked up again.
-fn collect_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut collected = BTreeMap::new();
-    let mut current: Option<(&HeaderName, String)> = None;
-    for (name, value) in headers {
-        match &mut current {
-            Some((last, joined)) if *last == name => {
-                joined.push_str(", ");
-                joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            }
-            _ => {
-                if let Some((last, joined)) = current.take() {
-                    collected.insert(last.as_str().to_owned(), joined);
-                }
-                current = Some((name, header_text(value)));
-            }
-        }
-    }
-    if let Some((last, joined)) = current {
-        collected.insert(last.as_str().to_owned(), joined);
-    }
-    collected
-}
-
-/// A header value as text; bytes that are not UTF-8 become U+FFFD.
-fn header_text(value: &HeaderValue) -> String {
-    // Nearly every value is visible ASCII, which `to_str` checks more cheaply than UTF-8.
-    match value.to_str() {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-    }
-}
-
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
 fn request_id(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(REQUEST_ID)?.to_str().ok()?;
@@ -488,17 +618,63 @@ async fn run_and_record(
     uri: Uri,
     keyed: Option<Keyed>,
 ) -> Result<Response, IngressError> {
-    let clock = Instant::now();
-    let id = invocation.id;
-    let owner = &routed.routes.app;
-    let request_id = invocation.request_id.clone();
-    let span = start_span(&orchestrator, &invocation, &method);
-
-    let mut outcome = orchestrator.lane.run(invocation).await;
-    if let Outcome::Refused(ExecError::ConcurrencyLimit { of, limit }) = outcome {
-        // Not a run: no record, like a request over its rate.
-        METRICS.throttled_concurrency.increment(1);
+    let start = RunStart::new(&orchestrator, &invocation, &method);
+    let outcome = orchestrator.lane.run(invocation).await;
+    let settling = match settle_run(&orchestrator, start, outcome) {
+        Ok(settling) => settling,
+        Err(refused) => {
+            release(&orchestrator, keyed.as_ref()).await;
+            return Err(refused);
+        }
+    };
+    let settling = settling
+        .commit(&orchestrator, &routed, keyed.as_ref())
+        .await;
+    if !settling.stored {
         release(&orchestrator, keyed.as_ref()).await;
+    }
+    settling.record(&orchestrator, &routed, &method, &uri)
+}
+
+/// A run about to start: its clock and span.
+struct RunStart {
+    clock: Instant,
+    id: InvocationId,
+    request_id: Option<String>,
+    span: RunSpan,
+}
+
+impl RunStart {
+    fn new(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> Self {
+        RunStart {
+            clock: Instant::now(),
+            id: invocation.id,
+            request_id: invocation.request_id.clone(),
+            span: start_span(orchestrator, invocation, method),
+        }
+    }
+}
+
+/// A run's outcome, settled: its answer, what its record keeps, and its effects to
+/// commit before the answer is sent.
+struct Settling {
+    start: RunStart,
+    effects: Effects,
+    settled: Settled,
+    answer: Result<Response, IngressError>,
+    /// Whether the answer was stored for its idempotency key.
+    stored: bool,
+}
+
+/// The outcome as an answer and a record; a refusal over the concurrency limit is
+/// answered 429 and not recorded (it never ran), like a request over its rate.
+fn settle_run(
+    orchestrator: &Orchestrator,
+    start: RunStart,
+    mut outcome: Outcome,
+) -> Result<Settling, IngressError> {
+    if let Outcome::Refused(ExecError::ConcurrencyLimit { of, limit }) = outcome {
+        METRICS.throttled_concurrency.increment(1);
         return Err(IngressError::TooManyRequests {
             reason: format!("the {of} is at its limit of {limit} invocations at once"),
             retry_after_secs: 1,
@@ -510,80 +686,126 @@ async fn run_and_record(
     };
     // What it emitted continues its trace (only emitted events carry it).
     if !effects.emitted.is_empty() {
-        effects.trace = Some(span.traceparent());
+        effects.trace = Some(start.span.traceparent());
     }
-    let (mut settled, answer) = settle(id, outcome, &orchestrator.config);
-    let (answer, stored) = match answer {
-        Ok(response) => {
-            match commit(&orchestrator, owner, effects, response, keyed.as_ref()).await {
-                Ok((response, stored)) => (Ok(response), stored),
-                Err(source) => {
-                    settled.status = InvocationStatus::Error;
-                    settled.error = Some(EFFECTS_NOT_COMMITTED.into());
-                    (Err(IngressError::Internal { id, source }), false)
+    let (settled, answer) = settle(start.id, outcome, &orchestrator.config);
+    Ok(Settling {
+        start,
+        effects,
+        settled,
+        answer,
+        stored: false,
+    })
+}
+
+impl Settling {
+    /// Commits a successful run's effects, and its answer for a keyed request (the module
+    /// doc); a commit that fails turns the answer into an internal error.
+    async fn commit(
+        mut self,
+        orchestrator: &Orchestrator,
+        routed: &Routed,
+        keyed: Option<&Keyed>,
+    ) -> Settling {
+        let effects = std::mem::take(&mut self.effects);
+        self.answer = match self.answer {
+            Ok(response) => {
+                match commit(orchestrator, &routed.routes.app, effects, response, keyed).await {
+                    Ok((response, stored)) => {
+                        self.stored = stored;
+                        Ok(response)
+                    }
+                    Err(source) => {
+                        self.settled.status = InvocationStatus::Error;
+                        self.settled.error = Some(EFFECTS_NOT_COMMITTED.into());
+                        Err(IngressError::Internal {
+                            id: self.start.id,
+                            source,
+                        })
+                    }
                 }
             }
+            Err(error) => Err(error),
+        };
+        self
+    }
+
+    /// Ends the run's span and queues its record (successes within the record budget,
+    /// every failure within its app's); the answer to send.
+    fn record(
+        self,
+        orchestrator: &Orchestrator,
+        routed: &Routed,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<Response, IngressError> {
+        let Settling {
+            start,
+            mut settled,
+            answer,
+            ..
+        } = self;
+        let owner = &routed.routes.app;
+        let http_status = match &answer {
+            Ok(response) => response.status(),
+            Err(error) => error.code().status(),
+        };
+        let span = start.span;
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(http_status.as_u16()),
+        ));
+        if settled.status != InvocationStatus::Ok {
+            span.fail(settled.error.clone().unwrap_or_default());
         }
-        Err(error) => (Err(error), false),
-    };
-    if !stored {
-        release(&orchestrator, keyed.as_ref()).await;
+        if settled.status == InvocationStatus::Ok && !orchestrator.successes.admit() {
+            return answer;
+        }
+        if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&owner.name)
+        {
+            orchestrator.recorder.count_bounded(&owner.name);
+            return answer;
+        }
+        let Some(script) = routed.routes.script_of(routed.route) else {
+            return answer;
+        };
+        // Only a recorded run needs its trace id as text.
+        let trace_id = span.trace_id();
+        drop(span);
+        cap_logs(&mut settled.logs, orchestrator.config.records.max_log_bytes);
+        let clock = start.clock;
+        let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        orchestrator.recorder.push(InvocationRecord {
+            id: start.id,
+            app: owner.name.clone(),
+            script: script.clone(),
+            version: settled.version,
+            trigger: "http".into(),
+            status: settled.status,
+            started_at: settled
+                .started_at
+                .unwrap_or_else(|| Utc::now() - clock.elapsed()),
+            duration_ms: settled.duration_ms.unwrap_or(elapsed_ms),
+            http_status: Some(http_status.as_u16()),
+            summary: format!("{method} {}", split_app(uri.path()).1),
+            logs: settled.logs,
+            error: settled.error,
+            request_id: start.request_id,
+            attempt: None,
+            trace_id: Some(trace_id),
+        });
+        answer
     }
-    let http_status = match &answer {
-        Ok(response) => response.status(),
-        Err(error) => error.code().status(),
-    };
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(http_status.as_u16()),
-    ));
-    if settled.status != InvocationStatus::Ok {
-        span.fail(settled.error.clone().unwrap_or_default());
-    }
-    if settled.status == InvocationStatus::Ok && !orchestrator.successes.admit() {
-        return answer;
-    }
-    if settled.status != InvocationStatus::Ok && !orchestrator.failure_budgets.take(&owner.name) {
-        orchestrator.recorder.count_bounded(&owner.name);
-        return answer;
-    }
-    let Some(script) = routed.routes.script_of(routed.route) else {
-        return answer;
-    };
-    // Only a recorded run needs its trace id as text.
-    let trace_id = span.trace_id();
-    drop(span);
-    cap_logs(&mut settled.logs, orchestrator.config.records.max_log_bytes);
-    let elapsed_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-    orchestrator.recorder.push(InvocationRecord {
-        id,
-        app: owner.name.clone(),
-        script: script.clone(),
-        version: settled.version,
-        trigger: "http".into(),
-        status: settled.status,
-        started_at: settled
-            .started_at
-            .unwrap_or_else(|| Utc::now() - clock.elapsed()),
-        duration_ms: settled.duration_ms.unwrap_or(elapsed_ms),
-        http_status: Some(http_status.as_u16()),
-        summary: format!("{method} {}", split_app(uri.path()).1),
-        logs: settled.logs,
-        error: settled.error,
-        request_id,
-        attempt: None,
-        trace_id: Some(trace_id),
-    });
-    answer
 }
 
 /// The run's span: a child of the caller's `traceparent` header, or a new trace. Its name
 /// and attributes are made only when spans are recorded.
 fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
     let parent = match &invocation.input {
-        InvocationInput::Http(request) => request.headers.get("traceparent").map(String::as_str),
+        InvocationInput::Http(request) => request.headers.get("traceparent"),
         InvocationInput::Event(_) => None,
     };
+    let parent = parent.as_deref();
     orchestrator
         .config
         .tracing
@@ -820,33 +1042,6 @@ mod tests {
         assert_eq!(q.get("c").map(String::as_str), Some("p q"));
         assert!(parse_query(None).is_empty());
         assert!(parse_query(Some("")).is_empty());
-    }
-
-    #[test]
-    fn repeated_headers_are_joined_with_a_comma() {
-        let mut headers = HeaderMap::new();
-        headers.append("X-Tag", HeaderValue::from_static("a"));
-        headers.append("x-tag", HeaderValue::from_static("b"));
-        headers.insert("Accept", HeaderValue::from_static("text/plain"));
-        headers.append("x-more", HeaderValue::from_static("1"));
-        headers.append("x-more", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        headers.append("x-more", HeaderValue::from_static("3"));
-        headers.insert("x-last", HeaderValue::from_bytes(b"\xff").unwrap());
-        let collected = collect_headers(&headers);
-        assert_eq!(collected.len(), 4);
-        assert_eq!(collected.get("x-tag").map(String::as_str), Some("a, b"));
-        assert_eq!(
-            collected.get("x-more").map(String::as_str),
-            Some("1, caf\u{fffd}, 3")
-        );
-        assert_eq!(
-            collected.get("x-last").map(String::as_str),
-            Some("\u{fffd}")
-        );
-        assert_eq!(
-            collected.get("accept").map(String::as_str),
-            Some("text/plain")
-        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::recorder::{FailureBudgets, QUEUE_CAPACITY, RecordBounds, Recorder, Su
 use crate::routes::{RouteRefresher, RouteTables};
 
 pub use error::{INVOCATION_ID_HEADER, IngressError};
+pub use http::Answering;
 
 /// Limits of the public ingress.
 #[derive(Debug, Clone)]
@@ -148,11 +149,11 @@ impl Orchestrator {
 
     /// Answers one public request (`/{app}/...`) without a router in front: for a server
     /// that tells platform paths from app paths itself.
-    pub fn serve(
-        self: &Arc<Self>,
-        request: axum::extract::Request,
-    ) -> impl std::future::Future<Output = axum::response::Response> + Send + 'static {
-        http::handle(axum::extract::State(self.clone()), request)
+    ///
+    /// A request that needs no waiting is answered before this returns
+    /// (`Answering::Now`): see `http::handle`.
+    pub fn serve(self: &Arc<Self>, request: axum::extract::Request) -> Answering {
+        http::handle(self, request)
     }
 
     /// Rebuilds one app's route table on `CatalogChange::Triggers` or `App`, and reloads
