@@ -395,6 +395,28 @@ mod budget_tests {
     }
 
     #[test]
+    fn a_spent_budget_refills_when_its_clocks_second_turns() {
+        let budget = RateBudget::new(2);
+        let spent_in = loop {
+            let at = super::second(budget.epoch);
+            while budget.take() {}
+            // Spent within one second of the clock (else the window may be the next one).
+            if super::second(budget.epoch) == at {
+                break at;
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while super::second(budget.epoch) == spent_in {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second never turned"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(budget.take() && budget.take(), "a new second, a new budget");
+    }
+
+    #[test]
     fn each_app_has_its_own_failure_budget() {
         let budgets = FailureBudgets::new(2);
         let (shop, blog) = (app("shop"), app("blog"));
@@ -569,13 +591,32 @@ impl SuccessSampler {
 }
 
 /// At most `per_sec` takes per wall-clock second (0: unlimited), lock-free: the hot path
-/// pays two relaxed atomic operations.
+/// pays a coarse clock read and two relaxed atomic operations.
 pub(crate) struct RateBudget {
     per_sec: u64,
     epoch: std::time::Instant,
-    /// The second (since `epoch`) the count belongs to, and the count, packed as
+    /// The second (of `second`'s clock) the count belongs to, and the count, packed as
     /// `second << 32 | count`.
     window: AtomicU64,
+}
+
+/// The whole seconds of a monotonic clock. On Linux the kernel's coarse clock, which
+/// moves once per tick (a few milliseconds) and costs a load from the vDSO page where
+/// `Instant::elapsed` costs a full clock read and a `Timespec` subtraction; a second of it
+/// is a second all the same. Elsewhere (or should it ever fail) the seconds since `epoch`.
+fn second(epoch: std::time::Instant) -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a live `timespec` for the call to write to.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut now) } == 0 {
+            return now.tv_sec.unsigned_abs();
+        }
+    }
+    epoch.elapsed().as_secs()
 }
 
 impl RateBudget {
@@ -592,7 +633,7 @@ impl RateBudget {
         if self.per_sec == 0 {
             return true;
         }
-        let second = self.epoch.elapsed().as_secs() & 0xFFFF_FFFF;
+        let second = second(self.epoch) & 0xFFFF_FFFF;
         let mut current = self.window.load(Ordering::Relaxed);
         loop {
             let (window_second, count) = (current >> 32, current & 0xFFFF_FFFF);

@@ -387,7 +387,8 @@ impl hyper::service::Service<Request<Incoming>> for TimedService {
         let mut late = None;
         let request = request.map(|body| {
             if body.is_end_stream() {
-                Body::new(body)
+                // Nothing to read: an empty body is not boxed (and nothing waits on it).
+                Body::empty()
             } else {
                 let flag = Arc::new(AtomicBool::new(false));
                 late = Some(Arc::clone(&flag));

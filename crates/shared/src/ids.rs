@@ -6,6 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+mod v7;
+
 /// Why a name was refused; the text is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -203,9 +205,10 @@ macro_rules! uuid_id {
         #[serde(transparent)]
         pub struct $name(pub Uuid);
         impl $name {
-            /// A new time-ordered id (UUID v7).
+            /// A new time-ordered id (UUID v7): above every id made before it in the
+            /// process (of any of these types), as `Uuid::now_v7` would make it.
             pub fn new() -> Self {
-                $name(Uuid::now_v7())
+                $name(v7::now())
             }
 
             /// The smallest id made at `at` (to the millisecond): every id made before
@@ -316,6 +319,18 @@ mod tests {
         assert_eq!(made.timestamp_millis(), at.timestamp_millis());
         // The text form sorts like the bytes (SQLite keeps ids as text).
         assert!(earlier.to_string() < first.to_string());
+    }
+
+    #[test]
+    fn new_ids_sort_between_the_first_ids_of_their_millisecond_and_the_next() {
+        for _ in 0..1000 {
+            let before = chrono::Utc::now();
+            let id = EventId::new();
+            let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
+            assert!(EventId::first_at(before) <= id, "{id}");
+            assert!(id < EventId::first_at(after), "{id}");
+            assert!(EventId::first_at(before).to_string() <= id.to_string());
+        }
     }
 
     use super::*;

@@ -68,8 +68,9 @@ pub struct HttpRequest {
 pub struct RequestHeaders(http::HeaderMap);
 
 impl RequestHeaders {
-    /// A header's value (the values of a repeated one joined), if the request has it.
-    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+    /// A header's value (the values of a repeated one joined), if the request has it. A
+    /// `HeaderName` is looked up as it is; a `&str` name is parsed first.
+    pub fn get<K: http::header::AsHeaderName>(&self, name: K) -> Option<Cow<'_, str>> {
         let mut values = self.0.get_all(name).iter();
         let first = header_text(values.next()?);
         Some(match values.next() {

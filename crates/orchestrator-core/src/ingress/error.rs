@@ -12,12 +12,40 @@ use shared::{ErrorBody, ErrorCode, ExecError, InvocationId};
 /// The header that names the invocation behind an answer.
 pub const INVOCATION_ID_HEADER: &str = "x-picloud-invocation-id";
 
-/// An invocation id as the value of `INVOCATION_ID_HEADER`, without a `String` in between.
+/// An invocation id as the value of `INVOCATION_ID_HEADER` (its lowercase hyphenated
+/// form), with one allocation: the value's own bytes. Always `Some`.
 pub(super) fn invocation_id_value(id: InvocationId) -> Option<HeaderValue> {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = id.0.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).ok()
+    let text = hyphenated_lower(id.0.as_bytes());
+    // SAFETY: the bytes are `0-9`, `a-f` and `-` only: UTF-8 and visible ASCII, valid in a
+    // header value (debug builds check it).
+    Some(unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::copy_from_slice(&text)) })
 }
+
+/// A UUID's bytes as `uuid`'s `hyphenated().encode_lower` writes them, two digits per
+/// table look-up.
+fn hyphenated_lower(bytes: &[u8; 16]) -> [u8; 36] {
+    /// Where each byte's two digits go, around the hyphens of `8-4-4-4-12`.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = [b'-'; 36];
+    for (&byte, at) in bytes.iter().zip(AT) {
+        let [high, low] = HEX_PAIRS[usize::from(byte)];
+        out[at] = high;
+        out[at + 1] = low;
+    }
+    out
+}
+
+/// Each byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xF]];
+        i += 1;
+    }
+    pairs
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
@@ -159,6 +187,23 @@ impl IntoResponse for IngressError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_value_is_the_ids_lowercase_hyphenated_text() {
+        let mut ids = vec![
+            uuid::Uuid::nil(),
+            uuid::Uuid::max(),
+            uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            uuid::Uuid::from_u128(0x9a9a_0a0a_f0f0_0f0f_a9a9_0909_1f2e_3d4c),
+        ];
+        ids.extend((0..1000).map(|_| uuid::Uuid::new_v4()));
+        ids.extend((0..1000).map(|_| InvocationId::new().0));
+        for id in ids {
+            let value = invocation_id_value(InvocationId(id)).unwrap();
+            assert_eq!(value.to_str().unwrap(), id.hyphenated().to_string());
+            assert_eq!(value, HeaderValue::from_str(&id.to_string()).unwrap());
+        }
+    }
 
     #[test]
     fn a_script_failure_names_the_invocation_but_nothing_else() {

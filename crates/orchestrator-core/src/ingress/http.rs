@@ -81,6 +81,7 @@ pub(super) fn router(orchestrator: Arc<Orchestrator>) -> Router {
 /// Header names parsed once (`HeaderName::from_static` validates on every call).
 const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const INVOCATION_ID: HeaderName = HeaderName::from_static(INVOCATION_ID_HEADER);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The public ingress's metrics, resolved once (a lookup by name and labels per request
 /// costs more than a small script's run). Resolved on first use, after the server has
@@ -802,7 +803,7 @@ impl Settling {
 /// and attributes are made only when spans are recorded.
 fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
     let parent = match &invocation.input {
-        InvocationInput::Http(request) => request.headers.get("traceparent"),
+        InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
         InvocationInput::Event(_) => None,
     };
     let parent = parent.as_deref();
