@@ -81,7 +81,7 @@ fn event_map(event: &Event) -> Map {
 /// are already sorted), no JSON parse for an empty body.
 fn request_map(req: &HttpRequest) -> Map {
     let mut map = Map::new();
-    map.insert("method".into(), req.method.as_str().into());
+    map.insert("method".into(), req.method.as_ref().into());
     map.insert("path".into(), req.path.as_str().into());
     map.insert("params".into(), Dynamic::from_map(string_map(&req.params)));
     map.insert("query".into(), Dynamic::from_map(string_map(&req.query)));

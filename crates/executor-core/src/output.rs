@@ -5,6 +5,8 @@
 //! JSON, and `response(status, body[, headers])` sets the status and headers itself.
 //! Status and headers are validated when `response` is called, so a bad one is a script
 //! error at the line that made it.
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 use shared::{FailureKind, ScriptFailure, ScriptOutput};
@@ -18,7 +20,7 @@ pub(crate) const BYTES: &str = "application/octet-stream";
 pub struct ScriptResponse {
     status: u16,
     /// Lowercase names, validated values.
-    headers: Vec<(String, String)>,
+    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     body: Dynamic,
 }
 
@@ -49,7 +51,7 @@ fn make_response(
         if http::HeaderValue::from_str(&value).is_err() {
             return Err(format!("invalid value for header '{name}'").into());
         }
-        checked.push((name.as_str().to_owned(), value.to_string()));
+        checked.push((name.as_str().to_owned().into(), value.to_string().into()));
     }
     Ok(ScriptResponse {
         status,
@@ -95,7 +97,7 @@ pub(crate) fn to_output(
     if let Some(ct) = content_type
         && !headers.iter().any(|(n, _)| n == "content-type")
     {
-        let header = ("content-type".to_owned(), ct.to_owned());
+        let header = (Cow::Borrowed("content-type"), Cow::Borrowed(ct));
         if headers.is_empty() {
             // Most answers have this one header: room for one, allocated at once.
             headers = vec![header];
@@ -157,7 +159,7 @@ mod tests {
         out.headers
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     #[test]
@@ -241,9 +243,6 @@ mod tests {
         let resp = make_response(201, Dynamic::from("<b>hi</b>"), headers).unwrap();
         let out = to_output(Dynamic::from(resp), 100).unwrap();
         assert_eq!(out.status, 201);
-        assert_eq!(
-            out.headers,
-            [("content-type".to_owned(), "text/html".to_owned())]
-        );
+        assert_eq!(out.headers, [("content-type".into(), "text/html".into())]);
     }
 }

@@ -407,10 +407,7 @@ mod tests {
         let ok = out.result.unwrap();
         assert_eq!(ok.status, 200);
         assert_eq!(ok.body.as_ref(), b"hello world");
-        assert_eq!(
-            ok.headers,
-            [("content-type".to_owned(), output::TEXT.to_owned())]
-        );
+        assert_eq!(ok.headers, [("content-type".into(), output::TEXT.into())]);
     }
 
     #[test]
@@ -428,14 +425,14 @@ mod tests {
             run(r#"response(201, #{ id: 7 }, #{ "X-Id": "7", "Cache-Control": "no-store" })"#);
         let ok = out.result.unwrap();
         assert_eq!(ok.status, 201);
-        assert!(ok.headers.contains(&("x-id".to_owned(), "7".to_owned())));
+        assert!(ok.headers.contains(&("x-id".into(), "7".into())));
         assert!(
             ok.headers
-                .contains(&("cache-control".to_owned(), "no-store".to_owned()))
+                .contains(&("cache-control".into(), "no-store".into()))
         );
         assert!(
             ok.headers
-                .contains(&("content-type".to_owned(), output::JSON.to_owned()))
+                .contains(&("content-type".into(), output::JSON.into()))
         );
         assert_eq!(ok.body.as_ref(), br#"{"id":7}"#);
     }

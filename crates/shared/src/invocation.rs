@@ -47,7 +47,8 @@ impl InvocationInput {
 /// The parts of an HTTP request a script sees as `request`.
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest {
-    pub method: String,
+    /// A standard method's name is a constant, not a copy.
+    pub method: Cow<'static, str>,
     /// The path inside the app, starting with `/` (`/users/42` for `GET /shop/users/42`).
     pub path: String,
     /// Route parameters: `/users/:id` matched against `/users/42` gives `id = "42"`.
@@ -162,7 +163,8 @@ impl<const N: usize> From<[(&str, &str); N]> for RequestHeaders {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScriptOutput {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// Lowercase names; a default content type is a constant, not a copy.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub body: Bytes,
 }
 

@@ -4,6 +4,7 @@
 //! The shared types (`Invocation`, `Execution`, `Effects`) are mirrored here rather than
 //! made serde types: the wire format is this module's business, and bytes travel as
 //! base64 instead of JSON arrays of numbers.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -117,7 +118,7 @@ pub(crate) struct WireInvocation {
 #[serde(rename_all = "snake_case")]
 enum WireInput {
     Http {
-        method: String,
+        method: Cow<'static, str>,
         path: String,
         params: BTreeMap<String, String>,
         query: BTreeMap<String, String>,
@@ -200,7 +201,7 @@ pub(crate) struct WireExecution {
 #[derive(Debug, Serialize, Deserialize)]
 struct WireOutput {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     #[serde(with = "b64")]
     body: Bytes,
 }

@@ -14,6 +14,7 @@
 //! events are committed in one transaction (shared with the runs that finish with it:
 //! `super::commit`) BEFORE the answer is sent (so a caller that reads right after sees
 //! them); a run without effects touches no database.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -150,7 +151,10 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
     }
     let started = Instant::now();
     let id = InvocationId::new();
-    let request_id = request_id(request.headers());
+    let Caller {
+        request_id,
+        traceparent,
+    } = Caller::of(request.headers());
     let end = End {
         started,
         id,
@@ -172,7 +176,8 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
         }));
     }
     let invocation = invocation(&mut parts, found.invocation, id, request_id, Bytes::new());
-    let start = RunStart::new(orchestrator, &invocation, &parts.method);
+    let parent = traceparent.as_ref().and_then(|v| v.to_str().ok());
+    let start = RunStart::new(orchestrator, &invocation, &parts.method, parent);
     // A panic in the run is answered as an internal error naming the invocation, as
     // `FinishOnDrop` answers one in a run that waits.
     let tried = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -183,17 +188,14 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
         Ok(Some(Ok(settling))) => settling,
         Ok(Some(Err(refused))) => return Answering::Now(end.answer(Err(refused), &parts)),
         Ok(None) => {
-            // A script thread runs it: the run goes on if the caller hangs up mid-run.
-            let orchestrator = Arc::clone(orchestrator);
-            let run = run_and_record(
-                orchestrator,
+            // A script thread runs it.
+            let run = finishing_run(
+                Arc::clone(orchestrator),
                 found.routed,
                 invocation,
-                parts.method.clone(),
-                parts.uri.clone(),
+                &parts,
                 None,
             );
-            let run = FinishOnDrop::new(id, run);
             return Answering::Later(Box::pin(async move {
                 let served = run.await;
                 end.answer(served, &parts)
@@ -343,13 +345,25 @@ fn invocation(
         request_id,
         limits: matched.limits,
         input: InvocationInput::Http(HttpRequest {
-            method: parts.method.as_str().to_owned(),
+            method: method_name(&parts.method),
             path: matched.path,
             params: matched.params,
             query: parse_query(parts.uri.query()),
             headers: std::mem::take(&mut parts.headers).into(),
             body,
         }),
+    }
+}
+
+/// The method's name: a standard one's is a constant.
+fn method_name(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    let name = method.as_str();
+    match STANDARD.iter().find(|standard| **standard == name) {
+        Some(standard) => Cow::Borrowed(standard),
+        None => Cow::Owned(name.to_owned()),
     }
 }
 
@@ -401,19 +415,27 @@ async fn serve(
         None => None,
     };
     let invocation = invocation(parts, found.invocation, id, request_id, body);
-    // The run and its record go on if the caller hangs up mid-run.
-    FinishOnDrop::new(
-        id,
-        run_and_record(
-            orchestrator,
-            found.routed,
-            invocation,
-            parts.method.clone(),
-            parts.uri.clone(),
-            keyed,
-        ),
-    )
-    .await
+    finishing_run(orchestrator, found.routed, invocation, parts, keyed).await
+}
+
+/// The run on the lane and its record, which go on if the caller hangs up mid-run.
+fn finishing_run(
+    orchestrator: Arc<Orchestrator>,
+    routed: Routed,
+    invocation: Invocation,
+    parts: &Parts,
+    keyed: Option<Keyed>,
+) -> FinishOnDrop<impl Future<Output = Result<Response, IngressError>> + Send + 'static> {
+    let id = invocation.id;
+    let run = run_and_record(
+        orchestrator,
+        routed,
+        invocation,
+        parts.method.clone(),
+        parts.uri.clone(),
+        keyed,
+    );
+    FinishOnDrop::new(id, run)
 }
 
 /// A request that took its idempotency key: its answer is stored for `ttl`.
@@ -589,9 +611,48 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a request's headers say of its caller, read in one pass (a request has few
+/// headers; a lookup by name hashes the name, twice for two).
+struct Caller {
+    /// Its `x-request-id` (the first, cut to `MAX_REQUEST_ID_LEN` characters).
+    request_id: Option<String>,
+    /// Its `traceparent` (the values of a repeated one joined with ", ").
+    traceparent: Option<HeaderValue>,
+}
+
+impl Caller {
+    fn of(headers: &HeaderMap) -> Caller {
+        let mut request_id = None;
+        let mut traceparent: Option<HeaderValue> = None;
+        for (name, value) in headers {
+            if *name == REQUEST_ID {
+                request_id = request_id.or(Some(value));
+            } else if *name == TRACEPARENT {
+                traceparent = Some(match traceparent {
+                    None => value.clone(),
+                    Some(first) => joined(&first, value),
+                });
+            }
+        }
+        Caller {
+            request_id: request_id.and_then(request_id_text),
+            traceparent,
+        }
+    }
+}
+
+/// Two values of one header as one, as `RequestHeaders` reads them.
+fn joined(first: &HeaderValue, next: &HeaderValue) -> HeaderValue {
+    let mut bytes = Vec::with_capacity(first.len() + 2 + next.len());
+    bytes.extend_from_slice(first.as_bytes());
+    bytes.extend_from_slice(b", ");
+    bytes.extend_from_slice(next.as_bytes());
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| first.clone())
+}
+
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
-fn request_id(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(REQUEST_ID)?.to_str().ok()?;
+fn request_id_text(value: &HeaderValue) -> Option<String> {
+    let raw = value.to_str().ok()?;
     if raw.is_empty() {
         return None;
     }
@@ -619,7 +680,12 @@ async fn run_and_record(
     uri: Uri,
     keyed: Option<Keyed>,
 ) -> Result<Response, IngressError> {
-    let start = RunStart::new(&orchestrator, &invocation, &method);
+    let traceparent = match &invocation.input {
+        InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
+        InvocationInput::Event(_) => None,
+    };
+    let start = RunStart::new(&orchestrator, &invocation, &method, traceparent.as_deref());
+    drop(traceparent);
     let outcome = orchestrator.lane.run(invocation).await;
     let settling = match settle_run(&orchestrator, start, outcome) {
         Ok(settling) => settling,
@@ -646,12 +712,18 @@ struct RunStart {
 }
 
 impl RunStart {
-    fn new(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> Self {
+    /// `parent`: the caller's `traceparent`, if it sent one.
+    fn new(
+        orchestrator: &Orchestrator,
+        invocation: &Invocation,
+        method: &Method,
+        parent: Option<&str>,
+    ) -> Self {
         RunStart {
             clock: Instant::now(),
             id: invocation.id,
             request_id: invocation.request_id.clone(),
-            span: start_span(orchestrator, invocation, method),
+            span: start_span(orchestrator, invocation, method, parent),
         }
     }
 }
@@ -801,12 +873,12 @@ impl Settling {
 
 /// The run's span: a child of the caller's `traceparent` header, or a new trace. Its name
 /// and attributes are made only when spans are recorded.
-fn start_span(orchestrator: &Orchestrator, invocation: &Invocation, method: &Method) -> RunSpan {
-    let parent = match &invocation.input {
-        InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
-        InvocationInput::Event(_) => None,
-    };
-    let parent = parent.as_deref();
+fn start_span(
+    orchestrator: &Orchestrator,
+    invocation: &Invocation,
+    method: &Method,
+    parent: Option<&str>,
+) -> RunSpan {
     orchestrator
         .config
         .tracing
@@ -1043,6 +1115,51 @@ mod tests {
         assert_eq!(q.get("c").map(String::as_str), Some("p q"));
         assert!(parse_query(None).is_empty());
         assert!(parse_query(Some("")).is_empty());
+    }
+
+    #[test]
+    fn the_callers_ids_are_read_in_one_pass_as_lookups_by_name_read_them() {
+        let mut headers = HeaderMap::new();
+        assert!(Caller::of(&headers).request_id.is_none());
+        assert!(Caller::of(&headers).traceparent.is_none());
+        headers.append("host", HeaderValue::from_static("example"));
+        headers.append("x-request-id", HeaderValue::from_static("first"));
+        headers.append("x-request-id", HeaderValue::from_static("second"));
+        headers.append("traceparent", HeaderValue::from_static("00-a"));
+        let caller = Caller::of(&headers);
+        // The first request id, as `HeaderMap::get` gives it.
+        assert_eq!(caller.request_id.as_deref(), Some("first"));
+        assert_eq!(caller.traceparent.unwrap(), "00-a");
+        headers.append("traceparent", HeaderValue::from_static("00-b"));
+        let caller = Caller::of(&headers);
+        // Joined, as `RequestHeaders::get` reads a repeated header.
+        let joined = shared::RequestHeaders::from(headers.clone());
+        assert_eq!(
+            caller.traceparent.unwrap().to_str().unwrap(),
+            joined.get(TRACEPARENT).unwrap()
+        );
+        headers.insert("x-request-id", HeaderValue::from_static(""));
+        assert!(
+            Caller::of(&headers).request_id.is_none(),
+            "an empty id is none"
+        );
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 5);
+        headers.insert("x-request-id", HeaderValue::from_str(&long).unwrap());
+        assert_eq!(
+            Caller::of(&headers).request_id.map(|r| r.len()),
+            Some(MAX_REQUEST_ID_LEN)
+        );
+    }
+
+    #[test]
+    fn a_standard_methods_name_is_a_constant_and_any_other_is_kept() {
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::CONNECT] {
+            let name = method_name(&method);
+            assert!(matches!(name, Cow::Borrowed(_)), "{method}");
+            assert_eq!(name, method.as_str());
+        }
+        let custom = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_name(&custom), "PURGE");
     }
 
     #[test]
