@@ -180,27 +180,32 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
     let start = RunStart::new(orchestrator, &invocation, &parts.method, parent);
     // A panic in the run is answered as an internal error naming the invocation, as
     // `FinishOnDrop` answers one in a run that waits.
-    let tried = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let outcome = orchestrator.lane.try_now(&invocation)?;
-        Some(settle_run(orchestrator, start, outcome))
-    }));
-    let settling = match tried {
-        Ok(Some(Ok(settling))) => settling,
-        Ok(Some(Err(refused))) => return Answering::Now(end.answer(Err(refused), &parts)),
-        Ok(None) => {
-            // A script thread runs it.
-            let run = finishing_run(
-                Arc::clone(orchestrator),
-                found.routed,
-                invocation,
-                &parts,
-                None,
-            );
-            return Answering::Later(Box::pin(async move {
-                let served = run.await;
-                end.answer(served, &parts)
-            }));
-        }
+    let outcome =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| orchestrator.lane.try_now(&invocation)))
+        {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                // A script thread runs it, in the span and on the clock started here.
+                let run = finishing_run(
+                    Arc::clone(orchestrator),
+                    found.routed,
+                    invocation,
+                    &parts,
+                    None,
+                    Some(start),
+                );
+                return Answering::Later(Box::pin(async move {
+                    let served = run.await;
+                    end.answer(served, &parts)
+                }));
+            }
+            Err(_panic) => return Answering::Now(end.answer(Err(panicked(id)), &parts)),
+        };
+    let settling = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        settle_run(orchestrator, start, outcome)
+    })) {
+        Ok(Ok(settling)) => settling,
+        Ok(Err(refused)) => return Answering::Now(end.answer(Err(refused), &parts)),
         Err(_panic) => return Answering::Now(end.answer(Err(panicked(id)), &parts)),
     };
     drop(invocation);
@@ -415,7 +420,7 @@ async fn serve(
         None => None,
     };
     let invocation = invocation(parts, found.invocation, id, request_id, body);
-    finishing_run(orchestrator, found.routed, invocation, parts, keyed).await
+    finishing_run(orchestrator, found.routed, invocation, parts, keyed, None).await
 }
 
 /// The run on the lane and its record, which go on if the caller hangs up mid-run.
@@ -425,6 +430,7 @@ fn finishing_run(
     invocation: Invocation,
     parts: &Parts,
     keyed: Option<Keyed>,
+    started: Option<RunStart>,
 ) -> FinishOnDrop<impl Future<Output = Result<Response, IngressError>> + Send + 'static> {
     let id = invocation.id;
     let run = run_and_record(
@@ -434,6 +440,7 @@ fn finishing_run(
         parts.method.clone(),
         parts.uri.clone(),
         keyed,
+        started,
     );
     FinishOnDrop::new(id, run)
 }
@@ -679,13 +686,16 @@ async fn run_and_record(
     method: Method,
     uri: Uri,
     keyed: Option<Keyed>,
+    started: Option<RunStart>,
 ) -> Result<Response, IngressError> {
-    let traceparent = match &invocation.input {
-        InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
-        InvocationInput::Event(_) => None,
-    };
-    let start = RunStart::new(&orchestrator, &invocation, &method, traceparent.as_deref());
-    drop(traceparent);
+    // One span per run: the one its request already started, if it did.
+    let start = started.unwrap_or_else(|| {
+        let traceparent = match &invocation.input {
+            InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
+            InvocationInput::Event(_) => None,
+        };
+        RunStart::new(&orchestrator, &invocation, &method, traceparent.as_deref())
+    });
     let outcome = orchestrator.lane.run(invocation).await;
     let settling = match settle_run(&orchestrator, start, outcome) {
         Ok(settling) => settling,

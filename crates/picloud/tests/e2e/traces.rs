@@ -23,6 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The caller's trace and span.
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const LOOKUP_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
 
 /// One exported span, as the receiver decoded it.
 #[derive(Debug, Clone)]
@@ -225,6 +226,24 @@ async fn a_requests_trace_runs_through_a_published_event_and_a_queue_message(db:
     assert_ne!(trace, TRACE);
     let spans = receiver.trace(&trace, 3).await;
     assert_eq!(named(&spans, "POST shop/order").parent, "");
+
+    // A run on a script thread (a KV read is not tried inline) has one span as well: the
+    // span its request started before asking for an answer at once.
+    app.endpoint("shop", "lookup", "GET /lookup", r#"kv::get("mailed")"#)
+        .await;
+    let res = app
+        .call(Method::GET, "/shop/lookup")
+        .header("traceparent", format!("00-{LOOKUP_TRACE}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let spans = receiver.trace(LOOKUP_TRACE, 1).await;
+    assert_eq!(named(&spans, "GET shop/lookup").parent, CALLER_SPAN);
+    // A second span of that run, were there one, is exported within the export delay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = receiver.trace(LOOKUP_TRACE, 1).await;
+    assert_eq!(spans.len(), 1, "{spans:?}");
 }
 
 testkit::on_both_backends!(a_requests_trace_runs_through_a_published_event_and_a_queue_message);
