@@ -72,19 +72,18 @@ impl RequestHeaders {
     /// A header's value (the values of a repeated one joined), if the request has it. A
     /// `HeaderName` is looked up as it is; a `&str` name is parsed first.
     pub fn get<K: http::header::AsHeaderName>(&self, name: K) -> Option<Cow<'_, str>> {
-        let mut values = self.0.get_all(name).iter();
-        let first = header_text(values.next()?);
-        Some(match values.next() {
-            None => first,
-            Some(second) => {
-                let mut joined = first.into_owned();
-                for value in std::iter::once(second).chain(values) {
-                    joined.push_str(", ");
-                    joined.push_str(&header_text(value));
-                }
-                Cow::Owned(joined)
-            }
-        })
+        Self::value_in(&self.0, name)
+    }
+
+    /// A header's value in `headers` as `get` reads it (for a request's headers before
+    /// they are a `RequestHeaders`).
+    pub fn value_in<K: http::header::AsHeaderName>(
+        headers: &http::HeaderMap,
+        name: K,
+    ) -> Option<Cow<'_, str>> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next()?;
+        Some(joined_text(first, values))
     }
 
     /// Every header once, by name, in the map's order (not sorted).
@@ -94,14 +93,10 @@ impl RequestHeaders {
     pub fn joined(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
         let mut entries = self.0.iter().peekable();
         std::iter::from_fn(move || {
-            let (name, value) = entries.next()?;
-            let mut text = header_text(value);
-            while let Some((_, next)) = entries.next_if(|(next, _)| *next == name) {
-                let joined = text.to_mut();
-                joined.push_str(", ");
-                joined.push_str(&header_text(next));
-            }
-            Some((name.as_str(), text))
+            let (name, first) = entries.next()?;
+            let rest =
+                std::iter::from_fn(|| entries.next_if(|(next, _)| *next == name).map(|(_, v)| v));
+            Some((name.as_str(), joined_text(first, rest)))
         })
     }
 
@@ -119,6 +114,20 @@ impl RequestHeaders {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// One header's values as text, joined with ", " (borrowed when there is one).
+fn joined_text<'a>(
+    first: &'a http::HeaderValue,
+    rest: impl Iterator<Item = &'a http::HeaderValue>,
+) -> Cow<'a, str> {
+    let mut text = header_text(first);
+    for value in rest {
+        let joined = text.to_mut();
+        joined.push_str(", ");
+        joined.push_str(&header_text(value));
+    }
+    text
 }
 
 /// A header value as text; bytes that are not UTF-8 become U+FFFD.

@@ -39,8 +39,8 @@ use sha2::{Digest, Sha256};
 use shared::limits::InvocationLimits;
 use shared::store::{App, Claimed, Idempotency, IdempotencyKey, KeyHold, StoredAnswer};
 use shared::{
-    AppName, Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId,
-    InvocationInput, InvocationRecord, InvocationStatus, LogLine, ScriptName, ScriptOutput,
+    Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
+    InvocationRecord, InvocationStatus, LogLine, RequestHeaders, ScriptName, ScriptOutput,
     TriggerId,
 };
 
@@ -171,42 +171,46 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
         // The body, or the key, has to be waited for.
         let orchestrator = Arc::clone(orchestrator);
         return Answering::Later(Box::pin(async move {
-            let served = serve(orchestrator, &mut parts, body, found, id, request_id).await;
+            let caller = (request_id, traceparent);
+            let served = serve(orchestrator, &mut parts, body, found, id, caller).await;
             end.answer(served, &parts)
         }));
     }
-    let invocation = invocation(&mut parts, found.invocation, id, request_id, Bytes::new());
-    let parent = traceparent.as_ref().and_then(|v| v.to_str().ok());
-    let start = RunStart::new(orchestrator, &invocation, &parts.method, parent);
+    let invocation = invocation(
+        &mut parts,
+        &found.routed,
+        found.invocation,
+        id,
+        request_id,
+        Bytes::new(),
+    );
+    let start = RunStart::new(
+        orchestrator,
+        &invocation,
+        &parts.method,
+        traceparent.as_deref(),
+    );
     // A panic in the run is answered as an internal error naming the invocation, as
     // `FinishOnDrop` answers one in a run that waits.
-    let outcome =
-        match std::panic::catch_unwind(AssertUnwindSafe(|| orchestrator.lane.try_now(&invocation)))
-        {
-            Ok(Some(outcome)) => outcome,
-            Ok(None) => {
-                // A script thread runs it, in the span and on the clock started here.
-                let run = finishing_run(
-                    Arc::clone(orchestrator),
-                    found.routed,
-                    invocation,
-                    &parts,
-                    None,
-                    Some(start),
-                );
-                return Answering::Later(Box::pin(async move {
-                    let served = run.await;
-                    end.answer(served, &parts)
-                }));
-            }
-            Err(_panic) => return Answering::Now(end.answer(Err(panicked(id)), &parts)),
-        };
-    let settling = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        settle_run(orchestrator, start, outcome)
-    })) {
-        Ok(Ok(settling)) => settling,
-        Ok(Err(refused)) => return Answering::Now(end.answer(Err(refused), &parts)),
-        Err(_panic) => return Answering::Now(end.answer(Err(panicked(id)), &parts)),
+    let outcome = match caught(id, || orchestrator.lane.try_now(&invocation)) {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => {
+            // A script thread runs it, in the span and on the clock started here.
+            let run = finishing_run(
+                Arc::clone(orchestrator),
+                found.routed,
+                invocation,
+                &parts,
+                None,
+                start,
+            );
+            return end.later(parts, run);
+        }
+        Err(panicked) => return Answering::Now(end.answer(Err(panicked), &parts)),
+    };
+    let settling = match caught(id, || settle_run(orchestrator, start, outcome)).flatten() {
+        Ok(settling) => settling,
+        Err(refused) => return Answering::Now(end.answer(Err(refused), &parts)),
     };
     drop(invocation);
     if !settling.effects.is_empty() {
@@ -217,24 +221,21 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
             let settling = settling.commit(&orchestrator, &found.routed, None).await;
             settling.record(&orchestrator, &found.routed, &method, &uri)
         });
-        return Answering::Later(Box::pin(async move {
-            let served = commit.await;
-            end.answer(served, &parts)
-        }));
+        return end.later(parts, commit);
     }
-    let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let recorded = caught(id, || {
         settling.record(orchestrator, &found.routed, &parts.method, &parts.uri)
-    }))
-    .unwrap_or_else(|_panic| Err(panicked(id)));
+    })
+    .flatten();
     Answering::Now(end.answer(recorded, &parts))
 }
 
-/// The answer to a run that panicked.
-fn panicked(id: InvocationId) -> IngressError {
-    IngressError::Internal {
+/// `f`'s result, or the internal error that names the invocation when it panics.
+fn caught<T>(id: InvocationId, f: impl FnOnce() -> T) -> Result<T, IngressError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_panic| IngressError::Internal {
         id,
         source: "the run panicked".into(),
-    }
+    })
 }
 
 /// What every answer gets on its way out, whichever way it was made.
@@ -246,6 +247,18 @@ struct End {
 }
 
 impl End {
+    /// The answer once `served` is done, `parts` kept for it.
+    fn later(
+        self,
+        parts: Parts,
+        served: impl Future<Output = Result<Response, IngressError>> + Send + 'static,
+    ) -> Answering {
+        Answering::Later(Box::pin(async move {
+            let served = served.await;
+            self.answer(served, &parts)
+        }))
+    }
+
     fn answer(self, served: Result<Response, IngressError>, parts: &Parts) -> Response {
         let mut response = match served {
             Ok(response) => response,
@@ -277,7 +290,6 @@ struct Found {
 
 /// What the route match gives the invocation.
 struct Matched {
-    app: AppName,
     script: ScriptName,
     params: BTreeMap<String, String>,
     /// The path inside the app.
@@ -319,7 +331,6 @@ fn route(orchestrator: &Orchestrator, parts: &Parts) -> Result<Found, IngressErr
     Ok(Found {
         idempotency: idempotency.map(|policy| KeyedRoute { policy, trigger }),
         invocation: Matched {
-            app: routes.app.name.clone(),
             script,
             params,
             path: path.to_owned(),
@@ -338,6 +349,7 @@ struct KeyedRoute {
 /// The invocation of a matched request.
 fn invocation(
     parts: &mut Parts,
+    routed: &Routed,
     matched: Matched,
     id: InvocationId,
     request_id: Option<String>,
@@ -345,7 +357,7 @@ fn invocation(
 ) -> Invocation {
     Invocation {
         id,
-        app: matched.app,
+        app: routed.routes.app.name.clone(),
         script: matched.script,
         request_id,
         limits: matched.limits,
@@ -379,7 +391,7 @@ async fn serve(
     body: Body,
     found: Found,
     id: InvocationId,
-    request_id: Option<String>,
+    (request_id, traceparent): (Option<String>, Option<String>),
 ) -> Result<Response, IngressError> {
     let body = read_body(&parts.headers, body, orchestrator.config.max_body_bytes).await?;
     let keyed = match found.idempotency {
@@ -419,8 +431,14 @@ async fn serve(
         },
         None => None,
     };
-    let invocation = invocation(parts, found.invocation, id, request_id, body);
-    finishing_run(orchestrator, found.routed, invocation, parts, keyed, None).await
+    let invocation = invocation(parts, &found.routed, found.invocation, id, request_id, body);
+    let start = RunStart::new(
+        &orchestrator,
+        &invocation,
+        &parts.method,
+        traceparent.as_deref(),
+    );
+    finishing_run(orchestrator, found.routed, invocation, parts, keyed, start).await
 }
 
 /// The run on the lane and its record, which go on if the caller hangs up mid-run.
@@ -430,7 +448,7 @@ fn finishing_run(
     invocation: Invocation,
     parts: &Parts,
     keyed: Option<Keyed>,
-    started: Option<RunStart>,
+    start: RunStart,
 ) -> FinishOnDrop<impl Future<Output = Result<Response, IngressError>> + Send + 'static> {
     let id = invocation.id;
     let run = run_and_record(
@@ -440,7 +458,7 @@ fn finishing_run(
         parts.method.clone(),
         parts.uri.clone(),
         keyed,
-        started,
+        start,
     );
     FinishOnDrop::new(id, run)
 }
@@ -546,14 +564,14 @@ impl<F: Future<Output = Result<Response, IngressError>> + Send + 'static> Future
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let id = self.id;
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Pending;
         };
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
-        let done = match polled {
+        let done = match caught(id, || inner.as_mut().poll(cx)) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(done)) => done,
-            Err(_panic) => Err(panicked(self.id)),
+            Err(panicked) => Err(panicked),
         };
         self.inner = None;
         Poll::Ready(done)
@@ -623,38 +641,30 @@ fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
 struct Caller {
     /// Its `x-request-id` (the first, cut to `MAX_REQUEST_ID_LEN` characters).
     request_id: Option<String>,
-    /// Its `traceparent` (the values of a repeated one joined with ", ").
-    traceparent: Option<HeaderValue>,
+    /// Its `traceparent`, as a script reads it (`RequestHeaders`: the values of a repeated
+    /// one joined with ", ").
+    traceparent: Option<String>,
 }
 
 impl Caller {
     fn of(headers: &HeaderMap) -> Caller {
         let mut request_id = None;
-        let mut traceparent: Option<HeaderValue> = None;
+        let mut traced = false;
         for (name, value) in headers {
             if *name == REQUEST_ID {
                 request_id = request_id.or(Some(value));
             } else if *name == TRACEPARENT {
-                traceparent = Some(match traceparent {
-                    None => value.clone(),
-                    Some(first) => joined(&first, value),
-                });
+                traced = true;
             }
         }
         Caller {
             request_id: request_id.and_then(request_id_text),
-            traceparent,
+            // Looked up by name only when it is there.
+            traceparent: traced
+                .then(|| RequestHeaders::value_in(headers, TRACEPARENT).map(Cow::into_owned))
+                .flatten(),
         }
     }
-}
-
-/// Two values of one header as one, as `RequestHeaders` reads them.
-fn joined(first: &HeaderValue, next: &HeaderValue) -> HeaderValue {
-    let mut bytes = Vec::with_capacity(first.len() + 2 + next.len());
-    bytes.extend_from_slice(first.as_bytes());
-    bytes.extend_from_slice(b", ");
-    bytes.extend_from_slice(next.as_bytes());
-    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| first.clone())
 }
 
 /// The caller's `x-request-id`, cut to `MAX_REQUEST_ID_LEN` characters.
@@ -686,16 +696,8 @@ async fn run_and_record(
     method: Method,
     uri: Uri,
     keyed: Option<Keyed>,
-    started: Option<RunStart>,
+    start: RunStart,
 ) -> Result<Response, IngressError> {
-    // One span per run: the one its request already started, if it did.
-    let start = started.unwrap_or_else(|| {
-        let traceparent = match &invocation.input {
-            InvocationInput::Http(request) => request.headers.get(TRACEPARENT),
-            InvocationInput::Event(_) => None,
-        };
-        RunStart::new(&orchestrator, &invocation, &method, traceparent.as_deref())
-    });
     let outcome = orchestrator.lane.run(invocation).await;
     let settling = match settle_run(&orchestrator, start, outcome) {
         Ok(settling) => settling,
@@ -1145,8 +1147,8 @@ mod tests {
         // Joined, as `RequestHeaders::get` reads a repeated header.
         let joined = shared::RequestHeaders::from(headers.clone());
         assert_eq!(
-            caller.traceparent.unwrap().to_str().unwrap(),
-            joined.get(TRACEPARENT).unwrap()
+            caller.traceparent.as_deref(),
+            joined.get(TRACEPARENT).as_deref()
         );
         headers.insert("x-request-id", HeaderValue::from_static(""));
         assert!(
