@@ -57,9 +57,18 @@ fn token(opts: &Map) -> Result<String, HostError> {
         app: cx.app.clone(),
         topics,
         sub,
-        exp: chrono::Utc::now().timestamp().saturating_add(ttl),
+        exp: expiry(chrono::Utc::now(), ttl),
     };
     Ok(mint(&key, &claims))
+}
+
+/// A token's `exp` (whole seconds): rounded up, so a token lives at least its `ttl`. Rounded
+/// down, a ttl of 1 minted late in a second would leave it a millisecond to live.
+fn expiry(now: chrono::DateTime<chrono::Utc>, ttl_secs: i64) -> i64 {
+    let started = i64::from(now.timestamp_subsec_nanos() > 0);
+    now.timestamp()
+        .saturating_add(started)
+        .saturating_add(ttl_secs)
 }
 
 fn topics(value: Option<&Dynamic>) -> Result<Vec<ChannelName>, HostError> {
@@ -84,4 +93,25 @@ fn topics(value: Option<&Dynamic>) -> Result<Vec<ChannelName>, HostError> {
         }
     }
     Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::expiry;
+
+    #[test]
+    fn a_token_lives_at_least_its_ttl_whenever_in_the_second_it_is_minted() {
+        let late = Utc.timestamp_opt(1_000, 999_000_000).unwrap();
+        assert_eq!(
+            expiry(late, 1),
+            1_002,
+            "a ttl of 1 at x.999 keeps the token past x+1.999"
+        );
+        let early = Utc.timestamp_opt(1_000, 1).unwrap();
+        assert_eq!(expiry(early, 1), 1_002);
+        let exact = Utc.timestamp_opt(1_000, 0).unwrap();
+        assert_eq!(expiry(exact, 1), 1_001);
+    }
 }

@@ -271,8 +271,11 @@ impl Subscription {
         let period = config.heartbeat.max(Duration::from_millis(10));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let left = claims.exp.saturating_sub(chrono::Utc::now().timestamp());
-        let expires = Instant::now() + Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        let left = claims
+            .exp
+            .saturating_mul(1_000)
+            .saturating_sub(chrono::Utc::now().timestamp_millis());
+        let expires = Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0));
         let expires = Box::pin(tokio::time::sleep_until(expires));
         let retry = format!("retry: {}\n\n", config.retry.as_millis());
         Subscription {

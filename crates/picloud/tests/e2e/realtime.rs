@@ -238,9 +238,9 @@ async fn a_resume_point_older_than_the_buffer_gets_a_reset_naming_the_oldest_id(
 
 async fn a_stream_ends_with_expired_when_its_token_does(db: Backend) {
     let app = spawn_app(db).await;
-    // Expiry is in whole seconds from the minting second: a ttl of 1 can leave the token
-    // a millisecond to live, too little to open the stream; 2 leaves at least a second.
-    app.token_endpoint("shop", r#"#{topics: ["orders"], ttl: 2}"#)
+    // Expiry is a whole second rounded up: a ttl of 1 leaves the token at least a second,
+    // enough to open the stream whenever in a second it was minted.
+    app.token_endpoint("shop", r#"#{topics: ["orders"], ttl: 1}"#)
         .await;
     app.expose("shop", "orders").await;
     let token = app.token("shop").await;
