@@ -24,15 +24,15 @@
 //! script thread, a cache miss (a script not run since the server started, or after
 //! changes may have been missed) loads the active version with `rt.block_on` (this
 //! thread is not a runtime worker, so blocking it is the point) and compiles it once.
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{counter, histogram};
 use rhai::AST;
 use shared::Effects;
+use shared::metrics::{LocalCounter, LocalHistogram, Tally};
 use shared::store::ScriptVersion;
 use shared::{
     AppName, CatalogChange, CatalogListener, CompileError, ExecError, Execution, ExecutorClient,
@@ -110,7 +110,7 @@ pub struct Executor {
     /// Capped invocations held per app and script.
     running: Running,
     /// Invocations answered by an inline try since the start.
-    inline_runs: AtomicU64,
+    inline_runs: Tally,
 }
 
 impl Executor {
@@ -165,7 +165,7 @@ impl Executor {
             runner,
             pool,
             running: Running::default(),
-            inline_runs: AtomicU64::new(0),
+            inline_runs: Tally::default(),
         })
     }
 
@@ -182,7 +182,7 @@ impl Executor {
     /// Invocations answered inline, on a runtime worker, since the start (also counted in
     /// `picloud_script_inline_runs_total{outcome="kept"}`).
     pub fn inline_runs(&self) -> u64 {
-        self.inline_runs.load(Ordering::Relaxed)
+        self.inline_runs.sum()
     }
 
     /// The invocation run inline, when it may be tried and the try is kept (the module
@@ -225,7 +225,7 @@ impl Executor {
         // a version that keeps doing so goes to the script threads.
         compiled.overran(duration > crate::sandbox::INLINE_MAX_TIME);
         m.inline_kept.increment(1);
-        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+        self.inline_runs.add(1);
         let execution = Execution {
             version: compiled.version,
             started_at,
@@ -380,23 +380,25 @@ impl Runner {
 /// once: a lookup by name and labels on every run costs more than the run of a small
 /// script. Resolved on first use, which comes after the server installed its recorder.
 struct RunMetrics {
-    ok: Counter,
-    error: Counter,
-    limit_exceeded: Counter,
-    timeout: Counter,
-    not_found: Counter,
-    store_error: Counter,
-    overloaded: Counter,
-    at_concurrency_limit: Counter,
-    duration: Histogram,
+    ok: LocalCounter,
+    error: LocalCounter,
+    limit_exceeded: LocalCounter,
+    timeout: LocalCounter,
+    not_found: LocalCounter,
+    store_error: LocalCounter,
+    overloaded: LocalCounter,
+    at_concurrency_limit: LocalCounter,
+    duration: LocalHistogram,
     /// `picloud_script_inline_runs_total{outcome}`: inline tries kept, and discarded (the
     /// invocation then ran on a script thread).
-    inline_kept: Counter,
-    inline_discarded: Counter,
+    inline_kept: LocalCounter,
+    inline_discarded: LocalCounter,
 }
 
 static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
-    let runs = |outcome: &'static str| counter!("picloud_script_runs_total", "outcome" => outcome);
+    let runs = |outcome: &'static str| {
+        LocalCounter::new(counter!("picloud_script_runs_total", "outcome" => outcome))
+    };
     RunMetrics {
         ok: runs("ok"),
         error: runs("error"),
@@ -406,9 +408,13 @@ static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
         store_error: runs("store_error"),
         overloaded: runs("overloaded"),
         at_concurrency_limit: runs("concurrency_limit"),
-        duration: histogram!("picloud_script_duration_seconds"),
-        inline_kept: counter!("picloud_script_inline_runs_total", "outcome" => "kept"),
-        inline_discarded: counter!("picloud_script_inline_runs_total", "outcome" => "discarded"),
+        duration: LocalHistogram::new(histogram!("picloud_script_duration_seconds")),
+        inline_kept: LocalCounter::new(
+            counter!("picloud_script_inline_runs_total", "outcome" => "kept"),
+        ),
+        inline_discarded: LocalCounter::new(
+            counter!("picloud_script_inline_runs_total", "outcome" => "discarded"),
+        ),
     }
 });
 

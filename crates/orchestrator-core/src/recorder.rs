@@ -543,7 +543,7 @@ pub(crate) struct SuccessSampler {
     source: &'static str,
     /// Looked up on the first sampled record (a lookup by name and labels per record would
     /// cost more than the record's budget check).
-    sampled: std::sync::OnceLock<metrics::Counter>,
+    sampled: std::sync::OnceLock<shared::metrics::LocalCounter>,
     /// One record per app and second past the budget (`admit_app`).
     app_floor: FailureBudgets,
 }
@@ -584,7 +584,10 @@ impl SuccessSampler {
     fn count_sampled(&self) {
         self.sampled
             .get_or_init(|| {
-                metrics::counter!("picloud_invocation_records_sampled_total", "source" => self.source)
+                shared::metrics::LocalCounter::new(metrics::counter!(
+                    "picloud_invocation_records_sampled_total",
+                    "source" => self.source
+                ))
             })
             .increment(1);
     }

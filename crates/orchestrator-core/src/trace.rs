@@ -15,7 +15,7 @@
 //!   node exports nothing and wakes for nothing (the SDK's own batch processor ticks on a
 //!   timer even when empty, so it is not used).
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::{
@@ -166,18 +166,11 @@ impl Tracing {
         let remote = parent.and_then(parse_traceparent);
         if self.exporting.is_none() {
             // Not recorded: only the ids a dropped span would get (the parent's trace, a
-            // new span id, not sampled).
-            let ids = RandomIdGenerator::default();
-            let trace_id = remote
-                .as_ref()
-                .map_or_else(|| ids.new_trace_id(), SpanContext::trace_id);
-            return RunSpan::Ids(SpanContext::new(
-                trace_id,
-                ids.new_span_id(),
-                TraceFlags::default(),
-                false,
-                TraceState::default(),
-            ));
+            // new span id, not sampled), made when first asked for.
+            return RunSpan::Ids(Unrecorded {
+                parent: remote.map(|remote| remote.trace_id()),
+                ids: OnceLock::new(),
+            });
         }
         let parent_cx = match remote {
             Some(remote) => Context::new().with_remote_span_context(remote),
@@ -211,14 +204,36 @@ pub enum RunSpan {
     /// Recorded (export is on): the span in its context.
     Recorded(Context),
     /// Not recorded (export is off): its ids only.
-    Ids(SpanContext),
+    Ids(Unrecorded),
+}
+
+/// The ids of a span that is not recorded: made only if asked for (a run with a record
+/// or with emitted events), the trace the caller's when it sent one.
+pub struct Unrecorded {
+    parent: Option<TraceId>,
+    ids: OnceLock<SpanContext>,
+}
+
+impl Unrecorded {
+    fn context(&self) -> &SpanContext {
+        self.ids.get_or_init(|| {
+            let ids = RandomIdGenerator::default();
+            SpanContext::new(
+                self.parent.unwrap_or_else(|| ids.new_trace_id()),
+                ids.new_span_id(),
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            )
+        })
+    }
 }
 
 impl RunSpan {
     fn with_context<T>(&self, f: impl FnOnce(&SpanContext) -> T) -> T {
         match self {
             RunSpan::Recorded(cx) => f(cx.span().span_context()),
-            RunSpan::Ids(sc) => f(sc),
+            RunSpan::Ids(unrecorded) => f(unrecorded.context()),
         }
     }
 
@@ -490,6 +505,25 @@ mod tests {
             "unsampled, as the SDK's sampler made it"
         );
         assert!(matches!(span, RunSpan::Ids(_)), "no SDK span is built");
+    }
+
+    #[test]
+    fn an_unrecorded_spans_ids_are_made_once_and_keep_the_callers_trace() {
+        let span =
+            Tracing::off().start_described(SpanKind::Server, None, || ("run".into(), Vec::new()));
+        let first = span.traceparent();
+        assert_eq!(span.traceparent(), first, "the same ids every time");
+        assert_eq!(&first[3..35], span.trace_id());
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let child = Tracing::off().start_described(SpanKind::Server, Some(parent), || {
+            ("run".into(), Vec::new())
+        });
+        assert_eq!(child.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+        assert_ne!(
+            &child.traceparent()[36..52],
+            "b7ad6b7169203331",
+            "a span id of its own"
+        );
     }
 
     #[test]

@@ -223,6 +223,8 @@ async fn readyz(State(store): State<Store>) -> Response {
 
 async fn metrics_text() -> Response {
     let handle = metrics_handle();
+    // The hot paths' counts and samples wait per thread until now.
+    shared::metrics::fold();
     handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -7,6 +7,7 @@
 //! - `limits`: what operators override per app and script, and the server's ceilings.
 //! - `catalog`: how a control-plane change reaches per-node caches (routes, compiled scripts).
 //! - `error_code`: the one table from an error code to an HTTP status.
+//! - `metrics`: counters and histograms of the hot paths, kept per thread.
 //!
 //! This crate depends on neither axum nor sqlx: it is the seam, not an implementation.
 pub mod bus; // the one notification bus: tell every node
@@ -18,6 +19,7 @@ pub mod hmac; // HMAC-SHA256 for script crypto and realtime tokens
 pub mod ids; // validated names and ids
 pub mod invocation; // Invocation, HttpRequest, Execution, InvocationRecord
 pub mod limits; // per-app and per-script limits: overrides, the server's policy
+pub mod metrics; // hot-path counters and histograms kept per thread, folded at each scrape
 pub mod realtime; // realtime subscription tokens: mint and verify
 pub mod schema; // OpenAPI schemas of the validated names and ids
 pub mod store; // repository traits + StoreError

@@ -32,11 +32,12 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{Counter, counter, histogram};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
 use shared::limits::InvocationLimits;
+use shared::metrics::{LocalCounter, LocalHistogram};
 use shared::store::{App, Claimed, Idempotency, IdempotencyKey, KeyHold, StoredAnswer};
 use shared::{
     Effects, ExecError, FailureKind, HttpRequest, Invocation, InvocationId, InvocationInput,
@@ -86,11 +87,11 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The public ingress's metrics, resolved once (a lookup by name and labels per request
 /// costs more than a small script's run). Resolved on first use, after the server has
-/// installed its recorder.
+/// installed its recorder. The two every request touches are kept per thread.
 struct IngressMetrics {
     /// `picloud_http_requests_total{status}`, one slot per status 100..=599.
-    requests: Vec<OnceLock<Counter>>,
-    duration: Histogram,
+    requests: Vec<OnceLock<LocalCounter>>,
+    duration: LocalHistogram,
     /// `picloud_http_throttled_total{reason}`: refused with 429 before running.
     throttled_rate: Counter,
     throttled_concurrency: Counter,
@@ -98,7 +99,7 @@ struct IngressMetrics {
 
 static METRICS: LazyLock<IngressMetrics> = LazyLock::new(|| IngressMetrics {
     requests: (100..600).map(|_| OnceLock::new()).collect(),
-    duration: histogram!("picloud_http_request_duration_seconds"),
+    duration: LocalHistogram::new(histogram!("picloud_http_request_duration_seconds")),
     throttled_rate: counter!("picloud_http_throttled_total", "reason" => "rate"),
     throttled_concurrency: counter!("picloud_http_throttled_total", "reason" => "concurrency"),
 });
@@ -109,8 +110,10 @@ impl IngressMetrics {
         let Some(slot) = self.requests.get(usize::from(code).wrapping_sub(100)) else {
             return;
         };
-        slot.get_or_init(|| counter!("picloud_http_requests_total", "status" => code.to_string()))
-            .increment(1);
+        slot.get_or_init(|| {
+            LocalCounter::new(counter!("picloud_http_requests_total", "status" => code.to_string()))
+        })
+        .increment(1);
     }
 }
 
@@ -188,6 +191,7 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
         orchestrator,
         &invocation,
         &parts.method,
+        started,
         traceparent.as_deref(),
     );
     // A panic in the run is answered as an internal error naming the invocation, as
@@ -436,6 +440,7 @@ async fn serve(
         &orchestrator,
         &invocation,
         &parts.method,
+        Instant::now(),
         traceparent.as_deref(),
     );
     finishing_run(orchestrator, found.routed, invocation, parts, keyed, start).await
@@ -724,15 +729,17 @@ struct RunStart {
 }
 
 impl RunStart {
-    /// `parent`: the caller's `traceparent`, if it sent one.
+    /// `clock`: when the run's time began; `parent`: the caller's `traceparent`, if it
+    /// sent one.
     fn new(
         orchestrator: &Orchestrator,
         invocation: &Invocation,
         method: &Method,
+        clock: Instant,
         parent: Option<&str>,
     ) -> Self {
         RunStart {
-            clock: Instant::now(),
+            clock,
             id: invocation.id,
             request_id: invocation.request_id.clone(),
             span: start_span(orchestrator, invocation, method, parent),
@@ -1050,6 +1057,8 @@ fn script_response(id: InvocationId, output: ScriptOutput) -> Result<Response, I
     let mut response = Response::new(Body::from(output.body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    // Sized once for the script's headers and the id: no growing on the first insert.
+    headers.reserve(output.headers.len() + 1);
     for (name, value) in output.headers {
         let (Ok(name), Ok(value)) = (header_name(&name), header_value(&value)) else {
             tracing::debug!(invocation = %id, "a response header of the script is not valid HTTP; skipped");
