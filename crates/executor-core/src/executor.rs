@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use metrics::{counter, histogram};
+use metrics::counter;
 use rhai::AST;
 use shared::Effects;
 use shared::metrics::{LocalCounter, LocalHistogram, Tally};
@@ -408,7 +408,7 @@ static RUN_METRICS: LazyLock<RunMetrics> = LazyLock::new(|| {
         store_error: runs("store_error"),
         overloaded: runs("overloaded"),
         at_concurrency_limit: runs("concurrency_limit"),
-        duration: LocalHistogram::new(histogram!("picloud_script_duration_seconds")),
+        duration: LocalHistogram::new("picloud_script_duration_seconds"),
         inline_kept: LocalCounter::new(
             counter!("picloud_script_inline_runs_total", "outcome" => "kept"),
         ),

@@ -14,6 +14,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use shared::Store;
+use shared::metrics::Tally;
 
 /// The process-wide metrics recorder, installed on first use (tests start many servers in
 /// one process; a recorder can be installed only once).
@@ -21,22 +22,18 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let (recorder, handle) = Upkept::new(builder().build_recorder());
+        // The hot paths' own histograms (`shared::metrics`) start busy spells too.
+        let trigger = Arc::clone(&recorder.trigger);
+        shared::metrics::on_sample(move || trigger.local_sampled());
         // Fails only if another recorder is installed, and then ours just renders empty.
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
 }
 
-/// Bucket bounds (seconds) of every histogram: Prometheus histograms add up across nodes
-/// (summaries do not) and cost a binary search per sample instead of a quantile sketch.
-const BUCKETS: [f64; 16] = [
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0,
-];
-
 fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
-        .set_buckets(&BUCKETS)
+        .set_buckets(&shared::metrics::BUCKETS)
         .expect("the bucket list is not empty")
 }
 
@@ -58,7 +55,10 @@ struct Upkept {
 }
 
 struct UpkeepTrigger {
+    /// The exporter's histogram samples.
     samples: AtomicU64,
+    /// The hot paths' local histogram samples, counted per thread (they need no upkeep).
+    local: Tally,
     /// No busy spell is being watched: the next sample wakes the thread.
     resting: AtomicBool,
     wake: SyncSender<()>,
@@ -79,6 +79,7 @@ impl Upkept {
             inner.register_counter(&Key::from_name("picloud_memory_releases_total"), &metadata);
         let trigger = Arc::new(UpkeepTrigger {
             samples: AtomicU64::new(0),
+            local: Tally::default(),
             resting: AtomicBool::new(true),
             wake,
         });
@@ -109,6 +110,14 @@ impl UpkeepTrigger {
         }
     }
 
+    /// A sample of a local histogram: no upkeep is due for it, but it begins a busy spell.
+    fn local_sampled(&self) {
+        self.local.add(1);
+        if self.resting.load(Ordering::Relaxed) && self.resting.swap(false, Ordering::Relaxed) {
+            let _ = self.wake.try_send(());
+        }
+    }
+
     /// The thread: upkeep when `UPKEEP_EVERY` samples came in since the last one (on any
     /// wake-up, so a wake-up that found the channel full is not lost), memory given back
     /// once per busy spell.
@@ -131,10 +140,15 @@ impl UpkeepTrigger {
             loop {
                 let seen = self.samples.load(Ordering::Relaxed);
                 upkeep(seen);
+                let active = seen.wrapping_add(self.local.sum());
                 match woken.recv_timeout(QUIET) {
                     Ok(()) => {}
                     Err(RecvTimeoutError::Timeout)
-                        if self.samples.load(Ordering::Relaxed) == seen =>
+                        if self
+                            .samples
+                            .load(Ordering::Relaxed)
+                            .wrapping_add(self.local.sum())
+                            == active =>
                     {
                         crate::memory::release();
                         releases.increment(1);
@@ -223,14 +237,12 @@ async fn readyz(State(store): State<Store>) -> Response {
 
 async fn metrics_text() -> Response {
     let handle = metrics_handle();
-    // The hot paths' counts and samples wait per thread until now.
+    // The hot paths' counts wait per thread until now; their histograms render themselves.
     shared::metrics::fold();
     handle.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-        .into_response()
+    let mut text = handle.render();
+    shared::metrics::render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]
@@ -288,5 +300,16 @@ mod tests {
         histogram.record(0.5);
         rendered_with(&handle, "picloud_memory_releases_total 2");
         assert!(!handle.render().contains("picloud_memory_releases_total 3"));
+    }
+
+    #[test]
+    fn a_local_histogram_sample_begins_a_busy_spell_too() {
+        let (recorder, handle, _histogram) = recorder();
+        recorder.trigger.local_sampled();
+        rendered_with(&handle, "picloud_memory_releases_total 1");
+        assert!(
+            !handle.render().contains("picloud_metrics_upkeeps_total 1"),
+            "no upkeep is due for local samples"
+        );
     }
 }

@@ -1,26 +1,25 @@
-//! Counters and histograms for the hot paths, kept per thread and folded into the exporter's
-//! own at each scrape (`fold`).
+//! Counters and histograms for the hot paths, kept per thread: a counter is folded into
+//! the exporter's at each scrape (`fold`), a histogram renders itself (`render`).
 //!
 //! The exporter's counter is one atomic word (and a generation word beside it) that every
 //! worker writes: on a server whose workers answer on every core, the cache line moves
-//! between cores on each request, and a request bumps several such counters and two
-//! histograms. Here each thread adds to a slot of its own (one cache line per thread, for
+//! between cores on each request, and a request bumps several counters and two latency
+//! histograms, whose every sample the exporter also stores (with a timestamp) until an
+//! upkeep folds it. Here each thread adds to slots of its own (a cache line per thread, for
 //! up to `SHARDS` threads; past that, threads share a slot, still correct), and a
-//! histogram keeps a few samples per thread before it hands them over in one go.
+//! histogram is its bucket counts.
 //!
 //! What must stay true: a scrape sees every increment and every sample made before it
-//! began (`fold` drains every slot first); nothing is lost when a slot is shared; memory
-//! per metric is fixed (no buffer grows past `BATCH` samples); nothing runs on a timer.
+//! began; nothing is lost when a slot is shared; memory per metric is fixed; nothing runs
+//! on a timer.
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
 
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 
 /// Slots per metric: threads beyond it share slots.
 const SHARDS: usize = 16;
-/// Samples a thread keeps before it records them in the exporter's histogram.
-const BATCH: usize = 32;
 
 /// A thread's slot index, given out in order of first use.
 fn shard() -> usize {
@@ -43,16 +42,17 @@ fn shard() -> usize {
 #[derive(Default)]
 struct Padded<T>(T);
 
-/// What `fold` drains.
-trait Fold: Send + Sync {
-    fn fold(&self);
+/// What `fold` drains into the exporter, or `render` writes itself.
+trait Local: Send + Sync {
+    fn fold(&self) {}
+    fn render(&self, _out: &mut String) {}
 }
 
 /// Every local metric alive in the process.
-static LOCAL: LazyLock<Mutex<Vec<Weak<dyn Fold>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+static LOCAL: LazyLock<Mutex<Vec<Weak<dyn Local>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
-fn register(metric: &Arc<impl Fold + 'static>) {
-    let metric: Arc<dyn Fold> = Arc::clone(metric) as Arc<dyn Fold>;
+fn register(metric: &Arc<impl Local + 'static>) {
+    let metric: Arc<dyn Local> = Arc::clone(metric) as Arc<dyn Local>;
     LOCAL
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -61,7 +61,7 @@ fn register(metric: &Arc<impl Fold + 'static>) {
 
 /// Hand every thread's counts and samples to the exporter: call before rendering.
 pub fn fold() {
-    let alive: Vec<Arc<dyn Fold>> = {
+    let alive: Vec<Arc<dyn Local>> = {
         let mut local = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);
         local.retain(|metric| metric.strong_count() > 0);
         local.iter().filter_map(Weak::upgrade).collect()
@@ -131,7 +131,7 @@ impl LocalCounter {
     }
 }
 
-impl Fold for CounterSlots {
+impl Local for CounterSlots {
     fn fold(&self) {
         let n = self.pending.take();
         if n > 0 {
@@ -142,74 +142,112 @@ impl Fold for CounterSlots {
 
 impl Drop for CounterSlots {
     fn drop(&mut self) {
-        self.fold();
+        Local::fold(self);
     }
 }
 
-/// A histogram whose samples wait, up to `BATCH` per thread, in a buffer of their thread.
+/// Bucket bounds (seconds) of every latency histogram, the exporter's and the local ones:
+/// Prometheus histograms add up across nodes (summaries do not) and cost a binary search
+/// per sample instead of a quantile sketch.
+pub const BUCKETS: [f64; 16] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// Called on each local histogram sample (set once, by the server): what tells the metrics
+/// thread that a busy spell began.
+static ACTIVITY: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+/// Set what each local histogram sample calls; only the first call sets it.
+pub fn on_sample(hook: impl Fn() + Send + Sync + 'static) {
+    let _ = ACTIVITY.set(Box::new(hook));
+}
+
+/// A Prometheus histogram (seconds, `BUCKETS`) that each thread counts into on cache lines
+/// of its own, and that renders itself (`render`): a sample costs a binary search and
+/// two relaxed additions, and its memory is fixed. The sum is kept in whole
+/// nanoseconds.
 #[derive(Clone)]
 pub struct LocalHistogram(Arc<HistogramSlots>);
 
 struct HistogramSlots {
-    inner: Histogram,
-    slots: [Padded<Mutex<Samples>>; SHARDS],
+    name: &'static str,
+    slots: [Padded<Buckets>; SHARDS],
 }
 
 #[derive(Default)]
-struct Samples {
-    len: usize,
-    values: [f64; BATCH],
-}
-
-impl Samples {
-    fn drain_into(&mut self, histogram: &Histogram) {
-        for value in &self.values[..self.len] {
-            histogram.record(*value);
-        }
-        self.len = 0;
-    }
+struct Buckets {
+    /// One count per bound, then the `+Inf` bucket (not cumulative); their total is the
+    /// histogram's count.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
 }
 
 impl LocalHistogram {
-    /// Samples for `inner` (an exporter's histogram, e.g. from `metrics::histogram!`).
-    pub fn new(inner: Histogram) -> Self {
+    /// The histogram `name` (no labels): rendered by `render`, never by the exporter.
+    pub fn new(name: &'static str) -> Self {
         let slots = Arc::new(HistogramSlots {
-            inner,
+            name,
             slots: std::array::from_fn(|_| Padded::default()),
         });
         register(&slots);
         LocalHistogram(slots)
     }
 
-    pub fn record(&self, value: f64) {
-        let slots = &*self.0;
-        let mut samples = slots.slots[shard()]
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let len = samples.len;
-        samples.values[len] = value;
-        samples.len = len + 1;
-        if samples.len == BATCH {
-            samples.drain_into(&slots.inner);
+    pub fn record(&self, seconds: f64) {
+        let slot = &self.0.slots[shard()].0;
+        let bucket = BUCKETS.partition_point(|bound| *bound < seconds);
+        slot.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // Negative and NaN samples add nothing to the sum; huge ones saturate.
+        let nanos = (seconds * 1e9) as u64;
+        slot.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(hook) = ACTIVITY.get() {
+            hook();
         }
     }
 }
 
-impl Fold for HistogramSlots {
-    fn fold(&self) {
+impl HistogramSlots {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let mut counts = [0u64; BUCKETS.len() + 1];
+        let mut sum_nanos = 0u64;
         for slot in &self.slots {
-            slot.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drain_into(&self.inner);
+            for (total, n) in counts.iter_mut().zip(&slot.0.counts) {
+                *total += n.load(Ordering::Relaxed);
+            }
+            sum_nanos = sum_nanos.wrapping_add(slot.0.sum_nanos.load(Ordering::Relaxed));
         }
+        let name = self.name;
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(counts) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += counts[BUCKETS.len()];
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", sum_nanos as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+        out.push('\n');
     }
 }
 
-impl Drop for HistogramSlots {
-    fn drop(&mut self) {
-        self.fold();
+impl Local for HistogramSlots {
+    fn render(&self, out: &mut String) {
+        HistogramSlots::render(self, out);
+    }
+}
+
+/// Append the Prometheus text of every local histogram alive (after the exporter's). Make
+/// one `LocalHistogram` per name (a static): each renders a family of its own.
+pub fn render(out: &mut String) {
+    let alive: Vec<Arc<dyn Local>> = {
+        let local = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);
+        local.iter().filter_map(Weak::upgrade).collect()
+    };
+    for metric in alive {
+        metric.render(out);
     }
 }
 
@@ -217,18 +255,17 @@ impl Drop for HistogramSlots {
 mod tests {
     use std::sync::atomic::AtomicU64;
 
-    use metrics::{CounterFn, HistogramFn};
+    use metrics::CounterFn;
 
     use super::*;
 
     /// `fold` drains every local metric of the process: these tests take turns.
     static TURN: Mutex<()> = Mutex::new(());
 
-    /// An exporter's counter and histogram stand-in: what reached them.
+    /// An exporter's counter stand-in: what reached it.
     #[derive(Default)]
     struct Seen {
         count: AtomicU64,
-        samples: Mutex<Vec<f64>>,
     }
 
     impl CounterFn for Seen {
@@ -237,12 +274,6 @@ mod tests {
         }
         fn absolute(&self, value: u64) {
             self.count.store(value, Ordering::Relaxed);
-        }
-    }
-
-    impl HistogramFn for Seen {
-        fn record(&self, value: f64) {
-            self.samples.lock().unwrap().push(value);
         }
     }
 
@@ -292,30 +323,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_is_handed_over_at_once_and_the_rest_at_the_fold() {
-        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = Arc::new(Seen::default());
-        let histogram = LocalHistogram::new(Histogram::from_arc(Arc::clone(&seen)));
-        for i in 0..BATCH - 1 {
-            histogram.record(i as f64);
-        }
-        assert!(seen.samples.lock().unwrap().is_empty());
-        histogram.record(99.0);
-        assert_eq!(seen.samples.lock().unwrap().len(), BATCH);
-        histogram.record(7.0);
+    fn a_histogram_renders_cumulative_buckets_sum_and_count_from_every_thread() {
+        let histogram = LocalHistogram::new("test_local_seconds");
+        histogram.record(0.000_1);
+        histogram.record(0.001);
         std::thread::spawn({
             let histogram = histogram.clone();
-            move || histogram.record(8.0)
+            move || {
+                histogram.record(0.002);
+                histogram.record(60.0);
+            }
         })
         .join()
         .unwrap();
-        assert_eq!(seen.samples.lock().unwrap().len(), BATCH);
-        fold();
-        let samples = seen.samples.lock().unwrap().clone();
-        assert_eq!(samples.len(), BATCH + 2);
-        assert_eq!(samples[BATCH - 1], 99.0);
-        let mut rest = samples[BATCH..].to_vec();
-        rest.sort_by(f64::total_cmp);
-        assert_eq!(rest, [7.0, 8.0]);
+        let mut text = String::new();
+        histogram.0.render(&mut text);
+        for line in [
+            "# TYPE test_local_seconds histogram",
+            "test_local_seconds_bucket{le=\"0.00025\"} 1",
+            "test_local_seconds_bucket{le=\"0.001\"} 2",
+            "test_local_seconds_bucket{le=\"0.0025\"} 3",
+            "test_local_seconds_bucket{le=\"30\"} 3",
+            "test_local_seconds_bucket{le=\"+Inf\"} 4",
+            "test_local_seconds_sum 60.0031",
+            "test_local_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        let mut all = String::new();
+        render(&mut all);
+        assert!(all.contains("test_local_seconds_count 4"), "{all}");
     }
 }

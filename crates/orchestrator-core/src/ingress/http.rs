@@ -32,7 +32,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use metrics::{Counter, counter, histogram};
+use metrics::{Counter, counter};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use sha2::{Digest, Sha256};
@@ -99,7 +99,7 @@ struct IngressMetrics {
 
 static METRICS: LazyLock<IngressMetrics> = LazyLock::new(|| IngressMetrics {
     requests: (100..600).map(|_| OnceLock::new()).collect(),
-    duration: LocalHistogram::new(histogram!("picloud_http_request_duration_seconds")),
+    duration: LocalHistogram::new("picloud_http_request_duration_seconds"),
     throttled_rate: counter!("picloud_http_throttled_total", "reason" => "rate"),
     throttled_concurrency: counter!("picloud_http_throttled_total", "reason" => "concurrency"),
 });
@@ -194,11 +194,12 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
         started,
         traceparent.as_deref(),
     );
-    // A panic in the run is answered as an internal error naming the invocation, as
-    // `FinishOnDrop` answers one in a run that waits.
-    let outcome = match caught(id, || orchestrator.lane.try_now(&invocation)) {
-        Ok(Some(outcome)) => outcome,
-        Ok(None) => {
+    // One guard for the run, its settling and its record: a panic in any of them is
+    // answered as an internal error naming the invocation, as `FinishOnDrop` answers one
+    // in a run that waits. What comes out of it is small (the settled run is boxed only
+    // when it has effects to commit), so the answer is not copied on its way out.
+    let at_once = caught(id, || {
+        let Some(outcome) = orchestrator.lane.try_now(&invocation) else {
             // A script thread runs it, in the span and on the clock started here.
             let run = finishing_run(
                 Arc::clone(orchestrator),
@@ -208,30 +209,44 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
                 None,
                 start,
             );
-            return end.later(parts, run);
+            return Ok(AtOnce::Later(Box::pin(run)));
+        };
+        drop(invocation);
+        let settling = settle_run(orchestrator, start, outcome)?;
+        if settling.effects.is_empty() {
+            let routed = &found.routed;
+            return Ok(AtOnce::Answer(settling.record(
+                orchestrator,
+                routed,
+                &parts.method,
+                &parts.uri,
+            )));
         }
-        Err(panicked) => return Answering::Now(end.answer(Err(panicked), &parts)),
-    };
-    let settling = match caught(id, || settle_run(orchestrator, start, outcome)).flatten() {
-        Ok(settling) => settling,
-        Err(refused) => return Answering::Now(end.answer(Err(refused), &parts)),
-    };
-    drop(invocation);
-    if !settling.effects.is_empty() {
-        // Its effects are committed before it is answered, even if the caller hangs up.
-        let orchestrator = Arc::clone(orchestrator);
-        let (method, uri) = (parts.method.clone(), parts.uri.clone());
-        let commit = FinishOnDrop::new(id, async move {
-            let settling = settling.commit(&orchestrator, &found.routed, None).await;
-            settling.record(&orchestrator, &found.routed, &method, &uri)
-        });
-        return end.later(parts, commit);
-    }
-    let recorded = caught(id, || {
-        settling.record(orchestrator, &found.routed, &parts.method, &parts.uri)
+        Ok(AtOnce::Commit(Box::new(settling), found.routed))
     })
     .flatten();
-    Answering::Now(end.answer(recorded, &parts))
+    match at_once {
+        Ok(AtOnce::Answer(recorded)) => Answering::Now(end.answer(recorded, &parts)),
+        Ok(AtOnce::Later(run)) => end.later(parts, run),
+        Ok(AtOnce::Commit(settling, routed)) => {
+            // Its effects are committed before it is answered, even if the caller hangs up.
+            let orchestrator = Arc::clone(orchestrator);
+            let (method, uri) = (parts.method.clone(), parts.uri.clone());
+            let commit = FinishOnDrop::new(id, async move {
+                let settling = settling.commit(&orchestrator, &routed, None).await;
+                settling.record(&orchestrator, &routed, &method, &uri)
+            });
+            end.later(parts, commit)
+        }
+        Err(error) => Answering::Now(end.answer(Err(error), &parts)),
+    }
+}
+
+/// Where a run tried at once goes on: answered, to a script thread, or to its commit.
+enum AtOnce {
+    Answer(Result<Response, IngressError>),
+    Later(Pin<Box<dyn Future<Output = Result<Response, IngressError>> + Send>>),
+    Commit(Box<Settling>, Routed),
 }
 
 /// `f`'s result, or the internal error that names the invocation when it panics.

@@ -27,6 +27,25 @@ async fn health_readiness_and_metrics_answer_without_a_token(db: Backend) {
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("picloud_http_requests_total"), "{metrics}");
+    // The latency histograms of the hot path, counted per thread, render as one family
+    // each, with the request above in them.
+    for name in [
+        "picloud_http_request_duration_seconds",
+        "picloud_script_duration_seconds",
+    ] {
+        let family = format!("# TYPE {name} histogram");
+        assert_eq!(metrics.matches(&family).count(), 1, "{metrics}");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}_count in {metrics}"));
+        assert!(count >= 1, "{metrics}");
+        assert!(
+            metrics.contains(&format!("{name}_bucket{{le=\"+Inf\"}} {count}")),
+            "{metrics}"
+        );
+    }
 }
 
 async fn shutdown_finishes_in_flight_requests_and_flushes_their_records(db: Backend) {
