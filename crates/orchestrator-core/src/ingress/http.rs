@@ -179,40 +179,45 @@ pub(super) fn handle(orchestrator: &Arc<Orchestrator>, request: Request) -> Answ
             end.answer(served, &parts)
         }));
     }
-    let invocation = invocation(
+    // Kept here, taken by the run: the guard below captures only references, so neither
+    // is copied into it.
+    let mut invocation = Some(invocation(
         &mut parts,
         &found.routed,
         found.invocation,
         id,
         request_id,
         Bytes::new(),
-    );
-    let start = RunStart::new(
-        orchestrator,
-        &invocation,
-        &parts.method,
-        started,
-        traceparent.as_deref(),
-    );
+    ));
+    let mut start = invocation.as_ref().map(|invocation| {
+        RunStart::new(
+            orchestrator,
+            invocation,
+            &parts.method,
+            started,
+            traceparent.as_deref(),
+        )
+    });
     // One guard for the run, its settling and its record: a panic in any of them is
     // answered as an internal error naming the invocation, as `FinishOnDrop` answers one
     // in a run that waits. What comes out of it is small (the settled run is boxed only
     // when it has effects to commit), so the answer is not copied on its way out.
     let at_once = caught(id, || {
-        let Some(outcome) = orchestrator.lane.try_now(&invocation) else {
+        const SET: &str = "set above, taken once";
+        let Some(outcome) = orchestrator.lane.try_now(invocation.as_ref().expect(SET)) else {
             // A script thread runs it, in the span and on the clock started here.
             let run = finishing_run(
                 Arc::clone(orchestrator),
                 found.routed,
-                invocation,
+                invocation.take().expect(SET),
                 &parts,
                 None,
-                start,
+                start.take().expect(SET),
             );
             return Ok(AtOnce::Later(Box::pin(run)));
         };
-        drop(invocation);
-        let settling = settle_run(orchestrator, start, outcome)?;
+        invocation = None;
+        let settling = settle_run(orchestrator, start.take().expect(SET), outcome)?;
         if settling.effects.is_empty() {
             let routed = &found.routed;
             return Ok(AtOnce::Answer(settling.record(
