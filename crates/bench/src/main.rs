@@ -80,6 +80,10 @@ struct Args {
     /// Events published in the events burst, per backend and handler.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
+    /// Bursts per backend and handler, one after the other on one server; the figure is
+    /// the median of their rates.
+    #[arg(long, default_value_t = 3)]
+    burst_rounds: u32,
     /// Events queued before their consumer exists, per backend and handler (0: skip).
     #[arg(long, default_value_t = 100_000)]
     queued: u64,
@@ -248,6 +252,7 @@ fn bench(args: &Args) -> anyhow::Result<Report> {
         };
         let plan = events::Plan {
             burst: args.events.max(1),
+            burst_rounds: args.burst_rounds.max(1),
             queued: args.queued,
             paced: args.paced,
             callgrind,

@@ -508,9 +508,15 @@ impl Report {
                 }
                 None => String::new(),
             };
+            let rounds = if e.burst_rounds.len() > 1 {
+                let rates: Vec<String> = e.burst_rounds.iter().map(|r| format!("{r:.0}")).collect();
+                format!(" (median of rounds: {})", rates.join(" "))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "events {:<8} {:<8} {:>6} burst: {:>7.0} events/s (>= {target:.0}) {}  delay p50 {:>6.0} ms p99 {:>6.0} ms{queued}{instructions}",
+                "events {:<8} {:<8} {:>6} burst: {:>7.0} events/s (>= {target:.0}) {}{rounds}  delay p50 {:>6.0} ms p99 {:>6.0} ms{queued}{instructions}",
                 e.backend,
                 e.handler.name(),
                 e.events,
@@ -889,6 +895,7 @@ mod tests {
             handler: Handler::Incr,
             events: 10_000,
             events_per_sec: rate,
+            burst_rounds: vec![rate * 0.9, rate, rate * 1.2],
             burst_p50_ms: 100.0,
             burst_p99_ms: 200.0,
             queued: Some((100_000, queued)),
@@ -909,6 +916,13 @@ mod tests {
             report
                 .render()
                 .contains("208000 instructions/event (callgrind, 3000 queued)")
+        );
+        assert!(
+            report
+                .render()
+                .contains("(median of rounds: 10800 12000 14400)"),
+            "{}",
+            report.render()
         );
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
         assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.99), 4.0);
