@@ -37,11 +37,12 @@
 //!   only then returns.
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
+use shared::metrics::LocalHistogram;
 use shared::store::{EventCommit, EventOutcome};
 use shared::{
     EmailMessage, Event, EventId, EventKind, ExecError, ExecutorClient, FailureKind, Invocation,
@@ -335,6 +336,11 @@ async fn idle(ctx: &Context, committed: &Notify, shutdown: &CancellationToken) -
     }
 }
 
+/// `picloud_event_delay_seconds`: from an event's due time to its first run, counted per
+/// thread (`shared::metrics`), not looked up by name per event.
+static EVENT_DELAY: LazyLock<LocalHistogram> =
+    LazyLock::new(|| LocalHistogram::new("picloud_event_delay_seconds"));
+
 /// Runs one event to the point where its commit is known.
 async fn run(ctx: &Context, event: Event) -> EventCommit {
     if event.attempt > event.max_attempts {
@@ -344,7 +350,7 @@ async fn run(ctx: &Context, event: Event) -> EventCommit {
         let delay = (Utc::now() - event.scheduled_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
-        metrics::histogram!("picloud_event_delay_seconds").record(delay.as_secs_f64());
+        EVENT_DELAY.record(delay.as_secs_f64());
     }
     match (event.kind, event.script.clone()) {
         (EventKind::Email, _) => send_mail(ctx, event).await,
