@@ -14,7 +14,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use shared::Store;
-use shared::metrics::Tally;
 
 /// The process-wide metrics recorder, installed on first use (tests start many servers in
 /// one process; a recorder can be installed only once).
@@ -55,10 +54,8 @@ struct Upkept {
 }
 
 struct UpkeepTrigger {
-    /// The exporter's histogram samples.
+    /// The exporter's histogram samples (the hot paths' local ones count their own).
     samples: AtomicU64,
-    /// The hot paths' local histogram samples, counted per thread (they need no upkeep).
-    local: Tally,
     /// No busy spell is being watched: the next sample wakes the thread.
     resting: AtomicBool,
     wake: SyncSender<()>,
@@ -79,7 +76,6 @@ impl Upkept {
             inner.register_counter(&Key::from_name("picloud_memory_releases_total"), &metadata);
         let trigger = Arc::new(UpkeepTrigger {
             samples: AtomicU64::new(0),
-            local: Tally::default(),
             resting: AtomicBool::new(true),
             wake,
         });
@@ -100,11 +96,8 @@ impl UpkeepTrigger {
     fn sampled(&self) {
         let seen = self.samples.fetch_add(1, Ordering::Relaxed);
         let due = seen % UPKEEP_EVERY == UPKEEP_EVERY - 1;
-        // Read before swapped: the flag's line is written once per busy spell, not per
-        // sample.
-        let woke =
-            self.resting.load(Ordering::Relaxed) && self.resting.swap(false, Ordering::Relaxed);
-        if due || woke {
+        // The flag is looked at first, so a due upkeep does not leave it set.
+        if self.spell_begins() || due {
             // Full means the thread is already due to wake.
             let _ = self.wake.try_send(());
         }
@@ -112,10 +105,23 @@ impl UpkeepTrigger {
 
     /// A sample of a local histogram: no upkeep is due for it, but it begins a busy spell.
     fn local_sampled(&self) {
-        self.local.add(1);
-        if self.resting.load(Ordering::Relaxed) && self.resting.swap(false, Ordering::Relaxed) {
+        if self.spell_begins() {
             let _ = self.wake.try_send(());
         }
+    }
+
+    /// Whether this sample ends a rest (then the thread is to be woken). Read before
+    /// swapped: the flag's line is written once per busy spell, not per sample.
+    fn spell_begins(&self) -> bool {
+        self.resting.load(Ordering::Relaxed) && self.resting.swap(false, Ordering::Relaxed)
+    }
+
+    /// Every histogram sample so far, the exporter's and the local ones: unchanged over
+    /// `QUIET`, the busy spell is over.
+    fn activity(&self) -> u64 {
+        self.samples
+            .load(Ordering::Relaxed)
+            .wrapping_add(shared::metrics::samples())
     }
 
     /// The thread: upkeep when `UPKEEP_EVERY` samples came in since the last one (on any
@@ -140,16 +146,10 @@ impl UpkeepTrigger {
             loop {
                 let seen = self.samples.load(Ordering::Relaxed);
                 upkeep(seen);
-                let active = seen.wrapping_add(self.local.sum());
+                let active = self.activity();
                 match woken.recv_timeout(QUIET) {
                     Ok(()) => {}
-                    Err(RecvTimeoutError::Timeout)
-                        if self
-                            .samples
-                            .load(Ordering::Relaxed)
-                            .wrapping_add(self.local.sum())
-                            == active =>
-                    {
+                    Err(RecvTimeoutError::Timeout) if self.activity() == active => {
                         crate::memory::release();
                         releases.increment(1);
                         self.resting.store(true, Ordering::Relaxed);

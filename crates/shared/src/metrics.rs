@@ -42,10 +42,14 @@ fn shard() -> usize {
 #[derive(Default)]
 struct Padded<T>(T);
 
-/// What `fold` drains into the exporter, or `render` writes itself.
+/// What `fold` drains into the exporter, or `render` writes itself (and `samples` counts).
 trait Local: Send + Sync {
     fn fold(&self) {}
     fn render(&self, _out: &mut String) {}
+    /// Samples taken so far (a histogram's count).
+    fn samples(&self) -> u64 {
+        0
+    }
 }
 
 /// Every local metric alive in the process.
@@ -59,16 +63,32 @@ fn register(metric: &Arc<impl Local + 'static>) {
         .push(Arc::downgrade(&metric));
 }
 
-/// Hand every thread's counts and samples to the exporter: call before rendering.
+/// Every local metric still alive (the dead ones are forgotten).
+fn alive() -> Vec<Arc<dyn Local>> {
+    let mut local = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);
+    local.retain(|metric| metric.strong_count() > 0);
+    local.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Hand every thread's counts to the exporter: call before rendering.
 pub fn fold() {
-    let alive: Vec<Arc<dyn Local>> = {
-        let mut local = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);
-        local.retain(|metric| metric.strong_count() > 0);
-        local.iter().filter_map(Weak::upgrade).collect()
-    };
-    for metric in alive {
+    for metric in alive() {
         metric.fold();
     }
+}
+
+/// Append the Prometheus text of every local histogram alive (after the exporter's). Make
+/// one `LocalHistogram` per name (a static): each renders a family of its own.
+pub fn render(out: &mut String) {
+    for metric in alive() {
+        metric.render(out);
+    }
+}
+
+/// Samples taken so far by every local histogram alive: what shows that the hot paths
+/// are busy (a count that did not move in a while: they are not).
+pub fn samples() -> u64 {
+    alive().iter().map(|metric| metric.samples()).sum()
 }
 
 /// A count that each thread adds to on a cache line of its own; reading it sums them.
@@ -207,7 +227,7 @@ impl LocalHistogram {
     }
 }
 
-impl HistogramSlots {
+impl Local for HistogramSlots {
     fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let mut counts = [0u64; BUCKETS.len() + 1];
@@ -231,23 +251,13 @@ impl HistogramSlots {
         let _ = writeln!(out, "{name}_count {cumulative}");
         out.push('\n');
     }
-}
 
-impl Local for HistogramSlots {
-    fn render(&self, out: &mut String) {
-        HistogramSlots::render(self, out);
-    }
-}
-
-/// Append the Prometheus text of every local histogram alive (after the exporter's). Make
-/// one `LocalHistogram` per name (a static): each renders a family of its own.
-pub fn render(out: &mut String) {
-    let alive: Vec<Arc<dyn Local>> = {
-        let local = LOCAL.lock().unwrap_or_else(PoisonError::into_inner);
-        local.iter().filter_map(Weak::upgrade).collect()
-    };
-    for metric in alive {
-        metric.render(out);
+    fn samples(&self) -> u64 {
+        self.slots
+            .iter()
+            .flat_map(|slot| &slot.0.counts)
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -353,5 +363,7 @@ mod tests {
         let mut all = String::new();
         render(&mut all);
         assert!(all.contains("test_local_seconds_count 4"), "{all}");
+        assert_eq!(histogram.0.samples(), 4);
+        assert!(samples() >= 4);
     }
 }

@@ -122,6 +122,15 @@ fn named<'a>(spans: &'a [Got], name: &str) -> &'a Got {
 }
 
 /// The newest invocation record of `script`.
+/// `method path` called as a child of the caller's span in `trace`.
+async fn call_traced(app: &TestApp, method: Method, path: &str, trace: &str) -> reqwest::Response {
+    app.call(method, path)
+        .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn record(app: &TestApp, script: &str) -> Value {
     eventually(&format!("a record of {script}"), WAIT, async || {
         let listed = app
@@ -171,12 +180,7 @@ async fn a_requests_trace_runs_through_a_published_event_and_a_queue_message(db:
     )
     .await;
 
-    let res = app
-        .call(Method::POST, "/shop/orders")
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let res = call_traced(&app, Method::POST, "/shop/orders", TRACE).await;
     let request_invocation = invocation_id(&res);
     assert_eq!(res.text().await.unwrap(), "queued");
     eventually("the message was handled", WAIT, async || {
@@ -231,12 +235,7 @@ async fn a_requests_trace_runs_through_a_published_event_and_a_queue_message(db:
     // span its request started before asking for an answer at once.
     app.endpoint("shop", "lookup", "GET /lookup", r#"kv::get("mailed")"#)
         .await;
-    let res = app
-        .call(Method::GET, "/shop/lookup")
-        .header("traceparent", format!("00-{LOOKUP_TRACE}-{CALLER_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let res = call_traced(&app, Method::GET, "/shop/lookup", LOOKUP_TRACE).await;
     assert_eq!(res.status(), 200);
     let spans = receiver.trace(LOOKUP_TRACE, 1).await;
     assert_eq!(named(&spans, "GET shop/lookup").parent, CALLER_SPAN);
@@ -253,12 +252,7 @@ async fn without_an_endpoint_records_still_carry_the_callers_trace() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
     app.endpoint("shop", "order", "GET /orders", r#""ok""#)
         .await;
-    let res = app
-        .call(Method::GET, "/shop/orders")
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let res = call_traced(&app, Method::GET, "/shop/orders", TRACE).await;
     assert_eq!(res.status(), 200);
     let r = record(&app, "order").await;
     assert_eq!(r["trace_id"], TRACE);
